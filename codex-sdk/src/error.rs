@@ -1,0 +1,26 @@
+//! Errors of a run.
+
+/// Everything that can end a run other than a completed turn.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to start the codex CLI at {path}")]
+    Spawn {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to talk to the codex CLI")]
+    Io(#[from] std::io::Error),
+    #[error("the codex CLI printed a line that is not a JSON object: {line}")]
+    MalformedLine { line: String },
+    #[error("the codex CLI printed a line longer than {limit} bytes")]
+    LineTooLong { limit: usize },
+    #[error("codex exited with {status}: {stderr_tail}")]
+    Exited { status: String, stderr_tail: String },
+    #[error("the turn failed: {message}")]
+    TurnFailed { message: String },
+    #[error("the run was cancelled")]
+    Cancelled,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,21 @@
+//! A Rust SDK for the Codex CLI, with the thread model of the TypeScript
+//! package `@openai/codex-sdk`: a [`Codex`] client starts or resumes
+//! [`Thread`]s; each run spawns `codex exec --experimental-json`, writes the
+//! prompt to its stdin and streams the JSONL events it prints as typed
+//! [`ThreadEvent`]s.
+
+mod error;
+mod events;
+mod options;
+mod process;
+mod thread;
+
+pub use error::{Error, Result};
+pub use events::{
+    FileUpdateChange, ItemDetails, ThreadError, ThreadEvent, ThreadItem, TodoItem, Usage,
+};
+pub use options::{
+    ApiKey, ApprovalMode, CodexOptions, ReasoningEffort, SandboxMode, ThreadOptions,
+};
+pub use process::TERM_GRACE;
+pub use thread::{Canceller, Codex, RunStream, Thread, Turn, MAX_LINE_BYTES, STDERR_TAIL_BYTES};

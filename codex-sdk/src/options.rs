@@ -1,0 +1,255 @@
+//! Options of the client and of a thread, mirroring `CodexOptions` and
+//! `ThreadOptions` of `@openai/codex-sdk`, and their translation to the CLI's
+//! command line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A secret string whose `Debug` output is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into())
+    }
+
+    /// The key itself; only for handing it to the CLI's environment.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(***)")
+    }
+}
+
+/// How a client finds and talks to the CLI.
+#[derive(Debug, Clone, Default)]
+pub struct CodexOptions {
+    /// The `codex` executable; `codex` on `PATH` when unset.
+    pub codex_path: Option<PathBuf>,
+    /// Overrides the OpenAI base URL (`openai_base_url` config).
+    pub base_url: Option<String>,
+    /// Passed to the CLI as `CODEX_API_KEY`.
+    pub api_key: Option<ApiKey>,
+    /// The CLI's whole environment when set. When unset the CLI gets a small
+    /// allow-list of the caller's variables (`PATH`, `HOME`, locale, ...), so
+    /// that the caller's secrets do not reach the agent's shell.
+    pub env: Option<BTreeMap<String, String>>,
+    /// `--config key=value` pairs; the value is TOML (`"o3"`, `true`, `[1]`).
+    pub config_overrides: Vec<(String, String)>,
+}
+
+/// `--sandbox` of the CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SandboxMode {
+    ReadOnly,
+    WorkspaceWrite,
+    DangerFullAccess,
+}
+
+impl SandboxMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxMode::ReadOnly => "read-only",
+            SandboxMode::WorkspaceWrite => "workspace-write",
+            SandboxMode::DangerFullAccess => "danger-full-access",
+        }
+    }
+}
+
+/// `approval_policy` of the CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApprovalMode {
+    Never,
+    OnRequest,
+    OnFailure,
+    Untrusted,
+}
+
+impl ApprovalMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalMode::Never => "never",
+            ApprovalMode::OnRequest => "on-request",
+            ApprovalMode::OnFailure => "on-failure",
+            ApprovalMode::Untrusted => "untrusted",
+        }
+    }
+}
+
+/// `model_reasoning_effort` of the CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReasoningEffort {
+    Minimal,
+    Low,
+    Medium,
+    High,
+    Xhigh,
+}
+
+impl ReasoningEffort {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasoningEffort::Minimal => "minimal",
+            ReasoningEffort::Low => "low",
+            ReasoningEffort::Medium => "medium",
+            ReasoningEffort::High => "high",
+            ReasoningEffort::Xhigh => "xhigh",
+        }
+    }
+}
+
+/// Per-thread options, applied to every run of the thread.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ThreadOptions {
+    pub model: Option<String>,
+    pub sandbox_mode: Option<SandboxMode>,
+    pub working_directory: Option<PathBuf>,
+    pub skip_git_repo_check: bool,
+    pub model_reasoning_effort: Option<ReasoningEffort>,
+    pub network_access_enabled: Option<bool>,
+    pub web_search_enabled: Option<bool>,
+    pub approval_policy: Option<ApprovalMode>,
+    pub additional_directories: Vec<PathBuf>,
+    /// `CODEX_HOME` of this thread's CLI: where its config and sessions live.
+    /// Unset: the CLI's default (`~/.codex`).
+    pub codex_home: Option<PathBuf>,
+}
+
+/// Builds the CLI's arguments the way the TypeScript SDK's `CodexExec.run`
+/// does, flag for flag and in the same order.
+pub(crate) fn command_args(
+    codex: &CodexOptions,
+    thread: &ThreadOptions,
+    resume_thread_id: Option<&str>,
+) -> Vec<String> {
+    let mut args: Vec<String> = vec!["exec".into(), "--experimental-json".into()];
+    let config = |args: &mut Vec<String>, value: String| {
+        args.push("--config".into());
+        args.push(value);
+    };
+    for (key, value) in &codex.config_overrides {
+        config(&mut args, format!("{key}={value}"));
+    }
+    if let Some(url) = &codex.base_url {
+        config(&mut args, format!("openai_base_url={}", toml_string(url)));
+    }
+    if let Some(model) = &thread.model {
+        args.extend(["--model".into(), model.clone()]);
+    }
+    if let Some(mode) = thread.sandbox_mode {
+        args.extend(["--sandbox".into(), mode.as_str().into()]);
+    }
+    if let Some(dir) = &thread.working_directory {
+        args.extend(["--cd".into(), dir.display().to_string()]);
+    }
+    for dir in &thread.additional_directories {
+        args.extend(["--add-dir".into(), dir.display().to_string()]);
+    }
+    if thread.skip_git_repo_check {
+        args.push("--skip-git-repo-check".into());
+    }
+    if let Some(effort) = thread.model_reasoning_effort {
+        config(
+            &mut args,
+            format!("model_reasoning_effort=\"{}\"", effort.as_str()),
+        );
+    }
+    if let Some(network) = thread.network_access_enabled {
+        config(
+            &mut args,
+            format!("sandbox_workspace_write.network_access={network}"),
+        );
+    }
+    match thread.web_search_enabled {
+        Some(true) => config(&mut args, "web_search=\"live\"".into()),
+        Some(false) => config(&mut args, "web_search=\"disabled\"".into()),
+        None => {}
+    }
+    if let Some(policy) = thread.approval_policy {
+        config(
+            &mut args,
+            format!("approval_policy=\"{}\"", policy.as_str()),
+        );
+    }
+    if let Some(id) = resume_thread_id {
+        args.extend(["resume".into(), id.into()]);
+    }
+    args
+}
+
+/// A TOML basic string; JSON string escaping is a valid subset of it.
+fn toml_string(value: &str) -> String {
+    serde_json::Value::String(value.to_owned()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_follow_the_typescript_sdk_order() {
+        let codex = CodexOptions {
+            base_url: Some("http://127.0.0.1:1/v1".into()),
+            config_overrides: vec![("model_provider".into(), "\"mock\"".into())],
+            ..Default::default()
+        };
+        let thread = ThreadOptions {
+            model: Some("gpt-5.5".into()),
+            sandbox_mode: Some(SandboxMode::WorkspaceWrite),
+            working_directory: Some("/w/s/repo".into()),
+            additional_directories: vec!["/w/extra".into()],
+            skip_git_repo_check: true,
+            model_reasoning_effort: Some(ReasoningEffort::High),
+            network_access_enabled: Some(false),
+            web_search_enabled: Some(false),
+            approval_policy: Some(ApprovalMode::Never),
+            codex_home: None,
+        };
+        let args = command_args(&codex, &thread, Some("thread-1"));
+        let expected = [
+            "exec",
+            "--experimental-json",
+            "--config",
+            "model_provider=\"mock\"",
+            "--config",
+            "openai_base_url=\"http://127.0.0.1:1/v1\"",
+            "--model",
+            "gpt-5.5",
+            "--sandbox",
+            "workspace-write",
+            "--cd",
+            "/w/s/repo",
+            "--add-dir",
+            "/w/extra",
+            "--skip-git-repo-check",
+            "--config",
+            "model_reasoning_effort=\"high\"",
+            "--config",
+            "sandbox_workspace_write.network_access=false",
+            "--config",
+            "web_search=\"disabled\"",
+            "--config",
+            "approval_policy=\"never\"",
+            "resume",
+            "thread-1",
+        ];
+        assert_eq!(args, expected);
+    }
+
+    #[test]
+    fn api_key_debug_is_redacted() {
+        let key = ApiKey::new("sk-secret");
+        assert_eq!(format!("{key:?}"), "ApiKey(***)");
+    }
+}

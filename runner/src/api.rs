@@ -1,0 +1,290 @@
+//! The runner's HTTP API, route for route that of the seed design's Node
+//! runner (same paths, same camelCase JSON fields).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use codex_sdk::{ApprovalMode, Codex, ReasoningEffort, SandboxMode, ThreadOptions};
+use poem::http::{HeaderMap, StatusCode};
+use poem::web::sse::{Event, SSE};
+use poem::web::{Data, Json, Path, Query};
+use poem::{get, handler, post, EndpointExt, IntoEndpoint, IntoResponse, Response, Route};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::error::{catch_all, ApiError, Result};
+use crate::execution::spawn_run;
+use crate::registry::{Registry, RunStatus};
+use crate::workspace::WorkingDirectory;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    /// `WORKSPACES_ROOT`, canonical.
+    pub root: Arc<PathBuf>,
+    pub codex: Codex,
+    pub registry: Arc<Registry>,
+}
+
+pub fn routes(state: AppState) -> impl IntoEndpoint {
+    let max_body = state.config.limits.max_body_bytes;
+    Route::new()
+        .at("/health", get(health))
+        .at("/threads", post(create_thread))
+        .at("/threads/:id", get(get_thread).delete(delete_thread))
+        .at("/runs", post(create_run))
+        .at("/runs/:id", get(get_run))
+        .at("/runs/:id/cancel", post(cancel_run))
+        .at("/runs/:id/events", get(run_events))
+        .with(poem::middleware::SizeLimit::new(max_body))
+        .with(poem::middleware::Tracing)
+        .data(state)
+        .catch_all_error(catch_all)
+}
+
+#[handler]
+fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateThread {
+    working_directory: String,
+    #[serde(default)]
+    skip_git_repo_check: bool,
+    model: Option<String>,
+    sandbox_mode: Option<SandboxMode>,
+    approval_policy: Option<ApprovalMode>,
+    model_reasoning_effort: Option<ReasoningEffort>,
+    network_access_enabled: Option<bool>,
+    web_search_enabled: Option<bool>,
+    #[serde(default)]
+    additional_directories: Vec<String>,
+    resume_thread_id: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ThreadView {
+    thread_id: Uuid,
+    codex_thread_id: Option<String>,
+    working_directory: Option<PathBuf>,
+    active_run_id: Option<Uuid>,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<crate::registry::ThreadRecord> for ThreadView {
+    fn from(record: crate::registry::ThreadRecord) -> Self {
+        Self {
+            thread_id: record.id,
+            codex_thread_id: record.codex_thread_id,
+            working_directory: record.options.working_directory,
+            active_run_id: record.active_run,
+            created_at: record.created_at,
+        }
+    }
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &str) -> Result<T> {
+    serde_json::from_str(body).map_err(|e| ApiError::Validation(format!("invalid JSON body: {e}")))
+}
+
+#[handler]
+async fn create_thread(Data(state): Data<&AppState>, body: String) -> Result<Response> {
+    let request: CreateThread = parse_body(&body)?;
+    let invalid = |e: crate::workspace::WorkspaceError| ApiError::Validation(e.to_string());
+    let working =
+        WorkingDirectory::parse(&request.working_directory, &state.root).map_err(invalid)?;
+    let additional = request
+        .additional_directories
+        .iter()
+        .map(|dir| WorkingDirectory::parse(dir, &state.root).map(|d| d.path().to_path_buf()))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(invalid)?;
+    if let Some(model) = &request.model {
+        if model.trim().is_empty() || model.len() > 200 {
+            return Err(ApiError::Validation(
+                "model must be 1 to 200 characters".into(),
+            ));
+        }
+    }
+    let resume = match request.resume_thread_id {
+        Some(id) if !valid_codex_thread_id(&id) => {
+            return Err(ApiError::Validation(
+                "resumeThreadId must be a Codex thread id (letters, digits and dashes)".into(),
+            ))
+        }
+        other => other,
+    };
+    let codex_home = working.codex_home();
+    prepare_codex_home(&codex_home, state.config.codex_config.as_deref())
+        .await
+        .map_err(|e| ApiError::Internal(e.context("cannot prepare the thread's CODEX_HOME")))?;
+    let options = ThreadOptions {
+        model: request.model,
+        sandbox_mode: Some(request.sandbox_mode.unwrap_or(state.config.default_sandbox)),
+        working_directory: Some(working.path().to_path_buf()),
+        skip_git_repo_check: request.skip_git_repo_check,
+        model_reasoning_effort: request.model_reasoning_effort,
+        network_access_enabled: request.network_access_enabled,
+        web_search_enabled: request.web_search_enabled,
+        approval_policy: Some(
+            request
+                .approval_policy
+                .unwrap_or(state.config.default_approval),
+        ),
+        additional_directories: additional,
+        codex_home: Some(codex_home),
+    };
+    let record = state.registry.add_thread(options, resume)?;
+    tracing::info!(thread_id = %record.id, dir = %working.path().display(), "thread created");
+    Ok((StatusCode::CREATED, Json(ThreadView::from(record))).into_response())
+}
+
+/// Codex thread ids are UUIDs; anything else could smuggle a flag or a path
+/// into the CLI's command line.
+fn valid_codex_thread_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 100
+        && !id.starts_with('-')
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// Creates the thread's `CODEX_HOME` and writes the config template into it.
+async fn prepare_codex_home(home: &std::path::Path, template: Option<&str>) -> anyhow::Result<()> {
+    tokio::fs::create_dir_all(home).await?;
+    if let Some(template) = template {
+        tokio::fs::write(home.join("config.toml"), template).await?;
+    }
+    Ok(())
+}
+
+#[handler]
+fn get_thread(Data(state): Data<&AppState>, Path(id): Path<String>) -> Result<Json<ThreadView>> {
+    let id = parse_id(&id, "thread")?;
+    Ok(Json(state.registry.thread(id)?.into()))
+}
+
+#[handler]
+fn delete_thread(Data(state): Data<&AppState>, Path(id): Path<String>) -> Result<StatusCode> {
+    let id = parse_id(&id, "thread")?;
+    state.registry.remove_thread(id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateRun {
+    thread_id: String,
+    prompt: String,
+}
+
+#[handler]
+async fn create_run(Data(state): Data<&AppState>, body: String) -> Result<Response> {
+    let request: CreateRun = parse_body(&body)?;
+    let thread_id = parse_id(&request.thread_id, "thread")?;
+    let prompt = request.prompt.trim();
+    if prompt.is_empty() {
+        return Err(ApiError::Validation("prompt must not be empty".into()));
+    }
+    let limit = state.config.limits.max_prompt_bytes;
+    if prompt.len() > limit {
+        return Err(ApiError::Validation(format!(
+            "prompt is {} bytes; the limit is {limit} (RUNNER_MAX_PROMPT_BYTES)",
+            prompt.len()
+        )));
+    }
+    let (run, thread) = state.registry.start_run(thread_id)?;
+    let run_id = run.id;
+    spawn_run(
+        state.codex.clone(),
+        state.registry.clone(),
+        run,
+        thread,
+        prompt.to_owned(),
+    );
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"runId": run_id, "threadId": thread_id, "status": RunStatus::Running})),
+    )
+        .into_response())
+}
+
+#[handler]
+fn get_run(
+    Data(state): Data<&AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<crate::registry::RunSnapshot>> {
+    let id = parse_id(&id, "run")?;
+    Ok(Json(state.registry.run(id)?.snapshot()))
+}
+
+#[handler]
+fn cancel_run(Data(state): Data<&AppState>, Path(id): Path<String>) -> Result<Response> {
+    let id = parse_id(&id, "run")?;
+    let run = state.registry.run(id)?;
+    if !run.request_cancel() {
+        return Err(ApiError::Conflict(format!(
+            "run {id} already finished ({:?})",
+            run.status()
+        )));
+    }
+    tracing::info!(run_id = %id, "cancel requested");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"runId": id, "status": "cancelling"})),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    after: Option<String>,
+}
+
+/// Server-Sent Events of a run: every event after `Last-Event-ID` (or
+/// `?after=`), then the live tail, then the close.
+#[handler]
+fn run_events(
+    Data(state): Data<&AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<EventsQuery>,
+    headers: &HeaderMap,
+) -> Result<Response> {
+    let id = parse_id(&id, "run")?;
+    let run = state.registry.run(id)?;
+    let header = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("invalid").to_owned());
+    let after = match header.or(query.after) {
+        None => 0,
+        Some(raw) if raw.trim().is_empty() => 0,
+        Some(raw) => raw.trim().parse::<u64>().map_err(|_| {
+            ApiError::Validation(format!(
+                "Last-Event-ID/after must be an event number, got {raw:?}"
+            ))
+        })?,
+    };
+    let stream = async_stream::stream! {
+        let mut after = after;
+        while let Some(batch) = run.log.next_after(after).await {
+            for event in batch {
+                after = event.seq;
+                yield Event::message(event.data.clone())
+                    .id(event.seq.to_string())
+                    .event_type(event.kind.clone());
+            }
+        }
+    };
+    Ok(SSE::new(stream)
+        .keep_alive(state.config.limits.keep_alive)
+        .into_response())
+}
+
+fn parse_id(raw: &str, what: &str) -> Result<Uuid> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound(format!("{what} {raw} does not exist")))
+}

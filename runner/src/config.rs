@@ -1,0 +1,216 @@
+//! The runner's configuration, read once from the environment.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use codex_sdk::{ApiKey, ApprovalMode, SandboxMode};
+use figment::providers::{Env, Serialized};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Everything the runner needs to start.
+#[derive(Clone)]
+pub struct Config {
+    /// `RUNNER_ADDR`: where the HTTP API listens.
+    pub addr: String,
+    /// `WORKSPACES_ROOT`: every thread's working directory must be under it.
+    pub workspaces_root: PathBuf,
+    /// `CODEX_BIN`: the Codex CLI; `codex` on `PATH` when unset.
+    pub codex_bin: Option<PathBuf>,
+    /// `RUNNER_CODEX_CONFIG`: the contents of the TOML file that becomes each
+    /// thread's `config.toml`.
+    pub codex_config: Option<String>,
+    /// `CODEX_API_KEY`, else `OPENAI_API_KEY`: handed to the CLI only.
+    pub api_key: Option<ApiKey>,
+    /// `RUNNER_DEFAULT_SANDBOX`: sandbox of threads that do not choose one.
+    pub default_sandbox: SandboxMode,
+    /// `RUNNER_DEFAULT_APPROVAL`: approval policy of threads that do not choose one.
+    pub default_approval: ApprovalMode,
+    pub limits: Limits,
+}
+
+/// The bounds of every buffer and table of the runner.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// `RUNNER_RUN_RETENTION_SECS`: how long a finished run stays readable.
+    pub run_retention: Duration,
+    /// `RUNNER_MAX_FINISHED_RUNS`: finished runs kept at most (oldest go first).
+    pub max_finished_runs: usize,
+    /// `RUNNER_MAX_EVENTS_PER_RUN`: a run that emits more fails.
+    pub max_events_per_run: usize,
+    /// `RUNNER_MAX_THREADS`: threads kept at most; more are refused (429).
+    pub max_threads: usize,
+    /// `RUNNER_MAX_PROMPT_BYTES`: longest prompt accepted.
+    pub max_prompt_bytes: usize,
+    /// `RUNNER_MAX_BODY_BYTES`: largest request body accepted.
+    pub max_body_bytes: usize,
+    /// `RUNNER_KEEP_ALIVE_SECS`: idle time before an SSE keep-alive comment.
+    pub keep_alive: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            run_retention: Duration::from_secs(3600),
+            max_finished_runs: 1000,
+            max_events_per_run: 50_000,
+            max_threads: 10_000,
+            max_prompt_bytes: 256 * 1024,
+            max_body_bytes: 1024 * 1024,
+            keep_alive: Duration::from_secs(15),
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field("workspaces_root", &self.workspaces_root)
+            .field("codex_bin", &self.codex_bin)
+            .field(
+                "codex_config",
+                &self.codex_config.as_ref().map(|_| "<template>"),
+            )
+            .field("api_key", &self.api_key)
+            .field("default_sandbox", &self.default_sandbox)
+            .field("default_approval", &self.default_approval)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid runner configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    #[error("cannot read RUNNER_CODEX_CONFIG {path}")]
+    Template {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create WORKSPACES_ROOT {path}")]
+    Root {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Raw {
+    runner_addr: String,
+    workspaces_root: PathBuf,
+    codex_bin: Option<PathBuf>,
+    runner_codex_config: Option<PathBuf>,
+    codex_api_key: Option<String>,
+    openai_api_key: Option<String>,
+    runner_default_sandbox: SandboxMode,
+    runner_default_approval: ApprovalMode,
+    runner_run_retention_secs: u64,
+    runner_max_finished_runs: usize,
+    runner_max_events_per_run: usize,
+    runner_max_threads: usize,
+    runner_max_prompt_bytes: usize,
+    runner_max_body_bytes: usize,
+    runner_keep_alive_secs: u64,
+}
+
+impl Default for Raw {
+    fn default() -> Self {
+        let limits = Limits::default();
+        Self {
+            runner_addr: "127.0.0.1:9102".into(),
+            workspaces_root: PathBuf::from(".data/workspaces"),
+            codex_bin: None,
+            runner_codex_config: None,
+            codex_api_key: None,
+            openai_api_key: None,
+            runner_default_sandbox: SandboxMode::WorkspaceWrite,
+            runner_default_approval: ApprovalMode::Never,
+            runner_run_retention_secs: limits.run_retention.as_secs(),
+            runner_max_finished_runs: limits.max_finished_runs,
+            runner_max_events_per_run: limits.max_events_per_run,
+            runner_max_threads: limits.max_threads,
+            runner_max_prompt_bytes: limits.max_prompt_bytes,
+            runner_max_body_bytes: limits.max_body_bytes,
+            runner_keep_alive_secs: limits.keep_alive.as_secs(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the environment; a bad value is an error that names it.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let raw: Raw = Figment::from(Serialized::defaults(Raw::default()))
+            .merge(
+                Env::raw()
+                    .only(&ENV_KEYS)
+                    .filter(|k| !k.as_str().is_empty()),
+            )
+            .extract()
+            .map_err(Box::new)?;
+        let codex_config = raw
+            .runner_codex_config
+            .map(|path| {
+                std::fs::read_to_string(&path).map_err(|source| ConfigError::Template {
+                    path: path.display().to_string(),
+                    source,
+                })
+            })
+            .transpose()?;
+        let api_key = raw
+            .codex_api_key
+            .or(raw.openai_api_key)
+            .filter(|k| !k.trim().is_empty())
+            .map(ApiKey::new);
+        Ok(Self {
+            addr: raw.runner_addr,
+            workspaces_root: raw.workspaces_root,
+            codex_bin: raw.codex_bin,
+            codex_config,
+            api_key,
+            default_sandbox: raw.runner_default_sandbox,
+            default_approval: raw.runner_default_approval,
+            limits: Limits {
+                run_retention: Duration::from_secs(raw.runner_run_retention_secs),
+                max_finished_runs: raw.runner_max_finished_runs,
+                max_events_per_run: raw.runner_max_events_per_run.max(2),
+                max_threads: raw.runner_max_threads,
+                max_prompt_bytes: raw.runner_max_prompt_bytes,
+                max_body_bytes: raw.runner_max_body_bytes,
+                keep_alive: Duration::from_secs(raw.runner_keep_alive_secs.max(1)),
+            },
+        })
+    }
+
+    /// The workspaces root, created if missing and with symlinks resolved.
+    pub fn canonical_root(&self) -> Result<PathBuf, ConfigError> {
+        let error = |source| ConfigError::Root {
+            path: self.workspaces_root.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&self.workspaces_root).map_err(error)?;
+        self.workspaces_root.canonicalize().map_err(error)
+    }
+}
+
+const ENV_KEYS: [&str; 15] = [
+    "RUNNER_ADDR",
+    "WORKSPACES_ROOT",
+    "CODEX_BIN",
+    "RUNNER_CODEX_CONFIG",
+    "CODEX_API_KEY",
+    "OPENAI_API_KEY",
+    "RUNNER_DEFAULT_SANDBOX",
+    "RUNNER_DEFAULT_APPROVAL",
+    "RUNNER_RUN_RETENTION_SECS",
+    "RUNNER_MAX_FINISHED_RUNS",
+    "RUNNER_MAX_EVENTS_PER_RUN",
+    "RUNNER_MAX_THREADS",
+    "RUNNER_MAX_PROMPT_BYTES",
+    "RUNNER_MAX_BODY_BYTES",
+    "RUNNER_KEEP_ALIVE_SECS",
+];

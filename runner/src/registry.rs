@@ -1,0 +1,328 @@
+//! The runner's in-memory state: threads, runs, and the rules between them
+//! (one active run per thread; bounded tables).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use codex_sdk::{Canceller, ThreadOptions, Usage};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::config::Limits;
+use crate::error::{ApiError, Result};
+use crate::run_log::RunLog;
+
+/// A runner thread: options for the CLI and the Codex thread it is bound to.
+#[derive(Debug, Clone)]
+pub struct ThreadRecord {
+    pub id: Uuid,
+    pub options: ThreadOptions,
+    /// Known after the first run's `thread.started`, or given to resume.
+    pub codex_thread_id: Option<String>,
+    pub active_run: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, RunStatus::Running)
+    }
+}
+
+/// What is known of a run, as `GET /runs/{id}` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSnapshot {
+    pub run_id: Uuid,
+    pub thread_id: Uuid,
+    pub codex_thread_id: Option<String>,
+    pub status: RunStatus,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub final_response: Option<String>,
+    pub usage: Option<Usage>,
+    pub error: Option<String>,
+    pub event_count: usize,
+}
+
+/// One run: its event log and its state.
+#[derive(Debug)]
+pub struct Run {
+    pub id: Uuid,
+    pub thread_id: Uuid,
+    pub log: RunLog,
+    state: Mutex<RunState>,
+}
+
+#[derive(Debug)]
+struct RunState {
+    status: RunStatus,
+    created_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    finished: Option<Instant>,
+    codex_thread_id: Option<String>,
+    final_response: Option<String>,
+    usage: Option<Usage>,
+    error: Option<String>,
+    cancel_requested: bool,
+    canceller: Option<Canceller>,
+}
+
+impl Run {
+    fn new(thread_id: Uuid, codex_thread_id: Option<String>, max_events: usize) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            thread_id,
+            log: RunLog::new(max_events),
+            state: Mutex::new(RunState {
+                status: RunStatus::Running,
+                created_at: Utc::now(),
+                finished_at: None,
+                finished: None,
+                codex_thread_id,
+                final_response: None,
+                usage: None,
+                error: None,
+                cancel_requested: false,
+                canceller: None,
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, RunState> {
+        // A panic while holding this lock cannot leave the plain data inside
+        // half-written in a way that matters more than losing the run.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn snapshot(&self) -> RunSnapshot {
+        let state = self.state();
+        RunSnapshot {
+            run_id: self.id,
+            thread_id: self.thread_id,
+            codex_thread_id: state.codex_thread_id.clone(),
+            status: state.status,
+            created_at: state.created_at,
+            finished_at: state.finished_at,
+            final_response: state.final_response.clone(),
+            usage: state.usage.clone(),
+            error: state.error.clone(),
+            event_count: self.log.len(),
+        }
+    }
+
+    pub fn status(&self) -> RunStatus {
+        self.state().status
+    }
+
+    /// Hands the run its canceller; cancels at once if a cancel came first.
+    pub fn attach_canceller(&self, canceller: Canceller) {
+        let mut state = self.state();
+        if state.cancel_requested {
+            canceller.cancel();
+        }
+        state.canceller = Some(canceller);
+    }
+
+    /// Requests cancellation; `false` when the run has already finished.
+    pub fn request_cancel(&self) -> bool {
+        let mut state = self.state();
+        if state.status.is_terminal() {
+            return false;
+        }
+        state.cancel_requested = true;
+        if let Some(canceller) = &state.canceller {
+            canceller.cancel();
+        }
+        true
+    }
+
+    pub fn cancel_requested(&self) -> bool {
+        self.state().cancel_requested
+    }
+
+    pub fn set_codex_thread_id(&self, id: String) {
+        self.state().codex_thread_id = Some(id);
+    }
+
+    pub fn set_final_response(&self, text: String) {
+        self.state().final_response = Some(text);
+    }
+
+    pub fn set_usage(&self, usage: Usage) {
+        self.state().usage = Some(usage);
+    }
+
+    pub fn set_error(&self, error: String) {
+        self.state().error.get_or_insert(error);
+    }
+
+    pub fn error(&self) -> Option<String> {
+        self.state().error.clone()
+    }
+
+    /// Marks the run finished; called once, just before its terminal event.
+    pub fn finish(&self, status: RunStatus) {
+        let mut state = self.state();
+        state.status = status;
+        state.finished_at = Some(Utc::now());
+        state.finished = Some(Instant::now());
+        state.canceller = None;
+    }
+
+    fn finished(&self) -> Option<Instant> {
+        self.state().finished
+    }
+}
+
+/// Threads and runs.
+#[derive(Debug)]
+pub struct Registry {
+    limits: Limits,
+    threads: Mutex<HashMap<Uuid, ThreadRecord>>,
+    runs: Mutex<HashMap<Uuid, Arc<Run>>>,
+}
+
+impl Registry {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            threads: Mutex::new(HashMap::new()),
+            runs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn threads(&self) -> MutexGuard<'_, HashMap<Uuid, ThreadRecord>> {
+        self.threads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn runs(&self) -> MutexGuard<'_, HashMap<Uuid, Arc<Run>>> {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn add_thread(
+        &self,
+        options: ThreadOptions,
+        codex_thread_id: Option<String>,
+    ) -> Result<ThreadRecord> {
+        let mut threads = self.threads();
+        if threads.len() >= self.limits.max_threads {
+            return Err(ApiError::TooMany(format!(
+                "the runner already holds {} threads (RUNNER_MAX_THREADS); delete some first",
+                threads.len()
+            )));
+        }
+        let record = ThreadRecord {
+            id: Uuid::new_v4(),
+            options,
+            codex_thread_id,
+            active_run: None,
+            created_at: Utc::now(),
+        };
+        threads.insert(record.id, record.clone());
+        Ok(record)
+    }
+
+    pub fn thread(&self, id: Uuid) -> Result<ThreadRecord> {
+        self.threads()
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| ApiError::NotFound(format!("thread {id} does not exist")))
+    }
+
+    /// Removes a thread, cancelling its active run.
+    pub fn remove_thread(&self, id: Uuid) -> Result<()> {
+        let record = self
+            .threads()
+            .remove(&id)
+            .ok_or_else(|| ApiError::NotFound(format!("thread {id} does not exist")))?;
+        if let Some(run) = record.active_run.and_then(|run| self.run(run).ok()) {
+            run.request_cancel();
+        }
+        Ok(())
+    }
+
+    /// Creates a run on a thread that has none active: the check and the
+    /// claim happen under one lock.
+    pub fn start_run(&self, thread_id: Uuid) -> Result<(Arc<Run>, ThreadRecord)> {
+        self.prune_finished_runs();
+        let mut threads = self.threads();
+        let thread = threads
+            .get_mut(&thread_id)
+            .ok_or_else(|| ApiError::NotFound(format!("thread {thread_id} does not exist")))?;
+        if let Some(active) = thread.active_run {
+            return Err(ApiError::Conflict(format!(
+                "thread {thread_id} already has an active run {active}"
+            )));
+        }
+        let run = Arc::new(Run::new(
+            thread_id,
+            thread.codex_thread_id.clone(),
+            self.limits.max_events_per_run,
+        ));
+        thread.active_run = Some(run.id);
+        let record = thread.clone();
+        drop(threads);
+        self.runs().insert(run.id, run.clone());
+        Ok((run, record))
+    }
+
+    /// Releases the thread of a finished run and records its Codex thread.
+    pub fn end_run(&self, run: &Run, codex_thread_id: Option<String>) {
+        if let Some(thread) = self.threads().get_mut(&run.thread_id) {
+            if thread.active_run == Some(run.id) {
+                thread.active_run = None;
+            }
+            if codex_thread_id.is_some() {
+                thread.codex_thread_id = codex_thread_id;
+            }
+        }
+    }
+
+    pub fn run(&self, id: Uuid) -> Result<Arc<Run>> {
+        self.runs()
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| ApiError::NotFound(format!("run {id} does not exist")))
+    }
+
+    /// Drops finished runs past their retention, then the oldest finished
+    /// runs beyond the count limit. Running runs are never dropped.
+    pub fn prune_finished_runs(&self) {
+        let mut runs = self.runs();
+        let now = Instant::now();
+        let retention = self.limits.run_retention;
+        runs.retain(|_, run| {
+            run.finished()
+                .is_none_or(|at| now.duration_since(at) < retention)
+        });
+        let mut finished: Vec<(Instant, Uuid)> = runs
+            .values()
+            .filter_map(|run| run.finished().map(|at| (at, run.id)))
+            .collect();
+        if finished.len() > self.limits.max_finished_runs {
+            finished.sort();
+            let excess = finished.len() - self.limits.max_finished_runs;
+            for (_, id) in finished.into_iter().take(excess) {
+                runs.remove(&id);
+            }
+        }
+    }
+
+    pub fn run_count(&self) -> usize {
+        self.runs().len()
+    }
+}

@@ -1,0 +1,191 @@
+//! The event buffer of one run: numbered, append-only, bounded, closed by a
+//! terminal event, read by any number of subscribers.
+//!
+//! Architecture Invariant: a subscriber reads by sequence number, never from
+//! a broadcast channel, so it cannot miss an event pushed while it was
+//! catching up, and it cannot lag out: it just reads further along the log.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+/// One event as it goes out on the wire: serialised once, shared by every
+/// subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedEvent {
+    /// 1-based, without gaps: the SSE `id:`.
+    pub seq: u64,
+    /// The SSE `event:`; only `[a-z0-9._-]`, so it cannot break the framing.
+    pub kind: String,
+    /// The SSE `data:`: one line of JSON.
+    pub data: String,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum PushError {
+    /// The run reached its event limit; only the terminal event fits now.
+    Full,
+    /// The run already ended.
+    Closed,
+}
+
+#[derive(Debug)]
+pub struct RunLog {
+    inner: Mutex<Inner>,
+    notify: Notify,
+    max_events: usize,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    events: Vec<Arc<LoggedEvent>>,
+    closed: bool,
+}
+
+impl RunLog {
+    /// `max_events` counts the terminal event, which always fits.
+    pub fn new(max_events: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            notify: Notify::new(),
+            max_events: max_events.max(1),
+        }
+    }
+
+    /// Appends an event of the run.
+    pub fn push(&self, kind: &str, data: String) -> Result<u64, PushError> {
+        self.append(kind, data, false)
+    }
+
+    /// Appends the terminal event and closes the log.
+    pub fn close_with(&self, kind: &str, data: String) -> Result<u64, PushError> {
+        self.append(kind, data, true)
+    }
+
+    fn append(&self, kind: &str, data: String, terminal: bool) -> Result<u64, PushError> {
+        let seq = {
+            let mut inner = self.inner.lock().map_err(|_| PushError::Closed)?;
+            if inner.closed {
+                return Err(PushError::Closed);
+            }
+            if !terminal && inner.events.len() + 1 >= self.max_events {
+                return Err(PushError::Full);
+            }
+            let seq = inner.events.len() as u64 + 1;
+            inner.events.push(Arc::new(LoggedEvent {
+                seq,
+                kind: sanitize_kind(kind),
+                data,
+            }));
+            inner.closed = terminal;
+            seq
+        };
+        self.notify.notify_waiters();
+        Ok(seq)
+    }
+
+    /// Events with a sequence number above `after`, waiting for the next one
+    /// when there are none yet. `None` once the log is closed and read.
+    pub async fn next_after(&self, after: u64) -> Option<Vec<Arc<LoggedEvent>>> {
+        loop {
+            // Registered before looking, so a push between the look and the
+            // wait still wakes us.
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let inner = self.inner.lock().ok()?;
+                let start = usize::try_from(after).unwrap_or(usize::MAX);
+                if start < inner.events.len() {
+                    return Some(inner.events[start..].to_vec());
+                }
+                if inner.closed {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().map(|i| i.events.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.lock().map(|i| i.closed).unwrap_or(true)
+    }
+}
+
+/// Event names come from the CLI; anything outside a safe alphabet would let
+/// a line break or colon into the SSE framing.
+fn sanitize_kind(kind: &str) -> String {
+    let safe = !kind.is_empty()
+        && kind.len() <= 64
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if safe {
+        kind.to_owned()
+    } else {
+        "unknown".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn subscribers_read_from_any_point_and_end_after_close() {
+        let log = RunLog::new(10);
+        log.push("a", "1".into()).unwrap();
+        log.push("b", "2".into()).unwrap();
+        let batch = log.next_after(1).await.unwrap();
+        assert_eq!(batch.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2]);
+        log.close_with("run.completed", "3".into()).unwrap();
+        let batch = log.next_after(0).await.unwrap();
+        assert_eq!(
+            batch.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(log.next_after(3).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_subscriber_wakes_on_push() {
+        let log = Arc::new(RunLog::new(10));
+        let reader = tokio::spawn({
+            let log = log.clone();
+            async move { log.next_after(0).await }
+        });
+        tokio::task::yield_now().await;
+        log.push("a", "1".into()).unwrap();
+        let batch = reader.await.unwrap().unwrap();
+        assert_eq!(batch[0].kind, "a");
+    }
+
+    #[test]
+    fn the_limit_leaves_room_for_the_terminal_event() {
+        let log = RunLog::new(3);
+        log.push("a", "1".into()).unwrap();
+        log.push("a", "2".into()).unwrap();
+        assert_eq!(log.push("a", "3".into()), Err(PushError::Full));
+        assert_eq!(log.close_with("run.failed", "x".into()), Ok(3));
+        assert_eq!(log.push("a", "4".into()), Err(PushError::Closed));
+    }
+
+    #[test]
+    fn unsafe_event_names_are_replaced() {
+        let log = RunLog::new(5);
+        log.push("evil\ndata: x", "1".into()).unwrap();
+        log.push("item.completed", "2".into()).unwrap();
+        assert!(log.is_closed() == false);
+        let inner = log.inner.lock().unwrap();
+        assert_eq!(inner.events[0].kind, "unknown");
+        assert_eq!(inner.events[1].kind, "item.completed");
+    }
+}
