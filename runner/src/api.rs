@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use codex_sdk::{ApprovalMode, Codex, ReasoningEffort, SandboxMode, ThreadOptions};
+use poem::error::ReadBodyError;
 use poem::http::{HeaderMap, StatusCode};
 use poem::web::sse::{Event, SSE};
 use poem::web::{Data, Json, Path, Query};
-use poem::{get, handler, post, EndpointExt, IntoEndpoint, IntoResponse, Response, Route};
+use poem::{get, handler, post, Body, EndpointExt, IntoEndpoint, IntoResponse, Response, Route};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -30,7 +31,6 @@ pub struct AppState {
 }
 
 pub fn routes(state: AppState) -> impl IntoEndpoint {
-    let max_body = state.config.limits.max_body_bytes;
     Route::new()
         .at("/health", get(health))
         .at("/threads", post(create_thread))
@@ -39,7 +39,6 @@ pub fn routes(state: AppState) -> impl IntoEndpoint {
         .at("/runs/:id", get(get_run))
         .at("/runs/:id/cancel", post(cancel_run))
         .at("/runs/:id/events", get(run_events))
-        .with(poem::middleware::SizeLimit::new(max_body))
         .with(poem::middleware::Tracing)
         .data(state)
         .catch_all_error(catch_all)
@@ -89,13 +88,23 @@ impl From<crate::registry::ThreadRecord> for ThreadView {
     }
 }
 
-fn parse_body<T: serde::de::DeserializeOwned>(body: &str) -> Result<T> {
-    serde_json::from_str(body).map_err(|e| ApiError::Validation(format!("invalid JSON body: {e}")))
+/// Reads a JSON body of at most `RUNNER_MAX_BODY_BYTES`, with or without a
+/// `Content-Length`.
+async fn read_json<T: serde::de::DeserializeOwned>(state: &AppState, body: Body) -> Result<T> {
+    let limit = state.config.limits.max_body_bytes;
+    let bytes = body.into_bytes_limit(limit).await.map_err(|e| match e {
+        ReadBodyError::PayloadTooLarge => ApiError::TooLarge(format!(
+            "the request body is larger than {limit} bytes (RUNNER_MAX_BODY_BYTES)"
+        )),
+        other => ApiError::Validation(format!("cannot read the request body: {other}")),
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::Validation(format!("invalid JSON body: {e}")))
 }
 
 #[handler]
-async fn create_thread(Data(state): Data<&AppState>, body: String) -> Result<Response> {
-    let request: CreateThread = parse_body(&body)?;
+async fn create_thread(Data(state): Data<&AppState>, body: Body) -> Result<Response> {
+    let request: CreateThread = read_json(state, body).await?;
     let invalid = |e: crate::workspace::WorkspaceError| ApiError::Validation(e.to_string());
     let working =
         WorkingDirectory::parse(&request.working_directory, &state.root).map_err(invalid)?;
@@ -184,8 +193,8 @@ struct CreateRun {
 }
 
 #[handler]
-async fn create_run(Data(state): Data<&AppState>, body: String) -> Result<Response> {
-    let request: CreateRun = parse_body(&body)?;
+async fn create_run(Data(state): Data<&AppState>, body: Body) -> Result<Response> {
+    let request: CreateRun = read_json(state, body).await?;
     let thread_id = parse_id(&request.thread_id, "thread")?;
     let prompt = request.prompt.trim();
     if prompt.is_empty() {

@@ -29,6 +29,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     TooMany(String),
+    #[error("{0}")]
+    TooLarge(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -40,6 +42,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::TooMany(_) => "too_many_requests",
+            ApiError::TooLarge(_) => "payload_too_large",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -52,6 +55,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -1,0 +1,239 @@
+//! The SDK against fake `codex` executables (shell scripts) that print odd
+//! output: malformed lines, unknown types, a crash mid-stream, a hang. The
+//! end-to-end behaviour with the real CLI is tested in the runner's tests.
+
+use std::path::{Path, PathBuf};
+
+use codex_sdk::{ApiKey, Codex, CodexOptions, Error, ItemDetails, ThreadEvent, ThreadOptions};
+use futures_util::StreamExt;
+
+struct Fake {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+/// A fake CLI whose body is the given shell script.
+fn fake(script: &str) -> Fake {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("codex");
+    std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Fake { dir, path }
+}
+
+fn codex(path: &Path) -> Codex {
+    Codex::new(CodexOptions {
+        codex_path: Some(path.to_path_buf()),
+        ..Default::default()
+    })
+}
+
+async fn collect(thread: &codex_sdk::Thread, input: &str) -> Vec<Result<ThreadEvent, Error>> {
+    thread.run_streamed(input).collect().await
+}
+
+#[tokio::test]
+async fn args_stdin_and_environment_reach_the_cli() {
+    let fake = fake(
+        r#"read -r prompt
+printf '{"type":"probe","args":"%s","prompt":"%s","key":"%s","home":"%s","secret":"%s"}\n' "$*" "$prompt" "$CODEX_API_KEY" "$CODEX_HOME" "$DATABASE_URL""#,
+    );
+    std::env::set_var("DATABASE_URL", "postgres://secret");
+    let codex = Codex::new(CodexOptions {
+        codex_path: Some(fake.path.clone()),
+        api_key: Some(ApiKey::new("sk-test")),
+        ..Default::default()
+    });
+    let thread = codex.resume_thread(
+        "0199-abc",
+        ThreadOptions {
+            working_directory: Some("/w".into()),
+            skip_git_repo_check: true,
+            codex_home: Some(fake.dir.path().join("home")),
+            ..Default::default()
+        },
+    );
+    let events = collect(&thread, "hello there").await;
+    let [Ok(ThreadEvent::Unknown(probe))] = events.as_slice() else {
+        panic!("expected one probe event, got {events:?}");
+    };
+    assert_eq!(
+        probe["args"],
+        "exec --experimental-json --cd /w --skip-git-repo-check resume 0199-abc"
+    );
+    assert_eq!(probe["prompt"], "hello there");
+    assert_eq!(probe["key"], "sk-test");
+    assert_eq!(
+        probe["home"],
+        fake.dir.path().join("home").display().to_string()
+    );
+    assert_eq!(
+        probe["secret"], "",
+        "the caller's environment must not leak"
+    );
+}
+
+#[tokio::test]
+async fn thread_id_is_taken_from_thread_started() {
+    let fake = fake(r#"echo '{"type":"thread.started","thread_id":"t-42"}'"#);
+    let thread = codex(&fake.path).start_thread(ThreadOptions::default());
+    assert_eq!(thread.id(), None);
+    let events = collect(&thread, "x").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(thread.id().as_deref(), Some("t-42"));
+}
+
+#[tokio::test]
+async fn unknown_event_and_item_types_pass_through() {
+    let fake = fake(
+        r#"echo '{"type":"thread.renamed","name":"n"}'
+echo ''
+echo '{"type":"item.completed","item":{"id":"i","type":"hologram","x":1}}'"#,
+    );
+    let thread = codex(&fake.path).start_thread(ThreadOptions::default());
+    let events: Vec<ThreadEvent> = collect(&thread, "x")
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].event_type(), "thread.renamed");
+    let ThreadEvent::ItemCompleted { item } = &events[1] else {
+        panic!("expected item.completed, got {:?}", events[1]);
+    };
+    assert!(matches!(item.details, ItemDetails::Unknown(_)));
+}
+
+#[tokio::test]
+async fn malformed_line_is_a_typed_error() {
+    let fake = fake(
+        r#"echo '{"type":"turn.started"}'
+echo 'this is not json'
+sleep 30"#,
+    );
+    let thread = codex(&fake.path).start_thread(ThreadOptions::default());
+    let events = collect(&thread, "x").await;
+    assert_eq!(events.len(), 2);
+    assert!(matches!(events[0], Ok(ThreadEvent::TurnStarted)));
+    let Err(Error::MalformedLine { line }) = &events[1] else {
+        panic!("expected a malformed line error, got {:?}", events[1]);
+    };
+    assert_eq!(line, "this is not json");
+}
+
+#[tokio::test]
+async fn crash_mid_stream_carries_the_stderr_tail() {
+    let fake = fake(
+        r#"echo '{"type":"turn.started"}'
+echo 'panicked at core/src/lib.rs: boom' >&2
+exit 3"#,
+    );
+    let thread = codex(&fake.path).start_thread(ThreadOptions::default());
+    let events = collect(&thread, "x").await;
+    assert_eq!(events.len(), 2);
+    let Err(Error::Exited {
+        status,
+        stderr_tail,
+    }) = &events[1]
+    else {
+        panic!("expected an exit error, got {:?}", events[1]);
+    };
+    assert!(status.contains('3'), "{status}");
+    assert_eq!(stderr_tail, "panicked at core/src/lib.rs: boom");
+}
+
+#[tokio::test]
+async fn missing_executable_is_a_spawn_error() {
+    let thread = codex(Path::new("/nonexistent/codex")).start_thread(ThreadOptions::default());
+    let events = collect(&thread, "x").await;
+    assert!(matches!(events.as_slice(), [Err(Error::Spawn { .. })]));
+}
+
+#[tokio::test]
+async fn turn_failed_makes_run_an_error_and_run_collects_the_turn() {
+    let ok = fake(
+        r#"echo '{"type":"thread.started","thread_id":"t"}'
+echo '{"type":"item.completed","item":{"id":"a","type":"agent_message","text":"first"}}'
+echo '{"type":"item.completed","item":{"id":"b","type":"agent_message","text":"final"}}'
+echo '{"type":"turn.completed","usage":{"input_tokens":5,"cached_input_tokens":0,"output_tokens":2}}'"#,
+    );
+    let turn = codex(&ok.path)
+        .start_thread(ThreadOptions::default())
+        .run("x")
+        .await
+        .unwrap();
+    assert_eq!(turn.final_response, "final");
+    assert_eq!(turn.items.len(), 2);
+    assert_eq!(turn.usage.unwrap().input_tokens, 5);
+
+    let failing = fake(r#"echo '{"type":"turn.failed","error":{"message":"quota"}}'"#);
+    let error = codex(&failing.path)
+        .start_thread(ThreadOptions::default())
+        .run("x")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::TurnFailed { message } if message == "quota"));
+}
+
+/// Whether a process is gone (or a zombie waiting to be reaped).
+fn gone(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z')),
+    }
+}
+
+/// A fake that starts a grandchild, reports both pids, then hangs.
+const HANGING: &str = r#"sleep 300 &
+echo "{\"type\":\"pids\",\"cli\":\"$$\",\"child\":\"$!\"}"
+wait"#;
+
+fn pids(event: &ThreadEvent) -> (String, String) {
+    let ThreadEvent::Unknown(value) = event else {
+        panic!("expected the pids event, got {event:?}");
+    };
+    (
+        value["cli"].as_str().unwrap().to_owned(),
+        value["child"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn wait_gone(pid: &str) {
+    // The kernel gives no event for another process's death that we could
+    // await here; poll /proc, bounded.
+    for _ in 0..500 {
+        if gone(pid) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("process {pid} is still alive");
+}
+
+#[tokio::test]
+async fn cancel_ends_the_cli_and_its_process_group() {
+    let fake = fake(HANGING);
+    let thread = codex(&fake.path).start_thread(ThreadOptions::default());
+    let mut stream = thread.run_streamed("x");
+    let (cli, child) = pids(&stream.next().await.unwrap().unwrap());
+    stream.cancel();
+    assert!(matches!(stream.next().await, Some(Err(Error::Cancelled))));
+    assert!(stream.next().await.is_none());
+    assert!(gone(&cli), "the CLI must be reaped before the stream ends");
+    wait_gone(&child).await;
+}
+
+#[tokio::test]
+async fn dropping_the_stream_kills_the_process_group() {
+    let fake = fake(HANGING);
+    let thread = codex(&fake.path).start_thread(ThreadOptions::default());
+    let mut stream = thread.run_streamed("x");
+    let (cli, child) = pids(&stream.next().await.unwrap().unwrap());
+    drop(stream);
+    wait_gone(&cli).await;
+    wait_gone(&child).await;
+}
