@@ -2,6 +2,8 @@
 //! output: malformed lines, unknown types, a crash mid-stream, a hang. The
 //! end-to-end behaviour with the real CLI is tested in the runner's tests.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 use codex_sdk::{ApiKey, Codex, CodexOptions, Error, ItemDetails, ThreadEvent, ThreadOptions};

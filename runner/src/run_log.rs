@@ -183,7 +183,7 @@ mod tests {
         let log = RunLog::new(5);
         log.push("evil\ndata: x", "1".into()).unwrap();
         log.push("item.completed", "2".into()).unwrap();
-        assert!(log.is_closed() == false);
+        assert!(!log.is_closed());
         let inner = log.inner.lock().unwrap();
         assert_eq!(inner.events[0].kind, "unknown");
         assert_eq!(inner.events[1].kind, "item.completed");

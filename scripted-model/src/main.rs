@@ -1,7 +1,9 @@
-//! `scripted-model --script FILE [--addr 127.0.0.1:0] [--print-config]`
+//! `scripted-model --script FILE [--addr 127.0.0.1:0] [--print-config] [--write-config FILE]`
 //!
 //! Serves the script and prints, on its first line of stdout, the base URL
-//! (`http://127.0.0.1:PORT/v1`) so that a caller can wait for it.
+//! (`http://127.0.0.1:PORT/v1`) so that a caller can wait for it. With
+//! `--write-config FILE` it writes a Codex `config.toml` pointing at itself
+//! (atomically, once it is listening), so a caller can wait for the file.
 
 use std::io::Write;
 
@@ -20,13 +22,15 @@ async fn main() -> anyhow::Result<()> {
     let mut script_path = None;
     let mut addr = "127.0.0.1:0".to_owned();
     let mut print_config = false;
+    let mut write_config: Option<String> = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--script" => script_path = args.next(),
             "--addr" => addr = args.next().context("--addr needs a value")?,
             "--print-config" => print_config = true,
+            "--write-config" => write_config = Some(args.next().context("--write-config needs a file")?),
             other => anyhow::bail!(
-                "unknown argument {other}; usage: scripted-model --script FILE [--addr HOST:PORT] [--print-config]"
+                "unknown argument {other}; usage: scripted-model --script FILE [--addr HOST:PORT] [--print-config] [--write-config FILE]"
             ),
         }
     }
@@ -35,6 +39,12 @@ async fn main() -> anyhow::Result<()> {
     let model = ScriptedModel::start(script, &addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
+    if let Some(path) = write_config {
+        let partial = format!("{path}.partial");
+        std::fs::write(&partial, model.codex_config())
+            .and_then(|()| std::fs::rename(&partial, &path))
+            .with_context(|| format!("cannot write {path}"))?;
+    }
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", model.base_url())?;
     if print_config {

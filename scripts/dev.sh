@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Starts what repo-runner has today: the runner, and — without an API key —
+# the scripted model that drives the real Codex CLI in demo mode.
+# Ctrl-C stops everything it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+data=${DATA_DIR:-.data}
+mkdir -p "$data/workspaces"
+if [[ ! -x node_modules/.bin/codex ]]; then
+  npm ci --no-audit --no-fund
+fi
+cargo build --release -p runner -p scripted-model
+
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+export WORKSPACES_ROOT=${WORKSPACES_ROOT:-$data/workspaces}
+export CODEX_BIN=${CODEX_BIN:-$PWD/node_modules/.bin/codex}
+if [[ -z "${CODEX_API_KEY:-}${OPENAI_API_KEY:-}" && -z "${RUNNER_CODEX_CONFIG:-}" ]]; then
+  echo "demo mode: no CODEX_API_KEY/OPENAI_API_KEY, the scripted model (demo/script.json) drives Codex"
+  rm -f "$data/codex-config.toml"
+  target/release/scripted-model --script demo/script.json --write-config "$data/codex-config.toml" >/dev/null &
+  pids+=($!)
+  for _ in $(seq 100); do [[ -f "$data/codex-config.toml" ]] && break; sleep 0.1; done
+  [[ -f "$data/codex-config.toml" ]] || { echo "the scripted model did not start" >&2; exit 1; }
+  export RUNNER_CODEX_CONFIG=$data/codex-config.toml
+fi
+target/release/runner &
+pids+=($!)
+echo "runner: http://${RUNNER_ADDR:-127.0.0.1:9102} (Ctrl-C to stop)"
+wait -n
