@@ -1,0 +1,31 @@
+//! `local-postgres start DATA_DIR [PORT]` prints the admin URL and leaves the
+//! server running; `local-postgres stop DATA_DIR` stops it.
+
+use anyhow::Context;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["start", dir, rest @ ..] => {
+            let port = rest
+                .first()
+                .map(|p| p.parse::<u16>().context("PORT must be a number"))
+                .transpose()?;
+            let pg = local_postgres::LocalPostgres::start(dir.as_ref(), port)?;
+            let url = pg.url("postgres");
+            pg.detach();
+            let mut out = std::io::stdout().lock();
+            std::io::Write::write_all(&mut out, format!("{url}\n").as_bytes())?;
+            Ok(())
+        }
+        ["stop", dir] => Ok(local_postgres::stop_cluster(dir.as_ref())?),
+        _ => anyhow::bail!(
+            "usage: local-postgres start DATA_DIR [PORT] | local-postgres stop DATA_DIR"
+        ),
+    }
+}
