@@ -11,7 +11,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::registry::{Registry, Run, RunStatus, ThreadRecord};
-use crate::run_log::PushError;
+use event_log::PushError;
 
 /// Starts the run on its own task and returns at once.
 pub fn spawn_run(

@@ -7,7 +7,6 @@ pub mod config;
 pub mod error;
 pub mod execution;
 pub mod registry;
-pub mod run_log;
 pub mod startup;
 pub mod telemetry;
 pub mod workspace;

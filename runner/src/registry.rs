@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::config::Limits;
 use crate::error::{ApiError, Result};
-use crate::run_log::RunLog;
+use event_log::RunLog;
 
 /// A runner thread: options for the CLI and the Codex thread it is bound to.
 #[derive(Debug, Clone)]

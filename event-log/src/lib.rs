@@ -1,5 +1,7 @@
-//! The event buffer of one run: numbered, append-only, bounded, closed by a
-//! terminal event, read by any number of subscribers.
+//! The event log of one run: numbered, append-only, bounded, closed by a
+//! terminal event, read by any number of subscribers. The runner keeps one per
+//! run; the backend keeps one per active run as the live tail in front of
+//! what it persisted.
 //!
 //! Architecture Invariant: a subscriber reads by sequence number, never from
 //! a broadcast channel, so it cannot miss an event pushed while it was
@@ -23,6 +25,8 @@ pub struct LoggedEvent {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum PushError {
+    /// The event's sequence number is not the next one.
+    OutOfOrder { expected: u64, got: u64 },
     /// The run reached its event limit; only the terminal event fits now.
     Full,
     /// The run already ended.
@@ -34,6 +38,7 @@ pub struct RunLog {
     inner: Mutex<Inner>,
     notify: Notify,
     max_events: usize,
+    first_seq: u64,
 }
 
 #[derive(Debug, Default)]
@@ -43,26 +48,61 @@ struct Inner {
 }
 
 impl RunLog {
-    /// `max_events` counts the terminal event, which always fits.
+    /// A log whose first event is number 1. `max_events` counts the
+    /// terminal event, which always fits.
     pub fn new(max_events: usize) -> Self {
+        Self::starting_at(1, max_events)
+    }
+
+    /// A log whose first event will be `first_seq`: the events before it are
+    /// kept elsewhere (the backend's database after a restart).
+    pub fn starting_at(first_seq: u64, max_events: usize) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
             notify: Notify::new(),
             max_events: max_events.max(1),
+            first_seq: first_seq.max(1),
         }
+    }
+
+    /// The number of the first event this log holds.
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    /// The number of the last event, or `first_seq - 1` when empty.
+    pub fn last_seq(&self) -> u64 {
+        self.first_seq - 1 + self.len() as u64
     }
 
     /// Appends an event of the run.
     pub fn push(&self, kind: &str, data: String) -> Result<u64, PushError> {
-        self.append(kind, data, false)
+        self.append(None, kind, data, false)
     }
 
     /// Appends the terminal event and closes the log.
     pub fn close_with(&self, kind: &str, data: String) -> Result<u64, PushError> {
-        self.append(kind, data, true)
+        self.append(None, kind, data, true)
     }
 
-    fn append(&self, kind: &str, data: String, terminal: bool) -> Result<u64, PushError> {
+    /// Appends an event numbered elsewhere; it must be the next number.
+    pub fn push_numbered(
+        &self,
+        seq: u64,
+        kind: &str,
+        data: String,
+        terminal: bool,
+    ) -> Result<u64, PushError> {
+        self.append(Some(seq), kind, data, terminal)
+    }
+
+    fn append(
+        &self,
+        expected_seq: Option<u64>,
+        kind: &str,
+        data: String,
+        terminal: bool,
+    ) -> Result<u64, PushError> {
         let seq = {
             let mut inner = self.inner.lock().map_err(|_| PushError::Closed)?;
             if inner.closed {
@@ -71,7 +111,12 @@ impl RunLog {
             if !terminal && inner.events.len() + 1 >= self.max_events {
                 return Err(PushError::Full);
             }
-            let seq = inner.events.len() as u64 + 1;
+            let seq = self.first_seq + inner.events.len() as u64;
+            if let Some(got) = expected_seq {
+                if got != seq {
+                    return Err(PushError::OutOfOrder { expected: seq, got });
+                }
+            }
             inner.events.push(Arc::new(LoggedEvent {
                 seq,
                 kind: sanitize_kind(kind),
@@ -95,7 +140,8 @@ impl RunLog {
             notified.as_mut().enable();
             {
                 let inner = self.inner.lock().ok()?;
-                let start = usize::try_from(after).unwrap_or(usize::MAX);
+                let start = usize::try_from(after.saturating_sub(self.first_seq - 1))
+                    .unwrap_or(usize::MAX);
                 if start < inner.events.len() {
                     return Some(inner.events[start..].to_vec());
                 }
@@ -176,6 +222,23 @@ mod tests {
         assert_eq!(log.push("a", "3".into()), Err(PushError::Full));
         assert_eq!(log.close_with("run.failed", "x".into()), Ok(3));
         assert_eq!(log.push("a", "4".into()), Err(PushError::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_log_can_start_past_one() {
+        let log = RunLog::starting_at(5, 10);
+        assert_eq!(log.last_seq(), 4);
+        assert_eq!(
+            log.push_numbered(6, "a", "x".into(), false),
+            Err(PushError::OutOfOrder { expected: 5, got: 6 })
+        );
+        log.push_numbered(5, "a", "x".into(), false).unwrap();
+        log.close_with("run.completed", "y".into()).unwrap();
+        let seqs: Vec<u64> = log.next_after(0).await.unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![5, 6]);
+        let seqs: Vec<u64> = log.next_after(5).await.unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![6]);
+        assert_eq!(log.next_after(6).await, None);
     }
 
     #[test]
