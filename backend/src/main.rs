@@ -1,7 +1,14 @@
-//! The public API of repo-runner: sessions, runs and their event streams.
-//! Built in a later issue; this binary only says so.
+use backend::config::Config;
+use backend::startup::Application;
 
-fn main() {
-    eprintln!("backend: not built yet (see the backend issue)");
-    std::process::exit(2);
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    backend::telemetry::init();
+    let config = Config::from_env()?;
+    tracing::info!(?config, "starting backend");
+    let app = Application::build(config).await?;
+    app.run_until_stopped(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
 }

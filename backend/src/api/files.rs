@@ -1,0 +1,131 @@
+//! A session's workspace: the file tree, one file, the diff.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::OpenApi;
+
+use super::error::{ApiError, ApiResult};
+use super::models::{Diff, FileContent, FileTree, TreeEntry};
+use super::sessions::SessionsApi;
+use super::ApiTags;
+use crate::domain::{WorkspacePath, WorkspacePathError};
+use crate::engine::Engine;
+use crate::git::{self, FileError};
+
+pub struct FilesApi {
+    pub engine: Arc<Engine>,
+}
+
+impl FilesApi {
+    /// The session's workspace, canonical, once its clone is done.
+    async fn workspace(&self, session_id: &str) -> ApiResult<(crate::store::SessionRow, PathBuf)> {
+        let sessions = SessionsApi { engine: self.engine.clone() };
+        let session = sessions.find(session_id).await?;
+        if session.status != "ready" {
+            return Err(ApiError::conflict(format!(
+                "session {} is {}: its workspace is not ready",
+                session.id, session.status
+            )));
+        }
+        let dir = self
+            .engine
+            .workspace(session.id)
+            .canonicalize()
+            .map_err(|e| ApiError::internal(&e))?;
+        Ok((session, dir))
+    }
+
+    /// Shared by the OpenAPI operation and the route that takes a path with
+    /// slashes as is.
+    pub async fn read(&self, session_id: &str, raw_path: &str) -> ApiResult<Json<FileContent>> {
+        let path = WorkspacePath::parse(raw_path).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let (_, dir) = self.workspace(session_id).await?;
+        let limit = self.engine.config.limits.max_file_bytes;
+        let read = tokio::task::spawn_blocking(move || git::read_file(&dir, &path, limit))
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        match read {
+            Ok(file) => Ok(Json(FileContent {
+                path: file.path,
+                size: file.size,
+                binary: file.binary,
+                encoding: file.encoding.into(),
+                content: file.content,
+            })),
+            Err(FileError::Path(WorkspacePathError::NotFound)) => {
+                Err(ApiError::not_found(format!("{raw_path}: no such file")))
+            }
+            Err(FileError::Path(error)) => Err(ApiError::bad_request(error.to_string())),
+            Err(error @ FileError::IsDirectory(_)) => Err(ApiError::bad_request(error.to_string())),
+            Err(error @ FileError::TooLarge { .. }) => Err(ApiError::too_large(error.to_string())),
+            Err(FileError::Io(error)) => Err(ApiError::internal(&error)),
+        }
+    }
+}
+
+#[OpenApi(prefix_path = "/api/sessions", tag = "ApiTags::Files")]
+impl FilesApi {
+    /// The workspace's file tree
+    ///
+    /// Every file and folder, `.git` left out, sorted by path; symlinks are
+    /// listed, not followed.
+    #[oai(path = "/:session_id/files", method = "get", operation_id = "list_files")]
+    async fn tree(&self, session_id: Path<String>) -> ApiResult<Json<FileTree>> {
+        let (_, dir) = self.workspace(&session_id).await?;
+        let limit = self.engine.config.limits.max_tree_entries;
+        let tree = tokio::task::spawn_blocking(move || git::tree(&dir, limit))
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+            .map_err(|e| ApiError::internal(&e))?;
+        Ok(Json(FileTree {
+            entries: tree
+                .entries
+                .into_iter()
+                .map(|e| TreeEntry {
+                    path: e.path,
+                    kind: e.kind.into(),
+                    size: e.size,
+                })
+                .collect(),
+            truncated: tree.truncated,
+        }))
+    }
+
+    /// A file of the workspace
+    ///
+    /// Text comes as UTF-8; any other file is flagged `binary` and comes as
+    /// base64. `path` is relative to the workspace; slashes may be sent as
+    /// is (`files/src/main.rs`) or encoded (`files/src%2Fmain.rs`).
+    #[oai(path = "/:session_id/files/:path", method = "get", operation_id = "read_file")]
+    async fn file(&self, session_id: Path<String>, path: Path<String>) -> ApiResult<Json<FileContent>> {
+        self.read(&session_id, &path).await
+    }
+
+    /// The workspace's diff
+    ///
+    /// A unified diff of the workspace (index, working tree and untracked
+    /// files) against the commit the session cloned.
+    #[oai(path = "/:session_id/diff", method = "get", operation_id = "get_diff")]
+    async fn diff(&self, session_id: Path<String>) -> ApiResult<Json<Diff>> {
+        let (session, dir) = self.workspace(&session_id).await?;
+        let base = session
+            .base_commit
+            .ok_or_else(|| ApiError::conflict("the session has no base commit"))?;
+        let limit = self.engine.config.limits.max_diff_bytes;
+        let diff = tokio::task::spawn_blocking(move || git::diff(&dir, &base, limit))
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+            .map_err(|e| ApiError::internal(&e))?;
+        Ok(Json(Diff {
+            base_commit: diff.base_commit,
+            patch: diff.patch,
+            files_changed: diff.files_changed as u64,
+            insertions: diff.insertions as u64,
+            deletions: diff.deletions as u64,
+            truncated: diff.truncated,
+        }))
+    }
+}

@@ -1,0 +1,130 @@
+//! The HTTP API: one `OpenApi` struct per area, combined in one service;
+//! the spec at `/api/openapi.json`, Swagger UI at `/docs`.
+
+mod error;
+mod files;
+mod health;
+mod models;
+mod runs;
+mod sessions;
+mod stream_event;
+
+use std::sync::Arc;
+
+use poem::http::Method;
+use poem::middleware::{Cors, Tracing};
+use poem::web::Path;
+use poem::{handler, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route};
+use poem_openapi::{OpenApiService, Tags};
+use uuid::Uuid;
+
+pub use error::{ApiError, ErrorBody};
+
+use crate::engine::Engine;
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Repositories cloned into workspaces, each with one agent thread
+    Sessions,
+    /// Prompts and their runs, with live event streams
+    Runs,
+    /// The workspace's files and diff
+    Files,
+    /// Liveness and readiness
+    Health,
+}
+
+/// Ids are parsed here; one that is not a UUID names nothing: 404.
+fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::not_found(format!("{what} {raw} does not exist")))
+}
+
+pub type Api = (
+    health::HealthApi,
+    sessions::SessionsApi,
+    runs::RunsApi,
+    files::FilesApi,
+);
+
+pub fn service(engine: &Arc<Engine>) -> OpenApiService<Api, ()> {
+    OpenApiService::new(
+        (
+            health::HealthApi { engine: engine.clone() },
+            sessions::SessionsApi { engine: engine.clone() },
+            runs::RunsApi { engine: engine.clone() },
+            files::FilesApi { engine: engine.clone() },
+        ),
+        "repo-runner",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description("Work on git repositories through the Codex agent and watch it live.")
+}
+
+/// The whole HTTP application.
+pub fn app(engine: Arc<Engine>) -> impl IntoEndpoint {
+    let api = service(&engine);
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
+    let max_body = engine.config.limits.max_body_bytes;
+    let cors = engine.config.cors_origins.clone();
+    let route = Route::new()
+        .at("/api/openapi.json", spec)
+        .nest("/docs", docs)
+        .at(
+            "/api/sessions/:session_id/files/*path",
+            file_with_slashes.data(engine.clone()),
+        )
+        .nest("/", api)
+        .around(move |ep, req| limit_body(ep, req, max_body));
+    let mut cors_mw = Cors::new()
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers(["content-type", "last-event-id"])
+        .expose_headers(["content-type"]);
+    for origin in &cors {
+        cors_mw = cors_mw.allow_origin(origin.as_str());
+    }
+    let route = route.boxed();
+    let route = if cors.is_empty() { route } else { route.with(cors_mw).boxed() };
+    route.with(Tracing).catch_all_error(error::catch_all)
+}
+
+/// `GET /api/sessions/{id}/files/{path...}` with the path's slashes as is.
+#[handler]
+async fn file_with_slashes(
+    Path((session_id, path)): Path<(String, String)>,
+    engine: poem::web::Data<&Arc<Engine>>,
+) -> Response {
+    let files = files::FilesApi { engine: engine.0.clone() };
+    match files.read(&session_id, &path).await {
+        Ok(json) => json.into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Refuses bodies over `BACKEND_MAX_BODY_BYTES`, with or without a
+/// `Content-Length`.
+async fn limit_body<E: poem::Endpoint>(ep: Arc<E>, mut req: Request, max: usize) -> poem::Result<Response> {
+    let too_large = || {
+        ApiError::too_large(format!(
+            "the request body is larger than {max} bytes (BACKEND_MAX_BODY_BYTES)"
+        ))
+    };
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    match declared {
+        Some(len) if len > max => return Ok(too_large().into_response()),
+        Some(_) => {}
+        None if req.headers().contains_key("transfer-encoding") => {
+            let body = req.take_body();
+            match body.into_bytes_limit(max).await {
+                Ok(bytes) => req.set_body(bytes),
+                Err(_) => return Ok(too_large().into_response()),
+            }
+        }
+        None => {}
+    }
+    Ok(ep.call(req).await?.into_response())
+}

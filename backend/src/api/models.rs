@@ -1,0 +1,310 @@
+//! The API's objects, converted from store rows. A serialisable type is a
+//! boundary type: none of these is used inside the engine.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{Enum, Object};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::store::{RunRow, SessionRow};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum SessionStatus {
+    Cloning,
+    Ready,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "completed" => Self::Completed,
+            "cancelled" => Self::Cancelled,
+            _ => Self::Failed,
+        }
+    }
+}
+
+/// `POST /api/sessions`
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct CreateSession {
+    /// The git remote: `https://`, `http://`, `ssh://`, `git://` or
+    /// `user@host:path` (`file://` and local paths only when the server
+    /// allows local repositories).
+    pub repo_url: String,
+    /// Branch, tag or commit to check out; the default branch when absent.
+    #[oai(rename = "ref")]
+    pub git_ref: Option<String>,
+    /// Shallow clone depth (number of commits).
+    pub depth: Option<i64>,
+    /// A token for a private https repository. Used for the clone only:
+    /// never stored, logged or returned.
+    #[oai(write_only)]
+    pub token: Option<String>,
+}
+
+/// Clone progress, as libgit2 reports it.
+#[derive(Debug, Clone, Default, Object)]
+pub struct CloneProgress {
+    pub received_objects: u64,
+    pub total_objects: u64,
+    pub indexed_deltas: u64,
+    pub total_deltas: u64,
+    pub received_bytes: u64,
+    pub checkout_done: u64,
+    pub checkout_total: u64,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct Session {
+    pub session_id: Uuid,
+    pub status: SessionStatus,
+    /// The remote, without credentials.
+    pub repo_url: String,
+    #[oai(rename = "ref")]
+    pub git_ref: Option<String>,
+    pub depth: Option<i32>,
+    /// The workspace on the server: `WORKSPACES_ROOT/<session_id>/repo`.
+    pub repo_path: String,
+    /// The runner's thread of this session, once it has one.
+    pub thread_id: Option<String>,
+    /// The Codex thread (conversation) id, after the first run.
+    pub codex_thread_id: Option<String>,
+    /// The commit the clone checked out: the base of the diff.
+    pub base_commit: Option<String>,
+    /// Why the clone failed.
+    pub error: Option<String>,
+    pub clone_progress: Option<CloneProgress>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Session {
+    pub fn from_row(row: SessionRow, repo_path: String) -> Self {
+        let status = match row.status.as_str() {
+            "cloning" => SessionStatus::Cloning,
+            "ready" => SessionStatus::Ready,
+            _ => SessionStatus::Failed,
+        };
+        let progress = row.clone_progress.map(|p| {
+            let get = |k: &str| p.get(k).and_then(Value::as_u64).unwrap_or(0);
+            CloneProgress {
+                received_objects: get("received_objects"),
+                total_objects: get("total_objects"),
+                indexed_deltas: get("indexed_deltas"),
+                total_deltas: get("total_deltas"),
+                received_bytes: get("received_bytes"),
+                checkout_done: get("checkout_done"),
+                checkout_total: get("checkout_total"),
+            }
+        });
+        Self {
+            session_id: row.id,
+            status,
+            repo_url: row.repo_url,
+            git_ref: row.git_ref,
+            depth: row.depth,
+            repo_path,
+            thread_id: row.runner_thread_id,
+            codex_thread_id: row.codex_thread_id,
+            base_commit: row.base_commit,
+            error: row.error,
+            clone_progress: progress,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct SessionPage {
+    /// Newest first.
+    pub sessions: Vec<Session>,
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// `POST /api/sessions/{id}/prompt`
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct PromptRequest {
+    /// What to ask the agent; trimmed, non-empty, bounded.
+    pub prompt: String,
+}
+
+#[derive(Debug, Object)]
+pub struct PromptAccepted {
+    pub run_id: Uuid,
+    pub session_id: Uuid,
+    pub status: RunStatus,
+    /// 1 for the session's first run, 2 for the next...
+    pub position: i64,
+}
+
+/// Token usage of a run.
+#[derive(Debug, Clone, Object)]
+pub struct Usage {
+    pub input_tokens: i64,
+    pub cached_input_tokens: i64,
+    pub output_tokens: i64,
+    pub reasoning_output_tokens: i64,
+}
+
+/// Files the run created, modified and deleted (from git status before and
+/// after the run).
+#[derive(Debug, Clone, Object)]
+pub struct RunFiles {
+    pub created: Vec<String>,
+    pub modified: Vec<String>,
+    pub deleted: Vec<String>,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct Run {
+    pub run_id: Uuid,
+    pub session_id: Uuid,
+    pub position: i64,
+    pub status: RunStatus,
+    pub prompt: String,
+    pub final_response: Option<String>,
+    pub usage: Option<Usage>,
+    pub error: Option<String>,
+    pub files: Option<RunFiles>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<RunRow> for Run {
+    fn from(row: RunRow) -> Self {
+        let usage = row.usage.map(|u| {
+            let get = |k: &str| u.get(k).and_then(Value::as_i64).unwrap_or(0);
+            Usage {
+                input_tokens: get("input_tokens"),
+                cached_input_tokens: get("cached_input_tokens"),
+                output_tokens: get("output_tokens"),
+                reasoning_output_tokens: get("reasoning_output_tokens"),
+            }
+        });
+        let files = row.files.map(|f| {
+            let list = |k: &str| {
+                f.get(k)
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default()
+            };
+            RunFiles {
+                created: list("created"),
+                modified: list("modified"),
+                deleted: list("deleted"),
+            }
+        });
+        Self {
+            run_id: row.id,
+            session_id: row.session_id,
+            position: row.position,
+            status: RunStatus::parse(&row.status),
+            prompt: row.prompt,
+            final_response: row.final_response,
+            usage,
+            error: row.error,
+            files,
+            created_at: row.created_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct RunList {
+    /// In the order they run.
+    pub runs: Vec<Run>,
+}
+
+#[derive(Debug, Object)]
+pub struct CancelAccepted {
+    pub run_id: Uuid,
+    /// `cancelled` for a queued run, `cancelling` for a running one.
+    pub status: String,
+}
+
+/// One event of a run's stream: the SSE `id:` is `id`, `event:` is
+/// `event`, `data:` is `data` as JSON.
+#[derive(Debug, Object)]
+pub struct RunStreamEvent {
+    /// The event's sequence number in its run: 1, 2, 3... without gaps.
+    pub id: u64,
+    /// `thread.started`, `turn.started`, `item.started`, `item.updated`,
+    /// `item.completed`, `turn.completed`, `turn.failed`, `error`, or the
+    /// terminal `run.completed`, `run.failed`, `run.cancelled`.
+    pub event: String,
+    /// The Codex event (or the terminal event) as JSON.
+    pub data: Value,
+}
+
+#[derive(Debug, Object)]
+pub struct TreeEntry {
+    /// Relative to the workspace.
+    pub path: String,
+    /// `file`, `dir` or `symlink`.
+    pub kind: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Object)]
+pub struct FileTree {
+    pub entries: Vec<TreeEntry>,
+    /// True when the tree has more entries than the limit.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Object)]
+pub struct FileContent {
+    pub path: String,
+    pub size: u64,
+    /// True when the file is not UTF-8 text; `content` is then base64.
+    pub binary: bool,
+    /// `utf-8` or `base64`.
+    pub encoding: String,
+    pub content: String,
+}
+
+#[derive(Debug, Object)]
+pub struct Diff {
+    pub base_commit: String,
+    /// Unified diff of the workspace against `base_commit`, new files included.
+    pub patch: String,
+    pub files_changed: u64,
+    pub insertions: u64,
+    pub deletions: u64,
+    /// True when the diff was cut at the size limit.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Object)]
+pub struct Health {
+    pub status: String,
+}
+
+#[derive(Debug, Object)]
+pub struct Readiness {
+    pub status: String,
+    pub database: bool,
+    pub runner: bool,
+}

@@ -1,0 +1,155 @@
+//! Runs: list, read, cancel, and the event stream.
+
+use std::sync::Arc;
+
+use event_log::LoggedEvent;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use poem::web::sse::Event;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::{EventStream, Json};
+use poem_openapi::{ApiResponse, OpenApi};
+
+use super::error::{ApiError, ApiResult};
+use super::models::{CancelAccepted, Run, RunList};
+use super::sessions::SessionsApi;
+use super::stream_event::StreamItem;
+use super::{parse_id, ApiTags};
+use crate::engine::Engine;
+use crate::hub::subscribe;
+
+pub struct RunsApi {
+    pub engine: Arc<Engine>,
+}
+
+#[derive(ApiResponse)]
+enum Events {
+    /// Server-Sent Events: the persisted events after `Last-Event-ID` (or
+    /// `after`), then the live tail; the stream closes after the terminal
+    /// event (`run.completed`, `run.failed` or `run.cancelled`).
+    #[oai(status = 200)]
+    Ok(
+        EventStream<BoxStream<'static, StreamItem>>,
+        /// Tells reverse proxies not to buffer the stream.
+        #[oai(header = "X-Accel-Buffering")]
+        String,
+        #[oai(header = "Cache-Control")] String,
+    ),
+}
+
+#[derive(ApiResponse)]
+enum Cancelled {
+    /// The run was cancelled (queued) or is being cancelled (running).
+    #[oai(status = 202)]
+    Accepted(Json<CancelAccepted>),
+}
+
+impl RunsApi {
+    async fn find(&self, raw: &str) -> ApiResult<crate::store::RunRow> {
+        let id = parse_id(raw, "run")?;
+        self.engine
+            .store
+            .run(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("run {id} does not exist")))
+    }
+}
+
+#[OpenApi(tag = "ApiTags::Runs")]
+impl RunsApi {
+    /// List a session's runs, in order
+    #[oai(path = "/api/sessions/:session_id/runs", method = "get", operation_id = "list_runs")]
+    async fn list(&self, session_id: Path<String>) -> ApiResult<Json<RunList>> {
+        let sessions = SessionsApi { engine: self.engine.clone() };
+        let session = sessions.find(&session_id).await?;
+        let runs = self.engine.store.runs_of_session(session.id).await?;
+        Ok(Json(RunList {
+            runs: runs.into_iter().map(Run::from).collect(),
+        }))
+    }
+
+    /// Get a run
+    ///
+    /// Its status, prompt, final response, token usage, error, timestamps,
+    /// and the files it created, modified and deleted.
+    #[oai(path = "/api/runs/:run_id", method = "get", operation_id = "get_run")]
+    async fn get(&self, run_id: Path<String>) -> ApiResult<Json<Run>> {
+        Ok(Json(self.find(&run_id).await?.into()))
+    }
+
+    /// Cancel a run
+    #[oai(path = "/api/runs/:run_id/cancel", method = "post", operation_id = "cancel_run")]
+    async fn cancel(&self, run_id: Path<String>) -> ApiResult<Cancelled> {
+        let run = self.find(&run_id).await?;
+        let queued = run.status == "queued";
+        if !self.engine.cancel(&run).await? {
+            return Err(ApiError::conflict(format!(
+                "run {} already finished ({})",
+                run.id, run.status
+            )));
+        }
+        Ok(Cancelled::Accepted(Json(CancelAccepted {
+            run_id: run.id,
+            status: if queued { "cancelled" } else { "cancelling" }.into(),
+        })))
+    }
+
+    /// Stream a run's events
+    ///
+    /// For `EventSource`: each event has `id:` (its sequence number),
+    /// `event:` (its type) and `data:` (its JSON). Reconnecting with
+    /// `Last-Event-ID` (or `?after=N`) resumes after that event with no
+    /// duplicates and no gaps. Keep-alive comments are sent while idle.
+    #[oai(path = "/api/runs/:run_id/events", method = "get", operation_id = "stream_run_events")]
+    async fn events(
+        &self,
+        run_id: Path<String>,
+        /// The last event the client has; set by `EventSource` on reconnect.
+        #[oai(name = "Last-Event-ID")]
+        last_event_id: Header<Option<String>>,
+        /// Same as `Last-Event-ID`, for clients that cannot set headers.
+        after: Query<Option<String>>,
+    ) -> ApiResult<Events> {
+        let run = self.find(&run_id).await?;
+        let after = match last_event_id.0.or(after.0) {
+            None => 0,
+            Some(raw) if raw.trim().is_empty() => 0,
+            Some(raw) => raw.trim().parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "Last-Event-ID/after must be an event number, got {raw:?}"
+                ))
+            })?,
+        };
+        let events = subscribe(
+            self.engine.store.clone(),
+            self.engine.hubs.clone(),
+            run.id,
+            after,
+        );
+        // A retry hint first: the client leaves CONNECTING at once and
+        // reconnects quickly if the connection drops.
+        let stream = futures_util::stream::once(async { StreamItem::Retry })
+            .chain(events.map(StreamItem::Event))
+            .boxed();
+        let stream = EventStream::new(stream)
+            .keep_alive(self.engine.config.limits.keep_alive)
+            .to_event(to_sse);
+        Ok(Events::Ok(stream, "no".into(), "no-cache".into()))
+    }
+}
+
+/// How long a browser waits before reconnecting a dropped stream.
+const RETRY_MS: u64 = 1500;
+
+fn to_sse(item: StreamItem) -> Event {
+    match item {
+        StreamItem::Retry => Event::retry(RETRY_MS),
+        StreamItem::Event(event) => sse_event(&event),
+    }
+}
+
+fn sse_event(event: &LoggedEvent) -> Event {
+    Event::message(event.data.clone())
+        .id(event.seq.to_string())
+        .event_type(event.kind.clone())
+}

@@ -1,0 +1,202 @@
+//! Sessions: create (clone in the background), list, read, delete; and the
+//! prompt route of the seed design.
+
+use std::sync::Arc;
+
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApi};
+use uuid::Uuid;
+
+use super::error::{ApiError, ApiResult};
+use super::models::{CreateSession, PromptAccepted, PromptRequest, RunStatus, Session, SessionPage};
+use super::{parse_id, ApiTags};
+use crate::domain::{Depth, GitRef, Prompt, RepoUrl};
+use crate::engine::Engine;
+use crate::git::{CloneRequest, Credentials};
+use crate::store::Enqueue;
+
+pub struct SessionsApi {
+    pub engine: Arc<Engine>,
+}
+
+#[derive(ApiResponse)]
+enum Created {
+    /// The session exists and is cloning in the background.
+    #[oai(status = 202)]
+    Accepted(Json<Session>),
+}
+
+#[derive(ApiResponse)]
+enum Deleted {
+    /// The session, its runs and its workspace are gone.
+    #[oai(status = 204)]
+    NoContent,
+}
+
+#[derive(ApiResponse)]
+enum Queued {
+    /// The prompt is queued; it runs after the session's earlier runs.
+    #[oai(status = 202)]
+    Accepted(Json<PromptAccepted>),
+}
+
+impl SessionsApi {
+    fn view(&self, row: crate::store::SessionRow) -> Session {
+        let path = self.engine.workspace(row.id).display().to_string();
+        Session::from_row(row, path)
+    }
+
+    pub async fn find(&self, raw: &str) -> ApiResult<crate::store::SessionRow> {
+        let id = parse_id(raw, "session")?;
+        self.engine
+            .store
+            .session(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("session {id} does not exist")))
+    }
+}
+
+#[OpenApi(prefix_path = "/api/sessions", tag = "ApiTags::Sessions")]
+impl SessionsApi {
+    /// Create a session from a git repository
+    ///
+    /// Answers at once with the session in `cloning` state; the clone runs
+    /// in the background and the session becomes `ready` (with a runner
+    /// thread) or `failed` (with a message).
+    #[oai(path = "/", method = "post", operation_id = "create_session")]
+    async fn create(&self, body: Json<CreateSession>) -> ApiResult<Created> {
+        let config = &self.engine.config;
+        let url = RepoUrl::parse(&body.repo_url, config.allow_local_repos)
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
+        let git_ref = body
+            .git_ref
+            .as_deref()
+            .filter(|r| !r.trim().is_empty())
+            .map(GitRef::parse)
+            .transpose()
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
+        let depth = body
+            .depth
+            .map(Depth::parse)
+            .transpose()
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
+        let (user, embedded_token) = url.embedded_credentials();
+        let token = body
+            .token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .or(embedded_token)
+            .map(|token| Credentials {
+                username: user.map(str::to_owned),
+                token: token.to_owned(),
+            });
+        if token.is_some() && !url.is_http() {
+            return Err(ApiError::invalid(
+                "a token can only be used with an https or http repo_url",
+            ));
+        }
+        let id = Uuid::new_v4();
+        let row = self
+            .engine
+            .store
+            .insert_session(id, url.as_str(), git_ref.as_ref().map(GitRef::as_str), depth.map(Depth::get))
+            .await?;
+        tracing::info!(session_id = %id, url = %url.as_str(), "session created");
+        self.engine.spawn_clone(
+            id,
+            CloneRequest {
+                url,
+                git_ref,
+                depth,
+                credentials: token,
+                max_bytes: config.limits.max_clone_bytes,
+            },
+        );
+        Ok(Created::Accepted(Json(self.view(row))))
+    }
+
+    /// List sessions, newest first
+    #[oai(path = "/", method = "get", operation_id = "list_sessions")]
+    async fn list(
+        &self,
+        /// At most this many (1 to 200, default 50).
+        limit: Query<Option<i64>>,
+        /// Skip this many.
+        offset: Query<Option<i64>>,
+    ) -> ApiResult<Json<SessionPage>> {
+        let limit = limit.0.unwrap_or(50);
+        let offset = offset.0.unwrap_or(0);
+        if !(1..=200).contains(&limit) || offset < 0 {
+            return Err(ApiError::bad_request(
+                "limit must be between 1 and 200 and offset must not be negative",
+            ));
+        }
+        let (rows, total) = self.engine.store.sessions(limit, offset).await?;
+        Ok(Json(SessionPage {
+            sessions: rows.into_iter().map(|r| self.view(r)).collect(),
+            total,
+            limit,
+            offset,
+        }))
+    }
+
+    /// Get a session
+    #[oai(path = "/:session_id", method = "get", operation_id = "get_session")]
+    async fn get(&self, session_id: Path<String>) -> ApiResult<Json<Session>> {
+        let row = self.find(&session_id).await?;
+        Ok(Json(self.view(row)))
+    }
+
+    /// Delete a session
+    ///
+    /// Cancels its active run and its queued runs, stops a clone in
+    /// progress, and removes the workspace.
+    #[oai(path = "/:session_id", method = "delete", operation_id = "delete_session")]
+    async fn delete(&self, session_id: Path<String>) -> ApiResult<Deleted> {
+        let row = self.find(&session_id).await?;
+        self.engine.delete_session(&row).await?;
+        Ok(Deleted::NoContent)
+    }
+
+    /// Send a prompt to the session's agent
+    ///
+    /// The prompt becomes a run. Runs of a session execute one at a time, in
+    /// order: a prompt sent while the session is cloning or busy is queued.
+    #[oai(path = "/:session_id/prompt", method = "post", operation_id = "send_prompt")]
+    async fn prompt(&self, session_id: Path<String>, body: Json<PromptRequest>) -> ApiResult<Queued> {
+        let session = self.find(&session_id).await?;
+        let prompt = Prompt::parse(&body.prompt, self.engine.config.limits.max_prompt_chars)
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
+        if session.status == "failed" {
+            return Err(ApiError::conflict(format!(
+                "session {} failed to clone and cannot run prompts: {}",
+                session.id,
+                session.error.unwrap_or_default()
+            )));
+        }
+        let run_id = Uuid::new_v4();
+        let limit = self.engine.config.limits.max_queued_runs;
+        let run = match self.engine.store.enqueue_run(run_id, session.id, prompt.as_str(), limit).await? {
+            Enqueue::Queued(run) => run,
+            Enqueue::SessionMissing => {
+                return Err(ApiError::not_found(format!("session {} does not exist", session.id)))
+            }
+            Enqueue::QueueFull => {
+                return Err(ApiError::conflict(format!(
+                    "session {} already has {limit} queued runs (BACKEND_MAX_QUEUED_RUNS); wait or cancel some",
+                    session.id
+                )))
+            }
+        };
+        self.engine.hubs.open(run.id, 1);
+        self.engine.kick(session.id).await;
+        tracing::info!(session_id = %session.id, run_id = %run.id, "prompt queued");
+        Ok(Queued::Accepted(Json(PromptAccepted {
+            run_id: run.id,
+            session_id: session.id,
+            status: RunStatus::Queued,
+            position: run.position,
+        })))
+    }
+}

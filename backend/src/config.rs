@@ -1,0 +1,200 @@
+//! The backend's configuration, read once from the environment.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::providers::{Env, Serialized};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone)]
+pub struct Config {
+    /// `BACKEND_ADDR`
+    pub addr: String,
+    /// `DATABASE_URL` (may hold a password: never logged).
+    pub database_url: String,
+    /// `DATABASE_POOL_SIZE`
+    pub pool_size: usize,
+    /// `RUNNER_URL`
+    pub runner_url: String,
+    /// `WORKSPACES_ROOT`: shared with the runner.
+    pub workspaces_root: PathBuf,
+    /// `ALLOW_LOCAL_REPOS`: allow `file://` and local paths as `repo_url`.
+    pub allow_local_repos: bool,
+    /// `CORS_ORIGINS`: comma-separated origins allowed to call the API from
+    /// a browser; empty allows none (same-origin only).
+    pub cors_origins: Vec<String>,
+    pub limits: Limits,
+}
+
+/// Bounds of every buffer, queue and request of the backend.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// `BACKEND_MAX_PROMPT_CHARS`
+    pub max_prompt_chars: usize,
+    /// `BACKEND_MAX_QUEUED_RUNS`: queued runs per session; more answer 409.
+    pub max_queued_runs: i64,
+    /// `BACKEND_MAX_BODY_BYTES`
+    pub max_body_bytes: usize,
+    /// `BACKEND_MAX_FILE_BYTES`: largest file `GET /files/{path}` returns.
+    pub max_file_bytes: u64,
+    /// `BACKEND_MAX_DIFF_BYTES`: a longer diff is cut and flagged.
+    pub max_diff_bytes: usize,
+    /// `BACKEND_MAX_TREE_ENTRIES`: a larger tree is cut and flagged.
+    pub max_tree_entries: usize,
+    /// `BACKEND_MAX_EVENTS_PER_RUN`: live events kept in memory per run.
+    pub max_events_per_run: usize,
+    /// `BACKEND_MAX_CLONE_BYTES`: a clone that receives more is stopped.
+    pub max_clone_bytes: u64,
+    /// `BACKEND_KEEP_ALIVE_SECS`
+    pub keep_alive: Duration,
+    /// `BACKEND_EVENT_BATCH`: most events written in one insert.
+    pub event_batch: usize,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("addr", &self.addr)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("pool_size", &self.pool_size)
+            .field("runner_url", &self.runner_url)
+            .field("workspaces_root", &self.workspaces_root)
+            .field("allow_local_repos", &self.allow_local_repos)
+            .field("cors_origins", &self.cors_origins)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// The URL with its password replaced, for logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "<unparsable>".into(),
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Raw {
+    backend_addr: String,
+    database_url: String,
+    database_pool_size: usize,
+    runner_url: String,
+    workspaces_root: PathBuf,
+    allow_local_repos: bool,
+    cors_origins: String,
+    backend_max_prompt_chars: usize,
+    backend_max_queued_runs: i64,
+    backend_max_body_bytes: usize,
+    backend_max_file_bytes: u64,
+    backend_max_diff_bytes: usize,
+    backend_max_tree_entries: usize,
+    backend_max_events_per_run: usize,
+    backend_max_clone_bytes: u64,
+    backend_keep_alive_secs: u64,
+    backend_event_batch: usize,
+}
+
+impl Default for Raw {
+    fn default() -> Self {
+        Self {
+            backend_addr: "127.0.0.1:9101".into(),
+            database_url: "postgres://postgres@127.0.0.1:9103/repo_runner".into(),
+            database_pool_size: 16,
+            runner_url: "http://127.0.0.1:9102".into(),
+            workspaces_root: PathBuf::from(".data/workspaces"),
+            allow_local_repos: false,
+            cors_origins: String::new(),
+            backend_max_prompt_chars: 32_000,
+            backend_max_queued_runs: 100,
+            backend_max_body_bytes: 256 * 1024,
+            backend_max_file_bytes: 1024 * 1024,
+            backend_max_diff_bytes: 4 * 1024 * 1024,
+            backend_max_tree_entries: 20_000,
+            backend_max_events_per_run: 50_000,
+            backend_max_clone_bytes: 2 * 1024 * 1024 * 1024,
+            backend_keep_alive_secs: 15,
+            backend_event_batch: 256,
+        }
+    }
+}
+
+const ENV_KEYS: [&str; 17] = [
+    "BACKEND_ADDR",
+    "DATABASE_URL",
+    "DATABASE_POOL_SIZE",
+    "RUNNER_URL",
+    "WORKSPACES_ROOT",
+    "ALLOW_LOCAL_REPOS",
+    "CORS_ORIGINS",
+    "BACKEND_MAX_PROMPT_CHARS",
+    "BACKEND_MAX_QUEUED_RUNS",
+    "BACKEND_MAX_BODY_BYTES",
+    "BACKEND_MAX_FILE_BYTES",
+    "BACKEND_MAX_DIFF_BYTES",
+    "BACKEND_MAX_TREE_ENTRIES",
+    "BACKEND_MAX_EVENTS_PER_RUN",
+    "BACKEND_MAX_CLONE_BYTES",
+    "BACKEND_KEEP_ALIVE_SECS",
+    "BACKEND_EVENT_BATCH",
+];
+
+impl Config {
+    pub fn from_env() -> Result<Self, Box<figment::Error>> {
+        let raw: Raw = Figment::from(Serialized::defaults(Raw::default()))
+            .merge(Env::raw().only(&ENV_KEYS))
+            .extract()
+            .map_err(Box::new)?;
+        Ok(Self {
+            addr: raw.backend_addr,
+            database_url: raw.database_url,
+            pool_size: raw.database_pool_size.max(2),
+            runner_url: raw.runner_url.trim_end_matches('/').to_owned(),
+            workspaces_root: raw.workspaces_root,
+            allow_local_repos: raw.allow_local_repos,
+            cors_origins: raw
+                .cors_origins
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            limits: Limits {
+                max_prompt_chars: raw.backend_max_prompt_chars,
+                max_queued_runs: raw.backend_max_queued_runs,
+                max_body_bytes: raw.backend_max_body_bytes,
+                max_file_bytes: raw.backend_max_file_bytes,
+                max_diff_bytes: raw.backend_max_diff_bytes,
+                max_tree_entries: raw.backend_max_tree_entries,
+                max_events_per_run: raw.backend_max_events_per_run.max(2),
+                max_clone_bytes: raw.backend_max_clone_bytes,
+                keep_alive: Duration::from_secs(raw.backend_keep_alive_secs.max(1)),
+                event_batch: raw.backend_event_batch.max(1),
+            },
+        })
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let raw = Raw::default();
+        Self {
+            max_prompt_chars: raw.backend_max_prompt_chars,
+            max_queued_runs: raw.backend_max_queued_runs,
+            max_body_bytes: raw.backend_max_body_bytes,
+            max_file_bytes: raw.backend_max_file_bytes,
+            max_diff_bytes: raw.backend_max_diff_bytes,
+            max_tree_entries: raw.backend_max_tree_entries,
+            max_events_per_run: raw.backend_max_events_per_run,
+            max_clone_bytes: raw.backend_max_clone_bytes,
+            keep_alive: Duration::from_secs(raw.backend_keep_alive_secs),
+            event_batch: raw.backend_event_batch,
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Domain types that parse input once: after construction, a value is
+//! trusted everywhere.
+
+mod git_ref;
+mod prompt;
+mod repo_url;
+mod workspace_path;
+
+pub use git_ref::{Depth, GitRef};
+pub use prompt::Prompt;
+pub use repo_url::{RepoUrl, RepoUrlError};
+pub use workspace_path::{WorkspacePath, WorkspacePathError};
+
+/// A value refused by a domain constructor, with a message for a person.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);

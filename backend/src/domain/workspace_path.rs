@@ -1,0 +1,131 @@
+//! `WorkspacePath`: a relative path inside a session's workspace, as a client
+//! names it in `/files/{path}`.
+
+use std::path::{Component, Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkspacePathError {
+    #[error("path must be relative to the workspace")]
+    Absolute,
+    #[error("path must not contain '..' or '.' components")]
+    Traversal,
+    #[error("path must not name the .git folder")]
+    GitDir,
+    #[error("path must not be empty or contain NUL or backslash characters")]
+    Malformed,
+    #[error("path leaves the workspace through a symbolic link")]
+    EscapesWorkspace,
+    #[error("no such file")]
+    NotFound,
+}
+
+/// A path relative to a workspace, made only of normal components.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspacePath(PathBuf);
+
+impl WorkspacePath {
+    /// Parses the path as the client sent it (already percent-decoded once
+    /// by the router; a decoded `%2e%2e` is `..` and is refused here).
+    pub fn parse(raw: &str) -> Result<Self, WorkspacePathError> {
+        if raw.is_empty() || raw.contains('\0') || raw.contains('\\') || raw.len() > 4096 {
+            return Err(WorkspacePathError::Malformed);
+        }
+        if raw.starts_with('/') {
+            return Err(WorkspacePathError::Absolute);
+        }
+        let path = Path::new(raw);
+        let mut clean = PathBuf::new();
+        for component in path.components() {
+            match component {
+                Component::Normal(part) => clean.push(part),
+                Component::CurDir | Component::ParentDir => {
+                    return Err(WorkspacePathError::Traversal)
+                }
+                Component::RootDir | Component::Prefix(_) => {
+                    return Err(WorkspacePathError::Absolute)
+                }
+            }
+        }
+        // `Path::components` silently drops interior `.`; refuse it outright.
+        if raw.split('/').any(|part| part == "." || part == "..") {
+            return Err(WorkspacePathError::Traversal);
+        }
+        if clean.components().next().is_some_and(|c| c.as_os_str() == ".git") {
+            return Err(WorkspacePathError::GitDir);
+        }
+        if clean.as_os_str().is_empty() {
+            return Err(WorkspacePathError::Malformed);
+        }
+        Ok(Self(clean))
+    }
+
+    pub fn as_path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The file on disk, symlinks resolved, proven to be inside `root`
+    /// (which must be canonical).
+    pub fn resolve(&self, root: &Path) -> Result<PathBuf, WorkspacePathError> {
+        let joined = root.join(&self.0);
+        let resolved = joined
+            .canonicalize()
+            .map_err(|_| WorkspacePathError::NotFound)?;
+        if !resolved.starts_with(root) {
+            return Err(WorkspacePathError::EscapesWorkspace);
+        }
+        if resolved
+            .strip_prefix(root)
+            .ok()
+            .and_then(|rel| rel.components().next())
+            .is_some_and(|c| c.as_os_str() == ".git")
+        {
+            return Err(WorkspacePathError::GitDir);
+        }
+        Ok(resolved)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_relative_paths_are_accepted() {
+        assert_eq!(
+            WorkspacePath::parse("src/main.rs").unwrap().as_path(),
+            Path::new("src/main.rs")
+        );
+    }
+
+    #[test]
+    fn traversal_and_absolute_paths_are_refused() {
+        use WorkspacePathError::*;
+        for (raw, error) in [
+            ("/etc/passwd", Absolute),
+            ("../x", Traversal),
+            ("a/../../x", Traversal),
+            ("a/./b", Traversal),
+            (".git/config", GitDir),
+            ("a\\..\\b", Malformed),
+            ("", Malformed),
+        ] {
+            assert_eq!(WorkspacePath::parse(raw), Err(error), "{raw}");
+        }
+    }
+
+    #[test]
+    fn symlinks_out_of_the_workspace_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ws");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(dir.path().join("secret"), "x").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link")).unwrap();
+        let root = root.canonicalize().unwrap();
+        let path = WorkspacePath::parse("link").unwrap();
+        assert_eq!(path.resolve(&root), Err(WorkspacePathError::EscapesWorkspace));
+        assert_eq!(
+            WorkspacePath::parse("missing").unwrap().resolve(&root),
+            Err(WorkspacePathError::NotFound)
+        );
+    }
+}

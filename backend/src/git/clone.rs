@@ -1,0 +1,309 @@
+//! Cloning a session's repository: progress, credentials, depth, ref.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use git2::build::{CheckoutBuilder, RepoBuilder};
+use git2::{
+    Cred, CredentialType, ErrorClass, ErrorCode, FetchOptions, Oid, RemoteCallbacks,
+    RemoteRedirect, Repository,
+};
+
+use crate::domain::{Depth, GitRef, RepoUrl};
+
+/// A token for a private https remote; its `Debug` hides it.
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: Option<String>,
+    pub token: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(***)")
+    }
+}
+
+#[derive(Debug)]
+pub struct CloneRequest {
+    pub url: RepoUrl,
+    pub git_ref: Option<GitRef>,
+    pub depth: Option<Depth>,
+    pub credentials: Option<Credentials>,
+    pub max_bytes: u64,
+}
+
+/// Shared with the task that records progress; updated by libgit2.
+#[derive(Debug, Default)]
+pub struct CloneProgress {
+    pub received_objects: AtomicU64,
+    pub total_objects: AtomicU64,
+    pub indexed_deltas: AtomicU64,
+    pub total_deltas: AtomicU64,
+    pub received_bytes: AtomicU64,
+    pub checkout_done: AtomicU64,
+    pub checkout_total: AtomicU64,
+    /// Set to stop the clone (session deleted).
+    pub cancel: AtomicBool,
+}
+
+impl CloneProgress {
+    pub fn to_json(&self) -> serde_json::Value {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "received_objects": get(&self.received_objects),
+            "total_objects": get(&self.total_objects),
+            "indexed_deltas": get(&self.indexed_deltas),
+            "total_deltas": get(&self.total_deltas),
+            "received_bytes": get(&self.received_bytes),
+            "checkout_done": get(&self.checkout_done),
+            "checkout_total": get(&self.checkout_total),
+        })
+    }
+}
+
+/// Why a clone failed, in words a person can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum CloneError {
+    #[error("repository not found: check the URL (a private repository also needs a token)")]
+    NotFound,
+    #[error("authentication required: the repository is private or the token was refused")]
+    AuthRequired,
+    #[error("ref {0:?} was not found in the repository (no such branch, tag or commit)")]
+    RefNotFound(String),
+    #[error("the repository is larger than the clone limit of {0} bytes (BACKEND_MAX_CLONE_BYTES)")]
+    TooLarge(u64),
+    #[error("the clone was cancelled")]
+    Cancelled,
+    #[error("disk error while writing the workspace: {0}")]
+    Disk(String),
+    #[error("network error: {0}")]
+    Network(String),
+    #[error("clone failed: {0}")]
+    Other(String),
+}
+
+impl CloneError {
+    fn from_git(error: &git2::Error, progress: &CloneProgress, max_bytes: u64) -> Self {
+        if progress.cancel.load(Ordering::Relaxed) {
+            return CloneError::Cancelled;
+        }
+        if progress.received_bytes.load(Ordering::Relaxed) > max_bytes {
+            return CloneError::TooLarge(max_bytes);
+        }
+        let message = error.message().to_owned();
+        let lower = message.to_lowercase();
+        if error.code() == ErrorCode::Auth
+            || lower.contains("authentication")
+            || lower.contains("401")
+            || lower.contains("403")
+            || lower.contains("credentials")
+        {
+            return CloneError::AuthRequired;
+        }
+        if lower.contains("404")
+            || lower.contains("not found")
+            || lower.contains("does not appear to be a git repository")
+            || lower.contains("could not find repository")
+            || (error.class() == ErrorClass::Os && lower.contains("no such file"))
+        {
+            return CloneError::NotFound;
+        }
+        match error.class() {
+            ErrorClass::Net | ErrorClass::Http | ErrorClass::Ssl | ErrorClass::Ssh => {
+                CloneError::Network(message)
+            }
+            ErrorClass::Os | ErrorClass::Filesystem => CloneError::Disk(message),
+            _ => CloneError::Other(message),
+        }
+    }
+}
+
+/// Clones into `dest` and checks out the requested ref; returns the commit
+/// checked out.
+pub fn clone(request: &CloneRequest, dest: &Path, progress: &Arc<CloneProgress>) -> Result<Oid, CloneError> {
+    let fetch = || fetch_options(request, progress);
+    let mut builder = RepoBuilder::new();
+    builder.fetch_options(fetch());
+    let mut checkout = CheckoutBuilder::new();
+    let checkout_progress = progress.clone();
+    checkout.progress(move |_, done, total| {
+        checkout_progress
+            .checkout_done
+            .store(done as u64, Ordering::Relaxed);
+        checkout_progress
+            .checkout_total
+            .store(total as u64, Ordering::Relaxed);
+    });
+    builder.with_checkout(checkout);
+    let url = clone_url(&request.url);
+    let repo = builder
+        .clone(&url, dest)
+        .map_err(|e| CloneError::from_git(&e, progress, request.max_bytes))?;
+    let oid = match &request.git_ref {
+        None => repo
+            .head()
+            .and_then(|h| h.peel_to_commit())
+            .map(|c| c.id())
+            .map_err(|e| CloneError::Other(e.message().to_owned()))?,
+        Some(git_ref) => checkout_ref(&repo, git_ref, request, progress)?,
+    };
+    Ok(oid)
+}
+
+/// libgit2 wants a path, not a `file://` URL, to clone a local repository
+/// with its local transport.
+fn clone_url(url: &RepoUrl) -> String {
+    url.as_str()
+        .strip_prefix("file://")
+        .unwrap_or(url.as_str())
+        .to_owned()
+}
+
+fn fetch_options<'a>(request: &'a CloneRequest, progress: &'a Arc<CloneProgress>) -> FetchOptions<'a> {
+    let mut callbacks = RemoteCallbacks::new();
+    let transfer = progress.clone();
+    let max_bytes = request.max_bytes;
+    callbacks.transfer_progress(move |stats| {
+        transfer
+            .received_objects
+            .store(stats.received_objects() as u64, Ordering::Relaxed);
+        transfer
+            .total_objects
+            .store(stats.total_objects() as u64, Ordering::Relaxed);
+        transfer
+            .indexed_deltas
+            .store(stats.indexed_deltas() as u64, Ordering::Relaxed);
+        transfer
+            .total_deltas
+            .store(stats.total_deltas() as u64, Ordering::Relaxed);
+        transfer
+            .received_bytes
+            .store(stats.received_bytes() as u64, Ordering::Relaxed);
+        // Returning false aborts the transfer.
+        !transfer.cancel.load(Ordering::Relaxed) && (stats.received_bytes() as u64) <= max_bytes
+    });
+    // libgit2 asks again for as long as the server refuses: answer once.
+    let mut asked = false;
+    let credentials = request.credentials.clone();
+    callbacks.credentials(move |_url, username_from_url, allowed| {
+        if asked {
+            return Err(git2::Error::new(
+                ErrorCode::Auth,
+                ErrorClass::Http,
+                "authentication failed",
+            ));
+        }
+        asked = true;
+        match &credentials {
+            Some(creds) if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) => {
+                let user = creds
+                    .username
+                    .as_deref()
+                    .or(username_from_url)
+                    .unwrap_or("x-access-token");
+                Cred::userpass_plaintext(user, &creds.token)
+            }
+            _ => Err(git2::Error::new(
+                ErrorCode::Auth,
+                ErrorClass::Http,
+                "authentication required",
+            )),
+        }
+    });
+    let mut options = FetchOptions::new();
+    options.remote_callbacks(callbacks);
+    // A redirect could carry the token to another host.
+    options.follow_redirects(RemoteRedirect::None);
+    if let Some(depth) = request.depth {
+        options.depth(depth.get());
+    }
+    options
+}
+
+/// Finds the ref among what the clone fetched, else fetches it explicitly
+/// (a branch other than the default, or a tag beyond a shallow history),
+/// then checks it out.
+fn checkout_ref(
+    repo: &Repository,
+    git_ref: &GitRef,
+    request: &CloneRequest,
+    progress: &Arc<CloneProgress>,
+) -> Result<Oid, CloneError> {
+    let name = git_ref.as_str();
+    let mut target = resolve(repo, name);
+    if target.is_none() {
+        let mut remote = repo
+            .find_remote("origin")
+            .map_err(|e| CloneError::Other(e.message().to_owned()))?;
+        let refspecs = [
+            format!("+refs/heads/{name}:refs/remotes/origin/{name}"),
+            format!("+refs/tags/{name}:refs/tags/{name}"),
+        ];
+        for refspec in &refspecs {
+            let mut options = fetch_options(request, progress);
+            match remote.fetch(&[refspec.as_str()], Some(&mut options), None) {
+                Ok(()) => {}
+                Err(e) if progress.cancel.load(Ordering::Relaxed) => {
+                    return Err(CloneError::from_git(&e, progress, request.max_bytes))
+                }
+                // A refspec naming nothing is how "not this kind of ref" shows.
+                Err(_) => continue,
+            }
+            target = resolve(repo, name);
+            if target.is_some() {
+                break;
+            }
+        }
+    }
+    let Some((oid, branch)) = target else {
+        return Err(CloneError::RefNotFound(name.to_owned()));
+    };
+    let commit = repo
+        .find_commit(oid)
+        .map_err(|_| CloneError::RefNotFound(name.to_owned()))?;
+    repo.checkout_tree(commit.as_object(), Some(CheckoutBuilder::new().force()))
+        .map_err(|e| CloneError::Disk(e.message().to_owned()))?;
+    match branch {
+        // A branch gets a local branch of the same name, as `git clone -b` does.
+        Some(branch) => {
+            let local = repo
+                .branch(&branch, &commit, true)
+                .map_err(|e| CloneError::Other(e.message().to_owned()))?;
+            let refname = local
+                .get()
+                .name()
+                .map(str::to_owned)
+                .map_err(|_| CloneError::Other("branch name is not UTF-8".into()))?;
+            repo.set_head(&refname)
+        }
+        None => repo.set_head_detached(oid),
+    }
+    .map_err(|e| CloneError::Other(e.message().to_owned()))?;
+    Ok(oid)
+}
+
+/// (commit, branch name if it is a branch)
+fn resolve(repo: &Repository, name: &str) -> Option<(Oid, Option<String>)> {
+    let peel = |refname: &str| {
+        repo.find_reference(refname)
+            .ok()
+            .and_then(|r| r.peel_to_commit().ok())
+            .map(|c| c.id())
+    };
+    if let Some(oid) = peel(&format!("refs/remotes/origin/{name}")) {
+        return Some((oid, Some(name.to_owned())));
+    }
+    if let Some(oid) = peel(&format!("refs/tags/{name}")) {
+        return Some((oid, None));
+    }
+    if name.chars().all(|c| c.is_ascii_hexdigit()) && name.len() >= 4 {
+        if let Ok(object) = repo.revparse_single(name) {
+            if let Ok(commit) = object.peel_to_commit() {
+                return Some((commit.id(), None));
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,130 @@
+//! Live tails of active runs, and subscriptions that join them to what is
+//! persisted.
+//!
+//! Architecture Invariant: a subscriber reads persisted events with
+//! `seq < hub.first_seq()` from Postgres and everything from `first_seq` on
+//! from the hub, by sequence number, so it sees every event exactly once
+//! whenever it connects. One upstream stream per run feeds the hub; each
+//! event is serialised once and shared by all subscribers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use event_log::{LoggedEvent, RunLog};
+use futures_util::Stream;
+use uuid::Uuid;
+
+use crate::store::Store;
+
+/// The terminal events; a run's stream ends after one of them.
+pub const TERMINAL_EVENTS: [&str; 3] = ["run.completed", "run.failed", "run.cancelled"];
+
+pub fn is_terminal(kind: &str) -> bool {
+    TERMINAL_EVENTS.contains(&kind)
+}
+
+/// Page size of replays from Postgres.
+const REPLAY_PAGE: i64 = 500;
+/// How often a subscriber of a run that no process here drives looks again.
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+pub struct Hubs {
+    logs: Mutex<HashMap<Uuid, Arc<RunLog>>>,
+    max_events: usize,
+}
+
+impl Hubs {
+    pub fn new(max_events: usize) -> Self {
+        Self {
+            logs: Mutex::new(HashMap::new()),
+            max_events,
+        }
+    }
+
+    fn logs(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<RunLog>>> {
+        self.logs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The run's live tail, created to start at `first_seq` if missing.
+    pub fn open(&self, run_id: Uuid, first_seq: u64) -> Arc<RunLog> {
+        self.logs()
+            .entry(run_id)
+            .or_insert_with(|| Arc::new(RunLog::starting_at(first_seq, self.max_events)))
+            .clone()
+    }
+
+    pub fn get(&self, run_id: Uuid) -> Option<Arc<RunLog>> {
+        self.logs().get(&run_id).cloned()
+    }
+
+    /// Forgets a finished run's tail; called after its events are persisted.
+    pub fn remove(&self, run_id: Uuid) {
+        self.logs().remove(&run_id);
+    }
+}
+
+/// Every event of the run after `after`, persisted first, then live, ending
+/// after the terminal event. Ends early if Postgres fails (the client
+/// reconnects with `Last-Event-ID`).
+pub fn subscribe(
+    store: Store,
+    hubs: Arc<Hubs>,
+    run_id: Uuid,
+    after: u64,
+) -> impl Stream<Item = Arc<LoggedEvent>> + Send {
+    async_stream::stream! {
+        let mut after = after;
+        loop {
+            if let Some(hub) = hubs.get(run_id) {
+                let first = hub.first_seq();
+                while after + 1 < first {
+                    let Ok(page) = store.events(run_id, seq(after), seq(first), REPLAY_PAGE).await else {
+                        return;
+                    };
+                    if page.is_empty() {
+                        break;
+                    }
+                    for row in page {
+                        after = row.seq as u64;
+                        yield Arc::new(LoggedEvent { seq: after, kind: row.event_type, data: row.data });
+                    }
+                }
+                while let Some(batch) = hub.next_after(after).await {
+                    for event in batch {
+                        after = event.seq;
+                        yield event;
+                    }
+                }
+                return;
+            }
+            let Ok(page) = store.events(run_id, seq(after), i64::MAX, REPLAY_PAGE).await else {
+                return;
+            };
+            let full = page.len() as i64 == REPLAY_PAGE;
+            for row in page {
+                after = row.seq as u64;
+                let terminal = is_terminal(&row.event_type);
+                yield Arc::new(LoggedEvent { seq: after, kind: row.event_type, data: row.data });
+                if terminal {
+                    return;
+                }
+            }
+            if full {
+                continue;
+            }
+            // Caught up with no terminal event and no live tail here: the
+            // run is driven elsewhere or was deleted.
+            match store.run(run_id).await {
+                Ok(Some(run)) if matches!(run.status.as_str(), "queued" | "running") => {
+                    tokio::time::sleep(POLL_INTERVAL).await;
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
+fn seq(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,15 @@
+//! The backend: the public API of repo-runner. Sessions are git clones
+//! bound to a runner thread; prompts become runs executed one at a time per
+//! session; every run event is persisted in Postgres and streamed live to
+//! any number of subscribers, who can resume from any event.
+
+pub mod api;
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod git;
+pub mod hub;
+pub mod runner_client;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,195 @@
+//! The backend's client of the runner's HTTP API.
+
+use std::path::Path;
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error("the runner is unreachable: {0}")]
+    Unreachable(String),
+    #[error("the runner does not know {0}")]
+    NotFound(String),
+    #[error("the runner refused: {0}")]
+    Conflict(String),
+    #[error("the runner answered {status}: {message}")]
+    Failed { status: u16, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, RunnerError>;
+
+/// One event of a run, as the runner streams it.
+#[derive(Debug, Clone)]
+pub struct UpstreamEvent {
+    pub seq: u64,
+    pub kind: String,
+    pub data: String,
+}
+
+#[derive(Clone)]
+pub struct RunnerClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ThreadCreated {
+    thread_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RunCreated {
+    run_id: String,
+}
+
+#[derive(Deserialize)]
+struct RunnerErrorBody {
+    message: String,
+}
+
+impl RunnerClient {
+    pub fn new(base: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        }
+    }
+
+    pub async fn health(&self) -> Result<()> {
+        let response = self
+            .http
+            .get(format!("{}/health", self.base))
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        check(response, "health").await.map(|_| ())
+    }
+
+    /// A runner thread bound to `dir`, resuming `codex_thread_id` if given.
+    pub async fn create_thread(&self, dir: &Path, codex_thread_id: Option<&str>) -> Result<String> {
+        let mut body = json!({"workingDirectory": dir, "skipGitRepoCheck": true});
+        if let Some(id) = codex_thread_id {
+            body["resumeThreadId"] = json!(id);
+        }
+        let response = self
+            .http
+            .post(format!("{}/threads", self.base))
+            .json(&body)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let created: ThreadCreated = check(response, "thread")
+            .await?
+            .json()
+            .await
+            .map_err(unreachable)?;
+        Ok(created.thread_id)
+    }
+
+    pub async fn delete_thread(&self, thread_id: &str) -> Result<()> {
+        let response = self
+            .http
+            .delete(format!("{}/threads/{thread_id}", self.base))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        check(response, "thread").await.map(|_| ())
+    }
+
+    pub async fn start_run(&self, thread_id: &str, prompt: &str) -> Result<String> {
+        let response = self
+            .http
+            .post(format!("{}/runs", self.base))
+            .json(&json!({"threadId": thread_id, "prompt": prompt}))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let created: RunCreated = check(response, "thread")
+            .await?
+            .json()
+            .await
+            .map_err(unreachable)?;
+        Ok(created.run_id)
+    }
+
+    pub async fn cancel_run(&self, run_id: &str) -> Result<()> {
+        let response = self
+            .http
+            .post(format!("{}/runs/{run_id}/cancel", self.base))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        check(response, "run").await.map(|_| ())
+    }
+
+    /// The run's events after `after`, as they come. The stream ends when
+    /// the runner closes it (after the terminal event) or the connection
+    /// drops; an `Err` item means the connection broke.
+    pub async fn events(
+        &self,
+        run_id: &str,
+        after: u64,
+    ) -> Result<impl Stream<Item = Result<UpstreamEvent>> + Send + Unpin + use<>> {
+        let mut request = self.http.get(format!("{}/runs/{run_id}/events", self.base));
+        if after > 0 {
+            request = request.header("Last-Event-ID", after.to_string());
+        }
+        let response = request.send().await.map_err(unreachable)?;
+        let response = check(response, "run").await?;
+        Ok(response
+            .bytes_stream()
+            .eventsource()
+            .filter_map(|item| async move {
+                match item {
+                    Ok(event) => event.id.parse::<u64>().ok().map(|seq| {
+                        Ok(UpstreamEvent {
+                            seq,
+                            kind: event.event,
+                            data: event.data,
+                        })
+                    }),
+                    Err(error) => Some(Err(RunnerError::Unreachable(error.to_string()))),
+                }
+            })
+            .boxed())
+    }
+}
+
+fn unreachable(error: reqwest::Error) -> RunnerError {
+    RunnerError::Unreachable(error.without_url().to_string())
+}
+
+async fn check(response: reqwest::Response, what: &str) -> Result<reqwest::Response> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let message = response
+        .json::<RunnerErrorBody>()
+        .await
+        .map(|b| b.message)
+        .unwrap_or_else(|_| status.to_string());
+    Err(match status.as_u16() {
+        404 => RunnerError::NotFound(format!("the {what}: {message}")),
+        409 => RunnerError::Conflict(message),
+        code => RunnerError::Failed {
+            status: code,
+            message,
+        },
+    })
+}

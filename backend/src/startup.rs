@@ -1,0 +1,63 @@
+//! Builds the backend: connects and migrates Postgres, picks up the work a
+//! previous process left, binds (port 0 works in tests), then serves.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::Server;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::store::Store;
+
+pub struct Application {
+    acceptor: TcpAcceptor,
+    addr: SocketAddr,
+    engine: Arc<Engine>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.workspaces_root).with_context(|| {
+            format!("cannot create WORKSPACES_ROOT {}", config.workspaces_root.display())
+        })?;
+        let root = config.workspaces_root.canonicalize()?;
+        let store = Store::connect(&config.database_url, config.pool_size)
+            .await
+            .context("cannot connect to Postgres (DATABASE_URL)")?;
+        let acceptor = TcpListener::bind(config.addr.clone())
+            .into_acceptor()
+            .await
+            .with_context(|| format!("cannot listen on BACKEND_ADDR {}", config.addr))?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .context("the listener has no address")?;
+        let engine = Engine::new(Arc::new(config), store, root);
+        engine.recover().await.context("cannot recover runs")?;
+        Ok(Self { acceptor, addr, engine })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.addr, "backend listening");
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(
+                crate::api::app(self.engine),
+                shutdown,
+                Some(Duration::from_secs(5)),
+            )
+            .await
+            .context("the backend's server failed")
+    }
+}

@@ -1,0 +1,543 @@
+//! Postgres: the pool, the migrations, and every query. Rows are the
+//! database's shapes; the API layer converts them into its own types.
+//!
+//! Architecture Invariant: only this module writes SQL.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use serde_json::Value;
+use tokio_postgres::{NoTls, Row};
+use uuid::Uuid;
+
+mod embedded {
+    refinery::embed_migrations!("../migrations");
+}
+
+/// Any two backends migrating at once take turns on this lock (refinery
+/// takes none of its own).
+const MIGRATION_LOCK: i64 = 0x7265_706f_7275_6e;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot reach Postgres")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("a Postgres query failed")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("the database migrations failed")]
+    Migrate(#[from] refinery::Error),
+    #[error("invalid DATABASE_URL: {0}")]
+    Config(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub id: Uuid,
+    pub repo_url: String,
+    pub git_ref: Option<String>,
+    pub depth: Option<i32>,
+    pub status: String,
+    pub error: Option<String>,
+    pub clone_progress: Option<Value>,
+    pub base_commit: Option<String>,
+    pub runner_thread_id: Option<String>,
+    pub codex_thread_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Row> for SessionRow {
+    fn from(row: &Row) -> Self {
+        Self {
+            id: row.get("id"),
+            repo_url: row.get("repo_url"),
+            git_ref: row.get("git_ref"),
+            depth: row.get("depth"),
+            status: row.get("status"),
+            error: row.get("error"),
+            clone_progress: row.get("clone_progress"),
+            base_commit: row.get("base_commit"),
+            runner_thread_id: row.get("runner_thread_id"),
+            codex_thread_id: row.get("codex_thread_id"),
+            created_at: row.get("created_at"),
+            updated_at: row.get("updated_at"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    pub id: Uuid,
+    pub session_id: Uuid,
+    pub position: i64,
+    pub prompt: String,
+    pub status: String,
+    pub runner_run_id: Option<String>,
+    pub final_response: Option<String>,
+    pub usage: Option<Value>,
+    pub error: Option<String>,
+    pub status_before: Option<Value>,
+    pub files: Option<Value>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Row> for RunRow {
+    fn from(row: &Row) -> Self {
+        Self {
+            id: row.get("id"),
+            session_id: row.get("session_id"),
+            position: row.get("position"),
+            prompt: row.get("prompt"),
+            status: row.get("status"),
+            runner_run_id: row.get("runner_run_id"),
+            final_response: row.get("final_response"),
+            usage: row.get("usage"),
+            error: row.get("error"),
+            status_before: row.get("status_before"),
+            files: row.get("files"),
+            created_at: row.get("created_at"),
+            started_at: row.get("started_at"),
+            finished_at: row.get("finished_at"),
+        }
+    }
+}
+
+/// One persisted event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    pub seq: i64,
+    pub event_type: String,
+    pub data: String,
+}
+
+/// What a finished run leaves in its row.
+#[derive(Debug, Clone, Default)]
+pub struct RunOutcome {
+    pub status: &'static str,
+    pub final_response: Option<String>,
+    pub usage: Option<Value>,
+    pub error: Option<String>,
+    pub files: Option<Value>,
+}
+
+/// Result of trying to queue a prompt.
+pub enum Enqueue {
+    Queued(RunRow),
+    SessionMissing,
+    QueueFull,
+}
+
+impl Store {
+    /// Connects, and migrates under an advisory lock.
+    pub async fn connect(database_url: &str, pool_size: usize) -> Result<Self> {
+        let pg_config: tokio_postgres::Config = database_url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| StoreError::Config(e.to_string()))?;
+        let (mut client, connection) = pg_config.connect(NoTls).await?;
+        let driver = tokio::spawn(connection);
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        let migrated = embedded::migrations::runner()
+            .run_async(&mut client)
+            .await;
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        drop(client);
+        driver.abort();
+        let report = migrated?;
+        for migration in report.applied_migrations() {
+            tracing::info!(migration = %migration, "applied migration");
+        }
+        let manager = Manager::from_config(
+            pg_config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        Ok(self.pool.get().await?)
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        self.client().await?.execute("SELECT 1", &[]).await?;
+        Ok(())
+    }
+
+    // --- sessions -------------------------------------------------------
+
+    pub async fn insert_session(
+        &self,
+        id: Uuid,
+        repo_url: &str,
+        git_ref: Option<&str>,
+        depth: Option<i32>,
+    ) -> Result<SessionRow> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "INSERT INTO sessions (id, repo_url, git_ref, depth, status)
+                 VALUES ($1, $2, $3, $4, 'cloning') RETURNING *",
+                &[&id, &repo_url, &git_ref, &depth],
+            )
+            .await?;
+        Ok(SessionRow::from(&row))
+    }
+
+    pub async fn session(&self, id: Uuid) -> Result<Option<SessionRow>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt("SELECT * FROM sessions WHERE id = $1", &[&id])
+            .await?;
+        Ok(row.as_ref().map(SessionRow::from))
+    }
+
+    /// Newest first.
+    pub async fn sessions(&self, limit: i64, offset: i64) -> Result<(Vec<SessionRow>, i64)> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT * FROM sessions ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2",
+                &[&limit, &offset],
+            )
+            .await?;
+        let total: i64 = client
+            .query_one("SELECT count(*) FROM sessions", &[])
+            .await?
+            .get(0);
+        Ok((rows.iter().map(SessionRow::from).collect(), total))
+    }
+
+    pub async fn set_clone_progress(&self, id: Uuid, progress: &Value) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE sessions SET clone_progress = $2, updated_at = now()
+                 WHERE id = $1 AND status = 'cloning'",
+                &[&id, progress],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn mark_ready(
+        &self,
+        id: Uuid,
+        base_commit: &str,
+        runner_thread_id: Option<&str>,
+    ) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE sessions SET status = 'ready', base_commit = $2, runner_thread_id = $3,
+                        error = NULL, updated_at = now()
+                 WHERE id = $1 AND status = 'cloning'",
+                &[&id, &base_commit, &runner_thread_id],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub async fn mark_failed(&self, id: Uuid, error: &str) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE sessions SET status = 'failed', error = $2, updated_at = now() WHERE id = $1",
+                &[&id, &error],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_runner_thread(&self, id: Uuid, runner_thread_id: &str) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE sessions SET runner_thread_id = $2, updated_at = now() WHERE id = $1",
+                &[&id, &runner_thread_id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_codex_thread(&self, id: Uuid, codex_thread_id: &str) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE sessions SET codex_thread_id = $2, updated_at = now() WHERE id = $1",
+                &[&id, &codex_thread_id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_session(&self, id: Uuid) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute("DELETE FROM sessions WHERE id = $1", &[&id])
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Sessions left `cloning` by a previous process.
+    pub async fn interrupted_clones(&self) -> Result<Vec<Uuid>> {
+        let rows = self
+            .client()
+            .await?
+            .query("SELECT id FROM sessions WHERE status = 'cloning'", &[])
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    // --- runs -----------------------------------------------------------
+
+    /// Queues a prompt at the end of its session's queue.
+    pub async fn enqueue_run(
+        &self,
+        id: Uuid,
+        session_id: Uuid,
+        prompt: &str,
+        max_queued: i64,
+    ) -> Result<Enqueue> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        // Serialises prompts of one session so positions never collide.
+        let session = tx
+            .query_opt("SELECT id FROM sessions WHERE id = $1 FOR UPDATE", &[&session_id])
+            .await?;
+        if session.is_none() {
+            return Ok(Enqueue::SessionMissing);
+        }
+        let queued: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM runs WHERE session_id = $1 AND status = 'queued'",
+                &[&session_id],
+            )
+            .await?
+            .get(0);
+        if queued >= max_queued {
+            return Ok(Enqueue::QueueFull);
+        }
+        let row = tx
+            .query_one(
+                "INSERT INTO runs (id, session_id, position, prompt, status)
+                 VALUES ($1, $2, (SELECT coalesce(max(position), 0) + 1 FROM runs WHERE session_id = $2),
+                         $3, 'queued')
+                 RETURNING *",
+                &[&id, &session_id, &prompt],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(Enqueue::Queued(RunRow::from(&row)))
+    }
+
+    pub async fn run(&self, id: Uuid) -> Result<Option<RunRow>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt("SELECT * FROM runs WHERE id = $1", &[&id])
+            .await?;
+        Ok(row.as_ref().map(RunRow::from))
+    }
+
+    pub async fn runs_of_session(&self, session_id: Uuid) -> Result<Vec<RunRow>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT * FROM runs WHERE session_id = $1 ORDER BY position",
+                &[&session_id],
+            )
+            .await?;
+        Ok(rows.iter().map(RunRow::from).collect())
+    }
+
+    /// The session's running run, else its oldest queued one.
+    pub async fn next_run(&self, session_id: Uuid) -> Result<Option<RunRow>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT * FROM runs WHERE session_id = $1 AND status IN ('queued', 'running')
+                 ORDER BY (status = 'running') DESC, position LIMIT 1",
+                &[&session_id],
+            )
+            .await?;
+        Ok(row.as_ref().map(RunRow::from))
+    }
+
+    /// Moves a queued run to running; `false` if it was cancelled meanwhile.
+    pub async fn start_run(&self, id: Uuid, status_before: &Value) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE runs SET status = 'running', started_at = now(), status_before = $2
+                 WHERE id = $1 AND status = 'queued'",
+                &[&id, status_before],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub async fn set_runner_run(&self, id: Uuid, runner_run_id: &str) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE runs SET runner_run_id = $2 WHERE id = $1",
+                &[&id, &runner_run_id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Writes the run's last events and its outcome in one transaction.
+    /// Returns `false` when the run had already finished.
+    pub async fn finish_run(
+        &self,
+        id: Uuid,
+        events: &[EventRow],
+        outcome: &RunOutcome,
+    ) -> Result<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        insert_events(&tx, id, events).await?;
+        let n = tx
+            .execute(
+                "UPDATE runs SET status = $2, final_response = $3, usage = $4, error = $5,
+                        files = $6, finished_at = now()
+                 WHERE id = $1 AND status IN ('queued', 'running')",
+                &[
+                    &id,
+                    &outcome.status,
+                    &outcome.final_response,
+                    &outcome.usage,
+                    &outcome.error,
+                    &outcome.files,
+                ],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    /// Runs that were queued or running when the previous process stopped,
+    /// by session.
+    pub async fn sessions_with_active_runs(&self) -> Result<Vec<Uuid>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT DISTINCT session_id FROM runs WHERE status IN ('queued', 'running')",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    pub async fn active_runs(&self) -> Result<Vec<RunRow>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT * FROM runs WHERE status IN ('queued', 'running') ORDER BY position",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(RunRow::from).collect())
+    }
+
+    // --- events ---------------------------------------------------------
+
+    pub async fn append_events(&self, run_id: Uuid, events: &[EventRow]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        insert_events(&client, run_id, events).await
+    }
+
+    /// Events with `after < seq < before`, in order, at most `limit`.
+    pub async fn events(
+        &self,
+        run_id: Uuid,
+        after: i64,
+        before: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRow>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT seq, event_type, data FROM run_events
+                 WHERE run_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq LIMIT $4",
+                &[&run_id, &after, &before, &limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| EventRow {
+                seq: r.get(0),
+                event_type: r.get(1),
+                data: r.get(2),
+            })
+            .collect())
+    }
+
+    pub async fn last_seq(&self, run_id: Uuid) -> Result<i64> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT coalesce(max(seq), 0) FROM run_events WHERE run_id = $1",
+                &[&run_id],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+}
+
+/// One statement for a whole batch. `ON CONFLICT DO NOTHING` makes a replay
+/// of events already stored (after a re-attach) harmless.
+async fn insert_events(
+    client: &impl deadpool_postgres::GenericClient,
+    run_id: Uuid,
+    events: &[EventRow],
+) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+    client
+        .execute(
+            "INSERT INTO run_events (run_id, seq, event_type, data)
+             SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[])
+             ON CONFLICT (run_id, seq) DO NOTHING",
+            &[&run_id, &seqs, &types, &data],
+        )
+        .await?;
+    Ok(())
+}
