@@ -87,7 +87,12 @@ impl Engine {
         );
     }
 
-    async fn clone_session(&self, session: Uuid, request: CloneRequest, progress: Arc<CloneProgress>) {
+    async fn clone_session(
+        &self,
+        session: Uuid,
+        request: CloneRequest,
+        progress: Arc<CloneProgress>,
+    ) {
         let dest = self.workspace(session);
         tracing::info!(url = %request.url.as_str(), "clone started");
         let blocking = {
@@ -111,7 +116,10 @@ impl Engine {
                 }
             }
         };
-        let _ = self.store.set_clone_progress(session, &progress.to_json()).await;
+        let _ = self
+            .store
+            .set_clone_progress(session, &progress.to_json())
+            .await;
         let deleted = progress.cancel.load(Ordering::Relaxed);
         let outcome = match result {
             Ok(Ok(oid)) if !deleted => Ok(oid.to_string()),
@@ -130,7 +138,11 @@ impl Engine {
                         None
                     }
                 };
-                match self.store.mark_ready(session, &commit, thread.as_deref()).await {
+                match self
+                    .store
+                    .mark_ready(session, &commit, thread.as_deref())
+                    .await
+                {
                     Ok(true) => tracing::info!(%commit, "clone ready"),
                     Ok(false) | Err(_) => {
                         // Deleted while cloning: nothing may stay on disk.
@@ -165,7 +177,8 @@ impl Engine {
         for run in self.store.runs_of_session(session.id).await? {
             match run.status.as_str() {
                 "queued" => {
-                    self.finish_without_runner(&run, "run.cancelled", None).await?;
+                    self.finish_without_runner(&run, "run.cancelled", None)
+                        .await?;
                 }
                 "running" => {
                     if let Some(runner_run) = &run.runner_run_id {
@@ -243,7 +256,10 @@ impl Engine {
                     "the session's clone failed: {}",
                     session.error.as_deref().unwrap_or("unknown error")
                 );
-                if let Err(e) = self.finish_without_runner(&run, "run.failed", Some(error)).await {
+                if let Err(e) = self
+                    .finish_without_runner(&run, "run.failed", Some(error))
+                    .await
+                {
                     tracing::error!(error.cause_chain = ?e, "cannot fail the run");
                 }
                 continue;
@@ -270,7 +286,9 @@ impl Engine {
                 }
                 None => {
                     let error = "the backend stopped before the run reached the runner; send the prompt again".to_owned();
-                    let _ = self.finish_without_runner(&run, "run.failed", Some(error)).await;
+                    let _ = self
+                        .finish_without_runner(&run, "run.failed", Some(error))
+                        .await;
                 }
             }
             return;
@@ -314,7 +332,11 @@ impl Engine {
     /// Starts the prompt on the session's runner thread. A runner that
     /// forgot the thread (it restarted) gets a new one that resumes the
     /// session's Codex thread, so the conversation goes on.
-    async fn start_on_runner(&self, session: &SessionRow, prompt: &str) -> Result<String, RunnerError> {
+    async fn start_on_runner(
+        &self,
+        session: &SessionRow,
+        prompt: &str,
+    ) -> Result<String, RunnerError> {
         let dir = self.workspace(session.id);
         if let Some(thread) = &session.runner_thread_id {
             match self.runner.start_run(thread, prompt).await {
@@ -324,7 +346,10 @@ impl Engine {
         }
         let latest = self.store.session(session.id).await.ok().flatten();
         let codex_thread = latest.as_ref().and_then(|s| s.codex_thread_id.clone());
-        let thread = self.runner.create_thread(&dir, codex_thread.as_deref()).await?;
+        let thread = self
+            .runner
+            .create_thread(&dir, codex_thread.as_deref())
+            .await?;
         let _ = self.store.set_runner_thread(session.id, &thread).await;
         self.runner.start_run(&thread, prompt).await
     }
@@ -332,7 +357,14 @@ impl Engine {
     /// Follows the runner's stream of a run from `after`: every event goes
     /// to the live tail at once and to Postgres in batches; the terminal
     /// event is written with the run's outcome in one transaction.
-    async fn relay(&self, session: &SessionRow, run: &RunRow, runner_run: &str, after: u64, before: Snapshot) {
+    async fn relay(
+        &self,
+        session: &SessionRow,
+        run: &RunRow,
+        runner_run: &str,
+        after: u64,
+        before: Snapshot,
+    ) {
         let hub = self.hubs.open(run.id, after + 1);
         let max_batch = self.config.limits.event_batch;
         let mut last = after;
@@ -348,7 +380,11 @@ impl Engine {
                 Err(error) => {
                     failures += 1;
                     if failures >= RELAY_ATTEMPTS {
-                        break 'relay synthetic_failure(run.id, last + 1, &format!("lost the runner: {error}"));
+                        break 'relay synthetic_failure(
+                            run.id,
+                            last + 1,
+                            &format!("lost the runner: {error}"),
+                        );
                     }
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
                     continue;
@@ -373,14 +409,22 @@ impl Engine {
                     continue;
                 }
                 if event.seq != last + 1 {
-                    tracing::warn!(expected = last + 1, got = event.seq, "gap in the runner's stream; reconnecting");
+                    tracing::warn!(
+                        expected = last + 1,
+                        got = event.seq,
+                        "gap in the runner's stream; reconnecting"
+                    );
                     break;
                 }
                 failures = 0;
                 last = event.seq;
                 if is_terminal(&event.kind) {
                     self.persist(run.id, &mut batch).await;
-                    break 'relay EventRow { seq: event.seq as i64, event_type: event.kind, data: event.data };
+                    break 'relay EventRow {
+                        seq: event.seq as i64,
+                        event_type: event.kind,
+                        data: event.data,
+                    };
                 }
                 if event.kind == "thread.started" {
                     codex_thread = serde_json::from_str::<Value>(&event.data)
@@ -391,7 +435,11 @@ impl Engine {
                     }
                 }
                 let _ = hub.push_numbered(event.seq, &event.kind, event.data.clone(), false);
-                batch.push(EventRow { seq: event.seq as i64, event_type: event.kind, data: event.data });
+                batch.push(EventRow {
+                    seq: event.seq as i64,
+                    event_type: event.kind,
+                    data: event.data,
+                });
                 if batch.len() >= max_batch {
                     self.persist(run.id, &mut batch).await;
                 }
@@ -418,10 +466,18 @@ impl Engine {
 
     /// Records the outcome and the files the run changed, then publishes
     /// the terminal event and drops the live tail.
-    async fn finish(&self, session: &SessionRow, run: &RunRow, terminal: EventRow, before: Snapshot) {
+    async fn finish(
+        &self,
+        session: &SessionRow,
+        run: &RunRow,
+        terminal: EventRow,
+        before: Snapshot,
+    ) {
         let dir = self.workspace(session.id);
         let changes = tokio::task::spawn_blocking(move || {
-            git::snapshot(&dir).ok().map(|after| git::changes(&before, &after, &dir))
+            git::snapshot(&dir)
+                .ok()
+                .map(|after| git::changes(&before, &after, &dir))
         })
         .await
         .ok()
@@ -441,17 +497,31 @@ impl Engine {
             error: data["error"].as_str().map(str::to_owned),
             files: changes.as_ref().and_then(|c| serde_json::to_value(c).ok()),
         };
-        let terminal = EventRow { data: data.to_string(), ..terminal };
-        match self.store.finish_run(run.id, std::slice::from_ref(&terminal), &outcome).await {
+        let terminal = EventRow {
+            data: data.to_string(),
+            ..terminal
+        };
+        match self
+            .store
+            .finish_run(run.id, std::slice::from_ref(&terminal), &outcome)
+            .await
+        {
             Ok(_) => tracing::info!(status = outcome.status, "run finished"),
-            Err(error) => tracing::error!(error.cause_chain = ?error, "cannot record the run's outcome"),
+            Err(error) => {
+                tracing::error!(error.cause_chain = ?error, "cannot record the run's outcome")
+            }
         }
         self.publish_terminal(run.id, terminal);
     }
 
     fn publish_terminal(&self, run_id: Uuid, terminal: EventRow) {
         let hub = self.hubs.open(run_id, terminal.seq as u64);
-        let _ = hub.push_numbered(terminal.seq as u64, &terminal.event_type, terminal.data, true);
+        let _ = hub.push_numbered(
+            terminal.seq as u64,
+            &terminal.event_type,
+            terminal.data,
+            true,
+        );
         self.hubs.remove(run_id);
     }
 
@@ -465,13 +535,24 @@ impl Engine {
     ) -> crate::store::Result<bool> {
         let seq = self.store.last_seq(run.id).await? + 1;
         let data = json!({"type": kind, "runId": run.id, "error": error, "files": null});
-        let terminal = EventRow { seq, event_type: kind.to_owned(), data: data.to_string() };
+        let terminal = EventRow {
+            seq,
+            event_type: kind.to_owned(),
+            data: data.to_string(),
+        };
         let outcome = RunOutcome {
-            status: if kind == "run.cancelled" { "cancelled" } else { "failed" },
+            status: if kind == "run.cancelled" {
+                "cancelled"
+            } else {
+                "failed"
+            },
             error,
             ..Default::default()
         };
-        let finished = self.store.finish_run(run.id, std::slice::from_ref(&terminal), &outcome).await?;
+        let finished = self
+            .store
+            .finish_run(run.id, std::slice::from_ref(&terminal), &outcome)
+            .await?;
         if finished {
             self.publish_terminal(run.id, terminal);
         }
@@ -482,12 +563,17 @@ impl Engine {
     pub async fn cancel(&self, run: &RunRow) -> crate::store::Result<bool> {
         match run.status.as_str() {
             "queued" => {
-                if self.finish_without_runner(run, "run.cancelled", None).await? {
+                if self
+                    .finish_without_runner(run, "run.cancelled", None)
+                    .await?
+                {
                     return Ok(true);
                 }
                 // It started meanwhile: cancel it as a running run.
                 match self.store.run(run.id).await? {
-                    Some(latest) if latest.status == "running" => Box::pin(self.cancel(&latest)).await,
+                    Some(latest) if latest.status == "running" => {
+                        Box::pin(self.cancel(&latest)).await
+                    }
                     _ => Ok(false),
                 }
             }

@@ -22,7 +22,10 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.workspaces_root).with_context(|| {
-            format!("cannot create WORKSPACES_ROOT {}", config.workspaces_root.display())
+            format!(
+                "cannot create WORKSPACES_ROOT {}",
+                config.workspaces_root.display()
+            )
         })?;
         let root = config.workspaces_root.canonicalize()?;
         let store = Store::connect(&config.database_url, config.pool_size)
@@ -39,7 +42,11 @@ impl Application {
             .context("the listener has no address")?;
         let engine = Engine::new(Arc::new(config), store, root);
         engine.recover().await.context("cannot recover runs")?;
-        Ok(Self { acceptor, addr, engine })
+        Ok(Self {
+            acceptor,
+            addr,
+            engine,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {

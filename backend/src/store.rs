@@ -146,9 +146,7 @@ impl Store {
         client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await?;
-        let migrated = embedded::migrations::runner()
-            .run_async(&mut client)
-            .await;
+        let migrated = embedded::migrations::runner().run_async(&mut client).await;
         client
             .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
             .await?;
@@ -324,7 +322,10 @@ impl Store {
         let tx = client.transaction().await?;
         // Serialises prompts of one session so positions never collide.
         let session = tx
-            .query_opt("SELECT id FROM sessions WHERE id = $1 FOR UPDATE", &[&session_id])
+            .query_opt(
+                "SELECT id FROM sessions WHERE id = $1 FOR UPDATE",
+                &[&session_id],
+            )
             .await?;
         if session.is_none() {
             return Ok(Enqueue::SessionMissing);

@@ -140,8 +140,8 @@ impl RunLog {
             notified.as_mut().enable();
             {
                 let inner = self.inner.lock().ok()?;
-                let start = usize::try_from(after.saturating_sub(self.first_seq - 1))
-                    .unwrap_or(usize::MAX);
+                let start =
+                    usize::try_from(after.saturating_sub(self.first_seq - 1)).unwrap_or(usize::MAX);
                 if start < inner.events.len() {
                     return Some(inner.events[start..].to_vec());
                 }
@@ -230,13 +230,28 @@ mod tests {
         assert_eq!(log.last_seq(), 4);
         assert_eq!(
             log.push_numbered(6, "a", "x".into(), false),
-            Err(PushError::OutOfOrder { expected: 5, got: 6 })
+            Err(PushError::OutOfOrder {
+                expected: 5,
+                got: 6
+            })
         );
         log.push_numbered(5, "a", "x".into(), false).unwrap();
         log.close_with("run.completed", "y".into()).unwrap();
-        let seqs: Vec<u64> = log.next_after(0).await.unwrap().iter().map(|e| e.seq).collect();
+        let seqs: Vec<u64> = log
+            .next_after(0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
         assert_eq!(seqs, vec![5, 6]);
-        let seqs: Vec<u64> = log.next_after(5).await.unwrap().iter().map(|e| e.seq).collect();
+        let seqs: Vec<u64> = log
+            .next_after(5)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
         assert_eq!(seqs, vec![6]);
         assert_eq!(log.next_after(6).await, None);
     }

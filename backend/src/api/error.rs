@@ -93,7 +93,11 @@ impl ApiError {
     /// A 500 says nothing inside; the log says everything.
     pub fn internal(error: &(dyn std::error::Error + 'static)) -> Self {
         tracing::error!(error.cause_chain = ?ErrorChain(error), "internal error");
-        Self::Internal(body("Internal Server Error", "internal_error", "internal error"))
+        Self::Internal(body(
+            "Internal Server Error",
+            "internal_error",
+            "internal error",
+        ))
     }
 }
 
@@ -137,6 +141,11 @@ pub type ApiResult<T> = Result<T, ApiError>;
 /// method, body limit) get the same JSON body.
 pub async fn catch_all(error: poem::Error) -> poem::Response {
     use poem::IntoResponse;
+    // Our own errors (an `ApiError` returned by an operation) already carry
+    // their JSON body.
+    if error.is_from_response() {
+        return error.into_response();
+    }
     let status = error.status();
     let code = match status.as_u16() {
         404 => "not_found",

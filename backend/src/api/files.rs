@@ -22,7 +22,9 @@ pub struct FilesApi {
 impl FilesApi {
     /// The session's workspace, canonical, once its clone is done.
     async fn workspace(&self, session_id: &str) -> ApiResult<(crate::store::SessionRow, PathBuf)> {
-        let sessions = SessionsApi { engine: self.engine.clone() };
+        let sessions = SessionsApi {
+            engine: self.engine.clone(),
+        };
         let session = sessions.find(session_id).await?;
         if session.status != "ready" {
             return Err(ApiError::conflict(format!(
@@ -41,7 +43,8 @@ impl FilesApi {
     /// Shared by the OpenAPI operation and the route that takes a path with
     /// slashes as is.
     pub async fn read(&self, session_id: &str, raw_path: &str) -> ApiResult<Json<FileContent>> {
-        let path = WorkspacePath::parse(raw_path).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let path =
+            WorkspacePath::parse(raw_path).map_err(|e| ApiError::bad_request(e.to_string()))?;
         let (_, dir) = self.workspace(session_id).await?;
         let limit = self.engine.config.limits.max_file_bytes;
         let read = tokio::task::spawn_blocking(move || git::read_file(&dir, &path, limit))
@@ -72,7 +75,11 @@ impl FilesApi {
     ///
     /// Every file and folder, `.git` left out, sorted by path; symlinks are
     /// listed, not followed.
-    #[oai(path = "/:session_id/files", method = "get", operation_id = "list_files")]
+    #[oai(
+        path = "/:session_id/files",
+        method = "get",
+        operation_id = "list_files"
+    )]
     async fn tree(&self, session_id: Path<String>) -> ApiResult<Json<FileTree>> {
         let (_, dir) = self.workspace(&session_id).await?;
         let limit = self.engine.config.limits.max_tree_entries;
@@ -99,8 +106,16 @@ impl FilesApi {
     /// Text comes as UTF-8; any other file is flagged `binary` and comes as
     /// base64. `path` is relative to the workspace; slashes may be sent as
     /// is (`files/src/main.rs`) or encoded (`files/src%2Fmain.rs`).
-    #[oai(path = "/:session_id/files/:path", method = "get", operation_id = "read_file")]
-    async fn file(&self, session_id: Path<String>, path: Path<String>) -> ApiResult<Json<FileContent>> {
+    #[oai(
+        path = "/:session_id/files/:path",
+        method = "get",
+        operation_id = "read_file"
+    )]
+    async fn file(
+        &self,
+        session_id: Path<String>,
+        path: Path<String>,
+    ) -> ApiResult<Json<FileContent>> {
         self.read(&session_id, &path).await
     }
 

@@ -26,7 +26,9 @@ impl HealthApi {
     /// Is the backend alive
     #[oai(path = "/health", method = "get", operation_id = "health")]
     async fn health(&self) -> Json<Health> {
-        Json(Health { status: "ok".into() })
+        Json(Health {
+            status: "ok".into(),
+        })
     }
 
     /// Can the backend serve: Postgres and the runner reachable

@@ -49,10 +49,18 @@ pub type Api = (
 pub fn service(engine: &Arc<Engine>) -> OpenApiService<Api, ()> {
     OpenApiService::new(
         (
-            health::HealthApi { engine: engine.clone() },
-            sessions::SessionsApi { engine: engine.clone() },
-            runs::RunsApi { engine: engine.clone() },
-            files::FilesApi { engine: engine.clone() },
+            health::HealthApi {
+                engine: engine.clone(),
+            },
+            sessions::SessionsApi {
+                engine: engine.clone(),
+            },
+            runs::RunsApi {
+                engine: engine.clone(),
+            },
+            files::FilesApi {
+                engine: engine.clone(),
+            },
         ),
         "repo-runner",
         env!("CARGO_PKG_VERSION"),
@@ -84,7 +92,11 @@ pub fn app(engine: Arc<Engine>) -> impl IntoEndpoint {
         cors_mw = cors_mw.allow_origin(origin.as_str());
     }
     let route = route.boxed();
-    let route = if cors.is_empty() { route } else { route.with(cors_mw).boxed() };
+    let route = if cors.is_empty() {
+        route
+    } else {
+        route.with(cors_mw).boxed()
+    };
     route.with(Tracing).catch_all_error(error::catch_all)
 }
 
@@ -94,7 +106,9 @@ async fn file_with_slashes(
     Path((session_id, path)): Path<(String, String)>,
     engine: poem::web::Data<&Arc<Engine>>,
 ) -> Response {
-    let files = files::FilesApi { engine: engine.0.clone() };
+    let files = files::FilesApi {
+        engine: engine.0.clone(),
+    };
     match files.read(&session_id, &path).await {
         Ok(json) => json.into_response(),
         Err(error) => error.into_response(),
@@ -103,7 +117,11 @@ async fn file_with_slashes(
 
 /// Refuses bodies over `BACKEND_MAX_BODY_BYTES`, with or without a
 /// `Content-Length`.
-async fn limit_body<E: poem::Endpoint>(ep: Arc<E>, mut req: Request, max: usize) -> poem::Result<Response> {
+async fn limit_body<E: poem::Endpoint>(
+    ep: Arc<E>,
+    mut req: Request,
+    max: usize,
+) -> poem::Result<Response> {
     let too_large = || {
         ApiError::too_large(format!(
             "the request body is larger than {max} bytes (BACKEND_MAX_BODY_BYTES)"

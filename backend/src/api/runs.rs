@@ -58,9 +58,15 @@ impl RunsApi {
 #[OpenApi(tag = "ApiTags::Runs")]
 impl RunsApi {
     /// List a session's runs, in order
-    #[oai(path = "/api/sessions/:session_id/runs", method = "get", operation_id = "list_runs")]
+    #[oai(
+        path = "/api/sessions/:session_id/runs",
+        method = "get",
+        operation_id = "list_runs"
+    )]
     async fn list(&self, session_id: Path<String>) -> ApiResult<Json<RunList>> {
-        let sessions = SessionsApi { engine: self.engine.clone() };
+        let sessions = SessionsApi {
+            engine: self.engine.clone(),
+        };
         let session = sessions.find(&session_id).await?;
         let runs = self.engine.store.runs_of_session(session.id).await?;
         Ok(Json(RunList {
@@ -78,7 +84,11 @@ impl RunsApi {
     }
 
     /// Cancel a run
-    #[oai(path = "/api/runs/:run_id/cancel", method = "post", operation_id = "cancel_run")]
+    #[oai(
+        path = "/api/runs/:run_id/cancel",
+        method = "post",
+        operation_id = "cancel_run"
+    )]
     async fn cancel(&self, run_id: Path<String>) -> ApiResult<Cancelled> {
         let run = self.find(&run_id).await?;
         let queued = run.status == "queued";
@@ -100,7 +110,11 @@ impl RunsApi {
     /// `event:` (its type) and `data:` (its JSON). Reconnecting with
     /// `Last-Event-ID` (or `?after=N`) resumes after that event with no
     /// duplicates and no gaps. Keep-alive comments are sent while idle.
-    #[oai(path = "/api/runs/:run_id/events", method = "get", operation_id = "stream_run_events")]
+    #[oai(
+        path = "/api/runs/:run_id/events",
+        method = "get",
+        operation_id = "stream_run_events"
+    )]
     async fn events(
         &self,
         run_id: Path<String>,

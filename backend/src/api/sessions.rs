@@ -9,7 +9,9 @@ use poem_openapi::{ApiResponse, OpenApi};
 use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult};
-use super::models::{CreateSession, PromptAccepted, PromptRequest, RunStatus, Session, SessionPage};
+use super::models::{
+    CreateSession, PromptAccepted, PromptRequest, RunStatus, Session, SessionPage,
+};
 use super::{parse_id, ApiTags};
 use crate::domain::{Depth, GitRef, Prompt, RepoUrl};
 use crate::engine::Engine;
@@ -100,7 +102,12 @@ impl SessionsApi {
         let row = self
             .engine
             .store
-            .insert_session(id, url.as_str(), git_ref.as_ref().map(GitRef::as_str), depth.map(Depth::get))
+            .insert_session(
+                id,
+                url.as_str(),
+                git_ref.as_ref().map(GitRef::as_str),
+                depth.map(Depth::get),
+            )
             .await?;
         tracing::info!(session_id = %id, url = %url.as_str(), "session created");
         self.engine.spawn_clone(
@@ -152,7 +159,11 @@ impl SessionsApi {
     ///
     /// Cancels its active run and its queued runs, stops a clone in
     /// progress, and removes the workspace.
-    #[oai(path = "/:session_id", method = "delete", operation_id = "delete_session")]
+    #[oai(
+        path = "/:session_id",
+        method = "delete",
+        operation_id = "delete_session"
+    )]
     async fn delete(&self, session_id: Path<String>) -> ApiResult<Deleted> {
         let row = self.find(&session_id).await?;
         self.engine.delete_session(&row).await?;
@@ -163,8 +174,16 @@ impl SessionsApi {
     ///
     /// The prompt becomes a run. Runs of a session execute one at a time, in
     /// order: a prompt sent while the session is cloning or busy is queued.
-    #[oai(path = "/:session_id/prompt", method = "post", operation_id = "send_prompt")]
-    async fn prompt(&self, session_id: Path<String>, body: Json<PromptRequest>) -> ApiResult<Queued> {
+    #[oai(
+        path = "/:session_id/prompt",
+        method = "post",
+        operation_id = "send_prompt"
+    )]
+    async fn prompt(
+        &self,
+        session_id: Path<String>,
+        body: Json<PromptRequest>,
+    ) -> ApiResult<Queued> {
         let session = self.find(&session_id).await?;
         let prompt = Prompt::parse(&body.prompt, self.engine.config.limits.max_prompt_chars)
             .map_err(|e| ApiError::invalid(e.to_string()))?;

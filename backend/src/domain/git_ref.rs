@@ -10,7 +10,11 @@ pub struct GitRef(String);
 impl GitRef {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let raw = raw.trim();
-        let bad = |why: &str| Err(Invalid(format!("ref {raw:?} is not a valid git ref: {why}")));
+        let bad = |why: &str| {
+            Err(Invalid(format!(
+                "ref {raw:?} is not a valid git ref: {why}"
+            )))
+        };
         if raw.is_empty() {
             return bad("it is empty");
         }
@@ -20,7 +24,10 @@ impl GitRef {
         if raw.starts_with('-') {
             return bad("it starts with '-'");
         }
-        if raw.starts_with('/') || raw.ends_with('/') || raw.ends_with('.') || raw.ends_with(".lock")
+        if raw.starts_with('/')
+            || raw.ends_with('/')
+            || raw.ends_with('.')
+            || raw.ends_with(".lock")
         {
             return bad("it starts or ends with '/' or ends with '.' or '.lock'");
         }
@@ -74,7 +81,13 @@ mod tests {
 
     #[test]
     fn branches_tags_and_commits_are_accepted() {
-        for raw in ["main", "feature/x-1", "v1.2.3", "0123abcd", "release-2024.01"] {
+        for raw in [
+            "main",
+            "feature/x-1",
+            "v1.2.3",
+            "0123abcd",
+            "release-2024.01",
+        ] {
             assert_eq!(GitRef::parse(raw).unwrap().as_str(), raw);
         }
         assert!(GitRef::parse("0123abcd").unwrap().looks_like_commit());
@@ -83,7 +96,9 @@ mod tests {
 
     #[test]
     fn invalid_refs_are_refused() {
-        for raw in ["", "-x", "a..b", "a b", "a~1", "x.lock", "/x", ".hidden", "a/.b", "a@{1}"] {
+        for raw in [
+            "", "-x", "a..b", "a b", "a~1", "x.lock", "/x", ".hidden", "a/.b", "a@{1}",
+        ] {
             assert!(GitRef::parse(raw).is_err(), "{raw}");
         }
     }

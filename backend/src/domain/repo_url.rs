@@ -19,7 +19,9 @@ pub enum RepoUrlError {
     OptionLike,
     #[error("repo_url must not contain spaces or control characters")]
     ControlCharacters,
-    #[error("repo_url uses a transport helper ({0}::), which can run commands; it is never allowed")]
+    #[error(
+        "repo_url uses a transport helper ({0}::), which can run commands; it is never allowed"
+    )]
     TransportHelper(String),
     #[error("repo_url scheme {0:?} is not supported; use https, http, ssh or git")]
     UnsupportedScheme(String),
@@ -193,12 +195,18 @@ mod tests {
     #[test]
     fn dangerous_values_are_refused_even_when_local_is_allowed() {
         let cases = [
-            ("ext::sh -c touch% /tmp/pwned", RepoUrlError::ControlCharacters),
+            (
+                "ext::sh -c touch% /tmp/pwned",
+                RepoUrlError::ControlCharacters,
+            ),
             ("ext::sh", RepoUrlError::TransportHelper("ext".into())),
             ("fd::17", RepoUrlError::TransportHelper("fd".into())),
             ("-uevil", RepoUrlError::OptionLike),
             ("--upload-pack=touch /tmp/x", RepoUrlError::OptionLike),
-            ("ftp://example.org/r.git", RepoUrlError::UnsupportedScheme("ftp".into())),
+            (
+                "ftp://example.org/r.git",
+                RepoUrlError::UnsupportedScheme("ftp".into()),
+            ),
             ("", RepoUrlError::Empty),
         ];
         for (raw, expected) in cases {
@@ -212,7 +220,10 @@ mod tests {
             RepoUrl::parse("file:///srv/repo", false),
             Err(RepoUrlError::LocalNotAllowed)
         );
-        assert_eq!(RepoUrl::parse("/srv/repo", false), Err(RepoUrlError::LocalNotAllowed));
+        assert_eq!(
+            RepoUrl::parse("/srv/repo", false),
+            Err(RepoUrlError::LocalNotAllowed)
+        );
         assert!(RepoUrl::parse("file:///srv/repo", true).unwrap().is_local());
         assert!(RepoUrl::parse("/srv/repo", true).unwrap().is_local());
     }

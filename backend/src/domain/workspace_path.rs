@@ -50,7 +50,11 @@ impl WorkspacePath {
         if raw.split('/').any(|part| part == "." || part == "..") {
             return Err(WorkspacePathError::Traversal);
         }
-        if clean.components().next().is_some_and(|c| c.as_os_str() == ".git") {
+        if clean
+            .components()
+            .next()
+            .is_some_and(|c| c.as_os_str() == ".git")
+        {
             return Err(WorkspacePathError::GitDir);
         }
         if clean.as_os_str().is_empty() {
@@ -122,7 +126,10 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link")).unwrap();
         let root = root.canonicalize().unwrap();
         let path = WorkspacePath::parse("link").unwrap();
-        assert_eq!(path.resolve(&root), Err(WorkspacePathError::EscapesWorkspace));
+        assert_eq!(
+            path.resolve(&root),
+            Err(WorkspacePathError::EscapesWorkspace)
+        );
         assert_eq!(
             WorkspacePath::parse("missing").unwrap().resolve(&root),
             Err(WorkspacePathError::NotFound)

@@ -72,7 +72,9 @@ pub enum CloneError {
     AuthRequired,
     #[error("ref {0:?} was not found in the repository (no such branch, tag or commit)")]
     RefNotFound(String),
-    #[error("the repository is larger than the clone limit of {0} bytes (BACKEND_MAX_CLONE_BYTES)")]
+    #[error(
+        "the repository is larger than the clone limit of {0} bytes (BACKEND_MAX_CLONE_BYTES)"
+    )]
     TooLarge(u64),
     #[error("the clone was cancelled")]
     Cancelled,
@@ -122,7 +124,11 @@ impl CloneError {
 
 /// Clones into `dest` and checks out the requested ref; returns the commit
 /// checked out.
-pub fn clone(request: &CloneRequest, dest: &Path, progress: &Arc<CloneProgress>) -> Result<Oid, CloneError> {
+pub fn clone(
+    request: &CloneRequest,
+    dest: &Path,
+    progress: &Arc<CloneProgress>,
+) -> Result<Oid, CloneError> {
     let fetch = || fetch_options(request, progress);
     let mut builder = RepoBuilder::new();
     builder.fetch_options(fetch());
@@ -161,7 +167,10 @@ fn clone_url(url: &RepoUrl) -> String {
         .to_owned()
 }
 
-fn fetch_options<'a>(request: &'a CloneRequest, progress: &'a Arc<CloneProgress>) -> FetchOptions<'a> {
+fn fetch_options<'a>(
+    request: &'a CloneRequest,
+    progress: &'a Arc<CloneProgress>,
+) -> FetchOptions<'a> {
     let mut callbacks = RemoteCallbacks::new();
     let transfer = progress.clone();
     let max_bytes = request.max_bytes;

@@ -175,7 +175,11 @@ pub enum FileError {
 }
 
 /// `workspace` must be canonical.
-pub fn read_file(workspace: &Path, path: &WorkspacePath, limit: u64) -> Result<FileContent, FileError> {
+pub fn read_file(
+    workspace: &Path,
+    path: &WorkspacePath,
+    limit: u64,
+) -> Result<FileContent, FileError> {
     let resolved = path.resolve(workspace)?;
     let shown = path.as_path().to_string_lossy().into_owned();
     let meta = std::fs::metadata(&resolved)?;

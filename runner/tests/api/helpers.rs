@@ -3,29 +3,12 @@
 //! real Codex CLI installed by `npm ci` at the repository root.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
 use runner::config::{Config, Limits};
 use runner::startup::Application;
 use scripted_model::{Script, ScriptedModel};
 use serde_json::{json, Value};
-
-/// A hang guard only: no assertion depends on it.
-pub const HANG_GUARD: Duration = Duration::from_secs(120);
-
-pub fn codex_bin() -> PathBuf {
-    if let Ok(bin) = std::env::var("CODEX_BIN") {
-        return PathBuf::from(bin);
-    }
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../node_modules/.bin/codex");
-    assert!(
-        bin.exists(),
-        "the Codex CLI is not installed: run `npm ci` at the repository root (or set CODEX_BIN)"
-    );
-    bin
-}
+pub use test_support::{codex_bin, init_repo, SseEvent, Subscription};
 
 /// The standard script of these tests.
 pub fn script() -> Script {
@@ -35,7 +18,7 @@ pub fn script() -> Script {
                 [{"reasoning": "I will write hello.txt"}, {"exec": "echo hello > hello.txt"}],
                 [{"message": "Created hello.txt"}]]},
             {"when": "sleep", "steps": [
-                [{"exec": "bash -c 'sleep 30; true' SLEEP_MARKER"}],
+                [{"exec": "bash -c 'sleep 30; true' RUNNER_SLEEP_MARKER"}],
                 [{"message": "slept"}]]},
             {"when": "slowly", "steps": [
                 [{"reasoning": "one"}, {"wait_ms": 300}, {"exec": "echo one"}],
@@ -162,19 +145,12 @@ impl TestRunner {
 
     /// Opens the run's event stream, after `last_event_id` when given.
     pub async fn subscribe(&self, run: &str, last_event_id: Option<u64>) -> Subscription {
-        let mut request = self.client.get(self.url(&format!("/runs/{run}/events")));
-        if let Some(id) = last_event_id {
-            request = request.header("Last-Event-ID", id.to_string());
-        }
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        assert_eq!(
-            response.headers()["content-type"].to_str().unwrap(),
-            "text/event-stream"
-        );
-        Subscription {
-            inner: Box::pin(response.bytes_stream().eventsource()),
-        }
+        Subscription::open(
+            &self.client,
+            &self.url(&format!("/runs/{run}/events")),
+            last_event_id,
+        )
+        .await
     }
 
     /// Every event of the run, read to the end of its stream.
@@ -189,96 +165,4 @@ impl Drop for TestRunner {
             let _ = tx.send(());
         }
     }
-}
-
-/// One SSE event as a client sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SseEvent {
-    pub id: u64,
-    pub event: String,
-    pub data: Value,
-}
-
-impl SseEvent {
-    /// `item.completed:agent_message` for item events, else the event name.
-    pub fn label(&self) -> String {
-        match self.data["item"]["type"].as_str() {
-            Some(item) => format!("{}:{item}", self.event),
-            None => self.event.clone(),
-        }
-    }
-}
-
-type EventStream = std::pin::Pin<
-    Box<
-        dyn futures_util::Stream<
-                Item = Result<
-                    eventsource_stream::Event,
-                    eventsource_stream::EventStreamError<reqwest::Error>,
-                >,
-            > + Send,
-    >,
->;
-
-pub struct Subscription {
-    inner: EventStream,
-}
-
-impl Subscription {
-    /// The next event, or `None` when the server closed the stream.
-    pub async fn next(&mut self) -> Option<SseEvent> {
-        let event = tokio::time::timeout(HANG_GUARD, self.inner.next())
-            .await
-            .expect("the event stream hung")?
-            .unwrap();
-        Some(SseEvent {
-            id: event.id.parse().unwrap(),
-            event: event.event,
-            data: serde_json::from_str(&event.data).unwrap(),
-        })
-    }
-
-    /// Reads until the stream closes.
-    pub async fn rest(mut self) -> Vec<SseEvent> {
-        let mut events = Vec::new();
-        while let Some(event) = self.next().await {
-            events.push(event);
-        }
-        events
-    }
-
-    /// Reads until an event matches, returning everything read.
-    pub async fn until(&mut self, mut done: impl FnMut(&SseEvent) -> bool) -> Vec<SseEvent> {
-        let mut events = Vec::new();
-        while let Some(event) = self.next().await {
-            let stop = done(&event);
-            events.push(event);
-            if stop {
-                return events;
-            }
-        }
-        panic!("the stream ended before the awaited event; got {events:?}");
-    }
-}
-
-pub fn git(dir: &Path, args: &[&str]) {
-    let status = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "Test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.com")
-        .env("GIT_COMMITTER_NAME", "Test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.com")
-        .status()
-        .unwrap();
-    assert!(status.success(), "git {args:?} failed");
-}
-
-/// A git repository with one commit.
-pub fn init_repo(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    git(dir, &["init", "-q", "-b", "main"]);
-    std::fs::write(dir.join("README.md"), "# test repo\n").unwrap();
-    git(dir, &["add", "."]);
-    git(dir, &["commit", "-q", "-m", "initial"]);
 }

@@ -7,16 +7,7 @@ mod helpers;
 
 use helpers::{SseEvent, TestRunner};
 use serde_json::{json, Value};
-
-fn labels(events: &[SseEvent]) -> Vec<String> {
-    events.iter().map(SseEvent::label).collect()
-}
-
-fn assert_numbered_from_one(events: &[SseEvent]) {
-    let ids: Vec<u64> = events.iter().map(|e| e.id).collect();
-    let expected: Vec<u64> = (1..=events.len() as u64).collect();
-    assert_eq!(ids, expected, "ids must be 1..n without gaps");
-}
+use test_support::{assert_numbered_from_one, labels};
 
 fn thread_started_id(events: &[SseEvent]) -> String {
     events
@@ -142,7 +133,7 @@ async fn cancelling_a_sleeping_run_ends_it_with_run_cancelled() {
     let state = runner.get_json(&format!("/runs/{run}")).await;
     assert_eq!(state["status"], "cancelled");
     assert!(
-        !process_with_marker_exists("SLEEP_MARKER"),
+        !process_with_marker_exists("RUNNER_SLEEP_MARKER"),
         "the agent's command must not outlive the cancelled run"
     );
     let again = runner.post(&format!("/runs/{run}/cancel"), json!({})).await;

@@ -1,0 +1,398 @@
+//! The whole stack for a test: a fresh Postgres database, the scripted
+//! model, the runner (in-process, with the real Codex CLI) and the backend
+//! as its real binary, so a test can kill it.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use runner::config::{Config as RunnerConfig, Limits};
+use runner::startup::Application as Runner;
+use scripted_model::{Script, ScriptedModel};
+use serde_json::{json, Value};
+use test_support::{codex_bin, git, init_repo, Subscription, HANG_GUARD};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// A database of its own, dropped with the value.
+pub struct TestDb {
+    admin_url: String,
+    name: String,
+    pub url: String,
+    _cluster: Option<(local_postgres::LocalPostgres, tempfile::TempDir)>,
+}
+
+impl TestDb {
+    /// Uses the server of `DATABASE_URL` when given, else starts a private
+    /// cluster the way the one-command run does.
+    pub async fn create() -> Self {
+        let (admin_url, cluster) = match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.is_empty() => (url, None),
+            _ => {
+                let dir = tempfile::tempdir().unwrap();
+                let data = dir.path().join("pg");
+                let pg = tokio::task::spawn_blocking(move || {
+                    local_postgres::LocalPostgres::start(&data, None)
+                })
+                .await
+                .unwrap()
+                .unwrap();
+                (pg.url("postgres"), Some((pg, dir)))
+            }
+        };
+        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .execute(&format!("CREATE DATABASE {name}"), &[])
+            .await
+            .unwrap();
+        let mut url = url::Url::parse(&admin_url).unwrap();
+        url.set_path(&name);
+        Self {
+            admin_url,
+            name,
+            url: url.to_string(),
+            _cluster: cluster,
+        }
+    }
+
+    /// A query on the test database, for assertions on what is stored.
+    pub async fn query(&self, sql: &str) -> Vec<tokio_postgres::Row> {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client.query(sql, &[]).await.unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop cannot await; a thread with its own runtime can.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                if let Ok((client, connection)) =
+                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(connection);
+                    let _ = client
+                        .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[])
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The script of these tests.
+pub fn script() -> Script {
+    Script::from_json(
+        &json!({"turns": [
+            {"when": "create a file", "steps": [
+                [{"reasoning": "I will write hello.txt"}, {"exec": "echo hello > hello.txt && rm README.md"}],
+                [{"message": "Created hello.txt"}]]},
+            {"when": "sleep", "steps": [
+                [{"exec": "bash -c 'sleep 30; true' BACKEND_SLEEP_MARKER"}],
+                [{"message": "slept"}]]},
+            {"when": "nap", "steps": [
+                [{"exec": "bash -c 'sleep 30; true' BACKEND_NAP_MARKER"}],
+                [{"message": "napped"}]]},
+            {"when": "doze", "steps": [
+                [{"exec": "bash -c 'sleep 30; true' BACKEND_DOZE_MARKER"}],
+                [{"message": "dozed"}]]},
+            {"when": "slowly", "steps": [
+                [{"reasoning": "one"}, {"wait_ms": 400}, {"exec": "echo one"}],
+                [{"reasoning": "two"}, {"wait_ms": 400}, {"exec": "echo two"}],
+                [{"reasoning": "three"}, {"wait_ms": 400}, {"exec": "echo three > three.txt"}],
+                [{"message": "done slowly"}]]},
+            {"when": "", "steps": [[{"message": "You said: {{prompt}}"}]]}
+        ]})
+        .to_string(),
+    )
+    .unwrap()
+}
+
+struct RunnerHandle {
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+pub struct Backend {
+    child: tokio::process::Child,
+}
+
+pub struct TestStack {
+    pub db: TestDb,
+    pub model: ScriptedModel,
+    pub client: reqwest::Client,
+    /// `WORKSPACES_ROOT`
+    pub root: PathBuf,
+    /// Where tests make the repositories they clone.
+    pub repos: PathBuf,
+    pub base: String,
+    pub allow_local: bool,
+    runner_addr: String,
+    runner: Option<RunnerHandle>,
+    backend: Option<Backend>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestStack {
+    pub async fn start() -> Self {
+        Self::start_with(true).await
+    }
+
+    pub async fn start_with(allow_local: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("workspaces");
+        let repos = dir.path().join("repos");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&repos).unwrap();
+        let model = ScriptedModel::start(script(), "127.0.0.1:0").await.unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut stack = Self {
+            db: TestDb::create().await,
+            model,
+            client: reqwest::Client::new(),
+            root,
+            repos,
+            base: String::new(),
+            allow_local,
+            runner_addr: format!("127.0.0.1:{port}"),
+            runner: None,
+            backend: None,
+            _dir: dir,
+        };
+        stack.start_runner().await;
+        stack.start_backend().await;
+        stack
+    }
+
+    pub async fn start_runner(&mut self) {
+        let config = RunnerConfig {
+            addr: self.runner_addr.clone(),
+            workspaces_root: self.root.clone(),
+            codex_bin: Some(codex_bin()),
+            codex_config: Some(self.model.codex_config()),
+            api_key: None,
+            default_sandbox: codex_sdk::SandboxMode::WorkspaceWrite,
+            default_approval: codex_sdk::ApprovalMode::Never,
+            limits: Limits::default(),
+        };
+        let app = Runner::build(config).await.unwrap();
+        let (shutdown, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            app.run_until_stopped(async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        self.runner = Some(RunnerHandle { shutdown, task });
+    }
+
+    /// Stops the runner; it forgets every thread and run.
+    pub async fn stop_runner(&mut self) {
+        if let Some(runner) = self.runner.take() {
+            let _ = runner.shutdown.send(());
+            runner.task.await.unwrap();
+        }
+    }
+
+    /// Starts the backend binary and waits for its "listening" log line.
+    pub async fn start_backend(&mut self) {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_backend"))
+            .env("BACKEND_ADDR", "127.0.0.1:0")
+            .env("DATABASE_URL", &self.db.url)
+            .env("RUNNER_URL", format!("http://{}", self.runner_addr))
+            .env("WORKSPACES_ROOT", &self.root)
+            .env("ALLOW_LOCAL_REPOS", self.allow_local.to_string())
+            .env("BACKEND_MAX_BODY_BYTES", "65536")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = tokio::time::timeout(HANG_GUARD, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                eprintln!("backend| {line}");
+                if line.contains("backend listening") {
+                    let addr = line
+                        .split("addr=")
+                        .nth(1)
+                        .unwrap()
+                        .split_whitespace()
+                        .next()
+                        .unwrap();
+                    return addr.to_owned();
+                }
+            }
+            panic!("the backend exited before listening");
+        })
+        .await
+        .expect("the backend did not start");
+        // Keep echoing its log so a failing test shows it.
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("backend| {line}");
+            }
+        });
+        self.base = format!("http://{addr}");
+        self.backend = Some(Backend { child });
+    }
+
+    /// SIGKILL: no graceful anything.
+    pub async fn kill_backend(&mut self) {
+        if let Some(mut backend) = self.backend.take() {
+            backend.child.start_kill().unwrap();
+            backend.child.wait().await.unwrap();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A repository under `repos/<name>` with a `feature` branch and a `v1`
+    /// tag; returns its path.
+    pub fn make_repo(&self, name: &str) -> PathBuf {
+        let dir = self.repos.join(name);
+        init_repo(&dir);
+        git(&dir, &["tag", "v1"]);
+        git(&dir, &["checkout", "-q", "-b", "feature"]);
+        std::fs::write(dir.join("feature.txt"), "feature\n").unwrap();
+        git(&dir, &["add", "."]);
+        git(&dir, &["commit", "-q", "-m", "feature work"]);
+        git(&dir, &["checkout", "-q", "main"]);
+        std::fs::write(dir.join("main.txt"), "second commit on main\n").unwrap();
+        git(&dir, &["add", "."]);
+        git(&dir, &["commit", "-q", "-m", "second"]);
+        dir
+    }
+
+    /// Creates a session (asserting 202 `cloning`) and waits for its clone.
+    pub async fn session(&self, body: Value) -> Value {
+        let response = self.post("/api/sessions", body).await;
+        assert_eq!(response.status(), 202);
+        let created: Value = response.json().await.unwrap();
+        assert_eq!(created["status"], "cloning");
+        assert_eq!(created["thread_id"], Value::Null);
+        self.wait_cloned(created["session_id"].as_str().unwrap())
+            .await
+    }
+
+    pub async fn ready_session(&self) -> (String, PathBuf) {
+        let repo = self.make_repo("project");
+        let session = self
+            .session(json!({"repo_url": format!("file://{}", repo.display())}))
+            .await;
+        assert_eq!(session["status"], "ready", "{session}");
+        (session["session_id"].as_str().unwrap().to_owned(), repo)
+    }
+
+    /// Polls until the session leaves `cloning`: the API offers no event
+    /// for it, so this is a bounded poll.
+    pub async fn wait_cloned(&self, id: &str) -> Value {
+        for _ in 0..1200 {
+            let session = self.get_json(&format!("/api/sessions/{id}")).await;
+            if session["status"] != "cloning" {
+                return session;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("session {id} is still cloning");
+    }
+
+    pub async fn prompt(&self, session: &str, prompt: &str) -> String {
+        let response = self
+            .post(
+                &format!("/api/sessions/{session}/prompt"),
+                json!({"prompt": prompt}),
+            )
+            .await;
+        assert_eq!(response.status(), 202);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["status"], "queued");
+        body["run_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn subscribe(&self, run: &str, last_event_id: Option<u64>) -> Subscription {
+        Subscription::open(
+            &self.client,
+            &self.url(&format!("/api/runs/{run}/events")),
+            last_event_id,
+        )
+        .await
+    }
+
+    /// Every event of the run, read to the end.
+    pub async fn events(&self, run: &str) -> Vec<test_support::SseEvent> {
+        self.subscribe(run, None).await.rest().await
+    }
+
+    pub fn workspace(&self, session: &str) -> PathBuf {
+        self.root.join(session).join("repo")
+    }
+}
+
+/// Asserts the JSON error schema and returns the body.
+pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status(), status);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(body["error"].as_str().is_some(), "{body}");
+    body
+}
+
+pub fn bare_clone(src: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    git(
+        src.parent().unwrap(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            src.to_str().unwrap(),
+            dest.to_str().unwrap(),
+        ],
+    );
+}

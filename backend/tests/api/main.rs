@@ -1,0 +1,12 @@
+//! End-to-end tests of the backend: real Postgres, the real runner and Codex
+//! CLI with the scripted model, git repositories made by the tests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod flows;
+mod git_http;
+mod helpers;
+mod inputs;
+mod restarts;
+mod sources;
+mod spec;
