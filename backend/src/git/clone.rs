@@ -144,6 +144,10 @@ pub fn clone(
     });
     builder.with_checkout(checkout);
     let url = clone_url(&request.url);
+    // libgit2 reads a path that does not exist as an unknown URL scheme.
+    if request.url.is_local() && !Path::new(&url).exists() {
+        return Err(CloneError::NotFound);
+    }
     let repo = builder
         .clone(&url, dest)
         .map_err(|e| CloneError::from_git(&e, progress, request.max_bytes))?;
