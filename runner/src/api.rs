@@ -28,6 +28,8 @@ pub struct AppState {
     pub root: Arc<PathBuf>,
     pub codex: Codex,
     pub registry: Arc<Registry>,
+    /// Cancelled when the runner stops: every event stream ends at once.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 pub fn routes(state: AppState) -> impl IntoEndpoint {
@@ -278,9 +280,15 @@ fn run_events(
             ))
         })?,
     };
+    let shutdown = state.shutdown.clone();
     let stream = async_stream::stream! {
         let mut after = after;
-        while let Some(batch) = run.log.next_after(after).await {
+        loop {
+            let batch = tokio::select! {
+                batch = run.log.next_after(after) => batch,
+                _ = shutdown.cancelled() => None,
+            };
+            let Some(batch) = batch else { break };
             for event in batch {
                 after = event.seq;
                 yield Event::message(event.data.clone())

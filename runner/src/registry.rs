@@ -325,4 +325,19 @@ impl Registry {
     pub fn run_count(&self) -> usize {
         self.runs().len()
     }
+
+    /// Runs not finished yet.
+    pub fn active_runs(&self) -> usize {
+        self.runs()
+            .values()
+            .filter(|run| !run.status().is_terminal())
+            .count()
+    }
+
+    /// Asks every active run to stop (the runner is shutting down).
+    pub fn cancel_all(&self) {
+        for run in self.runs().values() {
+            run.request_cancel();
+        }
+    }
 }

@@ -38,6 +38,7 @@ impl Application {
             .and_then(|a| a.as_socket_addr().copied())
             .context("the listener has no address")?;
         let state = AppState {
+            shutdown: tokio_util::sync::CancellationToken::new(),
             registry: Arc::new(Registry::new(config.limits.clone())),
             config: Arc::new(config),
             root: Arc::new(root),
@@ -54,11 +55,14 @@ impl Application {
         self.addr
     }
 
-    /// Serves until `shutdown` resolves.
+    /// Serves until `shutdown` resolves. Then event streams end at once and
+    /// every active run is cancelled, so no Codex process outlives the
+    /// runner; it waits (bounded) for them to be gone.
     pub async fn run_until_stopped(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
+        let registry_for_shutdown = self.state.registry.clone();
         let registry = self.state.registry.clone();
         let retention_sweep = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(30));
@@ -68,10 +72,25 @@ impl Application {
             }
         });
         tracing::info!(addr = %self.addr, root = %self.state.root.display(), "runner listening");
+        let token = self.state.shutdown.clone();
+        let registry = self.state.registry.clone();
+        let stopping = async move {
+            shutdown.await;
+            tracing::info!("runner stopping: ending streams and cancelling runs");
+            // Streams first: a subscriber must see the runner go away, not a
+            // cancellation it did not ask for.
+            token.cancel();
+            registry.cancel_all();
+        };
         let result = Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(routes(self.state), shutdown, Some(Duration::from_secs(5)))
+            .run_with_graceful_shutdown(routes(self.state), stopping, Some(Duration::from_secs(5)))
             .await;
         retention_sweep.abort();
+        let registry = registry_for_shutdown;
+        let deadline = tokio::time::Instant::now() + codex_sdk::TERM_GRACE * 3;
+        while registry.active_runs() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         result.context("the runner's server failed")
     }
 }

@@ -1,1 +1,89 @@
-//! placeholder
+//! Restarts: the backend killed mid-run, the runner restarted between runs
+//! and during one.
+
+use serde_json::json;
+use test_support::{assert_numbered_from_one, labels};
+
+use crate::helpers::TestStack;
+
+#[tokio::test]
+async fn a_backend_killed_mid_run_picks_the_run_up_again() {
+    let mut stack = TestStack::start().await;
+    let (session, _) = stack.ready_session().await;
+    let run = stack.prompt(&session, "work slowly").await;
+    let mut stream = stack.subscribe(&run, None).await;
+    let mut seen = stream
+        .until(|e| e.label() == "item.completed:command_execution")
+        .await;
+
+    stack.kill_backend().await;
+    drop(stream);
+    stack.start_backend().await;
+    let last = seen.last().unwrap().id;
+    seen.extend(stack.subscribe(&run, Some(last)).await.rest().await);
+    let replay = stack.events(&run).await;
+
+    assert_eq!(seen.last().unwrap().event, "run.completed");
+    assert_numbered_from_one(&seen);
+    assert_eq!(seen, replay, "every event exactly once, in order");
+    let state = stack.get_json(&format!("/api/runs/{run}")).await;
+    assert_eq!(state["status"], "completed");
+    assert_eq!(state["final_response"], "done slowly");
+    assert_eq!(state["files"]["created"], json!(["three.txt"]));
+    let sessions = stack.get_json("/api/sessions").await;
+    assert_eq!(sessions["total"], 1, "sessions survive the restart");
+}
+
+#[tokio::test]
+async fn a_restarted_runner_resumes_the_sessions_codex_thread() {
+    let mut stack = TestStack::start().await;
+    let (session, _) = stack.ready_session().await;
+    let first = stack.prompt(&session, "remember the word quince").await;
+    let first_events = stack.events(&first).await;
+
+    stack.stop_runner().await;
+    stack.start_runner().await;
+    let second = stack.prompt(&session, "what was the word?").await;
+    let second_events = stack.events(&second).await;
+
+    assert_eq!(second_events.last().unwrap().event, "run.completed");
+    assert_eq!(first_events[0].event, "thread.started");
+    assert_eq!(
+        second_events[0].data["thread_id"], first_events[0].data["thread_id"],
+        "the same Codex thread goes on"
+    );
+    let last_request = stack.model.requests().pop().unwrap()["input"].to_string();
+    assert!(last_request.contains("remember the word quince"));
+    assert!(last_request.contains("what was the word?"));
+}
+
+#[tokio::test]
+async fn a_run_the_runner_forgot_fails_with_a_reason() {
+    let mut stack = TestStack::start().await;
+    let (session, _) = stack.ready_session().await;
+    let run = stack.prompt(&session, "work slowly").await;
+    let mut stream = stack.subscribe(&run, None).await;
+    stream.until(|e| e.event == "turn.started").await;
+
+    stack.stop_runner().await;
+    stack.start_runner().await;
+    let rest = stream.rest().await;
+
+    assert_eq!(labels(&rest).last().unwrap(), "run.failed");
+    let error = rest.last().unwrap().data["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        error.contains("the runner no longer knows this run"),
+        "{error}"
+    );
+    let state = stack.get_json(&format!("/api/runs/{run}")).await;
+    assert_eq!(state["status"], "failed");
+    assert_eq!(state["error"], error.as_str());
+    let next = stack.prompt(&session, "hello again").await;
+    assert_eq!(
+        stack.events(&next).await.last().unwrap().event,
+        "run.completed"
+    );
+}

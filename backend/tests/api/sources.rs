@@ -32,9 +32,15 @@ async fn an_http_clone_checks_out_the_default_branch() {
     assert_eq!(session["status"], "ready", "{session}");
     let id = session["session_id"].as_str().unwrap();
     assert_eq!(head(&stack, id), git(&repo, &["rev-parse", "main"]));
-    assert_eq!(session["base_commit"].as_str().unwrap(), git(&repo, &["rev-parse", "main"]));
+    assert_eq!(
+        session["base_commit"].as_str().unwrap(),
+        git(&repo, &["rev-parse", "main"])
+    );
     let progress = &session["clone_progress"];
-    assert!(progress["received_objects"].as_u64().unwrap() > 0, "{progress}");
+    assert!(
+        progress["received_objects"].as_u64().unwrap() > 0,
+        "{progress}"
+    );
     assert_eq!(progress["received_objects"], progress["total_objects"]);
 }
 
@@ -44,11 +50,17 @@ async fn a_branch_a_tag_and_a_commit_can_be_checked_out() {
     let url = format!("{}/project.git", server.base);
     let initial = git(&repo, &["rev-list", "--max-parents=0", "main"]);
     for (git_ref, expected, branch) in [
-        ("feature", git(&repo, &["rev-parse", "feature"]), Some("feature")),
+        (
+            "feature",
+            git(&repo, &["rev-parse", "feature"]),
+            Some("feature"),
+        ),
         ("v1", git(&repo, &["rev-parse", "v1^{commit}"]), None),
         (initial.as_str(), initial.clone(), None),
     ] {
-        let session = stack.session(json!({"repo_url": url, "ref": git_ref})).await;
+        let session = stack
+            .session(json!({"repo_url": url, "ref": git_ref}))
+            .await;
         assert_eq!(session["status"], "ready", "{git_ref}: {session}");
         assert_eq!(session["ref"], git_ref);
         let id = session["session_id"].as_str().unwrap();
@@ -77,7 +89,10 @@ async fn a_shallow_clone_has_only_the_requested_depth() {
         .await;
     assert_eq!(tagged["status"], "ready", "{tagged}");
     let id = tagged["session_id"].as_str().unwrap();
-    assert_eq!(git(&stack.workspace(id), &["rev-list", "--count", "HEAD"]), "1");
+    assert_eq!(
+        git(&stack.workspace(id), &["rev-list", "--count", "HEAD"]),
+        "1"
+    );
 }
 
 #[tokio::test]
@@ -92,7 +107,10 @@ async fn a_missing_repository_fails_with_a_message() {
         let error = session["error"].as_str().unwrap();
         assert!(error.starts_with("repository not found"), "{url}: {error}");
         let id = session["session_id"].as_str().unwrap();
-        assert!(!stack.root.join(id).exists(), "a failed clone leaves nothing on disk");
+        assert!(
+            !stack.root.join(id).exists(),
+            "a failed clone leaves nothing on disk"
+        );
     }
 }
 
@@ -103,7 +121,9 @@ async fn a_missing_ref_fails_with_a_message() {
         format!("{}/project.git", server.base),
         format!("file://{}", repo.display()),
     ] {
-        let session = stack.session(json!({"repo_url": url, "ref": "no-such-branch"})).await;
+        let session = stack
+            .session(json!({"repo_url": url, "ref": "no-such-branch"}))
+            .await;
         assert_eq!(session["status"], "failed", "{session}");
         assert_eq!(
             session["error"],
@@ -116,7 +136,10 @@ async fn a_missing_ref_fails_with_a_message() {
 async fn a_prompt_sent_to_a_failed_session_is_a_conflict_and_queued_ones_fail() {
     let (stack, server, _) = with_http().await;
     let response = stack
-        .post("/api/sessions", json!({"repo_url": format!("{}/nope.git", server.base)}))
+        .post(
+            "/api/sessions",
+            json!({"repo_url": format!("{}/nope.git", server.base)}),
+        )
         .await;
     let created: serde_json::Value = response.json().await.unwrap();
     let id = created["session_id"].as_str().unwrap();
@@ -128,7 +151,10 @@ async fn a_prompt_sent_to_a_failed_session_is_a_conflict_and_queued_ones_fail() 
         .unwrap()
         .starts_with("the session's clone failed: repository not found"));
     let refused = stack
-        .post(&format!("/api/sessions/{id}/prompt"), json!({"prompt": "again"}))
+        .post(
+            &format!("/api/sessions/{id}/prompt"),
+            json!({"prompt": "again"}),
+        )
         .await;
     crate::helpers::assert_error(refused, 409, "conflict").await;
 }
@@ -140,25 +166,40 @@ async fn a_private_repository_clones_with_a_token_that_is_never_kept() {
 
     let refused = stack.session(json!({"repo_url": url})).await;
     assert_eq!(refused["status"], "failed");
-    assert!(refused["error"].as_str().unwrap().starts_with("authentication required"));
-    let wrong = stack.session(json!({"repo_url": url, "token": "wrong"})).await;
+    assert!(refused["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("authentication required"));
+    let wrong = stack
+        .session(json!({"repo_url": url, "token": "wrong"}))
+        .await;
     assert_eq!(wrong["status"], "failed");
 
     let response = stack
-        .post("/api/sessions", json!({"repo_url": url, "token": PRIVATE_TOKEN}))
+        .post(
+            "/api/sessions",
+            json!({"repo_url": url, "token": PRIVATE_TOKEN}),
+        )
         .await;
     let body = response.text().await.unwrap();
     assert!(!body.contains(PRIVATE_TOKEN));
     let created: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let session = stack.wait_cloned(created["session_id"].as_str().unwrap()).await;
+    let session = stack
+        .wait_cloned(created["session_id"].as_str().unwrap())
+        .await;
     assert_eq!(session["status"], "ready", "{session}");
     let in_url = format!(
         "{}/private/secret.git",
-        server.base.replace("http://", &format!("http://user:{PRIVATE_TOKEN}@"))
+        server
+            .base
+            .replace("http://", &format!("http://user:{PRIVATE_TOKEN}@"))
     );
     let embedded = stack.session(json!({"repo_url": in_url})).await;
     assert_eq!(embedded["status"], "ready", "{embedded}");
-    assert_eq!(embedded["repo_url"], url, "credentials are taken out of the URL");
+    assert_eq!(
+        embedded["repo_url"], url,
+        "credentials are taken out of the URL"
+    );
 
     let everything = stack.get("/api/sessions").await.text().await.unwrap();
     assert!(!everything.contains(PRIVATE_TOKEN));
@@ -171,10 +212,12 @@ async fn a_private_repository_clones_with_a_token_that_is_never_kept() {
         assert!(!text.contains(PRIVATE_TOKEN), "the token is stored: {text}");
     }
     for id in [&session["session_id"], &embedded["session_id"]] {
-        let config = std::fs::read_to_string(
-            stack.workspace(id.as_str().unwrap()).join(".git/config"),
-        )
-        .unwrap();
-        assert!(!config.contains(PRIVATE_TOKEN), "the token is in .git/config");
+        let config =
+            std::fs::read_to_string(stack.workspace(id.as_str().unwrap()).join(".git/config"))
+                .unwrap();
+        assert!(
+            !config.contains(PRIVATE_TOKEN),
+            "the token is in .git/config"
+        );
     }
 }
