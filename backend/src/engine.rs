@@ -76,7 +76,7 @@ impl Engine {
         let progress = Arc::new(CloneProgress::default());
         lock(&self.clones).insert(session, progress.clone());
         let engine = self.clone();
-        let span = tracing::info_span!("clone", session_id = %session);
+        let span = tracing::info_span!(parent: None, "clone", session_id = %session);
         tokio::spawn(
             async move {
                 engine.clone_session(session, request, progress).await;
@@ -212,7 +212,7 @@ impl Engine {
         let notify = Arc::new(Notify::new());
         workers.insert(session, notify.clone());
         let engine = self.clone();
-        let span = tracing::info_span!("session", session_id = %session);
+        let span = tracing::info_span!(parent: None, "session", session_id = %session);
         tokio::spawn(engine.work(session, notify).instrument(span));
     }
 

@@ -15,7 +15,7 @@ mod embedded {
 
 /// Any two backends migrating at once take turns on this lock (refinery
 /// takes none of its own).
-const MIGRATION_LOCK: i64 = 0x7265_706f_7275_6e;
+const MIGRATION_LOCK: i64 = 0x0072_6570_6f72_756e;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -130,7 +130,7 @@ pub struct RunOutcome {
 
 /// Result of trying to queue a prompt.
 pub enum Enqueue {
-    Queued(RunRow),
+    Queued(Box<RunRow>),
     SessionMissing,
     QueueFull,
 }
@@ -350,7 +350,7 @@ impl Store {
             )
             .await?;
         tx.commit().await?;
-        Ok(Enqueue::Queued(RunRow::from(&row)))
+        Ok(Enqueue::Queued(Box::new(RunRow::from(&row))))
     }
 
     pub async fn run(&self, id: Uuid) -> Result<Option<RunRow>> {

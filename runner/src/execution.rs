@@ -21,7 +21,7 @@ pub fn spawn_run(
     thread: ThreadRecord,
     prompt: String,
 ) {
-    let span = tracing::info_span!("run", run_id = %run.id, thread_id = %thread.id);
+    let span = tracing::info_span!(parent: None, "run", run_id = %run.id, thread_id = %thread.id);
     tokio::spawn(drive(codex, registry, run, thread, prompt).instrument(span));
 }
 

@@ -92,7 +92,7 @@ impl RepoUrl {
         if url.host_str().is_some_and(|h| h.starts_with('-')) {
             return Err(RepoUrlError::OptionLike);
         }
-        let token = url.password().map(|p| decode(p));
+        let token = url.password().map(decode);
         let username = (!url.username().is_empty()).then(|| decode(url.username()));
         let is_http = matches!(url.scheme(), "https" | "http");
         // A user name alone in an https URL is often the token itself

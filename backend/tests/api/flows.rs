@@ -177,7 +177,7 @@ async fn cancelling_a_running_run_stops_it_and_the_next_one_runs() {
     let stack = TestStack::start().await;
     let (session, _) = stack.ready_session().await;
     let sleeping = stack.prompt(&session, "please sleep").await;
-    let next = stack.prompt(&session, "after the sleep").await;
+    let next = stack.prompt(&session, "and then say hello").await;
     let mut stream = stack.subscribe(&sleeping, None).await;
     stream
         .until(|e| e.label() == "item.started:command_execution")

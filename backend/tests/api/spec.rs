@@ -1,1 +1,77 @@
-//! placeholder
+//! The OpenAPI document: valid, complete, and the seed design's routes.
+
+use serde_json::Value;
+
+use crate::helpers::TestStack;
+
+const OPERATIONS: [(&str, &str); 14] = [
+    ("/health", "get"),
+    ("/ready", "get"),
+    ("/api/sessions", "post"),
+    ("/api/sessions", "get"),
+    ("/api/sessions/{session_id}", "get"),
+    ("/api/sessions/{session_id}", "delete"),
+    ("/api/sessions/{session_id}/prompt", "post"),
+    ("/api/sessions/{session_id}/runs", "get"),
+    ("/api/runs/{run_id}", "get"),
+    ("/api/runs/{run_id}/cancel", "post"),
+    ("/api/runs/{run_id}/events", "get"),
+    ("/api/sessions/{session_id}/files", "get"),
+    ("/api/sessions/{session_id}/files/{path}", "get"),
+    ("/api/sessions/{session_id}/diff", "get"),
+];
+
+#[tokio::test]
+async fn the_spec_is_valid_openapi_3_and_lists_every_route() {
+    let stack = TestStack::start().await;
+    let text = stack.get("/api/openapi.json").await.text().await.unwrap();
+    let parsed: openapiv3::OpenAPI =
+        serde_json::from_str(&text).expect("a valid OpenAPI 3 document");
+    assert!(parsed.openapi.starts_with("3."));
+    let spec: Value = serde_json::from_str(&text).unwrap();
+
+    let mut listed = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            listed += 1;
+            assert!(
+                OPERATIONS.contains(&(path.as_str(), method.as_str())),
+                "{method} {path} is not expected"
+            );
+            assert!(
+                operation["operationId"].is_string(),
+                "{method} {path} has no operationId"
+            );
+            assert!(
+                !operation["tags"].as_array().unwrap().is_empty(),
+                "{method} {path} has no tag"
+            );
+            if path.starts_with("/api/") {
+                for status in ["400", "404", "500"] {
+                    let error = &operation["responses"][status]["content"]
+                        ["application/json; charset=utf-8"]["schema"]["$ref"];
+                    assert_eq!(
+                        error, "#/components/schemas/ErrorBody",
+                        "{method} {path} lacks {status}"
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(listed, OPERATIONS.len());
+    let events = &spec["paths"]["/api/runs/{run_id}/events"]["get"]["responses"]["200"]["content"];
+    assert!(
+        events["text/event-stream"].is_object(),
+        "the stream is declared as text/event-stream"
+    );
+    let error = &spec["components"]["schemas"]["ErrorBody"]["required"];
+    assert_eq!(error, &serde_json::json!(["error", "message", "code"]));
+
+    let docs = stack.get("/docs").await;
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("swagger"));
+    assert_eq!(stack.get_json("/health").await["status"], "ok");
+    let ready = stack.get_json("/ready").await;
+    assert_eq!(ready["database"], true);
+    assert_eq!(ready["runner"], true);
+}
