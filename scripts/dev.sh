@@ -1,20 +1,34 @@
 #!/usr/bin/env bash
-# Starts what repo-runner has today: the runner, and — without an API key —
+# Starts repo-runner on this machine: a private PostgreSQL (unless
+# DATABASE_URL is set), the runner, the backend, and — without an API key —
 # the scripted model that drives the real Codex CLI in demo mode.
-# Ctrl-C stops everything it started.
+# Ctrl-C stops everything it started, the database included; a second start
+# reuses the data in .data/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-data=${DATA_DIR:-.data}
+data=${DATA_DIR:-$PWD/.data}
 mkdir -p "$data/workspaces"
 if [[ ! -x node_modules/.bin/codex ]]; then
   npm ci --no-audit --no-fund
 fi
-cargo build --release -p runner -p scripted-model
+cargo build --release -p runner -p backend -p scripted-model -p local-postgres
 
 pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+pg_started=""
+cleanup() {
+  trap - EXIT INT TERM
+  kill "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  if [[ -n "$pg_started" ]]; then target/release/local-postgres stop "$data/postgres" || true; fi
+}
 trap cleanup EXIT INT TERM
+
+if [[ -z "${DATABASE_URL:-}" ]]; then
+  DATABASE_URL=$(target/release/local-postgres start "$data/postgres" "${PG_PORT:-9103}" repo_runner)
+  export DATABASE_URL
+  pg_started=1
+fi
 
 export WORKSPACES_ROOT=${WORKSPACES_ROOT:-$data/workspaces}
 export CODEX_BIN=${CODEX_BIN:-$PWD/node_modules/.bin/codex}
@@ -29,5 +43,7 @@ if [[ -z "${CODEX_API_KEY:-}${OPENAI_API_KEY:-}" && -z "${RUNNER_CODEX_CONFIG:-}
 fi
 target/release/runner &
 pids+=($!)
-echo "runner: http://${RUNNER_ADDR:-127.0.0.1:9102} (Ctrl-C to stop)"
+target/release/backend &
+pids+=($!)
+echo "repo-runner: API http://${BACKEND_ADDR:-127.0.0.1:9101}/docs (Ctrl-C to stop)"
 wait -n

@@ -147,6 +147,34 @@ impl LocalPostgres {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// Creates `name` unless it exists.
+    pub fn ensure_database(&self, name: &str) -> Result<()> {
+        let output = Command::new(self.bin_dir.join("createdb"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                name,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Error::Command {
+                step: "createdb",
+                detail: e.to_string(),
+            })?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if output.status.success() || stderr.contains("already exists") {
+            return Ok(());
+        }
+        Err(Error::Command {
+            step: "createdb",
+            detail: stderr.trim().to_owned(),
+        })
+    }
+
     /// Stops the server (fast shutdown) and waits for it.
     pub fn stop(mut self) -> Result<()> {
         self.stopped = true;

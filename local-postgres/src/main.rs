@@ -1,5 +1,7 @@
-//! `local-postgres start DATA_DIR [PORT]` prints the admin URL and leaves the
-//! server running; `local-postgres stop DATA_DIR` stops it.
+//! `local-postgres start DATA_DIR [PORT [DATABASE]]` creates the cluster if
+//! needed, starts it (or finds it running), creates DATABASE if missing,
+//! prints its URL and leaves the server running.
+//! `local-postgres stop DATA_DIR` stops it.
 
 use anyhow::Context;
 
@@ -17,7 +19,9 @@ fn main() -> anyhow::Result<()> {
                 .map(|p| p.parse::<u16>().context("PORT must be a number"))
                 .transpose()?;
             let pg = local_postgres::LocalPostgres::start(dir.as_ref(), port)?;
-            let url = pg.url("postgres");
+            let database = rest.get(1).copied().unwrap_or("postgres");
+            pg.ensure_database(database)?;
+            let url = pg.url(database);
             pg.detach();
             let mut out = std::io::stdout().lock();
             std::io::Write::write_all(&mut out, format!("{url}\n").as_bytes())?;
@@ -25,7 +29,7 @@ fn main() -> anyhow::Result<()> {
         }
         ["stop", dir] => Ok(local_postgres::stop_cluster(dir.as_ref())?),
         _ => anyhow::bail!(
-            "usage: local-postgres start DATA_DIR [PORT] | local-postgres stop DATA_DIR"
+            "usage: local-postgres start DATA_DIR [PORT [DATABASE]] | local-postgres stop DATA_DIR"
         ),
     }
 }
