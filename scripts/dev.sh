@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts repo-runner on this machine: a private PostgreSQL (unless
-# DATABASE_URL is set), the runner, the backend, and — without an API key —
+# DATABASE_URL is set), the runner, the backend, the dashboard, and — without an API key —
 # the scripted model that drives the real Codex CLI in demo mode.
 # Ctrl-C stops everything it started, the database included; a second start
 # reuses the data in .data/.
@@ -12,7 +12,7 @@ mkdir -p "$data/workspaces"
 if [[ ! -x node_modules/.bin/codex ]]; then
   npm ci --no-audit --no-fund
 fi
-cargo build --release -p runner -p backend -p scripted-model -p local-postgres
+cargo build --release -p runner -p backend -p frontend-proxy -p scripted-model -p local-postgres
 
 pids=()
 pg_started=""
@@ -45,5 +45,7 @@ target/release/runner &
 pids+=($!)
 target/release/backend &
 pids+=($!)
-echo "repo-runner: API http://${BACKEND_ADDR:-127.0.0.1:9101}/docs (Ctrl-C to stop)"
+target/release/frontend-proxy &
+pids+=($!)
+echo "repo-runner: dashboard http://${PROXY_ADDR:-127.0.0.1:9100} (Ctrl-C to stop)"
 wait -n

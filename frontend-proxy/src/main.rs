@@ -1,7 +1,20 @@
-//! The dashboard and the reverse proxy in front of the backend.
-//! Built in a later issue; this binary only says so.
+use frontend_proxy::config::Config;
+use frontend_proxy::startup::Application;
 
-fn main() {
-    eprintln!("frontend-proxy: not built yet (see the frontend-proxy issue)");
-    std::process::exit(2);
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config::from_env()?;
+    tracing::info!(?config, "starting frontend-proxy");
+    let app = Application::build(config).await?;
+    app.run_until_stopped(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
 }

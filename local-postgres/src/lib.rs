@@ -149,7 +149,7 @@ impl LocalPostgres {
 
     /// Creates `name` unless it exists.
     pub fn ensure_database(&self, name: &str) -> Result<()> {
-        let output = Command::new(self.bin_dir.join("createdb"))
+        let output = Command::new(tool(&self.bin_dir, "createdb"))
             .args([
                 "-h",
                 "127.0.0.1",
@@ -256,6 +256,23 @@ pub fn find_bin_dir() -> Option<PathBuf> {
         .collect();
     versions.sort();
     versions.pop().map(|(_, bin)| bin)
+}
+
+/// `name` from the server's folder, else from `PATH`, else from the newest
+/// Debian folder (a folder on `PATH` may hold wrappers of some tools only).
+fn tool(bin_dir: &Path, name: &str) -> PathBuf {
+    let local = bin_dir.join(name);
+    if local.is_file() {
+        return local;
+    }
+    let debian = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin").join(name))
+        .filter(|p| p.is_file())
+        .max();
+    debian.unwrap_or_else(|| PathBuf::from(name))
 }
 
 /// The user to run the server programs as: `postgres` when we are root.

@@ -1,0 +1,33 @@
+//! The proxy's configuration, read once from the environment.
+
+use figment::providers::{Env, Serialized};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    /// `PROXY_ADDR`: where the dashboard is served.
+    pub proxy_addr: String,
+    /// `BACKEND_URL`: where `/api`, `/docs` and `/health` go.
+    pub backend_url: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            proxy_addr: "127.0.0.1:9100".into(),
+            backend_url: "http://127.0.0.1:9101".into(),
+        }
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, Box<figment::Error>> {
+        let mut config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Env::raw().only(&["PROXY_ADDR", "BACKEND_URL"]))
+            .extract()
+            .map_err(Box::new)?;
+        config.backend_url = config.backend_url.trim_end_matches('/').to_owned();
+        Ok(config)
+    }
+}

@@ -1,0 +1,67 @@
+//! Builds the proxy application: binds first (port 0 works in tests), then
+//! serves until stopped.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use poem::endpoint::EmbeddedFilesEndpoint;
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::middleware::Tracing;
+use poem::{EndpointExt, Route, Server};
+
+use crate::config::Config;
+use crate::proxy::{forward, Upstream};
+
+/// The dashboard: plain ES modules, no build step.
+#[derive(rust_embed::RustEmbed)]
+#[folder = "web/"]
+struct Dashboard;
+
+pub struct Application {
+    acceptor: TcpAcceptor,
+    addr: SocketAddr,
+    upstream: Upstream,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let acceptor = TcpListener::bind(config.proxy_addr.clone())
+            .into_acceptor()
+            .await
+            .with_context(|| format!("cannot listen on PROXY_ADDR {}", config.proxy_addr))?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .context("the listener has no address")?;
+        Ok(Self {
+            acceptor,
+            addr,
+            upstream: Upstream::new(&config.backend_url),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        let app = Route::new()
+            .nest("/api", forward)
+            .nest("/docs", forward)
+            .at("/health", forward)
+            .at("/ready", forward)
+            .nest("/", EmbeddedFilesEndpoint::<Dashboard>::new())
+            .data(self.upstream)
+            .with(Tracing);
+        tracing::info!(addr = %self.addr, "frontend-proxy listening");
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(2)))
+            .await
+            .context("the proxy's server failed")
+    }
+}

@@ -1,0 +1,302 @@
+// The dashboard: sessions on the left, the selected session on the right
+// (conversation, files, diff). The URL hash names the session (#/s/<id>).
+
+import { api } from "./api.js";
+import { RunView, el } from "./timeline.js";
+import { renderDiff, renderTree } from "./workspace.js";
+
+/** At most this many event streams at once (browsers allow 6 connections per host). */
+const MAX_STREAMS = 3;
+
+const state = {
+  sessionId: null,
+  session: null,
+  runs: new Map(), // run_id -> RunView
+  tab: "conversation",
+  timers: [],
+};
+
+const $ = (selector) => document.querySelector(selector);
+
+function showError(message) {
+  const banner = $("#banner");
+  banner.textContent = message;
+  banner.hidden = !message;
+}
+
+// --- sessions list -----------------------------------------------------------
+
+async function refreshSessions() {
+  try {
+    const page = await api.sessions();
+    const list = $("#sessions");
+    list.replaceChildren(
+      ...page.sessions.map((s) => {
+        const item = el("li", {},
+          el("a", { href: `#/s/${s.session_id}`, class: "session-link", "data-testid": "session-item", "data-session-id": s.session_id },
+            el("span", { class: `badge ${s.status}`, text: s.status }),
+            el("span", { class: "repo", text: repoName(s.repo_url) }),
+            s.ref ? el("span", { class: "ref", text: `@${s.ref}` }) : null,
+            el("time", { class: "created", datetime: s.created_at, text: new Date(s.created_at).toLocaleString() })));
+        if (s.session_id === state.sessionId) item.classList.add("selected");
+        return item;
+      }),
+    );
+    $("#sessions-empty").hidden = page.sessions.length > 0;
+    showError("");
+  } catch (error) {
+    showError(`Cannot reach the API: ${error.message}`);
+  }
+}
+
+function repoName(url) {
+  return url.replace(/\.git$/, "").split(/[/:]/).filter(Boolean).slice(-2).join("/");
+}
+
+$("#create-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const url = $("#repo-url").value.trim();
+  const ref = $("#repo-ref").value.trim();
+  const button = $("#create-button");
+  const error = $("#create-error");
+  if (!url) return;
+  button.disabled = true;
+  error.textContent = "";
+  try {
+    const session = await api.createSession(url, ref || undefined);
+    $("#repo-url").value = "";
+    $("#repo-ref").value = "";
+    location.hash = `#/s/${session.session_id}`;
+    await refreshSessions();
+  } catch (e) {
+    error.textContent = e.message;
+  } finally {
+    button.disabled = false;
+  }
+});
+
+// --- one session ---------------------------------------------------------------
+
+function clearSession() {
+  for (const view of state.runs.values()) view.close();
+  state.runs.clear();
+  for (const timer of state.timers) clearInterval(timer);
+  state.timers = [];
+}
+
+async function openSession(id) {
+  clearSession();
+  state.sessionId = id;
+  state.session = null;
+  $("#empty").hidden = !!id;
+  $("#session").hidden = !id;
+  $("#runs").replaceChildren();
+  if (!id) return;
+  await loadSession();
+  await loadRuns();
+  state.timers.push(setInterval(loadSession, 1000));
+  state.timers.push(setInterval(loadRuns, 2000));
+  state.timers.push(setInterval(() => state.runs.forEach((v) => v.tick()), 1000));
+  selectTab(state.tab);
+}
+
+async function loadSession() {
+  const id = state.sessionId;
+  let session;
+  try {
+    session = await api.session(id);
+  } catch (error) {
+    if (error.status === 404) {
+      location.hash = "";
+      return;
+    }
+    showError(`Cannot load the session: ${error.message}`);
+    return;
+  }
+  if (id !== state.sessionId) return;
+  const wasReady = state.session?.status === "ready";
+  state.session = session;
+  $("#session-repo").textContent = session.repo_url;
+  $("#session-ref").textContent = session.ref ? `@ ${session.ref}` : "default branch";
+  const badge = $("#session-status");
+  badge.textContent = session.status;
+  badge.className = `badge ${session.status}`;
+  const progress = $("#clone-progress");
+  progress.hidden = session.status !== "cloning";
+  if (session.status === "cloning") {
+    const p = session.clone_progress || {};
+    const value = p.total_objects ? Math.round((100 * p.received_objects) / p.total_objects) : 0;
+    progress.querySelector("progress").value = value;
+    progress.querySelector("span").textContent = p.total_objects
+      ? `Cloning: ${p.received_objects}/${p.total_objects} objects, ${(p.received_bytes / 1024).toFixed(0)} KiB`
+      : "Cloning: connecting…";
+  }
+  const error = $("#session-error");
+  error.hidden = session.status !== "failed";
+  error.textContent = session.status === "failed" ? `Clone failed: ${session.error}` : "";
+  updatePromptBox();
+  if (!wasReady && session.status === "ready" && state.tab !== "conversation") selectTab(state.tab);
+}
+
+async function loadRuns() {
+  const id = state.sessionId;
+  let list;
+  try {
+    list = await api.runs(id);
+  } catch {
+    return;
+  }
+  if (id !== state.sessionId) return;
+  const container = $("#runs");
+  for (const run of list.runs) {
+    let view = state.runs.get(run.run_id);
+    if (!view) {
+      view = new RunView(run, {
+        workspace: state.session?.repo_path,
+        onFinished: () => {
+          startStreams();
+          if (state.tab !== "conversation") selectTab(state.tab);
+        },
+      });
+      state.runs.set(run.run_id, view);
+      container.append(view.root);
+    } else if (!view.finished) {
+      // The list knows start and end times the stream does not carry.
+      view.run.started_at = run.started_at;
+      view.run.finished_at = run.finished_at;
+      if (run.status !== view.run.status && run.status !== "queued") view.setStatus(run.status);
+    }
+  }
+  startStreams();
+}
+
+/** Opens streams in run order, a few at a time: finished runs replay and
+ * close quickly; the running run always comes before the queued ones. */
+function startStreams() {
+  const views = [...state.runs.values()].sort((a, b) => a.run.position - b.run.position);
+  let open = views.filter((v) => v.source).length;
+  for (const view of views) {
+    if (open >= MAX_STREAMS) break;
+    if (view.source || view.complete) continue;
+    view.connect();
+    open++;
+  }
+}
+
+function updatePromptBox() {
+  const input = $("#prompt-input");
+  const send = $("#send-button");
+  const failed = state.session?.status === "failed";
+  input.disabled = failed;
+  input.placeholder = failed
+    ? "This session's clone failed; create a new session."
+    : state.session?.status === "cloning"
+      ? "The repository is cloning; prompts sent now are queued."
+      : "Ask the agent… (Enter to send, Shift+Enter for a new line)";
+  send.disabled = failed || !input.value.trim();
+}
+
+async function sendPrompt() {
+  const input = $("#prompt-input");
+  const prompt = input.value.trim();
+  if (!prompt || !state.sessionId) return;
+  $("#send-button").disabled = true;
+  try {
+    await api.prompt(state.sessionId, prompt);
+    input.value = "";
+    await loadRuns();
+    $("#runs").lastElementChild?.scrollIntoView({ block: "end", behavior: "smooth" });
+  } catch (error) {
+    $("#prompt-error").textContent = error.message;
+  } finally {
+    updatePromptBox();
+  }
+}
+
+$("#prompt-input").addEventListener("input", () => {
+  $("#prompt-error").textContent = "";
+  updatePromptBox();
+});
+$("#prompt-input").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    sendPrompt();
+  }
+});
+$("#prompt-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sendPrompt();
+});
+
+$("#delete-session").addEventListener("click", async () => {
+  if (!state.sessionId || !confirm("Delete this session and its workspace?")) return;
+  try {
+    await api.deleteSession(state.sessionId);
+    location.hash = "";
+    await refreshSessions();
+  } catch (error) {
+    showError(error.message);
+  }
+});
+
+// --- tabs: conversation, files, diff --------------------------------------
+
+function selectTab(tab) {
+  state.tab = tab;
+  for (const name of ["conversation", "files", "diff"]) {
+    const button = $(`#tab-${name}`);
+    button.setAttribute("aria-selected", String(name === tab));
+    $(`#panel-${name}`).hidden = name !== tab;
+  }
+  if (!state.sessionId || state.session?.status !== "ready") return;
+  if (tab === "files") loadFiles();
+  if (tab === "diff") loadDiff();
+}
+
+async function loadFiles() {
+  try {
+    const tree = await api.files(state.sessionId);
+    renderTree($("#file-tree"), tree, (path) => openFile(path));
+  } catch (error) {
+    $("#file-tree").textContent = error.message;
+  }
+}
+
+async function openFile(path) {
+  const viewer = $("#file-viewer");
+  viewer.replaceChildren(el("div", { class: "muted", text: `Loading ${path}…` }));
+  try {
+    const file = await api.file(state.sessionId, path);
+    const title = el("div", { class: "file-title", text: `${file.path} · ${file.size} bytes` });
+    const body = file.binary
+      ? el("div", { class: "muted", text: "Binary file: not shown." })
+      : el("pre", { class: "file-content", "data-testid": "file-content", text: file.content });
+    viewer.replaceChildren(title, body);
+  } catch (error) {
+    viewer.replaceChildren(el("div", { class: "error-text", text: error.message }));
+  }
+}
+
+async function loadDiff() {
+  try {
+    renderDiff($("#diff"), await api.diff(state.sessionId));
+  } catch (error) {
+    $("#diff").textContent = error.message;
+  }
+}
+
+for (const name of ["conversation", "files", "diff"]) {
+  $(`#tab-${name}`).addEventListener("click", () => selectTab(name));
+}
+
+// --- start -------------------------------------------------------------------------
+
+function route() {
+  const match = location.hash.match(/^#\/s\/([0-9a-f-]{36})$/);
+  openSession(match ? match[1] : null);
+  refreshSessions();
+}
+
+window.addEventListener("hashchange", route);
+setInterval(refreshSessions, 3000);
+route();

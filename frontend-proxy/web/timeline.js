@@ -1,0 +1,241 @@
+// A run's card: prompt, status, elapsed time, cancel, and the live timeline
+// built from its event stream. Items are keyed by their id, so an item's
+// started/updated/completed events update one element; events are applied
+// once each, by sequence number, so a reconnect never shows anything twice.
+
+import { EVENT_TYPES, TERMINAL_TYPES, api } from "./api.js";
+import { escapeHtml, renderMarkdown } from "./markdown.js";
+
+const el = (tag, attrs = {}, ...children) => {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) if (child) node.append(child);
+  return node;
+};
+
+export function formatElapsed(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  return s < 60 ? `${s}s` : `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, "0")}s`;
+}
+
+const TERMINAL_STATUS = { "run.completed": "completed", "run.failed": "failed", "run.cancelled": "cancelled" };
+
+export class RunView {
+  constructor(run, { onFinished, workspace } = {}) {
+    this.run = run;
+    /** The workspace folder, to show the agent's absolute paths relative to it. */
+    this.workspace = workspace;
+    this.lastSeq = 0;
+    /** True once the terminal event was applied: the timeline is whole. */
+    this.complete = false;
+    this.items = new Map();
+    this.source = null;
+    this.onFinished = onFinished;
+    this.root = el("article", { class: "run", "data-testid": "run", "data-run-id": run.run_id });
+    const header = el("header", { class: "run-header" });
+    this.badge = el("span", { class: "badge", "data-testid": "run-status" });
+    this.elapsed = el("span", { class: "elapsed", "data-testid": "run-elapsed" });
+    this.cancelButton = el("button", { class: "cancel", type: "button", "data-testid": "cancel-run", text: "Cancel" });
+    this.cancelButton.addEventListener("click", () => this.cancel());
+    header.append(
+      el("span", { class: "position", text: `#${run.position}` }),
+      this.badge,
+      this.elapsed,
+      this.cancelButton,
+    );
+    this.root.append(header, el("div", { class: "prompt", "data-testid": "run-prompt", text: run.prompt }));
+    this.timeline = el("ol", { class: "timeline", "data-testid": "timeline" });
+    this.footer = el("footer", { class: "run-footer" });
+    this.root.append(this.timeline, this.footer);
+    this.setStatus(run.status);
+  }
+
+  get finished() {
+    return ["completed", "failed", "cancelled"].includes(this.run.status);
+  }
+
+  setStatus(status) {
+    this.run.status = status;
+    this.root.dataset.status = status;
+    this.badge.textContent = status;
+    this.badge.className = `badge ${status}`;
+    this.cancelButton.hidden = this.finished;
+    this.tick();
+  }
+
+  /** Updates the elapsed time; called every second for running runs. */
+  tick() {
+    const { started_at, finished_at } = this.run;
+    if (!started_at) {
+      this.elapsed.textContent = this.run.status === "queued" ? "queued" : "";
+      return;
+    }
+    const end = finished_at ? Date.parse(finished_at) : Date.now();
+    this.elapsed.textContent = formatElapsed(end - Date.parse(started_at));
+  }
+
+  async cancel() {
+    this.cancelButton.disabled = true;
+    try {
+      await api.cancel(this.run.run_id);
+    } catch (error) {
+      this.cancelButton.disabled = false;
+      if (error.status !== 409) alert(error.message);
+    }
+  }
+
+  /** Opens (or re-opens after a failure) the event stream from the last event applied. */
+  connect() {
+    if (this.source) return;
+    const after = this.lastSeq ? `?after=${this.lastSeq}` : "";
+    const source = new EventSource(`/api/runs/${this.run.run_id}/events${after}`);
+    this.source = source;
+    const handle = (event) => this.apply(event);
+    for (const type of [...EVENT_TYPES, ...TERMINAL_TYPES]) source.addEventListener(type, handle);
+    source.addEventListener("error", () => {
+      // EventSource reconnects by itself (with Last-Event-ID) after a network
+      // drop; after an error status it gives up, so we start again.
+      if (source.readyState === EventSource.CLOSED && !this.complete) {
+        this.source = null;
+        setTimeout(() => this.connect(), 1500);
+      }
+    });
+  }
+
+  close() {
+    this.source?.close();
+    this.source = null;
+  }
+
+  apply(event) {
+    const seq = Number(event.lastEventId);
+    if (!Number.isFinite(seq) || seq <= this.lastSeq) return; // already applied
+    this.lastSeq = seq;
+    let data;
+    try {
+      data = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    this.render(event.type, data);
+  }
+
+  render(type, data) {
+    if (type === "turn.started" && this.run.status === "queued") {
+      this.run.started_at ||= new Date().toISOString();
+      this.setStatus("running");
+    } else if (type.startsWith("item.")) {
+      this.upsertItem(data.item);
+    } else if (type === "turn.completed") {
+      const u = data.usage || {};
+      this.footer.replaceChildren(
+        el("span", {
+          class: "usage",
+          "data-testid": "usage",
+          text: `tokens: ${u.input_tokens ?? 0} in (${u.cached_input_tokens ?? 0} cached) · ${u.output_tokens ?? 0} out`,
+        }),
+      );
+    } else if (type === "turn.failed" || type === "error") {
+      this.timeline.append(this.itemShell("error", `error-${this.lastSeq}`, "Error", data.error?.message || data.message));
+    } else if (TERMINAL_TYPES.includes(type)) {
+      this.finish(type, data);
+    }
+  }
+
+  finish(type, data) {
+    this.complete = true;
+    this.run.finished_at ||= new Date().toISOString();
+    this.setStatus(TERMINAL_STATUS[type]);
+    if (data.error) {
+      this.timeline.append(this.itemShell("error", "run-error", "Run failed", data.error));
+    }
+    const files = data.files;
+    if (files && (files.created.length || files.modified.length || files.deleted.length)) {
+      const list = el("ul", { class: "files-changed", "data-testid": "run-files" });
+      for (const [kind, paths] of [["created", files.created], ["modified", files.modified], ["deleted", files.deleted]]) {
+        for (const path of paths) list.append(el("li", { class: kind, text: `${kind}: ${path}` }));
+      }
+      this.footer.append(list);
+    }
+    this.close();
+    this.onFinished?.(this);
+  }
+
+  itemShell(kind, id, title, text) {
+    const node = el("li", { class: `item ${kind}`, "data-testid": "item", "data-kind": kind, "data-item-id": id });
+    node.append(el("div", { class: "item-title", text: title }));
+    if (text) node.append(el("div", { class: "item-body", text }));
+    return node;
+  }
+
+  upsertItem(item) {
+    if (!item || !item.id) return;
+    let node = this.items.get(item.id);
+    if (!node) {
+      node = el("li", { "data-testid": "item", "data-item-id": item.id });
+      this.items.set(item.id, node);
+      this.timeline.append(node);
+    }
+    node.className = `item ${item.type}`;
+    node.dataset.kind = item.type;
+    node.replaceChildren(...renderItem(item, this.workspace));
+  }
+}
+
+function relative(path, workspace) {
+  return workspace && path.startsWith(`${workspace}/`) ? path.slice(workspace.length + 1) : path;
+}
+
+function renderItem(item, workspace) {
+  switch (item.type) {
+    case "agent_message": {
+      const body = el("div", { class: "markdown" });
+      body.innerHTML = renderMarkdown(item.text || ""); // escaped by renderMarkdown
+      return [body];
+    }
+    case "reasoning": {
+      const details = el("details", { class: "reasoning" });
+      details.append(el("summary", { text: "Reasoning" }), el("div", { class: "item-body", text: item.text || "" }));
+      return [details];
+    }
+    case "command_execution": {
+      const exit = item.exit_code;
+      const status = item.status === "in_progress" ? "running" : exit === 0 ? "exit 0" : `exit ${exit ?? "?"}`;
+      const head = el("div", { class: "command-head" },
+        el("code", { class: "command", text: item.command }),
+        el("span", { class: `badge ${exit === 0 ? "completed" : item.status === "in_progress" ? "running" : "failed"}`, "data-testid": "exit-code", text: status }));
+      const output = item.aggregated_output ? el("pre", { class: "output", text: item.aggregated_output }) : null;
+      return [head, output];
+    }
+    case "file_change": {
+      const list = el("ul", { class: "changes" });
+      for (const change of item.changes || []) {
+        list.append(el("li", { class: change.kind, text: `${change.kind} ${relative(change.path, workspace)}` }));
+      }
+      return [el("div", { class: "item-title", text: `File changes (${item.status})` }), list];
+    }
+    case "todo_list": {
+      const list = el("ul", { class: "todos" });
+      for (const todo of item.items || []) {
+        const box = el("input", { type: "checkbox", disabled: "" });
+        box.checked = !!todo.completed;
+        list.append(el("li", { class: todo.completed ? "done" : "" }, box, document.createTextNode(` ${todo.text}`)));
+      }
+      return [el("div", { class: "item-title", text: "To-do" }), list];
+    }
+    case "error":
+      return [el("div", { class: "item-title", text: "Error" }), el("div", { class: "item-body", text: item.message || "" })];
+    case "mcp_tool_call":
+      return [el("div", { class: "item-title", text: `Tool ${item.server}.${item.tool} (${item.status})` })];
+    case "web_search":
+      return [el("div", { class: "item-title", text: `Web search: ${item.query || ""}` })];
+    default:
+      return [el("div", { class: "item-title", text: item.type || "item" }), el("pre", { class: "output", text: JSON.stringify(item, null, 2) })];
+  }
+}
+
+export { el, escapeHtml };
