@@ -1,7 +1,9 @@
 //! The reverse proxy: requests and responses stream through untouched but
 //! for hop-by-hop headers. An event stream passes each chunk on as it
-//! arrives; when the client goes away, dropping the response body drops the
-//! upstream response, which closes the upstream connection.
+//! arrives. When the client goes away, the next write to it fails (an idle
+//! event stream writes a keep-alive comment every `BACKEND_KEEP_ALIVE_SECS`),
+//! the response body is dropped, and with it the upstream response, which
+//! closes the upstream connection.
 
 use poem::http::{HeaderMap, HeaderName, StatusCode};
 use poem::web::Data;
@@ -42,7 +44,9 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
-fn end_to_end(headers: &HeaderMap) -> impl Iterator<Item = (&HeaderName, &poem::http::HeaderValue)> {
+fn end_to_end(
+    headers: &HeaderMap,
+) -> impl Iterator<Item = (&HeaderName, &poem::http::HeaderValue)> {
     headers.iter().filter(|(name, _)| {
         let name = name.as_str();
         !HOP_BY_HOP.contains(&name) && name != "host" && name != "content-length"
@@ -55,7 +59,10 @@ pub async fn forward(req: &Request, body: Body, Data(upstream): Data<&Upstream>)
     let target = format!(
         "{}{}",
         upstream.base,
-        req.original_uri().path_and_query().map(|p| p.as_str()).unwrap_or("/")
+        req.original_uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
     );
     let mut request = upstream.client.request(req.method().clone(), &target);
     for (name, value) in end_to_end(req.headers()) {
@@ -85,7 +92,10 @@ pub async fn forward(req: &Request, body: Body, Data(upstream): Data<&Upstream>)
     if let Some(length) = upstream_response.headers().get("content-length") {
         response = response.header("content-length", length);
     }
-    let stream = futures_util::TryStreamExt::map_err(upstream_response.bytes_stream(), std::io::Error::other);
+    let stream = futures_util::TryStreamExt::map_err(
+        upstream_response.bytes_stream(),
+        std::io::Error::other,
+    );
     response.body(Body::from_bytes_stream(stream))
 }
 
