@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace. Installs the pinned Node tools (the Codex
-# CLI) into ./node_modules when missing, and — unless DATABASE_URL names a
-# server — starts one private PostgreSQL cluster for the run (each test makes
-# and drops its own database in it).
+# Runs every test: the Rust workspace's tests, then the dashboard's browser
+# tests (headless Chromium driven by Playwright). Installs the pinned Node
+# tools (Codex CLI, playwright-core) into ./node_modules when missing, and —
+# unless DATABASE_URL names a server — starts one private PostgreSQL cluster
+# for the Rust tests (each test makes and drops its own database in it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,8 +19,18 @@ if [[ -z "${DATABASE_URL:-}" ]]; then
   trap 'target/debug/local-postgres stop "$pgdir/data" || true; rm -rf "$pgdir"' EXIT
 fi
 
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast "$@"
+  cargo nextest run --workspace --no-fail-fast "$@" || status=$?
 else
-  cargo test --workspace --no-fail-fast "$@"
+  cargo test --workspace --no-fail-fast "$@" || status=$?
 fi
+
+chromium=${CHROMIUM:-/usr/bin/chromium}
+if [[ ! -x "$chromium" ]]; then
+  echo "browser tests need Chromium at $chromium (Debian: apt-get install chromium, or set CHROMIUM)" >&2
+  exit 1
+fi
+cargo build -q --workspace --bins
+CHROMIUM=$chromium npm run --silent e2e || status=$?
+exit "$status"

@@ -1,0 +1,115 @@
+// Starts the whole product for a browser test from the real binaries:
+// a private PostgreSQL, the scripted model, the runner (real Codex CLI), the
+// backend and the frontend-proxy. Each process is awaited on its own
+// "listening" log line, not on a timer.
+
+import { spawn } from "node:child_process";
+import { mkdtempSync, mkdirSync, writeFileSync, chmodSync } from "node:fs";
+import { createServer } from "node:net";
+import { createInterface } from "node:readline";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { execFileSync } from "node:child_process";
+
+const root = resolve(import.meta.dirname, "..");
+const bin = (name) => join(process.env.CARGO_TARGET_DIR || join(root, "target"), "debug", name);
+
+export function freePort() {
+  return new Promise((done, fail) => {
+    const server = createServer();
+    server.once("error", fail);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => done(port));
+    });
+  });
+}
+
+/** Spawns a process and resolves when a line of its output matches. */
+function start(name, program, args, env, pattern) {
+  const child = spawn(program, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  return new Promise((done, fail) => {
+    let found = false;
+    const onLine = (line) => {
+      if (process.env.E2E_VERBOSE) console.error(`${name}| ${line}`);
+      const match = !found && line.match(pattern);
+      if (match) {
+        found = true;
+        done({ child, match });
+      }
+    };
+    createInterface({ input: child.stdout }).on("line", onLine);
+    createInterface({ input: child.stderr }).on("line", onLine);
+    child.once("exit", (code) => {
+      if (!found) fail(new Error(`${name} exited (${code}) before it was ready`));
+    });
+  });
+}
+
+export function git(dir, ...args) {
+  return execFileSync("git", args, {
+    cwd: dir,
+    env: { ...process.env, GIT_AUTHOR_NAME: "Test", GIT_AUTHOR_EMAIL: "t@example.com", GIT_COMMITTER_NAME: "Test", GIT_COMMITTER_EMAIL: "t@example.com" },
+  }).toString().trim();
+}
+
+export async function startStack() {
+  const dir = mkdtempSync(join(tmpdir(), "repo-runner-e2e-"));
+  chmodSync(dir, 0o755);
+  const workspaces = join(dir, "workspaces");
+  mkdirSync(workspaces);
+
+  const pgPort = await freePort();
+  const databaseUrl = execFileSync(bin("local-postgres"), ["start", join(dir, "pg"), String(pgPort), "repo_runner"]).toString().trim();
+
+  const model = await start("model", bin("scripted-model"),
+    ["--script", join(root, "e2e/script.json"), "--write-config", join(dir, "codex.toml")], {}, /^(http:\/\/\S+)$/);
+  const runnerAddr = `127.0.0.1:${await freePort()}`;
+  const runner = await start("runner", bin("runner"), [], {
+    RUNNER_ADDR: runnerAddr,
+    WORKSPACES_ROOT: workspaces,
+    CODEX_BIN: process.env.CODEX_BIN || join(root, "node_modules/.bin/codex"),
+    RUNNER_CODEX_CONFIG: join(dir, "codex.toml"),
+  }, /runner listening/);
+  const backend = await start("backend", bin("backend"), [], {
+    BACKEND_ADDR: "127.0.0.1:0",
+    DATABASE_URL: databaseUrl,
+    RUNNER_URL: `http://${runnerAddr}`,
+    WORKSPACES_ROOT: workspaces,
+    ALLOW_LOCAL_REPOS: "true",
+  }, /backend listening addr=(\S+)/);
+  const backendUrl = `http://${backend.match[1]}`;
+  const proxyAddr = `127.0.0.1:${await freePort()}`;
+  const startProxy = async () =>
+    (await start("proxy", bin("frontend-proxy"), [], { PROXY_ADDR: proxyAddr, BACKEND_URL: backendUrl }, /frontend-proxy listening/)).child;
+  let proxy = await startProxy();
+
+  return {
+    dir,
+    url: `http://${proxyAddr}`,
+    modelUrl: model.match[1],
+    /** Kills the proxy (every browser connection drops) and starts it again. */
+    async restartProxy() {
+      const exited = new Promise((done) => proxy.once("exit", done));
+      proxy.kill("SIGKILL");
+      await exited;
+      proxy = await startProxy();
+    },
+    /** A repository with one commit, for sessions to clone. */
+    makeRepo(name) {
+      const repo = join(dir, "repos", name);
+      mkdirSync(repo, { recursive: true });
+      git(repo, "init", "-q", "-b", "main");
+      writeFileSync(join(repo, "README.md"), `# ${name}\n`);
+      git(repo, "add", ".");
+      git(repo, "commit", "-q", "-m", "initial");
+      return repo;
+    },
+    async stop() {
+      for (const child of [proxy, backend.child, runner.child, model.child]) child.kill("SIGTERM");
+      try {
+        execFileSync(bin("local-postgres"), ["stop", join(dir, "pg")]);
+      } catch {}
+    },
+  };
+}
