@@ -1,51 +1,91 @@
 #!/usr/bin/env bash
-# Starts repo-runner on this machine: a private PostgreSQL (unless
-# DATABASE_URL is set), the runner, the backend, the dashboard, and — without an API key —
-# the scripted model that drives the real Codex CLI in demo mode.
-# Ctrl-C stops everything it started, the database included; a second start
-# reuses the data in .data/.
+# The one command: starts repo-runner on this machine and prints the
+# dashboard's URL. Without DATABASE_URL it creates and starts a private
+# PostgreSQL under .data/postgres; without CODEX_API_KEY/OPENAI_API_KEY it
+# runs in demo mode, where the scripted model drives the real Codex CLI.
+# Ctrl-C stops every process it started, the database included; a second
+# start reuses the data in .data/.
+#
+# Optional: PROXY_ADDR, BACKEND_ADDR, RUNNER_ADDR, PG_PORT (default ports
+# 9100-9103), DATA_DIR (default .data), PROFILE (release or debug),
+# ALLOW_LOCAL_REPOS, and every variable of .env.example.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+fail() { echo "repo-runner: $*" >&2; exit 1; }
+
+export PROXY_ADDR=${PROXY_ADDR:-127.0.0.1:9100}
+export BACKEND_ADDR=${BACKEND_ADDR:-127.0.0.1:9101}
+export RUNNER_ADDR=${RUNNER_ADDR:-127.0.0.1:9102}
+pg_port=${PG_PORT:-9103}
+profile=${PROFILE:-release}
 data=${DATA_DIR:-$PWD/.data}
+
+# --- prerequisites and ports: one line each, saying what to do -------------
+command -v cargo >/dev/null || fail "Rust is missing: install it from https://rustup.rs"
+command -v node >/dev/null && command -v npm >/dev/null || fail "Node.js and npm are missing: install Node 20 (they install the Codex CLI)"
+command -v git >/dev/null || fail "git is missing: install git (apt-get install git)"
+if [[ -z "${DATABASE_URL:-}" ]] && ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [[ -z "${PG_BIN:-}" ]]; then
+  fail "the PostgreSQL server binaries are missing: apt-get install postgresql (or set DATABASE_URL to a server)"
+fi
+port_busy() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
+for pair in "PROXY_ADDR=$PROXY_ADDR" "BACKEND_ADDR=$BACKEND_ADDR" "RUNNER_ADDR=$RUNNER_ADDR"; do
+  port_busy "${pair#*=}" && fail "${pair#*=} is already in use: stop what listens there or set ${pair%%=*} to another address"
+done
+if [[ -z "${DATABASE_URL:-}" && ! -f "$data/postgres/postmaster.pid" ]] && port_busy "127.0.0.1:$pg_port"; then
+  fail "port $pg_port (PostgreSQL) is already in use: stop what listens there or set PG_PORT"
+fi
+
+# --- build ------------------------------------------------------------------------
 mkdir -p "$data/workspaces"
 if [[ ! -x node_modules/.bin/codex ]]; then
-  npm ci --no-audit --no-fund
+  echo "installing the Codex CLI (npm ci)…"
+  npm ci --no-audit --no-fund --loglevel=error
 fi
-cargo build --release -p runner -p backend -p frontend-proxy -p scripted-model -p local-postgres
+build_flags=()
+[[ "$profile" == release ]] && build_flags+=(--release)
+cargo build "${build_flags[@]}" -p runner -p backend -p frontend-proxy -p scripted-model -p local-postgres
+bin="${CARGO_TARGET_DIR:-$PWD/target}/$profile"
 
+# --- start ------------------------------------------------------------------------
 pids=()
 pg_started=""
 cleanup() {
   trap - EXIT INT TERM
+  echo "repo-runner: stopping…"
   kill "${pids[@]}" 2>/dev/null || true
-  wait 2>/dev/null || true
-  if [[ -n "$pg_started" ]]; then target/release/local-postgres stop "$data/postgres" || true; fi
+  wait "${pids[@]}" 2>/dev/null || true
+  if [[ -n "$pg_started" ]]; then "$bin/local-postgres" stop "$data/postgres" || true; fi
 }
 trap cleanup EXIT INT TERM
 
 if [[ -z "${DATABASE_URL:-}" ]]; then
-  DATABASE_URL=$(target/release/local-postgres start "$data/postgres" "${PG_PORT:-9103}" repo_runner)
+  DATABASE_URL=$("$bin/local-postgres" start "$data/postgres" "$pg_port" repo_runner)
   export DATABASE_URL
   pg_started=1
 fi
 
 export WORKSPACES_ROOT=${WORKSPACES_ROOT:-$data/workspaces}
 export CODEX_BIN=${CODEX_BIN:-$PWD/node_modules/.bin/codex}
+export RUNNER_URL=${RUNNER_URL:-http://$RUNNER_ADDR}
+export BACKEND_URL=${BACKEND_URL:-http://$BACKEND_ADDR}
+export DEMO_MODE=false
 if [[ -z "${CODEX_API_KEY:-}${OPENAI_API_KEY:-}" && -z "${RUNNER_CODEX_CONFIG:-}" ]]; then
-  echo "demo mode: no CODEX_API_KEY/OPENAI_API_KEY, the scripted model (demo/script.json) drives Codex"
+  echo "repo-runner: DEMO MODE — no CODEX_API_KEY/OPENAI_API_KEY: a scripted model (demo/script.json) drives the real Codex CLI"
+  export DEMO_MODE=true
   rm -f "$data/codex-config.toml"
-  target/release/scripted-model --script demo/script.json --write-config "$data/codex-config.toml" >/dev/null &
+  "$bin/scripted-model" --script "$PWD/demo/script.json" --write-config "$data/codex-config.toml" >/dev/null &
   pids+=($!)
   for _ in $(seq 100); do [[ -f "$data/codex-config.toml" ]] && break; sleep 0.1; done
-  [[ -f "$data/codex-config.toml" ]] || { echo "the scripted model did not start" >&2; exit 1; }
+  [[ -f "$data/codex-config.toml" ]] || fail "the scripted model did not start"
   export RUNNER_CODEX_CONFIG=$data/codex-config.toml
 fi
-target/release/runner &
+"$bin/runner" &
 pids+=($!)
-target/release/backend &
+"$bin/backend" &
 pids+=($!)
-target/release/frontend-proxy &
+"$bin/frontend-proxy" &
 pids+=($!)
-echo "repo-runner: dashboard http://${PROXY_ADDR:-127.0.0.1:9100} (Ctrl-C to stop)"
-wait -n
+for _ in $(seq 300); do port_busy "$PROXY_ADDR" && port_busy "$BACKEND_ADDR" && break; sleep 0.1; done
+echo "repo-runner: dashboard at http://$PROXY_ADDR (Ctrl-C to stop)"
+wait -n "${pids[@]}"

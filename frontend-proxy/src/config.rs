@@ -10,6 +10,8 @@ pub struct Config {
     pub proxy_addr: String,
     /// `BACKEND_URL`: where `/api`, `/docs` and `/health` go.
     pub backend_url: String,
+    /// `DEMO_MODE`: the dashboard says so (a scripted model drives Codex).
+    pub demo_mode: bool,
 }
 
 impl Default for Config {
@@ -17,6 +19,7 @@ impl Default for Config {
         Self {
             proxy_addr: "127.0.0.1:9100".into(),
             backend_url: "http://127.0.0.1:9101".into(),
+            demo_mode: false,
         }
     }
 }
@@ -24,7 +27,7 @@ impl Default for Config {
 impl Config {
     pub fn from_env() -> Result<Self, Box<figment::Error>> {
         let mut config: Config = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Env::raw().only(&["PROXY_ADDR", "BACKEND_URL"]))
+            .merge(Env::raw().only(&["PROXY_ADDR", "BACKEND_URL", "DEMO_MODE"]))
             .extract()
             .map_err(Box::new)?;
         config.backend_url = config.backend_url.trim_end_matches('/').to_owned();

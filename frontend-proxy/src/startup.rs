@@ -22,6 +22,7 @@ pub struct Application {
     acceptor: TcpAcceptor,
     addr: SocketAddr,
     upstream: Upstream,
+    demo_mode: bool,
 }
 
 impl Application {
@@ -39,6 +40,7 @@ impl Application {
             acceptor,
             addr,
             upstream: Upstream::new(&config.backend_url),
+            demo_mode: config.demo_mode,
         })
     }
 
@@ -50,7 +52,12 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
+        let mode = serde_json::json!({ "demo": self.demo_mode });
         let app = Route::new()
+            .at(
+                "/mode.json",
+                poem::endpoint::make_sync(move |_| poem::web::Json(mode.clone())),
+            )
             .nest("/api", forward)
             .nest("/docs", forward)
             .at("/health", forward)

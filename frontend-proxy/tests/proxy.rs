@@ -85,6 +85,7 @@ async fn start_proxy(backend_url: String) -> String {
     let app = Application::build(Config {
         proxy_addr: "127.0.0.1:0".into(),
         backend_url,
+        demo_mode: true,
     })
     .await
     .unwrap();
@@ -215,4 +216,13 @@ async fn a_backend_that_is_down_gets_502_json_and_the_dashboard_still_loads() {
     assert!(page.text().await.unwrap().contains("repo-runner"));
     let script = client.get(format!("{proxy}/app.js")).send().await.unwrap();
     assert_eq!(script.status(), 200);
+    let mode: Value = client
+        .get(format!("{proxy}/mode.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mode, serde_json::json!({"demo": true}));
 }

@@ -297,6 +297,11 @@ function route() {
   refreshSessions();
 }
 
+fetch("/mode.json")
+  .then((r) => r.json())
+  .then((mode) => { $("#demo-banner").hidden = !mode.demo; })
+  .catch(() => {});
+
 window.addEventListener("hashchange", route);
 setInterval(refreshSessions, 3000);
 route();

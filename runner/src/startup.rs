@@ -26,6 +26,11 @@ impl Application {
         let codex = Codex::new(CodexOptions {
             codex_path: config.codex_bin.clone(),
             api_key: config.api_key.clone(),
+            // The CLI would otherwise start a login shell of the runner's user
+            // at each run to copy its environment: that is the environment
+            // the runner keeps from the agent, and a login profile may leave
+            // background processes (in a session of their own) behind.
+            config_overrides: vec![("features.shell_snapshot".into(), "false".into())],
             ..Default::default()
         });
         let acceptor = TcpListener::bind(config.addr.clone())

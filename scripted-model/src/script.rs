@@ -85,7 +85,14 @@ impl Exec {
             Exec::Cmd(cmd) => (cmd, None),
             Exec::Full { cmd, yield_time_ms } => (cmd, *yield_time_ms),
         };
-        serde_json::json!({ "cmd": cmd, "yield_time_ms": yield_ms.unwrap_or(DEFAULT_YIELD_MS) })
+        // A plain shell, not a login shell: a login profile may fork
+        // background work (a version manager's rehash, say) that outlives
+        // the command and clutters its output.
+        serde_json::json!({
+            "cmd": cmd,
+            "login": false,
+            "yield_time_ms": yield_ms.unwrap_or(DEFAULT_YIELD_MS),
+        })
     }
 }
 
