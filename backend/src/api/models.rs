@@ -76,18 +76,25 @@ pub struct Session {
     /// The remote, without credentials.
     pub repo_url: String,
     #[oai(rename = "ref")]
+    #[oai(nullable)]
     pub git_ref: Option<String>,
+    #[oai(nullable)]
     pub depth: Option<i32>,
     /// The workspace on the server: `WORKSPACES_ROOT/<session_id>/repo`.
     pub repo_path: String,
     /// The runner's thread of this session, once it has one.
+    #[oai(nullable)]
     pub thread_id: Option<String>,
     /// The Codex thread (conversation) id, after the first run.
+    #[oai(nullable)]
     pub codex_thread_id: Option<String>,
     /// The commit the clone checked out: the base of the diff.
+    #[oai(nullable)]
     pub base_commit: Option<String>,
     /// Why the clone failed.
+    #[oai(nullable)]
     pub error: Option<String>,
+    #[oai(nullable)]
     pub clone_progress: Option<CloneProgress>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -181,12 +188,18 @@ pub struct Run {
     pub position: i64,
     pub status: RunStatus,
     pub prompt: String,
+    #[oai(nullable)]
     pub final_response: Option<String>,
+    #[oai(nullable)]
     pub usage: Option<Usage>,
+    #[oai(nullable)]
     pub error: Option<String>,
+    #[oai(nullable)]
     pub files: Option<RunFiles>,
     pub created_at: DateTime<Utc>,
+    #[oai(nullable)]
     pub started_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub finished_at: Option<DateTime<Utc>>,
 }
 
