@@ -151,6 +151,7 @@ impl Config {
             .merge(Env::raw().only(&ENV_KEYS))
             .extract()
             .map_err(Box::new)?;
+        let limits = Limits::from(&raw);
         Ok(Self {
             addr: raw.backend_addr,
             database_url: raw.database_url,
@@ -165,25 +166,19 @@ impl Config {
                 .filter(|o| !o.is_empty())
                 .map(str::to_owned)
                 .collect(),
-            limits: Limits {
-                max_prompt_chars: raw.backend_max_prompt_chars,
-                max_queued_runs: raw.backend_max_queued_runs,
-                max_body_bytes: raw.backend_max_body_bytes,
-                max_file_bytes: raw.backend_max_file_bytes,
-                max_diff_bytes: raw.backend_max_diff_bytes,
-                max_tree_entries: raw.backend_max_tree_entries,
-                max_events_per_run: raw.backend_max_events_per_run.max(2),
-                max_clone_bytes: raw.backend_max_clone_bytes,
-                keep_alive: Duration::from_secs(raw.backend_keep_alive_secs.max(1)),
-                event_batch: raw.backend_event_batch.max(1),
-            },
+            limits,
         })
     }
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        let raw = Raw::default();
+        Limits::from(&Raw::default())
+    }
+}
+
+impl From<&Raw> for Limits {
+    fn from(raw: &Raw) -> Self {
         Self {
             max_prompt_chars: raw.backend_max_prompt_chars,
             max_queued_runs: raw.backend_max_queued_runs,
@@ -191,10 +186,10 @@ impl Default for Limits {
             max_file_bytes: raw.backend_max_file_bytes,
             max_diff_bytes: raw.backend_max_diff_bytes,
             max_tree_entries: raw.backend_max_tree_entries,
-            max_events_per_run: raw.backend_max_events_per_run,
+            max_events_per_run: raw.backend_max_events_per_run.max(2),
             max_clone_bytes: raw.backend_max_clone_bytes,
-            keep_alive: Duration::from_secs(raw.backend_keep_alive_secs),
-            event_batch: raw.backend_event_batch,
+            keep_alive: Duration::from_secs(raw.backend_keep_alive_secs.max(1)),
+            event_batch: raw.backend_event_batch.max(1),
         }
     }
 }

@@ -12,4 +12,3 @@ pub mod hub;
 pub mod runner_client;
 pub mod startup;
 pub mod store;
-pub mod telemetry;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::listener::TcpAcceptor;
 use poem::Server;
 
 use crate::config::Config;
@@ -31,15 +31,7 @@ impl Application {
         let store = Store::connect(&config.database_url, config.pool_size)
             .await
             .context("cannot connect to Postgres (DATABASE_URL)")?;
-        let acceptor = TcpListener::bind(config.addr.clone())
-            .into_acceptor()
-            .await
-            .with_context(|| format!("cannot listen on BACKEND_ADDR {}", config.addr))?;
-        let addr = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().copied())
-            .context("the listener has no address")?;
+        let (acceptor, addr) = service_kit::bind(&config.addr, "BACKEND_ADDR").await?;
         let engine = Engine::new(Arc::new(config), store, root);
         engine.recover().await.context("cannot recover runs")?;
         Ok(Self {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use poem::endpoint::EmbeddedFilesEndpoint;
-use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::listener::TcpAcceptor;
 use poem::middleware::Tracing;
 use poem::{EndpointExt, Route, Server};
 
@@ -27,15 +27,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let acceptor = TcpListener::bind(config.proxy_addr.clone())
-            .into_acceptor()
-            .await
-            .with_context(|| format!("cannot listen on PROXY_ADDR {}", config.proxy_addr))?;
-        let addr = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().copied())
-            .context("the listener has no address")?;
+        let (acceptor, addr) = service_kit::bind(&config.proxy_addr, "PROXY_ADDR").await?;
         Ok(Self {
             acceptor,
             addr,

@@ -8,5 +8,4 @@ pub mod error;
 pub mod execution;
 pub mod registry;
 pub mod startup;
-pub mod telemetry;
 pub mod workspace;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use codex_sdk::{Codex, CodexOptions};
-use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::listener::TcpAcceptor;
 use poem::Server;
 
 use crate::api::{routes, AppState};
@@ -33,15 +33,7 @@ impl Application {
             config_overrides: vec![("features.shell_snapshot".into(), "false".into())],
             ..Default::default()
         });
-        let acceptor = TcpListener::bind(config.addr.clone())
-            .into_acceptor()
-            .await
-            .with_context(|| format!("cannot listen on RUNNER_ADDR {}", config.addr))?;
-        let addr = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().copied())
-            .context("the listener has no address")?;
+        let (acceptor, addr) = service_kit::bind(&config.addr, "RUNNER_ADDR").await?;
         let state = AppState {
             shutdown: tokio_util::sync::CancellationToken::new(),
             registry: Arc::new(Registry::new(config.limits.clone())),

@@ -160,3 +160,12 @@ pub fn init_repo(dir: &Path) {
     git(dir, &["add", "."]);
     git(dir, &["commit", "-q", "-m", "initial"]);
 }
+
+/// Whether any process on the machine has `marker` in its command line.
+pub fn process_with_marker_exists(marker: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        std::fs::read(entry.path().join("cmdline"))
+            .map(|cmd| String::from_utf8_lossy(&cmd).contains(marker))
+            .unwrap_or(false)
+    })
+}

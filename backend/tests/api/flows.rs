@@ -2,7 +2,7 @@
 //! cancellation; subscribers.
 
 use serde_json::{json, Value};
-use test_support::{assert_numbered_from_one, labels};
+use test_support::{assert_numbered_from_one, labels, process_with_marker_exists};
 
 use crate::helpers::TestStack;
 
@@ -162,14 +162,6 @@ async fn prompts_queue_while_cloning_and_run_in_order() {
         order[0] < order[1] && order[1] < order[2],
         "the model saw the prompts in order"
     );
-}
-
-fn process_with_marker_exists(marker: &str) -> bool {
-    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
-        std::fs::read(entry.path().join("cmdline"))
-            .map(|cmd| String::from_utf8_lossy(&cmd).contains(marker))
-            .unwrap_or(false)
-    })
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ mod helpers;
 
 use helpers::{SseEvent, TestRunner};
 use serde_json::{json, Value};
-use test_support::{assert_numbered_from_one, labels};
+use test_support::{assert_numbered_from_one, labels, process_with_marker_exists};
 
 fn thread_started_id(events: &[SseEvent]) -> String {
     events
@@ -143,14 +143,6 @@ async fn cancelling_a_sleeping_run_ends_it_with_run_cancelled() {
         runner.events(&next).await.last().unwrap().event,
         "run.completed"
     );
-}
-
-fn process_with_marker_exists(marker: &str) -> bool {
-    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
-        std::fs::read(entry.path().join("cmdline"))
-            .map(|cmd| String::from_utf8_lossy(&cmd).contains(marker))
-            .unwrap_or(false)
-    })
 }
 
 #[tokio::test]
