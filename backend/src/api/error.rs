@@ -14,8 +14,7 @@ pub struct ErrorBody {
     /// What went wrong, for a person.
     pub message: String,
     /// A stable machine code: `bad_request`, `validation_error`, `not_found`,
-    /// `conflict`, `payload_too_large`, `internal_error`,
-    /// `runner_unavailable`, `not_ready`.
+    /// `conflict`, `payload_too_large`, `internal_error`, `not_ready`.
     pub code: String,
     /// Extra structured information, when there is any.
     #[oai(skip_serializing_if_is_none)]
@@ -44,9 +43,6 @@ pub enum ApiError {
     /// Something failed on our side; the log says what.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// The runner could not be reached.
-    #[oai(status = 502)]
-    BadGateway(Json<ErrorBody>),
     /// A dependency is not ready.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
@@ -84,10 +80,6 @@ impl ApiError {
 
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::Unavailable(body("Service Unavailable", "not_ready", message))
-    }
-
-    pub fn bad_gateway(message: impl Into<String>) -> Self {
-        Self::BadGateway(body("Bad Gateway", "runner_unavailable", message))
     }
 
     /// A 500 says nothing inside; the log says everything.
