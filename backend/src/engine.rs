@@ -391,6 +391,7 @@ impl Engine {
                 }
             };
             let mut batch: Vec<EventRow> = Vec::new();
+            let last_before = last;
             loop {
                 // Take what is ready without waiting; write the batch when
                 // the stream has nothing more for now or the batch is full.
@@ -445,6 +446,19 @@ impl Engine {
                 }
             }
             self.persist(run.id, &mut batch).await;
+            // A stream that ended with nothing new counts as a failed
+            // attempt, so a runner that keeps closing streams is not hammered.
+            if last == last_before {
+                failures += 1;
+                if failures >= RELAY_ATTEMPTS {
+                    break 'relay synthetic_failure(
+                        run.id,
+                        last + 1,
+                        "the runner keeps closing the run's event stream",
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
+            }
         };
         self.finish(session, run, terminal, before).await;
         if let Some(id) = codex_thread {
