@@ -175,18 +175,7 @@ impl Engine {
             progress.cancel.store(true, Ordering::Relaxed);
         }
         for run in self.store.runs_of_session(session.id).await? {
-            match run.status.as_str() {
-                "queued" => {
-                    self.finish_without_runner(&run, "run.cancelled", None)
-                        .await?;
-                }
-                "running" => {
-                    if let Some(runner_run) = &run.runner_run_id {
-                        let _ = self.runner.cancel_run(runner_run).await;
-                    }
-                }
-                _ => {}
-            }
+            self.cancel(&run).await?;
         }
         if let Some(thread) = &session.runner_thread_id {
             let _ = self.runner.delete_thread(thread).await;
@@ -369,100 +358,89 @@ impl Engine {
         let max_batch = self.config.limits.event_batch;
         let mut last = after;
         let mut failures = 0u32;
-        let mut codex_thread: Option<String> = None;
         let terminal: EventRow = 'relay: loop {
-            let mut stream = match self.runner.events(runner_run, last).await {
-                Ok(stream) => stream,
+            // Each pass follows one connection; one that fails, or ends with
+            // nothing new, backs off, so a runner that keeps refusing or
+            // closing streams is not hammered.
+            let failure = match self.runner.events(runner_run, last).await {
                 Err(RunnerError::NotFound(_)) => {
                     break 'relay synthetic_failure(run.id, last + 1,
                         "the runner no longer knows this run (it was probably restarted); send the prompt again");
                 }
-                Err(error) => {
-                    failures += 1;
-                    if failures >= RELAY_ATTEMPTS {
-                        break 'relay synthetic_failure(
-                            run.id,
-                            last + 1,
-                            &format!("lost the runner: {error}"),
-                        );
+                Err(error) => format!("lost the runner: {error}"),
+                Ok(mut stream) => {
+                    let mut batch: Vec<EventRow> = Vec::new();
+                    let last_before = last;
+                    loop {
+                        // Take what is ready without waiting; write the batch
+                        // when the stream has nothing more for now or the
+                        // batch is full.
+                        let next = match stream.next().now_or_never() {
+                            Some(next) => next,
+                            None => {
+                                self.persist(run.id, &mut batch).await;
+                                stream.next().await
+                            }
+                        };
+                        let event = match next {
+                            Some(Ok(event)) => event,
+                            Some(Err(_)) | None => break,
+                        };
+                        if event.seq <= last {
+                            continue;
+                        }
+                        if event.seq != last + 1 {
+                            tracing::warn!(
+                                expected = last + 1,
+                                got = event.seq,
+                                "gap in the runner's stream; reconnecting"
+                            );
+                            break;
+                        }
+                        failures = 0;
+                        last = event.seq;
+                        let row = EventRow {
+                            seq: event.seq as i64,
+                            event_type: event.kind,
+                            data: event.data,
+                        };
+                        if is_terminal(&row.event_type) {
+                            self.persist(run.id, &mut batch).await;
+                            break 'relay row;
+                        }
+                        if row.event_type == "thread.started" {
+                            self.record_codex_thread(session.id, &row.data).await;
+                        }
+                        let _ = hub.push_numbered(last, &row.event_type, row.data.clone(), false);
+                        batch.push(row);
+                        if batch.len() >= max_batch {
+                            self.persist(run.id, &mut batch).await;
+                        }
                     }
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
-                    continue;
+                    self.persist(run.id, &mut batch).await;
+                    if last != last_before {
+                        continue;
+                    }
+                    "the runner keeps closing the run's event stream".to_owned()
                 }
             };
-            let mut batch: Vec<EventRow> = Vec::new();
-            let last_before = last;
-            loop {
-                // Take what is ready without waiting; write the batch when
-                // the stream has nothing more for now or the batch is full.
-                let next = match stream.next().now_or_never() {
-                    Some(next) => next,
-                    None => {
-                        self.persist(run.id, &mut batch).await;
-                        stream.next().await
-                    }
-                };
-                let event = match next {
-                    Some(Ok(event)) => event,
-                    Some(Err(_)) | None => break,
-                };
-                if event.seq <= last {
-                    continue;
-                }
-                if event.seq != last + 1 {
-                    tracing::warn!(
-                        expected = last + 1,
-                        got = event.seq,
-                        "gap in the runner's stream; reconnecting"
-                    );
-                    break;
-                }
-                failures = 0;
-                last = event.seq;
-                if is_terminal(&event.kind) {
-                    self.persist(run.id, &mut batch).await;
-                    break 'relay EventRow {
-                        seq: event.seq as i64,
-                        event_type: event.kind,
-                        data: event.data,
-                    };
-                }
-                if event.kind == "thread.started" {
-                    codex_thread = serde_json::from_str::<Value>(&event.data)
-                        .ok()
-                        .and_then(|v| v["thread_id"].as_str().map(str::to_owned));
-                    if let Some(id) = &codex_thread {
-                        let _ = self.store.set_codex_thread(session.id, id).await;
-                    }
-                }
-                let _ = hub.push_numbered(event.seq, &event.kind, event.data.clone(), false);
-                batch.push(EventRow {
-                    seq: event.seq as i64,
-                    event_type: event.kind,
-                    data: event.data,
-                });
-                if batch.len() >= max_batch {
-                    self.persist(run.id, &mut batch).await;
-                }
+            failures += 1;
+            if failures >= RELAY_ATTEMPTS {
+                break 'relay synthetic_failure(run.id, last + 1, &failure);
             }
-            self.persist(run.id, &mut batch).await;
-            // A stream that ended with nothing new counts as a failed
-            // attempt, so a runner that keeps closing streams is not hammered.
-            if last == last_before {
-                failures += 1;
-                if failures >= RELAY_ATTEMPTS {
-                    break 'relay synthetic_failure(
-                        run.id,
-                        last + 1,
-                        "the runner keeps closing the run's event stream",
-                    );
-                }
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
-            }
+            tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
         };
         self.finish(session, run, terminal, before).await;
-        if let Some(id) = codex_thread {
-            tracing::debug!(codex_thread_id = %id, "codex thread recorded");
+    }
+
+    /// The session's conversation is this Codex thread from now on: a
+    /// restarted runner resumes it.
+    async fn record_codex_thread(&self, session: Uuid, thread_started: &str) {
+        let id = serde_json::from_str::<Value>(thread_started)
+            .ok()
+            .and_then(|v| v["thread_id"].as_str().map(str::to_owned));
+        if let Some(id) = id {
+            let _ = self.store.set_codex_thread(session, &id).await;
         }
     }
 
@@ -501,11 +479,7 @@ impl Engine {
         data["runId"] = json!(run.id);
         data["files"] = json!(changes);
         let outcome = RunOutcome {
-            status: match terminal.event_type.as_str() {
-                "run.completed" => "completed",
-                "run.cancelled" => "cancelled",
-                _ => "failed",
-            },
+            status: run_status(&terminal.event_type),
             final_response: data["finalResponse"].as_str().map(str::to_owned),
             usage: Some(data["usage"].clone()).filter(|u| !u.is_null()),
             error: data["error"].as_str().map(str::to_owned),
@@ -555,11 +529,7 @@ impl Engine {
             data: data.to_string(),
         };
         let outcome = RunOutcome {
-            status: if kind == "run.cancelled" {
-                "cancelled"
-            } else {
-                "failed"
-            },
+            status: run_status(kind),
             error,
             ..Default::default()
         };
@@ -620,14 +590,25 @@ impl Engine {
                 .mark_failed(session, "the clone was interrupted by a restart of the backend; delete this session and create it again")
                 .await?;
         }
+        let mut sessions = std::collections::BTreeSet::new();
         for run in self.store.active_runs().await? {
             let first = self.store.last_seq(run.id).await? as u64 + 1;
             self.hubs.open(run.id, first);
+            sessions.insert(run.session_id);
         }
-        for session in self.store.sessions_with_active_runs().await? {
+        for session in sessions {
             self.kick(session).await;
         }
         Ok(())
+    }
+}
+
+/// The status a run ends in, by its terminal event.
+fn run_status(terminal_event: &str) -> &'static str {
+    match terminal_event {
+        "run.completed" => "completed",
+        "run.cancelled" => "cancelled",
+        _ => "failed",
     }
 }
 

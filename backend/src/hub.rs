@@ -87,7 +87,7 @@ pub fn subscribe(
                     }
                     for row in page {
                         after = row.seq as u64;
-                        yield Arc::new(LoggedEvent { seq: after, kind: row.event_type, data: row.data });
+                        yield Arc::new(LoggedEvent::from(row));
                     }
                 }
                 while let Some(batch) = hub.next_after(after).await {
@@ -105,7 +105,7 @@ pub fn subscribe(
             for row in page {
                 after = row.seq as u64;
                 let terminal = is_terminal(&row.event_type);
-                yield Arc::new(LoggedEvent { seq: after, kind: row.event_type, data: row.data });
+                yield Arc::new(LoggedEvent::from(row));
                 if terminal {
                     return;
                 }

@@ -118,6 +118,16 @@ pub struct EventRow {
     pub data: String,
 }
 
+impl From<EventRow> for event_log::LoggedEvent {
+    fn from(row: EventRow) -> Self {
+        Self {
+            seq: row.seq as u64,
+            kind: row.event_type,
+            data: row.data,
+        }
+    }
+}
+
 /// What a finished run leaves in its row.
 #[derive(Debug, Clone, Default)]
 pub struct RunOutcome {
@@ -443,20 +453,7 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Runs that were queued or running when the previous process stopped,
-    /// by session.
-    pub async fn sessions_with_active_runs(&self) -> Result<Vec<Uuid>> {
-        let rows = self
-            .client()
-            .await?
-            .query(
-                "SELECT DISTINCT session_id FROM runs WHERE status IN ('queued', 'running')",
-                &[],
-            )
-            .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
-    }
-
+    /// Runs that were queued or running when the previous process stopped.
     pub async fn active_runs(&self) -> Result<Vec<RunRow>> {
         let rows = self
             .client()

@@ -7,8 +7,7 @@
 
 use poem::http::{HeaderMap, HeaderName, StatusCode};
 use poem::web::Data;
-use poem::{handler, Body, IntoResponse, Request, Response};
-use serde_json::json;
+use poem::{handler, Body, Request, Response};
 
 #[derive(Clone)]
 pub struct Upstream {
@@ -101,13 +100,9 @@ pub async fn forward(req: &Request, body: Body, Data(upstream): Data<&Upstream>)
 
 /// The API's error schema, for when the backend cannot be reached.
 pub fn bad_gateway() -> Response {
-    (
+    service_kit::error_response(
         StatusCode::BAD_GATEWAY,
-        poem::web::Json(json!({
-            "error": "Bad Gateway",
-            "message": "the backend is unreachable; the dashboard retries by itself",
-            "code": "backend_unavailable",
-        })),
+        "the backend is unreachable; the dashboard retries by itself",
+        "backend_unavailable",
     )
-        .into_response()
 }

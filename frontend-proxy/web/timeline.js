@@ -4,7 +4,7 @@
 // once each, by sequence number, so a reconnect never shows anything twice.
 
 import { EVENT_TYPES, TERMINAL_TYPES, api } from "./api.js";
-import { escapeHtml, renderMarkdown } from "./markdown.js";
+import { renderMarkdown } from "./markdown.js";
 
 const el = (tag, attrs = {}, ...children) => {
   const node = document.createElement(tag);
@@ -238,4 +238,4 @@ function renderItem(item, workspace) {
   }
 }
 
-export { el, escapeHtml };
+export { el };

@@ -150,10 +150,6 @@ impl Run {
         true
     }
 
-    pub fn cancel_requested(&self) -> bool {
-        self.state().cancel_requested
-    }
-
     pub fn set_codex_thread_id(&self, id: String) {
         self.state().codex_thread_id = Some(id);
     }
@@ -320,10 +316,6 @@ impl Registry {
                 runs.remove(&id);
             }
         }
-    }
-
-    pub fn run_count(&self) -> usize {
-        self.runs().len()
     }
 
     /// Runs not finished yet.

@@ -1,10 +1,13 @@
 //! What the runner, the backend and the frontend-proxy do the same way:
-//! logging set-up, binding their listener, and the signal that stops them.
+//! logging set-up, binding their listener, the signal that stops them, and
+//! the JSON body of their errors.
 
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use poem::http::StatusCode;
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::{IntoResponse, Response};
 
 /// Logs to stderr, filtered by `RUST_LOG` (`info` by default), coloured only
 /// on a terminal.
@@ -47,4 +50,39 @@ pub async fn stop_signal() {
             }
         } => {}
     }
+}
+
+/// The error schema of every service: `{error, message, code}`, `error`
+/// being the status's reason phrase and `code` a stable machine code.
+pub fn error_response(status: StatusCode, message: impl Into<String>, code: &str) -> Response {
+    let body = serde_json::json!({
+        "error": status.canonical_reason().unwrap_or("Error"),
+        "message": message.into(),
+        "code": code,
+    });
+    (status, poem::web::Json(body)).into_response()
+}
+
+/// For `catch_all_error`: an error that already carries its response (a
+/// service's own error type) passes as it is; an error poem raised itself
+/// (unknown route, wrong method, unreadable body) gets the JSON schema. A
+/// 500 says nothing inside; the log says everything.
+pub async fn json_error(error: poem::Error) -> Response {
+    if error.is_from_response() {
+        return error.into_response();
+    }
+    let status = error.status();
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_server_error() => "internal_error",
+        _ => "bad_request",
+    };
+    if status.is_server_error() {
+        tracing::error!(%error, "unhandled error");
+        return error_response(status, "internal error", code);
+    }
+    error_response(status, error.to_string(), code)
 }

@@ -130,33 +130,5 @@ fn bad_request(error: poem::Error) -> ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 /// Errors raised outside the OpenAPI operations (unknown route, wrong
-/// method, body limit) get the same JSON body.
-pub async fn catch_all(error: poem::Error) -> poem::Response {
-    use poem::IntoResponse;
-    // Our own errors (an `ApiError` returned by an operation) already carry
-    // their JSON body.
-    if error.is_from_response() {
-        return error.into_response();
-    }
-    let status = error.status();
-    let code = match status.as_u16() {
-        404 => "not_found",
-        405 => "method_not_allowed",
-        413 => "payload_too_large",
-        s if s >= 500 => "internal_error",
-        _ => "bad_request",
-    };
-    let message = if status.is_server_error() {
-        tracing::error!(%error, "unhandled error");
-        "internal error".to_owned()
-    } else {
-        error.to_string()
-    };
-    let body = ErrorBody {
-        error: status.canonical_reason().unwrap_or("Error").to_owned(),
-        message,
-        code: code.to_owned(),
-        detail: None,
-    };
-    (status, poem::web::Json(body)).into_response()
-}
+/// method, body limit) get the same JSON body; ours pass as they are.
+pub use service_kit::json_error as catch_all;

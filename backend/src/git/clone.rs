@@ -245,7 +245,7 @@ fn checkout_ref(
     progress: &Arc<CloneProgress>,
 ) -> Result<Oid, CloneError> {
     let name = git_ref.as_str();
-    let mut target = resolve(repo, name);
+    let mut target = resolve(repo, git_ref);
     if target.is_none() {
         let mut remote = repo
             .find_remote("origin")
@@ -264,7 +264,7 @@ fn checkout_ref(
                 // A refspec naming nothing is how "not this kind of ref" shows.
                 Err(_) => continue,
             }
-            target = resolve(repo, name);
+            target = resolve(repo, git_ref);
             if target.is_some() {
                 break;
             }
@@ -298,7 +298,8 @@ fn checkout_ref(
 }
 
 /// (commit, branch name if it is a branch)
-fn resolve(repo: &Repository, name: &str) -> Option<(Oid, Option<String>)> {
+fn resolve(repo: &Repository, git_ref: &GitRef) -> Option<(Oid, Option<String>)> {
+    let name = git_ref.as_str();
     let peel = |refname: &str| {
         repo.find_reference(refname)
             .ok()
@@ -311,7 +312,7 @@ fn resolve(repo: &Repository, name: &str) -> Option<(Oid, Option<String>)> {
     if let Some(oid) = peel(&format!("refs/tags/{name}")) {
         return Some((oid, None));
     }
-    if name.chars().all(|c| c.is_ascii_hexdigit()) && name.len() >= 4 {
+    if git_ref.looks_like_commit() {
         if let Ok(object) = repo.revparse_single(name) {
             if let Ok(commit) = object.peel_to_commit() {
                 return Some((commit.id(), None));
