@@ -50,7 +50,17 @@ impl ResponseError for ApiError {
         if let ApiError::Internal(error) = self {
             tracing::error!(error.cause_chain = ?error, "internal error");
         }
-        service_kit::error_response(self.status(), self.to_string(), self.code())
+        let mut response =
+            service_kit::error_response(self.status(), self.to_string(), self.code());
+        if let ApiError::TooLarge(_) = self {
+            // The rest of the body is left unread, so the connection cannot
+            // carry another request: say so, or a client may reuse it.
+            response.headers_mut().insert(
+                poem::http::header::CONNECTION,
+                poem::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 

@@ -122,10 +122,17 @@ async fn limit_body<E: poem::Endpoint>(
     mut req: Request,
     max: usize,
 ) -> poem::Result<Response> {
+    // The body is left unread, so the connection cannot carry another
+    // request: say so, or a client may reuse it and lose its next request.
     let too_large = || {
-        ApiError::too_large(format!(
+        let mut response = ApiError::too_large(format!(
             "the request body is larger than {max} bytes (BACKEND_MAX_BODY_BYTES)"
         ))
+        .into_response();
+        response
+            .headers_mut()
+            .insert("connection", poem::http::HeaderValue::from_static("close"));
+        response
     };
     let declared = req
         .headers()
@@ -133,13 +140,13 @@ async fn limit_body<E: poem::Endpoint>(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     match declared {
-        Some(len) if len > max => return Ok(too_large().into_response()),
+        Some(len) if len > max => return Ok(too_large()),
         Some(_) => {}
         None if req.headers().contains_key("transfer-encoding") => {
             let body = req.take_body();
             match body.into_bytes_limit(max).await {
                 Ok(bytes) => req.set_body(bytes),
-                Err(_) => return Ok(too_large().into_response()),
+                Err(_) => return Ok(too_large()),
             }
         }
         None => {}
