@@ -39,8 +39,13 @@ pub struct Limits {
     pub max_finished_runs: usize,
     /// `RUNNER_MAX_EVENTS_PER_RUN`: a run that emits more fails.
     pub max_events_per_run: usize,
-    /// `RUNNER_MAX_THREADS`: threads kept at most; more are refused (429).
+    /// `RUNNER_MAX_THREADS`: threads kept at most; a new one releases the
+    /// least recently used idle thread, and is refused (429) only when every
+    /// thread has an active run.
     pub max_threads: usize,
+    /// `RUNNER_THREAD_IDLE_SECS`: a thread without a run for this long is
+    /// released (its Codex conversation stays resumable).
+    pub thread_idle: Duration,
     /// `RUNNER_MAX_PROMPT_BYTES`: longest prompt accepted.
     pub max_prompt_bytes: usize,
     /// `RUNNER_MAX_BODY_BYTES`: largest request body accepted.
@@ -56,6 +61,7 @@ impl Default for Limits {
             max_finished_runs: 1000,
             max_events_per_run: 50_000,
             max_threads: 10_000,
+            thread_idle: Duration::from_secs(3600),
             max_prompt_bytes: 256 * 1024,
             max_body_bytes: 1024 * 1024,
             keep_alive: Duration::from_secs(15),
@@ -113,6 +119,7 @@ struct Raw {
     runner_max_finished_runs: usize,
     runner_max_events_per_run: usize,
     runner_max_threads: usize,
+    runner_thread_idle_secs: u64,
     runner_max_prompt_bytes: usize,
     runner_max_body_bytes: usize,
     runner_keep_alive_secs: u64,
@@ -134,6 +141,7 @@ impl Default for Raw {
             runner_max_finished_runs: limits.max_finished_runs,
             runner_max_events_per_run: limits.max_events_per_run,
             runner_max_threads: limits.max_threads,
+            runner_thread_idle_secs: limits.thread_idle.as_secs(),
             runner_max_prompt_bytes: limits.max_prompt_bytes,
             runner_max_body_bytes: limits.max_body_bytes,
             runner_keep_alive_secs: limits.keep_alive.as_secs(),
@@ -179,6 +187,7 @@ impl Config {
                 max_finished_runs: raw.runner_max_finished_runs,
                 max_events_per_run: raw.runner_max_events_per_run.max(2),
                 max_threads: raw.runner_max_threads,
+                thread_idle: Duration::from_secs(raw.runner_thread_idle_secs.max(1)),
                 max_prompt_bytes: raw.runner_max_prompt_bytes,
                 max_body_bytes: raw.runner_max_body_bytes,
                 keep_alive: Duration::from_secs(raw.runner_keep_alive_secs.max(1)),
@@ -197,7 +206,7 @@ impl Config {
     }
 }
 
-const ENV_KEYS: [&str; 15] = [
+const ENV_KEYS: [&str; 16] = [
     "RUNNER_ADDR",
     "WORKSPACES_ROOT",
     "CODEX_BIN",
@@ -210,6 +219,7 @@ const ENV_KEYS: [&str; 15] = [
     "RUNNER_MAX_FINISHED_RUNS",
     "RUNNER_MAX_EVENTS_PER_RUN",
     "RUNNER_MAX_THREADS",
+    "RUNNER_THREAD_IDLE_SECS",
     "RUNNER_MAX_PROMPT_BYTES",
     "RUNNER_MAX_BODY_BYTES",
     "RUNNER_KEEP_ALIVE_SECS",

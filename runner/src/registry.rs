@@ -1,5 +1,13 @@
 //! The runner's in-memory state: threads, runs, and the rules between them
 //! (one active run per thread; bounded tables).
+//!
+//! A thread is cheap to forget: its Codex conversation lives in the
+//! workspace's `CODEX_HOME`, and a new runner thread created with
+//! `resumeThreadId` continues it. So a full thread table does not refuse a
+//! new thread while some thread is idle: the least recently used idle thread
+//! is released instead, and idle threads are released after
+//! `RUNNER_THREAD_IDLE_SECS`. A released thread answers 404 like a deleted
+//! one. Threads with an active run are never released.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,6 +31,9 @@ pub struct ThreadRecord {
     pub codex_thread_id: Option<String>,
     pub active_run: Option<Uuid>,
     pub created_at: DateTime<Utc>,
+    /// When the thread was created or last started or ended a run: the
+    /// order in which idle threads are released.
+    pub last_used: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -201,6 +212,10 @@ impl Registry {
         }
     }
 
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     fn threads(&self) -> MutexGuard<'_, HashMap<Uuid, ThreadRecord>> {
         self.threads.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -215,11 +230,20 @@ impl Registry {
         codex_thread_id: Option<String>,
     ) -> Result<ThreadRecord> {
         let mut threads = self.threads();
-        if threads.len() >= self.limits.max_threads {
-            return Err(ApiError::TooMany(format!(
-                "the runner already holds {} threads (RUNNER_MAX_THREADS); delete some first",
-                threads.len()
-            )));
+        while threads.len() >= self.limits.max_threads {
+            let idle = threads
+                .values()
+                .filter(|thread| thread.active_run.is_none())
+                .min_by_key(|thread| thread.last_used)
+                .map(|thread| thread.id);
+            let Some(idle) = idle else {
+                return Err(ApiError::TooMany(format!(
+                    "every one of the runner's {} threads has an active run (RUNNER_MAX_THREADS)",
+                    threads.len()
+                )));
+            };
+            threads.remove(&idle);
+            tracing::info!(thread_id = %idle, "idle thread released to make room (RUNNER_MAX_THREADS)");
         }
         let record = ThreadRecord {
             id: Uuid::new_v4(),
@@ -227,6 +251,7 @@ impl Registry {
             codex_thread_id,
             active_run: None,
             created_at: Utc::now(),
+            last_used: Instant::now(),
         };
         threads.insert(record.id, record.clone());
         Ok(record)
@@ -270,6 +295,7 @@ impl Registry {
             self.limits.max_events_per_run,
         ));
         thread.active_run = Some(run.id);
+        thread.last_used = Instant::now();
         let record = thread.clone();
         drop(threads);
         self.runs().insert(run.id, run.clone());
@@ -281,6 +307,7 @@ impl Registry {
         if let Some(thread) = self.threads().get_mut(&run.thread_id) {
             if thread.active_run == Some(run.id) {
                 thread.active_run = None;
+                thread.last_used = Instant::now();
             }
             if codex_thread_id.is_some() {
                 thread.codex_thread_id = codex_thread_id;
@@ -316,6 +343,19 @@ impl Registry {
                 runs.remove(&id);
             }
         }
+    }
+
+    /// Releases the threads without an active run that have not been used
+    /// for `RUNNER_THREAD_IDLE_SECS`; returns how many.
+    pub fn release_idle_threads(&self) -> usize {
+        let idle_for = self.limits.thread_idle;
+        let now = Instant::now();
+        let mut threads = self.threads();
+        let before = threads.len();
+        threads.retain(|_, thread| {
+            thread.active_run.is_some() || now.duration_since(thread.last_used) < idle_for
+        });
+        before - threads.len()
     }
 
     /// Runs not finished yet.

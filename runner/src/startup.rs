@@ -61,11 +61,19 @@ impl Application {
     ) -> anyhow::Result<()> {
         let registry_for_shutdown = self.state.registry.clone();
         let registry = self.state.registry.clone();
+        // Often enough that an idle thread goes within half its idle time
+        // of expiring, and finished runs within 30 s of theirs.
+        let sweep_every = (registry.limits().thread_idle / 2)
+            .clamp(Duration::from_millis(100), Duration::from_secs(30));
         let retention_sweep = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            let mut tick = tokio::time::interval(sweep_every);
             loop {
                 tick.tick().await;
                 registry.prune_finished_runs();
+                let released = registry.release_idle_threads();
+                if released > 0 {
+                    tracing::info!(released, "idle threads released (RUNNER_THREAD_IDLE_SECS)");
+                }
             }
         });
         tracing::info!(addr = %self.addr, root = %self.state.root.display(), "runner listening");

@@ -3,6 +3,7 @@
 //! real Codex CLI installed by `npm ci` at the repository root.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use runner::config::{Config, Limits};
 use runner::startup::Application;
@@ -40,7 +41,11 @@ pub struct TestRunner {
     _dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
+    tweak: ConfigTweak,
 }
+
+/// Changes a test's runner configuration at each boot.
+pub type ConfigTweak = Arc<dyn Fn(&mut Config) + Send + Sync>;
 
 pub fn config(root: &Path, model: &ScriptedModel) -> Config {
     Config {
@@ -57,11 +62,16 @@ pub fn config(root: &Path, model: &ScriptedModel) -> Config {
 
 impl TestRunner {
     pub async fn start() -> Self {
+        Self::start_custom(script(), Arc::new(|_| {})).await
+    }
+
+    /// Starts the runner with its own script and configuration changes.
+    pub async fn start_custom(script: Script, tweak: ConfigTweak) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("workspaces");
         let repo = root.join("session-1/repo");
         init_repo(&repo);
-        let model = ScriptedModel::start(script(), "127.0.0.1:0").await.unwrap();
+        let model = ScriptedModel::start(script, "127.0.0.1:0").await.unwrap();
         let mut runner = Self {
             base: String::new(),
             client: reqwest::Client::new(),
@@ -71,6 +81,7 @@ impl TestRunner {
             shutdown: None,
             server: None,
             model,
+            tweak,
         };
         runner.boot().await;
         runner
@@ -78,9 +89,9 @@ impl TestRunner {
 
     /// Starts (or restarts) the runner application on a fresh port.
     pub async fn boot(&mut self) {
-        let app = Application::build(config(&self.root, &self.model))
-            .await
-            .unwrap();
+        let mut config = config(&self.root, &self.model);
+        (self.tweak)(&mut config);
+        let app = Application::build(config).await.unwrap();
         self.base = format!("http://{}", app.addr());
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.shutdown = Some(tx);
