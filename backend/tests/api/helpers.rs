@@ -140,6 +140,8 @@ pub struct TestStack {
     pub repos: PathBuf,
     pub base: String,
     pub allow_local: bool,
+    /// The in-process runner's limits, applied at its next start.
+    pub runner_limits: Limits,
     runner_addr: String,
     runner: Option<RunnerHandle>,
     backend: Option<Backend>,
@@ -171,6 +173,7 @@ impl TestStack {
             repos,
             base: String::new(),
             allow_local,
+            runner_limits: Limits::default(),
             runner_addr: format!("127.0.0.1:{port}"),
             runner: None,
             backend: None,
@@ -190,7 +193,7 @@ impl TestStack {
             api_key: None,
             default_sandbox: codex_sdk::SandboxMode::WorkspaceWrite,
             default_approval: codex_sdk::ApprovalMode::Never,
-            limits: Limits::default(),
+            limits: self.runner_limits.clone(),
         };
         let app = Runner::build(config).await.unwrap();
         let (shutdown, rx) = tokio::sync::oneshot::channel();

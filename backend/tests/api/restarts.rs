@@ -87,3 +87,41 @@ async fn a_run_the_runner_forgot_fails_with_a_reason() {
         "run.completed"
     );
 }
+
+#[tokio::test]
+async fn sessions_taking_turns_on_a_one_thread_runner_resume_their_conversations() {
+    let mut stack = TestStack::start().await;
+    stack.stop_runner().await;
+    stack.runner_limits.max_threads = 1;
+    stack.start_runner().await;
+    let (first, _) = stack.ready_session().await;
+    let other_repo = stack.make_repo("other");
+    let second = stack
+        .session(json!({"repo_url": format!("file://{}", other_repo.display())}))
+        .await;
+    let second = second["session_id"].as_str().unwrap().to_owned();
+
+    let remember = stack.prompt(&first, "remember the word avocado").await;
+    let remember_events = stack.events(&remember).await;
+    // The runner's only thread goes to the second session, then back.
+    let other = stack.prompt(&second, "hello from the other session").await;
+    let other_events = stack.events(&other).await;
+    let recall = stack.prompt(&first, "what was the word?").await;
+    let recall_events = stack.events(&recall).await;
+
+    for events in [&remember_events, &other_events, &recall_events] {
+        assert_eq!(events.last().unwrap().event, "run.completed");
+    }
+    assert_eq!(
+        recall_events[0].data["thread_id"], remember_events[0].data["thread_id"],
+        "the first session's Codex thread goes on"
+    );
+    assert_ne!(
+        other_events[0].data["thread_id"],
+        remember_events[0].data["thread_id"]
+    );
+    let last_request = stack.model.requests().pop().unwrap()["input"].to_string();
+    assert!(last_request.contains("remember the word avocado"));
+    assert!(last_request.contains("what was the word?"));
+    assert!(!last_request.contains("hello from the other session"));
+}
