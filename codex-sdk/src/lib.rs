@@ -17,5 +17,5 @@ pub use events::{
 pub use options::{
     ApiKey, ApprovalMode, CodexOptions, ReasoningEffort, SandboxMode, ThreadOptions,
 };
-pub use process::TERM_GRACE;
+pub use process::{kill_marked, Containment, NamespaceTools, ProbeError, TERM_GRACE};
 pub use thread::{Canceller, Codex, RunStream, Thread, Turn, MAX_LINE_BYTES, STDERR_TAIL_BYTES};

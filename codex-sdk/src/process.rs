@@ -5,8 +5,21 @@
 //! → up to [`TERM_GRACE`] for the CLI to exit → `SIGKILL` to the group and to
 //! every descendant seen before the signal (an agent's command may have left
 //! the group) → the child reaped. Only then does the stream end.
+//!
+//! A process group does not hold a process that calls `setsid`, and nothing
+//! of it dies with the caller. [`Containment`] adds what Linux offers for
+//! that: each run's CLI as the first process of its own PID namespace
+//! (`unshare --pid --fork --kill-child`), so that when the CLI ends the
+//! kernel kills everything in the namespace, `setsid` or not; and the
+//! launcher holds `PR_SET_PDEATHSIG` (`setpriv --pdeathsig KILL`), so the
+//! caller's death takes the namespace down with it. A marker variable in the
+//! CLI's environment lets a later caller find and kill what a dead one left
+//! ([`kill_marked`]).
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, killpg, Signal};
@@ -15,6 +28,135 @@ use tokio::process::Child;
 
 /// How long the CLI gets to exit after `SIGTERM` before it is killed.
 pub const TERM_GRACE: Duration = Duration::from_millis(1000);
+
+/// How a run's processes are held, beyond their own process group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Containment {
+    /// Run the CLI in a PID namespace of its own, launched by these tools;
+    /// `None` keeps the plain process group.
+    pub pid_namespace: Option<NamespaceTools>,
+    /// A `NAME=value` set in the CLI's environment (and so, unless an agent's
+    /// command clears it, in everything the CLI starts).
+    pub marker: Option<(String, String)>,
+}
+
+/// The util-linux programs that put the CLI in its namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceTools {
+    pub setpriv: PathBuf,
+    pub unshare: PathBuf,
+}
+
+impl NamespaceTools {
+    /// Finds `setpriv` and `unshare` on this process's `PATH` and checks
+    /// that they can make a PID namespace here (root, or the capability).
+    pub async fn probe() -> Result<Self, ProbeError> {
+        let tools = Self {
+            setpriv: on_path("setpriv").ok_or(ProbeError::Missing("setpriv"))?,
+            unshare: on_path("unshare").ok_or(ProbeError::Missing("unshare"))?,
+        };
+        let true_bin = on_path("true").ok_or(ProbeError::Missing("true"))?;
+        let output = tokio::process::Command::new(&tools.setpriv)
+            .args(tools.launcher_args(&true_bin))
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(ProbeError::Spawn)?;
+        if output.status.success() {
+            Ok(tools)
+        } else {
+            Err(ProbeError::Refused(
+                String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            ))
+        }
+    }
+
+    /// The arguments of `setpriv` that run `program` as the first process
+    /// of a new PID namespace, killed when its launcher dies.
+    pub(crate) fn launcher_args(&self, program: &Path) -> Vec<OsString> {
+        let mut args: Vec<OsString> = ["--pdeathsig", "KILL", "--"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        args.push(self.unshare.clone().into_os_string());
+        // `--kill-child` makes unshare give its child `PR_SET_PDEATHSIG`
+        // too, so the chain runner → unshare → CLI dies link by link.
+        // `--mount-proc` gives the namespace a /proc of its own: the CLI's
+        // bubblewrap sandbox reads its own pid there, and the agent sees
+        // only its run's processes.
+        args.extend(
+            ["--pid", "--mount-proc", "--fork", "--kill-child", "--"]
+                .iter()
+                .map(OsString::from),
+        );
+        args.push(program.as_os_str().to_owned());
+        args
+    }
+}
+
+/// Why a PID namespace cannot be used here.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("`{0}` (util-linux) is not on PATH")]
+    Missing(&'static str),
+    #[error("cannot run setpriv")]
+    Spawn(#[source] std::io::Error),
+    #[error("unshare cannot create a PID namespace here (it needs root or CAP_SYS_ADMIN): {0}")]
+    Refused(String),
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Sends `SIGKILL` to every process (but this one) whose environment holds
+/// exactly `name=value`; returns how many. For a caller starting up: what
+/// it finds was left by an earlier one that died.
+pub fn kill_marked(name: &str, value: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let wanted = format!("{name}={value}").into_bytes();
+    let me = std::process::id();
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        // Unreadable (another user's process, or gone): not ours to kill.
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if !environ
+            .split(|b| *b == 0)
+            .any(|var| var == wanted.as_slice())
+        {
+            continue;
+        }
+        let Ok(raw) = i32::try_from(pid) else {
+            continue;
+        };
+        if kill(Pid::from_raw(raw), Signal::SIGKILL).is_ok() {
+            tracing::warn!(pid, "killed a process a previous runner left behind");
+            killed += 1;
+        }
+    }
+    killed
+}
 
 /// Kills the process group on drop unless the child was reaped and cleaned
 /// up by [`ProcessGroup::terminate`] or [`ProcessGroup::reap_leftovers`].

@@ -18,7 +18,7 @@ use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use crate::error::{Error, Result};
 use crate::events::{ItemDetails, ThreadEvent, ThreadItem, Usage};
 use crate::options::{command_args, CodexOptions, ThreadOptions};
-use crate::process::ProcessGroup;
+use crate::process::{Containment, ProcessGroup};
 
 /// The longest JSONL line accepted from the CLI (a command's whole output can
 /// be in one line).
@@ -39,19 +39,28 @@ const ORIGINATOR: &str = "codex_sdk_rs";
 #[derive(Debug, Clone)]
 pub struct Codex {
     options: Arc<CodexOptions>,
+    containment: Arc<Containment>,
 }
 
 impl Codex {
     pub fn new(options: CodexOptions) -> Self {
         Self {
             options: Arc::new(options),
+            containment: Arc::new(Containment::default()),
         }
+    }
+
+    /// Holds every run's processes as `containment` says.
+    pub fn with_containment(mut self, containment: Containment) -> Self {
+        self.containment = Arc::new(containment);
+        self
     }
 
     /// A new thread; its id is known once its first run reports `thread.started`.
     pub fn start_thread(&self, options: ThreadOptions) -> Thread {
         Thread {
             codex: self.options.clone(),
+            containment: self.containment.clone(),
             options,
             id: Arc::new(Mutex::new(None)),
         }
@@ -61,6 +70,7 @@ impl Codex {
     pub fn resume_thread(&self, id: impl Into<String>, options: ThreadOptions) -> Thread {
         Thread {
             codex: self.options.clone(),
+            containment: self.containment.clone(),
             options,
             id: Arc::new(Mutex::new(Some(id.into()))),
         }
@@ -71,6 +81,7 @@ impl Codex {
 #[derive(Debug, Clone)]
 pub struct Thread {
     codex: Arc<CodexOptions>,
+    containment: Arc<Containment>,
     options: ThreadOptions,
     id: Arc<Mutex<Option<String>>>,
 }
@@ -108,6 +119,7 @@ impl Thread {
             args: command_args(&self.codex, &self.options, self.id().as_deref()),
             env: child_env(&self.codex, &self.options),
             input: input.into(),
+            containment: self.containment.clone(),
         };
         let id_slot = self.id.clone();
         let events = run_process(spawn, cancel_rx).map(move |event| {
@@ -196,6 +208,7 @@ struct Spawn {
     args: Vec<String>,
     env: BTreeMap<String, String>,
     input: String,
+    containment: Arc<Containment>,
 }
 
 fn child_env(codex: &CodexOptions, thread: &ThreadOptions) -> BTreeMap<String, String> {
@@ -222,7 +235,14 @@ fn run_process(
     mut cancel: watch::Receiver<bool>,
 ) -> impl Stream<Item = Result<ThreadEvent>> + Send {
     async_stream::stream! {
-        let mut command = Command::new(&spawn.program);
+        let mut command = match &spawn.containment.pid_namespace {
+            Some(tools) => {
+                let mut command = Command::new(&tools.setpriv);
+                command.args(tools.launcher_args(&spawn.program));
+                command
+            }
+            None => Command::new(&spawn.program),
+        };
         command
             .args(&spawn.args)
             .env_clear()
@@ -232,6 +252,9 @@ fn run_process(
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        if let Some((name, value)) = &spawn.containment.marker {
+            command.env(name, value);
+        }
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(source) => {

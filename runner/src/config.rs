@@ -27,7 +27,22 @@ pub struct Config {
     pub default_sandbox: SandboxMode,
     /// `RUNNER_DEFAULT_APPROVAL`: approval policy of threads that do not choose one.
     pub default_approval: ApprovalMode,
+    /// `RUNNER_PROCESS_CONTAINMENT`: how each run's processes are held.
+    pub process_containment: ContainmentMode,
     pub limits: Limits,
+}
+
+/// `RUNNER_PROCESS_CONTAINMENT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContainmentMode {
+    /// A PID namespace per run when this host allows one (root, util-linux),
+    /// else the process group with a warning at start-up.
+    Auto,
+    /// A PID namespace per run, or the runner does not start.
+    PidNamespace,
+    /// The process group only.
+    Off,
 }
 
 /// The bounds of every buffer and table of the runner.
@@ -82,6 +97,7 @@ impl fmt::Debug for Config {
             .field("api_key", &self.api_key)
             .field("default_sandbox", &self.default_sandbox)
             .field("default_approval", &self.default_approval)
+            .field("process_containment", &self.process_containment)
             .field("limits", &self.limits)
             .finish()
     }
@@ -115,6 +131,7 @@ struct Raw {
     openai_api_key: Option<String>,
     runner_default_sandbox: SandboxMode,
     runner_default_approval: ApprovalMode,
+    runner_process_containment: ContainmentMode,
     runner_run_retention_secs: u64,
     runner_max_finished_runs: usize,
     runner_max_events_per_run: usize,
@@ -137,6 +154,7 @@ impl Default for Raw {
             openai_api_key: None,
             runner_default_sandbox: SandboxMode::WorkspaceWrite,
             runner_default_approval: ApprovalMode::Never,
+            runner_process_containment: ContainmentMode::Auto,
             runner_run_retention_secs: limits.run_retention.as_secs(),
             runner_max_finished_runs: limits.max_finished_runs,
             runner_max_events_per_run: limits.max_events_per_run,
@@ -182,6 +200,7 @@ impl Config {
             api_key,
             default_sandbox: raw.runner_default_sandbox,
             default_approval: raw.runner_default_approval,
+            process_containment: raw.runner_process_containment,
             limits: Limits {
                 run_retention: Duration::from_secs(raw.runner_run_retention_secs),
                 max_finished_runs: raw.runner_max_finished_runs,
@@ -206,7 +225,7 @@ impl Config {
     }
 }
 
-const ENV_KEYS: [&str; 16] = [
+const ENV_KEYS: [&str; 17] = [
     "RUNNER_ADDR",
     "WORKSPACES_ROOT",
     "CODEX_BIN",
@@ -215,6 +234,7 @@ const ENV_KEYS: [&str; 16] = [
     "OPENAI_API_KEY",
     "RUNNER_DEFAULT_SANDBOX",
     "RUNNER_DEFAULT_APPROVAL",
+    "RUNNER_PROCESS_CONTAINMENT",
     "RUNNER_RUN_RETENTION_SECS",
     "RUNNER_MAX_FINISHED_RUNS",
     "RUNNER_MAX_EVENTS_PER_RUN",

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use codex_sdk::{Codex, CodexOptions};
+use codex_sdk::{Codex, CodexOptions, Containment, NamespaceTools};
 use poem::listener::TcpAcceptor;
 use poem::Server;
 
 use crate::api::{routes, AppState};
-use crate::config::Config;
+use crate::config::{Config, ContainmentMode};
 use crate::registry::Registry;
 
 pub struct Application {
@@ -23,6 +23,7 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let root = config.canonical_root()?;
+        let containment = containment(&config, &root).await?;
         let codex = Codex::new(CodexOptions {
             codex_path: config.codex_bin.clone(),
             api_key: config.api_key.clone(),
@@ -32,7 +33,8 @@ impl Application {
             // background processes (in a session of their own) behind.
             config_overrides: vec![("features.shell_snapshot".into(), "false".into())],
             ..Default::default()
-        });
+        })
+        .with_containment(containment);
         let (acceptor, addr) = service_kit::bind(&config.addr, "RUNNER_ADDR").await?;
         let state = AppState {
             shutdown: tokio_util::sync::CancellationToken::new(),
@@ -98,4 +100,44 @@ impl Application {
         }
         result.context("the runner's server failed")
     }
+}
+
+/// The variable that marks every CLI of a runner with its workspaces root.
+pub const PROCESS_MARKER: &str = "REPO_RUNNER_WORKSPACES_ROOT";
+
+/// Decides how runs are contained, and kills what a previous runner on the
+/// same workspaces root left running (a runner that died without its
+/// clean-up: `SIGKILL`, OOM, power). One runner per root is assumed.
+async fn containment(config: &Config, root: &std::path::Path) -> anyhow::Result<Containment> {
+    let marker = root.display().to_string();
+    let killed = codex_sdk::kill_marked(PROCESS_MARKER, &marker);
+    if killed > 0 {
+        tracing::warn!(
+            killed,
+            "killed processes a previous runner on this root left running"
+        );
+    }
+    let pid_namespace = match config.process_containment {
+        ContainmentMode::Off => None,
+        ContainmentMode::PidNamespace => Some(NamespaceTools::probe().await.context(
+            "RUNNER_PROCESS_CONTAINMENT=pid-namespace, but a PID namespace cannot be made here",
+        )?),
+        ContainmentMode::Auto => match NamespaceTools::probe().await {
+            Ok(tools) => Some(tools),
+            Err(error) => {
+                tracing::warn!(
+                    error.cause_chain = ?anyhow::Error::from(error),
+                    "no PID namespace per run: a process an agent detaches with setsid can \
+                     outlive its run, and runs do not die with the runner \
+                     (RUNNER_PROCESS_CONTAINMENT)"
+                );
+                None
+            }
+        },
+    };
+    tracing::info!(pid_namespace = pid_namespace.is_some(), "run containment");
+    Ok(Containment {
+        pid_namespace,
+        marker: Some((PROCESS_MARKER.to_owned(), marker)),
+    })
 }

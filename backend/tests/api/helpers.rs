@@ -193,6 +193,7 @@ impl TestStack {
             api_key: None,
             default_sandbox: codex_sdk::SandboxMode::WorkspaceWrite,
             default_approval: codex_sdk::ApprovalMode::Never,
+            process_containment: runner::config::ContainmentMode::Auto,
             limits: self.runner_limits.clone(),
         };
         let app = Runner::build(config).await.unwrap();

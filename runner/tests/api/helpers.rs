@@ -56,6 +56,7 @@ pub fn config(root: &Path, model: &ScriptedModel) -> Config {
         api_key: None,
         default_sandbox: codex_sdk::SandboxMode::WorkspaceWrite,
         default_approval: codex_sdk::ApprovalMode::Never,
+        process_containment: runner::config::ContainmentMode::Auto,
         limits: Limits::default(),
     }
 }
