@@ -3,6 +3,9 @@
 //! run; the backend keeps one per active run as the live tail in front of
 //! what it persisted.
 //!
+//! The bound is a count of events and, when set, a total of their `data`
+//! bytes; the terminal event fits past either.
+//!
 //! Architecture Invariant: a subscriber reads by sequence number, never from
 //! a broadcast channel, so it cannot miss an event pushed while it was
 //! catching up, and it cannot lag out: it just reads further along the log.
@@ -29,6 +32,9 @@ pub enum PushError {
     OutOfOrder { expected: u64, got: u64 },
     /// The run reached its event limit; only the terminal event fits now.
     Full,
+    /// The event would take the run past its byte limit; only the terminal
+    /// event fits now.
+    TooManyBytes,
     /// The run already ended.
     Closed,
 }
@@ -38,12 +44,15 @@ pub struct RunLog {
     inner: Mutex<Inner>,
     notify: Notify,
     max_events: usize,
+    max_bytes: usize,
     first_seq: u64,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     events: Vec<Arc<LoggedEvent>>,
+    /// The `data` bytes of every event held.
+    bytes: usize,
     closed: bool,
 }
 
@@ -61,8 +70,16 @@ impl RunLog {
             inner: Mutex::new(Inner::default()),
             notify: Notify::new(),
             max_events: max_events.max(1),
+            max_bytes: usize::MAX,
             first_seq: first_seq.max(1),
         }
+    }
+
+    /// Bounds the total `data` bytes of the events too (the terminal event
+    /// still fits past it).
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// The number of the first event this log holds.
@@ -111,12 +128,17 @@ impl RunLog {
             if !terminal && inner.events.len() + 1 >= self.max_events {
                 return Err(PushError::Full);
             }
+            let bytes = inner.bytes.saturating_add(data.len());
+            if !terminal && bytes > self.max_bytes {
+                return Err(PushError::TooManyBytes);
+            }
             let seq = self.first_seq + inner.events.len() as u64;
             if let Some(got) = expected_seq {
                 if got != seq {
                     return Err(PushError::OutOfOrder { expected: seq, got });
                 }
             }
+            inner.bytes = bytes;
             inner.events.push(Arc::new(LoggedEvent {
                 seq,
                 kind: sanitize_kind(kind),
@@ -155,6 +177,11 @@ impl RunLog {
 
     pub fn len(&self) -> usize {
         self.inner.lock().map(|i| i.events.len()).unwrap_or(0)
+    }
+
+    /// The `data` bytes of every event held.
+    pub fn bytes(&self) -> usize {
+        self.inner.lock().map(|i| i.bytes).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -222,6 +249,17 @@ mod tests {
         assert_eq!(log.push("a", "3".into()), Err(PushError::Full));
         assert_eq!(log.close_with("run.failed", "x".into()), Ok(3));
         assert_eq!(log.push("a", "4".into()), Err(PushError::Closed));
+    }
+
+    #[test]
+    fn the_byte_limit_leaves_room_for_the_terminal_event() {
+        let log = RunLog::new(100).with_max_bytes(10);
+        log.push("a", "12345".into()).unwrap();
+        log.push("a", "12345".into()).unwrap();
+        assert_eq!(log.push("a", "6".into()), Err(PushError::TooManyBytes));
+        assert_eq!(log.bytes(), 10);
+        assert_eq!(log.close_with("run.failed", "terminal".into()), Ok(3));
+        assert_eq!(log.bytes(), 18);
     }
 
     #[tokio::test]

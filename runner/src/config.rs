@@ -54,6 +54,11 @@ pub struct Limits {
     pub max_finished_runs: usize,
     /// `RUNNER_MAX_EVENTS_PER_RUN`: a run that emits more fails.
     pub max_events_per_run: usize,
+    /// `RUNNER_MAX_EVENT_BYTES`: an event larger than this has its longest
+    /// strings cut (see `event_size`).
+    pub max_event_bytes: usize,
+    /// `RUNNER_MAX_RUN_BYTES`: a run whose events take more fails.
+    pub max_run_bytes: usize,
     /// `RUNNER_MAX_THREADS`: threads kept at most; a new one releases the
     /// least recently used idle thread, and is refused (429) only when every
     /// thread has an active run.
@@ -75,6 +80,8 @@ impl Default for Limits {
             run_retention: Duration::from_secs(3600),
             max_finished_runs: 1000,
             max_events_per_run: 50_000,
+            max_event_bytes: 256 * 1024,
+            max_run_bytes: 64 * 1024 * 1024,
             max_threads: 10_000,
             thread_idle: Duration::from_secs(3600),
             max_prompt_bytes: 256 * 1024,
@@ -135,6 +142,8 @@ struct Raw {
     runner_run_retention_secs: u64,
     runner_max_finished_runs: usize,
     runner_max_events_per_run: usize,
+    runner_max_event_bytes: usize,
+    runner_max_run_bytes: usize,
     runner_max_threads: usize,
     runner_thread_idle_secs: u64,
     runner_max_prompt_bytes: usize,
@@ -158,6 +167,8 @@ impl Default for Raw {
             runner_run_retention_secs: limits.run_retention.as_secs(),
             runner_max_finished_runs: limits.max_finished_runs,
             runner_max_events_per_run: limits.max_events_per_run,
+            runner_max_event_bytes: limits.max_event_bytes,
+            runner_max_run_bytes: limits.max_run_bytes,
             runner_max_threads: limits.max_threads,
             runner_thread_idle_secs: limits.thread_idle.as_secs(),
             runner_max_prompt_bytes: limits.max_prompt_bytes,
@@ -205,6 +216,9 @@ impl Config {
                 run_retention: Duration::from_secs(raw.runner_run_retention_secs),
                 max_finished_runs: raw.runner_max_finished_runs,
                 max_events_per_run: raw.runner_max_events_per_run.max(2),
+                // Room for a stub of any event and a useful prefix of a cut one.
+                max_event_bytes: raw.runner_max_event_bytes.max(MIN_EVENT_BYTES),
+                max_run_bytes: raw.runner_max_run_bytes,
                 max_threads: raw.runner_max_threads,
                 thread_idle: Duration::from_secs(raw.runner_thread_idle_secs.max(1)),
                 max_prompt_bytes: raw.runner_max_prompt_bytes,
@@ -225,7 +239,10 @@ impl Config {
     }
 }
 
-const ENV_KEYS: [&str; 17] = [
+/// The smallest `RUNNER_MAX_EVENT_BYTES` honoured.
+pub const MIN_EVENT_BYTES: usize = 1024;
+
+const ENV_KEYS: [&str; 19] = [
     "RUNNER_ADDR",
     "WORKSPACES_ROOT",
     "CODEX_BIN",
@@ -238,6 +255,8 @@ const ENV_KEYS: [&str; 17] = [
     "RUNNER_RUN_RETENTION_SECS",
     "RUNNER_MAX_FINISHED_RUNS",
     "RUNNER_MAX_EVENTS_PER_RUN",
+    "RUNNER_MAX_EVENT_BYTES",
+    "RUNNER_MAX_RUN_BYTES",
     "RUNNER_MAX_THREADS",
     "RUNNER_THREAD_IDLE_SECS",
     "RUNNER_MAX_PROMPT_BYTES",

@@ -2,6 +2,10 @@
 //! say (Codex thread id, final response, usage, errors) and appends every
 //! event to the run's log, then ends the log with the runner's own terminal
 //! event: `run.completed`, `run.failed` or `run.cancelled`.
+//!
+//! Each event is cut to `RUNNER_MAX_EVENT_BYTES` on its way into the log (see
+//! `event_size`); a run that goes past `RUNNER_MAX_EVENTS_PER_RUN` events or
+//! `RUNNER_MAX_RUN_BYTES` bytes is cancelled and fails, saying which.
 
 use std::sync::Arc;
 
@@ -10,6 +14,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tracing::Instrument;
 
+use crate::event_size;
 use crate::registry::{Registry, Run, RunStatus, ThreadRecord};
 use event_log::PushError;
 
@@ -39,16 +44,29 @@ async fn drive(
     tracing::info!(resume = thread.codex_thread_id.is_some(), "run started");
     let mut events = sdk_thread.run_streamed(prompt);
     run.attach_canceller(events.canceller());
-    let mut overflowed = false;
+    let limits = registry.limits().clone();
+    let mut overflow: Option<String> = None;
     let mut outcome: Option<SdkError> = None;
 
     while let Some(event) = events.next().await {
         match event {
             Ok(event) => {
-                record(&run, &event);
-                let data = event.to_value().to_string();
-                if let Err(PushError::Full) = run.log.push(event.event_type(), data) {
-                    overflowed = true;
+                record(&run, &event, limits.max_event_bytes);
+                let data = event_size::fit(event.to_value(), limits.max_event_bytes);
+                let reason = match run.log.push(event.event_type(), data) {
+                    Err(PushError::Full) => format!(
+                        "the run emitted more than {} events (RUNNER_MAX_EVENTS_PER_RUN)",
+                        run.log.len()
+                    ),
+                    Err(PushError::TooManyBytes) => format!(
+                        "the run's events took more than {} bytes (RUNNER_MAX_RUN_BYTES)",
+                        limits.max_run_bytes
+                    ),
+                    _ => continue,
+                };
+                if overflow.is_none() {
+                    tracing::warn!(%reason, "run stopped at its limit");
+                    overflow = Some(reason);
                     events.cancel();
                 }
             }
@@ -57,16 +75,18 @@ async fn drive(
     }
 
     let status = match outcome {
-        Some(SdkError::Cancelled) if overflowed => {
-            run.set_error(format!(
-                "the run emitted more than {} events (RUNNER_MAX_EVENTS_PER_RUN)",
-                run.log.len()
-            ));
+        Some(SdkError::Cancelled) if overflow.is_some() => {
+            if let Some(reason) = overflow {
+                run.set_error(reason);
+            }
             RunStatus::Failed
         }
         Some(SdkError::Cancelled) => RunStatus::Cancelled,
         Some(error) => {
-            run.set_error(error_chain(&error));
+            run.set_error(event_size::clip(
+                error_chain(&error),
+                limits.max_event_bytes / 2,
+            ));
             RunStatus::Failed
         }
         None if run.error().is_some() => RunStatus::Failed,
@@ -95,18 +115,20 @@ async fn drive(
     tracing::info!(?status, events = run.log.len(), "run finished");
 }
 
-/// Takes what the runner reports about a run out of its events.
-fn record(run: &Run, event: &ThreadEvent) {
+/// Takes what the runner reports about a run out of its events. The texts
+/// go into the terminal event, so each keeps within half an event.
+fn record(run: &Run, event: &ThreadEvent, max_event_bytes: usize) {
+    let clip = |text: &String| event_size::clip(text.clone(), max_event_bytes / 2);
     match event {
         ThreadEvent::ThreadStarted { thread_id } => run.set_codex_thread_id(thread_id.clone()),
         ThreadEvent::ItemCompleted { item } => {
             if let ItemDetails::AgentMessage { text } = &item.details {
-                run.set_final_response(text.clone());
+                run.set_final_response(clip(text));
             }
         }
         ThreadEvent::TurnCompleted { usage } => run.set_usage(usage.clone()),
-        ThreadEvent::TurnFailed { error } => run.set_error(error.message.clone()),
-        ThreadEvent::Error { message } => run.set_error(message.clone()),
+        ThreadEvent::TurnFailed { error } => run.set_error(clip(&error.message)),
+        ThreadEvent::Error { message } => run.set_error(clip(message)),
         _ => {}
     }
 }

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+mod event_size;
 pub mod execution;
 pub mod registry;
 pub mod startup;

@@ -91,11 +91,11 @@ struct RunState {
 }
 
 impl Run {
-    fn new(thread_id: Uuid, codex_thread_id: Option<String>, max_events: usize) -> Self {
+    fn new(thread_id: Uuid, codex_thread_id: Option<String>, limits: &Limits) -> Self {
         Self {
             id: Uuid::new_v4(),
             thread_id,
-            log: RunLog::new(max_events),
+            log: RunLog::new(limits.max_events_per_run).with_max_bytes(limits.max_run_bytes),
             state: Mutex::new(RunState {
                 status: RunStatus::Running,
                 created_at: Utc::now(),
@@ -292,7 +292,7 @@ impl Registry {
         let run = Arc::new(Run::new(
             thread_id,
             thread.codex_thread_id.clone(),
-            self.limits.max_events_per_run,
+            &self.limits,
         ));
         thread.active_run = Some(run.id);
         thread.last_used = Instant::now();

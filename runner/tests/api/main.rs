@@ -5,6 +5,7 @@
 
 mod helpers;
 mod processes;
+mod sizes;
 mod threads;
 
 use helpers::{SseEvent, TestRunner};
