@@ -23,6 +23,9 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let root = config.canonical_root()?;
+        // Bound first: a second runner started by mistake on a taken address
+        // stops here, before it could kill the CLIs of the first.
+        let (acceptor, addr) = service_kit::bind(&config.addr, "RUNNER_ADDR").await?;
         let containment = containment(&config, &root).await?;
         let codex = Codex::new(CodexOptions {
             codex_path: config.codex_bin.clone(),
@@ -35,7 +38,6 @@ impl Application {
             ..Default::default()
         })
         .with_containment(containment);
-        let (acceptor, addr) = service_kit::bind(&config.addr, "RUNNER_ADDR").await?;
         let state = AppState {
             shutdown: tokio_util::sync::CancellationToken::new(),
             registry: Arc::new(Registry::new(config.limits.clone())),
