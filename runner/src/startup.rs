@@ -128,7 +128,7 @@ async fn containment(config: &Config, root: &std::path::Path) -> anyhow::Result<
             Ok(tools) => Some(tools),
             Err(error) => {
                 tracing::warn!(
-                    error.cause_chain = ?anyhow::Error::from(error),
+                    error.cause_chain = ?error,
                     "no PID namespace per run: a process an agent detaches with setsid can \
                      outlive its run, and runs do not die with the runner \
                      (RUNNER_PROCESS_CONTAINMENT)"
