@@ -14,13 +14,17 @@
 //! launcher holds `PR_SET_PDEATHSIG` (`setpriv --pdeathsig KILL`), so the
 //! caller's death takes the namespace down with it. A marker variable in the
 //! CLI's environment lets a later caller find and kill what a dead one left
-//! ([`kill_marked`]).
+//! ([`kill_marked`]). Without a namespace, each run's CLI also carries a
+//! variable of its own ([`RUN_MARKER`]), and when the run ends every process
+//! still carrying it is killed: that catches a `setsid` process too, unless
+//! the agent cleared its environment.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
@@ -28,6 +32,23 @@ use tokio::process::Child;
 
 /// How long the CLI gets to exit after `SIGTERM` before it is killed.
 pub const TERM_GRACE: Duration = Duration::from_millis(1000);
+
+/// The variable that marks one run's CLI with a token of its own.
+pub const RUN_MARKER: &str = "CODEX_SDK_RUN";
+
+/// A token no other run of any process of this machine uses.
+pub(crate) fn run_token() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!(
+        "{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
 
 /// How a run's processes are held, beyond their own process group.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -151,7 +172,7 @@ pub fn kill_marked(name: &str, value: &str) -> usize {
             continue;
         };
         if kill(Pid::from_raw(raw), Signal::SIGKILL).is_ok() {
-            tracing::warn!(pid, "killed a process a previous runner left behind");
+            tracing::debug!(pid, name, "killed a marked process");
             killed += 1;
         }
     }
@@ -162,15 +183,29 @@ pub fn kill_marked(name: &str, value: &str) -> usize {
 /// up by [`ProcessGroup::terminate`] or [`ProcessGroup::reap_leftovers`].
 pub(crate) struct ProcessGroup {
     pid: Option<Pid>,
+    /// The run's token: whatever still carries it when the run ends is
+    /// killed. `None` in a PID namespace, where the kernel does that.
+    run_token: Option<String>,
 }
 
 impl ProcessGroup {
-    pub(crate) fn new(child: &Child) -> Self {
+    pub(crate) fn new(child: &Child, run_token: Option<String>) -> Self {
         Self {
             pid: child
                 .id()
                 .and_then(|id| i32::try_from(id).ok())
                 .map(Pid::from_raw),
+            run_token,
+        }
+    }
+
+    /// Kills what carries the run's token (it left the group).
+    fn kill_run_marked(&self) {
+        if let Some(token) = &self.run_token {
+            let killed = kill_marked(RUN_MARKER, token);
+            if killed > 0 {
+                tracing::info!(killed, "killed processes that left the run's group");
+            }
         }
     }
 
@@ -191,6 +226,7 @@ impl ProcessGroup {
             let _ = child.kill().await;
         }
         kill_all(pid, &descendants);
+        self.kill_run_marked();
         self.pid = None;
     }
 
@@ -198,6 +234,7 @@ impl ProcessGroup {
     pub(crate) fn reap_leftovers(&mut self) {
         if let Some(pid) = self.pid.take() {
             let _ = killpg(pid, Signal::SIGKILL);
+            self.kill_run_marked();
         }
     }
 }
@@ -207,6 +244,7 @@ impl Drop for ProcessGroup {
         if let Some(pid) = self.pid.take() {
             let descendants = descendants_of(pid);
             kill_all(pid, &descendants);
+            self.kill_run_marked();
         }
     }
 }

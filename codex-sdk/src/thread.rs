@@ -18,7 +18,7 @@ use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use crate::error::{Error, Result};
 use crate::events::{ItemDetails, ThreadEvent, ThreadItem, Usage};
 use crate::options::{command_args, CodexOptions, ThreadOptions};
-use crate::process::{Containment, ProcessGroup};
+use crate::process::{run_token, Containment, ProcessGroup, RUN_MARKER};
 
 /// The longest JSONL line accepted from the CLI (a command's whole output can
 /// be in one line).
@@ -255,6 +255,8 @@ fn run_process(
         if let Some((name, value)) = &spawn.containment.marker {
             command.env(name, value);
         }
+        let token = run_token();
+        command.env(RUN_MARKER, &token);
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(source) => {
@@ -262,7 +264,10 @@ fn run_process(
                 return;
             }
         };
-        let mut group = ProcessGroup::new(&child);
+        let mut group = ProcessGroup::new(
+            &child,
+            spawn.containment.pid_namespace.is_none().then_some(token),
+        );
         tracing::debug!(pid = child.id(), "codex started");
 
         // The prompt goes in on its own task so that a large prompt cannot

@@ -113,6 +113,7 @@ pub const PROCESS_MARKER: &str = "REPO_RUNNER_WORKSPACES_ROOT";
 async fn containment(config: &Config, root: &std::path::Path) -> anyhow::Result<Containment> {
     let marker = root.display().to_string();
     let killed = codex_sdk::kill_marked(PROCESS_MARKER, &marker);
+    // Logged here: the SDK cannot know these were left by a dead runner.
     if killed > 0 {
         tracing::warn!(
             killed,

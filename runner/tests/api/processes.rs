@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use runner::config::ContainmentMode;
 use scripted_model::{Script, ScriptedModel};
 use serde_json::{json, Value};
 use test_support::{codex_bin, init_repo, process_with_marker_exists, HANG_GUARD};
@@ -28,11 +29,10 @@ async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-#[tokio::test]
-async fn a_setsid_background_process_dies_with_its_completed_run() {
+/// The attack: detach a long sleeper into a session of its own, check from
+/// inside the run that it is alive, end the turn; then it must be gone.
+async fn assert_a_setsid_sleeper_dies_with_its_run(mode: ContainmentMode) {
     let marker = unique_marker();
-    // The attack: detach a long sleeper into a session of its own, then
-    // check from inside the run that it is alive, then end the turn.
     let script = Script::from_json(
         &json!({"turns": [{"when": "detach", "steps": [
             [{"exec": format!("setsid sh -c 'sleep 300; true' {marker} >/dev/null 2>&1 </dev/null &")}],
@@ -41,7 +41,11 @@ async fn a_setsid_background_process_dies_with_its_completed_run() {
         .to_string(),
     )
     .unwrap();
-    let runner = TestRunner::start_custom(script, Arc::new(|_| {})).await;
+    let runner = TestRunner::start_custom(
+        script,
+        Arc::new(move |config| config.process_containment = mode),
+    )
+    .await;
     let thread = runner
         .create_thread(
             json!({"workingDirectory": runner.repo, "sandboxMode": "danger-full-access"}),
@@ -63,6 +67,16 @@ async fn a_setsid_background_process_dies_with_its_completed_run() {
         !process_with_marker_exists(&marker)
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_setsid_background_process_dies_with_its_completed_run() {
+    assert_a_setsid_sleeper_dies_with_its_run(ContainmentMode::PidNamespace).await;
+}
+
+#[tokio::test]
+async fn without_a_namespace_a_setsid_process_that_keeps_its_environment_dies_with_its_run() {
+    assert_a_setsid_sleeper_dies_with_its_run(ContainmentMode::Off).await;
 }
 
 /// The runner as its real binary, so a test can `SIGKILL` it.
