@@ -13,6 +13,7 @@ use poem::Server;
 use crate::api::{routes, AppState};
 use crate::config::Config;
 use crate::registry::Registry;
+use crate::workspace::CodexHomes;
 
 pub struct Application {
     acceptor: TcpAcceptor,
@@ -23,6 +24,11 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let root = config.canonical_root()?;
+        let homes = Arc::new(CodexHomes::new(
+            config.canonical_codex_homes(&root)?,
+            root.clone(),
+        ));
+        sweep_homes(homes.clone()).await;
         let codex = Codex::new(CodexOptions {
             codex_path: config.codex_bin.clone(),
             api_key: config.api_key.clone(),
@@ -39,6 +45,7 @@ impl Application {
             registry: Arc::new(Registry::new(config.limits.clone())),
             config: Arc::new(config),
             root: Arc::new(root),
+            homes,
             codex,
         };
         Ok(Self {
@@ -61,11 +68,13 @@ impl Application {
     ) -> anyhow::Result<()> {
         let registry_for_shutdown = self.state.registry.clone();
         let registry = self.state.registry.clone();
+        let homes = self.state.homes.clone();
         let retention_sweep = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(30));
             loop {
                 tick.tick().await;
                 registry.prune_finished_runs();
+                sweep_homes(homes.clone()).await;
             }
         });
         tracing::info!(addr = %self.addr, root = %self.state.root.display(), "runner listening");
@@ -89,5 +98,19 @@ impl Application {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         result.context("the runner's server failed")
+    }
+}
+
+/// Removes the homes of working directories that are gone; a failure is
+/// logged and retried at the next sweep, as it only costs disk space.
+async fn sweep_homes(homes: Arc<CodexHomes>) {
+    let root = homes.root().display().to_string();
+    match tokio::task::spawn_blocking(move || homes.sweep()).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(removed)) => {
+            tracing::info!(removed, %root, "codex homes of removed workspaces swept")
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, %root, "cannot sweep codex homes"),
+        Err(e) => tracing::warn!(error = %e, %root, "codex homes sweep panicked"),
     }
 }

@@ -1,7 +1,10 @@
-//! Working directories: a thread may only work under `WORKSPACES_ROOT`, and
-//! keeps its own `CODEX_HOME` beside its working directory.
+//! Working directories and homes: a thread may only work under
+//! `WORKSPACES_ROOT`, and keeps its `CODEX_HOME` under `RUNNER_CODEX_HOMES`,
+//! out of every agent's reach.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// A directory proven to be strictly inside the workspaces root, symlinks
 /// resolved.
@@ -46,21 +49,136 @@ impl WorkingDirectory {
         &self.0
     }
 
-    /// `<parent>/<name>.codex-home`: beside the workspace (so removing a
-    /// session's folder removes it too) and outside it (so the agent's diff
-    /// and the repository never see it). Threads bound to the same directory
-    /// share it, which is what lets a restarted runner resume their sessions.
-    pub fn codex_home(&self) -> PathBuf {
-        let name = self
-            .0
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "workspace".into());
-        self.0
-            .parent()
-            .unwrap_or(&self.0)
-            .join(format!("{name}.codex-home"))
+    /// The directory's path relative to the workspaces root (`root`,
+    /// canonical).
+    fn relative_to<'a>(&'a self, root: &Path) -> &'a Path {
+        self.0.strip_prefix(root).unwrap_or(&self.0)
     }
+
+    /// The session folder this directory belongs to: the first folder under
+    /// the workspaces root (`<root>/<session>/repo` belongs to
+    /// `<root>/<session>`).
+    pub fn session_folder(&self, root: &Path) -> PathBuf {
+        match self.relative_to(root).components().next() {
+            Some(first) => root.join(first),
+            None => self.0.clone(),
+        }
+    }
+}
+
+/// The root of every thread's `CODEX_HOME`, apart from `WORKSPACES_ROOT`:
+/// an agent writes its workspace, and a `config.toml` it could write would
+/// start commands of its choosing outside the sandbox at the next run.
+///
+/// `<homes>/<key>/` belongs to one working directory, `<key>` being a hash
+/// of its path relative to `WORKSPACES_ROOT`, so a restarted runner finds
+/// the same home (and can resume the thread's Codex session). It holds:
+/// - `workspace`: that relative path, for the sweep;
+/// - `codex-home/`: the CLI's `CODEX_HOME`, written by the runner and the
+///   CLI only;
+/// - `tmp/`: the agent's `TMPDIR`, the one folder here its sandbox writes.
+#[derive(Debug)]
+pub struct CodexHomes {
+    root: PathBuf,
+    workspaces: PathBuf,
+    /// Held while a home is prepared or the sweep runs, so the sweep never
+    /// removes a home that is being made.
+    lock: Mutex<()>,
+}
+
+/// The folders of one working directory under [`CodexHomes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadHome {
+    pub codex_home: PathBuf,
+    pub tmp: PathBuf,
+}
+
+/// The file of a home that names its working directory.
+const MARKER: &str = "workspace";
+
+impl CodexHomes {
+    /// Both roots must be canonical and apart (see
+    /// `Config::canonical_codex_homes`).
+    pub fn new(root: PathBuf, workspaces: PathBuf) -> Self {
+        Self {
+            root,
+            workspaces,
+            lock: Mutex::new(()),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates the home of `dir` if needed and writes `template` as its
+    /// `config.toml`, replacing whatever was there. Blocking.
+    pub fn prepare(
+        &self,
+        dir: &WorkingDirectory,
+        template: Option<&str>,
+    ) -> std::io::Result<ThreadHome> {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let relative = dir.relative_to(&self.workspaces);
+        let base = self.root.join(key(relative));
+        let home = ThreadHome {
+            codex_home: base.join("codex-home"),
+            tmp: base.join("tmp"),
+        };
+        std::fs::create_dir_all(&home.codex_home)?;
+        std::fs::create_dir_all(&home.tmp)?;
+        std::fs::write(base.join(MARKER), relative.as_os_str().as_bytes())?;
+        if let Some(template) = template {
+            std::fs::write(home.codex_home.join("config.toml"), template)?;
+        }
+        Ok(home)
+    }
+
+    /// Removes the homes whose working directory no longer exists (the
+    /// backend removes a session's folder when the session is deleted), and
+    /// leftovers of a home never finished. Only names made by [`key`] are
+    /// touched. Blocking; returns how many homes went.
+    pub fn sweep(&self) -> std::io::Result<usize> {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if !is_key(&name.to_string_lossy()) {
+                continue;
+            }
+            let base = entry.path();
+            let alive = match std::fs::read(base.join(MARKER)) {
+                Ok(relative) => self
+                    .workspaces
+                    .join(std::ffi::OsStr::from_bytes(&relative))
+                    .is_dir(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => return Err(e),
+            };
+            if !alive {
+                std::fs::remove_dir_all(&base)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// A home's folder name: the SHA-256 of the relative path, in hex. Stable
+/// across runner versions and restarts, and free of any character a path
+/// could smuggle in.
+fn key(relative: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(relative.as_os_str().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn is_key(name: &str) -> bool {
+    name.len() == 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 #[cfg(test)]
@@ -80,7 +198,6 @@ mod tests {
         let (_dir, root) = root();
         let wd = WorkingDirectory::parse(root.join("s1/repo").to_str().unwrap(), &root).unwrap();
         assert_eq!(wd.path(), root.join("s1/repo"));
-        assert_eq!(wd.codex_home(), root.join("s1/repo.codex-home"));
     }
 
     #[test]
