@@ -128,6 +128,7 @@ impl CodexHomes {
         std::fs::create_dir_all(&home.codex_home)?;
         std::fs::create_dir_all(&home.tmp)?;
         std::fs::write(base.join(MARKER), relative.as_os_str().as_bytes())?;
+        adopt_legacy_sessions(dir, &home.codex_home);
         if let Some(template) = template {
             std::fs::write(home.codex_home.join("config.toml"), template)?;
         }
@@ -165,6 +166,39 @@ impl CodexHomes {
     }
 }
 
+/// Homes used to sit beside the workspace (`<parent>/<name>.codex-home`),
+/// where the agent could write them. Their Codex sessions (only them: a
+/// planted `config.toml` or anything else stays behind) move into the new
+/// home so that threads made before can still be resumed; the old folder
+/// goes. Only real folders are taken, never symlinks. Best effort: a
+/// failure is logged, and costs only the old threads' history.
+fn adopt_legacy_sessions(dir: &WorkingDirectory, codex_home: &Path) {
+    let Some(name) = dir.0.file_name() else {
+        return;
+    };
+    let mut legacy_name = name.to_os_string();
+    legacy_name.push(".codex-home");
+    let legacy = dir.0.with_file_name(legacy_name);
+    let is_real_dir =
+        |path: &Path| std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_dir());
+    if !is_real_dir(&legacy) {
+        return;
+    }
+    let target = codex_home.join("sessions");
+    if is_real_dir(&legacy.join("sessions")) && !target.exists() {
+        if let Err(error) = std::fs::rename(legacy.join("sessions"), &target) {
+            tracing::warn!(%error, legacy = %legacy.display(), "cannot move old Codex sessions");
+            return;
+        }
+    }
+    match std::fs::remove_dir_all(&legacy) {
+        Ok(()) => tracing::info!(legacy = %legacy.display(), "old CODEX_HOME adopted and removed"),
+        Err(error) => {
+            tracing::warn!(%error, legacy = %legacy.display(), "cannot remove an old CODEX_HOME")
+        }
+    }
+}
+
 /// A home's folder name: the SHA-256 of the relative path, in hex. Stable
 /// across runner versions and restarts, and free of any character a path
 /// could smuggle in.
@@ -198,6 +232,58 @@ mod tests {
         let (_dir, root) = root();
         let wd = WorkingDirectory::parse(root.join("s1/repo").to_str().unwrap(), &root).unwrap();
         assert_eq!(wd.path(), root.join("s1/repo"));
+    }
+
+    #[test]
+    fn session_folder_is_the_first_folder_under_root() {
+        let (_dir, root) = root();
+        std::fs::create_dir_all(root.join("s1/repo/sub")).unwrap();
+        let wd = WorkingDirectory::parse("s1/repo/sub", &root).unwrap();
+        assert_eq!(wd.session_folder(&root), root.join("s1"));
+    }
+
+    #[test]
+    fn a_home_is_kept_while_its_workspace_exists_and_foreign_folders_always() {
+        let (dir, root) = root();
+        let homes = CodexHomes::new(dir.path().join("homes"), root.clone());
+        std::fs::create_dir_all(homes.root().join("not-a-home")).unwrap();
+        std::fs::create_dir_all(root.join("s2/repo")).unwrap();
+        let s1 = WorkingDirectory::parse("s1/repo", &root).unwrap();
+        let s2 = WorkingDirectory::parse("s2/repo", &root).unwrap();
+        let home = homes.prepare(&s1, Some("model = \"m\"")).unwrap();
+        let gone = homes.prepare(&s2, None).unwrap();
+        assert_eq!(
+            home,
+            homes.prepare(&s1, None).unwrap(),
+            "stable per directory"
+        );
+        assert_ne!(home, gone);
+
+        std::fs::remove_dir_all(root.join("s2")).unwrap();
+        assert_eq!(homes.sweep().unwrap(), 1);
+
+        assert!(home.codex_home.join("config.toml").is_file());
+        assert!(home.tmp.is_dir());
+        assert!(!gone.codex_home.exists());
+        assert!(homes.root().join("not-a-home").is_dir());
+    }
+
+    #[test]
+    fn sessions_of_a_home_beside_the_workspace_move_into_the_new_home() {
+        let (dir, root) = root();
+        let legacy = root.join("s1/repo.codex-home");
+        std::fs::create_dir_all(legacy.join("sessions/2026")).unwrap();
+        std::fs::write(legacy.join("sessions/2026/rollout.jsonl"), "{}").unwrap();
+        std::fs::write(legacy.join("config.toml"), "[mcp_servers.esc]").unwrap();
+        let homes = CodexHomes::new(dir.path().join("homes"), root.clone());
+        let s1 = WorkingDirectory::parse("s1/repo", &root).unwrap();
+
+        let home = homes.prepare(&s1, None).unwrap();
+
+        let moved = home.codex_home.join("sessions/2026/rollout.jsonl");
+        assert_eq!(std::fs::read_to_string(moved).unwrap(), "{}");
+        assert!(!home.codex_home.join("config.toml").exists());
+        assert!(!legacy.exists());
     }
 
     #[test]
