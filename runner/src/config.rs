@@ -308,3 +308,28 @@ const ENV_KEYS: [&str; 19] = [
     "RUNNER_ALLOW_NETWORK",
     "RUNNER_ALLOW_WEB_SEARCH",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Each test runs in a process of its own under nextest, so setting the
+    // environment here races with nothing.
+    #[test]
+    fn the_max_sandbox_follows_the_default_and_may_not_be_narrower() {
+        std::env::set_var("RUNNER_DEFAULT_SANDBOX", "danger-full-access");
+        std::env::remove_var("RUNNER_MAX_SANDBOX");
+        std::env::set_var("RUNNER_ALLOW_NETWORK", "true");
+        let config = Config::from_env().unwrap();
+        assert_eq!(config.sandbox.max_sandbox, SandboxMode::DangerFullAccess);
+        assert!(config.sandbox.allow_network);
+        assert!(!config.sandbox.allow_web_search);
+
+        std::env::set_var("RUNNER_MAX_SANDBOX", "read-only");
+        let error = Config::from_env().unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "RUNNER_DEFAULT_SANDBOX danger-full-access is wider than RUNNER_MAX_SANDBOX read-only"
+        );
+    }
+}
