@@ -186,7 +186,10 @@ fn adopt_legacy_sessions(dir: &WorkingDirectory, codex_home: &Path) {
     }
     let target = codex_home.join("sessions");
     if is_real_dir(&legacy.join("sessions")) && !target.exists() {
-        if let Err(error) = std::fs::rename(legacy.join("sessions"), &target) {
+        // Another filesystem (a volume of its own) cannot take a rename.
+        let moved = std::fs::rename(legacy.join("sessions"), &target)
+            .or_else(|_| copy_tree(&legacy.join("sessions"), &target));
+        if let Err(error) = moved {
             tracing::warn!(%error, legacy = %legacy.display(), "cannot move old Codex sessions");
             return;
         }
@@ -197,6 +200,23 @@ fn adopt_legacy_sessions(dir: &WorkingDirectory, codex_home: &Path) {
             tracing::warn!(%error, legacy = %legacy.display(), "cannot remove an old CODEX_HOME")
         }
     }
+}
+
+/// Copies folders and regular files; symlinks (which the agent could have
+/// planted) are left behind.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }
 
 /// A home's folder name: the SHA-256 of the relative path, in hex. Stable
@@ -284,6 +304,29 @@ mod tests {
         assert_eq!(std::fs::read_to_string(moved).unwrap(), "{}");
         assert!(!home.codex_home.join("config.toml").exists());
         assert!(!legacy.exists());
+    }
+
+    #[test]
+    fn old_sessions_are_copied_without_symlinks_to_another_filesystem() {
+        let (dir, root) = root();
+        let legacy = root.join("s1/repo.codex-home/sessions");
+        std::fs::create_dir_all(&legacy).unwrap();
+        std::fs::write(legacy.join("rollout.jsonl"), "{}").unwrap();
+        std::os::unix::fs::symlink(dir.path(), legacy.join("escape")).unwrap();
+        // /dev/shm is a tmpfs: a rename from the temp folder fails there.
+        let other_fs = tempfile::tempdir_in("/dev/shm").unwrap();
+        let homes = CodexHomes::new(other_fs.path().join("homes"), root.clone());
+        let s1 = WorkingDirectory::parse("s1/repo", &root).unwrap();
+
+        let home = homes.prepare(&s1, None).unwrap();
+
+        let sessions = home.codex_home.join("sessions");
+        assert_eq!(
+            std::fs::read_to_string(sessions.join("rollout.jsonl")).unwrap(),
+            "{}"
+        );
+        assert!(std::fs::symlink_metadata(sessions.join("escape")).is_err());
+        assert!(!root.join("s1/repo.codex-home").exists());
     }
 
     #[test]
