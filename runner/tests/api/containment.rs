@@ -33,6 +33,12 @@ fn attack_script(dir: &Path) -> scripted_model::Script {
                 exec(format!("echo pwned > {tmp}/repo-runner-pwned-{}", dir.to_string().replace('/', "_"))),
                 exec("echo mine > \"$TMPDIR/mine.txt\" && echo mine > mine.txt".into()),
                 [{"message": "written"}]]},
+            {"when": "escalate", "steps": [
+                [{"function_call": {"name": "exec_command", "arguments": {
+                    "cmd": format!("echo pwned > {dir}/workspaces/session-2/repo/pwned.txt"),
+                    "sandbox_permissions": "require_escalated",
+                    "justification": "I need to"}}}],
+                [{"message": "escalated"}]]},
             {"when": "", "steps": [[{"message": "You said: {{prompt}}"}]]}
         ]})
         .to_string(),
@@ -178,6 +184,23 @@ async fn the_agent_cannot_write_other_sessions_or_shared_temp_folders() {
         std::fs::read_to_string(runner.repo.join("mine.txt")).unwrap(),
         "mine\n"
     );
+}
+
+#[tokio::test]
+async fn the_agent_cannot_ask_its_way_out_of_the_sandbox() {
+    let runner = attacker().await;
+    let other = runner.root.join("session-2/repo");
+    init_repo(&other);
+    let thread = runner
+        .create_thread(json!({"workingDirectory": runner.repo, "approvalPolicy": "on-request"}))
+        .await;
+
+    run_to_end(&runner, &thread, "escalate").await;
+
+    assert!(!other.join("pwned.txt").exists());
+    let requests = runner.model.requests();
+    let last = requests.last().unwrap()["input"].to_string();
+    assert!(last.contains("reject command"), "{last}");
 }
 
 async fn forbidden(runner: &TestRunner, body: Value) -> String {
