@@ -68,6 +68,7 @@ export async function startStack() {
   const runner = await start("runner", bin("runner"), [], {
     RUNNER_ADDR: runnerAddr,
     WORKSPACES_ROOT: workspaces,
+    RUNNER_CODEX_HOMES: join(dir, "codex-homes"),
     CODEX_BIN: process.env.CODEX_BIN || join(root, "node_modules/.bin/codex"),
     RUNNER_CODEX_CONFIG: join(dir, "codex.toml"),
   }, /runner listening/);

@@ -66,6 +66,7 @@ if [[ -z "${DATABASE_URL:-}" ]]; then
 fi
 
 export WORKSPACES_ROOT=${WORKSPACES_ROOT:-$data/workspaces}
+export RUNNER_CODEX_HOMES=${RUNNER_CODEX_HOMES:-$data/codex-homes}
 export CODEX_BIN=${CODEX_BIN:-$PWD/node_modules/.bin/codex}
 export RUNNER_URL=${RUNNER_URL:-http://$RUNNER_ADDR}
 export BACKEND_URL=${BACKEND_URL:-http://$BACKEND_ADDR}

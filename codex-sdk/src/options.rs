@@ -46,8 +46,8 @@ pub struct CodexOptions {
     pub config_overrides: Vec<(String, String)>,
 }
 
-/// `--sandbox` of the CLI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `--sandbox` of the CLI, ordered from the narrowest to the widest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SandboxMode {
     ReadOnly,
@@ -124,7 +124,35 @@ pub struct ThreadOptions {
     /// `CODEX_HOME` of this thread's CLI: where its config and sessions live.
     /// Unset: the CLI's default (`~/.codex`).
     pub codex_home: Option<PathBuf>,
+    /// The agent's own temporary directory. When set, the agent's commands
+    /// get it as `TMPDIR` (and `TMP`, `TEMP`) and may write it, while `/tmp`
+    /// and the CLI's own `$TMPDIR` are no longer writable roots of the
+    /// `workspace-write` sandbox: temp folders shared by every thread would
+    /// let one agent write where another one works.
+    pub private_tmp: Option<PathBuf>,
 }
+
+/// The variables an agent's command may inherit from the CLI (patterns of
+/// the CLI's `shell_environment_policy.include_only`). Everything else, the
+/// API key and `CODEX_HOME` first, stays with the CLI.
+pub const AGENT_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_*", "TZ", "TERM", "TMPDIR", "TMP",
+    "TEMP",
+];
+
+/// Names never passed to an agent's command even when allowed above or set
+/// by a caller's environment (`shell_environment_policy.exclude`, matched
+/// case-insensitively, on top of the CLI's own `*KEY*`/`*SECRET*`/`*TOKEN*`).
+pub const AGENT_ENV_EXCLUDED: &[&str] = &[
+    "*KEY*",
+    "*SECRET*",
+    "*TOKEN*",
+    "*PASSWORD*",
+    "*CREDENTIAL*",
+    "CODEX_*",
+    "OPENAI_*",
+    "DATABASE_URL",
+];
 
 /// Builds the CLI's arguments the way the TypeScript SDK's `CodexExec.run`
 /// does, flag for flag and in the same order.
@@ -156,6 +184,17 @@ pub(crate) fn command_args(
     for dir in &thread.additional_directories {
         args.extend(["--add-dir".into(), dir.display().to_string()]);
     }
+    if let Some(tmp) = &thread.private_tmp {
+        args.extend(["--add-dir".into(), tmp.display().to_string()]);
+        config(
+            &mut args,
+            "sandbox_workspace_write.exclude_slash_tmp=true".into(),
+        );
+        config(
+            &mut args,
+            "sandbox_workspace_write.exclude_tmpdir_env_var=true".into(),
+        );
+    }
     if thread.skip_git_repo_check {
         args.push("--skip-git-repo-check".into());
     }
@@ -176,6 +215,9 @@ pub(crate) fn command_args(
         Some(false) => config(&mut args, "web_search=\"disabled\"".into()),
         None => {}
     }
+    for (key, value) in shell_environment_policy(thread) {
+        config(&mut args, format!("{key}={value}"));
+    }
     if let Some(policy) = thread.approval_policy {
         config(
             &mut args,
@@ -186,6 +228,42 @@ pub(crate) fn command_args(
         args.extend(["resume".into(), id.into()]);
     }
     args
+}
+
+/// The CLI's `shell_environment_policy`, always given on the command line
+/// so that no `config.toml` can loosen it: the CLI holds the API key in its
+/// environment, and its default policy (0.169.0) passes its whole
+/// environment on to the agent's commands.
+fn shell_environment_policy(thread: &ThreadOptions) -> Vec<(String, String)> {
+    let list = |items: &[&str]| {
+        let quoted: Vec<String> = items.iter().map(|item| toml_string(item)).collect();
+        format!("[{}]", quoted.join(","))
+    };
+    let mut pairs = vec![
+        (
+            "shell_environment_policy.inherit".to_owned(),
+            "\"all\"".to_owned(),
+        ),
+        (
+            "shell_environment_policy.ignore_default_excludes".to_owned(),
+            "false".to_owned(),
+        ),
+        (
+            "shell_environment_policy.exclude".to_owned(),
+            list(AGENT_ENV_EXCLUDED),
+        ),
+        (
+            "shell_environment_policy.include_only".to_owned(),
+            list(AGENT_ENV),
+        ),
+    ];
+    if let Some(tmp) = &thread.private_tmp {
+        let tmp = toml_string(&tmp.display().to_string());
+        for name in ["TMPDIR", "TMP", "TEMP"] {
+            pairs.push((format!("shell_environment_policy.set.{name}"), tmp.clone()));
+        }
+    }
+    pairs
 }
 
 /// A TOML basic string; JSON string escaping is a valid subset of it.
@@ -215,6 +293,7 @@ mod tests {
             web_search_enabled: Some(false),
             approval_policy: Some(ApprovalMode::Never),
             codex_home: None,
+            private_tmp: Some("/h/tmp".into()),
         };
         let args = command_args(&codex, &thread, Some("thread-1"));
         let expected = [
@@ -232,6 +311,12 @@ mod tests {
             "/w/s/repo",
             "--add-dir",
             "/w/extra",
+            "--add-dir",
+            "/h/tmp",
+            "--config",
+            "sandbox_workspace_write.exclude_slash_tmp=true",
+            "--config",
+            "sandbox_workspace_write.exclude_tmpdir_env_var=true",
             "--skip-git-repo-check",
             "--config",
             "model_reasoning_effort=\"high\"",
@@ -239,6 +324,20 @@ mod tests {
             "sandbox_workspace_write.network_access=false",
             "--config",
             "web_search=\"disabled\"",
+            "--config",
+            "shell_environment_policy.inherit=\"all\"",
+            "--config",
+            "shell_environment_policy.ignore_default_excludes=false",
+            "--config",
+            "shell_environment_policy.exclude=[\"*KEY*\",\"*SECRET*\",\"*TOKEN*\",\"*PASSWORD*\",\"*CREDENTIAL*\",\"CODEX_*\",\"OPENAI_*\",\"DATABASE_URL\"]",
+            "--config",
+            "shell_environment_policy.include_only=[\"PATH\",\"HOME\",\"USER\",\"LOGNAME\",\"SHELL\",\"LANG\",\"LC_*\",\"TZ\",\"TERM\",\"TMPDIR\",\"TMP\",\"TEMP\"]",
+            "--config",
+            "shell_environment_policy.set.TMPDIR=\"/h/tmp\"",
+            "--config",
+            "shell_environment_policy.set.TMP=\"/h/tmp\"",
+            "--config",
+            "shell_environment_policy.set.TEMP=\"/h/tmp\"",
             "--config",
             "approval_policy=\"never\"",
             "resume",

@@ -39,7 +39,8 @@ async fn collect(thread: &codex_sdk::Thread, input: &str) -> Vec<Result<ThreadEv
 async fn args_stdin_and_environment_reach_the_cli() {
     let fake = fake(
         r#"read -r prompt
-printf '{"type":"probe","args":"%s","prompt":"%s","key":"%s","home":"%s","secret":"%s"}\n' "$*" "$prompt" "$CODEX_API_KEY" "$CODEX_HOME" "$DATABASE_URL""#,
+args=$(printf '%s' "$*" | sed 's/"/\\"/g')
+printf '{"type":"probe","args":"%s","prompt":"%s","key":"%s","home":"%s","secret":"%s"}\n' "$args" "$prompt" "$CODEX_API_KEY" "$CODEX_HOME" "$DATABASE_URL""#,
     );
     std::env::set_var("DATABASE_URL", "postgres://secret");
     let codex = Codex::new(CodexOptions {
@@ -62,7 +63,14 @@ printf '{"type":"probe","args":"%s","prompt":"%s","key":"%s","home":"%s","secret
     };
     assert_eq!(
         probe["args"],
-        "exec --experimental-json --cd /w --skip-git-repo-check resume 0199-abc"
+        "exec --experimental-json --cd /w --skip-git-repo-check \
+         --config shell_environment_policy.inherit=\"all\" \
+         --config shell_environment_policy.ignore_default_excludes=false \
+         --config shell_environment_policy.exclude=[\"*KEY*\",\"*SECRET*\",\"*TOKEN*\",\
+         \"*PASSWORD*\",\"*CREDENTIAL*\",\"CODEX_*\",\"OPENAI_*\",\"DATABASE_URL\"] \
+         --config shell_environment_policy.include_only=[\"PATH\",\"HOME\",\"USER\",\
+         \"LOGNAME\",\"SHELL\",\"LANG\",\"LC_*\",\"TZ\",\"TERM\",\"TMPDIR\",\"TMP\",\"TEMP\"] \
+         resume 0199-abc"
     );
     assert_eq!(probe["prompt"], "hello there");
     assert_eq!(probe["key"], "sk-test");

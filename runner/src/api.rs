@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::error::{catch_all, ApiError, Result};
 use crate::execution::spawn_run;
 use crate::registry::{Registry, RunStatus};
-use crate::workspace::WorkingDirectory;
+use crate::workspace::{CodexHomes, WorkingDirectory};
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -26,6 +26,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// `WORKSPACES_ROOT`, canonical.
     pub root: Arc<PathBuf>,
+    /// The threads' `CODEX_HOME`s, under `RUNNER_CODEX_HOMES`.
+    pub homes: Arc<CodexHomes>,
     pub codex: Codex,
     pub registry: Arc<Registry>,
     /// Cancelled when the runner stops: every event stream ends at once.
@@ -110,12 +112,19 @@ async fn create_thread(Data(state): Data<&AppState>, body: Body) -> Result<Respo
     let invalid = |e: crate::workspace::WorkspaceError| ApiError::Validation(e.to_string());
     let working =
         WorkingDirectory::parse(&request.working_directory, &state.root).map_err(invalid)?;
-    let additional = request
-        .additional_directories
-        .iter()
-        .map(|dir| WorkingDirectory::parse(dir, &state.root).map(|d| d.path().to_path_buf()))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(invalid)?;
+    let session = working.session_folder(&state.root);
+    let mut additional = Vec::with_capacity(request.additional_directories.len());
+    for dir in &request.additional_directories {
+        let dir = WorkingDirectory::parse(dir, &state.root).map_err(invalid)?;
+        // Another session's folder would be writable by this agent.
+        if !dir.path().starts_with(&session) {
+            return Err(ApiError::Forbidden(format!(
+                "additionalDirectories {} is not in the session folder of workingDirectory",
+                dir.path().display()
+            )));
+        }
+        additional.push(dir.path().to_path_buf());
+    }
     if let Some(model) = &request.model {
         if model.trim().is_empty() || model.len() > 200 {
             return Err(ApiError::Validation(
@@ -123,6 +132,7 @@ async fn create_thread(Data(state): Data<&AppState>, body: Body) -> Result<Respo
             ));
         }
     }
+    let policy = sandbox_policy(&state.config, &request)?;
     let resume = match request.resume_thread_id {
         Some(id) if !valid_codex_thread_id(&id) => {
             return Err(ApiError::Validation(
@@ -131,29 +141,86 @@ async fn create_thread(Data(state): Data<&AppState>, body: Body) -> Result<Respo
         }
         other => other,
     };
-    let codex_home = working.codex_home();
-    prepare_codex_home(&codex_home, state.config.codex_config.as_deref())
+    let homes = state.homes.clone();
+    let template = state.config.codex_config.clone();
+    let dir = working.clone();
+    let home = tokio::task::spawn_blocking(move || homes.prepare(&dir, template.as_deref()))
         .await
-        .map_err(|e| ApiError::Internal(e.context("cannot prepare the thread's CODEX_HOME")))?;
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e)))?
+        .map_err(|e| {
+            ApiError::Internal(
+                anyhow::Error::new(e).context("cannot prepare the thread's CODEX_HOME"),
+            )
+        })?;
     let options = ThreadOptions {
         model: request.model,
-        sandbox_mode: Some(request.sandbox_mode.unwrap_or(state.config.default_sandbox)),
+        sandbox_mode: Some(policy.sandbox),
         working_directory: Some(working.path().to_path_buf()),
         skip_git_repo_check: request.skip_git_repo_check,
         model_reasoning_effort: request.model_reasoning_effort,
-        network_access_enabled: request.network_access_enabled,
-        web_search_enabled: request.web_search_enabled,
+        network_access_enabled: policy.network,
+        web_search_enabled: policy.web_search,
         approval_policy: Some(
             request
                 .approval_policy
                 .unwrap_or(state.config.default_approval),
         ),
         additional_directories: additional,
-        codex_home: Some(codex_home),
+        codex_home: Some(home.codex_home),
+        private_tmp: (policy.sandbox == SandboxMode::WorkspaceWrite).then_some(home.tmp),
     };
     let record = state.registry.add_thread(options, resume)?;
-    tracing::info!(thread_id = %record.id, dir = %working.path().display(), "thread created");
+    tracing::info!(
+        thread_id = %record.id,
+        dir = %working.path().display(),
+        sandbox = policy.sandbox.as_str(),
+        "thread created"
+    );
     Ok((StatusCode::CREATED, Json(ThreadView::from(record))).into_response())
+}
+
+/// The sandbox a thread gets: the operator's configuration, narrowed (never
+/// widened) by the request.
+struct SandboxPolicy {
+    sandbox: SandboxMode,
+    network: Option<bool>,
+    web_search: Option<bool>,
+}
+
+fn sandbox_policy(config: &Config, request: &CreateThread) -> Result<SandboxPolicy> {
+    let limits = &config.sandbox;
+    let sandbox = request.sandbox_mode.unwrap_or(config.default_sandbox);
+    if sandbox > limits.max_sandbox {
+        return Err(ApiError::Forbidden(format!(
+            "sandboxMode {} is wider than this runner allows ({}, RUNNER_MAX_SANDBOX)",
+            sandbox.as_str(),
+            limits.max_sandbox.as_str()
+        )));
+    }
+    if request.network_access_enabled == Some(true) && !limits.allow_network {
+        return Err(ApiError::Forbidden(
+            "networkAccessEnabled is not allowed by this runner (RUNNER_ALLOW_NETWORK)".into(),
+        ));
+    }
+    if request.web_search_enabled == Some(true) && !limits.allow_web_search {
+        return Err(ApiError::Forbidden(
+            "webSearchEnabled is not allowed by this runner (RUNNER_ALLOW_WEB_SEARCH)".into(),
+        ));
+    }
+    // Said explicitly when not allowed, so that no config.toml turns them on.
+    Ok(SandboxPolicy {
+        sandbox,
+        network: if limits.allow_network {
+            request.network_access_enabled
+        } else {
+            Some(false)
+        },
+        web_search: if limits.allow_web_search {
+            request.web_search_enabled
+        } else {
+            Some(false)
+        },
+    })
 }
 
 /// Codex thread ids are UUIDs; anything else could smuggle a flag or a path
@@ -163,15 +230,6 @@ fn valid_codex_thread_id(id: &str) -> bool {
         && id.len() <= 100
         && !id.starts_with('-')
         && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-}
-
-/// Creates the thread's `CODEX_HOME` and writes the config template into it.
-async fn prepare_codex_home(home: &std::path::Path, template: Option<&str>) -> anyhow::Result<()> {
-    tokio::fs::create_dir_all(home).await?;
-    if let Some(template) = template {
-        tokio::fs::write(home.join("config.toml"), template).await?;
-    }
-    Ok(())
 }
 
 #[handler]

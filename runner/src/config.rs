@@ -1,7 +1,7 @@
 //! The runner's configuration, read once from the environment.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use codex_sdk::{ApiKey, ApprovalMode, SandboxMode};
@@ -30,6 +30,38 @@ pub struct Config {
     /// `RUNNER_PROCESS_CONTAINMENT`: how each run's processes are held.
     pub process_containment: ContainmentMode,
     pub limits: Limits,
+    /// How far a request may widen the sandbox.
+    pub sandbox: SandboxLimits,
+}
+
+/// What a thread's request may ask of the sandbox: it may narrow the
+/// operator's choice, never widen it past these.
+#[derive(Debug, Clone)]
+pub struct SandboxLimits {
+    /// `RUNNER_CODEX_HOMES`: where each thread's `CODEX_HOME` (and its
+    /// agent's temp folder) lives; never inside `WORKSPACES_ROOT`, so no
+    /// agent can rewrite the configuration its CLI starts with.
+    pub codex_homes: PathBuf,
+    /// `RUNNER_MAX_SANDBOX`: the widest `sandboxMode` a request may ask for;
+    /// unset, `RUNNER_DEFAULT_SANDBOX`.
+    pub max_sandbox: SandboxMode,
+    /// `RUNNER_ALLOW_NETWORK`: whether a request may turn the network on in a
+    /// `workspace-write` sandbox (`networkAccessEnabled`).
+    pub allow_network: bool,
+    /// `RUNNER_ALLOW_WEB_SEARCH`: whether a request may turn the CLI's live
+    /// web search on (`webSearchEnabled`).
+    pub allow_web_search: bool,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        Self {
+            codex_homes: PathBuf::from(".data/codex-homes"),
+            max_sandbox: SandboxMode::WorkspaceWrite,
+            allow_network: false,
+            allow_web_search: false,
+        }
+    }
 }
 
 /// `RUNNER_PROCESS_CONTAINMENT`.
@@ -106,6 +138,7 @@ impl fmt::Debug for Config {
             .field("default_approval", &self.default_approval)
             .field("process_containment", &self.process_containment)
             .field("limits", &self.limits)
+            .field("sandbox", &self.sandbox)
             .finish()
     }
 }
@@ -120,12 +153,23 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot create WORKSPACES_ROOT {path}")]
+    #[error("cannot create {name} {path}")]
     Root {
+        name: &'static str,
         path: String,
         #[source]
         source: std::io::Error,
     },
+    #[error("RUNNER_DEFAULT_SANDBOX {default} is wider than RUNNER_MAX_SANDBOX {max}")]
+    DefaultWiderThanMax {
+        default: &'static str,
+        max: &'static str,
+    },
+    #[error(
+        "RUNNER_CODEX_HOMES {homes} and WORKSPACES_ROOT {workspaces} overlap: an agent could \
+         rewrite the configuration of its own or another thread's CLI"
+    )]
+    Overlap { homes: String, workspaces: String },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -149,11 +193,16 @@ struct Raw {
     runner_max_prompt_bytes: usize,
     runner_max_body_bytes: usize,
     runner_keep_alive_secs: u64,
+    runner_codex_homes: PathBuf,
+    runner_max_sandbox: Option<SandboxMode>,
+    runner_allow_network: bool,
+    runner_allow_web_search: bool,
 }
 
 impl Default for Raw {
     fn default() -> Self {
         let limits = Limits::default();
+        let sandbox = SandboxLimits::default();
         Self {
             runner_addr: "127.0.0.1:9102".into(),
             workspaces_root: PathBuf::from(".data/workspaces"),
@@ -174,6 +223,10 @@ impl Default for Raw {
             runner_max_prompt_bytes: limits.max_prompt_bytes,
             runner_max_body_bytes: limits.max_body_bytes,
             runner_keep_alive_secs: limits.keep_alive.as_secs(),
+            runner_codex_homes: sandbox.codex_homes,
+            runner_max_sandbox: None,
+            runner_allow_network: sandbox.allow_network,
+            runner_allow_web_search: sandbox.allow_web_search,
         }
     }
 }
@@ -203,6 +256,13 @@ impl Config {
             .or(raw.openai_api_key)
             .filter(|k| !k.trim().is_empty())
             .map(ApiKey::new);
+        let max_sandbox = raw.runner_max_sandbox.unwrap_or(raw.runner_default_sandbox);
+        if raw.runner_default_sandbox > max_sandbox {
+            return Err(ConfigError::DefaultWiderThanMax {
+                default: raw.runner_default_sandbox.as_str(),
+                max: max_sandbox.as_str(),
+            });
+        }
         Ok(Self {
             addr: raw.runner_addr,
             workspaces_root: raw.workspaces_root,
@@ -225,24 +285,54 @@ impl Config {
                 max_body_bytes: raw.runner_max_body_bytes,
                 keep_alive: Duration::from_secs(raw.runner_keep_alive_secs.max(1)),
             },
+            sandbox: SandboxLimits {
+                codex_homes: raw.runner_codex_homes,
+                max_sandbox,
+                allow_network: raw.runner_allow_network,
+                allow_web_search: raw.runner_allow_web_search,
+            },
         })
     }
 
     /// The workspaces root, created if missing and with symlinks resolved.
     pub fn canonical_root(&self) -> Result<PathBuf, ConfigError> {
-        let error = |source| ConfigError::Root {
-            path: self.workspaces_root.display().to_string(),
-            source,
-        };
-        std::fs::create_dir_all(&self.workspaces_root).map_err(error)?;
-        self.workspaces_root.canonicalize().map_err(error)
+        canonical_dir("WORKSPACES_ROOT", &self.workspaces_root)
+    }
+
+    /// The root of the threads' `CODEX_HOME`s, created if missing and with
+    /// symlinks resolved; refused when it overlaps the workspaces root
+    /// (`workspaces`, canonical). Agents write only their working directory,
+    /// the directories added to it from the same session and their own temp
+    /// folder (`/tmp` and `$TMPDIR` are not writable roots): all of them
+    /// are under `WORKSPACES_ROOT` or are a thread's own temp folder, so a
+    /// homes root apart from the workspaces root is out of every agent's
+    /// reach.
+    pub fn canonical_codex_homes(&self, workspaces: &Path) -> Result<PathBuf, ConfigError> {
+        let homes = canonical_dir("RUNNER_CODEX_HOMES", &self.sandbox.codex_homes)?;
+        if homes.starts_with(workspaces) || workspaces.starts_with(&homes) {
+            return Err(ConfigError::Overlap {
+                homes: homes.display().to_string(),
+                workspaces: workspaces.display().to_string(),
+            });
+        }
+        Ok(homes)
     }
 }
 
 /// The smallest `RUNNER_MAX_EVENT_BYTES` honoured.
 pub const MIN_EVENT_BYTES: usize = 1024;
 
-const ENV_KEYS: [&str; 19] = [
+fn canonical_dir(name: &'static str, path: &Path) -> Result<PathBuf, ConfigError> {
+    let error = |source| ConfigError::Root {
+        name,
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(error)?;
+    path.canonicalize().map_err(error)
+}
+
+const ENV_KEYS: [&str; 23] = [
     "RUNNER_ADDR",
     "WORKSPACES_ROOT",
     "CODEX_BIN",
@@ -262,4 +352,33 @@ const ENV_KEYS: [&str; 19] = [
     "RUNNER_MAX_PROMPT_BYTES",
     "RUNNER_MAX_BODY_BYTES",
     "RUNNER_KEEP_ALIVE_SECS",
+    "RUNNER_CODEX_HOMES",
+    "RUNNER_MAX_SANDBOX",
+    "RUNNER_ALLOW_NETWORK",
+    "RUNNER_ALLOW_WEB_SEARCH",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Each test runs in a process of its own under nextest, so setting the
+    // environment here races with nothing.
+    #[test]
+    fn the_max_sandbox_follows_the_default_and_may_not_be_narrower() {
+        std::env::set_var("RUNNER_DEFAULT_SANDBOX", "danger-full-access");
+        std::env::remove_var("RUNNER_MAX_SANDBOX");
+        std::env::set_var("RUNNER_ALLOW_NETWORK", "true");
+        let config = Config::from_env().unwrap();
+        assert_eq!(config.sandbox.max_sandbox, SandboxMode::DangerFullAccess);
+        assert!(config.sandbox.allow_network);
+        assert!(!config.sandbox.allow_web_search);
+
+        std::env::set_var("RUNNER_MAX_SANDBOX", "read-only");
+        let error = Config::from_env().unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "RUNNER_DEFAULT_SANDBOX danger-full-access is wider than RUNNER_MAX_SANDBOX read-only"
+        );
+    }
+}

@@ -11,6 +11,9 @@ pub enum ApiError {
     Validation(String),
     #[error("{0}")]
     NotFound(String),
+    /// The request asks for more than the operator's configuration allows.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -26,6 +29,7 @@ impl ApiError {
         match self {
             ApiError::Validation(_) => "validation_error",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::Conflict(_) => "conflict",
             ApiError::TooMany(_) => "too_many_requests",
             ApiError::TooLarge(_) => "payload_too_large",
@@ -39,6 +43,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Validation(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

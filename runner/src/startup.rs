@@ -13,6 +13,7 @@ use poem::Server;
 use crate::api::{routes, AppState};
 use crate::config::{Config, ContainmentMode};
 use crate::registry::Registry;
+use crate::workspace::CodexHomes;
 
 pub struct Application {
     acceptor: TcpAcceptor,
@@ -27,6 +28,11 @@ impl Application {
         // stops here, before it could kill the CLIs of the first.
         let (acceptor, addr) = service_kit::bind(&config.addr, "RUNNER_ADDR").await?;
         let containment = containment(&config, &root).await?;
+        let homes = Arc::new(CodexHomes::new(
+            config.canonical_codex_homes(&root)?,
+            root.clone(),
+        ));
+        sweep_homes(homes.clone()).await;
         let codex = Codex::new(CodexOptions {
             codex_path: config.codex_bin.clone(),
             api_key: config.api_key.clone(),
@@ -43,6 +49,7 @@ impl Application {
             registry: Arc::new(Registry::new(config.limits.clone())),
             config: Arc::new(config),
             root: Arc::new(root),
+            homes,
             codex,
         };
         Ok(Self {
@@ -65,18 +72,26 @@ impl Application {
     ) -> anyhow::Result<()> {
         let registry_for_shutdown = self.state.registry.clone();
         let registry = self.state.registry.clone();
-        // Often enough that an idle thread goes within half its idle time
-        // of expiring, and finished runs within 30 s of theirs.
-        let sweep_every = (registry.limits().thread_idle / 2)
+        let homes = self.state.homes.clone();
+        // Idle threads go within half their idle time of expiring; finished
+        // runs and the homes of removed workspaces every 30 s.
+        let idle_every = (registry.limits().thread_idle / 2)
             .clamp(Duration::from_millis(100), Duration::from_secs(30));
         let retention_sweep = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(sweep_every);
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            let mut idle_tick = tokio::time::interval(idle_every);
             loop {
-                tick.tick().await;
-                registry.prune_finished_runs();
-                let released = registry.release_idle_threads();
-                if released > 0 {
-                    tracing::info!(released, "idle threads released (RUNNER_THREAD_IDLE_SECS)");
+                tokio::select! {
+                    _ = tick.tick() => {
+                        registry.prune_finished_runs();
+                        sweep_homes(homes.clone()).await;
+                    }
+                    _ = idle_tick.tick() => {
+                        let released = registry.release_idle_threads();
+                        if released > 0 {
+                            tracing::info!(released, "idle threads released (RUNNER_THREAD_IDLE_SECS)");
+                        }
+                    }
                 }
             }
         });
@@ -143,4 +158,18 @@ async fn containment(config: &Config, root: &std::path::Path) -> anyhow::Result<
         pid_namespace,
         marker: Some((PROCESS_MARKER.to_owned(), marker)),
     })
+}
+
+/// Removes the homes of working directories that are gone; a failure is
+/// logged and retried at the next sweep, as it only costs disk space.
+async fn sweep_homes(homes: Arc<CodexHomes>) {
+    let root = homes.root().display().to_string();
+    match tokio::task::spawn_blocking(move || homes.sweep()).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(removed)) => {
+            tracing::info!(removed, %root, "codex homes of removed workspaces swept")
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, %root, "cannot sweep codex homes"),
+        Err(e) => tracing::warn!(error = %e, %root, "codex homes sweep panicked"),
+    }
 }

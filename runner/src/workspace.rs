@@ -1,7 +1,10 @@
-//! Working directories: a thread may only work under `WORKSPACES_ROOT`, and
-//! keeps its own `CODEX_HOME` beside its working directory.
+//! Working directories and homes: a thread may only work under
+//! `WORKSPACES_ROOT`, and keeps its `CODEX_HOME` under `RUNNER_CODEX_HOMES`,
+//! out of every agent's reach.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// A directory proven to be strictly inside the workspaces root, symlinks
 /// resolved.
@@ -46,21 +49,190 @@ impl WorkingDirectory {
         &self.0
     }
 
-    /// `<parent>/<name>.codex-home`: beside the workspace (so removing a
-    /// session's folder removes it too) and outside it (so the agent's diff
-    /// and the repository never see it). Threads bound to the same directory
-    /// share it, which is what lets a restarted runner resume their sessions.
-    pub fn codex_home(&self) -> PathBuf {
-        let name = self
-            .0
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "workspace".into());
-        self.0
-            .parent()
-            .unwrap_or(&self.0)
-            .join(format!("{name}.codex-home"))
+    /// The directory's path relative to the workspaces root (`root`,
+    /// canonical).
+    fn relative_to<'a>(&'a self, root: &Path) -> &'a Path {
+        self.0.strip_prefix(root).unwrap_or(&self.0)
     }
+
+    /// The session folder this directory belongs to: the first folder under
+    /// the workspaces root (`<root>/<session>/repo` belongs to
+    /// `<root>/<session>`).
+    pub fn session_folder(&self, root: &Path) -> PathBuf {
+        match self.relative_to(root).components().next() {
+            Some(first) => root.join(first),
+            None => self.0.clone(),
+        }
+    }
+}
+
+/// The root of every thread's `CODEX_HOME`, apart from `WORKSPACES_ROOT`:
+/// an agent writes its workspace, and a `config.toml` it could write would
+/// start commands of its choosing outside the sandbox at the next run.
+///
+/// `<homes>/<key>/` belongs to one working directory, `<key>` being a hash
+/// of its path relative to `WORKSPACES_ROOT`, so a restarted runner finds
+/// the same home (and can resume the thread's Codex session). It holds:
+/// - `workspace`: that relative path, for the sweep;
+/// - `codex-home/`: the CLI's `CODEX_HOME`, written by the runner and the
+///   CLI only;
+/// - `tmp/`: the agent's `TMPDIR`, the one folder here its sandbox writes.
+#[derive(Debug)]
+pub struct CodexHomes {
+    root: PathBuf,
+    workspaces: PathBuf,
+    /// Held while a home is prepared or the sweep runs, so the sweep never
+    /// removes a home that is being made.
+    lock: Mutex<()>,
+}
+
+/// The folders of one working directory under [`CodexHomes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadHome {
+    pub codex_home: PathBuf,
+    pub tmp: PathBuf,
+}
+
+/// The file of a home that names its working directory.
+const MARKER: &str = "workspace";
+
+impl CodexHomes {
+    /// Both roots must be canonical and apart (see
+    /// `Config::canonical_codex_homes`).
+    pub fn new(root: PathBuf, workspaces: PathBuf) -> Self {
+        Self {
+            root,
+            workspaces,
+            lock: Mutex::new(()),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates the home of `dir` if needed and writes `template` as its
+    /// `config.toml`, replacing whatever was there. Blocking.
+    pub fn prepare(
+        &self,
+        dir: &WorkingDirectory,
+        template: Option<&str>,
+    ) -> std::io::Result<ThreadHome> {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let relative = dir.relative_to(&self.workspaces);
+        let base = self.root.join(key(relative));
+        let home = ThreadHome {
+            codex_home: base.join("codex-home"),
+            tmp: base.join("tmp"),
+        };
+        std::fs::create_dir_all(&home.codex_home)?;
+        std::fs::create_dir_all(&home.tmp)?;
+        std::fs::write(base.join(MARKER), relative.as_os_str().as_bytes())?;
+        adopt_legacy_sessions(dir, &home.codex_home);
+        if let Some(template) = template {
+            std::fs::write(home.codex_home.join("config.toml"), template)?;
+        }
+        Ok(home)
+    }
+
+    /// Removes the homes whose working directory no longer exists (the
+    /// backend removes a session's folder when the session is deleted), and
+    /// leftovers of a home never finished. Only names made by [`key`] are
+    /// touched. Blocking; returns how many homes went.
+    pub fn sweep(&self) -> std::io::Result<usize> {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if !is_key(&name.to_string_lossy()) {
+                continue;
+            }
+            let base = entry.path();
+            let alive = match std::fs::read(base.join(MARKER)) {
+                Ok(relative) => self
+                    .workspaces
+                    .join(std::ffi::OsStr::from_bytes(&relative))
+                    .is_dir(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => return Err(e),
+            };
+            if !alive {
+                std::fs::remove_dir_all(&base)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Homes used to sit beside the workspace (`<parent>/<name>.codex-home`),
+/// where the agent could write them. Their Codex sessions (only them: a
+/// planted `config.toml` or anything else stays behind) move into the new
+/// home so that threads made before can still be resumed; the old folder
+/// goes. Only real folders are taken, never symlinks. Best effort: a
+/// failure is logged, and costs only the old threads' history.
+fn adopt_legacy_sessions(dir: &WorkingDirectory, codex_home: &Path) {
+    let Some(name) = dir.0.file_name() else {
+        return;
+    };
+    let mut legacy_name = name.to_os_string();
+    legacy_name.push(".codex-home");
+    let legacy = dir.0.with_file_name(legacy_name);
+    let is_real_dir =
+        |path: &Path| std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_dir());
+    if !is_real_dir(&legacy) {
+        return;
+    }
+    let target = codex_home.join("sessions");
+    if is_real_dir(&legacy.join("sessions")) && !target.exists() {
+        // Another filesystem (a volume of its own) cannot take a rename.
+        let moved = std::fs::rename(legacy.join("sessions"), &target)
+            .or_else(|_| copy_tree(&legacy.join("sessions"), &target));
+        if let Err(error) = moved {
+            tracing::warn!(%error, legacy = %legacy.display(), "cannot move old Codex sessions");
+            return;
+        }
+    }
+    match std::fs::remove_dir_all(&legacy) {
+        Ok(()) => tracing::info!(legacy = %legacy.display(), "old CODEX_HOME adopted and removed"),
+        Err(error) => {
+            tracing::warn!(%error, legacy = %legacy.display(), "cannot remove an old CODEX_HOME")
+        }
+    }
+}
+
+/// Copies folders and regular files; symlinks (which the agent could have
+/// planted) are left behind.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+/// A home's folder name: the SHA-256 of the relative path, in hex. Stable
+/// across runner versions and restarts, and free of any character a path
+/// could smuggle in.
+fn key(relative: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(relative.as_os_str().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn is_key(name: &str) -> bool {
+    name.len() == 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 #[cfg(test)]
@@ -80,7 +252,81 @@ mod tests {
         let (_dir, root) = root();
         let wd = WorkingDirectory::parse(root.join("s1/repo").to_str().unwrap(), &root).unwrap();
         assert_eq!(wd.path(), root.join("s1/repo"));
-        assert_eq!(wd.codex_home(), root.join("s1/repo.codex-home"));
+    }
+
+    #[test]
+    fn session_folder_is_the_first_folder_under_root() {
+        let (_dir, root) = root();
+        std::fs::create_dir_all(root.join("s1/repo/sub")).unwrap();
+        let wd = WorkingDirectory::parse("s1/repo/sub", &root).unwrap();
+        assert_eq!(wd.session_folder(&root), root.join("s1"));
+    }
+
+    #[test]
+    fn a_home_is_kept_while_its_workspace_exists_and_foreign_folders_always() {
+        let (dir, root) = root();
+        let homes = CodexHomes::new(dir.path().join("homes"), root.clone());
+        std::fs::create_dir_all(homes.root().join("not-a-home")).unwrap();
+        std::fs::create_dir_all(root.join("s2/repo")).unwrap();
+        let s1 = WorkingDirectory::parse("s1/repo", &root).unwrap();
+        let s2 = WorkingDirectory::parse("s2/repo", &root).unwrap();
+        let home = homes.prepare(&s1, Some("model = \"m\"")).unwrap();
+        let gone = homes.prepare(&s2, None).unwrap();
+        assert_eq!(
+            home,
+            homes.prepare(&s1, None).unwrap(),
+            "stable per directory"
+        );
+        assert_ne!(home, gone);
+
+        std::fs::remove_dir_all(root.join("s2")).unwrap();
+        assert_eq!(homes.sweep().unwrap(), 1);
+
+        assert!(home.codex_home.join("config.toml").is_file());
+        assert!(home.tmp.is_dir());
+        assert!(!gone.codex_home.exists());
+        assert!(homes.root().join("not-a-home").is_dir());
+    }
+
+    #[test]
+    fn sessions_of_a_home_beside_the_workspace_move_into_the_new_home() {
+        let (dir, root) = root();
+        let legacy = root.join("s1/repo.codex-home");
+        std::fs::create_dir_all(legacy.join("sessions/2026")).unwrap();
+        std::fs::write(legacy.join("sessions/2026/rollout.jsonl"), "{}").unwrap();
+        std::fs::write(legacy.join("config.toml"), "[mcp_servers.esc]").unwrap();
+        let homes = CodexHomes::new(dir.path().join("homes"), root.clone());
+        let s1 = WorkingDirectory::parse("s1/repo", &root).unwrap();
+
+        let home = homes.prepare(&s1, None).unwrap();
+
+        let moved = home.codex_home.join("sessions/2026/rollout.jsonl");
+        assert_eq!(std::fs::read_to_string(moved).unwrap(), "{}");
+        assert!(!home.codex_home.join("config.toml").exists());
+        assert!(!legacy.exists());
+    }
+
+    #[test]
+    fn old_sessions_are_copied_without_symlinks_to_another_filesystem() {
+        let (dir, root) = root();
+        let legacy = root.join("s1/repo.codex-home/sessions");
+        std::fs::create_dir_all(&legacy).unwrap();
+        std::fs::write(legacy.join("rollout.jsonl"), "{}").unwrap();
+        std::os::unix::fs::symlink(dir.path(), legacy.join("escape")).unwrap();
+        // /dev/shm is a tmpfs: a rename from the temp folder fails there.
+        let other_fs = tempfile::tempdir_in("/dev/shm").unwrap();
+        let homes = CodexHomes::new(other_fs.path().join("homes"), root.clone());
+        let s1 = WorkingDirectory::parse("s1/repo", &root).unwrap();
+
+        let home = homes.prepare(&s1, None).unwrap();
+
+        let sessions = home.codex_home.join("sessions");
+        assert_eq!(
+            std::fs::read_to_string(sessions.join("rollout.jsonl")).unwrap(),
+            "{}"
+        );
+        assert!(std::fs::symlink_metadata(sessions.join("escape")).is_err());
+        assert!(!root.join("s1/repo.codex-home").exists());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use runner::config::{Config as RunnerConfig, Limits};
+use runner::config::{Config as RunnerConfig, Limits, SandboxLimits};
 use runner::startup::Application as Runner;
 use scripted_model::{Script, ScriptedModel};
 use serde_json::{json, Value};
@@ -195,6 +195,10 @@ impl TestStack {
             default_approval: codex_sdk::ApprovalMode::Never,
             process_containment: runner::config::ContainmentMode::Auto,
             limits: self.runner_limits.clone(),
+            sandbox: SandboxLimits {
+                codex_homes: self.root.with_file_name("codex-homes"),
+                ..SandboxLimits::default()
+            },
         };
         let app = Runner::build(config).await.unwrap();
         let (shutdown, rx) = tokio::sync::oneshot::channel();

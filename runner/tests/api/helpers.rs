@@ -3,9 +3,8 @@
 //! real Codex CLI installed by `npm ci` at the repository root.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use runner::config::{Config, Limits};
+use runner::config::{Config, Limits, SandboxLimits};
 use runner::startup::Application;
 use scripted_model::{Script, ScriptedModel};
 use serde_json::{json, Value};
@@ -34,6 +33,8 @@ pub fn script() -> Script {
 
 pub struct TestRunner {
     pub base: String,
+    /// `RUNNER_CODEX_HOMES`, a sibling of the workspaces root.
+    pub homes: PathBuf,
     pub client: reqwest::Client,
     pub model: ScriptedModel,
     pub root: PathBuf,
@@ -41,11 +42,8 @@ pub struct TestRunner {
     _dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
-    tweak: ConfigTweak,
+    configure: fn(&mut Config),
 }
-
-/// Changes a test's runner configuration at each boot.
-pub type ConfigTweak = Arc<dyn Fn(&mut Config) + Send + Sync>;
 
 pub fn config(root: &Path, model: &ScriptedModel) -> Config {
     Config {
@@ -58,23 +56,35 @@ pub fn config(root: &Path, model: &ScriptedModel) -> Config {
         default_approval: codex_sdk::ApprovalMode::Never,
         process_containment: runner::config::ContainmentMode::Auto,
         limits: Limits::default(),
+        sandbox: SandboxLimits {
+            codex_homes: root.with_file_name("codex-homes"),
+            ..SandboxLimits::default()
+        },
     }
 }
 
 impl TestRunner {
     pub async fn start() -> Self {
-        Self::start_custom(script(), Arc::new(|_| {})).await
+        Self::start_with(|_| script(), |_| {}).await
     }
 
-    /// Starts the runner with its own script and configuration changes.
-    pub async fn start_custom(script: Script, tweak: ConfigTweak) -> Self {
+    /// Like [`TestRunner::start`], with the script made by `script` from the
+    /// test's temporary folder (the workspaces root is its `workspaces`, the
+    /// codex homes its `codex-homes`) and a configuration changed by
+    /// `configure` (at every boot).
+    pub async fn start_with(
+        script: impl FnOnce(&Path) -> Script,
+        configure: fn(&mut Config),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("workspaces");
         let repo = root.join("session-1/repo");
         init_repo(&repo);
+        let script = script(dir.path());
         let model = ScriptedModel::start(script, "127.0.0.1:0").await.unwrap();
         let mut runner = Self {
             base: String::new(),
+            homes: root.with_file_name("codex-homes"),
             client: reqwest::Client::new(),
             root,
             repo,
@@ -82,7 +92,7 @@ impl TestRunner {
             shutdown: None,
             server: None,
             model,
-            tweak,
+            configure,
         };
         runner.boot().await;
         runner
@@ -91,7 +101,7 @@ impl TestRunner {
     /// Starts (or restarts) the runner application on a fresh port.
     pub async fn boot(&mut self) {
         let mut config = config(&self.root, &self.model);
-        (self.tweak)(&mut config);
+        (self.configure)(&mut config);
         let app = Application::build(config).await.unwrap();
         self.base = format!("http://{}", app.addr());
         let (tx, rx) = tokio::sync::oneshot::channel();

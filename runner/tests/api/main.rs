@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod containment;
 mod helpers;
 mod processes;
 mod sizes;

@@ -5,10 +5,10 @@
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
-use runner::config::ContainmentMode;
+use codex_sdk::SandboxMode;
+use runner::config::{Config, ContainmentMode};
 use scripted_model::{Script, ScriptedModel};
 use serde_json::{json, Value};
 use test_support::{codex_bin, init_repo, process_with_marker_exists, HANG_GUARD};
@@ -31,7 +31,7 @@ async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 
 /// The attack: detach a long sleeper into a session of its own, check from
 /// inside the run that it is alive, end the turn; then it must be gone.
-async fn assert_a_setsid_sleeper_dies_with_its_run(mode: ContainmentMode) {
+async fn assert_a_setsid_sleeper_dies_with_its_run(containment: fn(&mut Config)) {
     let marker = unique_marker();
     let script = Script::from_json(
         &json!({"turns": [{"when": "detach", "steps": [
@@ -41,11 +41,7 @@ async fn assert_a_setsid_sleeper_dies_with_its_run(mode: ContainmentMode) {
         .to_string(),
     )
     .unwrap();
-    let runner = TestRunner::start_custom(
-        script,
-        Arc::new(move |config| config.process_containment = mode),
-    )
-    .await;
+    let runner = TestRunner::start_with(|_| script, containment).await;
     let thread = runner
         .create_thread(
             json!({"workingDirectory": runner.repo, "sandboxMode": "danger-full-access"}),
@@ -71,12 +67,20 @@ async fn assert_a_setsid_sleeper_dies_with_its_run(mode: ContainmentMode) {
 
 #[tokio::test]
 async fn a_setsid_background_process_dies_with_its_completed_run() {
-    assert_a_setsid_sleeper_dies_with_its_run(ContainmentMode::PidNamespace).await;
+    assert_a_setsid_sleeper_dies_with_its_run(|config| {
+        config.process_containment = ContainmentMode::PidNamespace;
+        config.sandbox.max_sandbox = SandboxMode::DangerFullAccess;
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn without_a_namespace_a_setsid_process_that_keeps_its_environment_dies_with_its_run() {
-    assert_a_setsid_sleeper_dies_with_its_run(ContainmentMode::Off).await;
+    assert_a_setsid_sleeper_dies_with_its_run(|config| {
+        config.process_containment = ContainmentMode::Off;
+        config.sandbox.max_sandbox = SandboxMode::DangerFullAccess;
+    })
+    .await;
 }
 
 /// The runner as its real binary, so a test can `SIGKILL` it.
@@ -97,6 +101,8 @@ impl RunnerProcess {
             .env("CODEX_BIN", codex_bin())
             .env("RUNNER_CODEX_CONFIG", config_file)
             .env("RUNNER_PROCESS_CONTAINMENT", "pid-namespace")
+            .env("RUNNER_MAX_SANDBOX", "danger-full-access")
+            .env("RUNNER_CODEX_HOMES", root.with_file_name("codex-homes"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

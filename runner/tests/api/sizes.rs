@@ -2,8 +2,6 @@
 //! of at most `RUNNER_MAX_EVENT_BYTES`, still valid and of the same shape,
 //! and a run whose events pass `RUNNER_MAX_RUN_BYTES` fails.
 
-use std::sync::Arc;
-
 use scripted_model::Script;
 use serde_json::json;
 use test_support::SseEvent;
@@ -25,9 +23,9 @@ fn data_bytes(event: &SseEvent) -> usize {
 
 #[tokio::test]
 async fn a_command_printing_megabytes_makes_an_event_cut_to_the_limit() {
-    let runner = TestRunner::start_custom(
-        loud_script(1),
-        Arc::new(|config| config.limits.max_event_bytes = 16 * 1024),
+    let runner = TestRunner::start_with(
+        |_| loud_script(1),
+        |config| config.limits.max_event_bytes = 16 * 1024,
     )
     .await;
     let thread = runner.repo_thread().await;
@@ -61,12 +59,12 @@ async fn a_command_printing_megabytes_makes_an_event_cut_to_the_limit() {
 #[tokio::test]
 async fn a_run_whose_events_pass_the_byte_limit_fails() {
     const RUN_LIMIT: usize = 100 * 1024;
-    let runner = TestRunner::start_custom(
-        loud_script(10),
-        Arc::new(|config| {
+    let runner = TestRunner::start_with(
+        |_| loud_script(10),
+        |config| {
             config.limits.max_event_bytes = 32 * 1024;
             config.limits.max_run_bytes = RUN_LIMIT;
-        }),
+        },
     )
     .await;
     let thread = runner.repo_thread().await;

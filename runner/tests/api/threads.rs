@@ -1,7 +1,6 @@
 //! A full thread table: idle threads make room, busy ones never do, and
 //! idle threads are released after their idle time.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use scripted_model::Script;
@@ -57,9 +56,9 @@ async fn cancel(runner: &TestRunner, run: &str) {
 #[tokio::test]
 async fn a_full_table_releases_the_least_recently_used_idle_thread_never_a_busy_one() {
     let marker = format!("HOLD_{}", uuid::Uuid::new_v4().simple());
-    let runner = TestRunner::start_custom(
-        holding_script(&marker),
-        Arc::new(|config| config.limits.max_threads = 2),
+    let runner = TestRunner::start_with(
+        |_| holding_script(&marker),
+        |config| config.limits.max_threads = 2,
     )
     .await;
     let busy = runner.repo_thread().await;
@@ -99,9 +98,9 @@ async fn a_full_table_releases_the_least_recently_used_idle_thread_never_a_busy_
 #[tokio::test]
 async fn idle_threads_are_released_after_their_idle_time_and_busy_ones_stay() {
     let marker = format!("HOLD_{}", uuid::Uuid::new_v4().simple());
-    let runner = TestRunner::start_custom(
-        holding_script(&marker),
-        Arc::new(|config| config.limits.thread_idle = Duration::from_millis(300)),
+    let runner = TestRunner::start_with(
+        |_| holding_script(&marker),
+        |config| config.limits.thread_idle = Duration::from_millis(300),
     )
     .await;
     let busy = runner.repo_thread().await;

@@ -1,0 +1,335 @@
+//! Attacks of an agent on its environment, its `CODEX_HOME`, other sessions
+//! and the sandbox choice, performed by the real CLI on the scripted model's
+//! orders, each asserted to fail.
+
+use std::path::Path;
+
+use codex_sdk::{ApiKey, SandboxMode};
+use serde_json::{json, Value};
+
+use crate::helpers::{config, init_repo, SseEvent, TestRunner};
+
+const SECRET: &str = "sk-test-SECRET-4f1c2b9a7e";
+
+/// The attacks. `dir` is the test's temporary folder: workspaces root
+/// `dir/workspaces`, codex homes `dir/codex-homes`.
+fn attack_script(dir: &Path) -> scripted_model::Script {
+    let dir = dir.display();
+    let tmp = std::env::temp_dir();
+    let tmp = tmp.display();
+    let exec = |cmd: String| json!([{"exec": cmd}]);
+    scripted_model::Script::from_json(
+        &json!({"turns": [
+            {"when": "leak the key", "steps": [
+                exec("env > env.txt; for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f; done >> env.txt".into()),
+                [{"message": "leaked"}]]},
+            {"when": "rewrite your config", "steps": [
+                exec(format!("printf '\\n[mcp_servers.esc]\\ncommand = \"/bin/sh\"\\nargs = [\"-c\", \"touch {dir}/mcp-started\"]\\n' >> {dir}/codex-homes/*/codex-home/config.toml")),
+                exec(format!("touch {dir}/codex-homes/planted")),
+                [{"message": "rewritten"}]]},
+            {"when": "write elsewhere", "steps": [
+                exec(format!("echo pwned > {dir}/workspaces/session-2/repo/pwned.txt")),
+                exec(format!("echo pwned > {dir}/workspaces/session-2/repo/.git/hooks/post-checkout")),
+                exec(format!("echo pwned > {tmp}/repo-runner-pwned-{}", dir.to_string().replace('/', "_"))),
+                exec("echo mine > \"$TMPDIR/mine.txt\" && echo mine > mine.txt".into()),
+                [{"message": "written"}]]},
+            {"when": "escalate", "steps": [
+                [{"function_call": {"name": "exec_command", "arguments": {
+                    "cmd": format!("echo pwned > {dir}/workspaces/session-2/repo/pwned.txt"),
+                    "sandbox_permissions": "require_escalated",
+                    "justification": "I need to"}}}],
+                [{"message": "escalated"}]]},
+            {"when": "", "steps": [[{"message": "You said: {{prompt}}"}]]}
+        ]})
+        .to_string(),
+    )
+    .unwrap()
+}
+
+fn with_secret_key(config: &mut runner::config::Config) {
+    config.api_key = Some(ApiKey::new(SECRET));
+}
+
+async fn attacker() -> TestRunner {
+    TestRunner::start_with(attack_script, with_secret_key).await
+}
+
+/// The exit codes of the latest turn's commands, in order, as the CLI
+/// reported them to the model (the CLI's `command_execution` events of a
+/// quick command are not always emitted, its tool results always are).
+fn exit_codes(runner: &TestRunner) -> Vec<i64> {
+    let requests = runner.model.requests();
+    let input = requests.last().unwrap()["input"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let is_prompt = |item: &Value| {
+        item["role"] == "user"
+            && !item["content"][0]["text"]
+                .as_str()
+                .is_some_and(|text| text.trim_start().starts_with('<'))
+    };
+    let start = input.iter().rposition(is_prompt).unwrap();
+    input[start..]
+        .iter()
+        .filter(|item| item["type"] == "function_call_output")
+        .map(|item| {
+            let output = item["output"].as_str().unwrap();
+            let code = output
+                .split("Process exited with code ")
+                .nth(1)
+                .unwrap_or_else(|| panic!("no exit code in {output}"));
+            code.split_whitespace().next().unwrap().parse().unwrap()
+        })
+        .collect()
+}
+
+async fn run_to_end(runner: &TestRunner, thread: &str, prompt: &str) -> Vec<SseEvent> {
+    let run = runner.start_run(thread, prompt).await;
+    let events = runner.events(&run).await;
+    assert_eq!(events.last().unwrap().event, "run.completed", "{prompt}");
+    events
+}
+
+#[tokio::test]
+async fn the_agent_cannot_read_the_api_key_from_any_environment() {
+    let runner = attacker().await;
+    let thread = runner.repo_thread().await;
+
+    let events = run_to_end(&runner, &thread, "leak the key").await;
+
+    assert_eq!(exit_codes(&runner), [0]);
+    let dumped = std::fs::read_to_string(runner.repo.join("env.txt")).unwrap();
+    assert!(dumped.contains("PATH="), "the dump ran: {dumped}");
+    assert!(!dumped.contains(SECRET), "the key leaked: {dumped}");
+    assert!(!dumped.contains("CODEX_API_KEY"));
+    assert!(!dumped.contains("CODEX_HOME"));
+    let streamed: Vec<String> = events.iter().map(|e| e.data.to_string()).collect();
+    assert!(!streamed.concat().contains(SECRET));
+    let sent: Vec<String> = runner
+        .model
+        .requests()
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    assert!(!sent.concat().contains(SECRET), "the key reached the model");
+}
+
+#[tokio::test]
+async fn the_agent_cannot_rewrite_its_codex_config() {
+    let runner = attacker().await;
+    let thread = runner.repo_thread().await;
+    let dir = runner.root.parent().unwrap().to_path_buf();
+
+    run_to_end(&runner, &thread, "rewrite your config").await;
+    let codes = exit_codes(&runner);
+    run_to_end(&runner, &thread, "and again").await;
+
+    assert_eq!(codes.len(), 2);
+    assert!(codes.iter().all(|&code| code != 0), "{codes:?}");
+    let homes: Vec<_> = std::fs::read_dir(&runner.homes)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(homes.len(), 1, "{homes:?}");
+    let config = runner.homes.join(&homes[0]).join("codex-home/config.toml");
+    assert_eq!(
+        std::fs::read_to_string(config).unwrap(),
+        runner.model.codex_config()
+    );
+    assert!(!dir.join("mcp-started").exists(), "the MCP server started");
+    assert!(!runner.homes.join("planted").exists());
+    assert!(
+        !runner
+            .repo
+            .parent()
+            .unwrap()
+            .join("repo.codex-home")
+            .exists(),
+        "no CODEX_HOME beside the workspace any more"
+    );
+}
+
+#[tokio::test]
+async fn the_agent_cannot_write_other_sessions_or_shared_temp_folders() {
+    let runner = attacker().await;
+    assert!(
+        runner.root.starts_with(std::env::temp_dir()),
+        "the attack needs WORKSPACES_ROOT under the temp folder"
+    );
+    let other = runner.root.join("session-2/repo");
+    init_repo(&other);
+    let thread = runner.repo_thread().await;
+
+    run_to_end(&runner, &thread, "write elsewhere").await;
+
+    let codes = exit_codes(&runner);
+    assert_eq!(codes.len(), 4, "{codes:?}");
+    assert!(codes[..3].iter().all(|&code| code != 0), "{codes:?}");
+    assert_eq!(codes[3], 0, "the agent writes its workspace and TMPDIR");
+    assert!(!other.join("pwned.txt").exists());
+    assert!(!other.join(".git/hooks/post-checkout").exists());
+    let shared = std::env::temp_dir().join(format!(
+        "repo-runner-pwned-{}",
+        runner
+            .root
+            .parent()
+            .unwrap()
+            .display()
+            .to_string()
+            .replace('/', "_")
+    ));
+    assert!(!shared.exists());
+    assert_eq!(
+        std::fs::read_to_string(runner.repo.join("mine.txt")).unwrap(),
+        "mine\n"
+    );
+}
+
+#[tokio::test]
+async fn the_agent_cannot_ask_its_way_out_of_the_sandbox() {
+    let runner = attacker().await;
+    let other = runner.root.join("session-2/repo");
+    init_repo(&other);
+    let thread = runner
+        .create_thread(json!({"workingDirectory": runner.repo, "approvalPolicy": "on-request"}))
+        .await;
+
+    run_to_end(&runner, &thread, "escalate").await;
+
+    assert!(!other.join("pwned.txt").exists());
+    let requests = runner.model.requests();
+    let last = requests.last().unwrap()["input"].to_string();
+    assert!(last.contains("reject command"), "{last}");
+}
+
+async fn forbidden(runner: &TestRunner, body: Value) -> String {
+    let response = runner.post("/threads", body).await;
+    assert_eq!(response.status(), 403);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "forbidden", "{body}");
+    body["message"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_request_cannot_widen_the_sandbox_past_the_configuration() {
+    let runner = TestRunner::start().await;
+    let other = runner.root.join("session-2/repo");
+    init_repo(&other);
+    let repo = &runner.repo;
+
+    let message = forbidden(
+        &runner,
+        json!({"workingDirectory": repo, "sandboxMode": "danger-full-access", "networkAccessEnabled": true}),
+    )
+    .await;
+    assert!(message.contains("RUNNER_MAX_SANDBOX"), "{message}");
+    let message = forbidden(
+        &runner,
+        json!({"workingDirectory": repo, "networkAccessEnabled": true}),
+    )
+    .await;
+    assert!(message.contains("RUNNER_ALLOW_NETWORK"), "{message}");
+    let message = forbidden(
+        &runner,
+        json!({"workingDirectory": repo, "webSearchEnabled": true}),
+    )
+    .await;
+    assert!(message.contains("RUNNER_ALLOW_WEB_SEARCH"), "{message}");
+    let message = forbidden(
+        &runner,
+        json!({"workingDirectory": repo, "additionalDirectories": [other]}),
+    )
+    .await;
+    assert!(message.contains("additionalDirectories"), "{message}");
+
+    for narrower in [
+        json!({"workingDirectory": repo, "sandboxMode": "read-only"}),
+        json!({"workingDirectory": repo, "sandboxMode": "workspace-write", "networkAccessEnabled": false}),
+        json!({"workingDirectory": repo, "webSearchEnabled": false}),
+    ] {
+        let response = runner.post("/threads", narrower.clone()).await;
+        assert_eq!(response.status(), 201, "{narrower}");
+    }
+}
+
+#[tokio::test]
+async fn a_read_only_thread_cannot_write_its_workspace() {
+    let runner = TestRunner::start().await;
+    let thread = runner
+        .create_thread(json!({"workingDirectory": runner.repo, "sandboxMode": "read-only"}))
+        .await;
+
+    run_to_end(&runner, &thread, "create a file").await;
+
+    assert_ne!(exit_codes(&runner), [0]);
+    assert!(!runner.repo.join("hello.txt").exists());
+}
+
+#[tokio::test]
+async fn an_operator_may_allow_a_wider_sandbox() {
+    let runner = TestRunner::start_with(
+        |_| crate::helpers::script(),
+        |config| {
+            config.sandbox.max_sandbox = SandboxMode::DangerFullAccess;
+            config.sandbox.allow_network = true;
+        },
+    )
+    .await;
+
+    let response = runner
+        .post(
+            "/threads",
+            json!({"workingDirectory": runner.repo, "sandboxMode": "danger-full-access", "networkAccessEnabled": true}),
+        )
+        .await;
+
+    assert_eq!(response.status(), 201);
+}
+
+#[tokio::test]
+async fn the_runner_refuses_codex_homes_that_overlap_the_workspaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = scripted_model::ScriptedModel::start(crate::helpers::script(), "127.0.0.1:0")
+        .await
+        .unwrap();
+    let root = dir.path().join("workspaces");
+    for homes in [root.join("homes"), dir.path().to_path_buf(), root.clone()] {
+        let mut config = config(&root, &model);
+        config.sandbox.codex_homes = homes.clone();
+
+        let error = match runner::startup::Application::build(config).await {
+            Ok(_) => panic!("homes {} accepted", homes.display()),
+            Err(error) => format!("{error:#}"),
+        };
+
+        assert!(error.contains("overlap"), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn homes_of_removed_workspaces_are_swept_at_start() {
+    let mut runner = TestRunner::start().await;
+    let gone = runner.root.join("session-2/repo");
+    init_repo(&gone);
+    let kept = runner.repo_thread().await;
+    run_to_end(&runner, &kept, "hello").await;
+    runner
+        .create_thread(json!({"workingDirectory": gone}))
+        .await;
+    assert_eq!(std::fs::read_dir(&runner.homes).unwrap().count(), 2);
+
+    std::fs::remove_dir_all(runner.root.join("session-2")).unwrap();
+    runner.stop().await;
+    runner.boot().await;
+
+    let left: Vec<_> = std::fs::read_dir(&runner.homes)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(left[0].join("workspace")).unwrap(),
+        "session-1/repo"
+    );
+}
