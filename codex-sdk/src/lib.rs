@@ -17,5 +17,7 @@ pub use events::{
 pub use options::{
     ApiKey, ApprovalMode, CodexOptions, ReasoningEffort, SandboxMode, ThreadOptions,
 };
-pub use process::{kill_marked, Containment, NamespaceTools, ProbeError, TERM_GRACE};
+pub use process::{
+    kill_marked, Containment, NamespaceTools, ProbeError, OWNER_MARKER, RUN_MARKER, TERM_GRACE,
+};
 pub use thread::{Canceller, Codex, RunStream, Thread, Turn, MAX_LINE_BYTES, STDERR_TAIL_BYTES};

@@ -136,8 +136,22 @@ pub struct ThreadOptions {
 /// the CLI's `shell_environment_policy.include_only`). Everything else, the
 /// API key and `CODEX_HOME` first, stays with the CLI.
 pub const AGENT_ENV: &[&str] = &[
-    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_*", "TZ", "TERM", "TMPDIR", "TMP",
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LC_*",
+    "TZ",
+    "TERM",
+    "TMPDIR",
+    "TMP",
     "TEMP",
+    // The process markers (`process.rs`): not secrets, and what lets a
+    // process that left the run's group be found.
+    crate::process::OWNER_MARKER,
+    crate::process::RUN_MARKER,
 ];
 
 /// Names never passed to an agent's command even when allowed above or set
@@ -331,7 +345,7 @@ mod tests {
             "--config",
             "shell_environment_policy.exclude=[\"*KEY*\",\"*SECRET*\",\"*TOKEN*\",\"*PASSWORD*\",\"*CREDENTIAL*\",\"CODEX_*\",\"OPENAI_*\",\"DATABASE_URL\"]",
             "--config",
-            "shell_environment_policy.include_only=[\"PATH\",\"HOME\",\"USER\",\"LOGNAME\",\"SHELL\",\"LANG\",\"LC_*\",\"TZ\",\"TERM\",\"TMPDIR\",\"TMP\",\"TEMP\"]",
+            "shell_environment_policy.include_only=[\"PATH\",\"HOME\",\"USER\",\"LOGNAME\",\"SHELL\",\"LANG\",\"LC_*\",\"TZ\",\"TERM\",\"TMPDIR\",\"TMP\",\"TEMP\",\"CODEX_SDK_OWNER\",\"CODEX_SDK_RUN\"]",
             "--config",
             "shell_environment_policy.set.TMPDIR=\"/h/tmp\"",
             "--config",

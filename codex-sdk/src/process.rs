@@ -13,8 +13,8 @@
 //! kernel kills everything in the namespace, `setsid` or not; and the
 //! launcher holds `PR_SET_PDEATHSIG` (`setpriv --pdeathsig KILL`), so the
 //! caller's death takes the namespace down with it. A marker variable in the
-//! CLI's environment lets a later caller find and kill what a dead one left
-//! ([`kill_marked`]). Without a namespace, each run's CLI also carries a
+//! environment of the CLI and of its agent's commands ([`OWNER_MARKER`])
+//! lets a later caller find and kill what a dead one left ([`kill_marked`]). Without a namespace, each run's CLI also carries a
 //! variable of its own ([`RUN_MARKER`]), and when the run ends every process
 //! still carrying it is killed: that catches a `setsid` process too, unless
 //! the agent cleared its environment.
@@ -33,8 +33,13 @@ use tokio::process::Child;
 /// How long the CLI gets to exit after `SIGTERM` before it is killed.
 pub const TERM_GRACE: Duration = Duration::from_millis(1000);
 
-/// The variable that marks one run's CLI with a token of its own.
+/// The variable that marks one run's CLI (and its agent's commands) with a
+/// token of its own, when [`Containment::owner`] is set.
 pub const RUN_MARKER: &str = "CODEX_SDK_RUN";
+
+/// The variable that marks every CLI (and agent's command) with
+/// [`Containment::owner`].
+pub const OWNER_MARKER: &str = "CODEX_SDK_OWNER";
 
 /// A token no other run of any process of this machine uses.
 pub(crate) fn run_token() -> String {
@@ -56,9 +61,10 @@ pub struct Containment {
     /// Run the CLI in a PID namespace of its own, launched by these tools;
     /// `None` keeps the plain process group.
     pub pid_namespace: Option<NamespaceTools>,
-    /// A `NAME=value` set in the CLI's environment (and so, unless an agent's
-    /// command clears it, in everything the CLI starts).
-    pub marker: Option<(String, String)>,
+    /// The value of [`OWNER_MARKER`] in the CLI's environment and its
+    /// agent's commands (who started them: the runner puts its workspaces
+    /// root here), so that a later owner can find what a dead one left.
+    pub owner: Option<String>,
 }
 
 /// The util-linux programs that put the CLI in its namespace.

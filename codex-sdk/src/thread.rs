@@ -18,7 +18,7 @@ use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use crate::error::{Error, Result};
 use crate::events::{ItemDetails, ThreadEvent, ThreadItem, Usage};
 use crate::options::{command_args, CodexOptions, ThreadOptions};
-use crate::process::{run_token, Containment, ProcessGroup, RUN_MARKER};
+use crate::process::{run_token, Containment, ProcessGroup, OWNER_MARKER, RUN_MARKER};
 
 /// The longest JSONL line accepted from the CLI (a command's whole output can
 /// be in one line).
@@ -235,6 +235,16 @@ fn run_process(
     mut cancel: watch::Receiver<bool>,
 ) -> impl Stream<Item = Result<ThreadEvent>> + Send {
     async_stream::stream! {
+        // Marked only for an owner that asked for it: the CLI's command
+        // line is otherwise exactly the TypeScript SDK's.
+        let token = spawn.containment.owner.as_ref().map(|_| run_token());
+        let markers: Vec<(String, String)> = match (&spawn.containment.owner, &token) {
+            (Some(owner), Some(token)) => vec![
+                (OWNER_MARKER.to_owned(), owner.clone()),
+                (RUN_MARKER.to_owned(), token.clone()),
+            ],
+            _ => Vec::new(),
+        };
         let mut command = match &spawn.containment.pid_namespace {
             Some(tools) => {
                 let mut command = Command::new(&tools.setpriv);
@@ -244,19 +254,15 @@ fn run_process(
             None => Command::new(&spawn.program),
         };
         command
-            .args(&spawn.args)
+            .args(with_markers(&spawn.args, &markers))
             .env_clear()
             .envs(&spawn.env)
+            .envs(markers.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        if let Some((name, value)) = &spawn.containment.marker {
-            command.env(name, value);
-        }
-        let token = run_token();
-        command.env(RUN_MARKER, &token);
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(source) => {
@@ -266,7 +272,7 @@ fn run_process(
         };
         let mut group = ProcessGroup::new(
             &child,
-            spawn.containment.pid_namespace.is_none().then_some(token),
+            token.filter(|_| spawn.containment.pid_namespace.is_none()),
         );
         tracing::debug!(pid = child.id(), "codex started");
 
@@ -346,6 +352,27 @@ fn run_process(
             Err(error) => yield Err(Error::Io(error)),
         }
     }
+}
+
+/// The CLI's arguments with the markers also set in its agent's commands
+/// (`shell_environment_policy.set`; `AGENT_ENV` lets them through).
+/// They go right after the subcommand (`exec`), before any positional
+/// argument.
+fn with_markers(args: &[String], markers: &[(String, String)]) -> Vec<String> {
+    if markers.is_empty() {
+        return args.to_vec();
+    }
+    let mut out = Vec::with_capacity(args.len() + 2 * markers.len());
+    let mut rest = args.iter();
+    out.extend(rest.next().cloned());
+    for (name, value) in markers {
+        // A JSON string is a valid TOML basic string.
+        let value = serde_json::Value::String(value.clone());
+        out.push("--config".into());
+        out.push(format!("shell_environment_policy.set.{name}={value}"));
+    }
+    out.extend(rest.cloned());
+    out
 }
 
 /// Resolves once a cancel is requested (or every canceller is gone). The

@@ -119,15 +119,12 @@ impl Application {
     }
 }
 
-/// The variable that marks every CLI of a runner with its workspaces root.
-pub const PROCESS_MARKER: &str = "REPO_RUNNER_WORKSPACES_ROOT";
-
 /// Decides how runs are contained, and kills what a previous runner on the
 /// same workspaces root left running (a runner that died without its
 /// clean-up: `SIGKILL`, OOM, power). One runner per root is assumed.
 async fn containment(config: &Config, root: &std::path::Path) -> anyhow::Result<Containment> {
     let marker = root.display().to_string();
-    let killed = codex_sdk::kill_marked(PROCESS_MARKER, &marker);
+    let killed = codex_sdk::kill_marked(codex_sdk::OWNER_MARKER, &marker);
     // Logged here: the SDK cannot know these were left by a dead runner.
     if killed > 0 {
         tracing::warn!(
@@ -156,7 +153,7 @@ async fn containment(config: &Config, root: &std::path::Path) -> anyhow::Result<
     tracing::info!(pid_namespace = pid_namespace.is_some(), "run containment");
     Ok(Containment {
         pid_namespace,
-        marker: Some((PROCESS_MARKER.to_owned(), marker)),
+        owner: Some(marker),
     })
 }
 

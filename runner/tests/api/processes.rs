@@ -206,7 +206,7 @@ async fn a_new_runner_kills_what_a_dead_one_left_on_its_root_only() {
     let plant = |root: &Path, marker: &str| {
         std::process::Command::new("sh")
             .args(["-c", "sleep 300; true", marker])
-            .env("REPO_RUNNER_WORKSPACES_ROOT", root)
+            .env(codex_sdk::OWNER_MARKER, root)
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
