@@ -140,6 +140,10 @@ pub struct TestStack {
     pub repos: PathBuf,
     pub base: String,
     pub allow_local: bool,
+    /// More environment for the backend, e.g. a small limit.
+    pub backend_env: Vec<(String, String)>,
+    /// The runner's limits from its next start.
+    pub runner_limits: Limits,
     runner_addr: String,
     runner: Option<RunnerHandle>,
     backend: Option<Backend>,
@@ -152,6 +156,11 @@ impl TestStack {
     }
 
     pub async fn start_with(allow_local: bool) -> Self {
+        Self::start_configured(allow_local, &[]).await
+    }
+
+    /// A stack whose backend also gets `env`.
+    pub async fn start_configured(allow_local: bool, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("workspaces");
         let repos = dir.path().join("repos");
@@ -171,6 +180,11 @@ impl TestStack {
             repos,
             base: String::new(),
             allow_local,
+            backend_env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            runner_limits: Limits::default(),
             runner_addr: format!("127.0.0.1:{port}"),
             runner: None,
             backend: None,
@@ -190,7 +204,7 @@ impl TestStack {
             api_key: None,
             default_sandbox: codex_sdk::SandboxMode::WorkspaceWrite,
             default_approval: codex_sdk::ApprovalMode::Never,
-            limits: Limits::default(),
+            limits: self.runner_limits.clone(),
         };
         let app = Runner::build(config).await.unwrap();
         let (shutdown, rx) = tokio::sync::oneshot::channel();
@@ -222,6 +236,7 @@ impl TestStack {
             .env("ALLOW_LOCAL_REPOS", self.allow_local.to_string())
             .env("BACKEND_MAX_BODY_BYTES", "65536")
             .env("RUST_LOG", "info")
+            .envs(self.backend_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
