@@ -41,6 +41,8 @@ pub struct Engine {
     clones: Mutex<HashMap<Uuid, CloneTask>>,
     /// Runs whose cancel came before the runner knew them.
     pending_cancels: Mutex<HashSet<Uuid>>,
+    /// Bytes the checkouts in progress are about to write.
+    checkout_reserved: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A clone in progress.
@@ -65,6 +67,7 @@ impl Engine {
             workers: tokio::sync::Mutex::new(HashMap::new()),
             clones: Mutex::new(HashMap::new()),
             pending_cancels: Mutex::new(HashSet::new()),
+            checkout_reserved: Arc::default(),
         })
     }
 
@@ -126,6 +129,7 @@ impl Engine {
         let disk = git::DiskLimits {
             max_checkout_bytes: limits.max_checkout_bytes,
             min_free_bytes: limits.min_free_disk_bytes,
+            reserved: self.checkout_reserved.clone(),
         };
         tracing::info!(url = %request.url.as_str(), "clone started");
         let blocking = {
@@ -136,7 +140,7 @@ impl Engine {
                 let _entered = span.enter();
                 std::fs::create_dir_all(dest.parent().unwrap_or(&dest))
                     .map_err(|e| git::CloneError::Disk(e.to_string()))?;
-                git::clone(&request, &dest, &progress, disk)
+                git::clone(&request, &dest, &progress, &disk)
             })
         };
         tokio::pin!(blocking);

@@ -36,12 +36,36 @@ pub struct CloneRequest {
 }
 
 /// What the checkout may take on disk.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DiskLimits {
     /// Most bytes the checked-out files may add up to.
     pub max_checkout_bytes: u64,
     /// Free bytes to leave on the filesystem of the workspace.
     pub min_free_bytes: u64,
+    /// Bytes that checkouts in progress in this process are about to write,
+    /// shared by all clones: free space they will take is not free for
+    /// another checkout.
+    pub reserved: Arc<AtomicU64>,
+}
+
+/// A checkout's share of [`DiskLimits::reserved`], given back on drop.
+struct Reservation<'a> {
+    reserved: &'a AtomicU64,
+    bytes: u64,
+}
+
+impl<'a> Reservation<'a> {
+    /// Reserves `bytes`; returns what the other checkouts had reserved.
+    fn take(reserved: &'a AtomicU64, bytes: u64) -> (Self, u64) {
+        let others = reserved.fetch_add(bytes, Ordering::SeqCst);
+        (Self { reserved, bytes }, others)
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.reserved.fetch_sub(self.bytes, Ordering::SeqCst);
+    }
 }
 
 /// Shared with the task that records progress; updated by libgit2.
@@ -150,7 +174,7 @@ pub fn clone(
     request: &CloneRequest,
     dest: &Path,
     progress: &Arc<CloneProgress>,
-    disk: DiskLimits,
+    disk: &DiskLimits,
 ) -> Result<Oid, CloneError> {
     let root = dest.parent().unwrap_or(dest);
     ensure_free(root, 0, disk.min_free_bytes)?;
@@ -196,13 +220,17 @@ fn checkout(
     oid: Oid,
     root: &Path,
     progress: &Arc<CloneProgress>,
-    disk: DiskLimits,
+    disk: &DiskLimits,
 ) -> Result<(), CloneError> {
     let other = |e: git2::Error| CloneError::Other(e.message().to_owned());
     let commit = repo.find_commit(oid).map_err(other)?;
     let tree = commit.tree().map_err(other)?;
     let size = tree_size(repo, &tree, disk.max_checkout_bytes)?;
-    ensure_free(root, size, disk.min_free_bytes)?;
+    // Held until the files are written. Counting others' reservations on
+    // top of today's free space is conservative: what they already wrote is
+    // counted twice, never zero times.
+    let (_reservation, others) = Reservation::take(&disk.reserved, size);
+    ensure_free(root, size.saturating_add(others), disk.min_free_bytes)?;
     let mut checkout = CheckoutBuilder::new();
     checkout.force();
     let checkout_progress = progress.clone();
@@ -430,4 +458,73 @@ fn resolve(repo: &Repository, git_ref: &GitRef) -> Option<(Oid, Option<String>)>
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// A repository with one commit of one `size`-byte file; returns it and
+    /// the commit.
+    fn repo_with_file(dir: &Path, size: usize) -> (Repository, Oid) {
+        let repo = Repository::init(dir).unwrap();
+        std::fs::write(dir.join("file"), vec![b'x'; size]).unwrap();
+        let mut index = repo.index().unwrap();
+        index.add_path(Path::new("file")).unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let signature = git2::Signature::now("t", "t@example.invalid").unwrap();
+        let oid = repo
+            .commit(None, &signature, &signature, "one", &tree, &[])
+            .unwrap();
+        drop(tree);
+        std::fs::remove_file(dir.join("file")).unwrap();
+        (repo, oid)
+    }
+
+    fn limits(reserved: u64) -> DiskLimits {
+        DiskLimits {
+            max_checkout_bytes: 1_000_000,
+            min_free_bytes: 0,
+            reserved: Arc::new(AtomicU64::new(reserved)),
+        }
+    }
+
+    #[test]
+    fn a_checkout_counts_the_space_other_checkouts_reserved() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, oid) = repo_with_file(dir.path(), 1000);
+        let progress = Arc::new(CloneProgress::default());
+        // Others about to write more than any disk holds.
+        let full = limits(u64::MAX / 2);
+
+        let refused = checkout(&repo, oid, dir.path(), &progress, &full);
+
+        assert!(
+            matches!(refused, Err(CloneError::DiskFull { .. })),
+            "{refused:?}"
+        );
+        assert!(!dir.path().join("file").exists(), "nothing written");
+        assert_eq!(full.reserved.load(Ordering::SeqCst), u64::MAX / 2);
+        let free = limits(0);
+        checkout(&repo, oid, dir.path(), &progress, &free).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("file")).unwrap().len(), 1000);
+        assert_eq!(free.reserved.load(Ordering::SeqCst), 0, "given back");
+    }
+
+    #[test]
+    fn a_checkout_over_the_limit_is_refused_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, oid) = repo_with_file(dir.path(), 1_000_001);
+        let progress = Arc::new(CloneProgress::default());
+
+        let refused = checkout(&repo, oid, dir.path(), &progress, &limits(0));
+
+        assert!(
+            matches!(refused, Err(CloneError::CheckoutTooLarge(1_000_000))),
+            "{refused:?}"
+        );
+        assert!(!dir.path().join("file").exists(), "nothing written");
+    }
 }
