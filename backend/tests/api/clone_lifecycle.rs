@@ -127,6 +127,30 @@ async fn a_checkout_larger_than_the_limit_fails_and_writes_nothing() {
 }
 
 #[tokio::test]
+async fn a_requested_branch_over_the_checkout_limit_fails_too() {
+    let stack =
+        TestStack::start_configured(true, &[("BACKEND_MAX_CHECKOUT_BYTES", "2000000")]).await;
+    let repo = stack.make_repo("project");
+    git(&repo, &["checkout", "-q", "-b", "heavy"]);
+    std::fs::write(repo.join("zeros-a"), vec![0u8; 3_000_000]).unwrap();
+    std::fs::write(repo.join("zeros-b"), vec![0u8; 3_000_000]).unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "zeros"]);
+    git(&repo, &["checkout", "-q", "main"]);
+
+    let failed = stack
+        .session(json!({"repo_url": format!("file://{}", repo.display()), "ref": "heavy"}))
+        .await;
+
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(
+        failed["error"],
+        "the repository's files add up to more than the checkout limit of 2000000 bytes (BACKEND_MAX_CHECKOUT_BYTES)"
+    );
+    wait_gone(&stack.root.join(failed["session_id"].as_str().unwrap())).await;
+}
+
+#[tokio::test]
 async fn a_clone_without_the_reserved_free_space_fails_before_writing() {
     // An exabyte: more than any test machine has free.
     let stack = TestStack::start_configured(
