@@ -140,13 +140,11 @@ pub struct TestStack {
     pub repos: PathBuf,
     pub base: String,
     pub allow_local: bool,
-    /// More environment for the backend, e.g. a small limit.
-    pub backend_env: Vec<(String, String)>,
-    /// The runner's limits from its next start.
-    pub runner_limits: Limits,
     runner_addr: String,
     runner: Option<RunnerHandle>,
     backend: Option<Backend>,
+    /// More environment for the backend, e.g. a small limit.
+    pub backend_env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -180,14 +178,13 @@ impl TestStack {
             repos,
             base: String::new(),
             allow_local,
+            runner_addr: format!("127.0.0.1:{port}"),
+            runner: None,
+            backend: None,
             backend_env: env
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
-            runner_limits: Limits::default(),
-            runner_addr: format!("127.0.0.1:{port}"),
-            runner: None,
-            backend: None,
             _dir: dir,
         };
         stack.start_runner().await;
@@ -204,7 +201,7 @@ impl TestStack {
             api_key: None,
             default_sandbox: codex_sdk::SandboxMode::WorkspaceWrite,
             default_approval: codex_sdk::ApprovalMode::Never,
-            limits: self.runner_limits.clone(),
+            limits: Limits::default(),
         };
         let app = Runner::build(config).await.unwrap();
         let (shutdown, rx) = tokio::sync::oneshot::channel();
@@ -278,6 +275,11 @@ impl TestStack {
             backend.child.start_kill().unwrap();
             backend.child.wait().await.unwrap();
         }
+    }
+
+    /// The in-process runner's API, for assertions on what it holds.
+    pub fn runner_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.runner_addr)
     }
 
     pub fn url(&self, path: &str) -> String {
