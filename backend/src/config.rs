@@ -47,6 +47,15 @@ pub struct Limits {
     pub max_events_per_run: usize,
     /// `BACKEND_MAX_CLONE_BYTES`: a clone that receives more is stopped.
     pub max_clone_bytes: u64,
+    /// `BACKEND_CLONE_TIMEOUT_SECS`: a clone still running after this is
+    /// stopped and fails.
+    pub clone_timeout: Duration,
+    /// `BACKEND_MAX_CHECKOUT_BYTES`: a checkout whose files add up to more
+    /// is refused before anything is written.
+    pub max_checkout_bytes: u64,
+    /// `BACKEND_MIN_FREE_DISK_BYTES`: free space a clone and its checkout
+    /// must leave on the workspaces' filesystem.
+    pub min_free_disk_bytes: u64,
     /// `BACKEND_KEEP_ALIVE_SECS`
     pub keep_alive: Duration,
     /// `BACKEND_EVENT_BATCH`: most events written in one insert.
@@ -97,6 +106,9 @@ struct Raw {
     backend_max_tree_entries: usize,
     backend_max_events_per_run: usize,
     backend_max_clone_bytes: u64,
+    backend_clone_timeout_secs: u64,
+    backend_max_checkout_bytes: u64,
+    backend_min_free_disk_bytes: u64,
     backend_keep_alive_secs: u64,
     backend_event_batch: usize,
 }
@@ -119,13 +131,16 @@ impl Default for Raw {
             backend_max_tree_entries: 20_000,
             backend_max_events_per_run: 50_000,
             backend_max_clone_bytes: 2 * 1024 * 1024 * 1024,
+            backend_clone_timeout_secs: 600,
+            backend_max_checkout_bytes: 4 * 1024 * 1024 * 1024,
+            backend_min_free_disk_bytes: 1024 * 1024 * 1024,
             backend_keep_alive_secs: 15,
             backend_event_batch: 256,
         }
     }
 }
 
-const ENV_KEYS: [&str; 17] = [
+const ENV_KEYS: [&str; 20] = [
     "BACKEND_ADDR",
     "DATABASE_URL",
     "DATABASE_POOL_SIZE",
@@ -141,6 +156,9 @@ const ENV_KEYS: [&str; 17] = [
     "BACKEND_MAX_TREE_ENTRIES",
     "BACKEND_MAX_EVENTS_PER_RUN",
     "BACKEND_MAX_CLONE_BYTES",
+    "BACKEND_CLONE_TIMEOUT_SECS",
+    "BACKEND_MAX_CHECKOUT_BYTES",
+    "BACKEND_MIN_FREE_DISK_BYTES",
     "BACKEND_KEEP_ALIVE_SECS",
     "BACKEND_EVENT_BATCH",
 ];
@@ -188,6 +206,9 @@ impl From<&Raw> for Limits {
             max_tree_entries: raw.backend_max_tree_entries,
             max_events_per_run: raw.backend_max_events_per_run.max(2),
             max_clone_bytes: raw.backend_max_clone_bytes,
+            clone_timeout: Duration::from_secs(raw.backend_clone_timeout_secs.max(1)),
+            max_checkout_bytes: raw.backend_max_checkout_bytes,
+            min_free_disk_bytes: raw.backend_min_free_disk_bytes,
             keep_alive: Duration::from_secs(raw.backend_keep_alive_secs.max(1)),
             event_batch: raw.backend_event_batch.max(1),
         }

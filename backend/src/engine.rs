@@ -21,8 +21,8 @@ use crate::hub::{is_terminal, Hubs};
 use crate::runner_client::{RunnerClient, RunnerError};
 use crate::store::{EventRow, RunOutcome, RunRow, SessionRow, Store};
 
-/// How often clone progress is written to Postgres.
-const PROGRESS_INTERVAL: Duration = Duration::from_millis(300);
+/// Clone progress is written to Postgres at most this often per clone.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// Attempts to reach the runner's event stream before a run is failed.
 const RELAY_ATTEMPTS: u32 = 8;
 
@@ -35,10 +35,21 @@ pub struct Engine {
     pub root: PathBuf,
     /// One worker per session with queued or running runs.
     workers: tokio::sync::Mutex<HashMap<Uuid, Arc<Notify>>>,
-    /// Clones in progress, by session.
-    clones: Mutex<HashMap<Uuid, Arc<CloneProgress>>>,
+    /// Clones in progress, by session. Whoever takes a session out of here
+    /// while it is marked deleted (the clone task) or finds it absent (a
+    /// delete) removes its folder: under this lock exactly one of them does.
+    clones: Mutex<HashMap<Uuid, CloneTask>>,
     /// Runs whose cancel came before the runner knew them.
     pending_cancels: Mutex<HashSet<Uuid>>,
+    /// Bytes the checkouts in progress are about to write.
+    checkout_reserved: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// A clone in progress.
+struct CloneTask {
+    progress: Arc<CloneProgress>,
+    /// Its session was deleted: the clone task cleans up when it ends.
+    deleted: bool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -56,6 +67,7 @@ impl Engine {
             workers: tokio::sync::Mutex::new(HashMap::new()),
             clones: Mutex::new(HashMap::new()),
             pending_cancels: Mutex::new(HashSet::new()),
+            checkout_reserved: Arc::default(),
         })
     }
 
@@ -74,26 +86,51 @@ impl Engine {
     /// Clones in the background; the session becomes `ready` or `failed`.
     pub fn spawn_clone(self: &Arc<Self>, session: Uuid, request: CloneRequest) {
         let progress = Arc::new(CloneProgress::default());
-        lock(&self.clones).insert(session, progress.clone());
+        lock(&self.clones).insert(
+            session,
+            CloneTask {
+                progress: progress.clone(),
+                deleted: false,
+            },
+        );
         let engine = self.clone();
         let span = tracing::info_span!(parent: None, "clone", session_id = %session);
         tokio::spawn(
             async move {
-                engine.clone_session(session, request, progress).await;
-                lock(&engine.clones).remove(&session);
+                let thread = engine.clone_session(session, request, &progress).await;
+                let deleted = lock(&engine.clones)
+                    .remove(&session)
+                    .is_some_and(|task| task.deleted);
+                if deleted {
+                    // The delete left the folder (and any thread made here)
+                    // to this task, which is the last to touch them.
+                    if let Some(thread) = thread {
+                        engine.delete_runner_thread(&thread).await;
+                    }
+                    engine.remove_session_dir(session).await;
+                    tracing::info!("deleted session's clone cleaned up");
+                }
                 engine.kick(session).await;
             }
             .instrument(span),
         );
     }
 
+    /// Runs the clone to its end; returns the runner thread it created, if
+    /// any.
     async fn clone_session(
         &self,
         session: Uuid,
         request: CloneRequest,
-        progress: Arc<CloneProgress>,
-    ) {
+        progress: &Arc<CloneProgress>,
+    ) -> Option<String> {
         let dest = self.workspace(session);
+        let limits = &self.config.limits;
+        let disk = git::DiskLimits {
+            max_checkout_bytes: limits.max_checkout_bytes,
+            min_free_bytes: limits.min_free_disk_bytes,
+            reserved: self.checkout_reserved.clone(),
+        };
         tracing::info!(url = %request.url.as_str(), "clone started");
         let blocking = {
             let progress = progress.clone();
@@ -103,86 +140,156 @@ impl Engine {
                 let _entered = span.enter();
                 std::fs::create_dir_all(dest.parent().unwrap_or(&dest))
                     .map_err(|e| git::CloneError::Disk(e.to_string()))?;
-                git::clone(&request, &dest, &progress)
+                git::clone(&request, &dest, &progress, &disk)
             })
         };
         tokio::pin!(blocking);
+        let deadline = tokio::time::sleep(limits.clone_timeout);
+        tokio::pin!(deadline);
+        let mut timed_out = false;
         let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut written = Value::Null;
         let result = loop {
             tokio::select! {
                 result = &mut blocking => break result,
-                _ = tick.tick() => {
-                    let _ = self.store.set_clone_progress(session, &progress.to_json()).await;
+                _ = &mut deadline, if !timed_out => {
+                    // The transport and the progress callbacks see the flag;
+                    // the session fails now, the folder goes when the clone
+                    // stops.
+                    timed_out = true;
+                    progress.cancel.store(true, Ordering::Relaxed);
+                    tracing::warn!("clone timed out");
+                    if let Err(error) = self.store.mark_failed_if_cloning(session, &timeout_message(limits.clone_timeout)).await {
+                        tracing::error!(error.cause_chain = ?error, "cannot fail the timed-out clone");
+                    }
                 }
+                _ = tick.tick() => self.write_progress(session, progress, &mut written).await,
             }
         };
-        let _ = self
-            .store
-            .set_clone_progress(session, &progress.to_json())
-            .await;
-        let deleted = progress.cancel.load(Ordering::Relaxed);
+        self.write_progress(session, progress, &mut written).await;
+        let deleted = progress.cancel.load(Ordering::Relaxed) && !timed_out;
         let outcome = match result {
+            _ if timed_out => Err(timeout_message(limits.clone_timeout)),
             Ok(Ok(oid)) if !deleted => Ok(oid.to_string()),
             Ok(Ok(_)) => Err("the session was deleted".to_owned()),
             Ok(Err(error)) => Err(error.to_string()),
             Err(join) => Err(format!("the clone task failed: {join}")),
         };
-        match outcome {
-            Ok(commit) => {
-                // A thread now saves a round trip on the first prompt; if the
-                // runner is away, the first run creates it.
-                let thread = match self.runner.create_thread(&dest, None).await {
-                    Ok(thread) => Some(thread),
-                    Err(error) => {
-                        tracing::warn!(%error, "no runner thread yet; the first run will create it");
-                        None
-                    }
-                };
-                match self
-                    .store
-                    .mark_ready(session, &commit, thread.as_deref())
-                    .await
-                {
-                    Ok(true) => tracing::info!(%commit, "clone ready"),
-                    Ok(false) | Err(_) => {
-                        // Deleted while cloning: nothing may stay on disk.
-                        if let Some(thread) = thread {
-                            let _ = self.runner.delete_thread(&thread).await;
-                        }
-                        self.remove_session_dir(session).await;
-                    }
-                }
-            }
+        let commit = match outcome {
+            Ok(commit) => commit,
             Err(message) => {
                 tracing::warn!(%message, "clone failed");
                 self.remove_session_dir(session).await;
                 if !deleted {
-                    let _ = self.store.mark_failed(session, &message).await;
+                    if let Err(error) = self.store.mark_failed_if_cloning(session, &message).await {
+                        tracing::error!(error.cause_chain = ?error, "cannot fail the clone");
+                    }
                 }
+                return None;
+            }
+        };
+        // A thread now saves a round trip on the first prompt; if the runner
+        // is away, the first run creates it.
+        let thread = match self.runner.create_thread(&dest, None).await {
+            Ok(thread) => Some(thread),
+            Err(error) => {
+                tracing::warn!(%error, "no runner thread yet; the first run will create it");
+                None
+            }
+        };
+        // Conditional on the row still being `cloning`: a delete that came
+        // first makes this a no-op, and then nothing may stay behind.
+        match self
+            .store
+            .mark_ready(session, &commit, thread.as_deref())
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(%commit, "clone ready");
+                thread
+            }
+            Ok(false) => {
+                if let Some(thread) = &thread {
+                    self.delete_runner_thread(thread).await;
+                }
+                self.remove_session_dir(session).await;
+                None
+            }
+            Err(error) => {
+                tracing::error!(error.cause_chain = ?error, "cannot mark the clone ready");
+                if let Some(thread) = &thread {
+                    self.delete_runner_thread(thread).await;
+                }
+                self.remove_session_dir(session).await;
+                None
             }
         }
     }
 
+    /// Writes the clone's progress when it changed since the last write.
+    async fn write_progress(&self, session: Uuid, progress: &CloneProgress, written: &mut Value) {
+        let now = progress.to_json();
+        if now == *written {
+            return;
+        }
+        match self.store.set_clone_progress(session, &now).await {
+            Ok(()) => *written = now,
+            // The next tick tries again.
+            Err(error) => {
+                tracing::warn!(error.cause_chain = ?error, "cannot record clone progress")
+            }
+        }
+    }
+
+    async fn delete_runner_thread(&self, thread: &str) {
+        match self.runner.delete_thread(thread).await {
+            Ok(()) | Err(RunnerError::NotFound(_)) => {}
+            Err(error) => tracing::warn!(%error, "the runner did not delete the thread"),
+        }
+    }
+
+    /// Removes the session's folder; one already gone is fine.
     async fn remove_session_dir(&self, session: Uuid) {
         let dir = self.session_dir(session);
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        })
+        .await;
+        match removed {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(%error, session_id = %session, "cannot remove the session's folder")
+            }
+            Err(error) => {
+                tracing::error!(%error, session_id = %session, "cannot remove the session's folder")
+            }
+        }
     }
 
     /// Cancels the session's work, forgets it and removes its folder.
     pub async fn delete_session(&self, session: &SessionRow) -> crate::store::Result<()> {
-        let cloning = lock(&self.clones).get(&session.id).cloned();
-        if let Some(progress) = &cloning {
-            progress.cancel.store(true, Ordering::Relaxed);
-        }
+        // A clone still running owns the folder from here on; one that has
+        // ended (or never ran in this process) leaves it to us.
+        let cloning = match lock(&self.clones).get_mut(&session.id) {
+            Some(task) => {
+                task.deleted = true;
+                task.progress.cancel.store(true, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        };
         for run in self.store.runs_of_session(session.id).await? {
             self.cancel(&run).await?;
         }
-        if let Some(thread) = &session.runner_thread_id {
-            let _ = self.runner.delete_thread(thread).await;
+        // The row as deleted, not as read before: a clone that became ready
+        // meanwhile recorded its thread there.
+        let thread = self.store.delete_session(session.id).await?;
+        if let Some(thread) = thread.or_else(|| session.runner_thread_id.clone()) {
+            self.delete_runner_thread(&thread).await;
         }
-        self.store.delete_session(session.id).await?;
-        // A clone in progress removes its folder itself when it stops.
-        if cloning.is_none() {
+        if !cloning {
             self.remove_session_dir(session.id).await;
         }
         tracing::info!(session_id = %session.id, "session deleted");
@@ -580,8 +687,33 @@ impl Engine {
 
     // --- restart ----------------------------------------------------------
 
+    /// Removes the folders of sessions deleted while their clone ran when
+    /// the process died (or deleted by hand in the database).
+    async fn remove_orphans(&self) -> crate::store::Result<()> {
+        let sessions = self.store.session_ids().await?;
+        let root = self.root.clone();
+        let found = match tokio::task::spawn_blocking(move || orphans(&root, &sessions)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "cannot list WORKSPACES_ROOT for leftover folders");
+                return Ok(());
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot list WORKSPACES_ROOT for leftover folders");
+                return Ok(());
+            }
+        };
+        for session in found {
+            tracing::warn!(session_id = %session, "removing the folder of a session that no longer exists");
+            self.remove_session_dir(session).await;
+        }
+        Ok(())
+    }
+
     /// Picks up what a previous process left: interrupted clones fail (their
-    /// token, if any, was never stored), queued and running runs resume.
+    /// token, if any, was never stored) and lose their partial folder,
+    /// folders of sessions that no longer exist go, queued and running runs
+    /// resume. Runs before the API serves, so no clone is in progress.
     pub async fn recover(self: &Arc<Self>) -> crate::store::Result<()> {
         for session in self.store.interrupted_clones().await? {
             tracing::warn!(session_id = %session, "clone interrupted by a restart");
@@ -590,6 +722,7 @@ impl Engine {
                 .mark_failed(session, "the clone was interrupted by a restart of the backend; delete this session and create it again")
                 .await?;
         }
+        self.remove_orphans().await?;
         let mut sessions = std::collections::BTreeSet::new();
         for run in self.store.active_runs().await? {
             let first = self.store.last_seq(run.id).await? as u64 + 1;
@@ -601,6 +734,32 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+fn timeout_message(timeout: Duration) -> String {
+    format!(
+        "the clone took longer than the limit of {} seconds (BACKEND_CLONE_TIMEOUT_SECS)",
+        timeout.as_secs()
+    )
+}
+
+/// Folders under the root named like a session id whose session is gone.
+/// Anything else an operator put there is left alone.
+fn orphans(root: &std::path::Path, sessions: &HashSet<Uuid>) -> std::io::Result<Vec<Uuid>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(root)? {
+        let entry = entry?;
+        let id = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| Uuid::parse_str(n).ok());
+        if let Some(id) = id {
+            if entry.file_type()?.is_dir() && !sessions.contains(&id) {
+                found.push(id);
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// The status a run ends in, by its terminal event.

@@ -3,6 +3,8 @@
 //!
 //! Architecture Invariant: only this module writes SQL.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde_json::Value;
@@ -299,13 +301,42 @@ impl Store {
         Ok(())
     }
 
-    pub async fn delete_session(&self, id: Uuid) -> Result<bool> {
+    /// Deletes the session; returns the runner thread the deleted row named.
+    pub async fn delete_session(&self, id: Uuid) -> Result<Option<String>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "DELETE FROM sessions WHERE id = $1 RETURNING runner_thread_id",
+                &[&id],
+            )
+            .await?;
+        Ok(row.and_then(|r| r.get(0)))
+    }
+
+    /// Fails a session that is still cloning; a deleted or finished one is
+    /// left alone.
+    pub async fn mark_failed_if_cloning(&self, id: Uuid, error: &str) -> Result<bool> {
         let n = self
             .client()
             .await?
-            .execute("DELETE FROM sessions WHERE id = $1", &[&id])
+            .execute(
+                "UPDATE sessions SET status = 'failed', error = $2, updated_at = now()
+                 WHERE id = $1 AND status = 'cloning'",
+                &[&id, &error],
+            )
             .await?;
         Ok(n == 1)
+    }
+
+    /// Every session's id.
+    pub async fn session_ids(&self) -> Result<HashSet<Uuid>> {
+        let rows = self
+            .client()
+            .await?
+            .query("SELECT id FROM sessions", &[])
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// Sessions left `cloning` by a previous process.

@@ -1,4 +1,5 @@
-//! Cloning a session's repository: progress, credentials, depth, ref.
+//! Cloning a session's repository: progress, credentials, depth, ref, and a
+//! checkout whose size and room on disk are checked before it is written.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -6,8 +7,8 @@ use std::sync::Arc;
 
 use git2::build::{CheckoutBuilder, RepoBuilder};
 use git2::{
-    Cred, CredentialType, ErrorClass, ErrorCode, FetchOptions, Oid, RemoteCallbacks,
-    RemoteRedirect, Repository,
+    BranchType, Cred, CredentialType, ErrorClass, ErrorCode, FetchOptions, ObjectType, Oid,
+    RemoteCallbacks, RemoteRedirect, Repository, Tree, TreeWalkMode, TreeWalkResult,
 };
 
 use crate::domain::{Depth, GitRef, RepoUrl};
@@ -32,6 +33,39 @@ pub struct CloneRequest {
     pub depth: Option<Depth>,
     pub credentials: Option<Credentials>,
     pub max_bytes: u64,
+}
+
+/// What the checkout may take on disk.
+#[derive(Debug, Clone)]
+pub struct DiskLimits {
+    /// Most bytes the checked-out files may add up to.
+    pub max_checkout_bytes: u64,
+    /// Free bytes to leave on the filesystem of the workspace.
+    pub min_free_bytes: u64,
+    /// Bytes that checkouts in progress in this process are about to write,
+    /// shared by all clones: free space they will take is not free for
+    /// another checkout.
+    pub reserved: Arc<AtomicU64>,
+}
+
+/// A checkout's share of [`DiskLimits::reserved`], given back on drop.
+struct Reservation<'a> {
+    reserved: &'a AtomicU64,
+    bytes: u64,
+}
+
+impl<'a> Reservation<'a> {
+    /// Reserves `bytes`; returns what the other checkouts had reserved.
+    fn take(reserved: &'a AtomicU64, bytes: u64) -> (Self, u64) {
+        let others = reserved.fetch_add(bytes, Ordering::SeqCst);
+        (Self { reserved, bytes }, others)
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.reserved.fetch_sub(self.bytes, Ordering::SeqCst);
+    }
 }
 
 /// Shared with the task that records progress; updated by libgit2.
@@ -76,6 +110,14 @@ pub enum CloneError {
         "the repository is larger than the clone limit of {0} bytes (BACKEND_MAX_CLONE_BYTES)"
     )]
     TooLarge(u64),
+    #[error(
+        "the repository's files add up to more than the checkout limit of {0} bytes (BACKEND_MAX_CHECKOUT_BYTES)"
+    )]
+    CheckoutTooLarge(u64),
+    #[error(
+        "not enough free disk space for the workspace: {free} bytes free, {needed} needed (BACKEND_MIN_FREE_DISK_BYTES are kept free)"
+    )]
+    DiskFull { free: u64, needed: u64 },
     #[error("the clone was cancelled")]
     Cancelled,
     #[error("disk error while writing the workspace: {0}")]
@@ -124,15 +166,73 @@ impl CloneError {
 
 /// Clones into `dest` and checks out the requested ref; returns the commit
 /// checked out.
+///
+/// The clone itself writes no files: one checkout, below, writes the tree
+/// of whatever ref was asked for, after its size and the free space were
+/// checked, so a small pack of huge files cannot fill the disk.
 pub fn clone(
     request: &CloneRequest,
     dest: &Path,
     progress: &Arc<CloneProgress>,
+    disk: &DiskLimits,
 ) -> Result<Oid, CloneError> {
-    let fetch = || fetch_options(request, progress);
+    let root = dest.parent().unwrap_or(dest);
+    ensure_free(root, 0, disk.min_free_bytes)?;
     let mut builder = RepoBuilder::new();
-    builder.fetch_options(fetch());
+    builder.fetch_options(fetch_options(request, progress));
+    let mut no_checkout = CheckoutBuilder::new();
+    no_checkout.dry_run();
+    builder.with_checkout(no_checkout);
+    let url = clone_url(&request.url);
+    // libgit2 reads a path that does not exist as an unknown URL scheme.
+    if request.url.is_local() && !Path::new(&url).exists() {
+        return Err(CloneError::NotFound);
+    }
+    let repo = builder
+        .clone(&url, dest)
+        .map_err(|e| CloneError::from_git(&e, progress, request.max_bytes))?;
+    let (oid, branch) = match &request.git_ref {
+        // HEAD already names the default branch; only its files are missing.
+        None => {
+            let oid = repo
+                .head()
+                .and_then(|h| h.peel_to_commit())
+                .map(|c| c.id())
+                .map_err(|e| CloneError::Other(e.message().to_owned()))?;
+            (oid, None)
+        }
+        Some(git_ref) => find_ref(&repo, git_ref, request, progress)?,
+    };
+    checkout(&repo, oid, root, progress, disk)?;
+    if let Some(branch) = branch {
+        set_branch(&repo, &branch, oid)?;
+    } else if request.git_ref.is_some() {
+        repo.set_head_detached(oid)
+            .map_err(|e| CloneError::Other(e.message().to_owned()))?;
+    }
+    Ok(oid)
+}
+
+/// Writes the commit's tree into the work tree (and index), once its size
+/// is known to fit the limit and the disk.
+fn checkout(
+    repo: &Repository,
+    oid: Oid,
+    root: &Path,
+    progress: &Arc<CloneProgress>,
+    disk: &DiskLimits,
+) -> Result<(), CloneError> {
+    let other = |e: git2::Error| CloneError::Other(e.message().to_owned());
+    let commit = repo.find_commit(oid).map_err(other)?;
+    let tree = commit.tree().map_err(other)?;
+    let size = tree_size(repo, &tree, disk.max_checkout_bytes)?;
+    // Held until the files are written. Counting others' reservations on
+    // top of today's free space is conservative: what they already wrote is
+    // counted twice, never zero times.
+    let (_reservation, others) = Reservation::take(&disk.reserved, size);
+    ensure_free(root, size.saturating_add(others), disk.min_free_bytes)?;
     let mut checkout = CheckoutBuilder::new();
+    checkout.force();
     let checkout_progress = progress.clone();
     checkout.progress(move |_, done, total| {
         checkout_progress
@@ -142,24 +242,55 @@ pub fn clone(
             .checkout_total
             .store(total as u64, Ordering::Relaxed);
     });
-    builder.with_checkout(checkout);
-    let url = clone_url(&request.url);
-    // libgit2 reads a path that does not exist as an unknown URL scheme.
-    if request.url.is_local() && !Path::new(&url).exists() {
-        return Err(CloneError::NotFound);
+    repo.checkout_tree(tree.as_object(), Some(&mut checkout))
+        .map_err(|e| CloneError::Disk(e.message().to_owned()))
+}
+
+/// The bytes the tree's files take once checked out, read from object
+/// headers (nothing is inflated); refuses beyond `max`.
+fn tree_size(repo: &Repository, tree: &Tree<'_>, max: u64) -> Result<u64, CloneError> {
+    let odb = repo
+        .odb()
+        .map_err(|e| CloneError::Other(e.message().to_owned()))?;
+    let mut total = 0u64;
+    let mut failure = None;
+    let walked = tree.walk(TreeWalkMode::PreOrder, |_, entry| {
+        // Submodules (commits) are not checked out; trees are folders.
+        if entry.kind() != Some(ObjectType::Blob) {
+            return TreeWalkResult::Ok;
+        }
+        match odb.read_header(entry.id()) {
+            Ok((size, _)) => total = total.saturating_add(size as u64),
+            Err(e) => {
+                failure = Some(CloneError::Other(e.message().to_owned()));
+                return TreeWalkResult::Abort;
+            }
+        }
+        if total > max {
+            failure = Some(CloneError::CheckoutTooLarge(max));
+            return TreeWalkResult::Abort;
+        }
+        TreeWalkResult::Ok
+    });
+    if let Some(failure) = failure {
+        return Err(failure);
     }
-    let repo = builder
-        .clone(&url, dest)
-        .map_err(|e| CloneError::from_git(&e, progress, request.max_bytes))?;
-    let oid = match &request.git_ref {
-        None => repo
-            .head()
-            .and_then(|h| h.peel_to_commit())
-            .map(|c| c.id())
-            .map_err(|e| CloneError::Other(e.message().to_owned()))?,
-        Some(git_ref) => checkout_ref(&repo, git_ref, request, progress)?,
-    };
-    Ok(oid)
+    walked.map_err(|e| CloneError::Other(e.message().to_owned()))?;
+    Ok(total)
+}
+
+/// Refuses unless `needed` bytes fit on the filesystem of `path` with
+/// `reserve` bytes left over.
+fn ensure_free(path: &Path, needed: u64, reserve: u64) -> Result<(), CloneError> {
+    let stats = nix::sys::statvfs::statvfs(path)
+        .map_err(|e| CloneError::Disk(format!("cannot read the free disk space: {e}")))?;
+    #[allow(clippy::useless_conversion)] // the field types differ by platform
+    let free = u64::from(stats.blocks_available()).saturating_mul(u64::from(stats.fragment_size()));
+    let needed = needed.saturating_add(reserve);
+    if free < needed {
+        return Err(CloneError::DiskFull { free, needed });
+    }
+    Ok(())
 }
 
 /// libgit2 wants a path, not a `file://` URL, to clone a local repository
@@ -236,14 +367,14 @@ fn fetch_options<'a>(
 }
 
 /// Finds the ref among what the clone fetched, else fetches it explicitly
-/// (a branch other than the default, or a tag beyond a shallow history),
-/// then checks it out.
-fn checkout_ref(
+/// (a branch other than the default, or a tag beyond a shallow history).
+/// Returns the commit and, for a branch, its name.
+fn find_ref(
     repo: &Repository,
     git_ref: &GitRef,
     request: &CloneRequest,
     progress: &Arc<CloneProgress>,
-) -> Result<Oid, CloneError> {
+) -> Result<(Oid, Option<String>), CloneError> {
     let name = git_ref.as_str();
     let mut target = resolve(repo, git_ref);
     if target.is_none() {
@@ -273,28 +404,35 @@ fn checkout_ref(
     let Some((oid, branch)) = target else {
         return Err(CloneError::RefNotFound(name.to_owned()));
     };
-    let commit = repo
-        .find_commit(oid)
+    repo.find_commit(oid)
         .map_err(|_| CloneError::RefNotFound(name.to_owned()))?;
-    repo.checkout_tree(commit.as_object(), Some(CheckoutBuilder::new().force()))
-        .map_err(|e| CloneError::Disk(e.message().to_owned()))?;
-    match branch {
-        // A branch gets a local branch of the same name, as `git clone -b` does.
-        Some(branch) => {
-            let local = repo
-                .branch(&branch, &commit, true)
-                .map_err(|e| CloneError::Other(e.message().to_owned()))?;
-            let refname = local
-                .get()
-                .name()
-                .map(str::to_owned)
-                .map_err(|_| CloneError::Other("branch name is not UTF-8".into()))?;
-            repo.set_head(&refname)
+    Ok((oid, branch))
+}
+
+/// Points HEAD at a local branch of that name on `oid`, as `git clone -b`
+/// does. The default branch already exists (and is HEAD, which libgit2
+/// refuses to force-update): it is reused.
+fn set_branch(repo: &Repository, branch: &str, oid: Oid) -> Result<(), CloneError> {
+    let other = |e: git2::Error| CloneError::Other(e.message().to_owned());
+    let mut reference = match repo.find_branch(branch, BranchType::Local) {
+        Ok(existing) => existing.into_reference(),
+        Err(_) => {
+            let commit = repo.find_commit(oid).map_err(other)?;
+            repo.branch(branch, &commit, false)
+                .map_err(other)?
+                .into_reference()
         }
-        None => repo.set_head_detached(oid),
+    };
+    if reference.target() != Some(oid) {
+        reference = reference
+            .set_target(oid, "clone: the requested branch")
+            .map_err(other)?;
     }
-    .map_err(|e| CloneError::Other(e.message().to_owned()))?;
-    Ok(oid)
+    let refname = reference
+        .name()
+        .map(str::to_owned)
+        .map_err(|_| CloneError::Other("branch name is not UTF-8".into()))?;
+    repo.set_head(&refname).map_err(other)
 }
 
 /// (commit, branch name if it is a branch)
@@ -320,4 +458,73 @@ fn resolve(repo: &Repository, git_ref: &GitRef) -> Option<(Oid, Option<String>)>
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// A repository with one commit of one `size`-byte file; returns it and
+    /// the commit.
+    fn repo_with_file(dir: &Path, size: usize) -> (Repository, Oid) {
+        let repo = Repository::init(dir).unwrap();
+        std::fs::write(dir.join("file"), vec![b'x'; size]).unwrap();
+        let mut index = repo.index().unwrap();
+        index.add_path(Path::new("file")).unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let signature = git2::Signature::now("t", "t@example.invalid").unwrap();
+        let oid = repo
+            .commit(None, &signature, &signature, "one", &tree, &[])
+            .unwrap();
+        drop(tree);
+        std::fs::remove_file(dir.join("file")).unwrap();
+        (repo, oid)
+    }
+
+    fn limits(reserved: u64) -> DiskLimits {
+        DiskLimits {
+            max_checkout_bytes: 1_000_000,
+            min_free_bytes: 0,
+            reserved: Arc::new(AtomicU64::new(reserved)),
+        }
+    }
+
+    #[test]
+    fn a_checkout_counts_the_space_other_checkouts_reserved() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, oid) = repo_with_file(dir.path(), 1000);
+        let progress = Arc::new(CloneProgress::default());
+        // Others about to write more than any disk holds.
+        let full = limits(u64::MAX / 2);
+
+        let refused = checkout(&repo, oid, dir.path(), &progress, &full);
+
+        assert!(
+            matches!(refused, Err(CloneError::DiskFull { .. })),
+            "{refused:?}"
+        );
+        assert!(!dir.path().join("file").exists(), "nothing written");
+        assert_eq!(full.reserved.load(Ordering::SeqCst), u64::MAX / 2);
+        let free = limits(0);
+        checkout(&repo, oid, dir.path(), &progress, &free).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("file")).unwrap().len(), 1000);
+        assert_eq!(free.reserved.load(Ordering::SeqCst), 0, "given back");
+    }
+
+    #[test]
+    fn a_checkout_over_the_limit_is_refused_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, oid) = repo_with_file(dir.path(), 1_000_001);
+        let progress = Arc::new(CloneProgress::default());
+
+        let refused = checkout(&repo, oid, dir.path(), &progress, &limits(0));
+
+        assert!(
+            matches!(refused, Err(CloneError::CheckoutTooLarge(1_000_000))),
+            "{refused:?}"
+        );
+        assert!(!dir.path().join("file").exists(), "nothing written");
+    }
 }

@@ -4,7 +4,7 @@
 mod clone;
 mod workspace;
 
-pub use clone::{clone, CloneError, CloneProgress, CloneRequest, Credentials};
+pub use clone::{clone, CloneError, CloneProgress, CloneRequest, Credentials, DiskLimits};
 pub use workspace::{
     changes, diff, read_file, snapshot, tree, Changes, Diff, FileContent, FileError, Snapshot,
     Tree, TreeEntry,

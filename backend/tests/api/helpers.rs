@@ -145,6 +145,8 @@ pub struct TestStack {
     runner_addr: String,
     runner: Option<RunnerHandle>,
     backend: Option<Backend>,
+    /// More environment for the backend, e.g. a small limit.
+    pub backend_env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -154,6 +156,11 @@ impl TestStack {
     }
 
     pub async fn start_with(allow_local: bool) -> Self {
+        Self::start_configured(allow_local, &[]).await
+    }
+
+    /// A stack whose backend also gets `env`.
+    pub async fn start_configured(allow_local: bool, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("workspaces");
         let repos = dir.path().join("repos");
@@ -177,6 +184,10 @@ impl TestStack {
             runner_addr: format!("127.0.0.1:{port}"),
             runner: None,
             backend: None,
+            backend_env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             _dir: dir,
         };
         stack.start_runner().await;
@@ -230,6 +241,7 @@ impl TestStack {
             .env("ALLOW_LOCAL_REPOS", self.allow_local.to_string())
             .env("BACKEND_MAX_BODY_BYTES", "65536")
             .env("RUST_LOG", "info")
+            .envs(self.backend_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -271,6 +283,11 @@ impl TestStack {
             backend.child.start_kill().unwrap();
             backend.child.wait().await.unwrap();
         }
+    }
+
+    /// The in-process runner's API, for assertions on what it holds.
+    pub fn runner_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.runner_addr)
     }
 
     pub fn url(&self, path: &str) -> String {
