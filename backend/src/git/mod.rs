@@ -9,3 +9,31 @@ pub use workspace::{
     changes, diff, read_file, snapshot, tree, Changes, Diff, FileContent, FileError, Snapshot,
     Tree, TreeEntry,
 };
+
+/// Makes libgit2 ignore the global, XDG and system git configuration (and
+/// the ignore and attribute files found beside them): the agent can write
+/// `~/.gitconfig`, and an `include.path` or `core.excludesFile` there would
+/// make every later repository read a file of its choosing. Call once at
+/// start-up, before any other git2 work.
+pub fn isolate_from_user_config() -> Result<(), git2::Error> {
+    static ONCE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        for level in [
+            git2::ConfigLevel::Global,
+            git2::ConfigLevel::XDG,
+            git2::ConfigLevel::System,
+            git2::ConfigLevel::ProgramData,
+        ] {
+            // An empty list of directories: no file is ever found there.
+            #[allow(unsafe_code)]
+            // SAFETY: libgit2's search path is global state; this runs once
+            // (OnceLock), at start-up before the backend starts any clone,
+            // diff or status, so no other thread reads it meanwhile.
+            let set = unsafe { git2::opts::set_search_path(level, "") };
+            set.map_err(|e| e.message().to_owned())?;
+        }
+        Ok(())
+    })
+    .clone()
+    .map_err(|message| git2::Error::from_str(&message))
+}

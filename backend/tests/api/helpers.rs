@@ -114,6 +114,12 @@ pub fn script() -> Script {
                 [{"reasoning": "two"}, {"wait_ms": 400}, {"exec": "echo two"}],
                 [{"reasoning": "three"}, {"wait_ms": 400}, {"exec": "echo three > three.txt"}],
                 [{"message": "done slowly"}]]},
+            {"when": "make a fifo", "steps": [
+                [{"exec": "mkfifo pipe && ln -s pipe pipe-link"}],
+                [{"message": "made a fifo"}]]},
+            {"when": "redirect the worktree", "steps": [
+                [{"exec": "git config core.worktree \"$(cd ../../.. && pwd)/outside\""}],
+                [{"message": "redirected"}]]},
             {"when": "", "steps": [[{"message": "You said: {{prompt}}"}]]}
         ]})
         .to_string(),
@@ -140,6 +146,10 @@ pub struct TestStack {
     pub repos: PathBuf,
     pub base: String,
     pub allow_local: bool,
+    /// The runner's default sandbox (`start_custom` may change it).
+    pub sandbox: codex_sdk::SandboxMode,
+    /// Extra environment of the backend binary (`start_custom`).
+    pub backend_env: Vec<(String, String)>,
     runner_addr: String,
     runner: Option<RunnerHandle>,
     backend: Option<Backend>,
@@ -152,6 +162,15 @@ impl TestStack {
     }
 
     pub async fn start_with(allow_local: bool) -> Self {
+        Self::start_custom(allow_local, codex_sdk::SandboxMode::WorkspaceWrite, &[]).await
+    }
+
+    /// A stack whose runner uses `sandbox` and whose backend gets `env`.
+    pub async fn start_custom(
+        allow_local: bool,
+        sandbox: codex_sdk::SandboxMode,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("workspaces");
         let repos = dir.path().join("repos");
@@ -171,6 +190,11 @@ impl TestStack {
             repos,
             base: String::new(),
             allow_local,
+            sandbox,
+            backend_env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             runner_addr: format!("127.0.0.1:{port}"),
             runner: None,
             backend: None,
@@ -188,7 +212,7 @@ impl TestStack {
             codex_bin: Some(codex_bin()),
             codex_config: Some(self.model.codex_config()),
             api_key: None,
-            default_sandbox: codex_sdk::SandboxMode::WorkspaceWrite,
+            default_sandbox: self.sandbox,
             default_approval: codex_sdk::ApprovalMode::Never,
             limits: Limits::default(),
         };
@@ -222,6 +246,7 @@ impl TestStack {
             .env("ALLOW_LOCAL_REPOS", self.allow_local.to_string())
             .env("BACKEND_MAX_BODY_BYTES", "65536")
             .env("RUST_LOG", "info")
+            .envs(self.backend_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
