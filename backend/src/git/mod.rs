@@ -37,3 +37,26 @@ pub fn isolate_from_user_config() -> Result<(), git2::Error> {
     .clone()
     .map_err(|message| git2::Error::from_str(&message))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_users_git_config_is_not_read_once_isolated() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(
+            home.path().join(".gitconfig"),
+            "[user]\n\tname = from-home\n",
+        )
+        .unwrap();
+        // nextest runs each test in its own process: no other test sees it.
+        std::env::set_var("HOME", home.path());
+        std::env::set_var("XDG_CONFIG_HOME", home.path());
+        let before = git2::Config::open_default().unwrap();
+        assert_eq!(before.get_string("user.name").unwrap(), "from-home");
+
+        super::isolate_from_user_config().unwrap();
+
+        let after = git2::Config::open_default().unwrap();
+        assert!(after.get_string("user.name").is_err());
+    }
+}
