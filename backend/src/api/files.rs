@@ -160,7 +160,15 @@ impl FilesApi {
             tokio::task::spawn_blocking(move || git::diff(&dir, &base, max_bytes, max_file_bytes))
                 .await
                 .map_err(|e| ApiError::internal(&e))?
-                .map_err(|e| ApiError::internal(&e))?;
+                .map_err(|e| {
+                    let not_a_repository = git::not_a_repository();
+                    if e.class() == not_a_repository.class() && e.code() == not_a_repository.code()
+                    {
+                        ApiError::conflict(not_a_repository.message().to_owned())
+                    } else {
+                        ApiError::internal(&e)
+                    }
+                })?;
         Ok(Json(Diff {
             base_commit: diff.base_commit,
             patch: diff.patch,

@@ -6,8 +6,8 @@ mod workspace;
 
 pub use clone::{clone, CloneError, CloneProgress, CloneRequest, Credentials};
 pub use workspace::{
-    changes, diff, read_file, snapshot, tree, Changes, Diff, FileContent, FileError, Snapshot,
-    Tree, TreeEntry,
+    changes, diff, not_a_repository, read_file, snapshot, tree, Changes, Diff, FileContent,
+    FileError, Snapshot, Tree, TreeEntry,
 };
 
 /// Makes libgit2 ignore the global, XDG and system git configuration (and

@@ -24,6 +24,16 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::{WorkspacePath, WorkspacePathError};
 
+/// The error of a workspace whose `.git` is gone or replaced (a symlink, a
+/// gitfile): the API answers it with a 409, not a 500.
+pub fn not_a_repository() -> git2::Error {
+    git2::Error::new(
+        git2::ErrorCode::NotFound,
+        git2::ErrorClass::Repository,
+        "the workspace's .git is not a plain directory",
+    )
+}
+
 /// Opens the workspace's repository from its own `.git` folder, never one
 /// found by searching upwards, with the work tree pinned to `workspace`:
 /// `core.worktree` (which the agent can set) is ignored.
@@ -33,9 +43,7 @@ fn open_repo(workspace: &Path) -> Result<Repository, git2::Error> {
     // repository (and its config) anywhere.
     let is_dir = std::fs::symlink_metadata(&git_dir).is_ok_and(|meta| meta.is_dir());
     if !is_dir {
-        return Err(git2::Error::from_str(
-            "the workspace's .git is not a plain directory",
-        ));
+        return Err(not_a_repository());
     }
     let repo = Repository::open_ext(&git_dir, RepositoryOpenFlags::NO_SEARCH, [] as [&OsStr; 0])?;
     repo.set_workdir(workspace, false)?;
@@ -201,7 +209,10 @@ pub fn changes(before: &Snapshot, after: &Snapshot, workspace: &Path) -> Changes
         // Back to matching HEAD: restored, reverted, or committed by the agent.
         match state(then).as_str() {
             "deleted" => changes.created.push(path.clone()),
-            "new" if !workspace.join(path).exists() => changes.deleted.push(path.clone()),
+            // The path itself, not what a symlink there points at.
+            "new" if std::fs::symlink_metadata(workspace.join(path)).is_err() => {
+                changes.deleted.push(path.clone())
+            }
             _ => changes.modified.push(path.clone()),
         }
     }

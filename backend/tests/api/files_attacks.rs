@@ -262,3 +262,41 @@ async fn a_diff_over_huge_files_stays_within_its_limits() {
     assert!(patch.contains("+medium line 000000"), "{patch}");
     assert_eq!(diff["files_changed"], 2);
 }
+
+#[tokio::test]
+async fn a_git_folder_swapped_for_a_symlink_is_not_followed() {
+    let stack = TestStack::start().await;
+    let (session, repo) = stack.ready_session().await;
+    let workspace = stack.workspace(&session);
+    // An outside copy of the repository whose work tree holds a secret and
+    // whose config points its work tree there.
+    let outside = stack.repos.join("outside-copy");
+    test_support::git(
+        &stack.repos,
+        &[
+            "clone",
+            "-q",
+            repo.to_str().unwrap(),
+            outside.to_str().unwrap(),
+        ],
+    );
+    std::fs::write(outside.join("secret.txt"), "OUTSIDE-SECRET\n").unwrap();
+    test_support::git(
+        &outside,
+        &["config", "core.worktree", outside.to_str().unwrap()],
+    );
+    std::fs::rename(workspace.join(".git"), workspace.join("old-git")).unwrap();
+    symlink(outside.join(".git"), workspace.join(".git")).unwrap();
+
+    let response = stack.get(&format!("/api/sessions/{session}/diff")).await;
+    let body = assert_error(response, 409, "conflict").await;
+    assert_eq!(
+        body["message"],
+        "the workspace's .git is not a plain directory"
+    );
+    let tree = stack
+        .get_json(&format!("/api/sessions/{session}/files"))
+        .await;
+    assert!(!tree.to_string().contains("OUTSIDE-SECRET"), "{tree}");
+    assert!(!tree.to_string().contains("secret.txt"), "{tree}");
+}
