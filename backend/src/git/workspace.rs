@@ -9,9 +9,9 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::io::Read;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
@@ -50,11 +50,12 @@ fn open_repo(workspace: &Path) -> Result<Repository, git2::Error> {
     Ok(repo)
 }
 
-/// Opens `relative` for reading beneath `workspace` without ever leaving
-/// it: symlinks that stay inside are followed, anything that would resolve
-/// outside fails like a missing file. `O_NONBLOCK` keeps a FIFO from
-/// blocking the open; the caller checks the type of what was opened.
-fn open_beneath(workspace: &Path, relative: &Path) -> Result<File, FileError> {
+/// Finds `relative` beneath `workspace` without ever leaving it: symlinks
+/// that stay inside are followed, anything that would resolve outside fails
+/// like a missing file. The handle is `O_PATH`: opening it has no effect on
+/// a FIFO or a device, and its type comes from `fstat` on the handle, so a
+/// swap of the path after this point changes nothing.
+fn find_beneath(workspace: &Path, relative: &Path) -> Result<(OwnedFd, Metadata), FileError> {
     let root = rustix::fs::open(
         workspace,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -64,7 +65,7 @@ fn open_beneath(workspace: &Path, relative: &Path) -> Result<File, FileError> {
     let fd = rustix::fs::openat2(
         &root,
         relative,
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        OFlags::PATH | OFlags::CLOEXEC,
         Mode::empty(),
         ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
     )
@@ -78,11 +79,8 @@ fn open_beneath(workspace: &Path, relative: &Path) -> Result<File, FileError> {
         other => FileError::Io(other.into()),
     })?;
     // A symlink inside the workspace may still lead into `.git`; ask the
-    // kernel where the opened file really is.
-    let real = std::fs::read_link(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&fd)
-    ))?;
+    // kernel where the handle really is.
+    let real = std::fs::read_link(proc_fd(&fd))?;
     if real
         .strip_prefix(workspace)
         .ok()
@@ -91,7 +89,39 @@ fn open_beneath(workspace: &Path, relative: &Path) -> Result<File, FileError> {
     {
         return Err(FileError::Path(WorkspacePathError::GitDir));
     }
-    Ok(File::from(fd))
+    let fd = File::from(fd);
+    let meta = fd.metadata()?;
+    Ok((OwnedFd::from(fd), meta))
+}
+
+/// `/proc/self/fd/N`: reopening it opens the very file the handle holds.
+fn proc_fd(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Opens a regular file beneath `workspace` for reading; a folder, FIFO,
+/// socket or device is refused before anything reads it. `shown` names the
+/// path in errors.
+fn open_regular(
+    workspace: &Path,
+    relative: &Path,
+    shown: &str,
+) -> Result<(File, Metadata), FileError> {
+    let (handle, meta) = find_beneath(workspace, relative)?;
+    if meta.is_dir() {
+        return Err(FileError::IsDirectory(shown.to_owned()));
+    }
+    if !meta.is_file() {
+        return Err(FileError::NotRegular(shown.to_owned()));
+    }
+    // The same inode, now readable; `O_NONBLOCK` in case of the impossible.
+    let fd = rustix::fs::open(
+        proc_fd(&handle),
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )
+    .map_err(std::io::Error::from)?;
+    Ok((File::from(fd), meta))
 }
 
 /// Path → fingerprint (status and content hash) of every file that differs
@@ -131,7 +161,7 @@ pub fn snapshot(workspace: &Path) -> Result<Snapshot, git2::Error> {
 
 /// The content hash of a file, read the same safe way as `read_file`: a
 /// symlink is hashed as its target's name (never followed out), and a
-/// FIFO, socket or device is not opened for reading at all.
+/// FIFO, socket or device is never opened for reading.
 fn fingerprint(workspace: &Path, relative: &Path) -> String {
     let Ok(meta) = std::fs::symlink_metadata(workspace.join(relative)) else {
         return "unreadable".to_owned();
@@ -148,12 +178,8 @@ fn fingerprint(workspace: &Path, relative: &Path) -> String {
             })
             .map_or_else(|| "unreadable".to_owned(), |oid| format!("link-{oid}"));
     }
-    let hashed = open_beneath(workspace, relative).and_then(|mut file| {
-        if !file.metadata()?.is_file() {
-            return Err(FileError::NotRegular(
-                relative.to_string_lossy().into_owned(),
-            ));
-        }
+    let shown = relative.to_string_lossy();
+    let hashed = open_regular(workspace, relative, &shown).and_then(|(mut file, _)| {
         // Streamed: the file may be far larger than memory should hold.
         let mut hasher = Sha256::new();
         let mut buffer = [0u8; 64 * 1024];
@@ -347,14 +373,7 @@ pub fn read_file(
     limit: u64,
 ) -> Result<FileContent, FileError> {
     let shown = path.as_path().to_string_lossy().into_owned();
-    let file = open_beneath(workspace, path.as_path())?;
-    let meta = file.metadata()?;
-    if meta.is_dir() {
-        return Err(FileError::IsDirectory(shown));
-    }
-    if !meta.is_file() {
-        return Err(FileError::NotRegular(shown));
-    }
+    let (file, meta) = open_regular(workspace, path.as_path(), &shown)?;
     if meta.len() > limit {
         return Err(FileError::TooLarge {
             path: shown,

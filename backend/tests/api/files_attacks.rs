@@ -98,6 +98,7 @@ async fn paths_that_leave_the_workspace_answer_like_missing_files() {
     .unwrap();
     symlink("/etc", workspace.join("to-etc")).unwrap();
     symlink("main.txt", workspace.join("inside-link")).unwrap();
+    symlink(".git/config", workspace.join("git-link")).unwrap();
 
     let answer = |path: &'static str| {
         let url = format!("/api/sessions/{session}/files/{path}");
@@ -137,6 +138,16 @@ async fn paths_that_leave_the_workspace_answer_like_missing_files() {
         .get_json(&format!("/api/sessions/{session}/files/inside-link"))
         .await;
     assert_eq!(file["content"], "second commit on main\n");
+    // One that leads into `.git` is refused like the path `.git/config`.
+    let body = assert_error(
+        stack
+            .get(&format!("/api/sessions/{session}/files/git-link"))
+            .await,
+        400,
+        "bad_request",
+    )
+    .await;
+    assert_eq!(body["message"], "path must not name the .git folder");
 
     // The tree shows every link the same way, whatever its target.
     let tree = stack
