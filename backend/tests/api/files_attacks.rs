@@ -219,6 +219,25 @@ async fn a_core_worktree_outside_the_workspace_is_ignored() {
     for body in [&diff, &tree, &run, &main] {
         assert!(!body.to_string().contains(&secret), "{body}");
     }
+
+    // The same redirect through `include.path` (as the agent could write
+    // it): still the workspace's own tree.
+    let workspace = stack.workspace(&session);
+    test_support::git(&workspace, &["config", "--unset", "core.worktree"]);
+    let included = outside.join("evil.config");
+    std::fs::write(
+        &included,
+        format!("[core]\n\tworktree = {}\n", outside.display()),
+    )
+    .unwrap();
+    test_support::git(
+        &workspace,
+        &["config", "include.path", included.to_str().unwrap()],
+    );
+    let again = stack
+        .get_json(&format!("/api/sessions/{session}/diff"))
+        .await;
+    assert_eq!(again, diff);
 }
 
 #[tokio::test]
