@@ -43,6 +43,8 @@ pub struct Limits {
     pub max_diff_bytes: usize,
     /// `BACKEND_MAX_TREE_ENTRIES`: a larger tree is cut and flagged.
     pub max_tree_entries: usize,
+    /// `BACKEND_MAX_CONCURRENT_DIFFS`: diffs computed at once; more wait.
+    pub max_concurrent_diffs: usize,
     /// `BACKEND_MAX_EVENTS_PER_RUN`: live events kept in memory per run.
     pub max_events_per_run: usize,
     /// `BACKEND_MAX_CLONE_BYTES`: a clone that receives more is stopped.
@@ -104,6 +106,7 @@ struct Raw {
     backend_max_file_bytes: u64,
     backend_max_diff_bytes: usize,
     backend_max_tree_entries: usize,
+    backend_max_concurrent_diffs: usize,
     backend_max_events_per_run: usize,
     backend_max_clone_bytes: u64,
     backend_clone_timeout_secs: u64,
@@ -129,6 +132,7 @@ impl Default for Raw {
             backend_max_file_bytes: 1024 * 1024,
             backend_max_diff_bytes: 4 * 1024 * 1024,
             backend_max_tree_entries: 20_000,
+            backend_max_concurrent_diffs: 2,
             backend_max_events_per_run: 50_000,
             backend_max_clone_bytes: 2 * 1024 * 1024 * 1024,
             backend_clone_timeout_secs: 600,
@@ -140,7 +144,7 @@ impl Default for Raw {
     }
 }
 
-const ENV_KEYS: [&str; 20] = [
+const ENV_KEYS: [&str; 21] = [
     "BACKEND_ADDR",
     "DATABASE_URL",
     "DATABASE_POOL_SIZE",
@@ -154,6 +158,7 @@ const ENV_KEYS: [&str; 20] = [
     "BACKEND_MAX_FILE_BYTES",
     "BACKEND_MAX_DIFF_BYTES",
     "BACKEND_MAX_TREE_ENTRIES",
+    "BACKEND_MAX_CONCURRENT_DIFFS",
     "BACKEND_MAX_EVENTS_PER_RUN",
     "BACKEND_MAX_CLONE_BYTES",
     "BACKEND_CLONE_TIMEOUT_SECS",
@@ -204,6 +209,7 @@ impl From<&Raw> for Limits {
             max_file_bytes: raw.backend_max_file_bytes,
             max_diff_bytes: raw.backend_max_diff_bytes,
             max_tree_entries: raw.backend_max_tree_entries,
+            max_concurrent_diffs: raw.backend_max_concurrent_diffs.max(1),
             max_events_per_run: raw.backend_max_events_per_run.max(2),
             max_clone_bytes: raw.backend_max_clone_bytes,
             clone_timeout: Duration::from_secs(raw.backend_clone_timeout_secs.max(1)),

@@ -21,6 +21,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        crate::git::isolate_from_user_config()
+            .context("cannot isolate libgit2 from the user's git config")?;
         std::fs::create_dir_all(&config.workspaces_root).with_context(|| {
             format!(
                 "cannot create WORKSPACES_ROOT {}",

@@ -6,17 +6,30 @@ use std::sync::Arc;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::OpenApi;
+use tokio::sync::Semaphore;
 
 use super::error::{ApiError, ApiResult};
 use super::models::{Diff, FileContent, FileTree, TreeEntry};
 use super::sessions::SessionsApi;
 use super::ApiTags;
-use crate::domain::{WorkspacePath, WorkspacePathError};
+use crate::domain::WorkspacePath;
 use crate::engine::Engine;
 use crate::git::{self, FileError};
 
 pub struct FilesApi {
     pub engine: Arc<Engine>,
+    /// Bounds diffs in progress (`BACKEND_MAX_CONCURRENT_DIFFS`): each holds
+    /// a blocking thread and up to two files' worth of memory.
+    pub diffs: Arc<Semaphore>,
+}
+
+impl FilesApi {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        let diffs = Arc::new(Semaphore::new(
+            engine.config.limits.max_concurrent_diffs.max(1),
+        ));
+        Self { engine, diffs }
+    }
 }
 
 impl FilesApi {
@@ -58,11 +71,13 @@ impl FilesApi {
                 encoding: file.encoding.into(),
                 content: file.content,
             })),
-            Err(FileError::Path(WorkspacePathError::NotFound)) => {
+            Err(FileError::NotFound) => {
                 Err(ApiError::not_found(format!("{raw_path}: no such file")))
             }
             Err(FileError::Path(error)) => Err(ApiError::bad_request(error.to_string())),
-            Err(error @ FileError::IsDirectory(_)) => Err(ApiError::bad_request(error.to_string())),
+            Err(error @ (FileError::IsDirectory(_) | FileError::NotRegular(_))) => {
+                Err(ApiError::bad_request(error.to_string()))
+            }
             Err(error @ FileError::TooLarge { .. }) => Err(ApiError::too_large(error.to_string())),
             Err(FileError::Io(error)) => Err(ApiError::internal(&error)),
         }
@@ -122,18 +137,38 @@ impl FilesApi {
     /// The workspace's diff
     ///
     /// A unified diff of the workspace (index, working tree and untracked
-    /// files) against the commit the session cloned.
+    /// files) against the commit the session cloned. The patch is cut at
+    /// `BACKEND_MAX_DIFF_BYTES` (`truncated`); files over
+    /// `BACKEND_MAX_FILE_BYTES` are named in `too_large`, their content left
+    /// out.
     #[oai(path = "/:session_id/diff", method = "get", operation_id = "get_diff")]
     async fn diff(&self, session_id: Path<String>) -> ApiResult<Json<Diff>> {
         let (session, dir) = self.workspace(&session_id).await?;
         let base = session
             .base_commit
             .ok_or_else(|| ApiError::conflict("the session has no base commit"))?;
-        let limit = self.engine.config.limits.max_diff_bytes;
-        let diff = tokio::task::spawn_blocking(move || git::diff(&dir, &base, limit))
+        let limits = &self.engine.config.limits;
+        let (max_bytes, max_file_bytes) = (limits.max_diff_bytes, limits.max_file_bytes);
+        // Waiting here costs a parked task, not a blocking thread; a client
+        // that gives up drops its place in the queue.
+        let _permit = self
+            .diffs
+            .acquire()
             .await
-            .map_err(|e| ApiError::internal(&e))?
             .map_err(|e| ApiError::internal(&e))?;
+        let diff =
+            tokio::task::spawn_blocking(move || git::diff(&dir, &base, max_bytes, max_file_bytes))
+                .await
+                .map_err(|e| ApiError::internal(&e))?
+                .map_err(|e| {
+                    let not_a_repository = git::not_a_repository();
+                    if e.class() == not_a_repository.class() && e.code() == not_a_repository.code()
+                    {
+                        ApiError::conflict(not_a_repository.message().to_owned())
+                    } else {
+                        ApiError::internal(&e)
+                    }
+                })?;
         Ok(Json(Diff {
             base_commit: diff.base_commit,
             patch: diff.patch,
@@ -141,6 +176,7 @@ impl FilesApi {
             insertions: diff.insertions as u64,
             deletions: diff.deletions as u64,
             truncated: diff.truncated,
+            too_large: diff.too_large,
         }))
     }
 }

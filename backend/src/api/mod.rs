@@ -58,9 +58,7 @@ pub fn service(engine: &Arc<Engine>) -> OpenApiService<Api, ()> {
             runs::RunsApi {
                 engine: engine.clone(),
             },
-            files::FilesApi {
-                engine: engine.clone(),
-            },
+            files::FilesApi::new(engine.clone()),
         ),
         "repo-runner",
         env!("CARGO_PKG_VERSION"),
@@ -106,9 +104,7 @@ async fn file_with_slashes(
     Path((session_id, path)): Path<(String, String)>,
     engine: poem::web::Data<&Arc<Engine>>,
 ) -> Response {
-    let files = files::FilesApi {
-        engine: engine.0.clone(),
-    };
+    let files = files::FilesApi::new(engine.0.clone());
     match files.read(&session_id, &path).await {
         Ok(json) => json.into_response(),
         Err(error) => error.into_response(),

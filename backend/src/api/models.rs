@@ -312,6 +312,9 @@ pub struct Diff {
     pub deletions: u64,
     /// True when the diff was cut at the size limit.
     pub truncated: bool,
+    /// Changed files larger than `BACKEND_MAX_FILE_BYTES`: their content is
+    /// left out of `patch`.
+    pub too_large: Vec<String>,
 }
 
 #[derive(Debug, Object)]

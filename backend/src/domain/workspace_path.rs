@@ -13,10 +13,6 @@ pub enum WorkspacePathError {
     GitDir,
     #[error("path must not be empty or contain NUL or backslash characters")]
     Malformed,
-    #[error("path leaves the workspace through a symbolic link")]
-    EscapesWorkspace,
-    #[error("no such file")]
-    NotFound,
 }
 
 /// A path relative to a workspace, made only of normal components.
@@ -66,27 +62,6 @@ impl WorkspacePath {
     pub fn as_path(&self) -> &Path {
         &self.0
     }
-
-    /// The file on disk, symlinks resolved, proven to be inside `root`
-    /// (which must be canonical).
-    pub fn resolve(&self, root: &Path) -> Result<PathBuf, WorkspacePathError> {
-        let joined = root.join(&self.0);
-        let resolved = joined
-            .canonicalize()
-            .map_err(|_| WorkspacePathError::NotFound)?;
-        if !resolved.starts_with(root) {
-            return Err(WorkspacePathError::EscapesWorkspace);
-        }
-        if resolved
-            .strip_prefix(root)
-            .ok()
-            .and_then(|rel| rel.components().next())
-            .is_some_and(|c| c.as_os_str() == ".git")
-        {
-            return Err(WorkspacePathError::GitDir);
-        }
-        Ok(resolved)
-    }
 }
 
 #[cfg(test)]
@@ -115,24 +90,5 @@ mod tests {
         ] {
             assert_eq!(WorkspacePath::parse(raw), Err(error), "{raw}");
         }
-    }
-
-    #[test]
-    fn symlinks_out_of_the_workspace_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("ws");
-        std::fs::create_dir_all(&root).unwrap();
-        std::fs::write(dir.path().join("secret"), "x").unwrap();
-        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link")).unwrap();
-        let root = root.canonicalize().unwrap();
-        let path = WorkspacePath::parse("link").unwrap();
-        assert_eq!(
-            path.resolve(&root),
-            Err(WorkspacePathError::EscapesWorkspace)
-        );
-        assert_eq!(
-            WorkspacePath::parse("missing").unwrap().resolve(&root),
-            Err(WorkspacePathError::NotFound)
-        );
     }
 }

@@ -6,6 +6,57 @@ mod workspace;
 
 pub use clone::{clone, CloneError, CloneProgress, CloneRequest, Credentials, DiskLimits};
 pub use workspace::{
-    changes, diff, read_file, snapshot, tree, Changes, Diff, FileContent, FileError, Snapshot,
-    Tree, TreeEntry,
+    changes, diff, not_a_repository, read_file, snapshot, tree, Changes, Diff, FileContent,
+    FileError, Snapshot, Tree, TreeEntry,
 };
+
+/// Makes libgit2 ignore the global, XDG and system git configuration (and
+/// the ignore and attribute files found beside them): the agent can write
+/// `~/.gitconfig`, and an `include.path` or `core.excludesFile` there would
+/// make every later repository read a file of its choosing. Call once at
+/// start-up, before any other git2 work.
+pub fn isolate_from_user_config() -> Result<(), git2::Error> {
+    static ONCE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        for level in [
+            git2::ConfigLevel::Global,
+            git2::ConfigLevel::XDG,
+            git2::ConfigLevel::System,
+            git2::ConfigLevel::ProgramData,
+        ] {
+            // An empty list of directories: no file is ever found there.
+            #[allow(unsafe_code)]
+            // SAFETY: libgit2's search path is global state; this runs once
+            // (OnceLock), at start-up before the backend starts any clone,
+            // diff or status, so no other thread reads it meanwhile.
+            let set = unsafe { git2::opts::set_search_path(level, "") };
+            set.map_err(|e| e.message().to_owned())?;
+        }
+        Ok(())
+    })
+    .clone()
+    .map_err(|message| git2::Error::from_str(&message))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_users_git_config_is_not_read_once_isolated() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(
+            home.path().join(".gitconfig"),
+            "[user]\n\tname = from-home\n",
+        )
+        .unwrap();
+        // nextest runs each test in its own process: no other test sees it.
+        std::env::set_var("HOME", home.path());
+        std::env::set_var("XDG_CONFIG_HOME", home.path());
+        let before = git2::Config::open_default().unwrap();
+        assert_eq!(before.get_string("user.name").unwrap(), "from-home");
+
+        super::isolate_from_user_config().unwrap();
+
+        let after = git2::Config::open_default().unwrap();
+        assert!(after.get_string("user.name").is_err());
+    }
+}

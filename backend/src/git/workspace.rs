@@ -1,15 +1,128 @@
 //! Reading a session's workspace: status snapshots and what a run changed,
 //! the file tree, file contents, and the diff against the cloned commit.
+//!
+//! The agent controls every byte of the workspace, `.git` included, so
+//! nothing here trusts a path: files are opened with `openat2` beneath a
+//! directory handle of the workspace (a symlink or a swapped folder cannot
+//! lead out), only regular files are read, and the repository is opened
+//! with its work tree pinned to the workspace.
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, Metadata};
 use std::io::Read;
-use std::path::Path;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use git2::{DiffFormat, DiffOptions, Oid, Repository, Status, StatusOptions};
+use git2::{DiffFormat, DiffOptions, Oid, Repository, RepositoryOpenFlags, Status, StatusOptions};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::domain::{WorkspacePath, WorkspacePathError};
+
+/// The error of a workspace whose `.git` is gone or replaced (a symlink, a
+/// gitfile): the API answers it with a 409, not a 500.
+pub fn not_a_repository() -> git2::Error {
+    git2::Error::new(
+        git2::ErrorCode::NotFound,
+        git2::ErrorClass::Repository,
+        "the workspace's .git is not a plain directory",
+    )
+}
+
+/// Opens the workspace's repository from its own `.git` folder, never one
+/// found by searching upwards, with the work tree pinned to `workspace`:
+/// `core.worktree` (which the agent can set) is ignored.
+fn open_repo(workspace: &Path) -> Result<Repository, git2::Error> {
+    let git_dir = workspace.join(".git");
+    // A `.git` that is a symlink or a gitfile would let the agent point the
+    // repository (and its config) anywhere.
+    let is_dir = std::fs::symlink_metadata(&git_dir).is_ok_and(|meta| meta.is_dir());
+    if !is_dir {
+        return Err(not_a_repository());
+    }
+    let repo = Repository::open_ext(&git_dir, RepositoryOpenFlags::NO_SEARCH, [] as [&OsStr; 0])?;
+    repo.set_workdir(workspace, false)?;
+    Ok(repo)
+}
+
+/// Finds `relative` beneath `workspace` without ever leaving it: symlinks
+/// that stay inside are followed, anything that would resolve outside fails
+/// like a missing file. The handle is `O_PATH`: opening it has no effect on
+/// a FIFO or a device, and its type comes from `fstat` on the handle, so a
+/// swap of the path after this point changes nothing.
+fn find_beneath(workspace: &Path, relative: &Path) -> Result<(OwnedFd, Metadata), FileError> {
+    let root = rustix::fs::open(
+        workspace,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(std::io::Error::from)?;
+    let fd = rustix::fs::openat2(
+        &root,
+        relative,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|errno| match errno {
+        // Missing, leaving the workspace (EXDEV), a symlink loop, a file
+        // used as a folder, or a rename racing the walk (EAGAIN): all one
+        // answer, so what exists outside the workspace cannot be probed.
+        Errno::NOENT | Errno::XDEV | Errno::LOOP | Errno::NOTDIR | Errno::AGAIN => {
+            FileError::NotFound
+        }
+        other => FileError::Io(other.into()),
+    })?;
+    // A symlink inside the workspace may still lead into `.git`; ask the
+    // kernel where the handle really is.
+    let real = std::fs::read_link(proc_fd(&fd))?;
+    if real
+        .strip_prefix(workspace)
+        .ok()
+        .and_then(|rel| rel.components().next())
+        .is_some_and(|c| c.as_os_str() == ".git")
+    {
+        return Err(FileError::Path(WorkspacePathError::GitDir));
+    }
+    let fd = File::from(fd);
+    let meta = fd.metadata()?;
+    Ok((OwnedFd::from(fd), meta))
+}
+
+/// `/proc/self/fd/N`: reopening it opens the very file the handle holds.
+fn proc_fd(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Opens a regular file beneath `workspace` for reading; a folder, FIFO,
+/// socket or device is refused before anything reads it. `shown` names the
+/// path in errors.
+fn open_regular(
+    workspace: &Path,
+    relative: &Path,
+    shown: &str,
+) -> Result<(File, Metadata), FileError> {
+    let (handle, meta) = find_beneath(workspace, relative)?;
+    if meta.is_dir() {
+        return Err(FileError::IsDirectory(shown.to_owned()));
+    }
+    if !meta.is_file() {
+        return Err(FileError::NotRegular(shown.to_owned()));
+    }
+    // The same inode, now readable; `O_NONBLOCK` in case of the impossible.
+    let fd = rustix::fs::open(
+        proc_fd(&handle),
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )
+    .map_err(std::io::Error::from)?;
+    Ok((File::from(fd), meta))
+}
 
 /// Path → fingerprint (status and content hash) of every file that differs
 /// from `HEAD` or is untracked.
@@ -24,7 +137,7 @@ pub struct Changes {
 }
 
 pub fn snapshot(workspace: &Path) -> Result<Snapshot, git2::Error> {
-    let repo = Repository::open(workspace)?;
+    let repo = open_repo(workspace)?;
     let mut options = StatusOptions::new();
     options
         .include_untracked(true)
@@ -39,13 +152,51 @@ pub fn snapshot(workspace: &Path) -> Result<Snapshot, git2::Error> {
         let content = if status.intersects(Status::WT_DELETED | Status::INDEX_DELETED) {
             "deleted".to_owned()
         } else {
-            Oid::hash_file(git2::ObjectType::Blob, workspace.join(path))
-                .map(|oid| oid.to_string())
-                .unwrap_or_else(|_| "unreadable".to_owned())
+            fingerprint(workspace, Path::new(path))
         };
         snapshot.insert(path.to_owned(), format!("{}:{content}", kind(status)));
     }
     Ok(snapshot)
+}
+
+/// The content hash of a file, read the same safe way as `read_file`: a
+/// symlink is hashed as its target's name (never followed out), and a
+/// FIFO, socket or device is never opened for reading.
+fn fingerprint(workspace: &Path, relative: &Path) -> String {
+    let Ok(meta) = std::fs::symlink_metadata(workspace.join(relative)) else {
+        return "unreadable".to_owned();
+    };
+    if meta.file_type().is_symlink() {
+        return std::fs::read_link(workspace.join(relative))
+            .ok()
+            .and_then(|target| {
+                Oid::hash_object(
+                    git2::ObjectType::Blob,
+                    target.as_os_str().as_encoded_bytes(),
+                )
+                .ok()
+            })
+            .map_or_else(|| "unreadable".to_owned(), |oid| format!("link-{oid}"));
+    }
+    let shown = relative.to_string_lossy();
+    let hashed = open_regular(workspace, relative, &shown).and_then(|(mut file, _)| {
+        // Streamed: the file may be far larger than memory should hold.
+        let mut hasher = Sha256::new();
+        let mut buffer = [0u8; 64 * 1024];
+        loop {
+            let read = file.read(&mut buffer)?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+        }
+        Ok(hasher
+            .finalize()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect::<String>())
+    });
+    hashed.unwrap_or_else(|_| "unreadable".to_owned())
 }
 
 fn kind(status: Status) -> &'static str {
@@ -84,7 +235,10 @@ pub fn changes(before: &Snapshot, after: &Snapshot, workspace: &Path) -> Changes
         // Back to matching HEAD: restored, reverted, or committed by the agent.
         match state(then).as_str() {
             "deleted" => changes.created.push(path.clone()),
-            "new" if !workspace.join(path).exists() => changes.deleted.push(path.clone()),
+            // The path itself, not what a symlink there points at.
+            "new" if std::fs::symlink_metadata(workspace.join(path)).is_err() => {
+                changes.deleted.push(path.clone())
+            }
             _ => changes.modified.push(path.clone()),
         }
     }
@@ -106,32 +260,59 @@ pub struct Tree {
 }
 
 /// Every file and folder of the workspace, `.git` left out, sorted, depth
-/// first; symlinks are listed, not followed.
+/// first; symlinks are listed, not followed. Each folder is opened beneath
+/// the workspace with no symlink allowed on the way, so a folder swapped
+/// for a symlink while the walk runs is skipped, never listed.
 pub fn tree(workspace: &Path, max_entries: usize) -> std::io::Result<Tree> {
+    let root = rustix::fs::open(
+        workspace,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     let mut entries = Vec::new();
     let mut truncated = false;
-    let mut stack = vec![workspace.to_path_buf()];
+    let mut stack = vec![PathBuf::new()];
     while let Some(dir) = stack.pop() {
-        let mut children: Vec<_> = std::fs::read_dir(&dir)?.flatten().collect();
-        children.sort_by_key(|e| std::cmp::Reverse(e.file_name()));
-        for child in children {
-            let path = child.path();
-            let Ok(relative) = path.strip_prefix(workspace) else {
-                continue;
-            };
+        let dir_fd = if dir.as_os_str().is_empty() {
+            None
+        } else {
+            match rustix::fs::openat2(
+                &root,
+                &dir,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+            ) {
+                Ok(fd) => Some(fd),
+                // Gone or replaced since it was listed: nothing to show.
+                Err(_) => continue,
+            }
+        };
+        let dir_fd = dir_fd.as_ref().map_or(root.as_fd(), |fd| fd.as_fd());
+        let mut children = Vec::new();
+        for entry in rustix::fs::Dir::read_from(dir_fd)? {
+            let name = entry?.file_name().to_bytes().to_vec();
+            if name != b"." && name != b".." {
+                children.push(OsString::from_vec(name));
+            }
+        }
+        children.sort_by(|a, b| b.cmp(a));
+        for name in children {
+            let relative = dir.join(&name);
             if relative == Path::new(".git") {
                 continue;
             }
-            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            let Ok(stat) = rustix::fs::statat(dir_fd, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
+            else {
                 continue;
             };
-            let kind = if meta.file_type().is_symlink() {
-                "symlink"
-            } else if meta.is_dir() {
-                stack.push(path.clone());
-                "dir"
-            } else {
-                "file"
+            let kind = match FileType::from_raw_mode(stat.st_mode) {
+                FileType::Symlink => "symlink",
+                FileType::Directory => {
+                    stack.push(relative.clone());
+                    "dir"
+                }
+                _ => "file",
             };
             if entries.len() >= max_entries {
                 truncated = true;
@@ -140,7 +321,11 @@ pub fn tree(workspace: &Path, max_entries: usize) -> std::io::Result<Tree> {
             entries.push(TreeEntry {
                 path: relative.to_string_lossy().into_owned(),
                 kind,
-                size: if kind == "file" { meta.len() } else { 0 },
+                size: if kind == "file" {
+                    u64::try_from(stat.st_size).unwrap_or(0)
+                } else {
+                    0
+                },
             });
         }
         if truncated {
@@ -166,26 +351,29 @@ pub struct FileContent {
 pub enum FileError {
     #[error(transparent)]
     Path(#[from] WorkspacePathError),
+    /// Missing, or reached only by leaving the workspace: one answer for
+    /// both, so it is no oracle for what exists outside.
+    #[error("no such file")]
+    NotFound,
     #[error("{0} is a directory")]
     IsDirectory(String),
+    #[error("{0} is not a regular file (a FIFO, socket or device); only regular files are served")]
+    NotRegular(String),
     #[error("{path} is {size} bytes; the limit is {limit} (BACKEND_MAX_FILE_BYTES)")]
     TooLarge { path: String, size: u64, limit: u64 },
     #[error("cannot read the file")]
     Io(#[from] std::io::Error),
 }
 
-/// `workspace` must be canonical.
+/// `workspace` must be canonical. The type is checked on the opened file
+/// (`fstat`), never on the path, so a swap between the two changes nothing.
 pub fn read_file(
     workspace: &Path,
     path: &WorkspacePath,
     limit: u64,
 ) -> Result<FileContent, FileError> {
-    let resolved = path.resolve(workspace)?;
     let shown = path.as_path().to_string_lossy().into_owned();
-    let meta = std::fs::metadata(&resolved)?;
-    if meta.is_dir() {
-        return Err(FileError::IsDirectory(shown));
-    }
+    let (file, meta) = open_regular(workspace, path.as_path(), &shown)?;
     if meta.len() > limit {
         return Err(FileError::TooLarge {
             path: shown,
@@ -194,9 +382,8 @@ pub fn read_file(
         });
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
-    std::fs::File::open(&resolved)?
-        .take(limit + 1)
-        .read_to_end(&mut bytes)?;
+    // The file may grow after `fstat`: never read more than the limit.
+    file.take(limit).read_to_end(&mut bytes)?;
     let size = bytes.len() as u64;
     let text = (!bytes[..bytes.len().min(8000)].contains(&0))
         .then(|| String::from_utf8(bytes.clone()).ok())
@@ -228,20 +415,44 @@ pub struct Diff {
     pub insertions: usize,
     pub deletions: usize,
     pub truncated: bool,
+    /// Changed files over the per-file limit: listed, their content left
+    /// out of `patch`.
+    pub too_large: Vec<String>,
 }
 
 /// The workspace (index and working tree, untracked files included)
-/// against the commit the session cloned.
-pub fn diff(workspace: &Path, base_commit: &str, max_bytes: usize) -> Result<Diff, git2::Error> {
-    let repo = Repository::open(workspace)?;
+/// against the commit the session cloned. The patch stops at `max_bytes`;
+/// a file over `max_file_bytes` is never loaded, only named in `too_large`.
+pub fn diff(
+    workspace: &Path,
+    base_commit: &str,
+    max_bytes: usize,
+    max_file_bytes: u64,
+) -> Result<Diff, git2::Error> {
+    let repo = open_repo(workspace)?;
     let base = repo.find_commit(Oid::from_str(base_commit)?)?.tree()?;
     let mut options = DiffOptions::new();
     options
         .include_untracked(true)
         .recurse_untracked_dirs(true)
         .show_untracked_content(true)
-        .include_typechange(true);
+        .include_typechange(true)
+        // libgit2 treats a larger file as binary and does not load it.
+        .max_size(i64::try_from(max_file_bytes).unwrap_or(i64::MAX));
     let diff = repo.diff_tree_to_workdir_with_index(Some(&base), Some(&mut options))?;
+    let too_large: Vec<String> = diff
+        .deltas()
+        .filter(|delta| {
+            delta.old_file().size() > max_file_bytes || delta.new_file().size() > max_file_bytes
+        })
+        .filter_map(|delta| {
+            delta
+                .new_file()
+                .path()
+                .or_else(|| delta.old_file().path())
+                .map(|p| p.to_string_lossy().into_owned())
+        })
+        .collect();
     let stats = diff.stats()?;
     let mut patch = String::new();
     let mut truncated = false;
@@ -252,6 +463,7 @@ pub fn diff(workspace: &Path, base_commit: &str, max_bytes: usize) -> Result<Dif
         };
         let content = String::from_utf8_lossy(line.content());
         if patch.len() + content.len() + 1 > max_bytes {
+            // Returning false stops libgit2 building the rest of the patch.
             truncated = true;
             return false;
         }
@@ -269,6 +481,7 @@ pub fn diff(workspace: &Path, base_commit: &str, max_bytes: usize) -> Result<Dif
         insertions: stats.insertions(),
         deletions: stats.deletions(),
         truncated,
+        too_large,
     })
 }
 

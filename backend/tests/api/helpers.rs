@@ -114,6 +114,12 @@ pub fn script() -> Script {
                 [{"reasoning": "two"}, {"wait_ms": 400}, {"exec": "echo two"}],
                 [{"reasoning": "three"}, {"wait_ms": 400}, {"exec": "echo three > three.txt"}],
                 [{"message": "done slowly"}]]},
+            {"when": "make a fifo", "steps": [
+                [{"exec": "mkfifo pipe && ln -s pipe pipe-link"}],
+                [{"message": "made a fifo"}]]},
+            {"when": "redirect the worktree", "steps": [
+                [{"exec": "git config core.worktree \"$(cd ../../.. && pwd)/outside\""}],
+                [{"message": "redirected"}]]},
             {"when": "", "steps": [[{"message": "You said: {{prompt}}"}]]}
         ]})
         .to_string(),
@@ -142,6 +148,8 @@ pub struct TestStack {
     pub allow_local: bool,
     /// The in-process runner's limits, applied at its next start.
     pub runner_limits: Limits,
+    /// The runner's default sandbox (`start_custom` may change it).
+    pub sandbox: codex_sdk::SandboxMode,
     runner_addr: String,
     runner: Option<RunnerHandle>,
     backend: Option<Backend>,
@@ -156,11 +164,20 @@ impl TestStack {
     }
 
     pub async fn start_with(allow_local: bool) -> Self {
-        Self::start_configured(allow_local, &[]).await
+        Self::start_custom(allow_local, codex_sdk::SandboxMode::WorkspaceWrite, &[]).await
     }
 
     /// A stack whose backend also gets `env`.
     pub async fn start_configured(allow_local: bool, env: &[(&str, &str)]) -> Self {
+        Self::start_custom(allow_local, codex_sdk::SandboxMode::WorkspaceWrite, env).await
+    }
+
+    /// A stack whose runner uses `sandbox` and whose backend gets `env`.
+    pub async fn start_custom(
+        allow_local: bool,
+        sandbox: codex_sdk::SandboxMode,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("workspaces");
         let repos = dir.path().join("repos");
@@ -181,13 +198,14 @@ impl TestStack {
             base: String::new(),
             allow_local,
             runner_limits: Limits::default(),
-            runner_addr: format!("127.0.0.1:{port}"),
-            runner: None,
-            backend: None,
+            sandbox,
             backend_env: env
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            runner_addr: format!("127.0.0.1:{port}"),
+            runner: None,
+            backend: None,
             _dir: dir,
         };
         stack.start_runner().await;
@@ -202,12 +220,13 @@ impl TestStack {
             codex_bin: Some(codex_bin()),
             codex_config: Some(self.model.codex_config()),
             api_key: None,
-            default_sandbox: codex_sdk::SandboxMode::WorkspaceWrite,
+            default_sandbox: self.sandbox,
             default_approval: codex_sdk::ApprovalMode::Never,
             process_containment: runner::config::ContainmentMode::Auto,
             limits: self.runner_limits.clone(),
             sandbox: SandboxLimits {
                 codex_homes: self.root.with_file_name("codex-homes"),
+                max_sandbox: self.sandbox.max(codex_sdk::SandboxMode::WorkspaceWrite),
                 ..SandboxLimits::default()
             },
         };

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod clone_lifecycle;
+mod files_attacks;
 mod flows;
 mod git_http;
 mod helpers;
