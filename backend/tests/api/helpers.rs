@@ -143,6 +143,8 @@ pub struct TestStack {
     runner_addr: String,
     runner: Option<RunnerHandle>,
     backend: Option<Backend>,
+    /// More environment for the next `start_backend`.
+    pub backend_env: Vec<(&'static str, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -174,6 +176,7 @@ impl TestStack {
             runner_addr: format!("127.0.0.1:{port}"),
             runner: None,
             backend: None,
+            backend_env: Vec::new(),
             _dir: dir,
         };
         stack.start_runner().await;
@@ -222,6 +225,7 @@ impl TestStack {
             .env("ALLOW_LOCAL_REPOS", self.allow_local.to_string())
             .env("BACKEND_MAX_BODY_BYTES", "65536")
             .env("RUST_LOG", "info")
+            .envs(self.backend_env.iter().map(|(k, v)| (*k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

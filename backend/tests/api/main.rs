@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cors;
 mod flows;
 mod git_http;
 mod helpers;
