@@ -15,6 +15,7 @@ use crate::store::Store;
 
 pub struct Application {
     acceptor: TcpAcceptor,
+    idle_timeout: Duration,
     addr: SocketAddr,
     engine: Arc<Engine>,
 }
@@ -36,6 +37,7 @@ impl Application {
         engine.recover().await.context("cannot recover runs")?;
         Ok(Self {
             acceptor,
+            idle_timeout: service_kit::idle_timeout_from_env()?,
             addr,
             engine,
         })
@@ -50,13 +52,16 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "backend listening");
-        Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(
-                crate::api::app(self.engine),
-                shutdown,
-                Some(Duration::from_secs(5)),
-            )
-            .await
-            .context("the backend's server failed")
+        Server::new_with_acceptor(service_kit::IdleTimeout::new(
+            self.acceptor,
+            self.idle_timeout,
+        ))
+        .run_with_graceful_shutdown(
+            crate::api::app(self.engine),
+            shutdown,
+            Some(Duration::from_secs(5)),
+        )
+        .await
+        .context("the backend's server failed")
     }
 }

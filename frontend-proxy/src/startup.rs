@@ -20,6 +20,7 @@ struct Dashboard;
 
 pub struct Application {
     acceptor: TcpAcceptor,
+    idle_timeout: Duration,
     addr: SocketAddr,
     upstream: Upstream,
     demo_mode: bool,
@@ -30,6 +31,7 @@ impl Application {
         let (acceptor, addr) = service_kit::bind(&config.proxy_addr, "PROXY_ADDR").await?;
         Ok(Self {
             acceptor,
+            idle_timeout: service_kit::idle_timeout_from_env()?,
             addr,
             upstream: Upstream::new(&config.backend_url),
             demo_mode: config.demo_mode,
@@ -58,9 +60,12 @@ impl Application {
             .data(self.upstream)
             .with(Tracing);
         tracing::info!(addr = %self.addr, "frontend-proxy listening");
-        Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(2)))
-            .await
-            .context("the proxy's server failed")
+        Server::new_with_acceptor(service_kit::IdleTimeout::new(
+            self.acceptor,
+            self.idle_timeout,
+        ))
+        .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(2)))
+        .await
+        .context("the proxy's server failed")
     }
 }

@@ -16,6 +16,7 @@ use crate::registry::Registry;
 
 pub struct Application {
     acceptor: TcpAcceptor,
+    idle_timeout: Duration,
     addr: SocketAddr,
     state: AppState,
 }
@@ -43,6 +44,7 @@ impl Application {
         };
         Ok(Self {
             acceptor,
+            idle_timeout: service_kit::idle_timeout_from_env()?,
             addr,
             state,
         })
@@ -79,9 +81,12 @@ impl Application {
             token.cancel();
             registry.cancel_all();
         };
-        let result = Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(routes(self.state), stopping, Some(Duration::from_secs(5)))
-            .await;
+        let result = Server::new_with_acceptor(service_kit::IdleTimeout::new(
+            self.acceptor,
+            self.idle_timeout,
+        ))
+        .run_with_graceful_shutdown(routes(self.state), stopping, Some(Duration::from_secs(5)))
+        .await;
         retention_sweep.abort();
         let registry = registry_for_shutdown;
         let deadline = tokio::time::Instant::now() + codex_sdk::TERM_GRACE * 3;
