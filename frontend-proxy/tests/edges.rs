@@ -69,7 +69,7 @@ async fn a_connection_that_stops_half_way_through_its_headers_is_closed() {
     let mut socket = TcpStream::connect(addr).await.unwrap();
 
     socket
-        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow")
+        .write_all(format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nX-Slow").as_bytes())
         .await
         .unwrap();
 
@@ -88,7 +88,7 @@ async fn an_event_stream_longer_than_the_idle_timeout_stays_open() {
     let (addr, release) = proxy().await;
     let mut socket = TcpStream::connect(addr).await.unwrap();
     socket
-        .write_all(b"GET /api/runs/r1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .write_all(format!("GET /api/runs/r1/events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
         .await
         .unwrap();
 
@@ -114,4 +114,27 @@ async fn an_event_stream_longer_than_the_idle_timeout_stays_open() {
     })
     .await
     .expect("the event after the idle timeout never came");
+}
+
+#[tokio::test]
+async fn the_dashboard_refuses_a_rebound_host_name() {
+    let (addr, _release) = proxy().await;
+    let client = reqwest::Client::new();
+
+    let refused = client
+        .get(format!("http://{addr}/"))
+        .header("host", "evil.attacker.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 421);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "host_not_allowed");
+    let served = client
+        .get(format!("http://{addr}/"))
+        .header("host", format!("localhost:{}", addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
 }

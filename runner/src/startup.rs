@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use codex_sdk::{Codex, CodexOptions};
 use poem::listener::TcpAcceptor;
-use poem::Server;
+use poem::{EndpointExt, Server};
 
 use crate::api::{routes, AppState};
 use crate::config::Config;
@@ -17,6 +17,7 @@ use crate::registry::Registry;
 pub struct Application {
     acceptor: TcpAcceptor,
     idle_timeout: Duration,
+    hosts: std::sync::Arc<service_kit::AllowedHosts>,
     addr: SocketAddr,
     state: AppState,
 }
@@ -45,6 +46,10 @@ impl Application {
         Ok(Self {
             acceptor,
             idle_timeout: service_kit::idle_timeout_from_env()?,
+            hosts: std::sync::Arc::new(service_kit::AllowedHosts::new(
+                addr,
+                &service_kit::allowed_hosts_from_env(),
+            )),
             addr,
             state,
         })
@@ -81,11 +86,16 @@ impl Application {
             token.cancel();
             registry.cancel_all();
         };
+        let hosts = self.hosts;
         let result = Server::new_with_acceptor(service_kit::IdleTimeout::new(
             self.acceptor,
             self.idle_timeout,
         ))
-        .run_with_graceful_shutdown(routes(self.state), stopping, Some(Duration::from_secs(5)))
+        .run_with_graceful_shutdown(
+            routes(self.state).around(move |ep, req| hosts.clone().check(ep, req)),
+            stopping,
+            Some(Duration::from_secs(5)),
+        )
         .await;
         retention_sweep.abort();
         let registry = registry_for_shutdown;

@@ -1,8 +1,9 @@
 //! What the runner, the backend and the frontend-proxy do the same way:
 //! logging set-up, binding their listener, the signal that stops them, and
-//! the JSON body of their errors, and the idle timeout of their
-//! connections.
+//! the JSON body of their errors, the idle timeout of their connections and
+//! the `Host` check against DNS rebinding.
 
+mod host;
 mod idle;
 
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use poem::http::StatusCode;
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::{IntoResponse, Response};
 
+pub use host::{allowed_hosts_from_env, AllowedHosts};
 pub use idle::{IdleIo, IdleTimeout};
 
 /// Logs to stderr, filtered by `RUST_LOG` (`info` by default), coloured only

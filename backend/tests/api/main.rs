@@ -7,6 +7,7 @@ mod cors;
 mod flows;
 mod git_http;
 mod helpers;
+mod hosts;
 mod inputs;
 mod restarts;
 mod sources;
