@@ -174,7 +174,8 @@ test("model text cannot inject HTML", async () => {
   const message = run.locator("[data-kind=agent_message]");
   assert.match(await message.innerText(), /<img src=x onerror=/);
   assert.equal(await message.locator("img, script").count(), 0);
-  assert.equal(await message.locator("a").count(), 0, "a javascript: link is not a link");
+  assert.equal(await message.locator("a").count(), 0, "javascript:, //host, \\\\host, /\\host and tab-prefixed links are not links");
+  assert.match(await message.innerText(), /pr bs sb/);
   assert.equal(await page.evaluate(() => window.__pwned), undefined);
   await page.close();
 });

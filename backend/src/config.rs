@@ -23,7 +23,8 @@ pub struct Config {
     /// `ALLOW_LOCAL_REPOS`: allow `file://` and local paths as `repo_url`.
     pub allow_local_repos: bool,
     /// `CORS_ORIGINS`: comma-separated origins allowed to call the API from
-    /// a browser; empty allows none (same-origin only).
+    /// a browser; empty allows none (same-origin only), `*` allows any
+    /// (without credentials). The page's own origin is always allowed.
     pub cors_origins: Vec<String>,
     pub limits: Limits,
 }

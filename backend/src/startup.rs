@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use poem::listener::TcpAcceptor;
-use poem::Server;
+use poem::{EndpointExt, IntoEndpoint, Server};
 
 use crate::config::Config;
 use crate::engine::Engine;
@@ -15,6 +15,8 @@ use crate::store::Store;
 
 pub struct Application {
     acceptor: TcpAcceptor,
+    idle_timeout: Duration,
+    hosts: std::sync::Arc<service_kit::AllowedHosts>,
     addr: SocketAddr,
     engine: Arc<Engine>,
 }
@@ -38,6 +40,11 @@ impl Application {
         engine.recover().await.context("cannot recover runs")?;
         Ok(Self {
             acceptor,
+            idle_timeout: service_kit::idle_timeout_from_env()?,
+            hosts: std::sync::Arc::new(service_kit::AllowedHosts::new(
+                addr,
+                &service_kit::allowed_hosts_from_env(),
+            )),
             addr,
             engine,
         })
@@ -52,13 +59,19 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "backend listening");
-        Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(
-                crate::api::app(self.engine),
-                shutdown,
-                Some(Duration::from_secs(5)),
-            )
-            .await
-            .context("the backend's server failed")
+        let hosts = self.hosts;
+        Server::new_with_acceptor(service_kit::IdleTimeout::new(
+            self.acceptor,
+            self.idle_timeout,
+        ))
+        .run_with_graceful_shutdown(
+            crate::api::app(self.engine)
+                .into_endpoint()
+                .around(move |ep, req| hosts.clone().check(ep, req)),
+            shutdown,
+            Some(Duration::from_secs(5)),
+        )
+        .await
+        .context("the backend's server failed")
     }
 }

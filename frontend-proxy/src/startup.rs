@@ -20,6 +20,8 @@ struct Dashboard;
 
 pub struct Application {
     acceptor: TcpAcceptor,
+    idle_timeout: Duration,
+    hosts: std::sync::Arc<service_kit::AllowedHosts>,
     addr: SocketAddr,
     upstream: Upstream,
     demo_mode: bool,
@@ -30,6 +32,11 @@ impl Application {
         let (acceptor, addr) = service_kit::bind(&config.proxy_addr, "PROXY_ADDR").await?;
         Ok(Self {
             acceptor,
+            idle_timeout: service_kit::idle_timeout_from_env()?,
+            hosts: std::sync::Arc::new(service_kit::AllowedHosts::new(
+                addr,
+                &service_kit::allowed_hosts_from_env(),
+            )),
             addr,
             upstream: Upstream::new(&config.backend_url),
             demo_mode: config.demo_mode,
@@ -58,9 +65,17 @@ impl Application {
             .data(self.upstream)
             .with(Tracing);
         tracing::info!(addr = %self.addr, "frontend-proxy listening");
-        Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(2)))
-            .await
-            .context("the proxy's server failed")
+        let hosts = self.hosts;
+        Server::new_with_acceptor(service_kit::IdleTimeout::new(
+            self.acceptor,
+            self.idle_timeout,
+        ))
+        .run_with_graceful_shutdown(
+            app.around(move |ep, req| hosts.clone().check(ep, req)),
+            shutdown,
+            Some(Duration::from_secs(2)),
+        )
+        .await
+        .context("the proxy's server failed")
     }
 }

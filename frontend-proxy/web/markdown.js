@@ -9,9 +9,15 @@ export function escapeHtml(text) {
   return String(text).replace(/[&<>"']/g, (c) => ESCAPES[c]);
 }
 
+// A link is kept only if it is absolute http(s), a path on this origin, a
+// fragment, or ./ ../ relative. Browsers drop tabs, newlines and leading
+// control characters from a URL and read "\" as "/", so "//evil", "/\evil"
+// and "\t//evil" would all leave the origin: any control character, space
+// or backslash makes the link inert, and a path may not start with "//".
 function safeHref(escapedUrl) {
   const url = escapedUrl.replace(/&amp;/g, "&");
-  return /^(https?:\/\/|\/|#|\.\.?\/)/i.test(url) && !/^\s*javascript:/i.test(url);
+  if (/[\u0000-\u0020\u007f-\u009f\\]/.test(url)) return false;
+  return /^(https?:\/\/[^/]|\/(?!\/)|#|\.\.?\/)/i.test(url);
 }
 
 function inline(escaped) {

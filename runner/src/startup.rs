@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use codex_sdk::{Codex, CodexOptions, Containment, NamespaceTools};
 use poem::listener::TcpAcceptor;
-use poem::Server;
+use poem::{EndpointExt, Server};
 
 use crate::api::{routes, AppState};
 use crate::config::{Config, ContainmentMode};
@@ -17,6 +17,8 @@ use crate::workspace::CodexHomes;
 
 pub struct Application {
     acceptor: TcpAcceptor,
+    idle_timeout: Duration,
+    hosts: std::sync::Arc<service_kit::AllowedHosts>,
     addr: SocketAddr,
     state: AppState,
 }
@@ -54,6 +56,11 @@ impl Application {
         };
         Ok(Self {
             acceptor,
+            idle_timeout: service_kit::idle_timeout_from_env()?,
+            hosts: std::sync::Arc::new(service_kit::AllowedHosts::new(
+                addr,
+                &service_kit::allowed_hosts_from_env(),
+            )),
             addr,
             state,
         })
@@ -106,9 +113,17 @@ impl Application {
             token.cancel();
             registry.cancel_all();
         };
-        let result = Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(routes(self.state), stopping, Some(Duration::from_secs(5)))
-            .await;
+        let hosts = self.hosts;
+        let result = Server::new_with_acceptor(service_kit::IdleTimeout::new(
+            self.acceptor,
+            self.idle_timeout,
+        ))
+        .run_with_graceful_shutdown(
+            routes(self.state).around(move |ep, req| hosts.clone().check(ep, req)),
+            stopping,
+            Some(Duration::from_secs(5)),
+        )
+        .await;
         retention_sweep.abort();
         let registry = registry_for_shutdown;
         let deadline = tokio::time::Instant::now() + codex_sdk::TERM_GRACE * 3;

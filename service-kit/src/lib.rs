@@ -1,6 +1,10 @@
 //! What the runner, the backend and the frontend-proxy do the same way:
 //! logging set-up, binding their listener, the signal that stops them, and
-//! the JSON body of their errors.
+//! the JSON body of their errors, the idle timeout of their connections and
+//! the `Host` check against DNS rebinding.
+
+mod host;
+mod idle;
 
 use std::net::SocketAddr;
 
@@ -8,6 +12,9 @@ use anyhow::Context;
 use poem::http::StatusCode;
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::{IntoResponse, Response};
+
+pub use host::{allowed_hosts_from_env, AllowedHosts};
+pub use idle::{IdleIo, IdleTimeout};
 
 /// Logs to stderr, filtered by `RUST_LOG` (`info` by default), coloured only
 /// on a terminal.
@@ -85,4 +92,23 @@ pub async fn json_error(error: poem::Error) -> Response {
         return error_response(status, "internal error", code);
     }
     error_response(status, error.to_string(), code)
+}
+
+/// `HTTP_IDLE_TIMEOUT_SECS` when unset.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+
+/// `HTTP_IDLE_TIMEOUT_SECS` (default 60, at least 1): a connection that
+/// neither reads nor writes a byte for this long is dropped (see
+/// [`IdleTimeout`]), so a client that opens connections and sends nothing
+/// (or stops half-way through its headers) cannot hold them. An event stream stays open as long as its
+/// keep-alive comments come more often than this, so keep it above the
+/// services' `*_KEEP_ALIVE_SECS`. Read by each service at start-up.
+pub fn idle_timeout_from_env() -> anyhow::Result<std::time::Duration> {
+    let secs = match std::env::var("HTTP_IDLE_TIMEOUT_SECS") {
+        Ok(raw) if !raw.trim().is_empty() => raw.trim().parse::<u64>().with_context(|| {
+            format!("HTTP_IDLE_TIMEOUT_SECS is not a number of seconds: {raw:?}")
+        })?,
+        _ => DEFAULT_IDLE_TIMEOUT_SECS,
+    };
+    Ok(std::time::Duration::from_secs(secs.max(1)))
 }

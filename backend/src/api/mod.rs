@@ -86,16 +86,54 @@ pub fn app(engine: Arc<Engine>) -> impl IntoEndpoint {
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers(["content-type", "last-event-id"])
         .expose_headers(["content-type"]);
-    for origin in &cors {
-        cors_mw = cors_mw.allow_origin(origin.as_str());
+    // `*` means any origin: poem's `Cors` with no origin listed echoes the
+    // request's origin, and credentials stay off.
+    if !cors.iter().any(|o| o == "*") {
+        for origin in &cors {
+            cors_mw = cors_mw.allow_origin(origin.as_str());
+        }
     }
     let route = route.boxed();
     let route = if cors.is_empty() {
         route
     } else {
-        route.with(cors_mw).boxed()
+        route.with(cors_mw).around(same_origin_is_not_cors).boxed()
     };
     route.with(Tracing).catch_all_error(error::catch_all)
+}
+
+/// A request whose `Origin` is the page's own origin is not a cross-origin
+/// request, whatever `CORS_ORIGINS` lists: the dashboard, served by the
+/// proxy, sends `Origin` on its POSTs. The page's host is the proxy's
+/// `X-Forwarded-Host` or else `Host`; a browser cannot set either itself
+/// on a cross-origin request without a preflight the CORS layer refuses.
+/// Such a request loses its `Origin` before the CORS layer sees it.
+async fn same_origin_is_not_cors<E: poem::Endpoint>(
+    ep: Arc<E>,
+    mut req: Request,
+) -> poem::Result<Response> {
+    let headers = req.headers();
+    let host = headers
+        .get("x-forwarded-host")
+        .or_else(|| headers.get(poem::http::header::HOST))
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    let same = match (
+        host,
+        headers
+            .get(poem::http::header::ORIGIN)
+            .and_then(|o| o.to_str().ok()),
+    ) {
+        (Some(host), Some(origin)) => {
+            origin.eq_ignore_ascii_case(&format!("http://{host}"))
+                || origin.eq_ignore_ascii_case(&format!("https://{host}"))
+        }
+        _ => false,
+    };
+    if same {
+        req.headers_mut().remove(poem::http::header::ORIGIN);
+    }
+    ep.call(req).await.map(IntoResponse::into_response)
 }
 
 /// `GET /api/sessions/{id}/files/{path...}` with the path's slashes as is.

@@ -4,10 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod clone_lifecycle;
+mod cors;
 mod files_attacks;
 mod flows;
 mod git_http;
 mod helpers;
+mod hosts;
 mod inputs;
 mod restarts;
 mod sources;
