@@ -22,6 +22,9 @@ pub struct Config {
     pub workspaces_root: PathBuf,
     /// `ALLOW_LOCAL_REPOS`: allow `file://` and local paths as `repo_url`.
     pub allow_local_repos: bool,
+    /// `ALLOW_PRIVATE_CLONE_HOSTS` and `ALLOWED_CLONE_HOSTS`: which hosts a
+    /// clone may reach (public addresses only, by default).
+    pub clone_policy: crate::domain::ClonePolicy,
     /// `CORS_ORIGINS`: comma-separated origins allowed to call the API from
     /// a browser; empty allows none (same-origin only), `*` allows any
     /// (without credentials). The page's own origin is always allowed.
@@ -53,6 +56,11 @@ pub struct Limits {
     /// `BACKEND_CLONE_TIMEOUT_SECS`: a clone still running after this is
     /// stopped and fails.
     pub clone_timeout: Duration,
+    /// `BACKEND_CLONE_CONNECT_TIMEOUT_SECS`: a clone's connection attempt.
+    pub clone_connect_timeout: Duration,
+    /// `BACKEND_CLONE_IO_TIMEOUT_SECS`: a clone whose server sends or takes
+    /// nothing for this long fails.
+    pub clone_io_timeout: Duration,
     /// `BACKEND_MAX_CHECKOUT_BYTES`: a checkout whose files add up to more
     /// is refused before anything is written.
     pub max_checkout_bytes: u64,
@@ -74,6 +82,7 @@ impl fmt::Debug for Config {
             .field("runner_url", &self.runner_url)
             .field("workspaces_root", &self.workspaces_root)
             .field("allow_local_repos", &self.allow_local_repos)
+            .field("clone_policy", &self.clone_policy)
             .field("cors_origins", &self.cors_origins)
             .field("limits", &self.limits)
             .finish()
@@ -100,6 +109,8 @@ struct Raw {
     runner_url: String,
     workspaces_root: PathBuf,
     allow_local_repos: bool,
+    allow_private_clone_hosts: bool,
+    allowed_clone_hosts: String,
     cors_origins: String,
     backend_max_prompt_chars: usize,
     backend_max_queued_runs: i64,
@@ -111,6 +122,8 @@ struct Raw {
     backend_max_events_per_run: usize,
     backend_max_clone_bytes: u64,
     backend_clone_timeout_secs: u64,
+    backend_clone_connect_timeout_secs: u64,
+    backend_clone_io_timeout_secs: u64,
     backend_max_checkout_bytes: u64,
     backend_min_free_disk_bytes: u64,
     backend_keep_alive_secs: u64,
@@ -126,6 +139,8 @@ impl Default for Raw {
             runner_url: "http://127.0.0.1:9102".into(),
             workspaces_root: PathBuf::from(".data/workspaces"),
             allow_local_repos: false,
+            allow_private_clone_hosts: false,
+            allowed_clone_hosts: String::new(),
             cors_origins: String::new(),
             backend_max_prompt_chars: 32_000,
             backend_max_queued_runs: 100,
@@ -137,6 +152,8 @@ impl Default for Raw {
             backend_max_events_per_run: 50_000,
             backend_max_clone_bytes: 2 * 1024 * 1024 * 1024,
             backend_clone_timeout_secs: 600,
+            backend_clone_connect_timeout_secs: 10,
+            backend_clone_io_timeout_secs: 60,
             backend_max_checkout_bytes: 4 * 1024 * 1024 * 1024,
             backend_min_free_disk_bytes: 1024 * 1024 * 1024,
             backend_keep_alive_secs: 15,
@@ -145,13 +162,15 @@ impl Default for Raw {
     }
 }
 
-const ENV_KEYS: [&str; 21] = [
+const ENV_KEYS: [&str; 25] = [
     "BACKEND_ADDR",
     "DATABASE_URL",
     "DATABASE_POOL_SIZE",
     "RUNNER_URL",
     "WORKSPACES_ROOT",
     "ALLOW_LOCAL_REPOS",
+    "ALLOW_PRIVATE_CLONE_HOSTS",
+    "ALLOWED_CLONE_HOSTS",
     "CORS_ORIGINS",
     "BACKEND_MAX_PROMPT_CHARS",
     "BACKEND_MAX_QUEUED_RUNS",
@@ -163,6 +182,8 @@ const ENV_KEYS: [&str; 21] = [
     "BACKEND_MAX_EVENTS_PER_RUN",
     "BACKEND_MAX_CLONE_BYTES",
     "BACKEND_CLONE_TIMEOUT_SECS",
+    "BACKEND_CLONE_CONNECT_TIMEOUT_SECS",
+    "BACKEND_CLONE_IO_TIMEOUT_SECS",
     "BACKEND_MAX_CHECKOUT_BYTES",
     "BACKEND_MIN_FREE_DISK_BYTES",
     "BACKEND_KEEP_ALIVE_SECS",
@@ -183,6 +204,10 @@ impl Config {
             runner_url: raw.runner_url.trim_end_matches('/').to_owned(),
             workspaces_root: raw.workspaces_root,
             allow_local_repos: raw.allow_local_repos,
+            clone_policy: crate::domain::ClonePolicy::new(
+                raw.allow_private_clone_hosts,
+                &raw.allowed_clone_hosts,
+            ),
             cors_origins: raw
                 .cors_origins
                 .split(',')
@@ -214,6 +239,10 @@ impl From<&Raw> for Limits {
             max_events_per_run: raw.backend_max_events_per_run.max(2),
             max_clone_bytes: raw.backend_max_clone_bytes,
             clone_timeout: Duration::from_secs(raw.backend_clone_timeout_secs.max(1)),
+            clone_connect_timeout: Duration::from_secs(
+                raw.backend_clone_connect_timeout_secs.max(1),
+            ),
+            clone_io_timeout: Duration::from_secs(raw.backend_clone_io_timeout_secs.max(1)),
             max_checkout_bytes: raw.backend_max_checkout_bytes,
             min_free_disk_bytes: raw.backend_min_free_disk_bytes,
             keep_alive: Duration::from_secs(raw.backend_keep_alive_secs.max(1)),

@@ -25,6 +25,11 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         crate::git::isolate_from_user_config()
             .context("cannot isolate libgit2 from the user's git config")?;
+        crate::git::set_network_timeouts(
+            config.limits.clone_connect_timeout,
+            config.limits.clone_io_timeout,
+        )
+        .context("cannot set libgit2's network timeouts")?;
         std::fs::create_dir_all(&config.workspaces_root).with_context(|| {
             format!(
                 "cannot create WORKSPACES_ROOT {}",

@@ -69,8 +69,12 @@ impl SessionsApi {
     #[oai(path = "/", method = "post", operation_id = "create_session")]
     async fn create(&self, body: Json<CreateSession>) -> ApiResult<Created> {
         let config = &self.engine.config;
-        let url = RepoUrl::parse(&body.repo_url, config.allow_local_repos)
-            .map_err(|e| ApiError::invalid(e.to_string()))?;
+        let url = RepoUrl::parse(
+            &body.repo_url,
+            config.allow_local_repos,
+            &config.clone_policy,
+        )
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
         let git_ref = body
             .git_ref
             .as_deref()
@@ -118,6 +122,7 @@ impl SessionsApi {
                 depth,
                 credentials: token,
                 max_bytes: config.limits.max_clone_bytes,
+                policy: config.clone_policy.clone(),
             },
         );
         Ok(Created::Accepted(Json(self.view(row))))

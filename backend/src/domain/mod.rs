@@ -1,11 +1,13 @@
 //! Domain types that parse input once: after construction, a value is
 //! trusted everywhere.
 
+mod clone_host;
 mod git_ref;
 mod prompt;
 mod repo_url;
 mod workspace_path;
 
+pub use clone_host::{ClonePolicy, HostKind};
 pub use git_ref::{Depth, GitRef};
 pub use prompt::Prompt;
 pub use repo_url::{RepoUrl, RepoUrlError};

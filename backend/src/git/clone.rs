@@ -11,7 +11,7 @@ use git2::{
     RemoteCallbacks, RemoteRedirect, Repository, Tree, TreeWalkMode, TreeWalkResult,
 };
 
-use crate::domain::{Depth, GitRef, RepoUrl};
+use crate::domain::{ClonePolicy, Depth, GitRef, HostKind, RepoUrl};
 
 /// A token for a private https remote; its `Debug` hides it.
 #[derive(Clone)]
@@ -33,6 +33,8 @@ pub struct CloneRequest {
     pub depth: Option<Depth>,
     pub credentials: Option<Credentials>,
     pub max_bytes: u64,
+    /// Which addresses the clone may connect to.
+    pub policy: ClonePolicy,
 }
 
 /// What the checkout may take on disk.
@@ -122,6 +124,11 @@ pub enum CloneError {
     Cancelled,
     #[error("disk error while writing the workspace: {0}")]
     Disk(String),
+    /// One message for every way a host can be out of reach (no such name,
+    /// refused by the policy, closed port, no answer), so a clone URL cannot
+    /// be used to tell open ports from closed ones.
+    #[error("could not reach the repository host")]
+    Unreachable,
     #[error("network error: {0}")]
     Network(String),
     #[error("clone failed: {0}")]
@@ -154,10 +161,19 @@ impl CloneError {
         {
             return CloneError::NotFound;
         }
+        let connecting = [
+            "failed to connect",
+            "connection refused",
+            "timed out",
+            "failed to resolve",
+            "could not resolve",
+        ];
+        if error.class() == ErrorClass::Os && connecting.iter().any(|c| lower.contains(c)) {
+            return CloneError::Unreachable;
+        }
         match error.class() {
-            ErrorClass::Net | ErrorClass::Http | ErrorClass::Ssl | ErrorClass::Ssh => {
-                CloneError::Network(message)
-            }
+            ErrorClass::Net | ErrorClass::Ssl | ErrorClass::Ssh => CloneError::Unreachable,
+            ErrorClass::Http => CloneError::Network(message),
             ErrorClass::Os | ErrorClass::Filesystem => CloneError::Disk(message),
             _ => CloneError::Other(message),
         }
@@ -183,7 +199,8 @@ pub fn clone(
     let mut no_checkout = CheckoutBuilder::new();
     no_checkout.dry_run();
     builder.with_checkout(no_checkout);
-    let url = clone_url(&request.url);
+    check_endpoint(&request.url, &request.policy)?;
+    let url = request.url.fetch_url().to_owned();
     // libgit2 reads a path that does not exist as an unknown URL scheme.
     if request.url.is_local() && !Path::new(&url).exists() {
         return Err(CloneError::NotFound);
@@ -293,13 +310,39 @@ fn ensure_free(path: &Path, needed: u64, reserve: u64) -> Result<(), CloneError>
     Ok(())
 }
 
-/// libgit2 wants a path, not a `file://` URL, to clone a local repository
-/// with its local transport.
-fn clone_url(url: &RepoUrl) -> String {
-    url.as_str()
-        .strip_prefix("file://")
-        .unwrap_or(url.as_str())
-        .to_owned()
+/// Refuses a remote whose host resolves to an address the policy refuses
+/// (a name pointing at loopback or the private network). libgit2 resolves
+/// the name again when it connects; see SECURITY.md for that window.
+fn check_endpoint(url: &RepoUrl, policy: &ClonePolicy) -> Result<(), CloneError> {
+    let Some((host, port)) = url.endpoint() else {
+        return Ok(());
+    };
+    if policy.allow_private || policy.lists(host) {
+        return Ok(());
+    }
+    let addresses: Vec<std::net::IpAddr> = match host {
+        HostKind::Ip(ip) => vec![*ip],
+        HostKind::Name(name) => std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), *port))
+            .map_err(|_| CloneError::Unreachable)?
+            .map(|a| a.ip())
+            .collect(),
+    };
+    // Every address must pass: libgit2 may connect to any of them.
+    if addresses.is_empty() || !addresses.iter().all(|ip| policy.allows_ip(*ip)) {
+        tracing::info!(host = ?host, "clone refused: the host resolves to an address the policy refuses");
+        return Err(CloneError::Unreachable);
+    }
+    Ok(())
+}
+
+/// `scheme://host:port` of a URL, to keep credentials on their own origin.
+fn origin(url: &str) -> Option<(String, String, u16)> {
+    let url = url::Url::parse(url).ok()?;
+    Some((
+        url.scheme().to_owned(),
+        url.host_str()?.to_owned(),
+        url.port_or_known_default()?,
+    ))
 }
 
 fn fetch_options<'a>(
@@ -331,7 +374,17 @@ fn fetch_options<'a>(
     // libgit2 asks again for as long as the server refuses: answer once.
     let mut asked = false;
     let credentials = request.credentials.clone();
-    callbacks.credentials(move |_url, username_from_url, allowed| {
+    let home = origin(request.url.fetch_url());
+    callbacks.credentials(move |url, username_from_url, allowed| {
+        // libgit2 follows a redirect to another port of the same host; the
+        // token is for the origin the user named and nowhere else.
+        if origin(url) != home {
+            return Err(git2::Error::new(
+                ErrorCode::Auth,
+                ErrorClass::Http,
+                "the server redirected to another origin",
+            ));
+        }
         if asked {
             return Err(git2::Error::new(
                 ErrorCode::Auth,

@@ -38,6 +38,25 @@ pub fn isolate_from_user_config() -> Result<(), git2::Error> {
     .map_err(|message| git2::Error::from_str(&message))
 }
 
+/// Bounds libgit2's own network I/O for every clone: a connection attempt
+/// fails after `connect`, and a connected server that sends or takes
+/// nothing for `io` fails the clone, so a server that never answers cannot
+/// pin a clone's thread. libgit2 keeps these process-wide.
+pub fn set_network_timeouts(
+    connect: std::time::Duration,
+    io: std::time::Duration,
+) -> Result<(), git2::Error> {
+    let millis = |d: std::time::Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+    #[allow(unsafe_code)]
+    // SAFETY: libgit2's timeouts are plain global integers; this runs at
+    // start-up, before the backend starts any clone.
+    unsafe {
+        git2::opts::set_server_connect_timeout_in_milliseconds(millis(connect))?;
+        git2::opts::set_server_timeout_in_milliseconds(millis(io))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -259,6 +259,9 @@ impl TestStack {
             .env("WORKSPACES_ROOT", &self.root)
             .env("ALLOW_LOCAL_REPOS", self.allow_local.to_string())
             .env("BACKEND_MAX_BODY_BYTES", "65536")
+            // The tests' git servers listen on loopback; `clone_attacks`
+            // turns this off to attack the policy.
+            .env("ALLOW_PRIVATE_CLONE_HOSTS", "true")
             .env("RUST_LOG", "info")
             .envs(self.backend_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

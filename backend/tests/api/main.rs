@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod clone_attacks;
 mod clone_lifecycle;
 mod cors;
 mod files_attacks;
