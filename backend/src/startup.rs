@@ -30,6 +30,13 @@ impl Application {
             config.limits.clone_io_timeout,
         )
         .context("cannot set libgit2's network timeouts")?;
+        crate::git::egress::start(
+            config.clone_policy.clone(),
+            config.limits.clone_connect_timeout,
+            config.limits.clone_io_timeout,
+        )
+        .await
+        .context("cannot start the clone egress proxy")?;
         std::fs::create_dir_all(&config.workspaces_root).with_context(|| {
             format!(
                 "cannot create WORKSPACES_ROOT {}",

@@ -7,7 +7,7 @@ mod prompt;
 mod repo_url;
 mod workspace_path;
 
-pub use clone_host::{ClonePolicy, HostKind};
+pub use clone_host::{classify as classify_host, ClonePolicy, HostKind};
 pub use git_ref::{Depth, GitRef};
 pub use prompt::Prompt;
 pub use repo_url::{RepoUrl, RepoUrlError};

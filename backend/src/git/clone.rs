@@ -8,7 +8,7 @@ use std::sync::Arc;
 use git2::build::{CheckoutBuilder, RepoBuilder};
 use git2::{
     BranchType, Cred, CredentialType, ErrorClass, ErrorCode, FetchOptions, ObjectType, Oid,
-    RemoteCallbacks, RemoteRedirect, Repository, Tree, TreeWalkMode, TreeWalkResult,
+    ProxyOptions, RemoteCallbacks, RemoteRedirect, Repository, Tree, TreeWalkMode, TreeWalkResult,
 };
 
 use crate::domain::{ClonePolicy, Depth, GitRef, HostKind, RepoUrl};
@@ -411,6 +411,13 @@ fn fetch_options<'a>(
     });
     let mut options = FetchOptions::new();
     options.remote_callbacks(callbacks);
+    // http(s) connects only through the egress proxy, which connects to the
+    // address it checked (see `egress`).
+    if let (true, Some(proxy)) = (request.url.is_http(), super::egress::proxy_url()) {
+        let mut proxy_options = ProxyOptions::new();
+        proxy_options.url(proxy);
+        options.proxy_options(proxy_options);
+    }
     // A redirect could carry the token to another host.
     options.follow_redirects(RemoteRedirect::None);
     if let Some(depth) = request.depth {

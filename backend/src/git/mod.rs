@@ -2,6 +2,7 @@
 //! `spawn_blocking`.
 
 mod clone;
+pub mod egress;
 mod workspace;
 
 pub use clone::{clone, CloneError, CloneProgress, CloneRequest, Credentials, DiskLimits};

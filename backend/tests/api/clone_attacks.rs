@@ -230,3 +230,27 @@ async fn a_redirect_to_another_port_never_receives_the_token() {
     }
     assert!(!session.to_string().contains("SECRET123"));
 }
+
+#[tokio::test]
+async fn http_clones_connect_through_the_checking_proxy() {
+    // A request in absolute form (`GET http://host/...`) is what a client
+    // sends to a proxy: it proves libgit2 did not connect by itself, so the
+    // address connected to is the one the proxy checked.
+    let stack = TestStack::start_with(false).await;
+    let (port, heads) =
+        http_server("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_owned()).await;
+
+    let session = stack
+        .session(json!({"repo_url": format!("http://127.0.0.1:{port}/r.git")}))
+        .await;
+
+    assert_eq!(session["status"], "failed", "{session}");
+    let heads = heads.lock().unwrap();
+    assert!(!heads.is_empty());
+    for head in heads.iter() {
+        assert!(
+            head.starts_with(&format!("GET http://127.0.0.1:{port}/")),
+            "{head}"
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! The clone egress proxy: every http(s) clone goes through it, so the
+//! address a clone connects to is the address the [`ClonePolicy`] checked.
+//!
+//! libgit2 resolves names and connects by itself, so a check made before a
+//! clone could be undone by a DNS answer that changes in between (DNS
+//! rebinding). Instead libgit2 is told to use this proxy on loopback: for
+//! `CONNECT host:port` (https) and for an absolute-form request (`GET
+//! http://host:port/...`, plain http) the proxy resolves the host once,
+//! refuses unless every address is allowed, connects to a checked address
+//! within the connect timeout, and then only copies bytes. Refusals and
+//! failures answer `502` without detail, which libgit2 reports as a failed
+//! connection: one message for every unreachable host.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::domain::{ClonePolicy, HostKind};
+
+/// Longest request head the proxy reads.
+const MAX_HEAD: usize = 16 * 1024;
+
+static PROXY_URL: OnceLock<String> = OnceLock::new();
+
+/// `http://127.0.0.1:<port>` of this process's proxy, once started.
+pub fn proxy_url() -> Option<&'static str> {
+    PROXY_URL.get().map(String::as_str)
+}
+
+/// Binds the proxy on loopback and serves it on the current runtime for the
+/// life of the process.
+pub async fn start(
+    policy: ClonePolicy,
+    connect_timeout: Duration,
+    io_timeout: Duration,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    // A second start in one process (tests build several applications)
+    // keeps the first proxy, which serves the same policy's purpose.
+    let _already_set = PROXY_URL.set(format!("http://{addr}"));
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                continue;
+            };
+            let policy = policy.clone();
+            tokio::spawn(async move {
+                if let Err(error) = serve(client, &policy, connect_timeout, io_timeout).await {
+                    tracing::debug!(%error, "clone proxy connection ended");
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+async fn serve(
+    mut client: TcpStream,
+    policy: &ClonePolicy,
+    connect_timeout: Duration,
+    io_timeout: Duration,
+) -> std::io::Result<()> {
+    let head = tokio::time::timeout(io_timeout, read_head(&mut client))
+        .await
+        .map_err(|_| std::io::Error::other("no request head"))??;
+    let text = String::from_utf8_lossy(&head);
+    let request_line = text.lines().next().unwrap_or_default().to_owned();
+    let mut parts = request_line.split_whitespace();
+    let (method, target) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let authority = if method.eq_ignore_ascii_case("CONNECT") {
+        Some(target.to_owned())
+    } else {
+        url::Url::parse(target)
+            .ok()
+            .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+    };
+    let upstream = match authority {
+        Some(authority) => connect_checked(&authority, policy, connect_timeout).await,
+        None => None,
+    };
+    let Some(mut upstream) = upstream else {
+        client
+            .write_all(
+                b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )
+            .await?;
+        return Ok(());
+    };
+    if method.eq_ignore_ascii_case("CONNECT") {
+        client
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .await?;
+    } else {
+        // An origin server must accept the absolute form (RFC 9112 3.2.2).
+        upstream.write_all(&head).await?;
+    }
+    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+    Ok(())
+}
+
+/// Reads up to the end of the request head (and whatever came with it).
+async fn read_head(client: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = client.read(&mut buffer).await?;
+        if n == 0 || head.len() + n > MAX_HEAD {
+            return Err(std::io::Error::other(
+                "incomplete or oversized request head",
+            ));
+        }
+        head.extend_from_slice(&buffer[..n]);
+    }
+    Ok(head)
+}
+
+/// Resolves `host:port` once and connects to an address the policy allows;
+/// `None` when the host does not resolve, any address is refused, or no
+/// connection is made in time.
+async fn connect_checked(
+    authority: &str,
+    policy: &ClonePolicy,
+    connect_timeout: Duration,
+) -> Option<TcpStream> {
+    let (host, port) = authority.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let kind = crate::domain::classify_host(host)?;
+    let listed = policy.allow_private || policy.lists(&kind);
+    let addresses: Vec<SocketAddr> = match kind {
+        HostKind::Ip(ip) => vec![SocketAddr::new(ip, port)],
+        HostKind::Name(name) => tokio::net::lookup_host((name.as_str(), port))
+            .await
+            .ok()?
+            .collect(),
+    };
+    let allowed = |ip: IpAddr| listed || policy.allows_ip(ip);
+    if addresses.is_empty() || !addresses.iter().all(|a| allowed(a.ip())) {
+        tracing::info!(
+            host,
+            "clone refused: the host resolves to an address the policy refuses"
+        );
+        return None;
+    }
+    for address in addresses {
+        if let Ok(Ok(stream)) =
+            tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await
+        {
+            return Some(stream);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn ask(proxy: SocketAddr, request: String) -> String {
+        let mut stream = TcpStream::connect(proxy).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let mut buffer = [0u8; 1024];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buffer).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buffer[..n]);
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn names_of_internal_addresses_are_refused_and_never_connected() {
+        let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = target.local_addr().unwrap().port();
+        let proxy = start(
+            ClonePolicy::default(),
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+
+        for request in [
+            format!("CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n"),
+            format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n"),
+            format!(
+                "GET http://localhost:{port}/r.git/info/refs HTTP/1.1\r\nHost: localhost\r\n\r\n"
+            ),
+        ] {
+            let answer = ask(proxy, request).await;
+            assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+        }
+        // Nothing ever connected to the target.
+        let accepted = tokio::time::timeout(Duration::from_millis(1), target.accept()).await;
+        assert!(accepted.is_err());
+    }
+}
