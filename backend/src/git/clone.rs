@@ -200,6 +200,11 @@ pub fn clone(
     no_checkout.dry_run();
     builder.with_checkout(no_checkout);
     check_endpoint(&request.url, &request.policy)?;
+    // The egress proxy connects only to origins of clones in progress.
+    let _origin = request
+        .url
+        .is_http()
+        .then(|| super::egress::grant(request.url.fetch_url()));
     let url = request.url.fetch_url().to_owned();
     // libgit2 reads a path that does not exist as an unknown URL scheme.
     if request.url.is_local() && !Path::new(&url).exists() {

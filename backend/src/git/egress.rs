@@ -11,8 +11,9 @@
 //! failures answer `502` without detail, which libgit2 reports as a failed
 //! connection: one message for every unreachable host.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,6 +25,66 @@ use crate::domain::{ClonePolicy, HostKind};
 const MAX_HEAD: usize = 16 * 1024;
 
 static PROXY_URL: OnceLock<String> = OnceLock::new();
+
+/// `host:port` of every clone in progress, with how many clones use it: the
+/// proxy connects to nothing else, so a redirect to another port or host
+/// fails, and the proxy is no open relay for other local processes.
+static ORIGINS: OnceLock<Mutex<HashMap<String, usize>>> = OnceLock::new();
+
+fn origins() -> std::sync::MutexGuard<'static, HashMap<String, usize>> {
+    // The map holds plain counts; a panic elsewhere cannot leave it worse
+    // than a count off by one.
+    ORIGINS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `host:port` of a URL (`http://h/`, or a `CONNECT` target `h:p`), in
+/// one form for comparison.
+fn authority(url: &str) -> Option<String> {
+    let parsed = if url.contains("://") {
+        url::Url::parse(url).ok()?
+    } else {
+        url::Url::parse(&format!("http://{url}/")).ok()?
+    };
+    Some(format!(
+        "{}:{}",
+        parsed.host_str()?,
+        parsed.port_or_known_default()?
+    ))
+}
+
+/// While it lives, the proxy may connect to the origin of one clone.
+#[derive(Debug)]
+pub struct OriginGrant(Option<String>);
+
+/// Lets the proxy reach `url`'s origin for one clone.
+pub fn grant(url: &str) -> OriginGrant {
+    let key = authority(url);
+    if let Some(key) = &key {
+        *origins().entry(key.clone()).or_insert(0) += 1;
+    }
+    OriginGrant(key)
+}
+
+impl Drop for OriginGrant {
+    fn drop(&mut self) {
+        if let Some(key) = &self.0 {
+            let mut map = origins();
+            if let Some(count) = map.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    map.remove(key);
+                }
+            }
+        }
+    }
+}
+
+fn granted(authority: &str) -> bool {
+    origins().contains_key(authority)
+}
 
 /// `http://127.0.0.1:<port>` of this process's proxy, once started.
 pub fn proxy_url() -> Option<&'static str> {
@@ -74,15 +135,17 @@ async fn serve(
         parts.next().unwrap_or_default(),
         parts.next().unwrap_or_default(),
     );
-    let authority = if method.eq_ignore_ascii_case("CONNECT") {
-        Some(target.to_owned())
-    } else {
-        url::Url::parse(target)
-            .ok()
-            .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
-    };
-    let upstream = match authority {
-        Some(authority) => connect_checked(&authority, policy, connect_timeout).await,
+    let upstream = match authority(target) {
+        Some(authority) if granted(&authority) => {
+            connect_checked(&authority, policy, connect_timeout).await
+        }
+        Some(authority) => {
+            tracing::info!(
+                authority,
+                "clone refused: not the origin of a clone in progress (a redirect?)"
+            );
+            None
+        }
         None => None,
     };
     let Some(mut upstream) = upstream else {
@@ -189,6 +252,10 @@ mod tests {
         )
         .await
         .unwrap();
+        let _grants = [
+            grant(&format!("http://localhost:{port}/")),
+            grant(&format!("http://127.0.0.1:{port}/")),
+        ];
 
         for request in [
             format!("CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n"),
@@ -200,6 +267,24 @@ mod tests {
             let answer = ask(proxy, request).await;
             assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
         }
+        // An origin no clone is using is refused too, whatever its address.
+        let other = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let other_port = other.local_addr().unwrap().port();
+        let open = start(
+            ClonePolicy::new(true, ""),
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        let answer = ask(
+            open,
+            format!("CONNECT 127.0.0.1:{other_port} HTTP/1.1\r\n\r\n"),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+        let accepted = tokio::time::timeout(Duration::from_millis(1), other.accept()).await;
+        assert!(accepted.is_err());
         // Nothing ever connected to the target.
         let accepted = tokio::time::timeout(Duration::from_millis(1), target.accept()).await;
         assert!(accepted.is_err());
