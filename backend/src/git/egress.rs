@@ -164,7 +164,15 @@ async fn serve(
         // An origin server must accept the absolute form (RFC 9112 3.2.2).
         upstream.write_all(&head).await?;
     }
-    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+    // Either side ending ends both: libgit2 closes its side when its own
+    // I/O timeout fires, and a silent upstream must not keep this task and
+    // its socket alive after that.
+    let (mut client_read, mut client_write) = client.split();
+    let (mut upstream_read, mut upstream_write) = upstream.split();
+    tokio::select! {
+        result = tokio::io::copy(&mut client_read, &mut upstream_write) => { result?; }
+        result = tokio::io::copy(&mut upstream_read, &mut client_write) => { result?; }
+    }
     Ok(())
 }
 
