@@ -262,3 +262,32 @@ async fn http_clones_connect_through_the_checking_proxy() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_password_in_an_scp_remote_is_never_stored_or_returned() {
+    let stack = TestStack::start_with(false).await;
+    let response = stack
+        .post(
+            "/api/sessions",
+            json!({"repo_url": "bob:SCP_SECRET_1@127.0.0.1:team/repo.git"}),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    let created: Value = response.json().await.unwrap();
+    assert_eq!(created["repo_url"], "bob@127.0.0.1:team/repo.git");
+    let session = stack
+        .wait_cloned(created["session_id"].as_str().unwrap())
+        .await;
+
+    assert_eq!(session["status"], "failed", "{session}");
+    let everything = stack.get("/api/sessions").await.text().await.unwrap();
+    assert!(!everything.contains("SCP_SECRET_1"), "{everything}");
+    for row in stack
+        .db
+        .query("SELECT row_to_json(s)::text FROM sessions s")
+        .await
+    {
+        let text: String = row.get(0);
+        assert!(!text.contains("SCP_SECRET_1"), "stored: {text}");
+    }
+}
