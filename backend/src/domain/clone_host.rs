@@ -58,6 +58,22 @@ impl ClonePolicy {
         self.allow_private || is_public(ip) || self.lists(&HostKind::Ip(ip))
     }
 
+    /// Whether a clone of `host` may connect, given every address it
+    /// resolved to: all of them must pass, since any may be the one used.
+    pub fn allows_resolved(&self, host: &HostKind, addresses: &[IpAddr]) -> bool {
+        if self.allow_private || self.lists(host) {
+            return true;
+        }
+        let allowed = !addresses.is_empty() && addresses.iter().all(|ip| self.allows_ip(*ip));
+        if !allowed {
+            tracing::info!(
+                ?host,
+                "clone refused: the host resolves to an address the policy refuses"
+            );
+        }
+        allowed
+    }
+
     /// Whether `host` may be named in a URL at all: an IP literal must be
     /// allowed; `localhost` and `*.localhost` are loopback by definition.
     /// Other names are checked on their addresses at connect time.

@@ -322,9 +322,8 @@ fn check_endpoint(url: &RepoUrl, policy: &ClonePolicy) -> Result<(), CloneError>
     let Some((host, port)) = url.endpoint() else {
         return Ok(());
     };
-    if policy.allow_private || policy.lists(host) {
-        return Ok(());
-    }
+    // For http(s) the egress proxy checks again what it connects to; this
+    // first check gives a refused name the clone's one generic error.
     let addresses: Vec<std::net::IpAddr> = match host {
         HostKind::Ip(ip) => vec![*ip],
         HostKind::Name(name) => std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), *port))
@@ -332,9 +331,7 @@ fn check_endpoint(url: &RepoUrl, policy: &ClonePolicy) -> Result<(), CloneError>
             .map(|a| a.ip())
             .collect(),
     };
-    // Every address must pass: libgit2 may connect to any of them.
-    if addresses.is_empty() || !addresses.iter().all(|ip| policy.allows_ip(*ip)) {
-        tracing::info!(host = ?host, "clone refused: the host resolves to an address the policy refuses");
+    if !policy.allows_resolved(host, &addresses) {
         return Err(CloneError::Unreachable);
     }
     Ok(())

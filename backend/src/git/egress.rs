@@ -204,20 +204,15 @@ async fn connect_checked(
     let port: u16 = port.parse().ok()?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let kind = crate::domain::classify_host(host)?;
-    let listed = policy.allow_private || policy.lists(&kind);
-    let addresses: Vec<SocketAddr> = match kind {
-        HostKind::Ip(ip) => vec![SocketAddr::new(ip, port)],
+    let addresses: Vec<SocketAddr> = match &kind {
+        HostKind::Ip(ip) => vec![SocketAddr::new(*ip, port)],
         HostKind::Name(name) => tokio::net::lookup_host((name.as_str(), port))
             .await
             .ok()?
             .collect(),
     };
-    let allowed = |ip: IpAddr| listed || policy.allows_ip(ip);
-    if addresses.is_empty() || !addresses.iter().all(|a| allowed(a.ip())) {
-        tracing::info!(
-            host,
-            "clone refused: the host resolves to an address the policy refuses"
-        );
+    let ips: Vec<IpAddr> = addresses.iter().map(SocketAddr::ip).collect();
+    if !policy.allows_resolved(&kind, &ips) {
         return None;
     }
     for address in addresses {
