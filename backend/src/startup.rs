@@ -15,7 +15,7 @@ use crate::store::Store;
 
 pub struct Application {
     acceptor: TcpAcceptor,
-    idle_timeout: Duration,
+    connections: service_kit::ConnectionLimits,
     hosts: std::sync::Arc<service_kit::AllowedHosts>,
     addr: SocketAddr,
     engine: Arc<Engine>,
@@ -52,7 +52,7 @@ impl Application {
         engine.recover().await.context("cannot recover runs")?;
         Ok(Self {
             acceptor,
-            idle_timeout: service_kit::idle_timeout_from_env()?,
+            connections: service_kit::connection_limits_from_env()?,
             hosts: std::sync::Arc::new(service_kit::AllowedHosts::new(
                 addr,
                 &service_kit::allowed_hosts_from_env(),
@@ -72,9 +72,9 @@ impl Application {
     ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "backend listening");
         let hosts = self.hosts;
-        Server::new_with_acceptor(service_kit::IdleTimeout::new(
+        Server::new_with_acceptor(service_kit::LimitedConnections::new(
             self.acceptor,
-            self.idle_timeout,
+            self.connections,
         ))
         .run_with_graceful_shutdown(
             crate::api::app(self.engine)

@@ -20,7 +20,7 @@ struct Dashboard;
 
 pub struct Application {
     acceptor: TcpAcceptor,
-    idle_timeout: Duration,
+    connections: service_kit::ConnectionLimits,
     hosts: std::sync::Arc<service_kit::AllowedHosts>,
     addr: SocketAddr,
     upstream: Upstream,
@@ -28,11 +28,20 @@ pub struct Application {
 }
 
 impl Application {
+    /// Builds with the connection limits of the environment (`HTTP_*`).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with(config, service_kit::connection_limits_from_env()?).await
+    }
+
+    /// Builds with the given connection limits.
+    pub async fn build_with(
+        config: Config,
+        connections: service_kit::ConnectionLimits,
+    ) -> anyhow::Result<Self> {
         let (acceptor, addr) = service_kit::bind(&config.proxy_addr, "PROXY_ADDR").await?;
         Ok(Self {
             acceptor,
-            idle_timeout: service_kit::idle_timeout_from_env()?,
+            connections,
             hosts: std::sync::Arc::new(service_kit::AllowedHosts::new(
                 addr,
                 &service_kit::allowed_hosts_from_env(),
@@ -66,9 +75,9 @@ impl Application {
             .with(Tracing);
         tracing::info!(addr = %self.addr, "frontend-proxy listening");
         let hosts = self.hosts;
-        Server::new_with_acceptor(service_kit::IdleTimeout::new(
+        Server::new_with_acceptor(service_kit::LimitedConnections::new(
             self.acceptor,
-            self.idle_timeout,
+            self.connections,
         ))
         .run_with_graceful_shutdown(
             app.around(move |ep, req| hosts.clone().check(ep, req)),

@@ -1,10 +1,8 @@
-//! The server's edges with a small `HTTP_IDLE_TIMEOUT_SECS`: a client that
-//! sends half a request and then nothing loses its connection, while an
-//! event stream longer than the timeout, kept busy by keep-alive comments,
-//! stays open.
-//!
-//! Every test of this binary sets the same variable before it builds the
-//! proxy, so setting it from parallel tests cannot disagree.
+//! The server's edges with small connection limits: a client that sends
+//! half a request and then nothing loses its connection, and so does one
+//! that drips its headers a byte at a time; an event stream longer than the
+//! timeouts, kept busy by keep-alive comments, stays open; a connection over
+//! the cap is told so. The same acceptor serves the runner and the backend.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,12 +15,19 @@ use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::web::sse::{Event, SSE};
 use poem::web::Data;
 use poem::{get, handler, EndpointExt, Route, Server};
+use service_kit::ConnectionLimits;
 use test_support::HANG_GUARD;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Mutex};
 
-const IDLE_TIMEOUT_SECS: &str = "1";
+/// Small enough for a test; the header timeout is longer than the idle
+/// one, so the drip test proves the header deadline, not the idle timeout.
+const LIMITS: ConnectionLimits = ConnectionLimits {
+    idle_timeout: Duration::from_secs(1),
+    header_timeout: Duration::from_secs(2),
+    max_connections: 64,
+};
 
 type Release = Arc<Mutex<mpsc::Receiver<u64>>>;
 
@@ -40,7 +45,10 @@ fn events(Data(release): Data<&Release>) -> SSE {
 /// A fake backend whose stream sends what the test releases, and the real
 /// proxy in front of it; returns the proxy's address.
 async fn proxy() -> (std::net::SocketAddr, mpsc::Sender<u64>) {
-    std::env::set_var("HTTP_IDLE_TIMEOUT_SECS", IDLE_TIMEOUT_SECS);
+    proxy_with(LIMITS).await
+}
+
+async fn proxy_with(limits: ConnectionLimits) -> (std::net::SocketAddr, mpsc::Sender<u64>) {
     let (release, release_rx) = mpsc::channel(4);
     let acceptor = TcpListener::bind("127.0.0.1:0")
         .into_acceptor()
@@ -51,11 +59,14 @@ async fn proxy() -> (std::net::SocketAddr, mpsc::Sender<u64>) {
         .at("/api/runs/:id/events", get(events))
         .data(Arc::new(Mutex::new(release_rx)));
     tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
-    let app = Application::build(Config {
-        proxy_addr: "127.0.0.1:0".into(),
-        backend_url: format!("http://{backend}"),
-        demo_mode: false,
-    })
+    let app = Application::build_with(
+        Config {
+            proxy_addr: "127.0.0.1:0".into(),
+            backend_url: format!("http://{backend}"),
+            demo_mode: false,
+        },
+        limits,
+    )
     .await
     .unwrap();
     let addr = app.addr();
@@ -81,6 +92,80 @@ async fn a_connection_that_stops_half_way_through_its_headers_is_closed() {
         matches!(read, Ok(0) | Err(_)),
         "the server answered instead of closing: {read:?}"
     );
+}
+
+#[tokio::test]
+async fn a_client_that_drips_its_headers_is_closed_at_the_header_deadline() {
+    let (addr, _release) = proxy().await;
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    socket
+        .write_all(format!("GET /health HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+        .await
+        .unwrap();
+
+    // One header byte every 100 ms: never idle, never done. The server
+    // must end it; the guard only stops a test that would hang.
+    let closed = tokio::time::timeout(HANG_GUARD, async {
+        loop {
+            if socket.write_all(b"X").await.is_err() {
+                break;
+            }
+            let mut buf = [0u8; 256];
+            match tokio::time::timeout(Duration::from_millis(100), socket.read(&mut buf)).await {
+                Err(_) => continue,
+                Ok(Ok(0) | Err(_)) => break,
+                Ok(Ok(n)) => panic!(
+                    "the server answered a request with no end of headers: {:?}",
+                    String::from_utf8_lossy(&buf[..n])
+                ),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the dripping client kept its connection");
+}
+
+#[tokio::test]
+async fn a_connection_over_the_cap_gets_a_503_and_the_others_keep_working() {
+    let (addr, _release) = proxy_with(ConnectionLimits {
+        max_connections: 2,
+        idle_timeout: Duration::from_secs(30),
+        ..LIMITS
+    })
+    .await;
+    let held: Vec<TcpStream> = vec![
+        TcpStream::connect(addr).await.unwrap(),
+        TcpStream::connect(addr).await.unwrap(),
+    ];
+
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(HANG_GUARD, third.read_to_string(&mut answer))
+        .await
+        .expect("the connection over the cap was neither answered nor closed")
+        .unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["code"], "too_many_connections");
+
+    // A slot that is given back serves the next client.
+    drop(held);
+    let health = tokio::time::timeout(HANG_GUARD, async {
+        loop {
+            let response = reqwest::get(format!("http://{addr}/mode.json")).await;
+            match response {
+                Ok(response) if response.status() == 200 => break response,
+                // The dropped sockets are closed by the server's side a
+                // moment later: until then the cap still answers 503.
+                Ok(response) if response.status() == 503 => tokio::task::yield_now().await,
+                other => panic!("unexpected answer: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the freed slots never served anyone");
+    assert_eq!(health.status(), 200);
 }
 
 #[tokio::test]

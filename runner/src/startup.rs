@@ -17,7 +17,7 @@ use crate::workspace::CodexHomes;
 
 pub struct Application {
     acceptor: TcpAcceptor,
-    idle_timeout: Duration,
+    connections: service_kit::ConnectionLimits,
     hosts: std::sync::Arc<service_kit::AllowedHosts>,
     addr: SocketAddr,
     state: AppState,
@@ -56,7 +56,7 @@ impl Application {
         };
         Ok(Self {
             acceptor,
-            idle_timeout: service_kit::idle_timeout_from_env()?,
+            connections: service_kit::connection_limits_from_env()?,
             hosts: std::sync::Arc::new(service_kit::AllowedHosts::new(
                 addr,
                 &service_kit::allowed_hosts_from_env(),
@@ -114,9 +114,9 @@ impl Application {
             registry.cancel_all();
         };
         let hosts = self.hosts;
-        let result = Server::new_with_acceptor(service_kit::IdleTimeout::new(
+        let result = Server::new_with_acceptor(service_kit::LimitedConnections::new(
             self.acceptor,
-            self.idle_timeout,
+            self.connections,
         ))
         .run_with_graceful_shutdown(
             routes(self.state).around(move |ep, req| hosts.clone().check(ep, req)),

@@ -1,10 +1,10 @@
 //! What the runner, the backend and the frontend-proxy do the same way:
 //! logging set-up, binding their listener, the signal that stops them, and
-//! the JSON body of their errors, the idle timeout of their connections and
+//! the JSON body of their errors, the limits of their connections and
 //! the `Host` check against DNS rebinding.
 
+mod connections;
 mod host;
-mod idle;
 
 use std::net::SocketAddr;
 
@@ -13,8 +13,8 @@ use poem::http::StatusCode;
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::{IntoResponse, Response};
 
+pub use connections::{ConnectionLimits, LimitedConnections, LimitedIo};
 pub use host::{allowed_hosts_from_env, AllowedHosts};
-pub use idle::{IdleIo, IdleTimeout};
 
 /// Logs to stderr, filtered by `RUST_LOG` (`info` by default), coloured only
 /// on a terminal.
@@ -96,19 +96,38 @@ pub async fn json_error(error: poem::Error) -> Response {
 
 /// `HTTP_IDLE_TIMEOUT_SECS` when unset.
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+/// `HTTP_HEADER_TIMEOUT_SECS` when unset.
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 30;
+/// `HTTP_MAX_CONNECTIONS` when unset.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
 
-/// `HTTP_IDLE_TIMEOUT_SECS` (default 60, at least 1): a connection that
-/// neither reads nor writes a byte for this long is dropped (see
-/// [`IdleTimeout`]), so a client that opens connections and sends nothing
-/// (or stops half-way through its headers) cannot hold them. An event stream stays open as long as its
-/// keep-alive comments come more often than this, so keep it above the
-/// services' `*_KEEP_ALIVE_SECS`. Read by each service at start-up.
-pub fn idle_timeout_from_env() -> anyhow::Result<std::time::Duration> {
-    let secs = match std::env::var("HTTP_IDLE_TIMEOUT_SECS") {
-        Ok(raw) if !raw.trim().is_empty() => raw.trim().parse::<u64>().with_context(|| {
-            format!("HTTP_IDLE_TIMEOUT_SECS is not a number of seconds: {raw:?}")
-        })?,
-        _ => DEFAULT_IDLE_TIMEOUT_SECS,
+/// What every connection of a service may hold (see [`LimitedConnections`]), read
+/// by each service at start-up:
+/// - `HTTP_IDLE_TIMEOUT_SECS` (default 60, at least 1): a connection that
+///   neither reads nor writes a byte for this long is dropped. An event
+///   stream stays open as long as its keep-alive comments come more often
+///   than this, so keep it above the services' `*_KEEP_ALIVE_SECS`.
+/// - `HTTP_HEADER_TIMEOUT_SECS` (default 30, at least 1): the time a client
+///   has to send a request's whole head, so one that drips a byte at a time
+///   (slowloris) is dropped too.
+/// - `HTTP_MAX_CONNECTIONS` (default 8192, at least 1): open connections;
+///   one more is answered `503 too_many_connections` and closed.
+pub fn connection_limits_from_env() -> anyhow::Result<ConnectionLimits> {
+    fn number<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+        match std::env::var(name) {
+            Ok(raw) if !raw.trim().is_empty() => raw
+                .trim()
+                .parse::<T>()
+                .map_err(|_| anyhow::anyhow!("{name} is not a whole number: {raw:?}")),
+            _ => Ok(default),
+        }
+    }
+    let secs = |name, default| {
+        number::<u64>(name, default).map(|s| std::time::Duration::from_secs(s.max(1)))
     };
-    Ok(std::time::Duration::from_secs(secs.max(1)))
+    Ok(ConnectionLimits {
+        idle_timeout: secs("HTTP_IDLE_TIMEOUT_SECS", DEFAULT_IDLE_TIMEOUT_SECS)?,
+        header_timeout: secs("HTTP_HEADER_TIMEOUT_SECS", DEFAULT_HEADER_TIMEOUT_SECS)?,
+        max_connections: number("HTTP_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)?.max(1),
+    })
 }

@@ -1,0 +1,293 @@
+//! What a connection may hold, on every service: an idle timeout, a
+//! deadline for each request head, and a cap on open connections.
+//!
+//! poem's own `Server::idle_timeout` is not enough: when it fires it asks
+//! hyper for a graceful shutdown, which waits for the request in progress,
+//! so a client that sent half its headers keeps the connection for ever.
+//! Here the stream itself fails with `TimedOut`, and hyper drops it.
+//!
+//! - **Idle:** a connection that neither reads nor writes a byte for the
+//!   idle timeout fails. An event stream lives on as long as its keep-alive
+//!   comments are written more often than that.
+//! - **Request head:** a client that drips one header byte at a time is
+//!   never idle; it gets the head deadline instead. The clock starts at the
+//!   first byte of a request (or at accept) and stops at the blank line
+//!   that ends the head. Bodies are bounded by each service's size limit
+//!   and the idle timeout; responses by nothing here, so a long event
+//!   stream is unaffected.
+//! - **Connections:** beyond the cap, a new connection is answered at once
+//!   with a `503` in the JSON error schema and closed, so a flood of idle
+//!   sockets cannot exhaust the process's file descriptors, and the client
+//!   learns why.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use poem::http::uri::Scheme;
+use poem::listener::Acceptor;
+use poem::web::{LocalAddr, RemoteAddr};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+
+/// What each connection of a service may hold; see the module comment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// `HTTP_IDLE_TIMEOUT_SECS`.
+    pub idle_timeout: Duration,
+    /// `HTTP_HEADER_TIMEOUT_SECS`.
+    pub header_timeout: Duration,
+    /// `HTTP_MAX_CONNECTIONS`.
+    pub max_connections: usize,
+}
+
+/// Wraps an acceptor so that each connection it yields keeps the
+/// [`ConnectionLimits`].
+pub struct LimitedConnections<A> {
+    inner: A,
+    limits: ConnectionLimits,
+    open: Arc<Semaphore>,
+}
+
+impl<A> LimitedConnections<A> {
+    pub fn new(inner: A, limits: ConnectionLimits) -> Self {
+        Self {
+            inner,
+            limits,
+            open: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+        }
+    }
+}
+
+/// The whole answer to a connection over the cap.
+const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json; charset=utf-8\r\n\
+connection: close\r\n\
+retry-after: 1\r\n\
+content-length: 122\r\n\r\n\
+{\"error\":\"Service Unavailable\",\"message\":\"too many open connections (HTTP_MAX_CONNECTIONS)\",\"code\":\"too_many_connections\"}";
+
+impl<A: Acceptor> Acceptor for LimitedConnections<A> {
+    type Io = LimitedIo<A::Io>;
+
+    fn local_addr(&self) -> Vec<LocalAddr> {
+        self.inner.local_addr()
+    }
+
+    fn accept(
+        &mut self,
+    ) -> impl Future<Output = io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)>> + Send {
+        let limits = self.limits;
+        let open = self.open.clone();
+        let inner = &mut self.inner;
+        async move {
+            loop {
+                let (mut io, local, remote, scheme) = inner.accept().await?;
+                let Ok(permit) = open.clone().try_acquire_owned() else {
+                    tracing::warn!(%remote, "connection refused: HTTP_MAX_CONNECTIONS reached");
+                    // Answered on its own task so a client that does not
+                    // read cannot stall the accept loop; bounded by the
+                    // idle timeout. Its result only says whether the client
+                    // heard the 503, which changes nothing here.
+                    tokio::spawn(async move {
+                        let _heard = tokio::time::timeout(limits.idle_timeout, async {
+                            io.write_all(TOO_MANY).await?;
+                            io.shutdown().await
+                        })
+                        .await;
+                    });
+                    continue;
+                };
+                let io = LimitedIo {
+                    inner: io,
+                    limits,
+                    idle: Box::pin(tokio::time::sleep(limits.idle_timeout)),
+                    head: Head::Reading {
+                        deadline: Box::pin(tokio::time::sleep(limits.header_timeout)),
+                        tail: Vec::with_capacity(3),
+                    },
+                    _permit: permit,
+                };
+                return Ok((io, local, remote, scheme));
+            }
+        }
+    }
+}
+
+/// Where the connection is in its request/response cycle, as far as the
+/// head deadline cares.
+enum Head {
+    /// Reading a request head, which must end before the deadline. `tail`
+    /// holds the last bytes read, so a blank line split across two reads is
+    /// still seen.
+    Reading {
+        deadline: Pin<Box<Sleep>>,
+        tail: Vec<u8>,
+    },
+    /// The head is complete: the body and the handler run on the idle
+    /// timeout only.
+    Done,
+    /// The server has written (a response); the next byte read starts the
+    /// next request's head.
+    Answered,
+}
+
+/// A connection that fails once it has been idle too long or its request
+/// head took too long, and that holds one of the service's connection slots.
+pub struct LimitedIo<T> {
+    inner: T,
+    limits: ConnectionLimits,
+    idle: Pin<Box<Sleep>>,
+    head: Head,
+    _permit: OwnedSemaphorePermit,
+}
+
+fn timed_out(message: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, message)
+}
+
+impl<T> LimitedIo<T> {
+    fn progressed(&mut self) {
+        self.idle
+            .as_mut()
+            .reset(Instant::now() + self.limits.idle_timeout);
+    }
+
+    /// Bytes arrived: a new head may start, or the one being read may end.
+    fn read_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if matches!(self.head, Head::Answered) {
+            self.head = Head::Reading {
+                deadline: Box::pin(tokio::time::sleep(self.limits.header_timeout)),
+                tail: Vec::with_capacity(3),
+            };
+        }
+        if let Head::Reading { deadline, tail } = &mut self.head {
+            if deadline.is_elapsed() {
+                return Err(timed_out("the request head took too long"));
+            }
+            let mut window = std::mem::take(tail);
+            window.extend_from_slice(&bytes[..bytes.len().min(3)]);
+            let ended = window.windows(4).any(|w| w == b"\r\n\r\n")
+                || bytes.windows(4).any(|w| w == b"\r\n\r\n");
+            if ended {
+                self.head = Head::Done;
+            } else {
+                let keep = bytes.len().min(3);
+                let mut last = window;
+                last.clear();
+                last.extend_from_slice(&bytes[bytes.len() - keep..]);
+                *tail = last;
+            }
+        }
+        Ok(())
+    }
+
+    /// Called when the inner stream is not ready: an error once a deadline
+    /// has passed (the timers wake this task when they do).
+    fn expired<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
+        if self.idle.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(timed_out("the connection was idle too long")));
+        }
+        if let Head::Reading { deadline, .. } = &mut self.head {
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(timed_out("the request head took too long")));
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for LimitedIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                this.progressed();
+                Poll::Ready(this.read_bytes(&buf.filled()[before..]))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => this.expired(cx),
+        }
+    }
+}
+
+impl<T> LimitedIo<T> {
+    fn wrote<R>(&mut self, result: io::Result<R>) -> Poll<io::Result<R>> {
+        self.progressed();
+        if result.is_ok() {
+            self.head = Head::Answered;
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for LimitedIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(result) => this.wrote(result),
+            Poll::Pending => this.expired(cx),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Ready(result) => Poll::Ready(result),
+            Poll::Pending => this.expired(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(result) => this.wrote(result),
+            Poll::Pending => this.expired(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_503_body_is_the_length_it_says() {
+        let text = std::str::from_utf8(TOO_MANY).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let parsed: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(parsed["code"], "too_many_connections");
+    }
+}
