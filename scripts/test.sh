@@ -13,10 +13,12 @@ fi
 
 if [[ -z "${DATABASE_URL:-}" ]]; then
   cargo build -q -p local-postgres
+  # Wherever cargo puts its builds (CARGO_TARGET_DIR), not ./target.
+  local_postgres="${CARGO_TARGET_DIR:-$PWD/target}/debug/local-postgres"
   pgdir=$(mktemp -d)
-  DATABASE_URL=$(target/debug/local-postgres start "$pgdir/data")
+  DATABASE_URL=$("$local_postgres" start "$pgdir/data")
   export DATABASE_URL
-  trap 'target/debug/local-postgres stop "$pgdir/data" || true; rm -rf "$pgdir"' EXIT
+  trap '"$local_postgres" stop "$pgdir/data" || true; rm -rf "$pgdir"' EXIT
 fi
 
 status=0
