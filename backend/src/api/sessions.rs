@@ -123,6 +123,7 @@ impl SessionsApi {
                 credentials: token,
                 max_bytes: config.limits.max_clone_bytes,
                 policy: config.clone_policy.clone(),
+                connect_timeout: config.limits.clone_connect_timeout,
             },
         );
         Ok(Created::Accepted(Json(self.view(row))))

@@ -35,6 +35,8 @@ pub struct CloneRequest {
     pub max_bytes: u64,
     /// Which addresses the clone may connect to.
     pub policy: ClonePolicy,
+    /// How long one connection attempt may take (`BACKEND_CLONE_CONNECT_TIMEOUT_SECS`).
+    pub connect_timeout: std::time::Duration,
 }
 
 /// What the checkout may take on disk.
@@ -199,13 +201,12 @@ pub fn clone(
     let mut no_checkout = CheckoutBuilder::new();
     no_checkout.dry_run();
     builder.with_checkout(no_checkout);
-    check_endpoint(&request.url, &request.policy)?;
+    let url = pinned_url(request)?;
     // The egress proxy connects only to origins of clones in progress.
     let _origin = request
         .url
         .is_http()
         .then(|| super::egress::grant(request.url.fetch_url()));
-    let url = request.url.fetch_url().to_owned();
     // libgit2 reads a path that does not exist as an unknown URL scheme.
     if request.url.is_local() && !Path::new(&url).exists() {
         return Err(CloneError::NotFound);
@@ -315,15 +316,19 @@ fn ensure_free(path: &Path, needed: u64, reserve: u64) -> Result<(), CloneError>
     Ok(())
 }
 
-/// Refuses a remote whose host resolves to an address the policy refuses
-/// (a name pointing at loopback or the private network). libgit2 resolves
-/// the name again when it connects; see SECURITY.md for that window.
-fn check_endpoint(url: &RepoUrl, policy: &ClonePolicy) -> Result<(), CloneError> {
-    let Some((host, port)) = url.endpoint() else {
-        return Ok(());
+/// The URL libgit2 is given: refused when its host resolves to an address
+/// the policy refuses (a name pointing at loopback or the private network).
+///
+/// An http(s) URL is returned as it is: the egress proxy checks again what
+/// it connects to. ssh and git:// cannot go through a proxy, and libgit2
+/// would resolve the name again when it connects (DNS rebinding), so their
+/// host is replaced by the checked address that accepted a connection
+/// first: libgit2 connects to exactly that address.
+fn pinned_url(request: &CloneRequest) -> Result<String, CloneError> {
+    let url = request.url.fetch_url();
+    let Some((host, port)) = request.url.endpoint() else {
+        return Ok(url.to_owned());
     };
-    // For http(s) the egress proxy checks again what it connects to; this
-    // first check gives a refused name the clone's one generic error.
     let addresses: Vec<std::net::IpAddr> = match host {
         HostKind::Ip(ip) => vec![*ip],
         HostKind::Name(name) => std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), *port))
@@ -331,10 +336,29 @@ fn check_endpoint(url: &RepoUrl, policy: &ClonePolicy) -> Result<(), CloneError>
             .map(|a| a.ip())
             .collect(),
     };
-    if !policy.allows_resolved(host, &addresses) {
+    // Every address is checked, as the proxy does: a name with one refused
+    // address is refused, whichever address would have been used.
+    if !request.policy.allows_resolved(host, &addresses) {
         return Err(CloneError::Unreachable);
     }
-    Ok(())
+    if request.url.is_http() {
+        return Ok(url.to_owned());
+    }
+    let reachable = addresses
+        .iter()
+        .find(|ip| {
+            let target = std::net::SocketAddr::new(**ip, *port);
+            std::net::TcpStream::connect_timeout(&target, request.connect_timeout).is_ok()
+        })
+        .ok_or(CloneError::Unreachable)?;
+    with_host(url, *reachable).ok_or(CloneError::Unreachable)
+}
+
+/// `url` with its host replaced by `ip` (user, port and path kept).
+fn with_host(url: &str, ip: std::net::IpAddr) -> Option<String> {
+    let mut parsed = url::Url::parse(url).ok()?;
+    parsed.set_ip_host(ip).ok()?;
+    Some(parsed.to_string())
 }
 
 /// `scheme://host:port` of a URL, to keep credentials on their own origin.
@@ -543,6 +567,20 @@ mod tests {
         drop(tree);
         std::fs::remove_file(dir.join("file")).unwrap();
         (repo, oid)
+    }
+
+    #[test]
+    fn a_pinned_url_keeps_everything_but_the_host() {
+        let v4: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let v6: std::net::IpAddr = "::1".parse().unwrap();
+        assert_eq!(
+            with_host("ssh://git@example.com:2222/team/repo.git", v4).unwrap(),
+            "ssh://git@127.0.0.1:2222/team/repo.git"
+        );
+        assert_eq!(
+            with_host("git://example.com/repo.git", v6).unwrap(),
+            "git://[::1]/repo.git"
+        );
     }
 
     fn limits(reserved: u64) -> DiskLimits {

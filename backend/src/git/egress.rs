@@ -135,6 +135,7 @@ async fn serve(
         parts.next().unwrap_or_default(),
         parts.next().unwrap_or_default(),
     );
+    tracing::debug!(method, target, "clone proxy request");
     let upstream = match authority(target) {
         Some(authority) if granted(&authority) => {
             connect_checked(&authority, policy, connect_timeout).await

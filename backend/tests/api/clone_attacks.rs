@@ -207,7 +207,7 @@ async fn a_redirect_to_another_port_never_reaches_it_with_the_token() {
     let stack = TestStack::start_with(false).await;
     // A redirect without credentials to another port of the same host is
     // still followed by libgit2 (see SECURITY.md); with a token it is not.
-    for token in [Some("SECRET123")] {
+    for token in [None, Some("SECRET123")] {
         let (target, target_heads) =
             http_server("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_owned()).await;
         // Asks for credentials when a token is expected, then sends the
@@ -289,5 +289,87 @@ async fn a_password_in_an_scp_remote_is_never_stored_or_returned() {
     {
         let text: String = row.get(0);
         assert!(!text.contains("SCP_SECRET_1"), "stored: {text}");
+    }
+}
+
+/// A git:// server on 127.0.0.1 made of `git daemon --inetd`, one per
+/// connection; records the first bytes each connection sent.
+async fn git_daemon(base: std::path::PathBuf) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let base = base.clone();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut first = vec![0u8; 512];
+                let n = socket.read(&mut first).await.unwrap_or(0);
+                if n == 0 {
+                    return; // a connection that only checked the port
+                }
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&first[..n]).into_owned());
+                let mut daemon = tokio::process::Command::new("git")
+                    .arg("daemon")
+                    .arg("--inetd")
+                    .arg("--export-all")
+                    .arg(format!("--base-path={}", base.display()))
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .unwrap();
+                let mut stdin = daemon.stdin.take().unwrap();
+                let mut stdout = daemon.stdout.take().unwrap();
+                stdin.write_all(&first[..n]).await.unwrap();
+                let (mut read, mut write) = socket.into_split();
+                // Either side ending ends the exchange; how it ended is the
+                // clone's business, which the test asserts on.
+                tokio::select! {
+                    _ = tokio::io::copy(&mut read, &mut stdin) => {}
+                    _ = tokio::io::copy(&mut stdout, &mut write) => {}
+                }
+                // Reaped so no zombie is left; its status is the clone's
+                // business, asserted on by the test.
+                let _ = daemon.wait().await;
+            });
+        }
+    });
+    (port, requests)
+}
+
+#[tokio::test]
+async fn a_git_protocol_clone_connects_to_the_address_it_checked() {
+    // ssh and git:// cannot use the egress proxy: the name is resolved and
+    // checked once, and libgit2 is given the checked address, so a second
+    // DNS answer (rebinding) is never asked for. The git protocol names
+    // the host it was given in its request, which shows what libgit2 got.
+    let stack = TestStack::start().await;
+    let repo = stack.make_repo("project");
+    let served = stack.repos.join("daemon");
+    crate::helpers::bare_clone(&repo, &served.join("project.git"));
+    let (port, requests) = git_daemon(served).await;
+
+    let url = format!("git://localhost:{port}/project.git");
+    let session = stack.session(json!({ "repo_url": url })).await;
+
+    assert_eq!(session["status"], "ready", "{session}");
+    assert_eq!(session["repo_url"], url);
+    let id = session["session_id"].as_str().unwrap();
+    assert_eq!(
+        test_support::git(&stack.workspace(id), &["rev-parse", "HEAD"]),
+        test_support::git(&repo, &["rev-parse", "main"])
+    );
+    let requests = requests.lock().unwrap();
+    assert!(!requests.is_empty());
+    for request in requests.iter() {
+        // libgit2 names the host without the port.
+        assert!(
+            request.contains("\0host=127.0.0.1\0") && !request.contains("localhost"),
+            "libgit2 was given the name, not the checked address: {request:?}"
+        );
     }
 }

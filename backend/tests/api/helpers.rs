@@ -262,7 +262,10 @@ impl TestStack {
             // The tests' git servers listen on loopback; `clone_attacks`
             // turns this off to attack the policy.
             .env("ALLOW_PRIVATE_CLONE_HOSTS", "true")
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_BACKEND_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .envs(self.backend_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
