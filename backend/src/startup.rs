@@ -25,6 +25,8 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         crate::git::isolate_from_user_config()
             .context("cannot isolate libgit2 from the user's git config")?;
+        crate::git::register_http_transport()
+            .context("cannot register the clone's http transport")?;
         crate::git::set_network_timeouts(
             config.limits.clone_connect_timeout,
             config.limits.clone_io_timeout,

@@ -124,6 +124,7 @@ impl SessionsApi {
                 max_bytes: config.limits.max_clone_bytes,
                 policy: config.clone_policy.clone(),
                 connect_timeout: config.limits.clone_connect_timeout,
+                io_timeout: config.limits.clone_io_timeout,
             },
         );
         Ok(Created::Accepted(Json(self.view(row))))

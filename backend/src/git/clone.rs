@@ -11,6 +11,7 @@ use git2::{
     ProxyOptions, RemoteCallbacks, RemoteRedirect, Repository, Tree, TreeWalkMode, TreeWalkResult,
 };
 
+use super::http_transport::{self, HttpContext};
 use crate::domain::{ClonePolicy, Depth, GitRef, HostKind, RepoUrl};
 
 /// A token for a private https remote; its `Debug` hides it.
@@ -37,6 +38,8 @@ pub struct CloneRequest {
     pub policy: ClonePolicy,
     /// How long one connection attempt may take (`BACKEND_CLONE_CONNECT_TIMEOUT_SECS`).
     pub connect_timeout: std::time::Duration,
+    /// How long the server may stay silent (`BACKEND_CLONE_IO_TIMEOUT_SECS`).
+    pub io_timeout: std::time::Duration,
 }
 
 /// What the checkout may take on disk.
@@ -133,6 +136,10 @@ pub enum CloneError {
     Unreachable,
     #[error("network error: {0}")]
     Network(String),
+    #[error(
+        "the server redirected the clone elsewhere; redirects are not followed: use the final URL"
+    )]
+    Redirected,
     #[error("clone failed: {0}")]
     Other(String),
 }
@@ -147,6 +154,12 @@ impl CloneError {
         }
         let message = error.message().to_owned();
         let lower = message.to_lowercase();
+        if lower.contains("clone limit") {
+            return CloneError::TooLarge(max_bytes);
+        }
+        if lower.contains("redirect") {
+            return CloneError::Redirected;
+        }
         if error.code() == ErrorCode::Auth
             || lower.contains("authentication")
             || lower.contains("401")
@@ -207,6 +220,22 @@ pub fn clone(
         .url
         .is_http()
         .then(|| super::egress::grant(request.url.fetch_url()));
+    // Plain http goes through our own transport (see `http_transport`),
+    // which finds this clone's settings on this thread, for the clone and
+    // for the fetch of a ref below.
+    let _http = if url.starts_with("http://") {
+        let context = HttpContext::new(
+            &request.policy,
+            request.credentials.clone(),
+            request.connect_timeout,
+            request.io_timeout,
+            request.max_bytes,
+        )
+        .ok_or_else(|| CloneError::Other("no runtime for an http clone".to_owned()))?;
+        Some(http_transport::Scope::enter(context))
+    } else {
+        None
+    };
     // libgit2 reads a path that does not exist as an unknown URL scheme.
     if request.url.is_local() && !Path::new(&url).exists() {
         return Err(CloneError::NotFound);
@@ -437,9 +466,10 @@ fn fetch_options<'a>(
     });
     let mut options = FetchOptions::new();
     options.remote_callbacks(callbacks);
-    // http(s) connects only through the egress proxy, which connects to the
-    // address it checked (see `egress`).
-    if let (true, Some(proxy)) = (request.url.is_http(), super::egress::proxy_url()) {
+    // https connects only through the egress proxy, which connects to the
+    // address it checked (see `egress`); plain http has its own transport.
+    let https = request.url.fetch_url().starts_with("https://");
+    if let (true, Some(proxy)) = (https, super::egress::proxy_url()) {
         let mut proxy_options = ProxyOptions::new();
         proxy_options.url(proxy);
         options.proxy_options(proxy_options);

@@ -1,15 +1,19 @@
-//! The clone egress proxy: every http(s) clone goes through it, so the
+//! The clone egress proxy: every https clone goes through it, so the
 //! address a clone connects to is the address the [`ClonePolicy`] checked.
 //!
 //! libgit2 resolves names and connects by itself, so a check made before a
 //! clone could be undone by a DNS answer that changes in between (DNS
 //! rebinding). Instead libgit2 is told to use this proxy on loopback: for
-//! `CONNECT host:port` (https) and for an absolute-form request (`GET
-//! http://host:port/...`, plain http) the proxy resolves the host once,
-//! refuses unless every address is allowed, connects to a checked address
-//! within the connect timeout, and then only copies bytes. Refusals and
-//! failures answer `502` without detail, which libgit2 reports as a failed
+//! `CONNECT host:port` the proxy resolves the host once, refuses unless
+//! every address is allowed, connects to a checked address within the
+//! connect timeout, and then only copies bytes. Refusals and failures
+//! answer `502` without detail, which libgit2 reports as a failed
 //! connection: one message for every unreachable host.
+//!
+//! Plain http does not come here: libgit2 1.9 writes its requests in proxy
+//! form but connects straight to the server, so http clones use our own
+//! transport instead (`http_transport`), and this proxy refuses anything
+//! but `CONNECT`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -137,6 +141,7 @@ async fn serve(
     );
     tracing::debug!(method, target, "clone proxy request");
     let upstream = match authority(target) {
+        _ if !method.eq_ignore_ascii_case("CONNECT") => None,
         Some(authority) if granted(&authority) => {
             connect_checked(&authority, policy, connect_timeout).await
         }
@@ -157,14 +162,9 @@ async fn serve(
             .await?;
         return Ok(());
     };
-    if method.eq_ignore_ascii_case("CONNECT") {
-        client
-            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            .await?;
-    } else {
-        // An origin server must accept the absolute form (RFC 9112 3.2.2).
-        upstream.write_all(&head).await?;
-    }
+    client
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .await?;
     // Either side ending ends both: libgit2 closes its side when its own
     // I/O timeout fires, and a silent upstream must not keep this task and
     // its socket alive after that.
@@ -193,16 +193,15 @@ async fn read_head(client: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(head)
 }
 
-/// Resolves `host:port` once and connects to an address the policy allows;
-/// `None` when the host does not resolve, any address is refused, or no
-/// connection is made in time.
-async fn connect_checked(
-    authority: &str,
+/// Resolves `host` once and returns its addresses (with `port`), or `None`
+/// when it does not resolve or the policy refuses any of them. Whoever
+/// connects must connect to these addresses only, so that the address
+/// connected to is the address checked.
+pub(crate) async fn resolve_checked(
+    host: &str,
+    port: u16,
     policy: &ClonePolicy,
-    connect_timeout: Duration,
-) -> Option<TcpStream> {
-    let (host, port) = authority.rsplit_once(':')?;
-    let port: u16 = port.parse().ok()?;
+) -> Option<Vec<SocketAddr>> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let kind = crate::domain::classify_host(host)?;
     let addresses: Vec<SocketAddr> = match &kind {
@@ -213,10 +212,19 @@ async fn connect_checked(
             .collect(),
     };
     let ips: Vec<IpAddr> = addresses.iter().map(SocketAddr::ip).collect();
-    if !policy.allows_resolved(&kind, &ips) {
-        return None;
-    }
-    for address in addresses {
+    policy.allows_resolved(&kind, &ips).then_some(addresses)
+}
+
+/// Connects to a checked address of `host:port` (see [`resolve_checked`])
+/// within the connect timeout.
+async fn connect_checked(
+    authority: &str,
+    policy: &ClonePolicy,
+    connect_timeout: Duration,
+) -> Option<TcpStream> {
+    let (host, port) = authority.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    for address in resolve_checked(host, port, policy).await? {
         if let Ok(Ok(stream)) =
             tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await
         {

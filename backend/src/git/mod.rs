@@ -3,7 +3,10 @@
 
 mod clone;
 pub mod egress;
+mod http_transport;
 mod workspace;
+
+pub use http_transport::register as register_http_transport;
 
 pub use clone::{clone, CloneError, CloneProgress, CloneRequest, Credentials, DiskLimits};
 pub use workspace::{

@@ -205,8 +205,8 @@ async fn http_server(response: String) -> (u16, Arc<Mutex<Vec<String>>>) {
 #[tokio::test]
 async fn a_redirect_to_another_port_never_reaches_it_with_the_token() {
     let stack = TestStack::start_with(false).await;
-    // A redirect without credentials to another port of the same host is
-    // still followed by libgit2 (see SECURITY.md); with a token it is not.
+    // libgit2 would follow a redirect to another port of the same host;
+    // clones follow no redirect at all, with or without a token.
     for token in [None, Some("SECRET123")] {
         let (target, target_heads) =
             http_server("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_owned()).await;
@@ -228,6 +228,10 @@ async fn a_redirect_to_another_port_never_reaches_it_with_the_token() {
         let session = stack.session(body).await;
 
         assert_eq!(session["status"], "failed", "{session}");
+        assert!(
+            session["error"].as_str().unwrap().contains("redirect"),
+            "{session}"
+        );
         assert!(!origin_heads.lock().unwrap().is_empty());
         assert_eq!(
             *target_heads.lock().unwrap(),
@@ -240,27 +244,37 @@ async fn a_redirect_to_another_port_never_reaches_it_with_the_token() {
 }
 
 #[tokio::test]
-async fn http_clones_connect_through_the_checking_proxy() {
-    // A request in absolute form (`GET http://host/...`) is what a client
-    // sends to a proxy: it proves libgit2 did not connect by itself, so the
-    // address connected to is the one the proxy checked.
+async fn plain_http_clones_use_the_transport_that_checks_addresses() {
+    // libgit2 1.9 would connect to a plain-http server by itself, even with
+    // a proxy set; the backend's own transport resolves, checks and
+    // connects instead. Its requests are in origin form, with its agent.
     let stack = TestStack::start_with(false).await;
     let (port, heads) =
         http_server("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_owned()).await;
 
     let session = stack
-        .session(json!({"repo_url": format!("http://127.0.0.1:{port}/r.git")}))
+        .session(json!({"repo_url": format!("http://localhost:{port}/r.git")}))
         .await;
 
     assert_eq!(session["status"], "failed", "{session}");
+    assert!(
+        session["error"].as_str().unwrap().contains("not found"),
+        "{session}"
+    );
     let heads = heads.lock().unwrap();
-    assert!(!heads.is_empty());
-    for head in heads.iter() {
-        assert!(
-            head.starts_with(&format!("GET http://127.0.0.1:{port}/")),
-            "{head}"
-        );
-    }
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(
+        heads[0].starts_with("GET /r.git/info/refs?service=git-upload-pack HTTP/1.1\r\n"),
+        "{}",
+        heads[0]
+    );
+    assert!(
+        heads[0]
+            .to_lowercase()
+            .contains("user-agent: git/2.0 (repo-runner/"),
+        "{}",
+        heads[0]
+    );
 }
 
 #[tokio::test]

@@ -262,6 +262,7 @@ impl TestStack {
             // The tests' git servers listen on loopback; `clone_attacks`
             // turns this off to attack the policy.
             .env("ALLOW_PRIVATE_CLONE_HOSTS", "true")
+            // `TEST_BACKEND_LOG=debug` shows more when a test is studied.
             .env(
                 "RUST_LOG",
                 std::env::var("TEST_BACKEND_LOG").unwrap_or_else(|_| "info".into()),
