@@ -246,11 +246,19 @@ async fn deletes_racing_clone_completion_leave_no_folder_and_no_thread() {
     }
     let repo = stack.make_repo("project");
     let url = format!("file://{}", repo.display());
+    // How long a clone takes on this machine now: the gaps below span it,
+    // so the deletes land before, during and just after completion however
+    // loaded the machine is.
+    let started = std::time::Instant::now();
+    let first = create(&stack, json!({"repo_url": url})).await;
+    stack.wait_cloned(&first).await;
+    let clone_ms = started.elapsed().as_millis().max(4) as u64;
+    delete(&stack, &first).await;
+    stack.db.query("DELETE FROM threads_seen").await;
 
     for _ in 0..100 {
         let id = create(&stack, json!({"repo_url": url})).await;
-        // 0 to 15 ms: before, during and just after the clone completes.
-        let gap = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 16);
+        let gap = u64::from(uuid::Uuid::new_v4().as_u128() as u32) % (clone_ms * 3 / 2);
         tokio::time::sleep(Duration::from_millis(gap)).await;
         delete(&stack, &id).await;
     }
