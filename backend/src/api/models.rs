@@ -47,9 +47,13 @@ pub struct CreateSession {
     /// allows local repositories).
     pub repo_url: String,
     /// Branch, tag or commit to check out; the default branch when absent.
+    /// `x`, `refs/heads/x`, `refs/tags/x`, or a full or abbreviated commit
+    /// id; a branch wins over a tag of the same name.
     #[oai(rename = "ref")]
     pub git_ref: Option<String>,
-    /// Shallow clone depth (number of commits).
+    /// Shallow clone depth (number of commits). Only the ref checked out is
+    /// fetched, as `git clone --depth N --single-branch` does. A local
+    /// repository is fetched whole (libgit2 cannot fetch it shallow).
     pub depth: Option<i64>,
     /// A token for a private https repository. Used for the clone only:
     /// never stored, logged or returned.

@@ -240,20 +240,29 @@ pub fn clone(
     if request.url.is_local() && !Path::new(&url).exists() {
         return Err(CloneError::NotFound);
     }
-    let repo = builder
-        .clone(&url, dest)
-        .map_err(|e| CloneError::from_git(&e, progress, request.max_bytes))?;
-    let (oid, branch) = match &request.git_ref {
-        // HEAD already names the default branch; only its files are missing.
+    let (repo, oid, branch) = match request.depth {
+        // libgit2's local transport cannot fetch shallow; a local
+        // repository is fetched whole (see `fetch_one`).
+        Some(depth) => fetch_one(request, &url, dest, progress, depth)?,
         None => {
-            let oid = repo
-                .head()
-                .and_then(|h| h.peel_to_commit())
-                .map(|c| c.id())
-                .map_err(|e| CloneError::Other(e.message().to_owned()))?;
-            (oid, None)
+            let repo = builder
+                .clone(&url, dest)
+                .map_err(|e| CloneError::from_git(&e, progress, request.max_bytes))?;
+            let (oid, branch) = match &request.git_ref {
+                // HEAD already names the default branch; only its files are
+                // missing.
+                None => {
+                    let oid = repo
+                        .head()
+                        .and_then(|h| h.peel_to_commit())
+                        .map(|c| c.id())
+                        .map_err(|e| CloneError::Other(e.message().to_owned()))?;
+                    (oid, None)
+                }
+                Some(git_ref) => find_ref(&repo, git_ref, request, progress)?,
+            };
+            (repo, oid, branch)
         }
-        Some(git_ref) => find_ref(&repo, git_ref, request, progress)?,
     };
     checkout(&repo, oid, root, progress, disk)?;
     if let Some(branch) = branch {
@@ -262,7 +271,172 @@ pub fn clone(
         repo.set_head_detached(oid)
             .map_err(|e| CloneError::Other(e.message().to_owned()))?;
     }
+    // The agent's `git fetch` goes where the user said, not to the pinned
+    // address.
+    repo.remote_set_url("origin", request.url.fetch_url())
+        .map_err(|e| CloneError::Other(e.message().to_owned()))?;
     Ok(oid)
+}
+
+/// A shallow clone, as `git clone --depth N --single-branch`: the remote's
+/// refs are listed, and only the ref to check out is fetched (the default
+/// branch when none is named), so a repository with many branches costs one
+/// branch's history. A commit id that is no advertised ref is fetched by id
+/// when the server allows it, else with the whole history. A local
+/// repository is fetched without depth, which libgit2's local transport
+/// does not support; its files are the same.
+fn fetch_one(
+    request: &CloneRequest,
+    url: &str,
+    dest: &Path,
+    progress: &Arc<CloneProgress>,
+    depth: Depth,
+) -> Result<(Repository, Oid, Option<String>), CloneError> {
+    let git = |e: git2::Error| CloneError::from_git(&e, progress, request.max_bytes);
+    let other = |e: git2::Error| CloneError::Other(e.message().to_owned());
+    let repo = Repository::init(dest).map_err(other)?;
+    let mut remote = repo.remote("origin", url).map_err(other)?;
+    let shallow = (!request.url.is_local()).then_some(depth);
+
+    let connection = remote
+        .connect_auth(
+            git2::Direction::Fetch,
+            Some(callbacks(request, progress)),
+            proxy_options(request),
+        )
+        .map_err(git)?;
+    let advertised: Vec<(String, Oid)> = connection
+        .list()
+        .map_err(git)?
+        .iter()
+        .map(|head| (head.name().to_owned(), head.oid()))
+        .collect();
+    let default_branch = connection
+        .default_branch()
+        .ok()
+        .and_then(|name| name.as_str().ok().map(str::to_owned));
+    drop(connection);
+    let wanted = choose(&advertised, default_branch, request.git_ref.as_ref())?;
+
+    let fetch = |remote: &mut git2::Remote<'_>, refspecs: &[String], depth: Option<Depth>| {
+        let mut options = fetch_options(request, progress);
+        options.depth(depth.map_or(0, Depth::get));
+        remote.fetch(refspecs, Some(&mut options), None)
+    };
+    let (oid, branch) = match wanted {
+        Wanted::Branch(name) => {
+            fetch(
+                &mut remote,
+                &[format!("+refs/heads/{name}:refs/remotes/origin/{name}")],
+                shallow,
+            )
+            .map_err(git)?;
+            let oid = peel(&repo, &format!("refs/remotes/origin/{name}"))?;
+            (oid, Some(name))
+        }
+        Wanted::Tag(name) => {
+            fetch(
+                &mut remote,
+                &[format!("+refs/tags/{name}:refs/tags/{name}")],
+                shallow,
+            )
+            .map_err(git)?;
+            (peel(&repo, &format!("refs/tags/{name}"))?, None)
+        }
+        Wanted::Commit(id) => {
+            // The tip of an advertised ref is fetched through that ref;
+            // else by id; a server that refuses ids it did not advertise
+            // (git's protocol v0 default) gets the whole history instead.
+            let tip = advertised
+                .iter()
+                .find(|(name, oid)| name.starts_with("refs/") && oid.to_string().starts_with(&id));
+            let by_id = match tip {
+                Some((name, oid)) => {
+                    Some(fetch(&mut remote, &[format!("+{name}:{name}")], shallow).map(|()| *oid))
+                }
+                None => Oid::from_str(&id)
+                    .ok()
+                    .filter(|_| id.len() == 40)
+                    .map(|oid| fetch(&mut remote, &[oid.to_string()], shallow).map(|()| oid)),
+            };
+            match by_id {
+                Some(Ok(oid)) if repo.find_commit(oid).is_ok() => (oid, None),
+                Some(Err(e)) if progress.cancel.load(Ordering::Relaxed) => return Err(git(e)),
+                _ => {
+                    fetch(
+                        &mut remote,
+                        &[
+                            "+refs/heads/*:refs/remotes/origin/*".to_owned(),
+                            "+refs/tags/*:refs/tags/*".to_owned(),
+                        ],
+                        None,
+                    )
+                    .map_err(git)?;
+                    let commit = repo
+                        .revparse_single(&id)
+                        .and_then(|o| o.peel_to_commit())
+                        .map_err(|_| CloneError::RefNotFound(id.clone()))?;
+                    (commit.id(), None)
+                }
+            }
+        }
+    };
+    drop(remote);
+    Ok((repo, oid, branch))
+}
+
+/// What a shallow clone fetches.
+#[derive(Debug, PartialEq, Eq)]
+enum Wanted {
+    Branch(String),
+    Tag(String),
+    Commit(String),
+}
+
+/// The ref to fetch, among what the remote advertised: a branch before a
+/// tag of the same name, as git does; the default branch when none is
+/// named; else a commit id.
+fn choose(
+    advertised: &[(String, Oid)],
+    default_branch: Option<String>,
+    git_ref: Option<&GitRef>,
+) -> Result<Wanted, CloneError> {
+    let has = |name: &str| advertised.iter().any(|(n, _)| n == name);
+    let Some(git_ref) = git_ref else {
+        let head = default_branch
+            .or_else(|| {
+                // An old server names no HEAD target: the branch at HEAD's
+                // commit, as git guesses it.
+                let head = advertised.iter().find(|(n, _)| n == "HEAD")?.1;
+                advertised
+                    .iter()
+                    .find(|(n, oid)| *oid == head && n.starts_with("refs/heads/"))
+                    .map(|(n, _)| n.clone())
+            })
+            .ok_or_else(|| CloneError::RefNotFound("HEAD".to_owned()))?;
+        let name = head.strip_prefix("refs/heads/").unwrap_or(&head);
+        return Ok(Wanted::Branch(name.to_owned()));
+    };
+    let name = git_ref.as_str();
+    let (branch, tag) = branch_or_tag(name);
+    if let Some(branch) = branch.filter(|b| has(&format!("refs/heads/{b}"))) {
+        return Ok(Wanted::Branch(branch.to_owned()));
+    }
+    if let Some(tag) = tag.filter(|t| has(&format!("refs/tags/{t}"))) {
+        return Ok(Wanted::Tag(tag.to_owned()));
+    }
+    if git_ref.looks_like_commit() {
+        return Ok(Wanted::Commit(name.to_lowercase()));
+    }
+    Err(CloneError::RefNotFound(name.to_owned()))
+}
+
+/// The commit a fetched ref points at.
+fn peel(repo: &Repository, refname: &str) -> Result<Oid, CloneError> {
+    repo.find_reference(refname)
+        .and_then(|r| r.peel_to_commit())
+        .map(|c| c.id())
+        .map_err(|_| CloneError::RefNotFound(refname.to_owned()))
 }
 
 /// Writes the commit's tree into the work tree (and index), once its size
@@ -404,6 +578,35 @@ fn fetch_options<'a>(
     request: &'a CloneRequest,
     progress: &'a Arc<CloneProgress>,
 ) -> FetchOptions<'a> {
+    let mut options = FetchOptions::new();
+    options.remote_callbacks(callbacks(request, progress));
+    if let Some(proxy) = proxy_options(request) {
+        options.proxy_options(proxy);
+    }
+    // A redirect could carry the token to another host.
+    options.follow_redirects(RemoteRedirect::None);
+    if let Some(depth) = request.depth {
+        options.depth(depth.get());
+    }
+    options
+}
+
+/// https connects only through the egress proxy, which connects to the
+/// address it checked (see `egress`); plain http has its own transport.
+fn proxy_options(request: &CloneRequest) -> Option<ProxyOptions<'static>> {
+    let https = request.url.fetch_url().starts_with("https://");
+    let proxy = super::egress::proxy_url().filter(|_| https)?;
+    let mut options = ProxyOptions::new();
+    options.url(proxy);
+    Some(options)
+}
+
+/// Progress, the byte limit, cancelling, and credentials for the URL's own
+/// origin only.
+fn callbacks<'a>(
+    request: &'a CloneRequest,
+    progress: &'a Arc<CloneProgress>,
+) -> RemoteCallbacks<'a> {
     let mut callbacks = RemoteCallbacks::new();
     let transfer = progress.clone();
     let max_bytes = request.max_bytes;
@@ -464,22 +667,7 @@ fn fetch_options<'a>(
             )),
         }
     });
-    let mut options = FetchOptions::new();
-    options.remote_callbacks(callbacks);
-    // https connects only through the egress proxy, which connects to the
-    // address it checked (see `egress`); plain http has its own transport.
-    let https = request.url.fetch_url().starts_with("https://");
-    if let (true, Some(proxy)) = (https, super::egress::proxy_url()) {
-        let mut proxy_options = ProxyOptions::new();
-        proxy_options.url(proxy);
-        options.proxy_options(proxy_options);
-    }
-    // A redirect could carry the token to another host.
-    options.follow_redirects(RemoteRedirect::None);
-    if let Some(depth) = request.depth {
-        options.depth(depth.get());
-    }
-    options
+    callbacks
 }
 
 /// Finds the ref among what the clone fetched, else fetches it explicitly
@@ -497,11 +685,12 @@ fn find_ref(
         let mut remote = repo
             .find_remote("origin")
             .map_err(|e| CloneError::Other(e.message().to_owned()))?;
+        let (branch, tag) = branch_or_tag(name);
         let refspecs = [
-            format!("+refs/heads/{name}:refs/remotes/origin/{name}"),
-            format!("+refs/tags/{name}:refs/tags/{name}"),
+            branch.map(|b| format!("+refs/heads/{b}:refs/remotes/origin/{b}")),
+            tag.map(|t| format!("+refs/tags/{t}:refs/tags/{t}")),
         ];
-        for refspec in &refspecs {
+        for refspec in refspecs.iter().flatten() {
             let mut options = fetch_options(request, progress);
             match remote.fetch(&[refspec.as_str()], Some(&mut options), None) {
                 Ok(()) => {}
@@ -551,20 +740,38 @@ fn set_branch(repo: &Repository, branch: &str, oid: Oid) -> Result<(), CloneErro
     repo.set_head(&refname).map_err(other)
 }
 
+/// The branch and the tag a ref may name: `refs/heads/x` only the branch
+/// `x`, `refs/tags/x` only the tag, a bare `x` either (the branch first, as
+/// git does).
+fn branch_or_tag(name: &str) -> (Option<&str>, Option<&str>) {
+    if let Some(branch) = name.strip_prefix("refs/heads/") {
+        (Some(branch), None)
+    } else if let Some(tag) = name.strip_prefix("refs/tags/") {
+        (None, Some(tag))
+    } else {
+        (Some(name), Some(name))
+    }
+}
+
 /// (commit, branch name if it is a branch)
 fn resolve(repo: &Repository, git_ref: &GitRef) -> Option<(Oid, Option<String>)> {
     let name = git_ref.as_str();
+    let (branch, tag) = branch_or_tag(name);
     let peel = |refname: &str| {
         repo.find_reference(refname)
             .ok()
             .and_then(|r| r.peel_to_commit().ok())
             .map(|c| c.id())
     };
-    if let Some(oid) = peel(&format!("refs/remotes/origin/{name}")) {
-        return Some((oid, Some(name.to_owned())));
+    if let Some(branch) = branch {
+        if let Some(oid) = peel(&format!("refs/remotes/origin/{branch}")) {
+            return Some((oid, Some(branch.to_owned())));
+        }
     }
-    if let Some(oid) = peel(&format!("refs/tags/{name}")) {
-        return Some((oid, None));
+    if let Some(tag) = tag {
+        if let Some(oid) = peel(&format!("refs/tags/{tag}")) {
+            return Some((oid, None));
+        }
     }
     if git_ref.looks_like_commit() {
         if let Ok(object) = repo.revparse_single(name) {

@@ -221,3 +221,84 @@ async fn a_private_repository_clones_with_a_token_that_is_never_kept() {
         );
     }
 }
+
+#[tokio::test]
+async fn every_kind_of_ref_checks_out_over_http_and_file_full_and_shallow() {
+    let (stack, server, repo) = with_http().await;
+    // A branch whose name looks like a commit id, and an annotated tag.
+    git(&repo, &["branch", "cafe1234", "feature"]);
+    git(&repo, &["tag", "-a", "v2", "-m", "annotated", "main"]);
+    let served = stack.repos.join("served");
+    bare_clone(&repo, &served.join("refs.git"));
+    let sha = |rev: &str| git(&repo, &["rev-parse", &format!("{rev}^{{commit}}")]);
+    let initial = git(&repo, &["rev-list", "--max-parents=0", "main"]);
+    // (ref, commit, branch checked out)
+    let cases: Vec<(Option<String>, String, Option<&str>)> = vec![
+        (None, sha("main"), Some("main")),
+        (Some("main".into()), sha("main"), Some("main")),
+        (Some("refs/heads/main".into()), sha("main"), Some("main")),
+        (Some("feature".into()), sha("feature"), Some("feature")),
+        (
+            Some("refs/heads/feature".into()),
+            sha("feature"),
+            Some("feature"),
+        ),
+        (Some("cafe1234".into()), sha("feature"), Some("cafe1234")),
+        (Some("v1".into()), sha("v1"), None),
+        (Some("refs/tags/v2".into()), sha("v2"), None),
+        (Some(sha("feature")), sha("feature"), None),
+        (Some(sha("main")[..7].to_owned()), sha("main"), None),
+        (Some(initial.clone()), initial.clone(), None),
+        (Some(initial[..8].to_owned()), initial.clone(), None),
+    ];
+    let sources = [
+        format!("{}/refs.git", server.base),
+        format!("file://{}", served.join("refs.git").display()),
+    ];
+    for source in &sources {
+        for depth in [None, Some(1)] {
+            for (git_ref, commit, branch) in &cases {
+                let mut body = json!({"repo_url": source});
+                if let Some(git_ref) = git_ref {
+                    body["ref"] = json!(git_ref);
+                }
+                if let Some(depth) = depth {
+                    body["depth"] = json!(depth);
+                }
+                let case = format!("{source} ref={git_ref:?} depth={depth:?}");
+
+                let session = stack.session(body).await;
+
+                assert_eq!(session["status"], "ready", "{case}: {session}");
+                let workspace = stack.workspace(session["session_id"].as_str().unwrap());
+                assert_eq!(&git(&workspace, &["rev-parse", "HEAD"]), commit, "{case}");
+                let head = git(&workspace, &["rev-parse", "--abbrev-ref", "HEAD"]);
+                assert_eq!(head, branch.unwrap_or("HEAD"), "{case}");
+                assert_eq!(git(&workspace, &["status", "--porcelain"]), "", "{case}");
+                // A local repository is remembered by its path.
+                let origin = git(&workspace, &["remote", "get-url", "origin"]);
+                assert_eq!(origin, source.trim_start_matches("file://"), "{case}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_shallow_clone_fetches_only_the_branch_it_checks_out() {
+    let (stack, server, repo) = with_http().await;
+    for n in 0..5 {
+        git(&repo, &["branch", &format!("side-{n}"), "feature"]);
+    }
+    let served = stack.repos.join("served");
+    bare_clone(&repo, &served.join("branches.git"));
+
+    let session = stack
+        .session(json!({"repo_url": format!("{}/branches.git", server.base), "depth": 1}))
+        .await;
+
+    assert_eq!(session["status"], "ready", "{session}");
+    let workspace = stack.workspace(session["session_id"].as_str().unwrap());
+    let refs = git(&workspace, &["for-each-ref", "--format=%(refname)"]);
+    assert_eq!(refs, "refs/heads/main\nrefs/remotes/origin/main");
+    assert_eq!(git(&workspace, &["rev-list", "--count", "--all"]), "1");
+}
