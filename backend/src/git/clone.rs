@@ -140,7 +140,7 @@ pub enum CloneError {
         "the server redirected the clone elsewhere; redirects are not followed: use the final URL"
     )]
     Redirected,
-    #[error("clone failed: {0}")]
+    #[error("{0}")]
     Other(String),
 }
 
