@@ -112,6 +112,13 @@ impl From<&Row> for RunRow {
     }
 }
 
+impl RunRow {
+    /// Whether the run reached an outcome: nothing more will be appended.
+    pub fn has_ended(&self) -> bool {
+        matches!(self.status.as_str(), "completed" | "failed" | "cancelled")
+    }
+}
+
 /// One persisted event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRow {

@@ -62,7 +62,8 @@ impl ThreadEvent {
         }
     }
 
-    /// The event's `type` string, as it appears on the wire.
+    /// The event's name on the runner's and the backend's streams: its
+    /// `type` string, except `codex.error` for `error`.
     pub fn event_type(&self) -> &str {
         match self {
             ThreadEvent::ThreadStarted { .. } => "thread.started",
@@ -72,7 +73,10 @@ impl ThreadEvent {
             ThreadEvent::ItemStarted { .. } => "item.started",
             ThreadEvent::ItemUpdated { .. } => "item.updated",
             ThreadEvent::ItemCompleted { .. } => "item.completed",
-            ThreadEvent::Error { .. } => "error",
+            // Not `error`: that name is EventSource's own event for a
+            // dropped connection, so a browser could not tell them apart.
+            // The `type` inside the JSON stays `error`.
+            ThreadEvent::Error { .. } => "codex.error",
             ThreadEvent::Unknown(value) => value
                 .get("type")
                 .and_then(Value::as_str)

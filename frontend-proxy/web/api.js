@@ -37,6 +37,6 @@ export const api = {
 /** The event types a run's stream carries (EventSource needs each by name). */
 export const EVENT_TYPES = [
   "thread.started", "turn.started", "turn.completed", "turn.failed",
-  "item.started", "item.updated", "item.completed", "error",
+  "item.started", "item.updated", "item.completed", "codex.error",
 ];
 export const TERMINAL_TYPES = ["run.completed", "run.failed", "run.cancelled"];

@@ -98,12 +98,33 @@ export class RunView {
     for (const type of [...EVENT_TYPES, ...TERMINAL_TYPES]) source.addEventListener(type, handle);
     source.addEventListener("error", () => {
       // EventSource reconnects by itself (with Last-Event-ID) after a network
-      // drop; after an error status it gives up, so we start again.
+      // drop. It gives up after an error status, or a 204 that says nothing
+      // is left after our last event: the run's own record then says
+      // whether it ended (and how) or we should start again.
       if (source.readyState === EventSource.CLOSED && !this.complete) {
         this.source = null;
-        setTimeout(() => this.connect(), 1500);
+        setTimeout(() => this.resume(), 1500);
       }
     });
+  }
+
+  /** After the stream gave up: finishes from the run's record, else reconnects. */
+  async resume() {
+    if (this.complete) return;
+    let run;
+    try {
+      run = await api.run(this.run.run_id);
+    } catch {
+      setTimeout(() => this.resume(), 1500);
+      return;
+    }
+    const terminal = Object.keys(TERMINAL_STATUS).find((type) => TERMINAL_STATUS[type] === run.status);
+    if (terminal) {
+      this.run.finished_at = run.finished_at;
+      this.finish(terminal, { error: run.error, files: run.files });
+    } else {
+      this.connect();
+    }
   }
 
   close() {
@@ -139,7 +160,7 @@ export class RunView {
           text: `tokens: ${u.input_tokens ?? 0} in (${u.cached_input_tokens ?? 0} cached) · ${u.output_tokens ?? 0} out`,
         }),
       );
-    } else if (type === "turn.failed" || type === "error") {
+    } else if (type === "turn.failed" || type === "codex.error") {
       this.timeline.append(this.itemShell("error", `error-${this.lastSeq}`, "Error", data.error?.message || data.message));
     } else if (TERMINAL_TYPES.includes(type)) {
       this.finish(type, data);

@@ -35,6 +35,10 @@ enum Events {
         String,
         #[oai(header = "Cache-Control")] String,
     ),
+    /// The run has ended and nothing is left after `Last-Event-ID`: a
+    /// browser's `EventSource` stops reconnecting (WHATWG HTML, 9.2).
+    #[oai(status = 204)]
+    NothingLeft,
 }
 
 #[derive(ApiResponse)]
@@ -134,6 +138,9 @@ impl RunsApi {
                 ))
             })?,
         };
+        if run.has_ended() && self.engine.store.last_seq(run.id).await? <= seq_of(after) {
+            return Ok(Events::NothingLeft);
+        }
         let events = subscribe(
             self.engine.store.clone(),
             self.engine.hubs.clone(),
@@ -163,7 +170,37 @@ fn to_sse(item: StreamItem) -> Event {
 }
 
 fn sse_event(event: &LoggedEvent) -> Event {
+    // Events stored before the runner named Codex's error `codex.error`
+    // keep the name EventSource reserves for a dropped connection.
+    let kind = match event.kind.as_str() {
+        "error" => "codex.error".to_owned(),
+        kind => kind.to_owned(),
+    };
     Event::message(event.data.clone())
         .id(event.seq.to_string())
-        .event_type(event.kind.clone())
+        .event_type(kind)
+}
+
+fn seq_of(after: u64) -> i64 {
+    i64::try_from(after).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_error_event_goes_out_as_codex_error() {
+        let event = |kind: &str| LoggedEvent {
+            seq: 4,
+            kind: kind.to_owned(),
+            data: r#"{"type":"error","message":"boom"}"#.to_owned(),
+        };
+
+        let legacy = sse_event(&event("error")).to_string();
+        let current = sse_event(&event("codex.error")).to_string();
+
+        assert!(legacy.contains("event: codex.error\n"), "{legacy}");
+        assert_eq!(legacy, current);
+    }
 }

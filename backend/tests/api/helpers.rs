@@ -120,6 +120,7 @@ pub fn script() -> Script {
             {"when": "redirect the worktree", "steps": [
                 [{"exec": "git config core.worktree \"$(cd ../../.. && pwd)/outside\""}],
                 [{"message": "redirected"}]]},
+            {"when": "break the model", "steps": [[{"fail": "the model broke"}]]},
             {"when": "", "steps": [[{"message": "You said: {{prompt}}"}]]}
         ]})
         .to_string(),

@@ -15,3 +15,4 @@ mod inputs;
 mod restarts;
 mod sources;
 mod spec;
+mod streams;
