@@ -6,7 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use codex_sdk::{ApiKey, Codex, CodexOptions, Error, ItemDetails, ThreadEvent, ThreadOptions};
+use codex_sdk::{
+    ApiKey, Codex, CodexOptions, Error, EventLine, ItemDetails, ThreadEvent, ThreadOptions,
+};
 use futures_util::StreamExt;
 
 struct Fake {
@@ -31,8 +33,22 @@ fn codex(path: &Path) -> Codex {
     })
 }
 
+/// The typed events of a run (and its error, if any).
 async fn collect(thread: &codex_sdk::Thread, input: &str) -> Vec<Result<ThreadEvent, Error>> {
-    thread.run_streamed(input).collect().await
+    thread
+        .run_streamed(input)
+        .map(|event| event.map(|event| event.into_parts().0))
+        .collect()
+        .await
+}
+
+/// The events of a run as the SDK hands them out: line and parse.
+async fn collect_lines(thread: &codex_sdk::Thread, input: &str) -> Vec<EventLine> {
+    thread
+        .run_streamed(input)
+        .map(Result::unwrap)
+        .collect()
+        .await
 }
 
 #[tokio::test]
@@ -113,6 +129,35 @@ echo '{"type":"item.completed","item":{"id":"i","type":"hologram","x":1}}'"#,
         panic!("expected item.completed, got {:?}", events[1]);
     };
     assert!(matches!(item.details, ItemDetails::Unknown(_)));
+}
+
+#[tokio::test]
+async fn a_field_the_sdk_does_not_model_reaches_the_consumer_verbatim() {
+    // A known event type and a known item type, each with a field a newer
+    // CLI might add, its keys in an order serde would not write them.
+    let started = r#"{"type":"thread.started","thread_id":"t-7","zz_added":{"b":[1,2],"a":null}}"#;
+    let item = r#"{"type":"item.completed","item":{"id":"i","type":"agent_message","text":"hi","annotations":[{"kind":"cite"}]},"extra":1.50}"#;
+    let fake = fake(&format!("echo '{started}'\necho '{item}'"));
+    let thread = codex(&fake.path).start_thread(ThreadOptions::default());
+
+    let events = collect_lines(&thread, "x").await;
+
+    let lines: Vec<&str> = events.iter().map(EventLine::line).collect();
+    assert_eq!(lines, [started, item]);
+    assert_eq!(
+        events[0].event(),
+        &ThreadEvent::ThreadStarted {
+            thread_id: "t-7".into()
+        }
+    );
+    let ThreadEvent::ItemCompleted { item } = events[1].event() else {
+        panic!("expected item.completed, got {:?}", events[1]);
+    };
+    assert_eq!(
+        item.details,
+        ItemDetails::AgentMessage { text: "hi".into() }
+    );
+    assert_eq!(thread.id().as_deref(), Some("t-7"));
 }
 
 #[tokio::test]
@@ -229,7 +274,7 @@ async fn cancel_ends_the_cli_and_its_process_group() {
     let fake = fake(HANGING);
     let thread = codex(&fake.path).start_thread(ThreadOptions::default());
     let mut stream = thread.run_streamed("x");
-    let (cli, child) = pids(&stream.next().await.unwrap().unwrap());
+    let (cli, child) = pids(stream.next().await.unwrap().unwrap().event());
     stream.cancel();
     assert!(matches!(stream.next().await, Some(Err(Error::Cancelled))));
     assert!(stream.next().await.is_none());
@@ -242,7 +287,7 @@ async fn dropping_the_stream_kills_the_process_group() {
     let fake = fake(HANGING);
     let thread = codex(&fake.path).start_thread(ThreadOptions::default());
     let mut stream = thread.run_streamed("x");
-    let (cli, child) = pids(&stream.next().await.unwrap().unwrap());
+    let (cli, child) = pids(stream.next().await.unwrap().unwrap().event());
     drop(stream);
     wait_gone(&cli).await;
     wait_gone(&child).await;

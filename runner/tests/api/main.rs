@@ -5,6 +5,7 @@
 
 mod containment;
 mod helpers;
+mod passthrough;
 mod processes;
 mod sizes;
 mod threads;
