@@ -56,9 +56,9 @@ async fn args_stdin_and_environment_reach_the_cli() {
     let fake = fake(
         r#"read -r prompt
 args=$(printf '%s' "$*" | sed 's/"/\\"/g')
-printf '{"type":"probe","args":"%s","prompt":"%s","key":"%s","home":"%s","secret":"%s"}\n' "$args" "$prompt" "$CODEX_API_KEY" "$CODEX_HOME" "$DATABASE_URL""#,
+names=$(awk 'BEGIN { for (name in ENVIRON) if (name != "PWD") print name }' | sort | tr '\n' ' ')
+printf '{"type":"probe","args":"%s","prompt":"%s","key":"%s","home":"%s","env":"%s"}\n' "$args" "$prompt" "$CODEX_API_KEY" "$CODEX_HOME" "$names""#,
     );
-    std::env::set_var("DATABASE_URL", "postgres://secret");
     let codex = Codex::new(CodexOptions {
         codex_path: Some(fake.path.clone()),
         api_key: Some(ApiKey::new("sk-test")),
@@ -94,9 +94,40 @@ printf '{"type":"probe","args":"%s","prompt":"%s","key":"%s","home":"%s","secret
         probe["home"],
         fake.dir.path().join("home").display().to_string()
     );
+    // The test process has variables of its own outside the allow-list
+    // (cargo's `CARGO_*` at least, `DATABASE_URL` when exported): none of
+    // them reaches the CLI. (`PWD` is left out above: the fake's own shell
+    // exports it.)
+    let inherited = [
+        "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+        "TERM",
+    ];
+    assert!(
+        std::env::vars_os().any(|(name, _)| !inherited.iter().any(|allowed| name == *allowed)),
+        "the test needs a variable of its own outside the allow-list"
+    );
+    let mut expected: Vec<String> = inherited
+        .iter()
+        .filter(|name| std::env::var_os(name).is_some())
+        .map(|name| (*name).to_owned())
+        .chain(
+            [
+                "CODEX_API_KEY",
+                "CODEX_HOME",
+                "CODEX_INTERNAL_ORIGINATOR_OVERRIDE",
+            ]
+            .map(String::from),
+        )
+        .collect();
+    expected.sort();
     assert_eq!(
-        probe["secret"], "",
-        "the caller's environment must not leak"
+        probe["env"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        expected,
+        "only the allow-list of the caller's environment reaches the CLI"
     );
 }
 
