@@ -178,6 +178,12 @@ pub fn init_repo(dir: &Path) {
     git(dir, &["commit", "-q", "-m", "initial"]);
 }
 
+/// A string no other test (of this run or of another run on the machine)
+/// uses: put it in a command's line to find that command's processes.
+pub fn unique_marker(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
 /// Whether any process on the machine has `marker` in its command line.
 pub fn process_with_marker_exists(marker: &str) -> bool {
     std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {

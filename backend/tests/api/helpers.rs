@@ -93,21 +93,23 @@ impl Drop for TestDb {
     }
 }
 
-/// The script of these tests.
-pub fn script() -> Script {
+/// The script of these tests. Its sleeping commands (`sleep`, `nap`, `doze`)
+/// carry `marker`, which no other test uses, so a test can look for their
+/// processes without seeing another test's.
+pub fn script(marker: &str) -> Script {
     Script::from_json(
         &json!({"turns": [
             {"when": "create a file", "steps": [
                 [{"reasoning": "I will write hello.txt"}, {"exec": "echo hello > hello.txt && rm README.md"}],
                 [{"message": "Created hello.txt"}]]},
             {"when": "sleep", "steps": [
-                [{"exec": "bash -c 'sleep 30; true' BACKEND_SLEEP_MARKER"}],
+                [{"exec": format!("bash -c 'sleep 30; true' {marker}")}],
                 [{"message": "slept"}]]},
             {"when": "nap", "steps": [
-                [{"exec": "bash -c 'sleep 30; true' BACKEND_NAP_MARKER"}],
+                [{"exec": format!("bash -c 'sleep 30; true' {marker}")}],
                 [{"message": "napped"}]]},
             {"when": "doze", "steps": [
-                [{"exec": "bash -c 'sleep 30; true' BACKEND_DOZE_MARKER"}],
+                [{"exec": format!("bash -c 'sleep 30; true' {marker}")}],
                 [{"message": "dozed"}]]},
             {"when": "slowly", "steps": [
                 [{"reasoning": "one"}, {"wait_ms": 400}, {"exec": "echo one"}],
@@ -139,6 +141,9 @@ pub struct Backend {
 pub struct TestStack {
     pub db: TestDb,
     pub model: ScriptedModel,
+    /// In the command line of the script's sleeping commands; this stack's
+    /// own.
+    pub marker: String,
     pub client: reqwest::Client,
     /// `WORKSPACES_ROOT`
     pub root: PathBuf,
@@ -183,7 +188,10 @@ impl TestStack {
         let repos = dir.path().join("repos");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::create_dir_all(&repos).unwrap();
-        let model = ScriptedModel::start(script(), "127.0.0.1:0").await.unwrap();
+        let marker = test_support::unique_marker("BACKEND_SLEEP");
+        let model = ScriptedModel::start(script(&marker), "127.0.0.1:0")
+            .await
+            .unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -192,6 +200,7 @@ impl TestStack {
         let mut stack = Self {
             db: TestDb::create().await,
             model,
+            marker,
             client: reqwest::Client::new(),
             root,
             repos,
