@@ -192,11 +192,6 @@ impl TestStack {
         let model = ScriptedModel::start(script(&marker), "127.0.0.1:0")
             .await
             .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let mut stack = Self {
             db: TestDb::create().await,
             model,
@@ -212,7 +207,7 @@ impl TestStack {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
-            runner_addr: format!("127.0.0.1:{port}"),
+            runner_addr: "127.0.0.1:0".to_owned(),
             runner: None,
             backend: None,
             _dir: dir,
@@ -240,6 +235,11 @@ impl TestStack {
             },
         };
         let app = Runner::build(config).await.unwrap();
+        // The first start binds port 0 and the runner keeps the port the
+        // kernel gave it; a restart binds that same port again, so the
+        // backend's RUNNER_URL stays right. No port is picked and released
+        // for another process to bind.
+        self.runner_addr = app.addr().to_string();
         let (shutdown, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             app.run_until_stopped(async {
