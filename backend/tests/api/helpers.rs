@@ -153,6 +153,8 @@ pub struct TestStack {
     pub allow_local: bool,
     /// The in-process runner's limits, applied at its next start.
     pub runner_limits: Limits,
+    /// The Codex CLI of the in-process runner, applied at its next start.
+    pub runner_codex_bin: PathBuf,
     /// The runner's default sandbox (`start_custom` may change it).
     pub sandbox: codex_sdk::SandboxMode,
     runner_addr: String,
@@ -202,6 +204,7 @@ impl TestStack {
             base: String::new(),
             allow_local,
             runner_limits: Limits::default(),
+            runner_codex_bin: codex_bin(),
             sandbox,
             backend_env: env
                 .iter()
@@ -221,7 +224,7 @@ impl TestStack {
         let config = RunnerConfig {
             addr: self.runner_addr.clone(),
             workspaces_root: self.root.clone(),
-            codex_bin: Some(codex_bin()),
+            codex_bin: Some(self.runner_codex_bin.clone()),
             codex_config: Some(self.model.codex_config()),
             api_key: None,
             default_sandbox: self.sandbox,

@@ -13,5 +13,6 @@ mod helpers;
 mod hosts;
 mod inputs;
 mod restarts;
+mod sdk_passthrough;
 mod sources;
 mod spec;
