@@ -1,7 +1,10 @@
 // Starts the whole product for a browser test from the real binaries:
 // a private PostgreSQL, the scripted model, the runner (real Codex CLI), the
 // backend and the frontend-proxy. Each process is awaited on its own
-// "listening" log line, not on a timer.
+// "listening" log line, not on a timer. The servers bind port 0 and the
+// address each got is read from that line: no port is picked here and
+// released for another process to take (PostgreSQL, which cannot bind port
+// 0, is the exception).
 
 import { spawn } from "node:child_process";
 import { mkdtempSync, mkdirSync, writeFileSync, chmodSync } from "node:fs";
@@ -64,14 +67,14 @@ export async function startStack() {
 
   const model = await start("model", bin("scripted-model"),
     ["--script", join(root, "e2e/script.json"), "--write-config", join(dir, "codex.toml")], {}, /^(http:\/\/\S+)$/);
-  const runnerAddr = `127.0.0.1:${await freePort()}`;
   const runner = await start("runner", bin("runner"), [], {
-    RUNNER_ADDR: runnerAddr,
+    RUNNER_ADDR: "127.0.0.1:0",
     WORKSPACES_ROOT: workspaces,
     RUNNER_CODEX_HOMES: join(dir, "codex-homes"),
     CODEX_BIN: process.env.CODEX_BIN || join(root, "node_modules/.bin/codex"),
     RUNNER_CODEX_CONFIG: join(dir, "codex.toml"),
-  }, /runner listening/);
+  }, /runner listening addr=(\S+)/);
+  const runnerAddr = runner.match[1];
   const backend = await start("backend", bin("backend"), [], {
     BACKEND_ADDR: "127.0.0.1:0",
     DATABASE_URL: databaseUrl,
@@ -80,9 +83,14 @@ export async function startStack() {
     ALLOW_LOCAL_REPOS: "true",
   }, /backend listening addr=(\S+)/);
   const backendUrl = `http://${backend.match[1]}`;
-  const proxyAddr = `127.0.0.1:${await freePort()}`;
-  const startProxy = async () =>
-    (await start("proxy", bin("frontend-proxy"), [], { PROXY_ADDR: proxyAddr, BACKEND_URL: backendUrl }, /frontend-proxy listening/)).child;
+  // The first start binds port 0; a restart binds the port it got again, so
+  // the page's address stays the same.
+  let proxyAddr = "127.0.0.1:0";
+  const startProxy = async () => {
+    const started = await start("proxy", bin("frontend-proxy"), [], { PROXY_ADDR: proxyAddr, BACKEND_URL: backendUrl }, /frontend-proxy listening addr=(\S+)/);
+    proxyAddr = started.match[1];
+    return started.child;
+  };
   let proxy = await startProxy();
 
   return {

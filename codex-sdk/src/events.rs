@@ -4,11 +4,57 @@
 //! item types between versions, so anything this module does not know (an
 //! unknown `type`, or a known type whose fields changed) is kept as raw JSON in
 //! an `Unknown` variant and passed on instead of failing the run.
+//!
+//! The typed events are for understanding what happened; they ignore fields
+//! they do not model, so they are not a faithful copy of the line. Each
+//! [`EventLine`] therefore carries the CLI's JSON line verbatim next to its
+//! parse: whoever passes events on relays the line, and a field a newer CLI
+//! adds to a known event type reaches its reader untouched.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// One line of `codex exec --experimental-json` output.
+/// One line of the CLI's output: the JSON object exactly as it was printed,
+/// and what it says as a [`ThreadEvent`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventLine {
+    line: String,
+    event: ThreadEvent,
+}
+
+impl EventLine {
+    /// Parses one line of output (surrounding whitespace removed); `None`
+    /// when it is not a JSON object.
+    pub fn parse(line: &str) -> Option<Self> {
+        let line = line.trim();
+        match serde_json::from_str::<Value>(line) {
+            Ok(value) if value.is_object() => Some(Self {
+                line: line.to_owned(),
+                event: ThreadEvent::from_value(value),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The typed event.
+    pub fn event(&self) -> &ThreadEvent {
+        &self.event
+    }
+
+    /// The JSON object as the CLI printed it, every field included.
+    pub fn line(&self) -> &str {
+        &self.line
+    }
+
+    /// The typed event and the verbatim line.
+    pub fn into_parts(self) -> (ThreadEvent, String) {
+        (self.event, self.line)
+    }
+}
+
+/// What one line of `codex exec --experimental-json` output says. Fields of a
+/// known type that this SDK does not model are not kept: the verbatim line is
+/// in [`EventLine::line`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum ThreadEvent {
     /// The CLI created or resumed a thread; `thread_id` resumes it later.
@@ -84,7 +130,9 @@ impl ThreadEvent {
         }
     }
 
-    /// The event as JSON, in the CLI's own wire shape.
+    /// The event as JSON, in the CLI's own wire shape, with the fields this
+    /// SDK models (an `Unknown` event whole). To pass an event on, use the
+    /// verbatim [`EventLine::line`].
     pub fn to_value(&self) -> Value {
         let known = match self.clone() {
             ThreadEvent::Unknown(value) => return value,
@@ -269,6 +317,26 @@ mod tests {
             ItemDetails::Unknown(json!({"type":"image_generation","url":"u"}))
         );
         assert_eq!(event.to_value(), line);
+    }
+
+    #[test]
+    fn an_event_line_keeps_the_line_verbatim_next_to_its_parse() {
+        let line = r#"{"type":"thread.started","thread_id":"t-1","zz_new":{"b":2,"a":1}}"#;
+        let parsed = EventLine::parse(&format!("  {line}\r")).unwrap();
+        assert_eq!(parsed.line(), line);
+        assert_eq!(
+            parsed.event(),
+            &ThreadEvent::ThreadStarted {
+                thread_id: "t-1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn an_event_line_is_a_json_object() {
+        for line in ["not json", "[1]", "\"text\"", "", "{\"type\":"] {
+            assert_eq!(EventLine::parse(line), None, "{line}");
+        }
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! A Rust SDK for the Codex CLI, with the thread model of the TypeScript
 //! package `@openai/codex-sdk`: a [`Codex`] client starts or resumes
 //! [`Thread`]s; each run spawns `codex exec --experimental-json`, writes the
-//! prompt to its stdin and streams the JSONL events it prints as typed
-//! [`ThreadEvent`]s.
+//! prompt to its stdin and streams the JSONL events it prints, each as an
+//! [`EventLine`]: the line verbatim and its typed [`ThreadEvent`].
 
 mod error;
 mod events;
@@ -12,7 +12,7 @@ mod thread;
 
 pub use error::{Error, Result};
 pub use events::{
-    FileUpdateChange, ItemDetails, ThreadError, ThreadEvent, ThreadItem, TodoItem, Usage,
+    EventLine, FileUpdateChange, ItemDetails, ThreadError, ThreadEvent, ThreadItem, TodoItem, Usage,
 };
 pub use options::{
     ApiKey, ApprovalMode, CodexOptions, ReasoningEffort, SandboxMode, ThreadOptions,

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
 use crate::error::{Error, Result};
-use crate::events::{ItemDetails, ThreadEvent, ThreadItem, Usage};
+use crate::events::{EventLine, ItemDetails, ThreadEvent, ThreadItem, Usage};
 use crate::options::{command_args, CodexOptions, ThreadOptions};
 use crate::process::{run_token, Containment, ProcessGroup, OWNER_MARKER, RUN_MARKER};
 
@@ -123,7 +123,9 @@ impl Thread {
         };
         let id_slot = self.id.clone();
         let events = run_process(spawn, cancel_rx).map(move |event| {
-            if let Ok(ThreadEvent::ThreadStarted { thread_id }) = &event {
+            if let Ok(ThreadEvent::ThreadStarted { thread_id }) =
+                event.as_ref().map(EventLine::event)
+            {
                 if let Ok(mut slot) = id_slot.lock() {
                     *slot = Some(thread_id.clone());
                 }
@@ -145,7 +147,7 @@ impl Thread {
             usage: None,
         };
         while let Some(event) = stream.next().await {
-            match event? {
+            match event?.into_parts().0 {
                 ThreadEvent::ItemCompleted { item } => {
                     if let ItemDetails::AgentMessage { text } = &item.details {
                         turn.final_response = text.clone();
@@ -165,10 +167,11 @@ impl Thread {
     }
 }
 
-/// The events of one run. Ends after the CLI exits; a failed exit, a
-/// malformed line or a cancellation is its last item, as an `Err`.
+/// The events of one run, each with the CLI's line verbatim. Ends after the
+/// CLI exits; a failed exit, a malformed line or a cancellation is its last
+/// item, as an `Err`.
 pub struct RunStream {
-    events: Pin<Box<dyn Stream<Item = Result<ThreadEvent>> + Send>>,
+    events: Pin<Box<dyn Stream<Item = Result<EventLine>> + Send>>,
     cancel: Canceller,
 }
 
@@ -186,7 +189,7 @@ impl RunStream {
 }
 
 impl Stream for RunStream {
-    type Item = Result<ThreadEvent>;
+    type Item = Result<EventLine>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.events.as_mut().poll_next(cx)
@@ -233,7 +236,7 @@ fn child_env(codex: &CodexOptions, thread: &ThreadOptions) -> BTreeMap<String, S
 fn run_process(
     spawn: Spawn,
     mut cancel: watch::Receiver<bool>,
-) -> impl Stream<Item = Result<ThreadEvent>> + Send {
+) -> impl Stream<Item = Result<EventLine>> + Send {
     async_stream::stream! {
         // Marked only for an owner that asked for it: the CLI's command
         // line is otherwise exactly the TypeScript SDK's.
@@ -310,9 +313,9 @@ fn run_process(
                     if line.is_empty() {
                         continue;
                     }
-                    match serde_json::from_str::<serde_json::Value>(line) {
-                        Ok(value) if value.is_object() => yield Ok(ThreadEvent::from_value(value)),
-                        _ => {
+                    match EventLine::parse(line) {
+                        Some(event) => yield Ok(event),
+                        None => {
                             group.terminate(&mut child).await;
                             yield Err(Error::MalformedLine { line: truncate(line, 512) });
                             return;

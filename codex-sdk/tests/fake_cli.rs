@@ -6,7 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use codex_sdk::{ApiKey, Codex, CodexOptions, Error, ItemDetails, ThreadEvent, ThreadOptions};
+use codex_sdk::{
+    ApiKey, Codex, CodexOptions, Error, EventLine, ItemDetails, ThreadEvent, ThreadOptions,
+};
 use futures_util::StreamExt;
 
 struct Fake {
@@ -31,8 +33,22 @@ fn codex(path: &Path) -> Codex {
     })
 }
 
+/// The typed events of a run (and its error, if any).
 async fn collect(thread: &codex_sdk::Thread, input: &str) -> Vec<Result<ThreadEvent, Error>> {
-    thread.run_streamed(input).collect().await
+    thread
+        .run_streamed(input)
+        .map(|event| event.map(|event| event.into_parts().0))
+        .collect()
+        .await
+}
+
+/// The events of a run as the SDK hands them out: line and parse.
+async fn collect_lines(thread: &codex_sdk::Thread, input: &str) -> Vec<EventLine> {
+    thread
+        .run_streamed(input)
+        .map(Result::unwrap)
+        .collect()
+        .await
 }
 
 #[tokio::test]
@@ -40,9 +56,9 @@ async fn args_stdin_and_environment_reach_the_cli() {
     let fake = fake(
         r#"read -r prompt
 args=$(printf '%s' "$*" | sed 's/"/\\"/g')
-printf '{"type":"probe","args":"%s","prompt":"%s","key":"%s","home":"%s","secret":"%s"}\n' "$args" "$prompt" "$CODEX_API_KEY" "$CODEX_HOME" "$DATABASE_URL""#,
+names=$(awk 'BEGIN { for (name in ENVIRON) if (name != "PWD") print name }' | sort | tr '\n' ' ')
+printf '{"type":"probe","args":"%s","prompt":"%s","key":"%s","home":"%s","env":"%s"}\n' "$args" "$prompt" "$CODEX_API_KEY" "$CODEX_HOME" "$names""#,
     );
-    std::env::set_var("DATABASE_URL", "postgres://secret");
     let codex = Codex::new(CodexOptions {
         codex_path: Some(fake.path.clone()),
         api_key: Some(ApiKey::new("sk-test")),
@@ -78,9 +94,40 @@ printf '{"type":"probe","args":"%s","prompt":"%s","key":"%s","home":"%s","secret
         probe["home"],
         fake.dir.path().join("home").display().to_string()
     );
+    // The test process has variables of its own outside the allow-list
+    // (cargo's `CARGO_*` at least, `DATABASE_URL` when exported): none of
+    // them reaches the CLI. (`PWD` is left out above: the fake's own shell
+    // exports it.)
+    let inherited = [
+        "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+        "TERM",
+    ];
+    assert!(
+        std::env::vars_os().any(|(name, _)| !inherited.iter().any(|allowed| name == *allowed)),
+        "the test needs a variable of its own outside the allow-list"
+    );
+    let mut expected: Vec<String> = inherited
+        .iter()
+        .filter(|name| std::env::var_os(name).is_some())
+        .map(|name| (*name).to_owned())
+        .chain(
+            [
+                "CODEX_API_KEY",
+                "CODEX_HOME",
+                "CODEX_INTERNAL_ORIGINATOR_OVERRIDE",
+            ]
+            .map(String::from),
+        )
+        .collect();
+    expected.sort();
     assert_eq!(
-        probe["secret"], "",
-        "the caller's environment must not leak"
+        probe["env"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        expected,
+        "only the allow-list of the caller's environment reaches the CLI"
     );
 }
 
@@ -113,6 +160,35 @@ echo '{"type":"item.completed","item":{"id":"i","type":"hologram","x":1}}'"#,
         panic!("expected item.completed, got {:?}", events[1]);
     };
     assert!(matches!(item.details, ItemDetails::Unknown(_)));
+}
+
+#[tokio::test]
+async fn a_field_the_sdk_does_not_model_reaches_the_consumer_verbatim() {
+    // A known event type and a known item type, each with a field a newer
+    // CLI might add, its keys in an order serde would not write them.
+    let started = r#"{"type":"thread.started","thread_id":"t-7","zz_added":{"b":[1,2],"a":null}}"#;
+    let item = r#"{"type":"item.completed","item":{"id":"i","type":"agent_message","text":"hi","annotations":[{"kind":"cite"}]},"extra":1.50}"#;
+    let fake = fake(&format!("echo '{started}'\necho '{item}'"));
+    let thread = codex(&fake.path).start_thread(ThreadOptions::default());
+
+    let events = collect_lines(&thread, "x").await;
+
+    let lines: Vec<&str> = events.iter().map(EventLine::line).collect();
+    assert_eq!(lines, [started, item]);
+    assert_eq!(
+        events[0].event(),
+        &ThreadEvent::ThreadStarted {
+            thread_id: "t-7".into()
+        }
+    );
+    let ThreadEvent::ItemCompleted { item } = events[1].event() else {
+        panic!("expected item.completed, got {:?}", events[1]);
+    };
+    assert_eq!(
+        item.details,
+        ItemDetails::AgentMessage { text: "hi".into() }
+    );
+    assert_eq!(thread.id().as_deref(), Some("t-7"));
 }
 
 #[tokio::test]
@@ -229,7 +305,7 @@ async fn cancel_ends_the_cli_and_its_process_group() {
     let fake = fake(HANGING);
     let thread = codex(&fake.path).start_thread(ThreadOptions::default());
     let mut stream = thread.run_streamed("x");
-    let (cli, child) = pids(&stream.next().await.unwrap().unwrap());
+    let (cli, child) = pids(stream.next().await.unwrap().unwrap().event());
     stream.cancel();
     assert!(matches!(stream.next().await, Some(Err(Error::Cancelled))));
     assert!(stream.next().await.is_none());
@@ -242,7 +318,7 @@ async fn dropping_the_stream_kills_the_process_group() {
     let fake = fake(HANGING);
     let thread = codex(&fake.path).start_thread(ThreadOptions::default());
     let mut stream = thread.run_streamed("x");
-    let (cli, child) = pids(&stream.next().await.unwrap().unwrap());
+    let (cli, child) = pids(stream.next().await.unwrap().unwrap().event());
     drop(stream);
     wait_gone(&cli).await;
     wait_gone(&child).await;

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use codex_sdk::{ApiKey, ApprovalMode, SandboxMode};
-use figment::providers::{Env, Serialized};
-use figment::Figment;
+use figment::providers::Serialized;
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 
 /// Everything the runner needs to start.
@@ -234,12 +235,21 @@ impl Default for Raw {
 impl Config {
     /// Reads the environment; a bad value is an error that names it.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let raw: Raw = Figment::from(Serialized::defaults(Raw::default()))
-            .merge(
-                Env::raw()
-                    .only(&ENV_KEYS)
-                    .filter(|k| !k.as_str().is_empty()),
+        Self::from_vars(std::env::vars_os().map(|(name, value)| {
+            (
+                name.to_string_lossy().into_owned(),
+                value.to_string_lossy().into_owned(),
             )
+        }))
+    }
+
+    /// Reads the configuration from `vars` as if they were the environment
+    /// (variables the runner does not know are ignored).
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let raw: Raw = Figment::from(Serialized::defaults(Raw::default()))
+            .merge(Vars::known(vars))
             .extract()
             .map_err(Box::new)?;
         let codex_config = raw
@@ -332,6 +342,47 @@ fn canonical_dir(name: &'static str, path: &Path) -> Result<PathBuf, ConfigError
     path.canonicalize().map_err(error)
 }
 
+/// The runner's variables out of a list of `(name, value)`, read as figment's
+/// `Env::raw()` reads the process's: a value is parsed as a figment `Value`,
+/// and an error names the variable.
+struct Vars(Dict);
+
+impl Vars {
+    fn known(vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self(
+            vars.into_iter()
+                .filter(|(name, _)| {
+                    ENV_KEYS
+                        .iter()
+                        .any(|key| key.eq_ignore_ascii_case(name.trim()))
+                })
+                .map(|(name, value)| {
+                    let value = match value.parse::<Value>() {
+                        Ok(value) => value,
+                        Err(never) => match never {},
+                    };
+                    (name.trim().to_ascii_lowercase(), value)
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Provider for Vars {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment variable(s)").interpolater(|_: &Profile, keys: &[&str]| {
+            keys.iter()
+                .map(|key| key.to_ascii_uppercase())
+                .collect::<Vec<_>>()
+                .join(".")
+        })
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.0.clone()))
+    }
+}
+
 const ENV_KEYS: [&str; 23] = [
     "RUNNER_ADDR",
     "WORKSPACES_ROOT",
@@ -362,23 +413,46 @@ const ENV_KEYS: [&str; 23] = [
 mod tests {
     use super::*;
 
-    // Each test runs in a process of its own under nextest, so setting the
-    // environment here races with nothing.
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
     #[test]
     fn the_max_sandbox_follows_the_default_and_may_not_be_narrower() {
-        std::env::set_var("RUNNER_DEFAULT_SANDBOX", "danger-full-access");
-        std::env::remove_var("RUNNER_MAX_SANDBOX");
-        std::env::set_var("RUNNER_ALLOW_NETWORK", "true");
-        let config = Config::from_env().unwrap();
+        let wide = [
+            ("RUNNER_DEFAULT_SANDBOX", "danger-full-access"),
+            ("RUNNER_ALLOW_NETWORK", "true"),
+        ];
+        let config = Config::from_vars(vars(&wide)).unwrap();
         assert_eq!(config.sandbox.max_sandbox, SandboxMode::DangerFullAccess);
         assert!(config.sandbox.allow_network);
         assert!(!config.sandbox.allow_web_search);
 
-        std::env::set_var("RUNNER_MAX_SANDBOX", "read-only");
-        let error = Config::from_env().unwrap_err().to_string();
+        let narrower = [wide[0], wide[1], ("RUNNER_MAX_SANDBOX", "read-only")];
+        let error = Config::from_vars(vars(&narrower)).unwrap_err().to_string();
         assert_eq!(
             error,
             "RUNNER_DEFAULT_SANDBOX danger-full-access is wider than RUNNER_MAX_SANDBOX read-only"
         );
+    }
+
+    #[test]
+    fn values_are_typed_and_a_bad_one_names_its_variable() {
+        let config = Config::from_vars(vars(&[
+            ("RUNNER_MAX_EVENT_BYTES", "4096"),
+            ("RUNNER_ADDR", "127.0.0.1:7"),
+            ("UNRELATED", "x"),
+        ]))
+        .unwrap();
+        assert_eq!(config.limits.max_event_bytes, 4096);
+        assert_eq!(config.addr, "127.0.0.1:7");
+
+        let error = Config::from_vars(vars(&[("RUNNER_MAX_EVENT_BYTES", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("RUNNER_MAX_EVENT_BYTES"), "{error}");
     }
 }

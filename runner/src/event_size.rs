@@ -1,5 +1,8 @@
 //! Keeps each event of a run within `RUNNER_MAX_EVENT_BYTES`.
 //!
+//! An event that fits is relayed as the CLI printed it, byte for byte. Only
+//! an event that does not is parsed again and re-serialised here.
+//!
 //! An event too large to relay (a command's whole output, a huge diff or
 //! message) has its longest strings cut, each ending in a marker that says
 //! how many bytes went, so it stays valid JSON of the same shape and a
@@ -15,6 +18,22 @@ const MARKER_RESERVE: usize = 64;
 const MAX_CUTS: usize = 32;
 /// The limit the markers name.
 const LIMIT_NAME: &str = "RUNNER_MAX_EVENT_BYTES";
+
+/// The CLI's JSON line as it goes into the log: verbatim when it fits in
+/// `max_bytes`, else cut by [`fit`]. A line with a carriage return (JSON
+/// allows one between tokens) is re-serialised too, since an SSE reader
+/// would take it for the end of the `data:` line.
+pub fn fit_line(line: String, max_bytes: usize) -> String {
+    if line.len() <= max_bytes && !line.contains('\r') {
+        return line;
+    }
+    match serde_json::from_str::<Value>(&line) {
+        Ok(value) => fit(value, max_bytes),
+        // The SDK hands out only lines that parse as JSON objects; were one
+        // not to, the stub still says an event was there.
+        Err(_) => stub(&Value::Null),
+    }
+}
 
 /// Serialises `value` in at most `max_bytes` (or as a stub when even that
 /// cannot be reached by cutting strings).
@@ -136,6 +155,35 @@ fn floor_char_boundary(text: &str, mut index: usize) -> usize {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_line_that_fits_is_relayed_byte_for_byte() {
+        let line = r#"{"type":"item.completed", "item":{"text":"hi","id":"i"},"new":1.50}"#;
+        assert_eq!(fit_line(line.to_owned(), 1000), line);
+    }
+
+    #[test]
+    fn a_line_too_large_is_cut_and_keeps_its_fields() {
+        let line = json!({"type": "item.completed", "zz_new": {"kept": true},
+            "item": {"id": "item_1", "type": "agent_message", "text": "x".repeat(5000)}})
+        .to_string();
+        let value: Value = serde_json::from_str(&fit_line(line, 1024)).unwrap();
+        assert_eq!(value["zz_new"], json!({"kept": true}));
+        assert_eq!(value["item"]["id"], "item_1");
+        assert!(value["item"]["text"]
+            .as_str()
+            .unwrap()
+            .ends_with("bytes cut: RUNNER_MAX_EVENT_BYTES]"));
+    }
+
+    #[test]
+    fn a_line_with_a_carriage_return_is_rewritten_on_one_line() {
+        let line = "{\"type\":\"turn.started\",\r\"new\":1}";
+        assert_eq!(
+            fit_line(line.to_owned(), 1000),
+            r#"{"new":1,"type":"turn.started"}"#
+        );
+    }
 
     #[test]
     fn a_small_event_is_untouched() {

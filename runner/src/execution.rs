@@ -3,9 +3,11 @@
 //! event to the run's log, then ends the log with the runner's own terminal
 //! event: `run.completed`, `run.failed` or `run.cancelled`.
 //!
-//! Each event is cut to `RUNNER_MAX_EVENT_BYTES` on its way into the log (see
-//! `event_size`); a run that goes past `RUNNER_MAX_EVENTS_PER_RUN` events or
-//! `RUNNER_MAX_RUN_BYTES` bytes is cancelled and fails, saying which.
+//! Each event goes into the log as the CLI printed it, fields the SDK does not
+//! model included; only one larger than `RUNNER_MAX_EVENT_BYTES` is
+//! re-serialised, cut down (see `event_size`). A run that goes past
+//! `RUNNER_MAX_EVENTS_PER_RUN` events or `RUNNER_MAX_RUN_BYTES` bytes is
+//! cancelled and fails, saying which.
 
 use std::sync::Arc;
 
@@ -51,8 +53,9 @@ async fn drive(
     while let Some(event) = events.next().await {
         match event {
             Ok(event) => {
+                let (event, line) = event.into_parts();
                 record(&run, &event, limits.max_event_bytes);
-                let data = event_size::fit(event.to_value(), limits.max_event_bytes);
+                let data = event_size::fit_line(line, limits.max_event_bytes);
                 let reason = match run.log.push(event.event_type(), data) {
                     Err(PushError::Full) => format!(
                         "the run emitted more than {} events (RUNNER_MAX_EVENTS_PER_RUN)",

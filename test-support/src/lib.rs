@@ -26,12 +26,28 @@ pub fn codex_bin() -> PathBuf {
     bin
 }
 
+/// Writes at `path` a stand-in for the Codex CLI that reads its prompt and
+/// prints `lines`, one per line, as they are. For what the real CLI cannot be
+/// made to print: a field a newer Codex adds to a known event type.
+pub fn fake_codex(path: &Path, lines: &[&str]) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut script = String::from("#!/bin/sh\ncat > /dev/null\n");
+    for line in lines {
+        assert!(!line.contains('\''), "a fake's line is quoted with '");
+        script.push_str(&format!("printf '%s\\n' '{line}'\n"));
+    }
+    std::fs::write(path, script).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// One SSE event as a client sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SseEvent {
     pub id: u64,
     pub event: String,
     pub data: Value,
+    /// `data` as the server wrote it, byte for byte.
+    pub text: String,
 }
 
 impl SseEvent {
@@ -106,6 +122,7 @@ impl Subscription {
                 id: event.id.parse().unwrap(),
                 event: event.event,
                 data: serde_json::from_str(&event.data).unwrap(),
+                text: event.data,
             });
         }
     }
@@ -159,6 +176,12 @@ pub fn init_repo(dir: &Path) {
     std::fs::write(dir.join("README.md"), "# test repo\n").unwrap();
     git(dir, &["add", "."]);
     git(dir, &["commit", "-q", "-m", "initial"]);
+}
+
+/// A string no other test (of this run or of another run on the machine)
+/// uses: put it in a command's line to find that command's processes.
+pub fn unique_marker(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
 
 /// Whether any process on the machine has `marker` in its command line.

@@ -63,17 +63,42 @@ pub fn set_network_timeouts(
 
 #[cfg(test)]
 mod tests {
+    /// Set in the child process that runs the check (see below).
+    const CHILD: &str = "REPO_RUNNER_GIT_ISOLATION_CHILD";
+    const NAME: &str = "git::tests::the_users_git_config_is_not_read_once_isolated";
+
     #[test]
     fn the_users_git_config_is_not_read_once_isolated() {
+        if std::env::var_os(CHILD).is_some() {
+            check_isolation();
+            return;
+        }
+        // libgit2 finds the user's config through HOME and XDG_CONFIG_HOME,
+        // and isolating changes libgit2's global state: the check runs in a
+        // child process (this test binary, this test alone) started with a
+        // home of its own, so no thread of this process sees either change.
         let home = tempfile::tempdir().unwrap();
         std::fs::write(
             home.path().join(".gitconfig"),
             "[user]\n\tname = from-home\n",
         )
         .unwrap();
-        // nextest runs each test in its own process: no other test sees it.
-        std::env::set_var("HOME", home.path());
-        std::env::set_var("XDG_CONFIG_HOME", home.path());
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--test-threads=1"])
+            .env(CHILD, "1")
+            .env("HOME", home.path())
+            .env("XDG_CONFIG_HOME", home.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("1 passed"),
+            "the check failed or did not run:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn check_isolation() {
         let before = git2::Config::open_default().unwrap();
         assert_eq!(before.get_string("user.name").unwrap(), "from-home");
 

@@ -142,10 +142,11 @@ async fn closed_and_silent_ports_fail_with_one_message() {
         .push(("BACKEND_CLONE_IO_TIMEOUT_SECS".to_owned(), "1".to_owned()));
     stack.start_backend().await;
     let (silent, _) = counting_listener().await;
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    // Bound but not listening: a connection is refused, and the port stays
+    // this test's, so no other process can start listening on it meanwhile.
+    let closed_socket = tokio::net::TcpSocket::new_v4().unwrap();
+    closed_socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = closed_socket.local_addr().unwrap().port();
 
     let mut errors = Vec::new();
     for port in [closed, silent] {
@@ -164,6 +165,7 @@ async fn closed_and_silent_ports_fail_with_one_message() {
             .contains("could not reach the repository host"),
         "{errors:?}"
     );
+    drop(closed_socket);
 }
 
 /// Answers every request with `response`, and records the request heads.

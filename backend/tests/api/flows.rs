@@ -186,7 +186,7 @@ async fn cancelling_a_running_run_stops_it_and_the_next_one_runs() {
     assert_eq!(labels(&rest), ["run.cancelled"]);
     let state = stack.get_json(&format!("/api/runs/{sleeping}")).await;
     assert_eq!(state["status"], "cancelled");
-    assert!(!process_with_marker_exists("BACKEND_SLEEP_MARKER"));
+    assert!(!process_with_marker_exists(&stack.marker));
     assert_eq!(
         stack.events(&next).await.last().unwrap().event,
         "run.completed"
@@ -296,5 +296,5 @@ async fn deleting_a_session_cancels_its_run_and_removes_its_workspace() {
     let gone = stack.get(&format!("/api/sessions/{session}")).await;
     crate::helpers::assert_error(gone, 404, "not_found").await;
     let _ = stream.rest().await;
-    assert!(!process_with_marker_exists("BACKEND_NAP_MARKER"));
+    assert!(!process_with_marker_exists(&stack.marker));
 }

@@ -93,21 +93,23 @@ impl Drop for TestDb {
     }
 }
 
-/// The script of these tests.
-pub fn script() -> Script {
+/// The script of these tests. Its sleeping commands (`sleep`, `nap`, `doze`)
+/// carry `marker`, which no other test uses, so a test can look for their
+/// processes without seeing another test's.
+pub fn script(marker: &str) -> Script {
     Script::from_json(
         &json!({"turns": [
             {"when": "create a file", "steps": [
                 [{"reasoning": "I will write hello.txt"}, {"exec": "echo hello > hello.txt && rm README.md"}],
                 [{"message": "Created hello.txt"}]]},
             {"when": "sleep", "steps": [
-                [{"exec": "bash -c 'sleep 30; true' BACKEND_SLEEP_MARKER"}],
+                [{"exec": format!("bash -c 'sleep 30; true' {marker}")}],
                 [{"message": "slept"}]]},
             {"when": "nap", "steps": [
-                [{"exec": "bash -c 'sleep 30; true' BACKEND_NAP_MARKER"}],
+                [{"exec": format!("bash -c 'sleep 30; true' {marker}")}],
                 [{"message": "napped"}]]},
             {"when": "doze", "steps": [
-                [{"exec": "bash -c 'sleep 30; true' BACKEND_DOZE_MARKER"}],
+                [{"exec": format!("bash -c 'sleep 30; true' {marker}")}],
                 [{"message": "dozed"}]]},
             {"when": "slowly", "steps": [
                 [{"reasoning": "one"}, {"wait_ms": 400}, {"exec": "echo one"}],
@@ -140,6 +142,9 @@ pub struct Backend {
 pub struct TestStack {
     pub db: TestDb,
     pub model: ScriptedModel,
+    /// In the command line of the script's sleeping commands; this stack's
+    /// own.
+    pub marker: String,
     pub client: reqwest::Client,
     /// `WORKSPACES_ROOT`
     pub root: PathBuf,
@@ -149,6 +154,8 @@ pub struct TestStack {
     pub allow_local: bool,
     /// The in-process runner's limits, applied at its next start.
     pub runner_limits: Limits,
+    /// The Codex CLI of the in-process runner, applied at its next start.
+    pub runner_codex_bin: PathBuf,
     /// The runner's default sandbox (`start_custom` may change it).
     pub sandbox: codex_sdk::SandboxMode,
     runner_addr: String,
@@ -184,27 +191,27 @@ impl TestStack {
         let repos = dir.path().join("repos");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::create_dir_all(&repos).unwrap();
-        let model = ScriptedModel::start(script(), "127.0.0.1:0").await.unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let marker = test_support::unique_marker("BACKEND_SLEEP");
+        let model = ScriptedModel::start(script(&marker), "127.0.0.1:0")
+            .await
+            .unwrap();
         let mut stack = Self {
             db: TestDb::create().await,
             model,
+            marker,
             client: reqwest::Client::new(),
             root,
             repos,
             base: String::new(),
             allow_local,
             runner_limits: Limits::default(),
+            runner_codex_bin: codex_bin(),
             sandbox,
             backend_env: env
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
-            runner_addr: format!("127.0.0.1:{port}"),
+            runner_addr: "127.0.0.1:0".to_owned(),
             runner: None,
             backend: None,
             _dir: dir,
@@ -218,7 +225,7 @@ impl TestStack {
         let config = RunnerConfig {
             addr: self.runner_addr.clone(),
             workspaces_root: self.root.clone(),
-            codex_bin: Some(codex_bin()),
+            codex_bin: Some(self.runner_codex_bin.clone()),
             codex_config: Some(self.model.codex_config()),
             api_key: None,
             default_sandbox: self.sandbox,
@@ -232,6 +239,11 @@ impl TestStack {
             },
         };
         let app = Runner::build(config).await.unwrap();
+        // The first start binds port 0 and the runner keeps the port the
+        // kernel gave it; a restart binds that same port again, so the
+        // backend's RUNNER_URL stays right. No port is picked and released
+        // for another process to bind.
+        self.runner_addr = app.addr().to_string();
         let (shutdown, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             app.run_until_stopped(async {

@@ -13,6 +13,7 @@ mod helpers;
 mod hosts;
 mod inputs;
 mod restarts;
+mod sdk_passthrough;
 mod sources;
 mod spec;
 mod streams;

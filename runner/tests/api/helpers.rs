@@ -8,17 +8,24 @@ use runner::config::{Config, Limits, SandboxLimits};
 use runner::startup::Application;
 use scripted_model::{Script, ScriptedModel};
 use serde_json::{json, Value};
-pub use test_support::{codex_bin, init_repo, SseEvent, Subscription};
+pub use test_support::{codex_bin, init_repo, unique_marker, SseEvent, Subscription};
 
-/// The standard script of these tests.
+/// The standard script of these tests; its sleeping command carries a
+/// marker of its own.
 pub fn script() -> Script {
+    script_with_marker(&unique_marker("SLEEP"))
+}
+
+/// The standard script, its sleeping command carrying `marker` (a test that
+/// looks for that command's processes needs a marker no other test uses).
+pub fn script_with_marker(marker: &str) -> Script {
     Script::from_json(
         &json!({"turns": [
             {"when": "create a file", "steps": [
                 [{"reasoning": "I will write hello.txt"}, {"exec": "echo hello > hello.txt"}],
                 [{"message": "Created hello.txt"}]]},
             {"when": "sleep", "steps": [
-                [{"exec": "bash -c 'sleep 30; true' RUNNER_SLEEP_MARKER"}],
+                [{"exec": format!("bash -c 'sleep 30; true' {marker}")}],
                 [{"message": "slept"}]]},
             {"when": "slowly", "steps": [
                 [{"reasoning": "one"}, {"wait_ms": 300}, {"exec": "echo one"}],

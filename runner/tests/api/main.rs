@@ -5,11 +5,12 @@
 
 mod containment;
 mod helpers;
+mod passthrough;
 mod processes;
 mod sizes;
 mod threads;
 
-use helpers::{SseEvent, TestRunner};
+use helpers::{script_with_marker, unique_marker, SseEvent, TestRunner};
 use serde_json::{json, Value};
 use test_support::{assert_numbered_from_one, labels, process_with_marker_exists};
 
@@ -121,7 +122,8 @@ async fn a_restarted_runner_resumes_a_thread_by_its_codex_id() {
 
 #[tokio::test]
 async fn cancelling_a_sleeping_run_ends_it_with_run_cancelled() {
-    let runner = TestRunner::start().await;
+    let marker = unique_marker("SLEEP");
+    let runner = TestRunner::start_with(|_| script_with_marker(&marker), |_| {}).await;
     let thread = runner.repo_thread().await;
     let run = runner.start_run(&thread, "please sleep").await;
     let mut stream = runner.subscribe(&run, None).await;
@@ -137,7 +139,7 @@ async fn cancelling_a_sleeping_run_ends_it_with_run_cancelled() {
     let state = runner.get_json(&format!("/runs/{run}")).await;
     assert_eq!(state["status"], "cancelled");
     assert!(
-        !process_with_marker_exists("RUNNER_SLEEP_MARKER"),
+        !process_with_marker_exists(&marker),
         "the agent's command must not outlive the cancelled run"
     );
     let again = runner.post(&format!("/runs/{run}/cancel"), json!({})).await;
