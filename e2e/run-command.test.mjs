@@ -61,7 +61,7 @@ test("the README's run command starts everything in demo mode and Ctrl-C stops i
 
   const ports = { PROXY_ADDR: `127.0.0.1:${await freePort()}`, BACKEND_ADDR: `127.0.0.1:${await freePort()}`, RUNNER_ADDR: `127.0.0.1:${await freePort()}` };
   const pgPort = await freePort();
-  const env = { ...process.env, ...ports, PG_PORT: String(pgPort), ALLOW_LOCAL_REPOS: "true", PROFILE: "debug",
+  const env = { ...process.env, ...ports, PG_PORT: String(pgPort), ALLOW_LOCAL_REPOS: "true", PROFILE: "debug", DEMO_PACE: "0",
     // Reuse the compiled binaries; everything else (node_modules, data) is fresh.
     CARGO_TARGET_DIR: process.env.CARGO_TARGET_DIR || join(root, "target") };
   for (const key of ["DATABASE_URL", "CODEX_API_KEY", "OPENAI_API_KEY", "RUNNER_CODEX_CONFIG", "CODEX_BIN", "WORKSPACES_ROOT"]) delete env[key];

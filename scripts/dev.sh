@@ -75,7 +75,9 @@ if [[ -z "${CODEX_API_KEY:-}${OPENAI_API_KEY:-}" && -z "${RUNNER_CODEX_CONFIG:-}
   echo "repo-runner: DEMO MODE — no CODEX_API_KEY/OPENAI_API_KEY: a scripted model (demo/script.json) drives the real Codex CLI"
   export DEMO_MODE=true
   rm -f "$data/codex-config.toml"
-  "$bin/scripted-model" --script "$PWD/demo/script.json" --write-config "$data/codex-config.toml" >/dev/null &
+  # DEMO_PACE scales the script's pauses (0: none, for tests; 1: like an agent).
+  "$bin/scripted-model" --script "$PWD/demo/script.json" --pace "${DEMO_PACE:-1}" \
+    --write-config "$data/codex-config.toml" >/dev/null &
   pids+=($!)
   for _ in $(seq 100); do [[ -f "$data/codex-config.toml" ]] && break; sleep 0.1; done
   [[ -f "$data/codex-config.toml" ]] || fail "the scripted model did not start"

@@ -1,5 +1,7 @@
-//! `scripted-model --script FILE [--addr 127.0.0.1:0] [--print-config] [--write-config FILE]`
+//! `scripted-model --script FILE [--addr 127.0.0.1:0] [--pace FACTOR] [--print-config] [--write-config FILE]`
 //!
+//! `--pace` multiplies the script's pauses (`wait_ms`): `0` runs the demo
+//! script at full speed in tests, `1` (the default) as written.
 //! Serves the script and prints, on its first line of stdout, the base URL
 //! (`http://127.0.0.1:PORT/v1`) so that a caller can wait for it. With
 //! `--write-config FILE` it writes a Codex `config.toml` pointing at itself
@@ -16,6 +18,7 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let mut args = std::env::args().skip(1);
@@ -23,19 +26,28 @@ async fn main() -> anyhow::Result<()> {
     let mut addr = "127.0.0.1:0".to_owned();
     let mut print_config = false;
     let mut write_config: Option<String> = None;
+    let mut pace = 1.0f64;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--script" => script_path = args.next(),
             "--addr" => addr = args.next().context("--addr needs a value")?,
             "--print-config" => print_config = true,
+            "--pace" => {
+                let raw = args.next().context("--pace needs a number")?;
+                pace = raw
+                    .parse()
+                    .ok()
+                    .filter(|p: &f64| p.is_finite() && *p >= 0.0)
+                    .with_context(|| format!("--pace must be a number from 0, got {raw:?}"))?;
+            }
             "--write-config" => write_config = Some(args.next().context("--write-config needs a file")?),
             other => anyhow::bail!(
-                "unknown argument {other}; usage: scripted-model --script FILE [--addr HOST:PORT] [--print-config] [--write-config FILE]"
+                "unknown argument {other}; usage: scripted-model --script FILE [--addr HOST:PORT] [--pace FACTOR] [--print-config] [--write-config FILE]"
             ),
         }
     }
     let path = script_path.context("usage: scripted-model --script FILE [--addr HOST:PORT]")?;
-    let script = Script::from_file(path.as_ref())?;
+    let script = Script::from_file(path.as_ref())?.paced(pace);
     let model = ScriptedModel::start(script, &addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

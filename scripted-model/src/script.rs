@@ -121,6 +121,28 @@ impl Script {
         Self::from_json(&text)
     }
 
+    /// The script with every `wait_ms` multiplied by `factor` (0 removes
+    /// the pauses): the demo paces itself like a real agent, and a test of
+    /// the same script need not wait.
+    pub fn paced(mut self, factor: f64) -> Self {
+        let factor = if factor.is_finite() {
+            factor.max(0.0)
+        } else {
+            1.0
+        };
+        for output in self
+            .turns
+            .iter_mut()
+            .flat_map(|turn| turn.steps.iter_mut())
+            .flatten()
+        {
+            if let Output::WaitMs(ms) = output {
+                *ms = (*ms as f64 * factor).round() as u64;
+            }
+        }
+        self
+    }
+
     /// The outputs for a request whose latest prompt is `prompt` and that
     /// carries `step` rounds of tool results since it.
     pub fn outputs(&self, prompt: &str, step: usize) -> Vec<Output> {
@@ -188,6 +210,48 @@ pub fn message_text(item: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pacing_scales_every_pause_and_zero_removes_them() {
+        let text = r#"{"turns":[{"when":"x","steps":[[{"wait_ms":1000},{"message":"a"}],[{"wait_ms":300}]]}]}"#;
+        let waits = |script: &Script| -> Vec<u64> {
+            script.turns[0]
+                .steps
+                .iter()
+                .flatten()
+                .filter_map(|o| match o {
+                    Output::WaitMs(ms) => Some(*ms),
+                    _ => None,
+                })
+                .collect()
+        };
+
+        assert_eq!(
+            waits(&Script::from_json(text).unwrap().paced(1.0)),
+            vec![1000, 300]
+        );
+        assert_eq!(
+            waits(&Script::from_json(text).unwrap().paced(0.5)),
+            vec![500, 150]
+        );
+        assert_eq!(
+            waits(&Script::from_json(text).unwrap().paced(0.0)),
+            vec![0, 0]
+        );
+    }
+
+    #[test]
+    fn the_demo_script_parses_and_pauses_like_an_agent() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/script.json");
+        let script = Script::from_file(&path).unwrap();
+        let snake = script.turns.iter().find(|t| t.when == "snake").unwrap();
+        for step in &snake.steps {
+            assert!(
+                matches!(step.first(), Some(Output::WaitMs(ms)) if *ms >= 1000),
+                "{step:?}"
+            );
+        }
+    }
     use serde_json::json;
 
     fn user(text: &str) -> Value {
