@@ -31,6 +31,8 @@ pub struct Engine {
     pub store: Store,
     pub runner: RunnerClient,
     pub hubs: Arc<Hubs>,
+    /// Which sessions changed, announced by Postgres.
+    pub changes: crate::session_changes::SessionChanges,
     /// Canonical `WORKSPACES_ROOT`.
     pub root: PathBuf,
     /// One worker per session with queued or running runs.
@@ -61,6 +63,7 @@ impl Engine {
         Arc::new(Self {
             runner: RunnerClient::new(&config.runner_url),
             hubs: Arc::new(Hubs::new(config.limits.max_events_per_run)),
+            changes: crate::session_changes::SessionChanges::listen(config.database_url.clone()),
             config,
             store,
             root,

@@ -10,5 +10,6 @@ pub mod engine;
 pub mod git;
 pub mod hub;
 pub mod runner_client;
+pub mod session_changes;
 pub mod startup;
 pub mod store;

@@ -43,6 +43,7 @@ pub fn fake_codex(path: &Path, lines: &[&str]) {
 /// One SSE event as a client sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SseEvent {
+    /// 0 when the event has none.
     pub id: u64,
     pub event: String,
     pub data: Value,
@@ -119,7 +120,12 @@ impl Subscription {
                 continue;
             }
             return Some(SseEvent {
-                id: event.id.parse().unwrap(),
+                // 0 for an event without an id (a stream of states).
+                id: if event.id.is_empty() {
+                    0
+                } else {
+                    event.id.parse().unwrap()
+                },
                 event: event.event,
                 data: serde_json::from_str(&event.data).unwrap(),
                 text: event.data,

@@ -150,6 +150,25 @@ pub struct SessionPage {
     pub offset: i64,
 }
 
+/// One event of `GET /api/sessions/events`; its `type` is also the SSE
+/// event name.
+#[derive(Debug, Object)]
+pub struct SessionChange {
+    /// `snapshot`: `sessions` and `total` replace the whole list (the newest
+    /// 200, as `GET /api/sessions?limit=200`). `updated`: `session` is the
+    /// session's new state (it may be new). `deleted`: `session_id` is gone.
+    #[oai(rename = "type")]
+    pub kind: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub sessions: Option<Vec<Session>>,
+    #[oai(skip_serializing_if_is_none)]
+    pub total: Option<i64>,
+    #[oai(skip_serializing_if_is_none)]
+    pub session: Option<Session>,
+    #[oai(skip_serializing_if_is_none)]
+    pub session_id: Option<Uuid>,
+}
+
 /// `POST /api/sessions/{id}/prompt`
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]

@@ -3,19 +3,24 @@
 
 use std::sync::Arc;
 
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::Json;
+use poem_openapi::payload::{EventStream, Json};
+use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, OpenApi};
+use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult};
 use super::models::{
-    CreateSession, PromptAccepted, PromptRequest, RunStatus, Session, SessionPage,
+    CreateSession, PromptAccepted, PromptRequest, RunStatus, Session, SessionChange, SessionPage,
 };
 use super::{parse_id, ApiTags};
 use crate::domain::{Depth, GitRef, Prompt, RepoUrl};
 use crate::engine::Engine;
 use crate::git::{CloneRequest, Credentials};
+use crate::session_changes::Change;
 use crate::store::Enqueue;
 
 pub struct SessionsApi {
@@ -35,6 +40,24 @@ enum Deleted {
     #[oai(status = 204)]
     NoContent,
 }
+
+#[derive(ApiResponse)]
+enum Changes {
+    /// Server-Sent Events of `SessionChange`: a `snapshot` first, then
+    /// `updated` and `deleted` as sessions change, and a `snapshot` again
+    /// whenever changes may have been missed. Keep-alive comments while idle.
+    #[oai(status = 200)]
+    Ok(
+        EventStream<BoxStream<'static, SessionChange>>,
+        /// Tells reverse proxies not to buffer the stream.
+        #[oai(header = "X-Accel-Buffering")]
+        String,
+        #[oai(header = "Cache-Control")] String,
+    ),
+}
+
+/// Sessions in a `snapshot` of the change stream.
+const SNAPSHOT_SIZE: i64 = 200;
 
 #[derive(ApiResponse)]
 enum Queued {
@@ -153,6 +176,71 @@ impl SessionsApi {
             limit,
             offset,
         }))
+    }
+
+    /// Follow every session's state
+    ///
+    /// For `EventSource`: one source of truth for a list of sessions and
+    /// their headers, instead of polling. The stream has no ids: it carries
+    /// states, not a log, and a reconnect starts with a new `snapshot`.
+    #[oai(
+        path = "/events",
+        method = "get",
+        operation_id = "stream_session_changes"
+    )]
+    async fn changes(&self) -> ApiResult<Changes> {
+        // Subscribed before the first snapshot is read: a change made in
+        // between comes after it, never before.
+        let mut changes = self.engine.changes.subscribe();
+        let engine = self.engine.clone();
+        let stream = async_stream::stream! {
+            let view = |row| SessionsApi { engine: engine.clone() }.view(row);
+            let mut stale = true;
+            loop {
+                if stale {
+                    // A database that is away leaves the list stale until
+                    // the next change or resync tries again.
+                    if let Ok((rows, total)) = engine.store.sessions(SNAPSHOT_SIZE, 0).await {
+                        stale = false;
+                        yield SessionChange {
+                            kind: "snapshot".into(),
+                            sessions: Some(rows.into_iter().map(view).collect()),
+                            total: Some(total),
+                            session: None,
+                            session_id: None,
+                        };
+                    }
+                }
+                match changes.recv().await {
+                    Ok(Change::Session(id)) if !stale => match engine.store.session(id).await {
+                        Ok(Some(row)) => yield SessionChange {
+                            kind: "updated".into(),
+                            sessions: None,
+                            total: None,
+                            session: Some(view(row)),
+                            session_id: None,
+                        },
+                        Ok(None) => yield SessionChange {
+                            kind: "deleted".into(),
+                            sessions: None,
+                            total: None,
+                            session: None,
+                            session_id: Some(id),
+                        },
+                        Err(_) => stale = true,
+                    },
+                    Ok(_) | Err(RecvError::Lagged(_)) => stale = true,
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        };
+        let stream = EventStream::new(stream.boxed())
+            .keep_alive(self.engine.config.limits.keep_alive)
+            .to_event(|change: SessionChange| {
+                let data = change.to_json().map(|v| v.to_string()).unwrap_or_default();
+                poem::web::sse::Event::message(data).event_type(change.kind)
+            });
+        Ok(Changes::Ok(stream, "no".into(), "no-cache".into()))
     }
 
     /// Get a session

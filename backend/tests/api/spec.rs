@@ -4,11 +4,12 @@ use serde_json::Value;
 
 use crate::helpers::TestStack;
 
-const OPERATIONS: [(&str, &str); 14] = [
+const OPERATIONS: [(&str, &str); 15] = [
     ("/health", "get"),
     ("/ready", "get"),
     ("/api/sessions", "post"),
     ("/api/sessions", "get"),
+    ("/api/sessions/events", "get"),
     ("/api/sessions/{session_id}", "get"),
     ("/api/sessions/{session_id}", "delete"),
     ("/api/sessions/{session_id}/prompt", "post"),

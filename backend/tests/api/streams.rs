@@ -67,3 +67,52 @@ async fn codex_errors_are_named_codex_error_on_the_stream() {
         assert_eq!(error.data["type"], "error", "{}", error.data);
     }
 }
+
+#[tokio::test]
+async fn the_session_stream_follows_a_session_from_cloning_to_deleted() {
+    let stack = TestStack::start().await;
+    let mut changes =
+        test_support::Subscription::open(&stack.client, &stack.url("/api/sessions/events"), None)
+            .await;
+    let snapshot = changes.next().await.unwrap();
+    assert_eq!(snapshot.event, "snapshot");
+    assert_eq!(snapshot.data["sessions"], serde_json::json!([]));
+    assert_eq!(snapshot.data["total"], 0);
+    let repo = stack.make_repo("project");
+
+    let created = stack
+        .post(
+            "/api/sessions",
+            serde_json::json!({"repo_url": format!("file://{}", repo.display())}),
+        )
+        .await;
+    assert_eq!(created.status(), 202);
+    let id = created.json::<serde_json::Value>().await.unwrap()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let updates = changes
+        .until(|e| e.data["session"]["status"] == "ready")
+        .await;
+
+    assert!(updates.iter().all(|e| e.event == "updated"), "{updates:?}");
+    assert!(updates
+        .iter()
+        .all(|e| e.data["session"]["session_id"] == id.as_str()));
+    assert_eq!(updates[0].data["session"]["status"], "cloning");
+    let last = &updates.last().unwrap().data["session"];
+    // What the stream says last is what the API says now.
+    let read = stack.get_json(&format!("/api/sessions/{id}")).await;
+    assert_eq!(last["status"], read["status"]);
+    assert_eq!(last["base_commit"], read["base_commit"]);
+
+    let deleted = stack
+        .client
+        .delete(stack.url(&format!("/api/sessions/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let gone = changes.until(|e| e.event == "deleted").await;
+    assert_eq!(gone.last().unwrap().data["session_id"], id.as_str());
+}
