@@ -38,27 +38,65 @@ async fn refuse_ready(db: &TestDb, times: u32) {
     .await;
 }
 
+/// A named pipe in the session's workspace: a scripted `cat <name>` blocks
+/// on it until the test opens it (`open_gate`), so a run waits for the test
+/// with no clock involved.
+fn make_gate(stack: &TestStack, session: &str, name: &str) -> std::path::PathBuf {
+    let path = stack.workspace(session).join(name);
+    let status = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    path
+}
+
+/// Lets the command reading `gate` go on (blocks until it reads).
+async fn open_gate(gate: std::path::PathBuf) {
+    tokio::task::spawn_blocking(move || std::fs::write(gate, "open\n"))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+fn is_command(event: &test_support::SseEvent, phase: &str, command: &str) -> bool {
+    event.label() == format!("{phase}:command_execution")
+        && event.data["item"]["command"]
+            .as_str()
+            .is_some_and(|c| c.contains(command))
+}
+
 #[tokio::test]
 async fn events_emitted_while_postgres_is_down_are_stored_without_gaps_or_duplicates() {
     let mut stack = TestStack::start_on_own_cluster().await;
     let (session, _) = stack.ready_session().await;
-    let run = stack.prompt(&session, "work slowly").await;
+    let first_gate = make_gate(&stack, &session, "first-gate");
+    let second_gate = make_gate(&stack, &session, "second-gate");
+    let run = stack.prompt(&session, "go through an outage").await;
     let mut live = stack.subscribe(&run, None).await;
-    let mut seen = live.until(|e| e.event == "turn.started").await;
+    let mut seen = live
+        .until(|e| is_command(e, "item.started", "cat first-gate"))
+        .await;
     let runner_run = runner_run_id(&stack.db, &run).await.unwrap();
-
-    stack.db.stop_server().await;
-    // The rest of the run happens on the runner while Postgres is down.
-    let upstream = Subscription::open(
+    let mut upstream = Subscription::open(
         &stack.client,
         &stack.runner_url(&format!("/runs/{runner_run}/events")),
         None,
     )
-    .await
-    .rest()
     .await;
-    assert_eq!(upstream.last().unwrap().event, "run.completed");
+
+    // Events are emitted while Postgres is down: the first command ends,
+    // the second starts and waits at its gate.
+    stack.db.stop_server().await;
+    open_gate(first_gate).await;
+    upstream
+        .until(|e| is_command(e, "item.started", "cat second-gate"))
+        .await;
+    // Postgres is back before the run ends, so the outcome is written
+    // normally: nothing but the relay's own writes can bring those events
+    // back.
     stack.db.start_server().await;
+    open_gate(second_gate).await;
     seen.extend(live.rest().await);
     let replay = stack.events(&run).await;
 
@@ -85,8 +123,8 @@ async fn events_emitted_while_postgres_is_down_are_stored_without_gaps_or_duplic
     assert_eq!(seen, replay, "the replay is what the live subscriber saw");
     let state = stack.get_json(&format!("/api/runs/{run}")).await;
     assert_eq!(state["status"], "completed");
-    assert_eq!(state["final_response"], "done slowly");
-    assert_eq!(state["files"]["created"], json!(["three.txt"]));
+    assert_eq!(state["final_response"], "went through");
+    assert_eq!(state["files"]["created"], json!(["after.txt"]));
 }
 
 #[tokio::test]
@@ -195,11 +233,15 @@ async fn deleting_a_session_while_its_run_ends_is_quiet() {
         .unwrap();
     assert_eq!(deleted.status(), 204);
     let rest = live.rest().await;
+    // The run's end was logged before its stream ended; once a request made
+    // after that is in the log, so is everything the run logged.
+    let gone = stack.get(&format!("/api/runs/{run}")).await;
+    assert_eq!(gone.status(), 404);
+    // The request's span ends right after the uri: `.../{run}}`.
+    let request = format!("uri=/api/runs/{run}}}");
     stack
         .log
-        .wait_for(|line| {
-            line.contains("run finished") || line.contains("run ended after it was deleted")
-        })
+        .wait_for(|line| line.contains(&request) && line.contains("status=404"))
         .await;
 
     assert_eq!(labels(&rest).last().unwrap(), "run.cancelled");
@@ -210,7 +252,6 @@ async fn deleting_a_session_while_its_run_ends_is_quiet() {
         .filter(|line| line.contains(" ERROR "))
         .collect();
     assert!(errors.is_empty(), "{errors:#?}");
-    assert_eq!(stack.get(&format!("/api/runs/{run}")).await.status(), 404);
     assert!(!stack.root.join(&session).exists());
     assert!(!process_with_marker_exists("BACKEND_TARRY_MARKER"));
 }

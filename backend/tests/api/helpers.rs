@@ -186,6 +186,11 @@ pub fn script() -> Script {
             {"when": "tarry", "steps": [
                 [{"exec": "bash -c 'sleep 30; true' BACKEND_TARRY_MARKER"}],
                 [{"message": "tarried"}]]},
+            {"when": "through an outage", "steps": [
+                [{"reasoning": "before"}, {"exec": "cat first-gate"}],
+                [{"reasoning": "between"}, {"exec": "cat second-gate"}],
+                [{"reasoning": "after"}, {"exec": "echo after > after.txt"}],
+                [{"message": "went through"}]]},
             {"when": "slowly", "steps": [
                 [{"reasoning": "one"}, {"wait_ms": 400}, {"exec": "echo one"}],
                 [{"reasoning": "two"}, {"wait_ms": 400}, {"exec": "echo two"}],
