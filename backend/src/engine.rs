@@ -4,6 +4,7 @@
 //! again after a restart.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,17 @@ use crate::store::{EventRow, RunOutcome, RunRow, SessionRow, Store};
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// Attempts to reach the runner's event stream before a run is failed.
 const RELAY_ATTEMPTS: u32 = 8;
+/// The first pause before a failed database call is tried again; it doubles
+/// up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Failures of one call logged as warnings before they are errors: a short
+/// blip (a restart of Postgres, a dropped connection) is not an operator's
+/// business, an outage is.
+const QUIET_FAILURES: u32 = 5;
+/// Attempts to mark a finished clone ready (about six seconds in all)
+/// before the session is failed instead.
+const READY_ATTEMPTS: u32 = 7;
 
 pub struct Engine {
     pub config: Arc<Config>,
@@ -41,8 +53,6 @@ pub struct Engine {
     /// while it is marked deleted (the clone task) or finds it absent (a
     /// delete) removes its folder: under this lock exactly one of them does.
     clones: Mutex<HashMap<Uuid, CloneTask>>,
-    /// Runs whose cancel came before the runner knew them.
-    pending_cancels: Mutex<HashSet<Uuid>>,
     /// Bytes the checkouts in progress are about to write.
     checkout_reserved: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -69,7 +79,6 @@ impl Engine {
             root,
             workers: tokio::sync::Mutex::new(HashMap::new()),
             clones: Mutex::new(HashMap::new()),
-            pending_cancels: Mutex::new(HashSet::new()),
             checkout_reserved: Arc::default(),
         })
     }
@@ -202,32 +211,43 @@ impl Engine {
             }
         };
         // Conditional on the row still being `cloning`: a delete that came
-        // first makes this a no-op, and then nothing may stay behind.
-        match self
-            .store
-            .mark_ready(session, &commit, thread.as_deref())
-            .await
-        {
-            Ok(true) => {
-                tracing::info!(%commit, "clone ready");
-                thread
-            }
-            Ok(false) => {
-                if let Some(thread) = &thread {
-                    self.delete_runner_thread(thread).await;
-                }
-                self.remove_session_dir(session).await;
-                None
+        // first makes this a no-op, and then nothing may stay behind. An
+        // error is not a delete: the update is tried again, and if it never
+        // goes through the session fails with a reason instead of staying
+        // `cloning`.
+        let ready = retry_bounded("mark the clone ready", READY_ATTEMPTS, || {
+            self.store.mark_ready(session, &commit, thread.as_deref())
+        })
+        .await;
+        if let Ok(true) = ready {
+            tracing::info!(%commit, "clone ready");
+            return thread;
+        }
+        // Not ready: what the clone made goes before the session says so,
+        // so a `failed` session never has a folder.
+        if let Some(thread) = &thread {
+            self.delete_runner_thread(thread).await;
+        }
+        self.remove_session_dir(session).await;
+        match ready {
+            Ok(_) => {
+                tracing::info!("the session was deleted or failed while it was cloned");
             }
             Err(error) => {
-                tracing::error!(error.cause_chain = ?error, "cannot mark the clone ready");
-                if let Some(thread) = &thread {
-                    self.delete_runner_thread(thread).await;
+                tracing::error!(error.cause_chain = ?error, "cannot mark the clone ready; failing the session");
+                let failed = retry_bounded("fail the session", READY_ATTEMPTS, || {
+                    self.store
+                        .mark_failed_if_cloning(session, READY_FAILED_MESSAGE)
+                })
+                .await;
+                if let Err(error) = failed {
+                    // The next start of the backend fails a session it
+                    // finds `cloning`.
+                    tracing::error!(error.cause_chain = ?error, "cannot fail the session either");
                 }
-                self.remove_session_dir(session).await;
-                None
             }
         }
+        None
     }
 
     /// Writes the clone's progress when it changed since the last write.
@@ -355,12 +375,9 @@ impl Engine {
                     "the session's clone failed: {}",
                     session.error.as_deref().unwrap_or("unknown error")
                 );
-                if let Err(e) = self
-                    .finish_without_runner(&run, "run.failed", Some(error))
-                    .await
-                {
-                    tracing::error!(error.cause_chain = ?e, "cannot fail the run");
-                }
+                self.end_without_runner(&run, "run.failed", Some(error))
+                    .instrument(span)
+                    .await;
                 continue;
             }
             self.execute(&session, run).instrument(span).await;
@@ -379,14 +396,23 @@ impl Engine {
                 .unwrap_or_default();
             match &run.runner_run_id {
                 Some(runner_run) => {
-                    let after = self.store.last_seq(run.id).await.unwrap_or(0) as u64;
+                    if run.cancel_requested {
+                        // The process that took the cancel may have died
+                        // before it told the runner.
+                        self.cancel_on_runner(runner_run).await;
+                    }
+                    let after =
+                        retry_forever("read the last stored event", || self.store.last_seq(run.id))
+                            .await as u64;
                     tracing::info!(after, "re-attaching to the runner's stream");
                     self.relay(session, &run, runner_run, after, before).await;
                 }
+                None if run.cancel_requested => {
+                    self.end_without_runner(&run, "run.cancelled", None).await;
+                }
                 None => {
-                    let error = "the backend stopped before the run reached the runner; send the prompt again".to_owned();
-                    let _ = self
-                        .finish_without_runner(&run, "run.failed", Some(error))
+                    let error = "the backend stopped before the run reached the runner; send the prompt again";
+                    self.end_without_runner(&run, "run.failed", Some(error.to_owned()))
                         .await;
                 }
             }
@@ -402,9 +428,16 @@ impl Engine {
         };
         let before_json = serde_json::to_value(&before).unwrap_or(Value::Null);
         match self.store.start_run(run.id, &before_json).await {
-            Ok(true) => {}
-            Ok(false) => return, // cancelled while queued
+            Ok(Some(false)) => {}
+            Ok(Some(true)) => {
+                // Cancelled between the queue and here: the canceller found
+                // it queued, then lost the race to end it; ending it is ours.
+                self.end_without_runner(&run, "run.cancelled", None).await;
+                return;
+            }
+            Ok(None) => return, // cancelled while queued, or deleted
             Err(error) => {
+                // The run is still queued; the worker's loop takes it again.
                 tracing::error!(error.cause_chain = ?error, "cannot start the run");
                 return;
             }
@@ -413,19 +446,40 @@ impl Engine {
         let runner_run = match self.start_on_runner(session, &run.prompt).await {
             Ok(id) => id,
             Err(error) => {
-                let _ = self
-                    .finish_without_runner(&run, "run.failed", Some(error.to_string()))
+                self.end_without_runner(&run, "run.failed", Some(error.to_string()))
                     .await;
                 return;
             }
         };
-        if let Err(error) = self.store.set_runner_run(run.id, &runner_run).await {
-            tracing::error!(error.cause_chain = ?error, "cannot record the runner's run id");
-        }
-        if lock(&self.pending_cancels).remove(&run.id) {
-            let _ = self.runner.cancel_run(&runner_run).await;
+        // Read after the id is stored: a cancel recorded before this update
+        // is seen here, one recorded after it finds the id and tells the
+        // runner itself.
+        let recorded = retry_forever("record the runner's run id", || {
+            self.store.set_runner_run(run.id, &runner_run)
+        })
+        .await;
+        match recorded {
+            Some(false) => {}
+            Some(true) => self.cancel_on_runner(&runner_run).await,
+            None => {
+                // Its session was deleted meanwhile. The relay still follows
+                // the run to its end for the live tail's subscribers.
+                tracing::info!("the run was deleted as it started; cancelling it");
+                self.cancel_on_runner(&runner_run).await;
+            }
         }
         self.relay(session, &run, &runner_run, 0, before).await;
+    }
+
+    /// Asks the runner to cancel; a run it no longer knows or has finished
+    /// needs nothing more.
+    async fn cancel_on_runner(&self, runner_run: &str) {
+        match self.runner.cancel_run(runner_run).await {
+            Ok(()) | Err(RunnerError::NotFound(_)) | Err(RunnerError::Conflict(_)) => {}
+            // The relay is the one to notice a runner that went away: it
+            // fails the run after its attempts to reach the stream.
+            Err(error) => tracing::warn!(%error, "the runner did not take the cancel"),
+        }
     }
 
     /// Starts the prompt on the session's runner thread. A runner that
@@ -443,19 +497,30 @@ impl Engine {
                 other => return other,
             }
         }
-        let latest = self.store.session(session.id).await.ok().flatten();
+        // The latest row, for the Codex thread a run since `session` was
+        // read may have recorded: without it the conversation would start
+        // over.
+        let latest = retry_forever("read the session", || self.store.session(session.id)).await;
         let codex_thread = latest.as_ref().and_then(|s| s.codex_thread_id.clone());
         let thread = self
             .runner
             .create_thread(&dir, codex_thread.as_deref())
             .await?;
-        let _ = self.store.set_runner_thread(session.id, &thread).await;
+        retry_forever("record the runner thread", || {
+            self.store.set_runner_thread(session.id, &thread)
+        })
+        .await;
         self.runner.start_run(&thread, prompt).await
     }
 
     /// Follows the runner's stream of a run from `after`: every event goes
     /// to the live tail at once and to Postgres in batches; the terminal
     /// event is written with the run's outcome in one transaction.
+    ///
+    /// A batch is written before anything after it is read, and a write is
+    /// retried until it succeeds (or finds the run deleted), so `last` is
+    /// always stored when the relay reads on or reconnects: while Postgres
+    /// is away the relay stops reading and the runner keeps the events.
     async fn relay(
         &self,
         session: &SessionRow,
@@ -468,6 +533,7 @@ impl Engine {
         let max_batch = self.config.limits.event_batch;
         let mut last = after;
         let mut failures = 0u32;
+        let mut writer = EventWriter::new(run.id);
         let terminal: EventRow = 'relay: loop {
             // Each pass follows one connection; one that fails, or ends with
             // nothing new, backs off, so a runner that keeps refusing or
@@ -479,7 +545,6 @@ impl Engine {
                 }
                 Err(error) => format!("lost the runner: {error}"),
                 Ok(mut stream) => {
-                    let mut batch: Vec<EventRow> = Vec::new();
                     let last_before = last;
                     loop {
                         // Take what is ready without waiting; write the batch
@@ -488,7 +553,7 @@ impl Engine {
                         let next = match stream.next().now_or_never() {
                             Some(next) => next,
                             None => {
-                                self.persist(run.id, &mut batch).await;
+                                writer.flush(&self.store).await;
                                 stream.next().await
                             }
                         };
@@ -515,19 +580,26 @@ impl Engine {
                             data: event.data,
                         };
                         if is_terminal(&row.event_type) {
-                            self.persist(run.id, &mut batch).await;
+                            writer.flush(&self.store).await;
                             break 'relay row;
                         }
                         if row.event_type == "thread.started" {
                             self.record_codex_thread(session.id, &row.data).await;
                         }
-                        let _ = hub.push_numbered(last, &row.event_type, row.data.clone(), false);
-                        batch.push(row);
-                        if batch.len() >= max_batch {
-                            self.persist(run.id, &mut batch).await;
+                        if let Err(error) =
+                            hub.push_numbered(last, &row.event_type, row.data.clone(), false)
+                        {
+                            // The live tail is a cache in front of Postgres:
+                            // the event is still stored and replayed, only
+                            // this process's live subscribers miss it.
+                            tracing::warn!(?error, seq = last, "the live tail refused an event");
+                        }
+                        writer.push(row);
+                        if writer.len() >= max_batch {
+                            writer.flush(&self.store).await;
                         }
                     }
-                    self.persist(run.id, &mut batch).await;
+                    writer.flush(&self.store).await;
                     if last != last_before {
                         continue;
                     }
@@ -550,20 +622,12 @@ impl Engine {
             .ok()
             .and_then(|v| v["thread_id"].as_str().map(str::to_owned));
         if let Some(id) = id {
-            let _ = self.store.set_codex_thread(session, &id).await;
+            // A deleted session makes this a no-op, not an error.
+            retry_forever("record the Codex thread", || {
+                self.store.set_codex_thread(session, &id)
+            })
+            .await;
         }
-    }
-
-    async fn persist(&self, run_id: Uuid, batch: &mut Vec<EventRow>) {
-        if batch.is_empty() {
-            return;
-        }
-        if let Err(error) = self.store.append_events(run_id, batch).await {
-            // The events stay in the live tail and the runner keeps them: a
-            // restart re-attaches from the last persisted number.
-            tracing::error!(error.cause_chain = ?error, "cannot persist events");
-        }
-        batch.clear();
     }
 
     /// Records the outcome and the files the run changed, then publishes
@@ -599,27 +663,36 @@ impl Engine {
             data: data.to_string(),
             ..terminal
         };
-        match self
-            .store
-            .finish_run(run.id, std::slice::from_ref(&terminal), &outcome)
-            .await
-        {
-            Ok(_) => tracing::info!(status = outcome.status, "run finished"),
-            Err(error) => {
-                tracing::error!(error.cause_chain = ?error, "cannot record the run's outcome")
-            }
+        let recorded = retry_forever("record the run's outcome", || {
+            self.store
+                .finish_run(run.id, std::slice::from_ref(&terminal), &outcome)
+        })
+        .await;
+        if recorded {
+            tracing::info!(status = outcome.status, "run finished");
+        } else {
+            // Deleted with its session while it ended: nothing to record.
+            tracing::info!(
+                status = outcome.status,
+                "run ended after it was deleted; nothing recorded"
+            );
         }
         self.publish_terminal(run.id, terminal);
     }
 
     fn publish_terminal(&self, run_id: Uuid, terminal: EventRow) {
         let hub = self.hubs.open(run_id, terminal.seq as u64);
-        let _ = hub.push_numbered(
+        if let Err(error) = hub.push_numbered(
             terminal.seq as u64,
             &terminal.event_type,
             terminal.data,
             true,
-        );
+        ) {
+            // Only after the tail refused an earlier event (it is full, see
+            // `relay`). The event is stored; a subscriber of this tail
+            // reads it from Postgres once it reconnects.
+            tracing::warn!(?error, "the live tail refused the terminal event");
+        }
         self.hubs.remove(run_id);
     }
 
@@ -630,6 +703,25 @@ impl Engine {
         run: &RunRow,
         kind: &'static str,
         error: Option<String>,
+    ) -> crate::store::Result<bool> {
+        self.finish_without_runner_if(run, kind, error, false).await
+    }
+
+    /// `finish_without_runner` for the worker's own run, retried until
+    /// stored: the run is `running`, and nobody else would end it.
+    async fn end_without_runner(&self, run: &RunRow, kind: &'static str, error: Option<String>) {
+        retry_forever("end the run", || {
+            self.finish_without_runner(run, kind, error.clone())
+        })
+        .await;
+    }
+
+    async fn finish_without_runner_if(
+        &self,
+        run: &RunRow,
+        kind: &'static str,
+        error: Option<String>,
+        only_queued: bool,
     ) -> crate::store::Result<bool> {
         let seq = self.store.last_seq(run.id).await? + 1;
         let data = json!({"type": kind, "runId": run.id, "error": error, "files": null});
@@ -643,10 +735,14 @@ impl Engine {
             error,
             ..Default::default()
         };
-        let finished = self
-            .store
-            .finish_run(run.id, std::slice::from_ref(&terminal), &outcome)
-            .await?;
+        let events = std::slice::from_ref(&terminal);
+        let finished = if only_queued {
+            self.store
+                .finish_queued_run(run.id, events, &outcome)
+                .await?
+        } else {
+            self.store.finish_run(run.id, events, &outcome).await?
+        };
         if finished {
             self.publish_terminal(run.id, terminal);
         }
@@ -654,38 +750,26 @@ impl Engine {
     }
 
     /// Cancels a queued or running run. `Ok(false)` when it already ended.
+    ///
+    /// The request is recorded on the run's row first. A queued run is
+    /// ended here if it is still queued; otherwise its worker honours the
+    /// request when it starts it or records the runner's run id, and a run
+    /// whose runner id is already recorded is cancelled on the runner here.
     pub async fn cancel(&self, run: &RunRow) -> crate::store::Result<bool> {
-        match run.status.as_str() {
-            "queued" => {
-                if self
-                    .finish_without_runner(run, "run.cancelled", None)
-                    .await?
-                {
-                    return Ok(true);
-                }
-                // It started meanwhile: cancel it as a running run.
-                match self.store.run(run.id).await? {
-                    Some(latest) if latest.status == "running" => {
-                        Box::pin(self.cancel(&latest)).await
-                    }
-                    _ => Ok(false),
-                }
-            }
-            "running" => {
-                match &run.runner_run_id {
-                    Some(runner_run) => {
-                        if let Err(error) = self.runner.cancel_run(runner_run).await {
-                            tracing::warn!(%error, "the runner did not take the cancel");
-                        }
-                    }
-                    None => {
-                        lock(&self.pending_cancels).insert(run.id);
-                    }
-                }
-                Ok(true)
-            }
-            _ => Ok(false),
+        let Some(target) = self.store.request_cancel(run.id).await? else {
+            return Ok(false);
+        };
+        if target.status == "queued"
+            && self
+                .finish_without_runner_if(run, "run.cancelled", None, true)
+                .await?
+        {
+            return Ok(true);
         }
+        if let Some(runner_run) = &target.runner_run_id {
+            self.cancel_on_runner(runner_run).await;
+        }
+        Ok(true)
     }
 
     // --- restart ----------------------------------------------------------
@@ -736,6 +820,116 @@ impl Engine {
             self.kick(session).await;
         }
         Ok(())
+    }
+}
+
+/// A run's events on their way to Postgres.
+struct EventWriter {
+    run_id: Uuid,
+    batch: Vec<EventRow>,
+    /// The run was deleted (with its session): its events are no longer
+    /// stored, only relayed to the live tail until the terminal event.
+    gone: bool,
+}
+
+impl EventWriter {
+    fn new(run_id: Uuid) -> Self {
+        Self {
+            run_id,
+            batch: Vec::new(),
+            gone: false,
+        }
+    }
+
+    fn push(&mut self, event: EventRow) {
+        if !self.gone {
+            self.batch.push(event);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.batch.len()
+    }
+
+    /// Stores the batch, retrying until it is stored or the run is found
+    /// deleted; returns with the batch empty either way.
+    async fn flush(&mut self, store: &Store) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = &self.batch;
+        let stored =
+            retry_forever("store events", || store.append_events(self.run_id, batch)).await;
+        if !stored {
+            tracing::info!("the run was deleted; its events are no longer stored");
+            self.gone = true;
+        }
+        self.batch.clear();
+    }
+}
+
+/// Why a session whose clone succeeded failed all the same.
+const READY_FAILED_MESSAGE: &str = "the clone finished but the backend could not record it in its database; delete this session and create it again";
+
+/// Calls `call` until it succeeds, pausing between attempts (doubling up to
+/// `MAX_BACKOFF`). For writes whose data exists nowhere else once dropped:
+/// a run's events and its outcome. While Postgres is away the caller waits
+/// here; nothing it holds is lost.
+async fn retry_forever<T, F, Fut>(what: &str, mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = crate::store::Result<T>>,
+{
+    let mut delay = FIRST_BACKOFF;
+    let mut failures = 0u32;
+    loop {
+        match call().await {
+            Ok(value) => {
+                if failures > 0 {
+                    tracing::info!(what, failures, "database call went through after retrying");
+                }
+                return value;
+            }
+            Err(error) => {
+                failures += 1;
+                log_failure(what, failures, &error);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// `retry_forever` with at most `attempts` calls; the last error is the
+/// caller's.
+async fn retry_bounded<T, F, Fut>(what: &str, attempts: u32, mut call: F) -> crate::store::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = crate::store::Result<T>>,
+{
+    let mut delay = FIRST_BACKOFF;
+    let mut failures = 0u32;
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(error) => {
+                failures += 1;
+                if failures >= attempts {
+                    return Err(error);
+                }
+                log_failure(what, failures, &error);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+fn log_failure(what: &str, failures: u32, error: &crate::store::StoreError) {
+    if failures <= QUIET_FAILURES {
+        tracing::warn!(error.cause_chain = ?error, what, failures, "database call failed; retrying");
+    } else {
+        tracing::error!(error.cause_chain = ?error, what, failures, "database call keeps failing; retrying");
     }
 }
 

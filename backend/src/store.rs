@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde_json::Value;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
@@ -32,6 +33,14 @@ pub enum StoreError {
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+impl StoreError {
+    /// A row the statement refers to is gone: an event of a run whose
+    /// session was deleted meanwhile.
+    fn is_foreign_key_violation(&self) -> bool {
+        matches!(self, StoreError::Query(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION))
+    }
+}
 
 #[derive(Clone)]
 pub struct Store {
@@ -86,6 +95,9 @@ pub struct RunRow {
     pub error: Option<String>,
     pub status_before: Option<Value>,
     pub files: Option<Value>,
+    /// A cancel was asked for; the worker honours it once the runner's run
+    /// id is recorded (or before it starts the run on the runner).
+    pub cancel_requested: bool,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -105,6 +117,7 @@ impl From<&Row> for RunRow {
             error: row.get("error"),
             status_before: row.get("status_before"),
             files: row.get("files"),
+            cancel_requested: row.get("cancel_requested"),
             created_at: row.get("created_at"),
             started_at: row.get("started_at"),
             finished_at: row.get("finished_at"),
@@ -145,6 +158,13 @@ pub struct RunOutcome {
     pub usage: Option<Value>,
     pub error: Option<String>,
     pub files: Option<Value>,
+}
+
+/// A run as a cancel request found it.
+#[derive(Debug, Clone)]
+pub struct CancelTarget {
+    pub status: String,
+    pub runner_run_id: Option<String>,
 }
 
 /// Result of trying to queue a prompt.
@@ -436,47 +456,99 @@ impl Store {
         Ok(row.as_ref().map(RunRow::from))
     }
 
-    /// Moves a queued run to running; `false` if it was cancelled meanwhile.
-    pub async fn start_run(&self, id: Uuid, status_before: &Value) -> Result<bool> {
-        let n = self
+    /// Moves a queued run to running. `None` if it is no longer queued
+    /// (cancelled meanwhile, or deleted), else whether a cancel was asked
+    /// for while it was queued.
+    pub async fn start_run(&self, id: Uuid, status_before: &Value) -> Result<Option<bool>> {
+        let row = self
             .client()
             .await?
-            .execute(
+            .query_opt(
                 "UPDATE runs SET status = 'running', started_at = now(), status_before = $2
-                 WHERE id = $1 AND status = 'queued'",
+                 WHERE id = $1 AND status = 'queued' RETURNING cancel_requested",
                 &[&id, status_before],
             )
             .await?;
-        Ok(n == 1)
+        Ok(row.map(|r| r.get(0)))
     }
 
-    pub async fn set_runner_run(&self, id: Uuid, runner_run_id: &str) -> Result<()> {
-        self.client()
+    /// Records the runner's run id. `None` when the run no longer exists
+    /// (its session was deleted), else whether a cancel was asked for: a
+    /// cancel request and this update serialise on the row, so one of the
+    /// two always sees the other.
+    pub async fn set_runner_run(&self, id: Uuid, runner_run_id: &str) -> Result<Option<bool>> {
+        let row = self
+            .client()
             .await?
-            .execute(
-                "UPDATE runs SET runner_run_id = $2 WHERE id = $1",
+            .query_opt(
+                "UPDATE runs SET runner_run_id = $2 WHERE id = $1 RETURNING cancel_requested",
                 &[&id, &runner_run_id],
             )
             .await?;
-        Ok(())
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Records a cancel request on a queued or running run and returns what
+    /// the run looked like then; `None` when it already ended or is gone.
+    pub async fn request_cancel(&self, id: Uuid) -> Result<Option<CancelTarget>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "UPDATE runs SET cancel_requested = true
+                 WHERE id = $1 AND status IN ('queued', 'running')
+                 RETURNING status, runner_run_id",
+                &[&id],
+            )
+            .await?;
+        Ok(row.map(|r| CancelTarget {
+            status: r.get(0),
+            runner_run_id: r.get(1),
+        }))
     }
 
     /// Writes the run's last events and its outcome in one transaction.
-    /// Returns `false` when the run had already finished.
+    /// Returns `false` when the run had already finished or no longer
+    /// exists; then nothing is written.
     pub async fn finish_run(
         &self,
         id: Uuid,
         events: &[EventRow],
         outcome: &RunOutcome,
     ) -> Result<bool> {
+        self.finish_if(id, events, outcome, &["queued", "running"])
+            .await
+    }
+
+    /// `finish_run` for a run that has not started: `false` when it started
+    /// meanwhile (its worker ends it), finished, or is gone.
+    pub async fn finish_queued_run(
+        &self,
+        id: Uuid,
+        events: &[EventRow],
+        outcome: &RunOutcome,
+    ) -> Result<bool> {
+        self.finish_if(id, events, outcome, &["queued"]).await
+    }
+
+    async fn finish_if(
+        &self,
+        id: Uuid,
+        events: &[EventRow],
+        outcome: &RunOutcome,
+        statuses: &[&str],
+    ) -> Result<bool> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        insert_events(&tx, id, events).await?;
+        // The row first: its lock keeps a concurrent delete of the session
+        // waiting until the events are in, and when the run has ended or is
+        // gone no event is written (an early terminal event would shadow
+        // the relay's own event of the same number).
         let n = tx
             .execute(
                 "UPDATE runs SET status = $2, final_response = $3, usage = $4, error = $5,
                         files = $6, finished_at = now()
-                 WHERE id = $1 AND status IN ('queued', 'running')",
+                 WHERE id = $1 AND status = ANY($7::text[])",
                 &[
                     &id,
                     &outcome.status,
@@ -484,11 +556,17 @@ impl Store {
                     &outcome.usage,
                     &outcome.error,
                     &outcome.files,
+                    &statuses,
                 ],
             )
             .await?;
+        if n == 0 {
+            // Dropping the transaction rolls it back; nothing was written.
+            return Ok(false);
+        }
+        insert_events(&tx, id, events).await?;
         tx.commit().await?;
-        Ok(n == 1)
+        Ok(true)
     }
 
     /// Runs that were queued or running when the previous process stopped.
@@ -506,12 +584,18 @@ impl Store {
 
     // --- events ---------------------------------------------------------
 
-    pub async fn append_events(&self, run_id: Uuid, events: &[EventRow]) -> Result<()> {
+    /// Stores a batch of a run's events. `Ok(false)` when the run no longer
+    /// exists (its session was deleted): a normal end, not an error.
+    pub async fn append_events(&self, run_id: Uuid, events: &[EventRow]) -> Result<bool> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let client = self.client().await?;
-        insert_events(&client, run_id, events).await
+        match insert_events(&client, run_id, events).await {
+            Ok(()) => Ok(true),
+            Err(error) if error.is_foreign_key_violation() => Ok(false),
+            Err(error) => Err(error),
+        }
     }
 
     /// Events with `after < seq < before`, in order, at most `limit`.

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use runner::config::{Config as RunnerConfig, Limits, SandboxLimits};
@@ -18,27 +19,88 @@ pub struct TestDb {
     admin_url: String,
     name: String,
     pub url: String,
-    _cluster: Option<(local_postgres::LocalPostgres, tempfile::TempDir)>,
+    cluster: Option<Cluster>,
+}
+
+/// A private PostgreSQL cluster, which a test may stop and start again.
+struct Cluster {
+    /// `None` while stopped.
+    server: Option<local_postgres::LocalPostgres>,
+    data: PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("pg");
+        let server = {
+            let data = data.clone();
+            tokio::task::spawn_blocking(move || local_postgres::LocalPostgres::start(&data, None))
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        Self {
+            port: server.port(),
+            server: Some(server),
+            data,
+            _dir: dir,
+        }
+    }
 }
 
 impl TestDb {
     /// Uses the server of `DATABASE_URL` when given, else starts a private
     /// cluster the way the one-command run does.
     pub async fn create() -> Self {
-        let (admin_url, cluster) = match std::env::var("DATABASE_URL") {
-            Ok(url) if !url.is_empty() => (url, None),
-            _ => {
-                let dir = tempfile::tempdir().unwrap();
-                let data = dir.path().join("pg");
-                let pg = tokio::task::spawn_blocking(move || {
-                    local_postgres::LocalPostgres::start(&data, None)
-                })
-                .await
-                .unwrap()
-                .unwrap();
-                (pg.url("postgres"), Some((pg, dir)))
-            }
-        };
+        match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.is_empty() => Self::create_on(url, None).await,
+            _ => Self::create_on_own_cluster().await,
+        }
+    }
+
+    /// A database on a cluster of its own, which the test may stop
+    /// (`stop_server`): the shared server of `DATABASE_URL` must not be.
+    pub async fn create_on_own_cluster() -> Self {
+        let cluster = Cluster::start().await;
+        let admin_url = cluster.server.as_ref().unwrap().url("postgres");
+        Self::create_on(admin_url, Some(cluster)).await
+    }
+
+    /// Stops this database's own cluster (`pg_ctl stop -m fast`): every
+    /// connection is closed, new ones are refused.
+    pub async fn stop_server(&mut self) {
+        let cluster = self
+            .cluster
+            .as_mut()
+            .expect("the database has no cluster of its own");
+        let server = cluster.server.take().expect("the cluster is running");
+        tokio::task::spawn_blocking(move || server.stop())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Starts the stopped cluster again, on the same port and data.
+    pub async fn start_server(&mut self) {
+        let cluster = self
+            .cluster
+            .as_mut()
+            .expect("the database has no cluster of its own");
+        assert!(cluster.server.is_none(), "the cluster is running");
+        let (data, port) = (cluster.data.clone(), cluster.port);
+        let server = tokio::task::spawn_blocking(move || {
+            local_postgres::LocalPostgres::start(&data, Some(port))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        cluster.server = Some(server);
+    }
+
+    async fn create_on(admin_url: String, cluster: Option<Cluster>) -> Self {
         let name = format!("test_{}", uuid::Uuid::new_v4().simple());
         let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
             .await
@@ -54,8 +116,17 @@ impl TestDb {
             admin_url,
             name,
             url: url.to_string(),
-            _cluster: cluster,
+            cluster,
         }
+    }
+
+    /// Runs statements on the test database (e.g. to plant a fault).
+    pub async fn execute(&self, sql: &str) {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client.batch_execute(sql).await.unwrap();
     }
 
     /// A query on the test database, for assertions on what is stored.
@@ -111,6 +182,17 @@ pub fn script(marker: &str) -> Script {
             {"when": "doze", "steps": [
                 [{"exec": format!("bash -c 'sleep 30; true' {marker}")}],
                 [{"message": "dozed"}]]},
+            {"when": "linger", "steps": [
+                [{"exec": "bash -c 'sleep 30; true' BACKEND_LINGER_MARKER"}],
+                [{"message": "lingered"}]]},
+            {"when": "tarry", "steps": [
+                [{"exec": "bash -c 'sleep 30; true' BACKEND_TARRY_MARKER"}],
+                [{"message": "tarried"}]]},
+            {"when": "through an outage", "steps": [
+                [{"reasoning": "before"}, {"exec": "cat first-gate"}],
+                [{"reasoning": "between"}, {"exec": "cat second-gate"}],
+                [{"reasoning": "after"}, {"exec": "echo after > after.txt"}],
+                [{"message": "went through"}]]},
             {"when": "slowly", "steps": [
                 [{"reasoning": "one"}, {"wait_ms": 400}, {"exec": "echo one"}],
                 [{"reasoning": "two"}, {"wait_ms": 400}, {"exec": "echo two"}],
@@ -139,6 +221,43 @@ pub struct Backend {
     child: tokio::process::Child,
 }
 
+/// Every line the backend processes of a stack logged, in order.
+#[derive(Default)]
+pub struct BackendLog {
+    lines: Mutex<Vec<String>>,
+    added: tokio::sync::Notify,
+}
+
+impl BackendLog {
+    fn add(&self, line: String) {
+        eprintln!("backend| {line}");
+        self.lines.lock().unwrap().push(line);
+        self.added.notify_waiters();
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits until a line that `matches` was logged.
+    pub async fn wait_for(&self, matches: impl Fn(&str) -> bool) {
+        tokio::time::timeout(HANG_GUARD, async {
+            loop {
+                // Armed before looking, so a line added in between wakes us.
+                let added = self.added.notified();
+                tokio::pin!(added);
+                added.as_mut().enable();
+                if self.lines.lock().unwrap().iter().any(|l| matches(l)) {
+                    return;
+                }
+                added.await;
+            }
+        })
+        .await
+        .expect("the backend never logged the awaited line");
+    }
+}
+
 pub struct TestStack {
     pub db: TestDb,
     pub model: ScriptedModel,
@@ -163,6 +282,8 @@ pub struct TestStack {
     backend: Option<Backend>,
     /// More environment for the backend, e.g. a small limit.
     pub backend_env: Vec<(String, String)>,
+    /// What the backend logged (every process of it, in order).
+    pub log: Arc<BackendLog>,
     _dir: tempfile::TempDir,
 }
 
@@ -180,8 +301,29 @@ impl TestStack {
         Self::start_custom(allow_local, codex_sdk::SandboxMode::WorkspaceWrite, env).await
     }
 
+    /// A stack whose database is on a cluster of its own, which the test
+    /// may stop and start (`stack.db.stop_server()`).
+    pub async fn start_on_own_cluster() -> Self {
+        Self::start_on(
+            TestDb::create_on_own_cluster().await,
+            true,
+            codex_sdk::SandboxMode::WorkspaceWrite,
+            &[],
+        )
+        .await
+    }
+
     /// A stack whose runner uses `sandbox` and whose backend gets `env`.
     pub async fn start_custom(
+        allow_local: bool,
+        sandbox: codex_sdk::SandboxMode,
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::start_on(TestDb::create().await, allow_local, sandbox, env).await
+    }
+
+    async fn start_on(
+        db: TestDb,
         allow_local: bool,
         sandbox: codex_sdk::SandboxMode,
         env: &[(&str, &str)],
@@ -196,7 +338,7 @@ impl TestStack {
             .await
             .unwrap();
         let mut stack = Self {
-            db: TestDb::create().await,
+            db,
             model,
             marker,
             client: reqwest::Client::new(),
@@ -214,6 +356,7 @@ impl TestStack {
             runner_addr: "127.0.0.1:0".to_owned(),
             runner: None,
             backend: None,
+            log: Arc::default(),
             _dir: dir,
         };
         stack.start_runner().await;
@@ -288,9 +431,10 @@ impl TestStack {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = self.log.clone();
         let addr = tokio::time::timeout(HANG_GUARD, async {
             while let Some(line) = lines.next_line().await.unwrap() {
-                eprintln!("backend| {line}");
+                log.add(line.clone());
                 if line.contains("backend listening") {
                     let addr = line
                         .split("addr=")
@@ -307,9 +451,10 @@ impl TestStack {
         .await
         .expect("the backend did not start");
         // Keep echoing its log so a failing test shows it.
+        let log = self.log.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
-                eprintln!("backend| {line}");
+                log.add(line);
             }
         });
         self.base = format!("http://{addr}");

@@ -6,6 +6,7 @@
 mod clone_attacks;
 mod clone_lifecycle;
 mod cors;
+mod faults;
 mod files_attacks;
 mod flows;
 mod git_http;

@@ -1,0 +1,257 @@
+//! Fault tests of the run lifecycle against the real processes: Postgres
+//! stopped mid-run, a store that fails right after a clone, cancels racing
+//! the start of a run, and a session deleted while its run ends.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use test_support::{assert_numbered_from_one, labels, process_with_marker_exists, Subscription};
+
+use crate::helpers::{TestDb, TestStack};
+
+/// The runner's run id the backend recorded for `run`, if any.
+async fn runner_run_id(db: &TestDb, run: &str) -> Option<String> {
+    let rows = db
+        .query(&format!(
+            "SELECT runner_run_id FROM runs WHERE id = '{run}'"
+        ))
+        .await;
+    rows[0].get(0)
+}
+
+/// Makes every UPDATE that would turn a session `ready` fail, the first
+/// `times` times, inside the test's database.
+async fn refuse_ready(db: &TestDb, times: u32) {
+    // A sequence, because it counts across the failed statements' rollbacks.
+    db.execute(&format!(
+        "CREATE SEQUENCE ready_faults;
+         CREATE FUNCTION refuse_ready() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF nextval('ready_faults') <= {times} THEN
+                 RAISE EXCEPTION 'injected fault: the session cannot become ready';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_ready BEFORE UPDATE ON sessions FOR EACH ROW
+             WHEN (NEW.status = 'ready') EXECUTE FUNCTION refuse_ready();"
+    ))
+    .await;
+}
+
+/// A named pipe in the session's workspace: a scripted `cat <name>` blocks
+/// on it until the test opens it (`open_gate`), so a run waits for the test
+/// with no clock involved.
+fn make_gate(stack: &TestStack, session: &str, name: &str) -> std::path::PathBuf {
+    let path = stack.workspace(session).join(name);
+    let status = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    path
+}
+
+/// Lets the command reading `gate` go on (blocks until it reads).
+async fn open_gate(gate: std::path::PathBuf) {
+    tokio::task::spawn_blocking(move || std::fs::write(gate, "open\n"))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+fn is_command(event: &test_support::SseEvent, phase: &str, command: &str) -> bool {
+    event.label() == format!("{phase}:command_execution")
+        && event.data["item"]["command"]
+            .as_str()
+            .is_some_and(|c| c.contains(command))
+}
+
+#[tokio::test]
+async fn events_emitted_while_postgres_is_down_are_stored_without_gaps_or_duplicates() {
+    let mut stack = TestStack::start_on_own_cluster().await;
+    let (session, _) = stack.ready_session().await;
+    let first_gate = make_gate(&stack, &session, "first-gate");
+    let second_gate = make_gate(&stack, &session, "second-gate");
+    let run = stack.prompt(&session, "go through an outage").await;
+    let mut live = stack.subscribe(&run, None).await;
+    let mut seen = live
+        .until(|e| is_command(e, "item.started", "cat first-gate"))
+        .await;
+    let runner_run = runner_run_id(&stack.db, &run).await.unwrap();
+    let mut upstream = Subscription::open(
+        &stack.client,
+        &stack.runner_url(&format!("/runs/{runner_run}/events")),
+        None,
+    )
+    .await;
+
+    // Events are emitted while Postgres is down: the first command ends,
+    // the second starts and waits at its gate.
+    stack.db.stop_server().await;
+    open_gate(first_gate).await;
+    upstream
+        .until(|e| is_command(e, "item.started", "cat second-gate"))
+        .await;
+    // Postgres is back before the run ends, so the outcome is written
+    // normally: nothing but the relay's own writes can bring those events
+    // back.
+    stack.db.start_server().await;
+    open_gate(second_gate).await;
+    seen.extend(live.rest().await);
+    let replay = stack.events(&run).await;
+
+    assert_eq!(
+        labels(&seen),
+        [
+            "thread.started",
+            "turn.started",
+            "item.completed:reasoning",
+            "item.started:command_execution",
+            "item.completed:command_execution",
+            "item.completed:reasoning",
+            "item.started:command_execution",
+            "item.completed:command_execution",
+            "item.completed:reasoning",
+            "item.started:command_execution",
+            "item.completed:command_execution",
+            "item.completed:agent_message",
+            "turn.completed",
+            "run.completed",
+        ]
+    );
+    assert_numbered_from_one(&seen);
+    assert_eq!(seen, replay, "the replay is what the live subscriber saw");
+    let state = stack.get_json(&format!("/api/runs/{run}")).await;
+    assert_eq!(state["status"], "completed");
+    assert_eq!(state["final_response"], "went through");
+    assert_eq!(state["files"]["created"], json!(["after.txt"]));
+}
+
+#[tokio::test]
+async fn a_ready_update_that_fails_once_still_makes_the_session_ready() {
+    let stack = TestStack::start().await;
+    refuse_ready(&stack.db, 1).await;
+    let repo = stack.make_repo("project");
+
+    let session = stack
+        .session(json!({"repo_url": format!("file://{}", repo.display())}))
+        .await;
+
+    assert_eq!(session["status"], "ready", "{session}");
+    let id = session["session_id"].as_str().unwrap();
+    assert!(stack.workspace(id).join("main.txt").is_file());
+    let run = stack.prompt(id, "hello").await;
+    assert_eq!(
+        stack.events(&run).await.last().unwrap().event,
+        "run.completed"
+    );
+}
+
+#[tokio::test]
+async fn a_clone_that_cannot_be_marked_ready_fails_the_session_and_leaves_no_folder() {
+    let stack = TestStack::start().await;
+    refuse_ready(&stack.db, 1_000).await;
+    let repo = stack.make_repo("project");
+
+    let session = stack
+        .session(json!({"repo_url": format!("file://{}", repo.display())}))
+        .await;
+
+    assert_eq!(session["status"], "failed", "{session}");
+    assert_eq!(
+        session["error"],
+        "the clone finished but the backend could not record it in its database; delete this session and create it again"
+    );
+    let id = session["session_id"].as_str().unwrap();
+    assert!(!stack.root.join(id).exists(), "no folder is left behind");
+    assert_eq!(session["thread_id"], Value::Null);
+    let deleted = stack
+        .client
+        .delete(stack.url(&format!("/api/sessions/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+}
+
+#[tokio::test]
+async fn cancels_racing_the_start_of_a_run_always_end_it_cancelled() {
+    let stack = TestStack::start().await;
+    let (session, _) = stack.ready_session().await;
+
+    for i in 0..30u64 {
+        let run = stack.prompt(&session, "please linger").await;
+        // The gap is what this test varies (0 to 58 ms), so that the cancel
+        // lands before, while and after the worker starts the run on the
+        // runner and records its id; it waits for nothing.
+        tokio::time::sleep(Duration::from_millis(2 * i)).await;
+        let response = stack
+            .post(&format!("/api/runs/{run}/cancel"), json!({}))
+            .await;
+        assert_eq!(response.status(), 202, "run {i}");
+        let events = stack.events(&run).await;
+
+        assert_eq!(
+            events.last().unwrap().event,
+            "run.cancelled",
+            "run {i}: {events:?}"
+        );
+        assert_numbered_from_one(&events);
+        let state = stack.get_json(&format!("/api/runs/{run}")).await;
+        assert_eq!(state["status"], "cancelled", "run {i}");
+        if let Some(runner_run) = runner_run_id(&stack.db, &run).await {
+            let upstream: Value = stack
+                .client
+                .get(stack.runner_url(&format!("/runs/{runner_run}")))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(upstream["status"], "cancelled", "run {i}: {upstream}");
+        }
+    }
+    assert!(!process_with_marker_exists("BACKEND_LINGER_MARKER"));
+}
+
+#[tokio::test]
+async fn deleting_a_session_while_its_run_ends_is_quiet() {
+    let stack = TestStack::start().await;
+    let (session, _) = stack.ready_session().await;
+    let run = stack.prompt(&session, "please tarry").await;
+    let mut live = stack.subscribe(&run, None).await;
+    live.until(|e| e.label() == "item.started:command_execution")
+        .await;
+
+    // The delete cancels the run, so the run ends while its session goes.
+    let deleted = stack
+        .client
+        .delete(stack.url(&format!("/api/sessions/{session}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let rest = live.rest().await;
+    // The run's end was logged before its stream ended; once a request made
+    // after that is in the log, so is everything the run logged.
+    let gone = stack.get(&format!("/api/runs/{run}")).await;
+    assert_eq!(gone.status(), 404);
+    // The request's span ends right after the uri: `.../{run}}`.
+    let request = format!("uri=/api/runs/{run}}}");
+    stack
+        .log
+        .wait_for(|line| line.contains(&request) && line.contains("status=404"))
+        .await;
+
+    assert_eq!(labels(&rest).last().unwrap(), "run.cancelled");
+    let errors: Vec<String> = stack
+        .log
+        .lines()
+        .into_iter()
+        .filter(|line| line.contains(" ERROR "))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(!stack.root.join(&session).exists());
+    assert!(!process_with_marker_exists("BACKEND_TARRY_MARKER"));
+}
