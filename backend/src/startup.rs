@@ -74,7 +74,10 @@ impl Application {
     ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "backend listening");
         let hosts = self.hosts;
-        Server::new_with_acceptor(service_kit::LimitedConnections::new(
+        let engine = self.engine.clone();
+        // In order: the server stops taking requests (and gives open ones a
+        // moment), then the engine's clones, workers and relays stop.
+        let served = Server::new_with_acceptor(service_kit::LimitedConnections::new(
             self.acceptor,
             self.connections,
         ))
@@ -86,6 +89,9 @@ impl Application {
             Some(Duration::from_secs(5)),
         )
         .await
-        .context("the backend's server failed")
+        .context("the backend's server failed");
+        engine.shutdown(Duration::from_secs(10)).await;
+        tracing::info!("backend stopped");
+        served
     }
 }

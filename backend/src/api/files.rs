@@ -26,7 +26,7 @@ pub struct FilesApi {
 impl FilesApi {
     pub fn new(engine: Arc<Engine>) -> Self {
         let diffs = Arc::new(Semaphore::new(
-            engine.config.limits.max_concurrent_diffs.max(1),
+            engine.config().limits.max_concurrent_diffs.max(1),
         ));
         Self { engine, diffs }
     }
@@ -59,7 +59,7 @@ impl FilesApi {
         let path =
             WorkspacePath::parse(raw_path).map_err(|e| ApiError::bad_request(e.to_string()))?;
         let (_, dir) = self.workspace(session_id).await?;
-        let limit = self.engine.config.limits.max_file_bytes;
+        let limit = self.engine.config().limits.max_file_bytes;
         let read = tokio::task::spawn_blocking(move || git::read_file(&dir, &path, limit))
             .await
             .map_err(|e| ApiError::internal(&e))?;
@@ -97,7 +97,7 @@ impl FilesApi {
     )]
     async fn tree(&self, session_id: Path<String>) -> ApiResult<Json<FileTree>> {
         let (_, dir) = self.workspace(&session_id).await?;
-        let limit = self.engine.config.limits.max_tree_entries;
+        let limit = self.engine.config().limits.max_tree_entries;
         let tree = tokio::task::spawn_blocking(move || git::tree(&dir, limit))
             .await
             .map_err(|e| ApiError::internal(&e))?
@@ -147,7 +147,7 @@ impl FilesApi {
         let base = session
             .base_commit
             .ok_or_else(|| ApiError::conflict("the session has no base commit"))?;
-        let limits = &self.engine.config.limits;
+        let limits = &self.engine.config().limits;
         let (max_bytes, max_file_bytes) = (limits.max_diff_bytes, limits.max_file_bytes);
         // Waiting here costs a parked task, not a blocking thread; a client
         // that gives up drops its place in the queue.

@@ -71,8 +71,8 @@ pub fn app(engine: Arc<Engine>) -> impl IntoEndpoint {
     let api = service(&engine);
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
-    let max_body = engine.config.limits.max_body_bytes;
-    let cors = engine.config.cors_origins.clone();
+    let max_body = engine.config().limits.max_body_bytes;
+    let cors = engine.config().cors_origins.clone();
     let route = Route::new()
         .at("/api/openapi.json", spec)
         .nest("/docs", docs)

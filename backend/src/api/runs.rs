@@ -52,7 +52,7 @@ impl RunsApi {
     async fn find(&self, raw: &str) -> ApiResult<crate::store::RunRow> {
         let id = parse_id(raw, "run")?;
         self.engine
-            .store
+            .store()
             .run(id)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("run {id} does not exist")))
@@ -72,7 +72,7 @@ impl RunsApi {
             engine: self.engine.clone(),
         };
         let session = sessions.find(&session_id).await?;
-        let runs = self.engine.store.runs_of_session(session.id).await?;
+        let runs = self.engine.store().runs_of_session(session.id).await?;
         Ok(Json(RunList {
             runs: runs.into_iter().map(Run::from).collect(),
         }))
@@ -138,12 +138,12 @@ impl RunsApi {
                 ))
             })?,
         };
-        if run.has_ended() && self.engine.store.last_seq(run.id).await? <= seq_of(after) {
+        if run.has_ended() && self.engine.store().last_seq(run.id).await? <= seq_of(after) {
             return Ok(Events::NothingLeft);
         }
         let events = subscribe(
-            self.engine.store.clone(),
-            self.engine.hubs.clone(),
+            self.engine.store().clone(),
+            self.engine.hubs().clone(),
             run.id,
             after,
         );
@@ -153,7 +153,7 @@ impl RunsApi {
             .chain(events.map(StreamItem::Event))
             .boxed();
         let stream = EventStream::new(stream)
-            .keep_alive(self.engine.config.limits.keep_alive)
+            .keep_alive(self.engine.config().limits.keep_alive)
             .to_event(to_sse);
         Ok(Events::Ok(stream, "no".into(), "no-cache".into()))
     }

@@ -75,7 +75,7 @@ impl SessionsApi {
     pub async fn find(&self, raw: &str) -> ApiResult<crate::store::SessionRow> {
         let id = parse_id(raw, "session")?;
         self.engine
-            .store
+            .store()
             .session(id)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("session {id} does not exist")))
@@ -91,7 +91,7 @@ impl SessionsApi {
     /// thread) or `failed` (with a message).
     #[oai(path = "/", method = "post", operation_id = "create_session")]
     async fn create(&self, body: Json<CreateSession>) -> ApiResult<Created> {
-        let config = &self.engine.config;
+        let config = &self.engine.config();
         let url = RepoUrl::parse(
             &body.repo_url,
             config.allow_local_repos,
@@ -128,7 +128,7 @@ impl SessionsApi {
         let id = Uuid::new_v4();
         let row = self
             .engine
-            .store
+            .store()
             .insert_session(
                 id,
                 url.as_str(),
@@ -169,7 +169,7 @@ impl SessionsApi {
                 "limit must be between 1 and 200 and offset must not be negative",
             ));
         }
-        let (rows, total) = self.engine.store.sessions(limit, offset).await?;
+        let (rows, total) = self.engine.store().sessions(limit, offset).await?;
         Ok(Json(SessionPage {
             sessions: rows.into_iter().map(|r| self.view(r)).collect(),
             total,
@@ -191,7 +191,7 @@ impl SessionsApi {
     async fn changes(&self) -> ApiResult<Changes> {
         // Subscribed before the first snapshot is read: a change made in
         // between comes after it, never before.
-        let mut changes = self.engine.changes.subscribe();
+        let mut changes = self.engine.changes().subscribe();
         let engine = self.engine.clone();
         let stream = async_stream::stream! {
             let view = |row| SessionsApi { engine: engine.clone() }.view(row);
@@ -200,7 +200,7 @@ impl SessionsApi {
                 if stale {
                     // A database that is away leaves the list stale until
                     // the next change or resync tries again.
-                    if let Ok((rows, total)) = engine.store.sessions(SNAPSHOT_SIZE, 0).await {
+                    if let Ok((rows, total)) = engine.store().sessions(SNAPSHOT_SIZE, 0).await {
                         stale = false;
                         yield SessionChange {
                             kind: "snapshot".into(),
@@ -212,7 +212,7 @@ impl SessionsApi {
                     }
                 }
                 match changes.recv().await {
-                    Ok(Change::Session(id)) if !stale => match engine.store.session(id).await {
+                    Ok(Change::Session(id)) if !stale => match engine.store().session(id).await {
                         Ok(Some(row)) => yield SessionChange {
                             kind: "updated".into(),
                             sessions: None,
@@ -235,7 +235,7 @@ impl SessionsApi {
             }
         };
         let stream = EventStream::new(stream.boxed())
-            .keep_alive(self.engine.config.limits.keep_alive)
+            .keep_alive(self.engine.config().limits.keep_alive)
             .to_event(|change: SessionChange| {
                 let data = change.to_json().map(|v| v.to_string()).unwrap_or_default();
                 poem::web::sse::Event::message(data).event_type(change.kind)
@@ -280,7 +280,7 @@ impl SessionsApi {
         body: Json<PromptRequest>,
     ) -> ApiResult<Queued> {
         let session = self.find(&session_id).await?;
-        let prompt = Prompt::parse(&body.prompt, self.engine.config.limits.max_prompt_chars)
+        let prompt = Prompt::parse(&body.prompt, self.engine.config().limits.max_prompt_chars)
             .map_err(|e| ApiError::invalid(e.to_string()))?;
         if session.status == "failed" {
             return Err(ApiError::conflict(format!(
@@ -290,8 +290,8 @@ impl SessionsApi {
             )));
         }
         let run_id = Uuid::new_v4();
-        let limit = self.engine.config.limits.max_queued_runs;
-        let run = match self.engine.store.enqueue_run(run_id, session.id, prompt.as_str(), limit).await? {
+        let limit = self.engine.config().limits.max_queued_runs;
+        let run = match self.engine.store().enqueue_run(run_id, session.id, prompt.as_str(), limit).await? {
             Enqueue::Queued(run) => run,
             Enqueue::SessionMissing => {
                 return Err(ApiError::not_found(format!("session {} does not exist", session.id)))
@@ -303,7 +303,7 @@ impl SessionsApi {
                 )))
             }
         };
-        self.engine.hubs.open(run.id, 1);
+        self.engine.hubs().open(run.id, 1);
         self.engine.kick(session.id).await;
         tracing::info!(session_id = %session.id, run_id = %run.id, "prompt queued");
         Ok(Queued::Accepted(Json(PromptAccepted {

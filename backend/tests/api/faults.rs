@@ -212,7 +212,10 @@ async fn cancels_racing_the_start_of_a_run_always_end_it_cancelled() {
             assert_eq!(upstream["status"], "cancelled", "run {i}: {upstream}");
         }
     }
-    assert!(!process_with_marker_exists("BACKEND_LINGER_MARKER"));
+    assert!(!process_with_marker_exists(&format!(
+        "{}_LINGER",
+        stack.marker
+    )));
 }
 
 #[tokio::test]
@@ -253,5 +256,8 @@ async fn deleting_a_session_while_its_run_ends_is_quiet() {
         .collect();
     assert!(errors.is_empty(), "{errors:#?}");
     assert!(!stack.root.join(&session).exists());
-    assert!(!process_with_marker_exists("BACKEND_TARRY_MARKER"));
+    assert!(!process_with_marker_exists(&format!(
+        "{}_TARRY",
+        stack.marker
+    )));
 }

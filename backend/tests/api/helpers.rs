@@ -183,10 +183,10 @@ pub fn script(marker: &str) -> Script {
                 [{"exec": format!("bash -c 'sleep 30; true' {marker}")}],
                 [{"message": "dozed"}]]},
             {"when": "linger", "steps": [
-                [{"exec": "bash -c 'sleep 30; true' BACKEND_LINGER_MARKER"}],
+                [{"exec": format!("bash -c 'sleep 30; true' {marker}_LINGER")}],
                 [{"message": "lingered"}]]},
             {"when": "tarry", "steps": [
-                [{"exec": "bash -c 'sleep 30; true' BACKEND_TARRY_MARKER"}],
+                [{"exec": format!("bash -c 'sleep 30; true' {marker}_TARRY")}],
                 [{"message": "tarried"}]]},
             {"when": "through an outage", "steps": [
                 [{"reasoning": "before"}, {"exec": "cat first-gate"}],
@@ -462,6 +462,22 @@ impl TestStack {
     }
 
     /// SIGKILL: no graceful anything.
+    /// Stops the backend as an operator or a container engine does
+    /// (SIGTERM) and returns its exit status.
+    pub async fn stop_backend(&mut self) -> std::process::ExitStatus {
+        let mut backend = self.backend.take().expect("the backend is running");
+        let pid = backend.child.id().unwrap().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        tokio::time::timeout(test_support::HANG_GUARD, backend.child.wait())
+            .await
+            .expect("the backend did not stop on SIGTERM")
+            .unwrap()
+    }
+
     pub async fn kill_backend(&mut self) {
         if let Some(mut backend) = self.backend.take() {
             backend.child.start_kill().unwrap();

@@ -35,6 +35,40 @@ async fn a_backend_killed_mid_run_picks_the_run_up_again() {
 }
 
 #[tokio::test]
+async fn a_backend_stopped_with_sigterm_mid_run_stops_cleanly_and_resumes_it() {
+    let mut stack = TestStack::start().await;
+    let (session, _) = stack.ready_session().await;
+    let run = stack.prompt(&session, "work slowly").await;
+    let mut stream = stack.subscribe(&run, None).await;
+    let seen = stream
+        .until(|e| e.label() == "item.completed:command_execution")
+        .await;
+    drop(stream);
+
+    // The server stops, then the engine: its relay stops reading with what
+    // it read stored, and the run stays running on the runner.
+    let status = stack.stop_backend().await;
+    let stored = stack
+        .db
+        .query(&format!("SELECT status FROM runs WHERE id = '{run}'"))
+        .await;
+    stack.start_backend().await;
+    let replay = stack.events(&run).await;
+
+    assert!(status.success(), "{status}");
+    assert_eq!(stored[0].get::<_, String>(0), "running");
+    assert_eq!(replay.last().unwrap().event, "run.completed");
+    assert_numbered_from_one(&replay);
+    assert_eq!(
+        replay[..seen.len()],
+        seen[..],
+        "what was seen before the stop"
+    );
+    let state = stack.get_json(&format!("/api/runs/{run}")).await;
+    assert_eq!(state["final_response"], "done slowly");
+}
+
+#[tokio::test]
 async fn a_restarted_runner_resumes_the_sessions_codex_thread() {
     let mut stack = TestStack::start().await;
     let (session, _) = stack.ready_session().await;

@@ -1,0 +1,321 @@
+//! A session's clone: run in the background with a deadline and progress,
+//! raced safely by its deletion, and folders left by an earlier process
+//! removed.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::{lock, retry_bounded, Engine};
+use crate::git::{self, CloneProgress, CloneRequest};
+use crate::runner_client::RunnerError;
+use crate::store::SessionRow;
+
+/// Clone progress is written to Postgres at most this often per clone.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// Attempts to mark a finished clone ready (about six seconds in all)
+/// before the session is failed instead.
+const READY_ATTEMPTS: u32 = 7;
+
+const READY_FAILED_MESSAGE: &str = "the clone finished but the backend could not record it in its database; delete this session and create it again";
+
+/// A clone in progress.
+pub(super) struct CloneTask {
+    progress: Arc<CloneProgress>,
+    /// Its session was deleted: the clone task cleans up when it ends.
+    deleted: bool,
+}
+
+impl Engine {
+    /// Clones in the background; the session becomes `ready` or `failed`.
+    pub fn spawn_clone(self: &Arc<Self>, session: Uuid, request: CloneRequest) {
+        let progress = Arc::new(CloneProgress::default());
+        lock(&self.clones).insert(
+            session,
+            CloneTask {
+                progress: progress.clone(),
+                deleted: false,
+            },
+        );
+        let engine = self.clone();
+        let span = tracing::info_span!(parent: None, "clone", session_id = %session);
+        let stopping = self.stopping.clone();
+        self.tasks.spawn(
+            async move {
+                // A backend that stops ends its clones; the next start
+                // fails them as interrupted.
+                let thread = tokio::select! {
+                    thread = engine.clone_session(session, request, &progress) => thread,
+                    () = stopping.cancelled() => {
+                        progress.cancel.store(true, Ordering::Relaxed);
+                        None
+                    }
+                };
+                let deleted = lock(&engine.clones)
+                    .remove(&session)
+                    .is_some_and(|task| task.deleted);
+                if deleted {
+                    // The delete left the folder (and any thread made here)
+                    // to this task, which is the last to touch them.
+                    if let Some(thread) = thread {
+                        engine.delete_runner_thread(&thread).await;
+                    }
+                    engine.remove_session_dir(session).await;
+                    tracing::info!("deleted session's clone cleaned up");
+                }
+                engine.kick(session).await;
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Runs the clone to its end; returns the runner thread it created, if
+    /// any.
+    pub(super) async fn clone_session(
+        &self,
+        session: Uuid,
+        request: CloneRequest,
+        progress: &Arc<CloneProgress>,
+    ) -> Option<String> {
+        let dest = self.workspace(session);
+        let limits = &self.config.limits;
+        let disk = git::DiskLimits {
+            max_checkout_bytes: limits.max_checkout_bytes,
+            min_free_bytes: limits.min_free_disk_bytes,
+            reserved: self.checkout_reserved.clone(),
+        };
+        tracing::info!(url = %request.url.as_str(), "clone started");
+        let blocking = {
+            let progress = progress.clone();
+            let dest = dest.clone();
+            let span = tracing::Span::current();
+            tokio::task::spawn_blocking(move || {
+                let _entered = span.enter();
+                std::fs::create_dir_all(dest.parent().unwrap_or(&dest))
+                    .map_err(|e| git::CloneError::Disk(e.to_string()))?;
+                git::clone(&request, &dest, &progress, &disk)
+            })
+        };
+        tokio::pin!(blocking);
+        let deadline = tokio::time::sleep(limits.clone_timeout);
+        tokio::pin!(deadline);
+        let mut timed_out = false;
+        let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut written = Value::Null;
+        let result = loop {
+            tokio::select! {
+                result = &mut blocking => break result,
+                _ = &mut deadline, if !timed_out => {
+                    // The transport and the progress callbacks see the flag;
+                    // the session fails now, the folder goes when the clone
+                    // stops.
+                    timed_out = true;
+                    progress.cancel.store(true, Ordering::Relaxed);
+                    tracing::warn!("clone timed out");
+                    if let Err(error) = self.store.mark_failed_if_cloning(session, &timeout_message(limits.clone_timeout)).await {
+                        tracing::error!(error.cause_chain = ?error, "cannot fail the timed-out clone");
+                    }
+                }
+                _ = tick.tick() => self.write_progress(session, progress, &mut written).await,
+            }
+        };
+        self.write_progress(session, progress, &mut written).await;
+        let deleted = progress.cancel.load(Ordering::Relaxed) && !timed_out;
+        let outcome = match result {
+            _ if timed_out => Err(timeout_message(limits.clone_timeout)),
+            Ok(Ok(oid)) if !deleted => Ok(oid.to_string()),
+            Ok(Ok(_)) => Err("the session was deleted".to_owned()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(join) => Err(format!("the clone task failed: {join}")),
+        };
+        let commit = match outcome {
+            Ok(commit) => commit,
+            Err(message) => {
+                tracing::warn!(%message, "clone failed");
+                self.remove_session_dir(session).await;
+                if !deleted {
+                    if let Err(error) = self.store.mark_failed_if_cloning(session, &message).await {
+                        tracing::error!(error.cause_chain = ?error, "cannot fail the clone");
+                    }
+                }
+                return None;
+            }
+        };
+        // A thread now saves a round trip on the first prompt; if the runner
+        // is away, the first run creates it.
+        let thread = match self.runner.create_thread(&dest, None).await {
+            Ok(thread) => Some(thread),
+            Err(error) => {
+                tracing::warn!(%error, "no runner thread yet; the first run will create it");
+                None
+            }
+        };
+        // Conditional on the row still being `cloning`: a delete that came
+        // first makes this a no-op, and then nothing may stay behind. An
+        // error is not a delete: the update is tried again, and if it never
+        // goes through the session fails with a reason instead of staying
+        // `cloning`.
+        let ready = retry_bounded("mark the clone ready", READY_ATTEMPTS, || {
+            self.store.mark_ready(session, &commit, thread.as_deref())
+        })
+        .await;
+        if let Ok(true) = ready {
+            tracing::info!(%commit, "clone ready");
+            return thread;
+        }
+        // Not ready: what the clone made goes before the session says so,
+        // so a `failed` session never has a folder.
+        if let Some(thread) = &thread {
+            self.delete_runner_thread(thread).await;
+        }
+        self.remove_session_dir(session).await;
+        match ready {
+            Ok(_) => {
+                tracing::info!("the session was deleted or failed while it was cloned");
+            }
+            Err(error) => {
+                tracing::error!(error.cause_chain = ?error, "cannot mark the clone ready; failing the session");
+                let failed = retry_bounded("fail the session", READY_ATTEMPTS, || {
+                    self.store
+                        .mark_failed_if_cloning(session, READY_FAILED_MESSAGE)
+                })
+                .await;
+                if let Err(error) = failed {
+                    // The next start of the backend fails a session it
+                    // finds `cloning`.
+                    tracing::error!(error.cause_chain = ?error, "cannot fail the session either");
+                }
+            }
+        }
+        None
+    }
+
+    /// Writes the clone's progress when it changed since the last write.
+    pub(super) async fn write_progress(
+        &self,
+        session: Uuid,
+        progress: &CloneProgress,
+        written: &mut Value,
+    ) {
+        let now = progress.to_json();
+        if now == *written {
+            return;
+        }
+        match self.store.set_clone_progress(session, &now).await {
+            Ok(()) => *written = now,
+            // The next tick tries again.
+            Err(error) => {
+                tracing::warn!(error.cause_chain = ?error, "cannot record clone progress")
+            }
+        }
+    }
+
+    pub(super) async fn delete_runner_thread(&self, thread: &str) {
+        match self.runner.delete_thread(thread).await {
+            Ok(()) | Err(RunnerError::NotFound(_)) => {}
+            Err(error) => tracing::warn!(%error, "the runner did not delete the thread"),
+        }
+    }
+
+    /// Removes the session's folder; one already gone is fine.
+    pub(super) async fn remove_session_dir(&self, session: Uuid) {
+        let dir = self.session_dir(session);
+        let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        })
+        .await;
+        match removed {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(%error, session_id = %session, "cannot remove the session's folder")
+            }
+            Err(error) => {
+                tracing::error!(%error, session_id = %session, "cannot remove the session's folder")
+            }
+        }
+    }
+
+    /// Cancels the session's work, forgets it and removes its folder.
+    pub async fn delete_session(&self, session: &SessionRow) -> crate::store::Result<()> {
+        // A clone still running owns the folder from here on; one that has
+        // ended (or never ran in this process) leaves it to us.
+        let cloning = match lock(&self.clones).get_mut(&session.id) {
+            Some(task) => {
+                task.deleted = true;
+                task.progress.cancel.store(true, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        };
+        for run in self.store.runs_of_session(session.id).await? {
+            self.cancel(&run).await?;
+        }
+        // The row as deleted, not as read before: a clone that became ready
+        // meanwhile recorded its thread there.
+        let thread = self.store.delete_session(session.id).await?;
+        if let Some(thread) = thread.or_else(|| session.runner_thread_id.clone()) {
+            self.delete_runner_thread(&thread).await;
+        }
+        if !cloning {
+            self.remove_session_dir(session.id).await;
+        }
+        tracing::info!(session_id = %session.id, "session deleted");
+        Ok(())
+    }
+
+    /// Removes the folders of sessions deleted while their clone ran when
+    /// the process died (or deleted by hand in the database).
+    pub(super) async fn remove_orphans(&self) -> crate::store::Result<()> {
+        let sessions = self.store.session_ids().await?;
+        let root = self.root.clone();
+        let found = match tokio::task::spawn_blocking(move || orphans(&root, &sessions)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "cannot list WORKSPACES_ROOT for leftover folders");
+                return Ok(());
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot list WORKSPACES_ROOT for leftover folders");
+                return Ok(());
+            }
+        };
+        for session in found {
+            tracing::warn!(session_id = %session, "removing the folder of a session that no longer exists");
+            self.remove_session_dir(session).await;
+        }
+        Ok(())
+    }
+}
+
+fn timeout_message(timeout: Duration) -> String {
+    format!(
+        "the clone took longer than the limit of {} seconds (BACKEND_CLONE_TIMEOUT_SECS)",
+        timeout.as_secs()
+    )
+}
+
+/// Folders under the root named like a session id whose session is gone.
+/// Anything else an operator put there is left alone.
+fn orphans(root: &std::path::Path, sessions: &HashSet<Uuid>) -> std::io::Result<Vec<Uuid>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(root)? {
+        let entry = entry?;
+        let id = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| Uuid::parse_str(n).ok());
+        if let Some(id) = id {
+            if entry.file_type()?.is_dir() && !sessions.contains(&id) {
+                found.push(id);
+            }
+        }
+    }
+    Ok(found)
+}
