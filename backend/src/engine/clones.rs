@@ -226,11 +226,7 @@ impl Engine {
     /// Removes the session's folder; one already gone is fine.
     pub(super) async fn remove_session_dir(&self, session: Uuid) {
         let dir = self.session_dir(session);
-        let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        })
-        .await;
+        let removed = tokio::task::spawn_blocking(move || remove_dir(&dir)).await;
         match removed {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
@@ -291,6 +287,24 @@ impl Engine {
             self.remove_session_dir(session).await;
         }
         Ok(())
+    }
+}
+
+/// Removes a folder and everything in it; one already gone is fine. A
+/// process that is still ending (a cancelled agent's command) may write
+/// into it meanwhile, which makes the removal fail with "not empty": it is
+/// tried again, a few times.
+fn remove_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut attempts = 0;
+    loop {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && attempts < 5 => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(50 * attempts));
+            }
+            other => return other,
+        }
     }
 }
 
