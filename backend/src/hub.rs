@@ -116,7 +116,7 @@ pub fn subscribe(
             // Caught up with no terminal event and no live tail here: the
             // run is driven elsewhere or was deleted.
             match store.run(run_id).await {
-                Ok(Some(run)) if matches!(run.status.as_str(), "queued" | "running") => {
+                Ok(Some(run)) if run.status.is_active() => {
                     tokio::time::sleep(POLL_INTERVAL).await;
                 }
                 _ => return,

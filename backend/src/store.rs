@@ -7,10 +7,13 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use serde_json::Value;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Json;
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
+
+use crate::domain::{RunStatus, SessionStatus, Usage};
+use crate::git::{Changes, CloneCounts, Snapshot};
 
 mod embedded {
     refinery::embed_migrations!("../migrations");
@@ -53,9 +56,9 @@ pub struct SessionRow {
     pub repo_url: String,
     pub git_ref: Option<String>,
     pub depth: Option<i32>,
-    pub status: String,
+    pub status: SessionStatus,
     pub error: Option<String>,
-    pub clone_progress: Option<Value>,
+    pub clone_progress: Option<CloneCounts>,
     pub base_commit: Option<String>,
     pub runner_thread_id: Option<String>,
     pub codex_thread_id: Option<String>,
@@ -63,22 +66,26 @@ pub struct SessionRow {
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<&Row> for SessionRow {
-    fn from(row: &Row) -> Self {
-        Self {
-            id: row.get("id"),
-            repo_url: row.get("repo_url"),
-            git_ref: row.get("git_ref"),
-            depth: row.get("depth"),
-            status: row.get("status"),
-            error: row.get("error"),
-            clone_progress: row.get("clone_progress"),
-            base_commit: row.get("base_commit"),
-            runner_thread_id: row.get("runner_thread_id"),
-            codex_thread_id: row.get("codex_thread_id"),
-            created_at: row.get("created_at"),
-            updated_at: row.get("updated_at"),
-        }
+impl TryFrom<&Row> for SessionRow {
+    type Error = tokio_postgres::Error;
+
+    fn try_from(row: &Row) -> std::result::Result<Self, Self::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            repo_url: row.try_get("repo_url")?,
+            git_ref: row.try_get("git_ref")?,
+            depth: row.try_get("depth")?,
+            status: row.try_get("status")?,
+            error: row.try_get("error")?,
+            clone_progress: row
+                .try_get::<_, Option<Json<CloneCounts>>>("clone_progress")?
+                .map(|Json(c)| c),
+            base_commit: row.try_get("base_commit")?,
+            runner_thread_id: row.try_get("runner_thread_id")?,
+            codex_thread_id: row.try_get("codex_thread_id")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
     }
 }
 
@@ -88,13 +95,14 @@ pub struct RunRow {
     pub session_id: Uuid,
     pub position: i64,
     pub prompt: String,
-    pub status: String,
+    pub status: RunStatus,
     pub runner_run_id: Option<String>,
     pub final_response: Option<String>,
-    pub usage: Option<Value>,
+    pub usage: Option<Usage>,
     pub error: Option<String>,
-    pub status_before: Option<Value>,
-    pub files: Option<Value>,
+    /// The workspace's status when the run started, to tell what it changed.
+    pub status_before: Option<Snapshot>,
+    pub files: Option<Changes>,
     /// A cancel was asked for; the worker honours it once the runner's run
     /// id is recorded (or before it starts the run on the runner).
     pub cancel_requested: bool,
@@ -103,33 +111,53 @@ pub struct RunRow {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-impl From<&Row> for RunRow {
-    fn from(row: &Row) -> Self {
-        Self {
-            id: row.get("id"),
-            session_id: row.get("session_id"),
-            position: row.get("position"),
-            prompt: row.get("prompt"),
-            status: row.get("status"),
-            runner_run_id: row.get("runner_run_id"),
-            final_response: row.get("final_response"),
-            usage: row.get("usage"),
-            error: row.get("error"),
-            status_before: row.get("status_before"),
-            files: row.get("files"),
-            cancel_requested: row.get("cancel_requested"),
-            created_at: row.get("created_at"),
-            started_at: row.get("started_at"),
-            finished_at: row.get("finished_at"),
-        }
+impl TryFrom<&Row> for RunRow {
+    type Error = tokio_postgres::Error;
+
+    fn try_from(row: &Row) -> std::result::Result<Self, Self::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            session_id: row.try_get("session_id")?,
+            position: row.try_get("position")?,
+            prompt: row.try_get("prompt")?,
+            status: row.try_get("status")?,
+            runner_run_id: row.try_get("runner_run_id")?,
+            final_response: row.try_get("final_response")?,
+            usage: row
+                .try_get::<_, Option<Json<Usage>>>("usage")?
+                .map(|Json(u)| u),
+            error: row.try_get("error")?,
+            status_before: row
+                .try_get::<_, Option<Json<Snapshot>>>("status_before")?
+                .map(|Json(s)| s),
+            files: row
+                .try_get::<_, Option<Json<Changes>>>("files")?
+                .map(|Json(f)| f),
+            cancel_requested: row.try_get("cancel_requested")?,
+            created_at: row.try_get("created_at")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+        })
     }
 }
 
-impl RunRow {
-    /// Whether the run reached an outcome: nothing more will be appended.
-    pub fn has_ended(&self) -> bool {
-        matches!(self.status.as_str(), "completed" | "failed" | "cancelled")
-    }
+/// Reads every row, or the first that does not fit.
+fn read_all<T>(rows: &[Row]) -> Result<Vec<T>>
+where
+    T: for<'r> TryFrom<&'r Row, Error = tokio_postgres::Error>,
+{
+    Ok(rows
+        .iter()
+        .map(T::try_from)
+        .collect::<std::result::Result<_, _>>()?)
+}
+
+/// Reads a row if there is one.
+fn read_opt<T>(row: Option<Row>) -> Result<Option<T>>
+where
+    T: for<'r> TryFrom<&'r Row, Error = tokio_postgres::Error>,
+{
+    Ok(row.as_ref().map(T::try_from).transpose()?)
 }
 
 /// One persisted event.
@@ -151,19 +179,32 @@ impl From<EventRow> for event_log::LoggedEvent {
 }
 
 /// What a finished run leaves in its row.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunOutcome {
-    pub status: &'static str,
+    pub status: RunStatus,
     pub final_response: Option<String>,
-    pub usage: Option<Value>,
+    pub usage: Option<Usage>,
     pub error: Option<String>,
-    pub files: Option<Value>,
+    pub files: Option<Changes>,
+}
+
+impl RunOutcome {
+    /// An outcome with nothing but a status and an error.
+    pub fn bare(status: RunStatus, error: Option<String>) -> Self {
+        Self {
+            status,
+            final_response: None,
+            usage: None,
+            error,
+            files: None,
+        }
+    }
 }
 
 /// A run as a cancel request found it.
 #[derive(Debug, Clone)]
 pub struct CancelTarget {
-    pub status: String,
+    pub status: RunStatus,
     pub runner_run_id: Option<String>,
 }
 
@@ -236,7 +277,7 @@ impl Store {
                 &[&id, &repo_url, &git_ref, &depth],
             )
             .await?;
-        Ok(SessionRow::from(&row))
+        Ok(SessionRow::try_from(&row)?)
     }
 
     pub async fn session(&self, id: Uuid) -> Result<Option<SessionRow>> {
@@ -245,7 +286,7 @@ impl Store {
             .await?
             .query_opt("SELECT * FROM sessions WHERE id = $1", &[&id])
             .await?;
-        Ok(row.as_ref().map(SessionRow::from))
+        read_opt(row)
     }
 
     /// Newest first.
@@ -261,16 +302,16 @@ impl Store {
             .query_one("SELECT count(*) FROM sessions", &[])
             .await?
             .get(0);
-        Ok((rows.iter().map(SessionRow::from).collect(), total))
+        Ok((read_all(&rows)?, total))
     }
 
-    pub async fn set_clone_progress(&self, id: Uuid, progress: &Value) -> Result<()> {
+    pub async fn set_clone_progress(&self, id: Uuid, progress: &CloneCounts) -> Result<()> {
         self.client()
             .await?
             .execute(
                 "UPDATE sessions SET clone_progress = $2, updated_at = now()
                  WHERE id = $1 AND status = 'cloning'",
-                &[&id, progress],
+                &[&id, &Json(progress)],
             )
             .await?;
         Ok(())
@@ -418,7 +459,7 @@ impl Store {
             )
             .await?;
         tx.commit().await?;
-        Ok(Enqueue::Queued(Box::new(RunRow::from(&row))))
+        Ok(Enqueue::Queued(Box::new(RunRow::try_from(&row)?)))
     }
 
     pub async fn run(&self, id: Uuid) -> Result<Option<RunRow>> {
@@ -427,7 +468,7 @@ impl Store {
             .await?
             .query_opt("SELECT * FROM runs WHERE id = $1", &[&id])
             .await?;
-        Ok(row.as_ref().map(RunRow::from))
+        read_opt(row)
     }
 
     pub async fn runs_of_session(&self, session_id: Uuid) -> Result<Vec<RunRow>> {
@@ -439,7 +480,7 @@ impl Store {
                 &[&session_id],
             )
             .await?;
-        Ok(rows.iter().map(RunRow::from).collect())
+        read_all(&rows)
     }
 
     /// The session's running run, else its oldest queued one.
@@ -453,20 +494,20 @@ impl Store {
                 &[&session_id],
             )
             .await?;
-        Ok(row.as_ref().map(RunRow::from))
+        read_opt(row)
     }
 
     /// Moves a queued run to running. `None` if it is no longer queued
     /// (cancelled meanwhile, or deleted), else whether a cancel was asked
     /// for while it was queued.
-    pub async fn start_run(&self, id: Uuid, status_before: &Value) -> Result<Option<bool>> {
+    pub async fn start_run(&self, id: Uuid, status_before: &Snapshot) -> Result<Option<bool>> {
         let row = self
             .client()
             .await?
             .query_opt(
                 "UPDATE runs SET status = 'running', started_at = now(), status_before = $2
                  WHERE id = $1 AND status = 'queued' RETURNING cancel_requested",
-                &[&id, status_before],
+                &[&id, &Json(status_before)],
             )
             .await?;
         Ok(row.map(|r| r.get(0)))
@@ -501,10 +542,13 @@ impl Store {
                 &[&id],
             )
             .await?;
-        Ok(row.map(|r| CancelTarget {
-            status: r.get(0),
-            runner_run_id: r.get(1),
-        }))
+        row.map(|r| {
+            Ok(CancelTarget {
+                status: r.try_get(0)?,
+                runner_run_id: r.try_get(1)?,
+            })
+        })
+        .transpose()
     }
 
     /// Writes the run's last events and its outcome in one transaction.
@@ -516,8 +560,13 @@ impl Store {
         events: &[EventRow],
         outcome: &RunOutcome,
     ) -> Result<bool> {
-        self.finish_if(id, events, outcome, &["queued", "running"])
-            .await
+        self.finish_if(
+            id,
+            events,
+            outcome,
+            &[RunStatus::Queued, RunStatus::Running],
+        )
+        .await
     }
 
     /// `finish_run` for a run that has not started: `false` when it started
@@ -528,7 +577,8 @@ impl Store {
         events: &[EventRow],
         outcome: &RunOutcome,
     ) -> Result<bool> {
-        self.finish_if(id, events, outcome, &["queued"]).await
+        self.finish_if(id, events, outcome, &[RunStatus::Queued])
+            .await
     }
 
     async fn finish_if(
@@ -536,8 +586,9 @@ impl Store {
         id: Uuid,
         events: &[EventRow],
         outcome: &RunOutcome,
-        statuses: &[&str],
+        statuses: &[RunStatus],
     ) -> Result<bool> {
+        let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         // The row first: its lock keeps a concurrent delete of the session
@@ -553,9 +604,9 @@ impl Store {
                     &id,
                     &outcome.status,
                     &outcome.final_response,
-                    &outcome.usage,
+                    &outcome.usage.as_ref().map(Json),
                     &outcome.error,
-                    &outcome.files,
+                    &outcome.files.as_ref().map(Json),
                     &statuses,
                 ],
             )
@@ -579,7 +630,7 @@ impl Store {
                 &[],
             )
             .await?;
-        Ok(rows.iter().map(RunRow::from).collect())
+        read_all(&rows)
     }
 
     // --- events ---------------------------------------------------------

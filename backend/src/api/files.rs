@@ -39,7 +39,7 @@ impl FilesApi {
             engine: self.engine.clone(),
         };
         let session = sessions.find(session_id).await?;
-        if session.status != "ready" {
+        if session.status != crate::domain::SessionStatus::Ready {
             return Err(ApiError::conflict(format!(
                 "session {} is {}: its workspace is not ready",
                 session.id, session.status

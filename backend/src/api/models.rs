@@ -26,14 +26,26 @@ pub enum RunStatus {
     Cancelled,
 }
 
-impl RunStatus {
-    pub fn parse(text: &str) -> Self {
-        match text {
-            "queued" => Self::Queued,
-            "running" => Self::Running,
-            "completed" => Self::Completed,
-            "cancelled" => Self::Cancelled,
-            _ => Self::Failed,
+impl From<crate::domain::SessionStatus> for SessionStatus {
+    fn from(status: crate::domain::SessionStatus) -> Self {
+        use crate::domain::SessionStatus as S;
+        match status {
+            S::Cloning => Self::Cloning,
+            S::Ready => Self::Ready,
+            S::Failed => Self::Failed,
+        }
+    }
+}
+
+impl From<crate::domain::RunStatus> for RunStatus {
+    fn from(status: crate::domain::RunStatus) -> Self {
+        use crate::domain::RunStatus as S;
+        match status {
+            S::Queued => Self::Queued,
+            S::Running => Self::Running,
+            S::Completed => Self::Completed,
+            S::Failed => Self::Failed,
+            S::Cancelled => Self::Cancelled,
         }
     }
 }
@@ -106,26 +118,18 @@ pub struct Session {
 
 impl Session {
     pub fn from_row(row: SessionRow, repo_path: String) -> Self {
-        let status = match row.status.as_str() {
-            "cloning" => SessionStatus::Cloning,
-            "ready" => SessionStatus::Ready,
-            _ => SessionStatus::Failed,
-        };
-        let progress = row.clone_progress.map(|p| {
-            let get = |k: &str| p.get(k).and_then(Value::as_u64).unwrap_or(0);
-            CloneProgress {
-                received_objects: get("received_objects"),
-                total_objects: get("total_objects"),
-                indexed_deltas: get("indexed_deltas"),
-                total_deltas: get("total_deltas"),
-                received_bytes: get("received_bytes"),
-                checkout_done: get("checkout_done"),
-                checkout_total: get("checkout_total"),
-            }
+        let progress = row.clone_progress.map(|p| CloneProgress {
+            received_objects: p.received_objects,
+            total_objects: p.total_objects,
+            indexed_deltas: p.indexed_deltas,
+            total_deltas: p.total_deltas,
+            received_bytes: p.received_bytes,
+            checkout_done: p.checkout_done,
+            checkout_total: p.checkout_total,
         });
         Self {
             session_id: row.id,
-            status,
+            status: row.status.into(),
             repo_url: row.repo_url,
             git_ref: row.git_ref,
             depth: row.depth,
@@ -228,37 +232,22 @@ pub struct Run {
 
 impl From<RunRow> for Run {
     fn from(row: RunRow) -> Self {
-        let usage = row.usage.map(|u| {
-            let get = |k: &str| u.get(k).and_then(Value::as_i64).unwrap_or(0);
-            Usage {
-                input_tokens: get("input_tokens"),
-                cached_input_tokens: get("cached_input_tokens"),
-                output_tokens: get("output_tokens"),
-                reasoning_output_tokens: get("reasoning_output_tokens"),
-            }
+        let usage = row.usage.map(|u| Usage {
+            input_tokens: u.input_tokens,
+            cached_input_tokens: u.cached_input_tokens,
+            output_tokens: u.output_tokens,
+            reasoning_output_tokens: u.reasoning_output_tokens,
         });
-        let files = row.files.map(|f| {
-            let list = |k: &str| {
-                f.get(k)
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            };
-            RunFiles {
-                created: list("created"),
-                modified: list("modified"),
-                deleted: list("deleted"),
-            }
+        let files = row.files.map(|f| RunFiles {
+            created: f.created,
+            modified: f.modified,
+            deleted: f.deleted,
         });
         Self {
             run_id: row.id,
             session_id: row.session_id,
             position: row.position,
-            status: RunStatus::parse(&row.status),
+            status: row.status.into(),
             prompt: row.prompt,
             final_response: row.final_response,
             usage,

@@ -95,7 +95,7 @@ impl RunsApi {
     )]
     async fn cancel(&self, run_id: Path<String>) -> ApiResult<Cancelled> {
         let run = self.find(&run_id).await?;
-        let queued = run.status == "queued";
+        let queued = run.status == crate::domain::RunStatus::Queued;
         if !self.engine.cancel(&run).await? {
             return Err(ApiError::conflict(format!(
                 "run {} already finished ({})",
@@ -138,7 +138,7 @@ impl RunsApi {
                 ))
             })?,
         };
-        if run.has_ended() && self.engine.store().last_seq(run.id).await? <= seq_of(after) {
+        if run.status.has_ended() && self.engine.store().last_seq(run.id).await? <= seq_of(after) {
             return Ok(Events::NothingLeft);
         }
         let events = subscribe(

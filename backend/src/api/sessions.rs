@@ -282,7 +282,7 @@ impl SessionsApi {
         let session = self.find(&session_id).await?;
         let prompt = Prompt::parse(&body.prompt, self.engine.config().limits.max_prompt_chars)
             .map_err(|e| ApiError::invalid(e.to_string()))?;
-        if session.status == "failed" {
+        if session.status == crate::domain::SessionStatus::Failed {
             return Err(ApiError::conflict(format!(
                 "session {} failed to clone and cannot run prompts: {}",
                 session.id,

@@ -5,12 +5,16 @@ mod clone_host;
 mod git_ref;
 mod prompt;
 mod repo_url;
+mod status;
+mod usage;
 mod workspace_path;
 
 pub use clone_host::{classify as classify_host, ClonePolicy, HostKind};
 pub use git_ref::{Depth, GitRef};
 pub use prompt::Prompt;
 pub use repo_url::{RepoUrl, RepoUrlError};
+pub use status::{RunStatus, SessionStatus, UnknownStatus};
+pub use usage::Usage;
 pub use workspace_path::{WorkspacePath, WorkspacePathError};
 
 /// A value refused by a domain constructor, with a message for a person.

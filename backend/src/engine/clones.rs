@@ -7,12 +7,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{lock, retry_bounded, Engine};
-use crate::git::{self, CloneProgress, CloneRequest};
+use crate::git::{self, CloneCounts, CloneProgress, CloneRequest};
 use crate::runner_client::RunnerError;
 use crate::store::SessionRow;
 
@@ -107,7 +106,7 @@ impl Engine {
         let mut timed_out = false;
         let mut tick = tokio::time::interval(PROGRESS_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut written = Value::Null;
+        let mut written = None;
         let result = loop {
             tokio::select! {
                 result = &mut blocking => break result,
@@ -201,14 +200,14 @@ impl Engine {
         &self,
         session: Uuid,
         progress: &CloneProgress,
-        written: &mut Value,
+        written: &mut Option<CloneCounts>,
     ) {
-        let now = progress.to_json();
-        if now == *written {
+        let now = progress.counts();
+        if Some(now) == *written {
             return;
         }
         match self.store.set_clone_progress(session, &now).await {
-            Ok(()) => *written = now,
+            Ok(()) => *written = Some(now),
             // The next tick tries again.
             Err(error) => {
                 tracing::warn!(error.cause_chain = ?error, "cannot record clone progress")

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::{retry_forever, Engine};
+use crate::domain::{RunStatus, Usage};
 use crate::git::{self, Snapshot};
 use crate::store::{EventRow, RunOutcome, RunRow, SessionRow};
 
@@ -33,11 +34,15 @@ impl Engine {
         data["runId"] = json!(run.id);
         data["files"] = json!(changes);
         let outcome = RunOutcome {
-            status: run_status(&terminal.event_type),
+            status: RunStatus::of_terminal(&terminal.event_type),
             final_response: data["finalResponse"].as_str().map(str::to_owned),
-            usage: Some(data["usage"].clone()).filter(|u| !u.is_null()),
+            // Usage Codex did not report (or in a shape this build does not
+            // know) is no usage; the terminal event keeps what came.
+            usage: serde_json::from_value::<Option<Usage>>(data["usage"].clone())
+                .ok()
+                .flatten(),
             error: data["error"].as_str().map(str::to_owned),
-            files: changes.as_ref().and_then(|c| serde_json::to_value(c).ok()),
+            files: changes,
         };
         let terminal = EventRow {
             data: data.to_string(),
@@ -49,11 +54,11 @@ impl Engine {
         })
         .await;
         if recorded {
-            tracing::info!(status = outcome.status, "run finished");
+            tracing::info!(status = %outcome.status, "run finished");
         } else {
             // Deleted with its session while it ended: nothing to record.
             tracing::info!(
-                status = outcome.status,
+                status = %outcome.status,
                 "run ended after it was deleted; nothing recorded"
             );
         }
@@ -115,11 +120,7 @@ impl Engine {
             event_type: kind.to_owned(),
             data: data.to_string(),
         };
-        let outcome = RunOutcome {
-            status: run_status(kind),
-            error,
-            ..Default::default()
-        };
+        let outcome = RunOutcome::bare(RunStatus::of_terminal(kind), error);
         let events = std::slice::from_ref(&terminal);
         let finished = if only_queued {
             self.store
@@ -132,14 +133,5 @@ impl Engine {
             self.publish_terminal(run.id, terminal);
         }
         Ok(finished)
-    }
-}
-
-/// The status a run ends in, by its terminal event.
-fn run_status(terminal_event: &str) -> &'static str {
-    match terminal_event {
-        "run.completed" => "completed",
-        "run.cancelled" => "cancelled",
-        _ => "failed",
     }
 }

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::sync::Notify;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{retry_forever, Engine};
+use crate::domain::{RunStatus, SessionStatus};
 use crate::git::{self, Snapshot};
 use crate::runner_client::RunnerError;
 use crate::store::{RunRow, SessionRow};
@@ -56,7 +56,7 @@ impl Engine {
                     continue;
                 }
             };
-            if session.status == "cloning" {
+            if session.status == SessionStatus::Cloning {
                 tokio::select! {
                     () = notify.notified() => continue,
                     () = self.stopping.cancelled() => break,
@@ -81,7 +81,7 @@ impl Engine {
                 return;
             };
             let span = tracing::info_span!("run", run_id = %run.id);
-            if session.status == "failed" {
+            if session.status == SessionStatus::Failed {
                 let error = format!(
                     "the session's clone failed: {}",
                     session.error.as_deref().unwrap_or("unknown error")
@@ -98,13 +98,9 @@ impl Engine {
 
     pub(super) async fn execute(&self, session: &SessionRow, run: RunRow) {
         let dir = self.workspace(session.id);
-        if run.status == "running" {
+        if run.status == RunStatus::Running {
             // Picked up after a restart.
-            let before: Snapshot = run
-                .status_before
-                .clone()
-                .and_then(|v| serde_json::from_value(v).ok())
-                .unwrap_or_default();
+            let before: Snapshot = run.status_before.clone().unwrap_or_default();
             match &run.runner_run_id {
                 Some(runner_run) => {
                     if run.cancel_requested {
@@ -137,8 +133,7 @@ impl Engine {
                 .and_then(Result::ok)
                 .unwrap_or_default()
         };
-        let before_json = serde_json::to_value(&before).unwrap_or(Value::Null);
-        match self.store.start_run(run.id, &before_json).await {
+        match self.store.start_run(run.id, &before).await {
             Ok(Some(false)) => {}
             Ok(Some(true)) => {
                 // Cancelled between the queue and here: the canceller found
@@ -234,7 +229,7 @@ impl Engine {
         let Some(target) = self.store.request_cancel(run.id).await? else {
             return Ok(false);
         };
-        if target.status == "queued"
+        if target.status == RunStatus::Queued
             && self
                 .finish_without_runner_if(run, "run.cancelled", None, true)
                 .await?

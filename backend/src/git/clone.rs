@@ -89,18 +89,31 @@ pub struct CloneProgress {
     pub cancel: AtomicBool,
 }
 
+/// The counters of a [`CloneProgress`] at one moment, as they are stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct CloneCounts {
+    pub received_objects: u64,
+    pub total_objects: u64,
+    pub indexed_deltas: u64,
+    pub total_deltas: u64,
+    pub received_bytes: u64,
+    pub checkout_done: u64,
+    pub checkout_total: u64,
+}
+
 impl CloneProgress {
-    pub fn to_json(&self) -> serde_json::Value {
+    pub fn counts(&self) -> CloneCounts {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        serde_json::json!({
-            "received_objects": get(&self.received_objects),
-            "total_objects": get(&self.total_objects),
-            "indexed_deltas": get(&self.indexed_deltas),
-            "total_deltas": get(&self.total_deltas),
-            "received_bytes": get(&self.received_bytes),
-            "checkout_done": get(&self.checkout_done),
-            "checkout_total": get(&self.checkout_total),
-        })
+        CloneCounts {
+            received_objects: get(&self.received_objects),
+            total_objects: get(&self.total_objects),
+            indexed_deltas: get(&self.indexed_deltas),
+            total_deltas: get(&self.total_deltas),
+            received_bytes: get(&self.received_bytes),
+            checkout_done: get(&self.checkout_done),
+            checkout_total: get(&self.checkout_total),
+        }
     }
 }
 

@@ -8,7 +8,9 @@ mod workspace;
 
 pub use http_transport::register as register_http_transport;
 
-pub use clone::{clone, CloneError, CloneProgress, CloneRequest, Credentials, DiskLimits};
+pub use clone::{
+    clone, CloneCounts, CloneError, CloneProgress, CloneRequest, Credentials, DiskLimits,
+};
 pub use workspace::{
     changes, diff, not_a_repository, read_file, snapshot, tree, Changes, Diff, FileContent,
     FileError, Snapshot, Tree, TreeEntry,
