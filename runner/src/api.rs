@@ -48,6 +48,7 @@ pub fn routes(state: AppState) -> impl IntoEndpoint {
         .at("/runs/:id/cancel", post(cancel_run))
         .at("/runs/:id/events", get(run_events))
         .into_parts();
+    let allowed = Arc::new(allowed);
     route
         .around(move |ep, req| allowed.clone().check(ep, req))
         .with(poem::middleware::Tracing)

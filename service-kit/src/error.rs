@@ -17,7 +17,9 @@ pub enum ErrorCode {
     /// missing field, a value of the wrong type, a bad path, parameter or
     /// header.
     BadRequest,
-    /// 403: the request asks for more than the configuration allows.
+    /// 403: the request asks for more than the configuration allows (the
+    /// runner's sandbox limits), or comes from an origin `CORS_ORIGINS`
+    /// does not list.
     Forbidden,
     /// 404: no such route or resource.
     NotFound,
@@ -113,6 +115,7 @@ impl ErrorCode {
     /// route, wrong method, unreadable body).
     fn for_poem_status(status: StatusCode) -> Self {
         match status {
+            StatusCode::FORBIDDEN => ErrorCode::Forbidden,
             StatusCode::NOT_FOUND => ErrorCode::NotFound,
             StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
             StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
@@ -186,7 +189,7 @@ mod tests {
 
     #[test]
     fn poem_statuses_map_to_codes_of_that_status() {
-        for status in [404, 405, 413, 415, 503, 500] {
+        for status in [403, 404, 405, 413, 415, 503, 500] {
             let status = StatusCode::from_u16(status).unwrap();
             assert_eq!(ErrorCode::for_poem_status(status).status(), status);
         }

@@ -52,6 +52,26 @@ fn matches(template: &[Segment], path: &[&str]) -> bool {
     }
 }
 
+/// The order of methods in `Allow`: reads first, then writes, whatever
+/// order the table was written in.
+fn rank(method: &Method) -> usize {
+    const ORDER: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::CONNECT,
+    ];
+    ORDER
+        .iter()
+        .position(|m| m == method)
+        .unwrap_or(ORDER.len())
+}
+
 /// The methods each path template of a service answers.
 #[derive(Debug, Clone, Default)]
 pub struct AllowedMethods {
@@ -70,8 +90,19 @@ impl AllowedMethods {
         self
     }
 
+    /// This table and `other`'s routes together.
+    pub fn merge(mut self, other: AllowedMethods) -> Self {
+        for (template, methods) in other.routes {
+            self.add_template(template, methods);
+        }
+        self
+    }
+
     fn add(&mut self, path: &str, methods: impl IntoIterator<Item = Method>) {
-        let template = template(path);
+        self.add_template(template(path), methods);
+    }
+
+    fn add_template(&mut self, template: Vec<Segment>, methods: impl IntoIterator<Item = Method>) {
         let methods: Vec<Method> = methods.into_iter().collect();
         match self.routes.iter_mut().find(|(t, _)| *t == template) {
             Some((_, known)) => {
@@ -128,6 +159,7 @@ impl AllowedMethods {
                 }
             }
         }
+        allowed.sort_by_key(rank);
         any.then(|| {
             allowed
                 .iter()
@@ -274,8 +306,8 @@ impl Routes {
     }
 
     /// The route, and its table for [`AllowedMethods::check`].
-    pub fn into_parts(self) -> (Route, Arc<AllowedMethods>) {
-        (self.route, Arc::new(self.allowed))
+    pub fn into_parts(self) -> (Route, AllowedMethods) {
+        (self.route, self.allowed)
     }
 }
 
@@ -287,10 +319,14 @@ mod tests {
     fn templates_match_their_paths_and_allow_lists_their_methods() {
         let table = AllowedMethods::new()
             .route("/threads", [Method::POST])
-            .route("/threads/:id", [Method::GET, Method::DELETE])
+            .route("/threads/:id", [Method::DELETE, Method::GET])
             .route("/api/sessions/{session_id}/files/{path}", [Method::GET])
-            .route("/api/sessions/:session_id/files/*path", [Method::GET])
-            .route("/runs/:id/cancel", [Method::POST]);
+            .route("/runs/:id/cancel", [Method::POST])
+            .merge(
+                AllowedMethods::new()
+                    .route("/api/sessions/:session_id/files/*path", [Method::GET])
+                    .route("/threads/{id}", [Method::DELETE]),
+            );
         assert_eq!(table.allow("/threads").as_deref(), Some("POST"));
         assert_eq!(table.allow("/threads/").as_deref(), Some("POST"));
         assert_eq!(
