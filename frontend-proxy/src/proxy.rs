@@ -5,7 +5,7 @@
 //! the response body is dropped, and with it the upstream response, which
 //! closes the upstream connection.
 
-use poem::http::{HeaderMap, HeaderName, StatusCode};
+use poem::http::{HeaderMap, HeaderName};
 use poem::web::Data;
 use poem::{handler, Body, Request, Response};
 

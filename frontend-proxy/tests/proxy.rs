@@ -226,3 +226,41 @@ async fn a_backend_that_is_down_gets_502_json_and_the_dashboard_still_loads() {
         .unwrap();
     assert_eq!(mode, serde_json::json!({"demo": true}));
 }
+
+#[tokio::test]
+async fn the_proxys_own_routes_answer_another_method_with_405_and_allow() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let proxy = start_proxy(format!("http://127.0.0.1:{port}")).await;
+    let client = reqwest::Client::new();
+
+    for (method, path) in [
+        ("POST", "/"),
+        ("PUT", "/app.js"),
+        ("DELETE", "/index.html"),
+        ("POST", "/mode.json"),
+    ] {
+        let response = client
+            .request(method.parse().unwrap(), format!("{proxy}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(response.headers()["allow"], "GET, HEAD", "{method} {path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "error": "Method Not Allowed",
+                "code": "method_not_allowed",
+                "message": format!("{method} is not allowed on {path}; it answers GET, HEAD"),
+            })
+        );
+    }
+    // What `Allow` lists is answered.
+    for path in ["/", "/app.js", "/mode.json"] {
+        let head = client.head(format!("{proxy}{path}")).send().await.unwrap();
+        assert_eq!(head.status(), 200, "HEAD {path}");
+    }
+}

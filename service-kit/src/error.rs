@@ -149,10 +149,12 @@ pub fn error_response(code: ErrorCode, message: impl Into<String>) -> Response {
 /// (unknown route, wrong method, unreadable body) gets the JSON schema. A
 /// 500 says nothing inside; the log says everything.
 pub async fn json_error(error: poem::Error) -> Response {
-    if error.is_from_response() {
+    let status = error.status();
+    // Not an error to the client: a `304 Not Modified` (static files
+    // answer an `If-None-Match` with it) passes as poem made it.
+    if error.is_from_response() || !(status.is_client_error() || status.is_server_error()) {
         return error.into_response();
     }
-    let status = error.status();
     let code = ErrorCode::for_poem_status(status);
     if status.is_server_error() {
         tracing::error!(%error, "unhandled error");

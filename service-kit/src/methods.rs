@@ -177,7 +177,8 @@ impl AllowedMethods {
         req: Request,
     ) -> poem::Result<Response> {
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        // The whole path, also when this table is a nested route's.
+        let path = req.original_uri().path().to_owned();
         match ep.call(req).await {
             Ok(response) => {
                 let response = response.into_response();
