@@ -66,8 +66,9 @@ impl Application {
     ) -> anyhow::Result<()> {
         let mode = serde_json::json!({ "demo": self.demo_mode });
         // The proxy's own routes answer GET (and HEAD) only; another method
-        // is a 405 with `Allow`. What is forwarded keeps the backend's
-        // answer, its `Allow` included.
+        // is a 405 with `Allow`, a missing file a 404, both in the JSON
+        // schema. What is forwarded keeps the backend's answer, its `Allow`
+        // included.
         let (own, allowed) = Routes::new()
             .at(
                 "/mode.json",
@@ -83,7 +84,8 @@ impl Application {
         );
         let own = own
             .nest("/", poem::get(EmbeddedFilesEndpoint::<Dashboard>::new()))
-            .around(move |ep, req| allowed.clone().check(ep, req));
+            .around(move |ep, req| allowed.clone().check(ep, req))
+            .catch_all_error(service_kit::json_error);
         let app = Route::new()
             .nest("/api", forward)
             .nest("/docs", forward)

@@ -228,7 +228,7 @@ async fn a_backend_that_is_down_gets_502_json_and_the_dashboard_still_loads() {
 }
 
 #[tokio::test]
-async fn the_proxys_own_routes_answer_another_method_with_405_and_allow() {
+async fn the_proxys_own_routes_answer_json_errors_and_405_with_allow() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
@@ -263,4 +263,18 @@ async fn the_proxys_own_routes_answer_another_method_with_405_and_allow() {
         let head = client.head(format!("{proxy}{path}")).send().await.unwrap();
         assert_eq!(head.status(), 200, "HEAD {path}");
     }
+    let no_file = client.get(format!("{proxy}/nope.js")).send().await.unwrap();
+    assert_eq!(no_file.status(), 404);
+    let body: Value = no_file.json().await.unwrap();
+    assert_eq!(body["code"], "not_found");
+    // An unchanged file is still a bodiless 304, not an error.
+    let script = client.get(format!("{proxy}/app.js")).send().await.unwrap();
+    let etag = script.headers()["etag"].clone();
+    let unchanged = client
+        .get(format!("{proxy}/app.js"))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unchanged.status(), 304);
 }

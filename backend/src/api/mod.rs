@@ -91,9 +91,14 @@ pub fn app(engine: Arc<Engine>) -> impl IntoEndpoint {
             get(file_with_slashes.data(engine.clone())),
         )
         .into_parts();
-    let allowed = Arc::new(AllowedMethods::from_openapi(&documented).merge(outside_spec));
+    let allowed = Arc::new(
+        AllowedMethods::from_openapi(&documented)
+            .merge(outside_spec)
+            .route("/docs", [Method::GET])
+            .route("/docs/*file", [Method::GET]),
+    );
     let route = route
-        .nest("/docs", docs)
+        .nest("/docs", poem::get(docs))
         .nest("/", api)
         .around(move |ep, req| limit_body(ep, req, max_body))
         .around(move |ep, req| allowed.clone().check(ep, req));

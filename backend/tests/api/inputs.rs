@@ -138,6 +138,7 @@ async fn a_method_a_path_does_not_answer_is_405_with_allow() {
         ),
         ("PUT", format!("/api/sessions/{id}/diff"), "GET, HEAD"),
         ("PUT", "/api/openapi.json".to_owned(), "GET, HEAD"),
+        ("POST", "/docs".to_owned(), "GET, HEAD"),
         ("POST", "/health".to_owned(), "GET, HEAD"),
         ("POST", "/ready".to_owned(), "GET, HEAD"),
     ] {
