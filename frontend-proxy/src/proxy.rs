@@ -5,7 +5,7 @@
 //! the response body is dropped, and with it the upstream response, which
 //! closes the upstream connection.
 
-use poem::http::{HeaderMap, HeaderName, StatusCode};
+use poem::http::{HeaderMap, HeaderName};
 use poem::web::Data;
 use poem::{handler, Body, Request, Response};
 
@@ -101,8 +101,7 @@ pub async fn forward(req: &Request, body: Body, Data(upstream): Data<&Upstream>)
 /// The API's error schema, for when the backend cannot be reached.
 pub fn bad_gateway() -> Response {
     service_kit::error_response(
-        StatusCode::BAD_GATEWAY,
+        service_kit::ErrorCode::BackendUnavailable,
         "the backend is unreachable; the dashboard retries by itself",
-        "backend_unavailable",
     )
 }

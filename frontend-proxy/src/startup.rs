@@ -2,13 +2,17 @@
 //! serves until stopped.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use poem::endpoint::EmbeddedFilesEndpoint;
+use poem::http::Method;
 use poem::listener::TcpAcceptor;
 use poem::middleware::Tracing;
 use poem::{EndpointExt, Route, Server};
+use service_kit::methods::get;
+use service_kit::Routes;
 
 use crate::config::Config;
 use crate::proxy::{forward, Upstream};
@@ -61,16 +65,33 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         let mode = serde_json::json!({ "demo": self.demo_mode });
-        let app = Route::new()
+        // The proxy's own routes answer GET (and HEAD) only; another method
+        // is a 405 with `Allow`, a missing file a 404, both in the JSON
+        // schema. What is forwarded keeps the backend's answer, its `Allow`
+        // included.
+        let (own, allowed) = Routes::new()
             .at(
                 "/mode.json",
-                poem::endpoint::make_sync(move |_| poem::web::Json(mode.clone())),
+                get(poem::endpoint::make_sync(move |_| {
+                    poem::web::Json(mode.clone())
+                })),
             )
+            .into_parts();
+        let allowed = Arc::new(
+            allowed
+                .route("/", [Method::GET])
+                .route("/*file", [Method::GET]),
+        );
+        let own = own
+            .nest("/", poem::get(EmbeddedFilesEndpoint::<Dashboard>::new()))
+            .around(move |ep, req| allowed.clone().check(ep, req))
+            .catch_all_error(service_kit::json_error);
+        let app = Route::new()
             .nest("/api", forward)
             .nest("/docs", forward)
             .at("/health", forward)
             .at("/ready", forward)
-            .nest("/", EmbeddedFilesEndpoint::<Dashboard>::new())
+            .nest("/", own)
             .data(self.upstream)
             .with(Tracing);
         tracing::info!(addr = %self.addr, "frontend-proxy listening");

@@ -226,3 +226,55 @@ async fn a_backend_that_is_down_gets_502_json_and_the_dashboard_still_loads() {
         .unwrap();
     assert_eq!(mode, serde_json::json!({"demo": true}));
 }
+
+#[tokio::test]
+async fn the_proxys_own_routes_answer_json_errors_and_405_with_allow() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let proxy = start_proxy(format!("http://127.0.0.1:{port}")).await;
+    let client = reqwest::Client::new();
+
+    for (method, path) in [
+        ("POST", "/"),
+        ("PUT", "/app.js"),
+        ("DELETE", "/index.html"),
+        ("POST", "/mode.json"),
+    ] {
+        let response = client
+            .request(method.parse().unwrap(), format!("{proxy}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(response.headers()["allow"], "GET, HEAD", "{method} {path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "error": "Method Not Allowed",
+                "code": "method_not_allowed",
+                "message": format!("{method} is not allowed on {path}; it answers GET, HEAD"),
+            })
+        );
+    }
+    // What `Allow` lists is answered.
+    for path in ["/", "/app.js", "/mode.json"] {
+        let head = client.head(format!("{proxy}{path}")).send().await.unwrap();
+        assert_eq!(head.status(), 200, "HEAD {path}");
+    }
+    let no_file = client.get(format!("{proxy}/nope.js")).send().await.unwrap();
+    assert_eq!(no_file.status(), 404);
+    let body: Value = no_file.json().await.unwrap();
+    assert_eq!(body["code"], "not_found");
+    // An unchanged file is still a bodiless 304, not an error.
+    let script = client.get(format!("{proxy}/app.js")).send().await.unwrap();
+    let etag = script.headers()["etag"].clone();
+    let unchanged = client
+        .get(format!("{proxy}/app.js"))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unchanged.status(), 304);
+}

@@ -9,9 +9,11 @@ use poem::error::ReadBodyError;
 use poem::http::{HeaderMap, StatusCode};
 use poem::web::sse::{Event, SSE};
 use poem::web::{Data, Json, Path, Query};
-use poem::{get, handler, post, Body, EndpointExt, IntoEndpoint, IntoResponse, Response, Route};
+use poem::{handler, Body, EndpointExt, IntoEndpoint, IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use service_kit::methods::{get, post};
+use service_kit::Routes;
 use uuid::Uuid;
 
 use crate::config::Config;
@@ -34,8 +36,10 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
 }
 
+/// The routes; a method a path does not answer is a 405 with `Allow`,
+/// from the same table.
 pub fn routes(state: AppState) -> impl IntoEndpoint {
-    Route::new()
+    let (route, allowed) = Routes::new()
         .at("/health", get(health))
         .at("/threads", post(create_thread))
         .at("/threads/:id", get(get_thread).delete(delete_thread))
@@ -43,6 +47,10 @@ pub fn routes(state: AppState) -> impl IntoEndpoint {
         .at("/runs/:id", get(get_run))
         .at("/runs/:id/cancel", post(cancel_run))
         .at("/runs/:id/events", get(run_events))
+        .into_parts();
+    let allowed = Arc::new(allowed);
+    route
+        .around(move |ep, req| allowed.clone().check(ep, req))
         .with(poem::middleware::Tracing)
         .data(state)
         .catch_all_error(catch_all)
@@ -93,22 +101,61 @@ impl From<crate::registry::ThreadRecord> for ThreadView {
 }
 
 /// Reads a JSON body of at most `RUNNER_MAX_BODY_BYTES`, with or without a
-/// `Content-Length`.
-async fn read_json<T: serde::de::DeserializeOwned>(state: &AppState, body: Body) -> Result<T> {
+/// `Content-Length`. The body must say it is JSON (415 otherwise, as the
+/// backend answers); a body that is not the request's JSON is a 400, a
+/// value in it that is refused later a 422.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T> {
+    match headers.get(poem::http::header::CONTENT_TYPE) {
+        None => {
+            return Err(ApiError::UnsupportedMediaType(
+                "the request has no Content-Type; send application/json".into(),
+            ))
+        }
+        Some(value) if !value.to_str().is_ok_and(is_json) => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "the request body must be application/json, not {}",
+                String::from_utf8_lossy(value.as_bytes())
+            )))
+        }
+        Some(_) => {}
+    }
     let limit = state.config.limits.max_body_bytes;
     let bytes = body.into_bytes_limit(limit).await.map_err(|e| match e {
         ReadBodyError::PayloadTooLarge => ApiError::TooLarge(format!(
             "the request body is larger than {limit} bytes (RUNNER_MAX_BODY_BYTES)"
         )),
-        other => ApiError::Validation(format!("cannot read the request body: {other}")),
+        other => ApiError::BadRequest(format!("cannot read the request body: {other}")),
     })?;
     serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::Validation(format!("invalid JSON body: {e}")))
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// `application/json` or `application/<anything>+json`, parameters aside:
+/// what the backend (poem-openapi) accepts as JSON.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match essence.split_once('/') {
+        Some(("application", subtype)) => subtype == "json" || subtype.ends_with("+json"),
+        _ => false,
+    }
 }
 
 #[handler]
-async fn create_thread(Data(state): Data<&AppState>, body: Body) -> Result<Response> {
-    let request: CreateThread = read_json(state, body).await?;
+async fn create_thread(
+    Data(state): Data<&AppState>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let request: CreateThread = read_json(state, headers, body).await?;
     let invalid = |e: crate::workspace::WorkspaceError| ApiError::Validation(e.to_string());
     let working =
         WorkingDirectory::parse(&request.working_directory, &state.root).map_err(invalid)?;
@@ -253,8 +300,12 @@ struct CreateRun {
 }
 
 #[handler]
-async fn create_run(Data(state): Data<&AppState>, body: Body) -> Result<Response> {
-    let request: CreateRun = read_json(state, body).await?;
+async fn create_run(
+    Data(state): Data<&AppState>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let request: CreateRun = read_json(state, headers, body).await?;
     let thread_id = parse_id(&request.thread_id, "thread")?;
     let prompt = request.prompt.trim();
     if prompt.is_empty() {
@@ -333,7 +384,7 @@ fn run_events(
         None => 0,
         Some(raw) if raw.trim().is_empty() => 0,
         Some(raw) => raw.trim().parse::<u64>().map_err(|_| {
-            ApiError::Validation(format!(
+            ApiError::BadRequest(format!(
                 "Last-Event-ID/after must be an event number, got {raw:?}"
             ))
         })?,

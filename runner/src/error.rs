@@ -1,12 +1,22 @@
-//! The runner's API errors and their one mapping to HTTP: every 4xx/5xx body
-//! is `{error, message, code, detail?}`.
+//! The runner's API errors and their one mapping to a `service_kit`
+//! [`ErrorCode`], which fixes the status: every 4xx/5xx body is
+//! `{error, message, code}`, with the backend's codes and statuses.
 
 use poem::error::ResponseError;
 use poem::http::StatusCode;
 use poem::Response;
+use service_kit::ErrorCode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// The request cannot be read: malformed JSON, an unknown or missing
+    /// field, a value of the wrong type, a malformed header.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body is not `application/json`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The request was read, and a value in it was refused.
     #[error("{0}")]
     Validation(String),
     #[error("{0}")]
@@ -25,38 +35,31 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn code(&self) -> &'static str {
+    fn code(&self) -> ErrorCode {
         match self {
-            ApiError::Validation(_) => "validation_error",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::Conflict(_) => "conflict",
-            ApiError::TooMany(_) => "too_many_requests",
-            ApiError::TooLarge(_) => "payload_too_large",
-            ApiError::Internal(_) => "internal_error",
+            ApiError::BadRequest(_) => ErrorCode::BadRequest,
+            ApiError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            ApiError::Validation(_) => ErrorCode::ValidationError,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::Conflict(_) => ErrorCode::Conflict,
+            ApiError::TooMany(_) => ErrorCode::TooManyRequests,
+            ApiError::TooLarge(_) => ErrorCode::PayloadTooLarge,
+            ApiError::Internal(_) => ErrorCode::InternalError,
         }
     }
 }
 
 impl ResponseError for ApiError {
     fn status(&self) -> StatusCode {
-        match self {
-            ApiError::Validation(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.code().status()
     }
 
     fn as_response(&self) -> Response {
         if let ApiError::Internal(error) = self {
             tracing::error!(error.cause_chain = ?error, "internal error");
         }
-        let mut response =
-            service_kit::error_response(self.status(), self.to_string(), self.code());
+        let mut response = service_kit::error_response(self.code(), self.to_string());
         if let ApiError::TooLarge(_) = self {
             // The rest of the body is left unread, so the connection cannot
             // carry another request: say so, or a client may reuse it.

@@ -288,6 +288,14 @@ mod tests {
             "{head}"
         );
         let parsed: serde_json::Value = serde_json::from_str(body).unwrap();
-        assert_eq!(parsed["code"], "too_many_connections");
+        assert_eq!(
+            parsed["code"],
+            crate::ErrorCode::TooManyConnections.as_str()
+        );
+        assert!(head.starts_with(&format!(
+            "HTTP/1.1 {} {}",
+            crate::ErrorCode::TooManyConnections.status().as_u16(),
+            crate::ErrorCode::TooManyConnections.reason()
+        )));
     }
 }

@@ -9,7 +9,6 @@ use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use poem::http::StatusCode;
 use poem::{Endpoint, IntoResponse, Request, Response};
 
 /// The `Host` values a service answers to.
@@ -105,9 +104,8 @@ impl AllowedHosts {
             _ => {
                 tracing::warn!(host = ?host, "refused a request for a host this service is not");
                 Ok(crate::error_response(
-                    StatusCode::MISDIRECTED_REQUEST,
+                    crate::ErrorCode::HostNotAllowed,
                     "this service does not answer to that Host; see ALLOWED_HOSTS",
-                    "host_not_allowed",
                 ))
             }
         }

@@ -1,20 +1,23 @@
 //! What the runner, the backend and the frontend-proxy do the same way:
-//! logging set-up, binding their listener, the signal that stops them, and
-//! the JSON body of their errors, the limits of their connections and
-//! the `Host` check against DNS rebinding.
+//! logging set-up, binding their listener, the signal that stops them, the
+//! error contract (one table of codes and statuses, the JSON body, `Allow`
+//! on a 405), the limits of their connections and the `Host` check against
+//! DNS rebinding.
 
 mod connections;
+mod error;
 mod host;
+pub mod methods;
 
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use poem::http::StatusCode;
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
-use poem::{IntoResponse, Response};
 
 pub use connections::{ConnectionLimits, LimitedConnections, LimitedIo};
+pub use error::{error_response, json_error, ErrorCode};
 pub use host::{allowed_hosts_from_env, AllowedHosts};
+pub use methods::{AllowedMethods, Routes};
 
 /// Logs to stderr, filtered by `RUST_LOG` (`info` by default), coloured only
 /// on a terminal.
@@ -57,41 +60,6 @@ pub async fn stop_signal() {
             }
         } => {}
     }
-}
-
-/// The error schema of every service: `{error, message, code}`, `error`
-/// being the status's reason phrase and `code` a stable machine code.
-pub fn error_response(status: StatusCode, message: impl Into<String>, code: &str) -> Response {
-    let body = serde_json::json!({
-        "error": status.canonical_reason().unwrap_or("Error"),
-        "message": message.into(),
-        "code": code,
-    });
-    (status, poem::web::Json(body)).into_response()
-}
-
-/// For `catch_all_error`: an error that already carries its response (a
-/// service's own error type) passes as it is; an error poem raised itself
-/// (unknown route, wrong method, unreadable body) gets the JSON schema. A
-/// 500 says nothing inside; the log says everything.
-pub async fn json_error(error: poem::Error) -> Response {
-    if error.is_from_response() {
-        return error.into_response();
-    }
-    let status = error.status();
-    let code = match status {
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        s if s.is_server_error() => "internal_error",
-        _ => "bad_request",
-    };
-    if status.is_server_error() {
-        tracing::error!(%error, "unhandled error");
-        return error_response(status, "internal error", code);
-    }
-    error_response(status, error.to_string(), code)
 }
 
 /// `HTTP_IDLE_TIMEOUT_SECS` when unset.

@@ -1,8 +1,10 @@
 //! The one error type of the API, declared in the spec for every operation:
-//! every 4xx/5xx body is `{error, message, code, detail?}`.
+//! every 4xx/5xx body is `{error, message, code}`. The codes and their
+//! statuses are `service_kit`'s table, the same as the runner's.
 
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
+use service_kit::ErrorCode;
 
 use crate::store::StoreError;
 
@@ -13,83 +15,105 @@ pub struct ErrorBody {
     pub error: String,
     /// What went wrong, for a person.
     pub message: String,
-    /// A stable machine code: `bad_request`, `validation_error`, `not_found`,
-    /// `conflict`, `payload_too_large`, `internal_error`, `not_ready`.
+    /// A stable machine code, one per status: `bad_request` (400),
+    /// `forbidden` (403), `not_found` (404), `method_not_allowed` (405),
+    /// `conflict` (409), `payload_too_large` (413), `unsupported_media_type`
+    /// (415), `host_not_allowed` (421), `validation_error` (422),
+    /// `internal_error` (500), `not_ready` or `too_many_connections` (503).
     pub code: String,
-    /// Extra structured information, when there is any.
-    #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<serde_json::Value>,
 }
 
+/// Every error status of the API. Some are answered before an operation
+/// runs (405, 415, 421, 403, 503 `too_many_connections`); they are
+/// declared here all the same, so a client generated from the spec knows
+/// them.
 #[derive(Debug, ApiResponse)]
 #[oai(bad_request_handler = "bad_request")]
 pub enum ApiError {
-    /// The request is malformed (bad JSON, bad path, bad parameter).
+    /// The request cannot be read: malformed JSON, an unknown or missing
+    /// field, a value of the wrong type, a bad path, parameter or header.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
+    /// A cross-origin request from an origin `CORS_ORIGINS` does not list.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
     /// No such session, run or file.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
+    /// The path does not answer this method; `Allow` lists those it does.
+    #[oai(status = 405)]
+    MethodNotAllowed(
+        Json<ErrorBody>,
+        /// The methods the path answers, e.g. `GET, HEAD, POST`.
+        #[oai(header = "Allow")]
+        String,
+    ),
     /// The request conflicts with the current state.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
     /// The request body or the file is too large.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
-    /// A value was refused (repo_url, ref, depth, prompt).
+    /// The request body is not `application/json`.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
+    /// The `Host` is not this server's (see `ALLOWED_HOSTS`).
+    #[oai(status = 421)]
+    MisdirectedRequest(Json<ErrorBody>),
+    /// The request was read, and a value in it was refused (repo_url, ref,
+    /// depth, prompt).
     #[oai(status = 422)]
     Unprocessable(Json<ErrorBody>),
     /// Something failed on our side; the log says what.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// A dependency is not ready.
+    /// A dependency is not ready, or the server holds as many connections
+    /// as it may.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
 }
 
-fn body(error: &str, code: &str, message: impl Into<String>) -> Json<ErrorBody> {
+fn body(code: ErrorCode, message: impl Into<String>) -> Json<ErrorBody> {
     Json(ErrorBody {
-        error: error.to_owned(),
+        error: code.reason().to_owned(),
         message: message.into(),
-        code: code.to_owned(),
-        detail: None,
+        code: code.as_str().to_owned(),
     })
 }
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::BadRequest(body("Bad Request", "bad_request", message))
+        Self::BadRequest(body(ErrorCode::BadRequest, message))
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::NotFound(body("Not Found", "not_found", message))
+        Self::NotFound(body(ErrorCode::NotFound, message))
     }
 
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self::Conflict(body("Conflict", "conflict", message))
+        Self::Conflict(body(ErrorCode::Conflict, message))
     }
 
     pub fn too_large(message: impl Into<String>) -> Self {
-        Self::PayloadTooLarge(body("Payload Too Large", "payload_too_large", message))
+        Self::PayloadTooLarge(body(ErrorCode::PayloadTooLarge, message))
+    }
+
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::UnsupportedMediaType(body(ErrorCode::UnsupportedMediaType, message))
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::Unprocessable(body("Unprocessable Entity", "validation_error", message))
+        Self::Unprocessable(body(ErrorCode::ValidationError, message))
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::Unavailable(body("Service Unavailable", "not_ready", message))
+        Self::Unavailable(body(ErrorCode::NotReady, message))
     }
 
     /// A 500 says nothing inside; the log says everything.
     pub fn internal(error: &(dyn std::error::Error + 'static)) -> Self {
         tracing::error!(error.cause_chain = ?ErrorChain(error), "internal error");
-        Self::Internal(body(
-            "Internal Server Error",
-            "internal_error",
-            "internal error",
-        ))
+        Self::Internal(body(ErrorCode::InternalError, "internal error"))
     }
 }
 
@@ -119,12 +143,16 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// Request parse errors (bad JSON, a missing field, a bad parameter).
+/// Request parse errors (bad JSON, a missing field, a bad parameter, a
+/// body that is too large or not JSON).
 fn bad_request(error: poem::Error) -> ApiError {
-    if error.status() == poem::http::StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::too_large(error.to_string());
+    match error.status() {
+        s if s == ErrorCode::PayloadTooLarge.status() => ApiError::too_large(error.to_string()),
+        s if s == ErrorCode::UnsupportedMediaType.status() => {
+            ApiError::unsupported_media_type(error.to_string())
+        }
+        _ => ApiError::bad_request(error.to_string()),
     }
-    ApiError::bad_request(error.to_string())
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -132,3 +160,37 @@ pub type ApiResult<T> = Result<T, ApiError>;
 /// Errors raised outside the OpenAPI operations (unknown route, wrong
 /// method, body limit) get the same JSON body; ours pass as they are.
 pub use service_kit::json_error as catch_all;
+
+#[cfg(test)]
+mod tests {
+    use poem::IntoResponse;
+
+    use super::*;
+
+    /// Each constructor answers the status its code has in `service_kit`'s
+    /// table, and the body says that code.
+    #[tokio::test]
+    async fn every_error_has_the_status_of_its_code() {
+        let io = std::io::Error::other("disk on fire");
+        for (error, code) in [
+            (ApiError::bad_request("m"), ErrorCode::BadRequest),
+            (ApiError::not_found("m"), ErrorCode::NotFound),
+            (ApiError::conflict("m"), ErrorCode::Conflict),
+            (ApiError::too_large("m"), ErrorCode::PayloadTooLarge),
+            (
+                ApiError::unsupported_media_type("m"),
+                ErrorCode::UnsupportedMediaType,
+            ),
+            (ApiError::invalid("m"), ErrorCode::ValidationError),
+            (ApiError::unavailable("m"), ErrorCode::NotReady),
+            (ApiError::internal(&io), ErrorCode::InternalError),
+        ] {
+            let response = error.into_response();
+            assert_eq!(response.status(), code.status(), "{code}");
+            let body: serde_json::Value =
+                serde_json::from_slice(&response.into_body().into_vec().await.unwrap()).unwrap();
+            assert_eq!(body["code"], code.as_str());
+            assert_eq!(body["error"], code.reason());
+        }
+    }
+}

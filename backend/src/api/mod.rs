@@ -14,8 +14,10 @@ use std::sync::Arc;
 use poem::http::Method;
 use poem::middleware::{Cors, Tracing};
 use poem::web::Path;
-use poem::{handler, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route};
+use poem::{handler, EndpointExt, IntoEndpoint, IntoResponse, Request, Response};
 use poem_openapi::{OpenApiService, Tags};
+use service_kit::methods::get;
+use service_kit::{AllowedMethods, Routes};
 use uuid::Uuid;
 
 pub use error::{ApiError, ErrorBody};
@@ -66,22 +68,40 @@ pub fn service(engine: &Arc<Engine>) -> OpenApiService<Api, ()> {
     .description("Work on git repositories through the Codex agent and watch it live.")
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application. A method a path does not answer is a 405
+/// whose `Allow` comes from the OpenAPI document's paths and the few routes
+/// outside it.
 pub fn app(engine: Arc<Engine>) -> impl IntoEndpoint {
     let api = service(&engine);
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
+    let documented = serde_json::from_str(&api.spec()).unwrap_or_else(|error| {
+        // poem-openapi writes this document itself; should it ever not be
+        // JSON, a 405 still answers, with an empty `Allow`, and the log
+        // says why.
+        tracing::error!(%error, "the OpenAPI document is not JSON: 405s lack Allow");
+        serde_json::Value::Null
+    });
     let max_body = engine.config().limits.max_body_bytes;
     let cors = engine.config().cors_origins.clone();
-    let route = Route::new()
-        .at("/api/openapi.json", spec)
-        .nest("/docs", docs)
+    let (route, outside_spec) = Routes::new()
+        .at("/api/openapi.json", get(spec))
         .at(
             "/api/sessions/:session_id/files/*path",
-            file_with_slashes.data(engine.clone()),
+            get(file_with_slashes.data(engine.clone())),
         )
+        .into_parts();
+    let allowed = Arc::new(
+        AllowedMethods::from_openapi(&documented)
+            .merge(outside_spec)
+            .route("/docs", [Method::GET])
+            .route("/docs/*file", [Method::GET]),
+    );
+    let route = route
+        .nest("/docs", poem::get(docs))
         .nest("/", api)
-        .around(move |ep, req| limit_body(ep, req, max_body));
+        .around(move |ep, req| limit_body(ep, req, max_body))
+        .around(move |ep, req| allowed.clone().check(ep, req));
     let mut cors_mw = Cors::new()
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers(["content-type", "last-event-id"])

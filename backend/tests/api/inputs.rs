@@ -92,10 +92,13 @@ async fn malformed_requests_get_json_errors() {
     assert_error(too_large, 413, "payload_too_large").await;
     let unknown_route = stack.get("/api/nope").await;
     assert_error(unknown_route, 404, "not_found").await;
-    let wrong_method = client.put(stack.url("/api/sessions")).send().await.unwrap();
-    assert!(wrong_method.status() == 405 || wrong_method.status() == 404);
-    let body: serde_json::Value = wrong_method.json().await.unwrap();
-    assert!(body["code"].is_string());
+    let unknown_field = stack
+        .post(
+            "/api/sessions",
+            json!({"repo_url": "https://example.org/r.git", "branch": "main"}),
+        )
+        .await;
+    assert_error(unknown_field, 400, "bad_request").await;
     for path in [
         "/api/sessions/not-a-uuid",
         &format!("/api/sessions/{}", uuid::Uuid::new_v4()),
@@ -108,6 +111,94 @@ async fn malformed_requests_get_json_errors() {
     }
     let bad_page = stack.get("/api/sessions?limit=0").await;
     assert_error(bad_page, 400, "bad_request").await;
+}
+
+#[tokio::test]
+async fn a_method_a_path_does_not_answer_is_405_with_allow() {
+    let stack = TestStack::start().await;
+    let id = uuid::Uuid::new_v4();
+    for (method, path, allow) in [
+        ("PUT", "/api/sessions".to_owned(), "GET, HEAD, POST"),
+        ("DELETE", "/api/sessions".to_owned(), "GET, HEAD, POST"),
+        ("POST", format!("/api/sessions/{id}"), "GET, HEAD, DELETE"),
+        ("GET", format!("/api/sessions/{id}/prompt"), "POST"),
+        ("DELETE", format!("/api/runs/{id}"), "GET, HEAD"),
+        ("GET", format!("/api/runs/{id}/cancel"), "POST"),
+        ("POST", format!("/api/runs/{id}/events"), "GET, HEAD"),
+        ("POST", format!("/api/sessions/{id}/files"), "GET, HEAD"),
+        (
+            "POST",
+            format!("/api/sessions/{id}/files/a.txt"),
+            "GET, HEAD",
+        ),
+        (
+            "DELETE",
+            format!("/api/sessions/{id}/files/a/b.txt"),
+            "GET, HEAD",
+        ),
+        ("PUT", format!("/api/sessions/{id}/diff"), "GET, HEAD"),
+        ("PUT", "/api/openapi.json".to_owned(), "GET, HEAD"),
+        ("POST", "/docs".to_owned(), "GET, HEAD"),
+        ("POST", "/health".to_owned(), "GET, HEAD"),
+        ("POST", "/ready".to_owned(), "GET, HEAD"),
+    ] {
+        let response = stack
+            .client
+            .request(method.parse().unwrap(), stack.url(&path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.headers().get("allow").map(|v| v.to_str().unwrap()),
+            Some(allow),
+            "{method} {path}"
+        );
+        let body = assert_error(response, 405, "method_not_allowed").await;
+        assert_eq!(
+            body["message"],
+            format!("{method} is not allowed on {path}; it answers {allow}")
+        );
+    }
+    // What `Allow` lists is answered: HEAD goes to the GET endpoint.
+    let head = stack
+        .client
+        .head(stack.url("/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_415_and_creates_nothing() {
+    let stack = TestStack::start().await;
+    let (session, _) = stack.ready_session().await;
+    let body = json!({"repo_url": "https://example.org/r.git"}).to_string();
+    let prompt = json!({"prompt": "hi"}).to_string();
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("application/jsonx"),
+        None,
+    ] {
+        for (path, body) in [
+            ("/api/sessions".to_owned(), &body),
+            (format!("/api/sessions/{session}/prompt"), &prompt),
+        ] {
+            let mut request = stack.client.post(stack.url(&path)).body(body.clone());
+            if let Some(content_type) = content_type {
+                request = request.header("content-type", content_type);
+            }
+            let response = request.send().await.unwrap();
+            assert_error(response, 415, "unsupported_media_type").await;
+        }
+    }
+    let listed = stack.get_json("/api/sessions").await;
+    assert_eq!(listed["total"], 1, "no refused request created a session");
+    let runs = stack
+        .get_json(&format!("/api/sessions/{session}/runs"))
+        .await;
+    assert_eq!(runs["runs"], json!([]), "no refused prompt queued a run");
 }
 
 #[tokio::test]

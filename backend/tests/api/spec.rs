@@ -22,6 +22,12 @@ const OPERATIONS: [(&str, &str); 15] = [
     ("/api/sessions/{session_id}/diff", "get"),
 ];
 
+/// Every error status the backend can answer an `/api/` operation with,
+/// those raised before the operation runs (403 CORS, 405, 415, 421) too.
+const ERROR_STATUSES: [&str; 11] = [
+    "400", "403", "404", "405", "409", "413", "415", "421", "422", "500", "503",
+];
+
 #[tokio::test]
 async fn the_spec_is_valid_openapi_3_and_lists_every_route() {
     let stack = TestStack::start().await;
@@ -48,7 +54,7 @@ async fn the_spec_is_valid_openapi_3_and_lists_every_route() {
                 "{method} {path} has no tag"
             );
             if path.starts_with("/api/") {
-                for status in ["400", "404", "500"] {
+                for status in ERROR_STATUSES {
                     let error = &operation["responses"][status]["content"]
                         ["application/json; charset=utf-8"]["schema"]["$ref"];
                     assert_eq!(
@@ -56,6 +62,21 @@ async fn the_spec_is_valid_openapi_3_and_lists_every_route() {
                         "{method} {path} lacks {status}"
                     );
                 }
+                // Header names are case-insensitive; poem-openapi writes
+                // them in capitals.
+                let allow = operation["responses"]["405"]["headers"]
+                    .as_object()
+                    .and_then(|headers| {
+                        headers
+                            .iter()
+                            .find(|(name, _)| name.eq_ignore_ascii_case("allow"))
+                    })
+                    .map(|(_, header)| header);
+                assert_eq!(
+                    allow.map(|h| &h["schema"]["type"]),
+                    Some(&Value::from("string")),
+                    "{method} {path}: the 405 declares Allow"
+                );
             }
         }
     }
@@ -65,8 +86,18 @@ async fn the_spec_is_valid_openapi_3_and_lists_every_route() {
         events["text/event-stream"].is_object(),
         "the stream is declared as text/event-stream"
     );
-    let error = &spec["components"]["schemas"]["ErrorBody"]["required"];
-    assert_eq!(error, &serde_json::json!(["error", "message", "code"]));
+    let error = &spec["components"]["schemas"]["ErrorBody"];
+    assert_eq!(
+        error["required"],
+        serde_json::json!(["error", "message", "code"])
+    );
+    let mut properties: Vec<&String> = error["properties"].as_object().unwrap().keys().collect();
+    properties.sort();
+    assert_eq!(
+        properties,
+        ["code", "error", "message"],
+        "the error body has nothing that is never filled"
+    );
 
     let docs = stack.get("/docs").await;
     assert_eq!(docs.status(), 200);

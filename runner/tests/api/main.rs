@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod containment;
+mod errors;
 mod helpers;
 mod passthrough;
 mod processes;
@@ -244,7 +245,7 @@ async fn a_working_directory_outside_the_root_is_refused() {
         let response = runner
             .post("/threads", json!({"workingDirectory": dir}))
             .await;
-        let body = assert_error(response, 400, "validation_error").await;
+        let body = assert_error(response, 422, "validation_error").await;
         assert!(body["message"]
             .as_str()
             .unwrap()
@@ -260,36 +261,43 @@ async fn bad_input_gets_a_json_error() {
 
     let not_json = client
         .post(runner.url("/threads"))
+        .header("content-type", "application/json")
         .body("{not json")
         .send()
         .await
         .unwrap();
-    assert_error(not_json, 400, "validation_error").await;
+    assert_error(not_json, 400, "bad_request").await;
     let unknown_field = runner
         .post(
             "/threads",
             json!({"workingDirectory": runner.repo, "sandbox": "x"}),
         )
         .await;
-    assert_error(unknown_field, 400, "validation_error").await;
+    assert_error(unknown_field, 400, "bad_request").await;
+    let missing_field = runner.post("/threads", json!({"dir": runner.repo})).await;
+    assert_error(missing_field, 400, "bad_request").await;
+    let wrong_type = runner
+        .post("/threads", json!({"workingDirectory": [runner.repo]}))
+        .await;
+    assert_error(wrong_type, 400, "bad_request").await;
     let bad_sandbox = runner
         .post(
             "/threads",
             json!({"workingDirectory": runner.repo, "sandboxMode": "yolo"}),
         )
         .await;
-    assert_error(bad_sandbox, 400, "validation_error").await;
+    assert_error(bad_sandbox, 400, "bad_request").await;
     let flag_as_resume = runner
         .post(
             "/threads",
             json!({"workingDirectory": runner.repo, "resumeThreadId": "--help"}),
         )
         .await;
-    assert_error(flag_as_resume, 400, "validation_error").await;
+    assert_error(flag_as_resume, 422, "validation_error").await;
     let empty_prompt = runner
         .post("/runs", json!({"threadId": thread, "prompt": "  \n "}))
         .await;
-    assert_error(empty_prompt, 400, "validation_error").await;
+    assert_error(empty_prompt, 422, "validation_error").await;
     let unknown_thread = runner
         .post(
             "/runs",
@@ -322,7 +330,7 @@ async fn bad_input_gets_a_json_error() {
         .send()
         .await
         .unwrap();
-    assert_error(bad_resume, 400, "validation_error").await;
+    assert_error(bad_resume, 400, "bad_request").await;
     assert_eq!(
         runner.events(&run).await.last().unwrap().event,
         "run.completed"
