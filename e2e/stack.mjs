@@ -81,19 +81,30 @@ export async function startStack() {
   }, /backend listening addr=(\S+)/);
   const backendUrl = `http://${backend.match[1]}`;
   const proxyAddr = `127.0.0.1:${await freePort()}`;
+  // A fixed port, so the page's preview links stay right across a restart.
+  const previewAddr = `127.0.0.1:${await freePort()}`;
   const startProxy = async () =>
-    (await start("proxy", bin("frontend-proxy"), [], { PROXY_ADDR: proxyAddr, BACKEND_URL: backendUrl }, /frontend-proxy listening/)).child;
+    (await start("proxy", bin("frontend-proxy"), [], { PROXY_ADDR: proxyAddr, PREVIEW_ADDR: previewAddr, BACKEND_URL: backendUrl }, /previews listening/)).child;
   let proxy = await startProxy();
 
   return {
     dir,
     url: `http://${proxyAddr}`,
+    previewUrl: `http://${previewAddr}`,
+    backendUrl,
     modelUrl: model.match[1],
     /** Kills the proxy (every browser connection drops) and starts it again. */
     async restartProxy() {
+      await this.killProxy();
+      await this.startProxy();
+    },
+    /** Kills the proxy: the page loses the API until `startProxy`. */
+    async killProxy() {
       const exited = new Promise((done) => proxy.once("exit", done));
       proxy.kill("SIGKILL");
       await exited;
+    },
+    async startProxy() {
       proxy = await startProxy();
     },
     /** A repository with one commit, for sessions to clone. */
