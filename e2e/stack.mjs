@@ -78,6 +78,8 @@ export async function startStack() {
     RUNNER_URL: `http://${runnerAddr}`,
     WORKSPACES_ROOT: workspaces,
     ALLOW_LOCAL_REPOS: "true",
+    // Sessions of forge-style http URLs on loopback (nothing listens there).
+    ALLOWED_CLONE_HOSTS: "127.0.0.1",
   }, /backend listening addr=(\S+)/);
   const backendUrl = `http://${backend.match[1]}`;
   const proxyAddr = `127.0.0.1:${await freePort()}`;

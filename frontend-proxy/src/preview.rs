@@ -151,7 +151,7 @@ enum PreviewError {
     NotFound(String),
     /// The backend's own error (4xx), passed on as it is.
     #[error("the backend refused the request")]
-    Backend(Response),
+    Backend(Box<Response>),
     #[error("the backend is unreachable")]
     Unreachable(#[source] reqwest::Error),
     #[error("the backend's answer was not understood")]
@@ -171,7 +171,7 @@ impl IntoResponse for PreviewError {
             PreviewError::NotFound(_) => {
                 service_kit::error_response(StatusCode::NOT_FOUND, message, "not_found")
             }
-            PreviewError::Backend(response) => response,
+            PreviewError::Backend(response) => *response,
             PreviewError::Unreachable(error) => {
                 tracing::warn!(error = %error.without_url(), "backend unreachable");
                 crate::proxy::bad_gateway()
@@ -396,7 +396,7 @@ async fn backend_error(response: reqwest::Response) -> Response {
 async fn fail(response: reqwest::Response) -> PreviewError {
     let status = response.status();
     if status.is_client_error() {
-        PreviewError::Backend(backend_error(response).await)
+        PreviewError::Backend(Box::new(backend_error(response).await))
     } else {
         PreviewError::Unexpected(format!("status {status}"))
     }

@@ -20,12 +20,15 @@ use serde_json::{json, Value};
 
 const SESSION: &str = "0b8f3a52-8f43-4c8e-9a8e-3f1c2d4e5f60";
 
+/// A request the fake backend got: its path and its `Cookie` header.
+type Asked = (String, Option<String>);
+
 /// The fake workspace: path -> content; folders are implied by the paths.
 #[derive(Clone, Default)]
 struct Workspace {
     files: Arc<BTreeMap<String, Vec<u8>>>,
     /// Each request the backend got: path and its `Cookie` header, if any.
-    asked: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    asked: Arc<Mutex<Vec<Asked>>>,
 }
 
 impl Workspace {
