@@ -4,10 +4,16 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
-import { startStack } from "./stack.mjs";
+import { git, startStack } from "./stack.mjs";
+
+/** As the dashboard shows a duration (timeline.js). */
+function formatElapsed(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  return s < 60 ? `${s}s` : `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, "0")}s`;
+}
 
 const artifacts = resolve(import.meta.dirname, "../test-artifacts");
 mkdirSync(artifacts, { recursive: true });
@@ -194,5 +200,248 @@ test("a failed clone shows its message", async () => {
   await page.fill("[data-testid=new-session-url]", "ext::sh");
   await page.click("[data-testid=create-session]");
   await page.getByTestId("create-error").filter({ hasText: "transport helper" }).waitFor({ timeout: LONG });
+  await page.close();
+});
+
+// --- the Preview tab -------------------------------------------------------
+
+test("a page the run built runs in the sandboxed Preview, apart from the dashboard's cookies and API", async () => {
+  const page = await newPage();
+  const repo = stack.makeRepo("preview");
+  // A symlink to a file outside the workspace, committed: the preview
+  // reads through the backend, which refuses it.
+  symlinkSync("/etc/hostname", join(repo, "outside"));
+  git(repo, "add", "outside");
+  git(repo, "commit", "-q", "-m", "a symlink out of the workspace");
+  await page.goto(stack.url);
+  await page.evaluate(() => { document.cookie = "dashboard_secret=s3cret; path=/"; });
+  const session = await createSession(page, repo);
+  await page.waitForSelector("[data-testid=session-status].ready", { timeout: LONG });
+
+  const run = await sendPrompt(page, "build a snake game in the browser");
+  await page.waitForSelector("[data-testid=run][data-status=completed]", { timeout: LONG });
+  await run.locator("[data-testid=preview-link][data-path='snake/index.html']").click();
+
+  assert.equal(await page.getByTestId("tab-preview").getAttribute("aria-selected"), "true");
+  const frameElement = page.getByTestId("preview-frame");
+  assert.equal(await frameElement.getAttribute("sandbox"), "allow-scripts");
+  assert.equal(await frameElement.getAttribute("src"), `${stack.previewUrl}/${session}/snake/index.html`);
+  const frame = await (await frameElement.elementHandle()).contentFrame();
+  // The page's own script (snake.js, from the preview's origin) runs.
+  await frame.waitForFunction(() => Number(document.body.dataset.ticks) >= 2, null, { timeout: LONG });
+  assert.equal(await frame.locator("#status").innerText(), "snake is running");
+  await page.screenshot({ path: join(artifacts, "preview.png") });
+
+  // An opaque origin: no cookie of the dashboard's host is readable...
+  assert.equal(await frame.evaluate(() => self.origin), "null");
+  const cookie = await frame.evaluate(() => {
+    try {
+      return `readable: ${document.cookie}`;
+    } catch (error) {
+      return `refused: ${error.name}`;
+    }
+  });
+  assert.equal(cookie, "refused: SecurityError", "the sandboxed page cannot read cookies at all");
+  assert.equal(await page.evaluate(() => document.cookie), "dashboard_secret=s3cret", "the dashboard still has its cookie");
+  // ...and the dashboard's API is out of its reach, cookie or not.
+  const api = await frame.evaluate(async (url) => {
+    try {
+      const response = await fetch(url, { credentials: "include" });
+      return `answered ${response.status}: ${(await response.text()).slice(0, 40)}`;
+    } catch (error) {
+      return `refused: ${error.name}`;
+    }
+  }, `${stack.url}/api/sessions`);
+  assert.equal(api, "refused: TypeError");
+
+  // The reload button loads the page again.
+  await frame.evaluate(() => { window.__before_reload = true; });
+  await page.getByTestId("preview-reload").click();
+  await frame.waitForFunction(() => !window.__before_reload && Number(document.body.dataset.ticks) >= 1, null, { timeout: LONG });
+
+  // `.git` and a symlink out of the workspace are refused, in the error schema.
+  const hostname = readFileSync("/etc/hostname", "utf8");
+  for (const [path, status] of [[".git/config", 403], ["outside", 404]]) {
+    const response = await fetch(`${stack.previewUrl}/${session}/${path}`);
+    assert.equal(response.status, status, path);
+    const text = await response.text();
+    assert.ok(!text.includes(hostname.trim()) || !hostname.trim(), "nothing of the file outside is served");
+    const body = JSON.parse(text);
+    assert.equal(typeof body.code, "string", path);
+    assert.equal(typeof body.message, "string", path);
+  }
+  // The root folder has no index.html: its files are listed.
+  const root = await (await fetch(`${stack.previewUrl}/${session}/`)).text();
+  assert.match(root, /<a href="\.\/snake\/">snake\/<\/a>/);
+  assert.deepEqual(page.external, [], "the page makes no external requests");
+  await page.close();
+});
+
+// --- the phone layout --------------------------------------------------------
+
+const PHONE = { width: 390, height: 844 };
+
+/** The box of a locator, or null when it is not rendered. */
+const box = (locator) => locator.boundingBox();
+
+test("on a phone, the list and the session are two views, and the last message and the prompt box fit the screen", async () => {
+  const page = await newPage(PHONE);
+  await page.goto(stack.url);
+  assert.equal(await page.getByTestId("create-form").isVisible(), true);
+  await page.screenshot({ path: join(artifacts, "phone-list.png") });
+  const session = await createSession(page, stack.makeRepo("phone"));
+  assert.equal(await page.getByTestId("create-form").isVisible(), false, "the list is a view of its own");
+  assert.equal(await page.getByTestId("back").isVisible(), true);
+  await page.waitForSelector("[data-testid=session-status].ready", { timeout: LONG });
+  for (const n of [1, 2, 3, 4]) {
+    await sendPrompt(page, `message number ${n} of a conversation that is longer than a phone's screen`);
+    await page.waitForSelector(`[data-testid=run]:nth-child(${n})[data-status=completed]`, { timeout: LONG });
+  }
+
+  // Open the session afresh, as from a link.
+  await page.goto(`${stack.url}/#/s/${session}`);
+  await page.reload();
+  const last = page.locator("[data-testid=run]:nth-child(4) [data-kind=agent_message]");
+  await last.waitFor({ timeout: LONG });
+  await page.waitForFunction(() => {
+    const runs = document.querySelector("[data-testid=runs]");
+    return runs.scrollTop + runs.clientHeight >= runs.scrollHeight - 2;
+  }, null, { timeout: LONG });
+  const prompt = await box(page.getByTestId("prompt-input"));
+  const send = await box(page.getByTestId("send-prompt"));
+  const message = await box(last);
+  assert.equal(await page.evaluate(() => document.scrollingElement.scrollHeight <= innerHeight), true, "the page itself does not scroll");
+  assert.ok(message.y >= 0 && message.y + message.height <= prompt.y, `the last message ${JSON.stringify(message)} is above the prompt box ${JSON.stringify(prompt)}`);
+  assert.ok(prompt.y + prompt.height <= PHONE.height && send.y + send.height <= PHONE.height, "the prompt box is on the screen");
+  assert.equal(await last.innerText(), "You said: message number 4 of a conversation that is longer than a phone's screen");
+  await page.screenshot({ path: join(artifacts, "phone-session.png") });
+
+  // Send from there: the new answer comes into view above the prompt box.
+  await page.getByTestId("prompt-input").fill("one more from the phone");
+  await page.getByTestId("send-prompt").click();
+  const answer = page.locator("[data-testid=run]:nth-child(5) [data-kind=agent_message]");
+  await answer.waitFor({ timeout: LONG });
+  await page.waitForFunction(() => {
+    const runs = document.querySelector("[data-testid=runs]");
+    return runs.scrollTop + runs.clientHeight >= runs.scrollHeight - 2;
+  }, null, { timeout: LONG });
+  const answerBox = await box(answer);
+  assert.ok(answerBox.y + answerBox.height <= (await box(page.getByTestId("prompt-input"))).y, "the answer is in view");
+
+  await page.getByTestId("back").click();
+  await page.waitForURL((url) => !url.hash.includes("/s/"));
+  assert.equal(await page.getByTestId("create-form").isVisible(), true);
+  assert.equal(await page.locator(`[data-session-id='${session}']`).isVisible(), true);
+  await page.close();
+});
+
+// --- bugs of the first hour (issue 13) ---------------------------------------
+
+test("bug 6: a session is named owner/repo or by its repository, with the ref, and the full URL in a tooltip", async () => {
+  const page = await newPage();
+  const repo = stack.makeRepo("named-repo");
+  await createSession(page, repo, "main");
+  await page.waitForSelector("[data-testid=session-status].ready", { timeout: LONG });
+  const item = page.locator("[data-testid=session-item].session-link", { hasText: "named-repo" }).first();
+  await item.waitFor({ timeout: LONG });
+  assert.equal(await item.locator(".repo").innerText(), "named-repo");
+  assert.equal(await item.locator(".repo").getAttribute("title"), `file://${repo}`);
+  assert.equal(await item.locator(".ref").innerText(), "@main");
+  assert.equal(await page.getByTestId("session-repo").innerText(), "named-repo");
+  assert.equal(await page.getByTestId("session-repo").getAttribute("title"), `file://${repo}`);
+
+  // A forge-style remote (whether its clone works does not matter here).
+  const forge = "http://127.0.0.1:9/owner/todo-cli.git";
+  await page.fill("[data-testid=new-session-url]", forge);
+  await page.click("[data-testid=create-session]");
+  await page.getByTestId("session-repo").filter({ hasText: "owner/todo-cli" }).waitFor({ timeout: LONG });
+  assert.equal(await page.getByTestId("session-repo").getAttribute("title"), forge);
+  const forgeItem = page.locator(`[data-testid=session-item] .repo[title='${forge}']`);
+  await forgeItem.waitFor({ timeout: LONG });
+  assert.equal(await forgeItem.innerText(), "owner/todo-cli");
+
+  const names = await page.evaluate(async () => {
+    const { repoName } = await import("/names.js");
+    return ["https://github.com/openai/codex.git", "git@github.com:openai/codex.git", "http://127.0.0.1:9180/todo-cli.git",
+      "ssh://git@host:2222/team/app", "file:///srv/repos/tool.git", "/srv/repos/tool"].map(repoName);
+  });
+  assert.deepEqual(names, ["openai/codex", "openai/codex", "todo-cli", "team/app", "tool", "tool"]);
+  await page.close();
+});
+
+test("bug 7: a whitespace-only URL says what is wrong", async () => {
+  const page = await newPage();
+  await page.goto(stack.url);
+  await page.fill("[data-testid=new-session-url]", "   ");
+  await page.click("[data-testid=create-session]");
+  const error = page.getByTestId("create-error");
+  await error.filter({ hasText: "Enter the URL of a git repository." }).waitFor({ timeout: LONG });
+  assert.equal(await error.isVisible(), true);
+  assert.equal(page.url().includes("#/s/"), false, "no session was created");
+  await page.close();
+});
+
+test("bug 8: a run whose end the page learns late shows the duration the server recorded, and stops counting", async () => {
+  const page = await newPage();
+  const session = await createSession(page, stack.makeRepo("timer"));
+  await page.waitForSelector("[data-testid=session-status].ready", { timeout: LONG });
+  const run = await sendPrompt(page, "work slowly");
+  await run.locator("[data-kind=reasoning]").first().waitFor({ timeout: LONG });
+  const runId = await run.getAttribute("data-run-id");
+
+  // The page loses the API mid-run (as in a restart); the run ends meanwhile.
+  await stack.killProxy();
+  // The run's event stream ends with its terminal event.
+  await (await fetch(`${stack.backendUrl}/api/runs/${runId}/events`)).text();
+  const recorded = await (await fetch(`${stack.backendUrl}/api/runs/${runId}`)).json();
+  assert.equal(recorded.status, "completed");
+  const expected = formatElapsed(Date.parse(recorded.finished_at) - Date.parse(recorded.started_at));
+  // The page, cut off, counts on past the end by two seconds or more.
+  const past = Math.floor((Date.parse(recorded.finished_at) - Date.parse(recorded.started_at)) / 1000) + 2;
+  await page.waitForFunction(([past]) => {
+    const text = document.querySelector("[data-testid=run] [data-testid=run-elapsed]").textContent;
+    return /^\d+s$/.test(text) && Number.parseInt(text, 10) >= past;
+  }, [past], { timeout: LONG });
+  await stack.startProxy();
+
+  await page.waitForSelector("[data-testid=run][data-status=completed]", { timeout: LONG });
+  const elapsed = run.getByTestId("run-elapsed");
+  await page.waitForFunction((text) => document.querySelector("[data-testid=run] [data-testid=run-elapsed]").textContent === text, expected, { timeout: LONG });
+  // Two more polls of the run list later, it still says the same.
+  for (let i = 0; i < 2; i++) await page.waitForResponse((r) => r.url().endsWith(`/api/sessions/${session}/runs`), { timeout: LONG });
+  assert.equal(await elapsed.innerText(), expected);
+  await page.close();
+});
+
+test("bug 9: the file viewer takes the height of the window and long lines wrap, in the file and the diff", async () => {
+  const page = await newPage();
+  const repo = stack.makeRepo("long-lines");
+  writeFileSync(join(repo, "wide.txt"), `${"y".repeat(4000)}\n${Array.from({ length: 300 }, (_, i) => `line ${i}`).join("\n")}\n`);
+  git(repo, "add", "wide.txt");
+  git(repo, "commit", "-q", "-m", "a wide file");
+  await createSession(page, repo);
+  await page.waitForSelector("[data-testid=session-status].ready", { timeout: LONG });
+  await sendPrompt(page, "write a long line");
+  await page.waitForSelector("[data-testid=run][data-status=completed]", { timeout: LONG });
+
+  await page.click("[data-testid=tab-files]");
+  await page.click("[data-testid=file-entry][data-path='wide.txt'] button");
+  const content = page.getByTestId("file-content");
+  await content.waitFor({ timeout: LONG });
+  const viewer = await box(content);
+  const height = page.viewportSize().height;
+  assert.ok(viewer.height > 320, `taller than the old fixed 320 px: ${viewer.height}`);
+  assert.ok(viewer.y + viewer.height <= height, "it ends on the screen");
+  assert.ok(height - (viewer.y + viewer.height) <= 32, `it reaches down to the window's edge: ends at ${viewer.y + viewer.height} of ${height}`);
+  const wraps = (selector) => page.evaluate((s) => {
+    const node = document.querySelector(s);
+    return node.scrollWidth <= node.clientWidth;
+  }, selector);
+  assert.equal(await wraps("[data-testid=file-content]"), true, "the long line wraps instead of being cut");
+  await page.screenshot({ path: join(artifacts, "files-long-lines.png") });
+
+  await page.click("[data-testid=tab-diff]");
+  await page.locator("[data-testid=diff] .line.add", { hasText: "xxxx" }).waitFor({ timeout: LONG });
+  assert.equal(await wraps("[data-testid=diff]"), true, "the diff's long line wraps instead of being cut");
   await page.close();
 });

@@ -59,7 +59,7 @@ test("the README's run command starts everything in demo mode and Ctrl-C stops i
   git(repo, "add", ".");
   git(repo, "commit", "-q", "-m", "initial");
 
-  const ports = { PROXY_ADDR: `127.0.0.1:${await freePort()}`, BACKEND_ADDR: `127.0.0.1:${await freePort()}`, RUNNER_ADDR: `127.0.0.1:${await freePort()}` };
+  const ports = { PROXY_ADDR: `127.0.0.1:${await freePort()}`, BACKEND_ADDR: `127.0.0.1:${await freePort()}`, RUNNER_ADDR: `127.0.0.1:${await freePort()}`, PREVIEW_ADDR: `127.0.0.1:${await freePort()}` };
   const pgPort = await freePort();
   const env = { ...process.env, ...ports, PG_PORT: String(pgPort), ALLOW_LOCAL_REPOS: "true", PROFILE: "debug", DEMO_PACE: "0",
     // Reuse the compiled binaries; everything else (node_modules, data) is fresh.
@@ -80,7 +80,9 @@ test("the README's run command starts everything in demo mode and Ctrl-C stops i
   });
   assert.equal(url, `http://${ports.PROXY_ADDR}`);
   assert.ok(output.some((l) => l.includes("DEMO MODE")), "demo mode is announced");
-  assert.deepEqual(await (await fetch(`${url}/mode.json`)).json(), { demo: true });
+  const previewPort = Number(ports.PREVIEW_ADDR.split(":")[1]);
+  assert.deepEqual(await (await fetch(`${url}/mode.json`)).json(), { demo: true, preview_port: previewPort });
+  assert.ok(output.some((l) => l.includes(`previews of the workspaces at http://${ports.PREVIEW_ADDR}`)), "the preview address is printed");
 
   const created = await (await fetch(`${url}/api/sessions`, {
     method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ repo_url: `file://${repo}` }),
@@ -94,6 +96,11 @@ test("the README's run command starts everything in demo mode and Ctrl-C stops i
   assert.deepEqual(run.files.created.sort(), ["snake/index.html", "snake/snake.js"]);
   const game = await (await fetch(`${url}/api/sessions/${created.session_id}/files/snake/index.html`)).json();
   assert.match(game.content, /<canvas id="board"/);
+  // The game as a page, on the preview listener.
+  const page = await fetch(`http://${ports.PREVIEW_ADDR}/${created.session_id}/snake/`);
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get("content-security-policy"), /sandbox allow-scripts/);
+  assert.match(await page.text(), /<canvas id="board"/);
 
   const exited = new Promise((done) => child.once("exit", (code, signal) => done({ code, signal })));
   process.kill(-child.pid, "SIGINT"); // Ctrl-C: the whole foreground process group

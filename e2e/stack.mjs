@@ -33,12 +33,15 @@ function start(name, program, args, env, pattern) {
   const child = spawn(program, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   return new Promise((done, fail) => {
     let found = false;
+    /** Every line before the one awaited, for values logged earlier. */
+    const lines = [];
     const onLine = (line) => {
       if (process.env.E2E_VERBOSE) console.error(`${name}| ${line}`);
       const match = !found && line.match(pattern);
+      if (!found) lines.push(line);
       if (match) {
         found = true;
-        done({ child, match });
+        done({ child, match, lines });
       }
     };
     createInterface({ input: child.stdout }).on("line", onLine);
@@ -81,14 +84,20 @@ export async function startStack() {
     RUNNER_URL: `http://${runnerAddr}`,
     WORKSPACES_ROOT: workspaces,
     ALLOW_LOCAL_REPOS: "true",
+    // Sessions of forge-style http URLs on loopback (nothing listens there).
+    ALLOWED_CLONE_HOSTS: "127.0.0.1",
   }, /backend listening addr=(\S+)/);
   const backendUrl = `http://${backend.match[1]}`;
-  // The first start binds port 0; a restart binds the port it got again, so
-  // the page's address stays the same.
+  // The first start binds port 0 for both listeners; a restart binds the
+  // ports it got again, so the page's address and its preview links stay.
   let proxyAddr = "127.0.0.1:0";
+  let previewAddr = "127.0.0.1:0";
   const startProxy = async () => {
-    const started = await start("proxy", bin("frontend-proxy"), [], { PROXY_ADDR: proxyAddr, BACKEND_URL: backendUrl }, /frontend-proxy listening addr=(\S+)/);
-    proxyAddr = started.match[1];
+    const started = await start("proxy", bin("frontend-proxy"), [],
+      { PROXY_ADDR: proxyAddr, PREVIEW_ADDR: previewAddr, BACKEND_URL: backendUrl },
+      /previews listening addr=(\S+)/);
+    proxyAddr = started.lines.map((l) => l.match(/frontend-proxy listening addr=(\S+)/)).find(Boolean)[1];
+    previewAddr = started.match[1];
     return started.child;
   };
   let proxy = await startProxy();
@@ -96,12 +105,21 @@ export async function startStack() {
   return {
     dir,
     url: `http://${proxyAddr}`,
+    previewUrl: `http://${previewAddr}`,
+    backendUrl,
     modelUrl: model.match[1],
     /** Kills the proxy (every browser connection drops) and starts it again. */
     async restartProxy() {
+      await this.killProxy();
+      await this.startProxy();
+    },
+    /** Kills the proxy: the page loses the API until `startProxy`. */
+    async killProxy() {
       const exited = new Promise((done) => proxy.once("exit", done));
       proxy.kill("SIGKILL");
       await exited;
+    },
+    async startProxy() {
       proxy = await startProxy();
     },
     /** A repository with one commit, for sessions to clone. */

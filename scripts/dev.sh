@@ -7,7 +7,7 @@
 # start reuses the data in .data/.
 #
 # Optional: PROXY_ADDR, BACKEND_ADDR, RUNNER_ADDR, PG_PORT (default ports
-# 9100-9103), DATA_DIR (default .data), PROFILE (release or debug),
+# 9100-9103), PREVIEW_ADDR (default 127.0.0.1:9104), DATA_DIR (default .data), PROFILE (release or debug),
 # ALLOW_LOCAL_REPOS, and every variable of .env.example.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 fail() { echo "repo-runner: $*" >&2; exit 1; }
 
 export PROXY_ADDR=${PROXY_ADDR:-127.0.0.1:9100}
+export PREVIEW_ADDR=${PREVIEW_ADDR:-127.0.0.1:9104}
 export BACKEND_ADDR=${BACKEND_ADDR:-127.0.0.1:9101}
 export RUNNER_ADDR=${RUNNER_ADDR:-127.0.0.1:9102}
 pg_port=${PG_PORT:-9103}
@@ -29,7 +30,7 @@ if [[ -z "${DATABASE_URL:-}" ]] && ! command -v initdb >/dev/null && ! ls /usr/l
   fail "the PostgreSQL server binaries are missing: apt-get install postgresql (or set DATABASE_URL to a server)"
 fi
 port_busy() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
-for pair in "PROXY_ADDR=$PROXY_ADDR" "BACKEND_ADDR=$BACKEND_ADDR" "RUNNER_ADDR=$RUNNER_ADDR"; do
+for pair in "PROXY_ADDR=$PROXY_ADDR" "PREVIEW_ADDR=$PREVIEW_ADDR" "BACKEND_ADDR=$BACKEND_ADDR" "RUNNER_ADDR=$RUNNER_ADDR"; do
   port_busy "${pair#*=}" && fail "${pair#*=} is already in use: stop what listens there or set ${pair%%=*} to another address"
 done
 if [[ -z "${DATABASE_URL:-}" && ! -f "$data/postgres/postmaster.pid" ]] && port_busy "127.0.0.1:$pg_port"; then
@@ -91,4 +92,5 @@ pids+=($!)
 pids+=($!)
 for _ in $(seq 300); do port_busy "$PROXY_ADDR" && port_busy "$BACKEND_ADDR" && break; sleep 0.1; done
 echo "repo-runner: dashboard at http://$PROXY_ADDR (Ctrl-C to stop)"
+echo "repo-runner: previews of the workspaces at http://$PREVIEW_ADDR (the dashboard's Preview tab)"
 wait -n "${pids[@]}"

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// `PROXY_ADDR`: where the dashboard is served.
     pub proxy_addr: String,
+    /// `PREVIEW_ADDR`: where sessions' workspaces are served as static
+    /// sites, on an origin of their own (see `preview.rs`).
+    pub preview_addr: String,
     /// `BACKEND_URL`: where `/api`, `/docs` and `/health` go.
     pub backend_url: String,
     /// `DEMO_MODE`: the dashboard says so (a scripted model drives Codex).
@@ -18,6 +21,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             proxy_addr: "127.0.0.1:9100".into(),
+            preview_addr: "127.0.0.1:9104".into(),
             backend_url: "http://127.0.0.1:9101".into(),
             demo_mode: false,
         }
@@ -27,7 +31,7 @@ impl Default for Config {
 impl Config {
     pub fn from_env() -> Result<Self, Box<figment::Error>> {
         let mut config: Config = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Env::raw().only(&["PROXY_ADDR", "BACKEND_URL", "DEMO_MODE"]))
+            .merge(Env::raw().only(&["PROXY_ADDR", "PREVIEW_ADDR", "BACKEND_URL", "DEMO_MODE"]))
             .extract()
             .map_err(Box::new)?;
         config.backend_url = config.backend_url.trim_end_matches('/').to_owned();

@@ -1,5 +1,6 @@
-//! Builds the proxy application: binds first (port 0 works in tests), then
-//! serves until stopped.
+//! Builds the proxy application: binds both listeners first (port 0 works
+//! in tests), then serves until stopped: the dashboard and the API proxy on
+//! `PROXY_ADDR`, previews on `PREVIEW_ADDR`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use service_kit::methods::get;
 use service_kit::Routes;
 
 use crate::config::Config;
+use crate::preview::{self, Preview};
 use crate::proxy::{forward, Upstream};
 
 /// The dashboard: plain ES modules, no build step.
@@ -22,12 +24,30 @@ use crate::proxy::{forward, Upstream};
 #[folder = "web/"]
 struct Dashboard;
 
-pub struct Application {
+/// One bound listener with its `Host` check.
+struct Listener {
     acceptor: TcpAcceptor,
-    connections: service_kit::ConnectionLimits,
-    hosts: std::sync::Arc<service_kit::AllowedHosts>,
     addr: SocketAddr,
+    hosts: Arc<service_kit::AllowedHosts>,
+}
+
+impl Listener {
+    async fn bind(addr: &str, variable: &str, allowed_hosts: &str) -> anyhow::Result<Self> {
+        let (acceptor, addr) = service_kit::bind(addr, variable).await?;
+        Ok(Self {
+            acceptor,
+            addr,
+            hosts: Arc::new(service_kit::AllowedHosts::new(addr, allowed_hosts)),
+        })
+    }
+}
+
+pub struct Application {
+    dashboard: Listener,
+    preview: Listener,
+    connections: service_kit::ConnectionLimits,
     upstream: Upstream,
+    allowed_hosts: String,
     demo_mode: bool,
 }
 
@@ -37,34 +57,45 @@ impl Application {
         Self::build_with(config, service_kit::connection_limits_from_env()?).await
     }
 
-    /// Builds with the given connection limits.
+    /// Builds with the given connection limits (each listener has its own
+    /// count of open connections).
     pub async fn build_with(
         config: Config,
         connections: service_kit::ConnectionLimits,
     ) -> anyhow::Result<Self> {
-        let (acceptor, addr) = service_kit::bind(&config.proxy_addr, "PROXY_ADDR").await?;
+        let allowed_hosts = service_kit::allowed_hosts_from_env();
+        let dashboard = Listener::bind(&config.proxy_addr, "PROXY_ADDR", &allowed_hosts).await?;
+        let preview = Listener::bind(&config.preview_addr, "PREVIEW_ADDR", &allowed_hosts).await?;
         Ok(Self {
-            acceptor,
+            dashboard,
+            preview,
             connections,
-            hosts: std::sync::Arc::new(service_kit::AllowedHosts::new(
-                addr,
-                &service_kit::allowed_hosts_from_env(),
-            )),
-            addr,
             upstream: Upstream::new(&config.backend_url),
+            allowed_hosts,
             demo_mode: config.demo_mode,
         })
     }
 
+    /// The dashboard's address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.dashboard.addr
+    }
+
+    /// The previews' address.
+    pub fn preview_addr(&self) -> SocketAddr {
+        self.preview.addr
     }
 
     pub async fn run_until_stopped(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
-        let mode = serde_json::json!({ "demo": self.demo_mode });
+        // The dashboard builds preview links from its own host name and
+        // this port.
+        let mode = serde_json::json!({
+            "demo": self.demo_mode,
+            "preview_port": self.preview.addr.port(),
+        });
         // The proxy's own routes answer GET (and HEAD) only; another method
         // is a 405 with `Allow`, a missing file a 404, both in the JSON
         // schema. What is forwarded keeps the backend's answer, its `Allow`
@@ -86,26 +117,67 @@ impl Application {
             .nest("/", poem::get(EmbeddedFilesEndpoint::<Dashboard>::new()))
             .around(move |ep, req| allowed.clone().check(ep, req))
             .catch_all_error(service_kit::json_error);
-        let app = Route::new()
+        let dashboard = Route::new()
             .nest("/api", forward)
             .nest("/docs", forward)
             .at("/health", forward)
             .at("/ready", forward)
             .nest("/", own)
-            .data(self.upstream)
+            .data(self.upstream.clone())
             .with(Tracing);
-        tracing::info!(addr = %self.addr, "frontend-proxy listening");
-        let hosts = self.hosts;
-        Server::new_with_acceptor(service_kit::LimitedConnections::new(
-            self.acceptor,
-            self.connections,
+
+        let frame_ancestors = preview::dashboard_origins(self.dashboard.addr, &self.allowed_hosts);
+        let previews = Preview::new(self.upstream, &frame_ancestors);
+        let policy = previews.policy();
+        let preview_app = Route::new()
+            .at("/:session_id", poem::get(preview::session_without_slash))
+            .at("/:session_id/", poem::get(preview::root))
+            .at("/:session_id/*path", poem::get(preview::file))
+            .data(previews)
+            .with(Tracing)
+            .around(move |ep, req| preview::secure(ep, req, policy.clone()));
+
+        tracing::info!(addr = %self.dashboard.addr, "frontend-proxy listening");
+        tracing::info!(addr = %self.preview.addr, "previews listening");
+
+        // Both servers stop on the one signal; if one fails, the other is
+        // dropped with it.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let signal = async move {
+            shutdown.await;
+            // Nobody listening any more means both servers are gone already.
+            let _ = stop.send(true);
+            Ok::<(), anyhow::Error>(())
+        };
+        let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            // A dropped sender is a stop too.
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let (hosts, connections) = (self.dashboard.hosts, self.connections);
+        let dashboard_server = Server::new_with_acceptor(service_kit::LimitedConnections::new(
+            self.dashboard.acceptor,
+            connections,
         ))
         .run_with_graceful_shutdown(
-            app.around(move |ep, req| hosts.clone().check(ep, req)),
-            shutdown,
+            dashboard.around(move |ep, req| hosts.clone().check(ep, req)),
+            until_stopped(stopped.clone()),
             Some(Duration::from_secs(2)),
-        )
-        .await
-        .context("the proxy's server failed")
+        );
+        let hosts = self.preview.hosts;
+        let preview_server = Server::new_with_acceptor(service_kit::LimitedConnections::new(
+            self.preview.acceptor,
+            connections,
+        ))
+        .run_with_graceful_shutdown(
+            preview_app.around(move |ep, req| hosts.clone().check(ep, req)),
+            until_stopped(stopped),
+            Some(Duration::from_secs(2)),
+        );
+        tokio::try_join!(
+            signal,
+            async { dashboard_server.await.context("the proxy's server failed") },
+            async { preview_server.await.context("the preview server failed") },
+        )?;
+        Ok(())
     }
 }

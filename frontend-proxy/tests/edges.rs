@@ -62,6 +62,7 @@ async fn proxy_with(limits: ConnectionLimits) -> (std::net::SocketAddr, mpsc::Se
     let app = Application::build_with(
         Config {
             proxy_addr: "127.0.0.1:0".into(),
+            preview_addr: "127.0.0.1:0".into(),
             backend_url: format!("http://{backend}"),
             demo_mode: false,
         },
@@ -222,4 +223,44 @@ async fn the_dashboard_refuses_a_rebound_host_name() {
         .await
         .unwrap();
     assert_eq!(served.status(), 200);
+}
+
+#[tokio::test]
+async fn the_preview_listener_keeps_its_own_connection_cap() {
+    let app = Application::build_with(
+        Config {
+            proxy_addr: "127.0.0.1:0".into(),
+            preview_addr: "127.0.0.1:0".into(),
+            // Nothing listens there: the cap answers before any request.
+            backend_url: "http://127.0.0.1:9".into(),
+            demo_mode: false,
+        },
+        ConnectionLimits {
+            max_connections: 1,
+            idle_timeout: Duration::from_secs(30),
+            ..LIMITS
+        },
+    )
+    .await
+    .unwrap();
+    let (dashboard, preview) = (app.addr(), app.preview_addr());
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let _held = TcpStream::connect(preview).await.unwrap();
+
+    let mut second = TcpStream::connect(preview).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(HANG_GUARD, second.read_to_string(&mut answer))
+        .await
+        .expect("the connection over the cap was neither answered nor closed")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("\"code\":\"too_many_connections\""),
+        "{answer}"
+    );
+    // The dashboard's connections are counted apart.
+    let mode = reqwest::get(format!("http://{dashboard}/mode.json"))
+        .await
+        .unwrap();
+    assert_eq!(mode.status(), 200);
 }

@@ -1,7 +1,10 @@
 // The dashboard: sessions on the left, the selected session on the right
-// (conversation, files, diff). The URL hash names the session (#/s/<id>).
+// (conversation, files, diff, preview). The URL hash names the session
+// (#/s/<id>). On a narrow screen the list and the open session are two
+// views, with a back button from the session to the list.
 
 import { api } from "./api.js";
+import { repoName, sessionName } from "./names.js";
 import { RunView, el } from "./timeline.js";
 import { renderDiff, renderTree } from "./workspace.js";
 
@@ -14,7 +17,15 @@ const state = {
   runs: new Map(), // run_id -> RunView
   tab: "conversation",
   timers: [],
+  /** The preview listener's port (from /mode.json); null until known. */
+  previewPort: null,
+  /** The workspace path the Preview tab shows ("" is the root folder). */
+  previewPath: "",
+  /** The conversation follows new items while scrolled to its end. */
+  followEnd: true,
 };
+
+const TABS = ["conversation", "files", "diff", "preview"];
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -35,7 +46,7 @@ async function refreshSessions() {
         const item = el("li", {},
           el("a", { href: `#/s/${s.session_id}`, class: "session-link", "data-testid": "session-item", "data-session-id": s.session_id },
             el("span", { class: `badge ${s.status}`, text: s.status }),
-            el("span", { class: "repo", text: repoName(s.repo_url) }),
+            el("span", { class: "repo", text: repoName(s.repo_url), title: s.repo_url }),
             s.ref ? el("span", { class: "ref", text: `@${s.ref}` }) : null,
             el("time", { class: "created", datetime: s.created_at, text: new Date(s.created_at).toLocaleString() })));
         if (s.session_id === state.sessionId) item.classList.add("selected");
@@ -49,17 +60,17 @@ async function refreshSessions() {
   }
 }
 
-function repoName(url) {
-  return url.replace(/\.git$/, "").split(/[/:]/).filter(Boolean).slice(-2).join("/");
-}
-
 $("#create-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const url = $("#repo-url").value.trim();
   const ref = $("#repo-ref").value.trim();
   const button = $("#create-button");
   const error = $("#create-error");
-  if (!url) return;
+  if (!url) {
+    error.textContent = "Enter the URL of a git repository.";
+    $("#repo-url").focus();
+    return;
+  }
   button.disabled = true;
   error.textContent = "";
   try {
@@ -88,6 +99,10 @@ async function openSession(id) {
   clearSession();
   state.sessionId = id;
   state.session = null;
+  state.followEnd = true;
+  state.previewPath = "";
+  $("#preview-frame").removeAttribute("src");
+  document.body.classList.toggle("session-open", !!id);
   $("#empty").hidden = !!id;
   $("#session").hidden = !id;
   $("#runs").replaceChildren();
@@ -116,7 +131,9 @@ async function loadSession() {
   if (id !== state.sessionId) return;
   const wasReady = state.session?.status === "ready";
   state.session = session;
-  $("#session-repo").textContent = session.repo_url;
+  $("#session-repo").textContent = repoName(session.repo_url);
+  $("#session-repo").title = session.repo_url;
+  document.title = `${sessionName(session)} · repo-runner`;
   $("#session-ref").textContent = session.ref ? `@ ${session.ref}` : "default branch";
   const badge = $("#session-status");
   badge.textContent = session.status;
@@ -153,6 +170,7 @@ async function loadRuns() {
     if (!view) {
       view = new RunView(run, {
         workspace: state.session?.repo_path,
+        onPreview: (path) => openPreview(path),
         onFinished: () => {
           startStreams();
           if (state.tab !== "conversation") selectTab(state.tab);
@@ -160,11 +178,13 @@ async function loadRuns() {
       });
       state.runs.set(run.run_id, view);
       container.append(view.root);
-    } else if (!view.finished) {
-      // The list knows start and end times the stream does not carry.
-      view.run.started_at = run.started_at;
-      view.run.finished_at = run.finished_at;
-      if (run.status !== view.run.status && run.status !== "queued") view.setStatus(run.status);
+    } else {
+      // The list has the times the server recorded, which the stream does
+      // not carry: they win over the page's own clock, so an ended run
+      // shows its recorded duration and a running one counts from its
+      // recorded start, whatever the page saw (or missed) meanwhile.
+      view.setTimes(run.started_at, run.finished_at);
+      if (!view.finished && run.status !== view.run.status && run.status !== "queued") view.setStatus(run.status);
     }
   }
   startStreams();
@@ -243,7 +263,7 @@ $("#delete-session").addEventListener("click", async () => {
 
 function selectTab(tab) {
   state.tab = tab;
-  for (const name of ["conversation", "files", "diff"]) {
+  for (const name of TABS) {
     const button = $(`#tab-${name}`);
     button.setAttribute("aria-selected", String(name === tab));
     $(`#panel-${name}`).hidden = name !== tab;
@@ -251,9 +271,12 @@ function selectTab(tab) {
   if (!state.sessionId || state.session?.status !== "ready") return;
   if (tab === "files") loadFiles();
   if (tab === "diff") loadDiff();
+  if (tab === "preview") showPreview();
+  fitPanels();
 }
 
 async function loadFiles() {
+  fitPanels();
   try {
     const tree = await api.files(state.sessionId);
     renderTree($("#file-tree"), tree, (path) => openFile(path));
@@ -272,6 +295,7 @@ async function openFile(path) {
       ? el("div", { class: "muted", text: "Binary file: not shown." })
       : el("pre", { class: "file-content", "data-testid": "file-content", text: file.content });
     viewer.replaceChildren(title, body);
+    fitPanels();
   } catch (error) {
     viewer.replaceChildren(el("div", { class: "error-text", text: error.message }));
   }
@@ -285,9 +309,68 @@ async function loadDiff() {
   }
 }
 
-for (const name of ["conversation", "files", "diff"]) {
+for (const name of TABS) {
   $(`#tab-${name}`).addEventListener("click", () => selectTab(name));
 }
+
+// --- preview ---------------------------------------------------------------
+// The workspace served by the preview listener: another port, so another
+// origin, shown in a sandboxed frame (see index.html and preview.rs).
+
+function previewUrl(path) {
+  if (!state.previewPort || !state.sessionId) return null;
+  const encoded = path.split("/").map(encodeURIComponent).join("/");
+  return `${location.protocol}//${location.hostname}:${state.previewPort}/${state.sessionId}/${encoded}`;
+}
+
+/** Shows `path` of the workspace in the Preview tab. */
+function openPreview(path) {
+  state.previewPath = path;
+  $("#preview-frame").removeAttribute("src");
+  selectTab("preview");
+}
+
+function showPreview(reload = false) {
+  const frame = $("#preview-frame");
+  const url = previewUrl(state.previewPath);
+  $("#preview-path").textContent = `/${state.previewPath}`;
+  if (!url) {
+    $("#preview-path").textContent = "The preview's address is not known yet.";
+    return;
+  }
+  $("#preview-open").href = url;
+  // Setting the same address again loads it again (the preview is never
+  // cached), and a page that navigated away comes back to the file.
+  if (reload || frame.getAttribute("src") !== url) frame.src = url;
+}
+
+$("#preview-reload").addEventListener("click", () => showPreview(true));
+
+// --- phone: the session is a view of its own -------------------------------
+
+$("#back").addEventListener("click", () => {
+  location.hash = "";
+});
+
+// While the conversation is scrolled to its end, it stays there as items
+// arrive (on a phone, the conversation scrolls inside its own box).
+const runsBox = $("#runs");
+runsBox.addEventListener("scroll", () => {
+  state.followEnd = runsBox.scrollTop + runsBox.clientHeight >= runsBox.scrollHeight - 24;
+});
+new MutationObserver(() => {
+  if (state.followEnd) runsBox.scrollTop = runsBox.scrollHeight;
+}).observe(runsBox, { childList: true, subtree: true, characterData: true });
+
+// The file viewer and the preview take the height left below them in the
+// window.
+function fitPanels() {
+  const panel = $(`#panel-${state.tab}`);
+  if (!panel || panel.hidden) return;
+  const top = panel.getBoundingClientRect().top + window.scrollY;
+  document.documentElement.style.setProperty("--files-top", `${Math.round(top)}px`);
+}
+window.addEventListener("resize", fitPanels);
 
 // --- start -------------------------------------------------------------------------
 
@@ -299,7 +382,11 @@ function route() {
 
 fetch("/mode.json")
   .then((r) => r.json())
-  .then((mode) => { $("#demo-banner").hidden = !mode.demo; })
+  .then((mode) => {
+    $("#demo-banner").hidden = !mode.demo;
+    state.previewPort = mode.preview_port ?? null;
+    if (state.tab === "preview") showPreview();
+  })
   .catch(() => {});
 
 window.addEventListener("hashchange", route);

@@ -25,7 +25,7 @@ export function formatElapsed(ms) {
 const TERMINAL_STATUS = { "run.completed": "completed", "run.failed": "failed", "run.cancelled": "cancelled" };
 
 export class RunView {
-  constructor(run, { onFinished, workspace } = {}) {
+  constructor(run, { onFinished, onPreview, workspace } = {}) {
     this.run = run;
     /** The workspace folder, to show the agent's absolute paths relative to it. */
     this.workspace = workspace;
@@ -35,6 +35,8 @@ export class RunView {
     this.items = new Map();
     this.source = null;
     this.onFinished = onFinished;
+    /** Opens a file of the workspace in the Preview tab. */
+    this.onPreview = onPreview;
     this.root = el("article", { class: "run", "data-testid": "run", "data-run-id": run.run_id });
     const header = el("header", { class: "run-header" });
     this.badge = el("span", { class: "badge", "data-testid": "run-status" });
@@ -67,15 +69,27 @@ export class RunView {
     this.tick();
   }
 
-  /** Updates the elapsed time; called every second for running runs. */
+  /** The start and end the server recorded (from the run list). */
+  setTimes(started_at, finished_at) {
+    this.run.started_at = started_at;
+    if (finished_at || !this.finished) this.run.finished_at = finished_at;
+    this.tick();
+  }
+
+  /** Updates the elapsed time; called every second. A running run counts
+   * from its recorded start; an ended one shows its recorded duration (or,
+   * until the list has it, the time the page saw it end) and no longer
+   * counts. */
   tick() {
     const { started_at, finished_at } = this.run;
     if (!started_at) {
       this.elapsed.textContent = this.run.status === "queued" ? "queued" : "";
       return;
     }
+    if (this.finished && !finished_at) return; // the end is not known yet: keep what is shown
     const end = finished_at ? Date.parse(finished_at) : Date.now();
     this.elapsed.textContent = formatElapsed(end - Date.parse(started_at));
+    this.elapsed.title = finished_at ? `${started_at} – ${finished_at}` : `since ${started_at}`;
   }
 
   async cancel() {
@@ -178,7 +192,18 @@ export class RunView {
     if (files && (files.created.length || files.modified.length || files.deleted.length)) {
       const list = el("ul", { class: "files-changed", "data-testid": "run-files" });
       for (const [kind, paths] of [["created", files.created], ["modified", files.modified], ["deleted", files.deleted]]) {
-        for (const path of paths) list.append(el("li", { class: kind, text: `${kind}: ${path}` }));
+        for (const path of paths) {
+          const item = el("li", { class: kind, text: `${kind}: ${path}` });
+          if (kind !== "deleted" && this.onPreview) {
+            const link = el("a", { href: "#", class: "preview-link", "data-testid": "preview-link", "data-path": path, text: "preview" });
+            link.addEventListener("click", (event) => {
+              event.preventDefault();
+              this.onPreview(path);
+            });
+            item.append(" ", link);
+          }
+          list.append(item);
+        }
       }
       this.footer.append(list);
     }

@@ -1,0 +1,525 @@
+//! The preview: a session's workspace served as a static site, on a
+//! listener of its own (`PREVIEW_ADDR`), at `/{session_id}/{path}`.
+//!
+//! A preview runs whatever the agent wrote, so it gets an origin apart from
+//! the dashboard and, through its `Content-Security-Policy`, a sandbox of
+//! its own (an opaque origin: no cookies, no storage shared with anyone),
+//! nothing loaded or fetched from outside its own address, and no framing
+//! except by the dashboard. Files are read through the backend's API, never
+//! from the disk, so the backend's refusals (`.git`, symlinks out of the
+//! workspace, anything outside it, files over its size limit) hold here too;
+//! `.git` is refused here as well, before the backend is asked. The browser's
+//! cookies and headers are never passed on: the backend is asked with the
+//! proxy's own client and nothing of the request but the path.
+//!
+//! A folder answers with its `index.html`, or else with a list of its files;
+//! a folder named without its trailing slash is redirected to it, so that
+//! the page's relative links resolve inside the folder.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+use base64::Engine as _;
+use poem::http::{header, HeaderValue, StatusCode};
+use poem::web::{Data, Path};
+use poem::{handler, Endpoint, IntoResponse, Request, Response};
+use serde::Deserialize;
+use service_kit::ErrorCode;
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::proxy::Upstream;
+
+/// What the preview's responses need besides the backend.
+#[derive(Clone)]
+pub struct Preview {
+    upstream: Upstream,
+    /// The whole `Content-Security-Policy` of every preview response.
+    policy: HeaderValue,
+}
+
+impl Preview {
+    /// `frame_ancestors` are the origins the dashboard is reached by (see
+    /// [`dashboard_origins`]): only they may show a preview in a frame.
+    pub fn new(upstream: Upstream, frame_ancestors: &str) -> Self {
+        let policy = format!(
+            "default-src 'self'; script-src 'self' 'unsafe-inline'; \
+             style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; \
+             media-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; \
+             object-src 'none'; base-uri 'none'; form-action 'none'; \
+             frame-ancestors {frame_ancestors}; sandbox allow-scripts"
+        );
+        Self {
+            upstream,
+            // The origins come from addresses and ALLOWED_HOSTS, which are
+            // header-safe; a policy that is not is replaced by one that
+            // allows no framing at all rather than by none.
+            policy: HeaderValue::from_str(&policy).unwrap_or_else(|_| {
+                HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; sandbox")
+            }),
+        }
+    }
+}
+
+/// The CSP `frame-ancestors` sources for a dashboard bound to `proxy_addr`
+/// and reached by the names of `ALLOWED_HOSTS` (the same names its `Host`
+/// check lets in). IPv6 literals cannot be written in a CSP source, so a
+/// dashboard opened as `http://[::1]:9100` cannot frame a preview.
+pub fn dashboard_origins(proxy_addr: SocketAddr, allowed_hosts: &str) -> String {
+    let port = proxy_addr.port();
+    let mut sources: Vec<String> = Vec::new();
+    match proxy_addr.ip() {
+        ip if ip.is_unspecified() || ip.is_loopback() => {
+            sources.push(format!("http://127.0.0.1:{port}"));
+            sources.push(format!("http://localhost:{port}"));
+        }
+        IpAddr::V4(ip) => sources.push(format!("http://{ip}:{port}")),
+        IpAddr::V6(_) => {}
+    }
+    for entry in allowed_hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        if entry == "*" {
+            return "*".into();
+        }
+        // An entry is a host name, possibly with a port; anything else
+        // (a bracketed IPv6 literal, stray characters) is left out.
+        let valid = entry
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+        if !valid || entry.starts_with(':') {
+            continue;
+        }
+        let host = if entry.contains(':') {
+            entry.to_ascii_lowercase()
+        } else {
+            format!("{}:*", entry.to_ascii_lowercase())
+        };
+        sources.push(format!("http://{host}"));
+        sources.push(format!("https://{host}"));
+    }
+    if sources.is_empty() {
+        "'none'".into()
+    } else {
+        sources.join(" ")
+    }
+}
+
+/// Adds the preview's security headers to every response, errors included.
+pub async fn secure<E: Endpoint>(
+    ep: std::sync::Arc<E>,
+    req: Request,
+    policy: HeaderValue,
+) -> poem::Result<Response> {
+    let mut response = match ep.call(req).await {
+        Ok(response) => response.into_response(),
+        Err(error) => service_kit::json_error(error).await,
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    // The workspace changes under the agent: the reload button must show
+    // what is there now.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // A preview never sets a cookie, whatever an upstream said.
+    headers.remove(header::SET_COOKIE);
+    Ok(response)
+}
+
+impl Preview {
+    pub fn policy(&self) -> HeaderValue {
+        self.policy.clone()
+    }
+}
+
+/// Why a preview request is not served; each is a JSON error response.
+#[derive(Debug, Error)]
+enum PreviewError {
+    #[error("{0} is not a session id")]
+    SessionId(String),
+    #[error("the preview does not serve .git, . or .. in a path")]
+    Refused,
+    #[error("{0}: no such file or folder")]
+    NotFound(String),
+    /// The backend's own error (4xx), passed on as it is.
+    #[error("the backend refused the request")]
+    Backend(Box<Response>),
+    #[error("the backend is unreachable")]
+    Unreachable(#[source] reqwest::Error),
+    #[error("the backend's answer was not understood")]
+    Unexpected(String),
+}
+
+impl IntoResponse for PreviewError {
+    fn into_response(self) -> Response {
+        let message = self.to_string();
+        match self {
+            PreviewError::SessionId(_) => service_kit::error_response(ErrorCode::NotFound, message),
+            PreviewError::Refused => service_kit::error_response(ErrorCode::Forbidden, message),
+            PreviewError::NotFound(_) => service_kit::error_response(ErrorCode::NotFound, message),
+            PreviewError::Backend(response) => *response,
+            PreviewError::Unreachable(error) => {
+                tracing::warn!(error = %error.without_url(), "backend unreachable");
+                crate::proxy::bad_gateway()
+            }
+            PreviewError::Unexpected(detail) => {
+                tracing::error!(%detail, "unexpected answer from the backend");
+                service_kit::error_response(
+                    ErrorCode::BackendUnavailable,
+                    "the backend's answer was not understood",
+                )
+            }
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, PreviewError>;
+
+/// `GET /api/sessions/{id}/files/{path}`.
+#[derive(Deserialize)]
+struct FileContent {
+    /// `utf-8` or `base64`.
+    encoding: String,
+    content: String,
+}
+
+/// `GET /api/sessions/{id}/files`.
+#[derive(Deserialize)]
+struct FileTree {
+    entries: Vec<TreeEntry>,
+    truncated: bool,
+}
+
+#[derive(Deserialize)]
+struct TreeEntry {
+    path: String,
+    /// `file`, `dir` or `symlink`.
+    kind: String,
+}
+
+/// What the backend said about one path.
+enum Lookup {
+    File(Vec<u8>),
+    /// Nothing there, or no such session (404), with the backend's answer.
+    Missing(Response),
+    /// Something the backend will not read as a file: a folder, or a FIFO
+    /// and the like (400).
+    NotAFile(Response),
+}
+
+impl Preview {
+    async fn get(&self, url: url::Url) -> Result<reqwest::Response> {
+        self.upstream
+            .client
+            .get(url)
+            .header(header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(PreviewError::Unreachable)
+    }
+
+    /// `/api/sessions/{session}/files[/{segments}]`, each segment encoded.
+    fn files_url(&self, session: Uuid, segments: &[&str]) -> Result<url::Url> {
+        let mut url = url::Url::parse(&self.upstream.base)
+            .map_err(|e| PreviewError::Unexpected(format!("BACKEND_URL: {e}")))?;
+        url.path_segments_mut()
+            .map_err(|()| PreviewError::Unexpected("BACKEND_URL cannot be a base".into()))?
+            .pop_if_empty()
+            .extend(["api", "sessions", &session.to_string(), "files"])
+            .extend(segments);
+        Ok(url)
+    }
+
+    async fn read(&self, session: Uuid, segments: &[&str]) -> Result<Lookup> {
+        let response = self.get(self.files_url(session, segments)?).await?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            // No such file, or no such session: the backend's message says
+            // which.
+            return Ok(Lookup::Missing(backend_error(response).await));
+        }
+        if status == reqwest::StatusCode::BAD_REQUEST {
+            return Ok(Lookup::NotAFile(backend_error(response).await));
+        }
+        if !status.is_success() {
+            return Err(fail(response).await);
+        }
+        let content: FileContent = response
+            .json()
+            .await
+            .map_err(|e| PreviewError::Unexpected(e.to_string()))?;
+        let bytes = match content.encoding.as_str() {
+            "base64" => base64::engine::general_purpose::STANDARD
+                .decode(content.content)
+                .map_err(|e| PreviewError::Unexpected(e.to_string()))?,
+            _ => content.content.into_bytes(),
+        };
+        Ok(Lookup::File(bytes))
+    }
+
+    async fn tree(&self, session: Uuid) -> Result<FileTree> {
+        let response = self.get(self.files_url(session, &[])?).await?;
+        if !response.status().is_success() {
+            return Err(fail(response).await);
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| PreviewError::Unexpected(e.to_string()))
+    }
+
+    /// Serves `path` (relative, `/`-separated, maybe empty) of `session`.
+    async fn serve(&self, session: &str, path: &str) -> Result<Response> {
+        let session =
+            Uuid::parse_str(session).map_err(|_| PreviewError::SessionId(session.to_owned()))?;
+        let folder = path.is_empty() || path.ends_with('/');
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        if segments
+            .iter()
+            .any(|s| *s == "." || *s == ".." || s.eq_ignore_ascii_case(".git") || s.contains('\\'))
+        {
+            return Err(PreviewError::Refused);
+        }
+        if folder {
+            let mut index = segments.clone();
+            index.push("index.html");
+            return match self.read(session, &index).await? {
+                Lookup::File(bytes) => Ok(file_response("index.html", bytes)),
+                Lookup::NotAFile(response) => Ok(response),
+                Lookup::Missing(_) => self.listing(session, &segments).await,
+            };
+        }
+        match self.read(session, &segments).await? {
+            Lookup::File(bytes) => Ok(file_response(path, bytes)),
+            Lookup::Missing(response) => Ok(response),
+            Lookup::NotAFile(response) => {
+                // A folder named without its slash: send the browser to the
+                // folder, so relative links resolve inside it.
+                let tree = self.tree(session).await?;
+                let wanted = segments.join("/");
+                if tree
+                    .entries
+                    .iter()
+                    .any(|e| e.kind == "dir" && e.path == wanted)
+                {
+                    let last = segments.last().copied().unwrap_or_default();
+                    let location = format!("{}/", encode_segment(last));
+                    Ok(Response::builder()
+                        .status(StatusCode::PERMANENT_REDIRECT)
+                        .header(header::LOCATION, location)
+                        .finish())
+                } else {
+                    Ok(response)
+                }
+            }
+        }
+    }
+
+    /// A folder without an `index.html`: the list of what is in it.
+    async fn listing(&self, session: Uuid, segments: &[&str]) -> Result<Response> {
+        let tree = self.tree(session).await?;
+        let folder = segments.join("/");
+        let prefix = if folder.is_empty() {
+            String::new()
+        } else {
+            format!("{folder}/")
+        };
+        if !folder.is_empty()
+            && !tree
+                .entries
+                .iter()
+                .any(|e| e.kind == "dir" && e.path == folder)
+        {
+            return Err(PreviewError::NotFound(prefix));
+        }
+        let mut items = String::new();
+        for entry in &tree.entries {
+            let Some(name) = entry.path.strip_prefix(&prefix) else {
+                continue;
+            };
+            if name.is_empty() || name.contains('/') {
+                continue;
+            }
+            let slash = if entry.kind == "dir" { "/" } else { "" };
+            // Writing to a String cannot fail.
+            let _ = writeln!(
+                items,
+                "<li><a href=\"{}{slash}\">{}{slash}</a></li>",
+                escape_html(&encode_segment(name)),
+                escape_html(name)
+            );
+        }
+        let title = escape_html(&format!("/{prefix}"));
+        let mut page = format!(
+            "<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>{title}</title></head>\n\
+             <body>\n<h1>{title}</h1>\n<p>No index.html here; the files of this folder:</p>\n<ul>\n{items}</ul>\n"
+        );
+        if tree.truncated {
+            page.push_str("<p>The workspace has more files than the list shows.</p>\n");
+        }
+        page.push_str("</body>\n</html>\n");
+        Ok(file_response("index.html", page.into_bytes()))
+    }
+}
+
+/// A backend error, passed on as it is (it has the API's error schema).
+async fn backend_error(response: reqwest::Response) -> Response {
+    let status =
+        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    match response.bytes().await {
+        Ok(bytes) => Response::builder()
+            .status(status)
+            .content_type("application/json; charset=utf-8")
+            .body(bytes.to_vec()),
+        Err(error) => PreviewError::Unreachable(error).into_response(),
+    }
+}
+
+/// A backend error other than a missing or unreadable file: a 4xx (session
+/// not found, not ready, file too large) passes as it is, anything else is
+/// a 502.
+async fn fail(response: reqwest::Response) -> PreviewError {
+    let status = response.status();
+    if status.is_client_error() {
+        PreviewError::Backend(Box::new(backend_error(response).await))
+    } else {
+        PreviewError::Unexpected(format!("status {status}"))
+    }
+}
+
+fn file_response(path: &str, bytes: Vec<u8>) -> Response {
+    Response::builder()
+        .content_type(content_type(path))
+        .body(bytes)
+}
+
+/// The content type of a file by its extension; `application/octet-stream`
+/// for one not known, which a browser downloads rather than renders.
+pub fn content_type(path: &str) -> String {
+    let mime = mime_guess::from_path(path).first_or_octet_stream();
+    let textual = mime.type_() == mime_guess::mime::TEXT
+        || matches!(mime.essence_str(), "application/json" | "image/svg+xml");
+    if textual {
+        format!("{}; charset=utf-8", mime.essence_str())
+    } else {
+        mime.essence_str().to_owned()
+    }
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A path segment for a relative link: everything but unreserved
+/// characters percent-encoded.
+fn encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{byte:02X}");
+        }
+    }
+    // `./` first, so a name with a colon is not read as a scheme.
+    format!("./{out}")
+}
+
+/// `GET /{session_id}/{path}`.
+#[handler]
+pub async fn file(
+    Path((session, path)): Path<(String, String)>,
+    Data(preview): Data<&Preview>,
+) -> Response {
+    match preview.serve(&session, &path).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `GET /{session_id}/`: the workspace's root folder.
+#[handler]
+pub async fn root(Path(session): Path<String>, Data(preview): Data<&Preview>) -> Response {
+    match preview.serve(&session, "").await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `GET /{session_id}`: to the folder, so relative links resolve.
+#[handler]
+pub fn session_without_slash(Path(session): Path<String>) -> Response {
+    match Uuid::parse_str(&session) {
+        Ok(id) => Response::builder()
+            .status(StatusCode::PERMANENT_REDIRECT)
+            .header(header::LOCATION, format!("/{id}/"))
+            .finish(),
+        Err(_) => PreviewError::SessionId(session).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types_by_extension() {
+        for (path, expected) in [
+            ("index.html", "text/html; charset=utf-8"),
+            ("a/snake.js", "text/javascript; charset=utf-8"),
+            ("style.css", "text/css; charset=utf-8"),
+            ("data.json", "application/json; charset=utf-8"),
+            ("logo.svg", "image/svg+xml; charset=utf-8"),
+            ("logo.png", "image/png"),
+            ("font.woff2", "font/woff2"),
+            ("Makefile", "application/octet-stream"),
+        ] {
+            assert_eq!(content_type(path), expected, "{path}");
+        }
+    }
+
+    #[test]
+    fn frame_ancestors_are_the_dashboards_names() {
+        let addr = "127.0.0.1:9100".parse().unwrap_or_else(|_| unreachable!());
+        assert_eq!(
+            dashboard_origins(addr, ""),
+            "http://127.0.0.1:9100 http://localhost:9100"
+        );
+        assert_eq!(
+            dashboard_origins(addr, "app.example, [::1]:9100, box:8080"),
+            "http://127.0.0.1:9100 http://localhost:9100 http://app.example:* \
+             https://app.example:* http://box:8080 https://box:8080"
+        );
+        assert_eq!(dashboard_origins(addr, "*"), "*");
+    }
+
+    #[test]
+    fn listing_links_are_encoded_and_escaped() {
+        assert_eq!(encode_segment("a b<c>.html"), "./a%20b%3Cc%3E.html");
+        assert_eq!(
+            escape_html("<a href=\"x\">"),
+            "&lt;a href=&quot;x&quot;&gt;"
+        );
+    }
+}
