@@ -24,6 +24,7 @@ async fn stack_with_cors(origins: &str) -> TestStack {
 async fn proxy(stack: &TestStack) -> String {
     let proxy = Proxy::build(ProxyConfig {
         proxy_addr: "127.0.0.1:0".into(),
+        preview_addr: "127.0.0.1:0".into(),
         backend_url: stack.base.clone(),
         demo_mode: false,
     })
