@@ -77,6 +77,23 @@ impl Terminal {
     /// The names of the terminal events, in the order of the variants.
     pub const KINDS: [&'static str; 3] = ["run.completed", "run.failed", "run.cancelled"];
 
+    /// `run.failed` with `error`, saying nothing of files.
+    pub fn failed(run_id: Uuid, error: impl Into<String>) -> Self {
+        Terminal::Failed {
+            run_id,
+            error: Some(error.into()),
+            files: None,
+        }
+    }
+
+    /// `run.cancelled`, saying nothing of files.
+    pub fn cancelled(run_id: Uuid) -> Self {
+        Terminal::Cancelled {
+            run_id,
+            files: None,
+        }
+    }
+
     /// Whether an event of this name ends a run's stream.
     pub fn is_terminal_kind(kind: &str) -> bool {
         Self::KINDS.contains(&kind)
@@ -328,15 +345,15 @@ mod tests {
         assert_eq!(terminal.usage(), Some(&usage()));
         assert_eq!(terminal.error(), None);
         assert_eq!(terminal.files(), Some(&Changes::default()));
-        let failed = Terminal::Failed {
-            run_id: runner_run,
-            error: Some("no".into()),
-            files: None,
-        }
-        .with_files(None);
+        let failed = Terminal::failed(runner_run, "no").with_files(None);
         assert_eq!(failed.error(), Some("no"));
         assert_eq!(failed.files(), None);
         assert_eq!(value(&failed)["files"], Value::Null);
+        let cancelled = Terminal::cancelled(runner_run);
+        assert_eq!(
+            value(&cancelled),
+            json!({"type": "run.cancelled", "runId": runner_run})
+        );
     }
 
     #[test]
