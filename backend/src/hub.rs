@@ -5,24 +5,18 @@
 //! `seq < hub.first_seq()` from Postgres and everything from `first_seq` on
 //! from the hub, by sequence number, so it sees every event exactly once
 //! whenever it connects. One upstream stream per run feeds the hub; each
-//! event is serialised once and shared by all subscribers.
+//! event is serialised once and its bytes shared by all subscribers.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use event_log::{LoggedEvent, RunLog};
+use event_log::RunLog;
 use futures_util::Stream;
+use runner_protocol::{Event, Terminal};
 use uuid::Uuid;
 
 use crate::store::Store;
-
-/// The terminal events; a run's stream ends after one of them.
-pub const TERMINAL_EVENTS: [&str; 3] = ["run.completed", "run.failed", "run.cancelled"];
-
-pub fn is_terminal(kind: &str) -> bool {
-    TERMINAL_EVENTS.contains(&kind)
-}
 
 /// Page size of replays from Postgres.
 const REPLAY_PAGE: i64 = 500;
@@ -72,7 +66,7 @@ pub fn subscribe(
     hubs: Arc<Hubs>,
     run_id: Uuid,
     after: u64,
-) -> impl Stream<Item = Arc<LoggedEvent>> + Send {
+) -> impl Stream<Item = Event> + Send {
     async_stream::stream! {
         let mut after = after;
         loop {
@@ -85,9 +79,9 @@ pub fn subscribe(
                     if page.is_empty() {
                         break;
                     }
-                    for row in page {
-                        after = row.seq as u64;
-                        yield Arc::new(LoggedEvent::from(row));
+                    for event in page {
+                        after = event.seq;
+                        yield event;
                     }
                 }
                 while let Some(batch) = hub.next_after(after).await {
@@ -102,10 +96,10 @@ pub fn subscribe(
                 return;
             };
             let full = page.len() as i64 == REPLAY_PAGE;
-            for row in page {
-                after = row.seq as u64;
-                let terminal = is_terminal(&row.event_type);
-                yield Arc::new(LoggedEvent::from(row));
+            for event in page {
+                after = event.seq;
+                let terminal = Terminal::is_terminal_kind(event.kind.as_str());
+                yield event;
                 if terminal {
                     return;
                 }

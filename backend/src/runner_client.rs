@@ -1,12 +1,13 @@
-//! The backend's client of the runner's HTTP API.
+//! The backend's client of the runner's HTTP API. The bodies it sends and
+//! reads are `runner_protocol`'s, the types the runner itself uses.
 
 use std::path::Path;
 use std::time::Duration;
 
 use eventsource_stream::Eventsource;
 use futures_util::{Stream, StreamExt};
+use runner_protocol::{CreateRun, CreateThread, Event, RunCreated, ThreadView};
 use serde::Deserialize;
-use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
@@ -22,30 +23,10 @@ pub enum RunnerError {
 
 pub type Result<T> = std::result::Result<T, RunnerError>;
 
-/// One event of a run, as the runner streams it.
-#[derive(Debug, Clone)]
-pub struct UpstreamEvent {
-    pub seq: u64,
-    pub kind: String,
-    pub data: String,
-}
-
 #[derive(Clone)]
 pub struct RunnerClient {
     base: String,
     http: reqwest::Client,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ThreadCreated {
-    thread_id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RunCreated {
-    run_id: String,
 }
 
 #[derive(Deserialize)]
@@ -78,10 +59,12 @@ impl RunnerClient {
 
     /// A runner thread bound to `dir`, resuming `codex_thread_id` if given.
     pub async fn create_thread(&self, dir: &Path, codex_thread_id: Option<&str>) -> Result<String> {
-        let mut body = json!({"workingDirectory": dir, "skipGitRepoCheck": true});
-        if let Some(id) = codex_thread_id {
-            body["resumeThreadId"] = json!(id);
-        }
+        let body = CreateThread {
+            working_directory: dir.to_string_lossy().into_owned(),
+            skip_git_repo_check: true,
+            resume_thread_id: codex_thread_id.map(str::to_owned),
+            ..CreateThread::default()
+        };
         let response = self
             .http
             .post(format!("{}/threads", self.base))
@@ -90,12 +73,12 @@ impl RunnerClient {
             .send()
             .await
             .map_err(unreachable)?;
-        let created: ThreadCreated = check(response, "thread")
+        let created: ThreadView = check(response, "thread")
             .await?
             .json()
             .await
             .map_err(unreachable)?;
-        Ok(created.thread_id)
+        Ok(created.thread_id.to_string())
     }
 
     pub async fn delete_thread(&self, thread_id: &str) -> Result<()> {
@@ -113,7 +96,10 @@ impl RunnerClient {
         let response = self
             .http
             .post(format!("{}/runs", self.base))
-            .json(&json!({"threadId": thread_id, "prompt": prompt}))
+            .json(&CreateRun {
+                thread_id: thread_id.to_owned(),
+                prompt: prompt.to_owned(),
+            })
             .timeout(Duration::from_secs(10))
             .send()
             .await
@@ -123,7 +109,7 @@ impl RunnerClient {
             .json()
             .await
             .map_err(unreachable)?;
-        Ok(created.run_id)
+        Ok(created.run_id.to_string())
     }
 
     pub async fn cancel_run(&self, run_id: &str) -> Result<()> {
@@ -144,7 +130,7 @@ impl RunnerClient {
         &self,
         run_id: &str,
         after: u64,
-    ) -> Result<impl Stream<Item = Result<UpstreamEvent>> + Send + Unpin + use<>> {
+    ) -> Result<impl Stream<Item = Result<Event>> + Send + Unpin + use<>> {
         let mut request = self.http.get(format!("{}/runs/{run_id}/events", self.base));
         if after > 0 {
             request = request.header("Last-Event-ID", after.to_string());
@@ -156,13 +142,12 @@ impl RunnerClient {
             .eventsource()
             .filter_map(|item| async move {
                 match item {
-                    Ok(event) => event.id.parse::<u64>().ok().map(|seq| {
-                        Ok(UpstreamEvent {
-                            seq,
-                            kind: event.event,
-                            data: event.data,
-                        })
-                    }),
+                    // The event's text becomes its shared payload as it is.
+                    Ok(event) => event
+                        .id
+                        .parse::<u64>()
+                        .ok()
+                        .map(|seq| Ok(Event::new(seq, event.event, event.data))),
                     Err(error) => Some(Err(RunnerError::Unreachable(error.to_string()))),
                 }
             })

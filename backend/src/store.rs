@@ -7,6 +7,7 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use runner_protocol::Event;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Json;
 use tokio_postgres::{NoTls, Row};
@@ -158,24 +159,6 @@ where
     T: for<'r> TryFrom<&'r Row, Error = tokio_postgres::Error>,
 {
     Ok(row.as_ref().map(T::try_from).transpose()?)
-}
-
-/// One persisted event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventRow {
-    pub seq: i64,
-    pub event_type: String,
-    pub data: String,
-}
-
-impl From<EventRow> for event_log::LoggedEvent {
-    fn from(row: EventRow) -> Self {
-        Self {
-            seq: row.seq as u64,
-            kind: row.event_type,
-            data: row.data,
-        }
-    }
 }
 
 /// What a finished run leaves in its row.
@@ -557,7 +540,7 @@ impl Store {
     pub async fn finish_run(
         &self,
         id: Uuid,
-        events: &[EventRow],
+        events: &[Event],
         outcome: &RunOutcome,
     ) -> Result<bool> {
         self.finish_if(
@@ -574,7 +557,7 @@ impl Store {
     pub async fn finish_queued_run(
         &self,
         id: Uuid,
-        events: &[EventRow],
+        events: &[Event],
         outcome: &RunOutcome,
     ) -> Result<bool> {
         self.finish_if(id, events, outcome, &[RunStatus::Queued])
@@ -584,7 +567,7 @@ impl Store {
     async fn finish_if(
         &self,
         id: Uuid,
-        events: &[EventRow],
+        events: &[Event],
         outcome: &RunOutcome,
         statuses: &[RunStatus],
     ) -> Result<bool> {
@@ -637,7 +620,7 @@ impl Store {
 
     /// Stores a batch of a run's events. `Ok(false)` when the run no longer
     /// exists (its session was deleted): a normal end, not an error.
-    pub async fn append_events(&self, run_id: Uuid, events: &[EventRow]) -> Result<bool> {
+    pub async fn append_events(&self, run_id: Uuid, events: &[Event]) -> Result<bool> {
         if events.is_empty() {
             return Ok(true);
         }
@@ -649,14 +632,15 @@ impl Store {
         }
     }
 
-    /// Events with `after < seq < before`, in order, at most `limit`.
+    /// Events with `after < seq < before`, in order, at most `limit`; each
+    /// one's text becomes its payload as stored.
     pub async fn events(
         &self,
         run_id: Uuid,
         after: i64,
         before: i64,
         limit: i64,
-    ) -> Result<Vec<EventRow>> {
+    ) -> Result<Vec<Event>> {
         let rows = self
             .client()
             .await?
@@ -666,14 +650,16 @@ impl Store {
                 &[&run_id, &after, &before, &limit],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| EventRow {
-                seq: r.get(0),
-                event_type: r.get(1),
-                data: r.get(2),
+        rows.iter()
+            .map(|r| {
+                Ok(Event::new(
+                    // Written from a `u64`: never negative.
+                    u64::try_from(r.try_get::<_, i64>(0)?).unwrap_or_default(),
+                    r.try_get::<_, &str>(1)?,
+                    r.try_get::<_, String>(2)?,
+                ))
             })
-            .collect())
+            .collect()
     }
 
     pub async fn last_seq(&self, run_id: Uuid) -> Result<i64> {
@@ -694,14 +680,18 @@ impl Store {
 async fn insert_events(
     client: &impl deadpool_postgres::GenericClient,
     run_id: Uuid,
-    events: &[EventRow],
+    events: &[Event],
 ) -> Result<()> {
     if events.is_empty() {
         return Ok(());
     }
-    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
-    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+    let seqs: Vec<i64> = events
+        .iter()
+        .map(|e| i64::try_from(e.seq).unwrap_or(i64::MAX))
+        .collect();
+    let types: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let texts: Vec<_> = events.iter().map(|e| e.data.text()).collect();
+    let data: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
     client
         .execute(
             "INSERT INTO run_events (run_id, seq, event_type, data)

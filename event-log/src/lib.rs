@@ -9,22 +9,14 @@
 //! Architecture Invariant: a subscriber reads by sequence number, never from
 //! a broadcast channel, so it cannot miss an event pushed while it was
 //! catching up, and it cannot lag out: it just reads further along the log.
+//!
+//! The events are `runner_protocol::Event`s: a reader gets clones that share
+//! the bytes of the one serialisation.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
+use runner_protocol::{Event, EventKind, Payload};
 use tokio::sync::Notify;
-
-/// One event as it goes out on the wire: serialised once, shared by every
-/// subscriber.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoggedEvent {
-    /// 1-based, without gaps: the SSE `id:`.
-    pub seq: u64,
-    /// The SSE `event:`; only `[a-z0-9._-]`, so it cannot break the framing.
-    pub kind: String,
-    /// The SSE `data:`: one line of JSON.
-    pub data: String,
-}
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum PushError {
@@ -50,7 +42,7 @@ pub struct RunLog {
 
 #[derive(Debug, Default)]
 struct Inner {
-    events: Vec<Arc<LoggedEvent>>,
+    events: Vec<Event>,
     /// The `data` bytes of every event held.
     bytes: usize,
     closed: bool,
@@ -92,32 +84,35 @@ impl RunLog {
         self.first_seq - 1 + self.len() as u64
     }
 
-    /// Appends an event of the run.
-    pub fn push(&self, kind: &str, data: String) -> Result<u64, PushError> {
-        self.append(None, kind, data, false)
+    /// Appends an event of the run, numbered here.
+    pub fn push(
+        &self,
+        kind: impl Into<EventKind>,
+        data: impl Into<Payload>,
+    ) -> Result<u64, PushError> {
+        self.append(None, kind.into(), data.into(), false)
     }
 
-    /// Appends the terminal event and closes the log.
-    pub fn close_with(&self, kind: &str, data: String) -> Result<u64, PushError> {
-        self.append(None, kind, data, true)
+    /// Appends the terminal event, numbered here, and closes the log.
+    pub fn close_with(
+        &self,
+        kind: impl Into<EventKind>,
+        data: impl Into<Payload>,
+    ) -> Result<u64, PushError> {
+        self.append(None, kind.into(), data.into(), true)
     }
 
     /// Appends an event numbered elsewhere; it must be the next number.
-    pub fn push_numbered(
-        &self,
-        seq: u64,
-        kind: &str,
-        data: String,
-        terminal: bool,
-    ) -> Result<u64, PushError> {
-        self.append(Some(seq), kind, data, terminal)
+    /// `terminal` closes the log.
+    pub fn push_event(&self, event: Event, terminal: bool) -> Result<u64, PushError> {
+        self.append(Some(event.seq), event.kind, event.data, terminal)
     }
 
     fn append(
         &self,
         expected_seq: Option<u64>,
-        kind: &str,
-        data: String,
+        kind: EventKind,
+        data: Payload,
         terminal: bool,
     ) -> Result<u64, PushError> {
         let seq = {
@@ -139,11 +134,7 @@ impl RunLog {
                 }
             }
             inner.bytes = bytes;
-            inner.events.push(Arc::new(LoggedEvent {
-                seq,
-                kind: sanitize_kind(kind),
-                data,
-            }));
+            inner.events.push(Event { seq, kind, data });
             inner.closed = terminal;
             seq
         };
@@ -153,7 +144,7 @@ impl RunLog {
 
     /// Events with a sequence number above `after`, waiting for the next one
     /// when there are none yet. `None` once the log is closed and read.
-    pub async fn next_after(&self, after: u64) -> Option<Vec<Arc<LoggedEvent>>> {
+    pub async fn next_after(&self, after: u64) -> Option<Vec<Event>> {
         loop {
             // Registered before looking, so a push between the look and the
             // wait still wakes us.
@@ -193,33 +184,20 @@ impl RunLog {
     }
 }
 
-/// Event names come from the CLI; anything outside a safe alphabet would let
-/// a line break or colon into the SSE framing.
-fn sanitize_kind(kind: &str) -> String {
-    let safe = !kind.is_empty()
-        && kind.len() <= 64
-        && kind
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-    if safe {
-        kind.to_owned()
-    } else {
-        "unknown".to_owned()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[tokio::test]
     async fn subscribers_read_from_any_point_and_end_after_close() {
         let log = RunLog::new(10);
-        log.push("a", "1".into()).unwrap();
-        log.push("b", "2".into()).unwrap();
+        log.push("a", "1").unwrap();
+        log.push("b", "2").unwrap();
         let batch = log.next_after(1).await.unwrap();
         assert_eq!(batch.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2]);
-        log.close_with("run.completed", "3".into()).unwrap();
+        log.close_with("run.completed", "3").unwrap();
         let batch = log.next_after(0).await.unwrap();
         assert_eq!(
             batch.iter().map(|e| e.seq).collect::<Vec<_>>(),
@@ -236,7 +214,7 @@ mod tests {
             async move { log.next_after(0).await }
         });
         tokio::task::yield_now().await;
-        log.push("a", "1".into()).unwrap();
+        log.push("a", "1").unwrap();
         let batch = reader.await.unwrap().unwrap();
         assert_eq!(batch[0].kind, "a");
     }
@@ -244,21 +222,21 @@ mod tests {
     #[test]
     fn the_limit_leaves_room_for_the_terminal_event() {
         let log = RunLog::new(3);
-        log.push("a", "1".into()).unwrap();
-        log.push("a", "2".into()).unwrap();
-        assert_eq!(log.push("a", "3".into()), Err(PushError::Full));
-        assert_eq!(log.close_with("run.failed", "x".into()), Ok(3));
-        assert_eq!(log.push("a", "4".into()), Err(PushError::Closed));
+        log.push("a", "1").unwrap();
+        log.push("a", "2").unwrap();
+        assert_eq!(log.push("a", "3"), Err(PushError::Full));
+        assert_eq!(log.close_with("run.failed", "x"), Ok(3));
+        assert_eq!(log.push("a", "4"), Err(PushError::Closed));
     }
 
     #[test]
     fn the_byte_limit_leaves_room_for_the_terminal_event() {
         let log = RunLog::new(100).with_max_bytes(10);
-        log.push("a", "12345".into()).unwrap();
-        log.push("a", "12345".into()).unwrap();
-        assert_eq!(log.push("a", "6".into()), Err(PushError::TooManyBytes));
+        log.push("a", "12345").unwrap();
+        log.push("a", "12345").unwrap();
+        assert_eq!(log.push("a", "6"), Err(PushError::TooManyBytes));
         assert_eq!(log.bytes(), 10);
-        assert_eq!(log.close_with("run.failed", "terminal".into()), Ok(3));
+        assert_eq!(log.close_with("run.failed", "terminal"), Ok(3));
         assert_eq!(log.bytes(), 18);
     }
 
@@ -267,14 +245,14 @@ mod tests {
         let log = RunLog::starting_at(5, 10);
         assert_eq!(log.last_seq(), 4);
         assert_eq!(
-            log.push_numbered(6, "a", "x".into(), false),
+            log.push_event(Event::new(6, "a", "x"), false),
             Err(PushError::OutOfOrder {
                 expected: 5,
                 got: 6
             })
         );
-        log.push_numbered(5, "a", "x".into(), false).unwrap();
-        log.close_with("run.completed", "y".into()).unwrap();
+        log.push_event(Event::new(5, "a", "x"), false).unwrap();
+        log.close_with("run.completed", "y").unwrap();
         let seqs: Vec<u64> = log
             .next_after(0)
             .await
@@ -297,8 +275,8 @@ mod tests {
     #[test]
     fn unsafe_event_names_are_replaced() {
         let log = RunLog::new(5);
-        log.push("evil\ndata: x", "1".into()).unwrap();
-        log.push("item.completed", "2".into()).unwrap();
+        log.push("evil\ndata: x", "1").unwrap();
+        log.push("item.completed", "2").unwrap();
         assert!(!log.is_closed());
         let inner = log.inner.lock().unwrap();
         assert_eq!(inner.events[0].kind, "unknown");

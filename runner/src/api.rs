@@ -1,17 +1,21 @@
 //! The runner's HTTP API, route for route that of the seed design's Node
-//! runner (same paths, same camelCase JSON fields).
+//! runner (same paths, same camelCase JSON fields). The bodies are
+//! `runner_protocol`'s types, which the backend's client shares.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use codex_sdk::{ApprovalMode, Codex, ReasoningEffort, SandboxMode, ThreadOptions};
+use codex_sdk::{Codex, SandboxMode, ThreadOptions};
 use poem::error::ReadBodyError;
 use poem::http::{HeaderMap, StatusCode};
 use poem::web::sse::{Event, SSE};
 use poem::web::{Data, Json, Path, Query};
 use poem::{handler, Body, EndpointExt, IntoEndpoint, IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use runner_protocol::{
+    ApprovalMode, CancelAccepted, CancelStatus, CreateRun, CreateThread, Cursor, Health,
+    ReasoningEffort, RunCreated, RunSnapshot, ThreadView,
+};
+use serde::Deserialize;
 use service_kit::methods::{get, post};
 use service_kit::Routes;
 use uuid::Uuid;
@@ -57,46 +61,47 @@ pub fn routes(state: AppState) -> impl IntoEndpoint {
 }
 
 #[handler]
-fn health() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+fn health() -> Json<Health> {
+    Json(Health::ok())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateThread {
-    working_directory: String,
-    #[serde(default)]
-    skip_git_repo_check: bool,
-    model: Option<String>,
-    sandbox_mode: Option<SandboxMode>,
-    approval_policy: Option<ApprovalMode>,
-    model_reasoning_effort: Option<ReasoningEffort>,
-    network_access_enabled: Option<bool>,
-    web_search_enabled: Option<bool>,
-    #[serde(default)]
-    additional_directories: Vec<String>,
-    resume_thread_id: Option<String>,
+fn thread_view(record: crate::registry::ThreadRecord) -> ThreadView {
+    ThreadView {
+        thread_id: record.id,
+        codex_thread_id: record.codex_thread_id,
+        working_directory: record.options.working_directory,
+        active_run_id: record.active_run,
+        created_at: record.created_at,
+    }
 }
 
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ThreadView {
-    thread_id: Uuid,
-    codex_thread_id: Option<String>,
-    working_directory: Option<PathBuf>,
-    active_run_id: Option<Uuid>,
-    created_at: chrono::DateTime<chrono::Utc>,
+/// The wire's sandbox as the SDK's.
+fn sandbox_mode(mode: runner_protocol::SandboxMode) -> SandboxMode {
+    match mode {
+        runner_protocol::SandboxMode::ReadOnly => SandboxMode::ReadOnly,
+        runner_protocol::SandboxMode::WorkspaceWrite => SandboxMode::WorkspaceWrite,
+        runner_protocol::SandboxMode::DangerFullAccess => SandboxMode::DangerFullAccess,
+    }
 }
 
-impl From<crate::registry::ThreadRecord> for ThreadView {
-    fn from(record: crate::registry::ThreadRecord) -> Self {
-        Self {
-            thread_id: record.id,
-            codex_thread_id: record.codex_thread_id,
-            working_directory: record.options.working_directory,
-            active_run_id: record.active_run,
-            created_at: record.created_at,
-        }
+/// The wire's approval policy as the SDK's.
+fn approval_mode(mode: ApprovalMode) -> codex_sdk::ApprovalMode {
+    match mode {
+        ApprovalMode::Never => codex_sdk::ApprovalMode::Never,
+        ApprovalMode::OnRequest => codex_sdk::ApprovalMode::OnRequest,
+        ApprovalMode::OnFailure => codex_sdk::ApprovalMode::OnFailure,
+        ApprovalMode::Untrusted => codex_sdk::ApprovalMode::Untrusted,
+    }
+}
+
+/// The wire's reasoning effort as the SDK's.
+fn reasoning_effort(effort: ReasoningEffort) -> codex_sdk::ReasoningEffort {
+    match effort {
+        ReasoningEffort::Minimal => codex_sdk::ReasoningEffort::Minimal,
+        ReasoningEffort::Low => codex_sdk::ReasoningEffort::Low,
+        ReasoningEffort::Medium => codex_sdk::ReasoningEffort::Medium,
+        ReasoningEffort::High => codex_sdk::ReasoningEffort::High,
+        ReasoningEffort::Xhigh => codex_sdk::ReasoningEffort::Xhigh,
     }
 }
 
@@ -204,12 +209,13 @@ async fn create_thread(
         sandbox_mode: Some(policy.sandbox),
         working_directory: Some(working.path().to_path_buf()),
         skip_git_repo_check: request.skip_git_repo_check,
-        model_reasoning_effort: request.model_reasoning_effort,
+        model_reasoning_effort: request.model_reasoning_effort.map(reasoning_effort),
         network_access_enabled: policy.network,
         web_search_enabled: policy.web_search,
         approval_policy: Some(
             request
                 .approval_policy
+                .map(approval_mode)
                 .unwrap_or(state.config.default_approval),
         ),
         additional_directories: additional,
@@ -223,7 +229,7 @@ async fn create_thread(
         sandbox = policy.sandbox.as_str(),
         "thread created"
     );
-    Ok((StatusCode::CREATED, Json(ThreadView::from(record))).into_response())
+    Ok((StatusCode::CREATED, Json(thread_view(record))).into_response())
 }
 
 /// The sandbox a thread gets: the operator's configuration, narrowed (never
@@ -236,7 +242,10 @@ struct SandboxPolicy {
 
 fn sandbox_policy(config: &Config, request: &CreateThread) -> Result<SandboxPolicy> {
     let limits = &config.sandbox;
-    let sandbox = request.sandbox_mode.unwrap_or(config.default_sandbox);
+    let sandbox = request
+        .sandbox_mode
+        .map(sandbox_mode)
+        .unwrap_or(config.default_sandbox);
     if sandbox > limits.max_sandbox {
         return Err(ApiError::Forbidden(format!(
             "sandboxMode {} is wider than this runner allows ({}, RUNNER_MAX_SANDBOX)",
@@ -282,7 +291,7 @@ fn valid_codex_thread_id(id: &str) -> bool {
 #[handler]
 fn get_thread(Data(state): Data<&AppState>, Path(id): Path<String>) -> Result<Json<ThreadView>> {
     let id = parse_id(&id, "thread")?;
-    Ok(Json(state.registry.thread(id)?.into()))
+    Ok(Json(thread_view(state.registry.thread(id)?)))
 }
 
 #[handler]
@@ -290,13 +299,6 @@ fn delete_thread(Data(state): Data<&AppState>, Path(id): Path<String>) -> Result
     let id = parse_id(&id, "thread")?;
     state.registry.remove_thread(id)?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateRun {
-    thread_id: String,
-    prompt: String,
 }
 
 #[handler]
@@ -329,16 +331,17 @@ async fn create_run(
     );
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"runId": run_id, "threadId": thread_id, "status": RunStatus::Running})),
+        Json(RunCreated {
+            run_id,
+            thread_id,
+            status: RunStatus::Running,
+        }),
     )
         .into_response())
 }
 
 #[handler]
-fn get_run(
-    Data(state): Data<&AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<crate::registry::RunSnapshot>> {
+fn get_run(Data(state): Data<&AppState>, Path(id): Path<String>) -> Result<Json<RunSnapshot>> {
     let id = parse_id(&id, "run")?;
     Ok(Json(state.registry.run(id)?.snapshot()))
 }
@@ -356,7 +359,10 @@ fn cancel_run(Data(state): Data<&AppState>, Path(id): Path<String>) -> Result<Re
     tracing::info!(run_id = %id, "cancel requested");
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"runId": id, "status": "cancelling"})),
+        Json(CancelAccepted {
+            run_id: id,
+            status: CancelStatus::Cancelling,
+        }),
     )
         .into_response())
 }
@@ -377,18 +383,12 @@ fn run_events(
 ) -> Result<Response> {
     let id = parse_id(&id, "run")?;
     let run = state.registry.run(id)?;
+    // A header that is not text is no number either.
     let header = headers
         .get("last-event-id")
-        .map(|v| v.to_str().unwrap_or("invalid").to_owned());
-    let after = match header.or(query.after) {
-        None => 0,
-        Some(raw) if raw.trim().is_empty() => 0,
-        Some(raw) => raw.trim().parse::<u64>().map_err(|_| {
-            ApiError::BadRequest(format!(
-                "Last-Event-ID/after must be an event number, got {raw:?}"
-            ))
-        })?,
-    };
+        .map(|v| v.to_str().unwrap_or("invalid"));
+    let after = Cursor::parse(header, query.after.as_deref())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let shutdown = state.shutdown.clone();
     let stream = async_stream::stream! {
         let mut after = after;
@@ -400,9 +400,11 @@ fn run_events(
             let Some(batch) = batch else { break };
             for event in batch {
                 after = event.seq;
-                yield Event::message(event.data.clone())
+                // poem's event wants its own `String`: the one copy, at
+                // the edge.
+                yield Event::message(event.data.text().into_owned())
                     .id(event.seq.to_string())
-                    .event_type(event.kind.clone());
+                    .event_type(event.kind.as_str());
             }
         }
     };

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use codex_sdk::{Codex, Error as SdkError, ItemDetails, ThreadEvent};
 use futures_util::StreamExt;
-use serde_json::json;
+use runner_protocol::{Terminal, Usage};
 use tracing::Instrument;
 
 use crate::event_size;
@@ -99,22 +99,29 @@ async fn drive(
     registry.end_run(&run, codex_thread_id);
     run.finish(status);
     let snapshot = run.snapshot();
-    let (kind, data) = match status {
-        RunStatus::Completed => (
-            "run.completed",
-            json!({"type": "run.completed", "runId": run.id,
-                   "finalResponse": snapshot.final_response, "usage": snapshot.usage}),
-        ),
-        RunStatus::Cancelled => (
-            "run.cancelled",
-            json!({"type": "run.cancelled", "runId": run.id}),
-        ),
-        _ => (
-            "run.failed",
-            json!({"type": "run.failed", "runId": run.id, "error": snapshot.error}),
-        ),
+    let terminal = match status {
+        RunStatus::Completed => Terminal::Completed {
+            run_id: run.id,
+            final_response: snapshot.final_response,
+            usage: snapshot.usage,
+            files: None,
+        },
+        RunStatus::Cancelled => Terminal::Cancelled {
+            run_id: run.id,
+            files: None,
+        },
+        // `status` is an end here; `Running` cannot occur.
+        RunStatus::Failed | RunStatus::Running => Terminal::Failed {
+            run_id: run.id,
+            error: snapshot.error,
+            files: None,
+        },
     };
-    let _ = run.log.close_with(kind, data.to_string());
+    if let Err(error) = run.log.close_with(terminal.kind(), terminal.payload()) {
+        // Only this task closes the log, once; a refusal would be a bug,
+        // and the run's state above already says how it ended.
+        tracing::error!(?error, "the run's log refused its terminal event");
+    }
     tracing::info!(?status, events = run.log.len(), "run finished");
 }
 
@@ -129,10 +136,21 @@ fn record(run: &Run, event: &ThreadEvent, max_event_bytes: usize) {
                 run.set_final_response(clip(text));
             }
         }
-        ThreadEvent::TurnCompleted { usage } => run.set_usage(usage.clone()),
+        ThreadEvent::TurnCompleted { usage } => run.set_usage(wire_usage(usage)),
         ThreadEvent::TurnFailed { error } => run.set_error(clip(&error.message)),
         ThreadEvent::Error { message } => run.set_error(clip(message)),
         _ => {}
+    }
+}
+
+/// The SDK's usage in the runner's wire shape (the same fields).
+fn wire_usage(usage: &codex_sdk::Usage) -> Usage {
+    Usage {
+        input_tokens: usage.input_tokens,
+        cached_input_tokens: usage.cached_input_tokens,
+        output_tokens: usage.output_tokens,
+        reasoning_output_tokens: usage.reasoning_output_tokens,
+        cache_write_input_tokens: usage.cache_write_input_tokens,
     }
 }
 

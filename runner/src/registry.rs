@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use codex_sdk::{Canceller, ThreadOptions, Usage};
-use serde::Serialize;
+use codex_sdk::{Canceller, ThreadOptions};
+use runner_protocol::{RunSnapshot, Usage};
 use uuid::Uuid;
 
 use crate::config::Limits;
@@ -36,36 +36,8 @@ pub struct ThreadRecord {
     pub last_used: Instant,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    Running,
-    Completed,
-    Failed,
-    Cancelled,
-}
-
-impl RunStatus {
-    pub fn is_terminal(self) -> bool {
-        !matches!(self, RunStatus::Running)
-    }
-}
-
-/// What is known of a run, as `GET /runs/{id}` shows it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RunSnapshot {
-    pub run_id: Uuid,
-    pub thread_id: Uuid,
-    pub codex_thread_id: Option<String>,
-    pub status: RunStatus,
-    pub created_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub final_response: Option<String>,
-    pub usage: Option<Usage>,
-    pub error: Option<String>,
-    pub event_count: usize,
-}
+/// A run's state is the wire's: the runner has no other.
+pub use runner_protocol::RunStatus;
 
 /// One run: its event log and its state.
 #[derive(Debug)]
@@ -119,6 +91,7 @@ impl Run {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// What is known of the run, as `GET /runs/{id}` shows it.
     pub fn snapshot(&self) -> RunSnapshot {
         let state = self.state();
         RunSnapshot {
@@ -151,7 +124,7 @@ impl Run {
     /// Requests cancellation; `false` when the run has already finished.
     pub fn request_cancel(&self) -> bool {
         let mut state = self.state();
-        if state.status.is_terminal() {
+        if state.status.has_ended() {
             return false;
         }
         state.cancel_requested = true;
@@ -362,7 +335,7 @@ impl Registry {
     pub fn active_runs(&self) -> usize {
         self.runs()
             .values()
-            .filter(|run| !run.status().is_terminal())
+            .filter(|run| !run.status().has_ended())
             .count()
     }
 

@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use event_log::LoggedEvent;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use poem::web::sse::Event;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::{ApiResponse, OpenApi};
+use runner_protocol::{Cursor, Event as RunEvent};
 
 use super::error::{ApiError, ApiResult};
 use super::models::{CancelAccepted, Run, RunList};
@@ -129,15 +129,8 @@ impl RunsApi {
         after: Query<Option<String>>,
     ) -> ApiResult<Events> {
         let run = self.find(&run_id).await?;
-        let after = match last_event_id.0.or(after.0) {
-            None => 0,
-            Some(raw) if raw.trim().is_empty() => 0,
-            Some(raw) => raw.trim().parse::<u64>().map_err(|_| {
-                ApiError::bad_request(format!(
-                    "Last-Event-ID/after must be an event number, got {raw:?}"
-                ))
-            })?,
-        };
+        let after = Cursor::parse(last_event_id.0.as_deref(), after.0.as_deref())
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
         if run.status.has_ended() && self.engine.store().last_seq(run.id).await? <= seq_of(after) {
             return Ok(Events::NothingLeft);
         }
@@ -169,14 +162,15 @@ fn to_sse(item: StreamItem) -> Event {
     }
 }
 
-fn sse_event(event: &LoggedEvent) -> Event {
+fn sse_event(event: &RunEvent) -> Event {
     // Events stored before the runner named Codex's error `codex.error`
     // keep the name EventSource reserves for a dropped connection.
     let kind = match event.kind.as_str() {
         "error" => "codex.error".to_owned(),
         kind => kind.to_owned(),
     };
-    Event::message(event.data.clone())
+    // poem's event wants its own `String`: the one copy, at the edge.
+    Event::message(event.data.text().into_owned())
         .id(event.seq.to_string())
         .event_type(kind)
 }
@@ -191,11 +185,7 @@ mod tests {
 
     #[test]
     fn a_stored_error_event_goes_out_as_codex_error() {
-        let event = |kind: &str| LoggedEvent {
-            seq: 4,
-            kind: kind.to_owned(),
-            data: r#"{"type":"error","message":"boom"}"#.to_owned(),
-        };
+        let event = |kind: &str| RunEvent::new(4, kind, r#"{"type":"error","message":"boom"}"#);
 
         let legacy = sse_event(&event("error")).to_string();
         let current = sse_event(&event("codex.error")).to_string();

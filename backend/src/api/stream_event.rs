@@ -3,11 +3,10 @@
 //! nothing is parsed or serialised again per subscriber.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
-use event_log::LoggedEvent;
 use poem_openapi::registry::{MetaSchemaRef, Registry};
 use poem_openapi::types::{ToJSON, Type};
+use runner_protocol::Event;
 use serde_json::Value;
 
 use super::models::RunStreamEvent;
@@ -15,7 +14,7 @@ use super::models::RunStreamEvent;
 pub enum StreamItem {
     /// The `retry:` hint sent first.
     Retry,
-    Event(Arc<LoggedEvent>),
+    Event(Event),
 }
 
 impl Type for StreamItem {
@@ -52,8 +51,8 @@ impl ToJSON for StreamItem {
             StreamItem::Retry => None,
             StreamItem::Event(event) => Some(serde_json::json!({
                 "id": event.seq,
-                "event": event.kind,
-                "data": serde_json::from_str::<Value>(&event.data).unwrap_or(Value::Null),
+                "event": event.kind.as_str(),
+                "data": serde_json::from_slice::<Value>(event.data.as_bytes()).unwrap_or(Value::Null),
             })),
         }
     }

@@ -96,13 +96,15 @@ impl RunStatus {
     pub fn has_ended(self) -> bool {
         !self.is_active()
     }
+}
 
-    /// The status a run ends in, by its terminal event's name.
-    pub fn of_terminal(event: &str) -> Self {
-        match event {
-            "run.completed" => Self::Completed,
-            "run.cancelled" => Self::Cancelled,
-            _ => Self::Failed,
+impl From<&runner_protocol::Terminal> for RunStatus {
+    /// The status a run ends in, by its terminal event.
+    fn from(terminal: &runner_protocol::Terminal) -> Self {
+        match terminal {
+            runner_protocol::Terminal::Completed { .. } => Self::Completed,
+            runner_protocol::Terminal::Failed { .. } => Self::Failed,
+            runner_protocol::Terminal::Cancelled { .. } => Self::Cancelled,
         }
     }
 }

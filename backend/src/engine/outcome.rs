@@ -2,22 +2,23 @@
 //! terminal event in one transaction, then the terminal event is published
 //! and the live tail dropped.
 
-use serde_json::{json, Value};
+use runner_protocol::{Event, Terminal};
 use uuid::Uuid;
 
 use super::{retry_forever, Engine};
-use crate::domain::{RunStatus, Usage};
+use crate::domain::RunStatus;
 use crate::git::{self, Snapshot};
-use crate::store::{EventRow, RunOutcome, RunRow, SessionRow};
+use crate::store::{RunOutcome, RunRow, SessionRow};
 
 impl Engine {
     /// Records the outcome and the files the run changed, then publishes
-    /// the terminal event and drops the live tail.
+    /// the terminal event (number `seq`) and drops the live tail.
     pub(super) async fn finish(
         &self,
         session: &SessionRow,
         run: &RunRow,
-        terminal: EventRow,
+        seq: u64,
+        terminal: Terminal,
         before: Snapshot,
     ) {
         let dir = self.workspace(session.id);
@@ -29,25 +30,16 @@ impl Engine {
         .await
         .ok()
         .flatten();
-        let mut data: Value = serde_json::from_str(&terminal.data).unwrap_or_else(|_| json!({}));
-        data["type"] = json!(terminal.event_type);
-        data["runId"] = json!(run.id);
-        data["files"] = json!(changes);
+        // The runner's event under the backend's run id, with the files.
+        let terminal = terminal.with_run_id(run.id).with_files(changes.clone());
         let outcome = RunOutcome {
-            status: RunStatus::of_terminal(&terminal.event_type),
-            final_response: data["finalResponse"].as_str().map(str::to_owned),
-            // Usage Codex did not report (or in a shape this build does not
-            // know) is no usage; the terminal event keeps what came.
-            usage: serde_json::from_value::<Option<Usage>>(data["usage"].clone())
-                .ok()
-                .flatten(),
-            error: data["error"].as_str().map(str::to_owned),
+            status: RunStatus::from(&terminal),
+            final_response: terminal.final_response().map(str::to_owned),
+            usage: terminal.usage().map(Into::into),
+            error: terminal.error().map(str::to_owned),
             files: changes,
         };
-        let terminal = EventRow {
-            data: data.to_string(),
-            ..terminal
-        };
+        let terminal = terminal.to_event(seq);
         let recorded = retry_forever("record the run's outcome", || {
             self.store
                 .finish_run(run.id, std::slice::from_ref(&terminal), &outcome)
@@ -65,14 +57,9 @@ impl Engine {
         self.publish_terminal(run.id, terminal);
     }
 
-    pub(super) fn publish_terminal(&self, run_id: Uuid, terminal: EventRow) {
-        let hub = self.hubs.open(run_id, terminal.seq as u64);
-        if let Err(error) = hub.push_numbered(
-            terminal.seq as u64,
-            &terminal.event_type,
-            terminal.data,
-            true,
-        ) {
+    pub(super) fn publish_terminal(&self, run_id: Uuid, terminal: Event) {
+        let hub = self.hubs.open(run_id, terminal.seq);
+        if let Err(error) = hub.push_event(terminal, true) {
             // Only after the tail refused an earlier event (it is full, see
             // `relay`). The event is stored; a subscriber of this tail
             // reads it from Postgres once it reconnects.
@@ -82,26 +69,21 @@ impl Engine {
     }
 
     /// Ends a run that the runner never saw (or no longer knows) with one
-    /// terminal event of the backend's own.
+    /// terminal event of the backend's own (`Terminal::failed` or
+    /// `Terminal::cancelled` of the run's id).
     pub(super) async fn finish_without_runner(
         &self,
         run: &RunRow,
-        kind: &'static str,
-        error: Option<String>,
+        terminal: Terminal,
     ) -> crate::store::Result<bool> {
-        self.finish_without_runner_if(run, kind, error, false).await
+        self.finish_without_runner_if(run, terminal, false).await
     }
 
     /// `finish_without_runner` for the worker's own run, retried until
     /// stored: the run is `running`, and nobody else would end it.
-    pub(super) async fn end_without_runner(
-        &self,
-        run: &RunRow,
-        kind: &'static str,
-        error: Option<String>,
-    ) {
+    pub(super) async fn end_without_runner(&self, run: &RunRow, terminal: Terminal) {
         retry_forever("end the run", || {
-            self.finish_without_runner(run, kind, error.clone())
+            self.finish_without_runner(run, terminal.clone())
         })
         .await;
     }
@@ -109,18 +91,17 @@ impl Engine {
     pub(super) async fn finish_without_runner_if(
         &self,
         run: &RunRow,
-        kind: &'static str,
-        error: Option<String>,
+        terminal: Terminal,
         only_queued: bool,
     ) -> crate::store::Result<bool> {
         let seq = self.store.last_seq(run.id).await? + 1;
-        let data = json!({"type": kind, "runId": run.id, "error": error, "files": null});
-        let terminal = EventRow {
-            seq,
-            event_type: kind.to_owned(),
-            data: data.to_string(),
-        };
-        let outcome = RunOutcome::bare(RunStatus::of_terminal(kind), error);
+        // No files looked at: `files` is null.
+        let terminal = terminal.with_run_id(run.id).with_files(None);
+        let outcome = RunOutcome::bare(
+            RunStatus::from(&terminal),
+            terminal.error().map(str::to_owned),
+        );
+        let terminal = terminal.to_event(u64::try_from(seq).unwrap_or_default());
         let events = std::slice::from_ref(&terminal);
         let finished = if only_queued {
             self.store

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use runner_protocol::Terminal;
 use tokio::sync::Notify;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -86,7 +87,7 @@ impl Engine {
                     "the session's clone failed: {}",
                     session.error.as_deref().unwrap_or("unknown error")
                 );
-                self.end_without_runner(&run, "run.failed", Some(error))
+                self.end_without_runner(&run, Terminal::failed(run.id, error))
                     .instrument(span)
                     .await;
                 continue;
@@ -115,11 +116,12 @@ impl Engine {
                     self.relay(session, &run, runner_run, after, before).await;
                 }
                 None if run.cancel_requested => {
-                    self.end_without_runner(&run, "run.cancelled", None).await;
+                    self.end_without_runner(&run, Terminal::cancelled(run.id))
+                        .await;
                 }
                 None => {
                     let error = "the backend stopped before the run reached the runner; send the prompt again";
-                    self.end_without_runner(&run, "run.failed", Some(error.to_owned()))
+                    self.end_without_runner(&run, Terminal::failed(run.id, error))
                         .await;
                 }
             }
@@ -138,7 +140,8 @@ impl Engine {
             Ok(Some(true)) => {
                 // Cancelled between the queue and here: the canceller found
                 // it queued, then lost the race to end it; ending it is ours.
-                self.end_without_runner(&run, "run.cancelled", None).await;
+                self.end_without_runner(&run, Terminal::cancelled(run.id))
+                    .await;
                 return;
             }
             Ok(None) => return, // cancelled while queued, or deleted
@@ -152,7 +155,7 @@ impl Engine {
         let runner_run = match self.start_on_runner(session, &run.prompt).await {
             Ok(id) => id,
             Err(error) => {
-                self.end_without_runner(&run, "run.failed", Some(error.to_string()))
+                self.end_without_runner(&run, Terminal::failed(run.id, error.to_string()))
                     .await;
                 return;
             }
@@ -231,7 +234,7 @@ impl Engine {
         };
         if target.status == RunStatus::Queued
             && self
-                .finish_without_runner_if(run, "run.cancelled", None, true)
+                .finish_without_runner_if(run, Terminal::cancelled(run.id), true)
                 .await?
         {
             return Ok(true);

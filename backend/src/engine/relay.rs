@@ -4,14 +4,14 @@
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
-use serde_json::{json, Value};
+use runner_protocol::{Event, Payload, Terminal};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::{retry_forever, Engine};
 use crate::git::Snapshot;
-use crate::hub::is_terminal;
 use crate::runner_client::RunnerError;
-use crate::store::{EventRow, RunRow, SessionRow, Store};
+use crate::store::{RunRow, SessionRow, Store};
 
 /// Attempts to reach the runner's event stream before a run is failed.
 const RELAY_ATTEMPTS: u32 = 8;
@@ -38,14 +38,15 @@ impl Engine {
         let mut last = after;
         let mut failures = 0u32;
         let mut writer = EventWriter::new(run.id);
-        let terminal: EventRow = 'relay: loop {
+        // The terminal event and its number.
+        let (seq, terminal): (u64, Terminal) = 'relay: loop {
             // Each pass follows one connection; one that fails, or ends with
             // nothing new, backs off, so a runner that keeps refusing or
             // closing streams is not hammered.
             let failure = match self.runner.events(runner_run, last).await {
                 Err(RunnerError::NotFound(_)) => {
-                    break 'relay synthetic_failure(run.id, last + 1,
-                        "the runner no longer knows this run (it was probably restarted); send the prompt again");
+                    break 'relay (last + 1, Terminal::failed(run.id,
+                        "the runner no longer knows this run (it was probably restarted); send the prompt again"));
                 }
                 Err(error) => format!("lost the runner: {error}"),
                 Ok(mut stream) => {
@@ -87,27 +88,27 @@ impl Engine {
                         }
                         failures = 0;
                         last = event.seq;
-                        let row = EventRow {
-                            seq: event.seq as i64,
-                            event_type: event.kind,
-                            data: event.data,
-                        };
-                        if is_terminal(&row.event_type) {
+                        if let Some(terminal) = Terminal::from_event(&event) {
                             writer.flush(&self.store).await;
-                            break 'relay row;
+                            let terminal = terminal.unwrap_or_else(|error| {
+                                tracing::error!(%error, "the runner's terminal event is unreadable");
+                                Terminal::failed(
+                                    run.id,
+                                    format!("the runner's {} event is unreadable: {error}", event.kind),
+                                )
+                            });
+                            break 'relay (event.seq, terminal);
                         }
-                        if row.event_type == "thread.started" {
-                            self.record_codex_thread(session.id, &row.data).await;
+                        if event.kind == "thread.started" {
+                            self.record_codex_thread(session.id, &event.data).await;
                         }
-                        if let Err(error) =
-                            hub.push_numbered(last, &row.event_type, row.data.clone(), false)
-                        {
+                        if let Err(error) = hub.push_event(event.clone(), false) {
                             // The live tail is a cache in front of Postgres:
                             // the event is still stored and replayed, only
                             // this process's live subscribers miss it.
                             tracing::warn!(?error, seq = last, "the live tail refused an event");
                         }
-                        writer.push(row);
+                        writer.push(event);
                         if writer.len() >= max_batch {
                             writer.flush(&self.store).await;
                         }
@@ -121,17 +122,17 @@ impl Engine {
             };
             failures += 1;
             if failures >= RELAY_ATTEMPTS {
-                break 'relay synthetic_failure(run.id, last + 1, &failure);
+                break 'relay (last + 1, Terminal::failed(run.id, failure));
             }
             tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
         };
-        self.finish(session, run, terminal, before).await;
+        self.finish(session, run, seq, terminal, before).await;
     }
 
     /// The session's conversation is this Codex thread from now on: a
     /// restarted runner resumes it.
-    pub(super) async fn record_codex_thread(&self, session: Uuid, thread_started: &str) {
-        let id = serde_json::from_str::<Value>(thread_started)
+    pub(super) async fn record_codex_thread(&self, session: Uuid, thread_started: &Payload) {
+        let id = serde_json::from_slice::<Value>(thread_started.as_bytes())
             .ok()
             .and_then(|v| v["thread_id"].as_str().map(str::to_owned));
         if let Some(id) = id {
@@ -147,7 +148,7 @@ impl Engine {
 /// A run's events on their way to Postgres.
 struct EventWriter {
     run_id: Uuid,
-    batch: Vec<EventRow>,
+    batch: Vec<Event>,
     /// The run was deleted (with its session): its events are no longer
     /// stored, only relayed to the live tail until the terminal event.
     gone: bool,
@@ -162,7 +163,7 @@ impl EventWriter {
         }
     }
 
-    pub(super) fn push(&mut self, event: EventRow) {
+    pub(super) fn push(&mut self, event: Event) {
         if !self.gone {
             self.batch.push(event);
         }
@@ -186,13 +187,5 @@ impl EventWriter {
             self.gone = true;
         }
         self.batch.clear();
-    }
-}
-
-fn synthetic_failure(run_id: Uuid, seq: u64, message: &str) -> EventRow {
-    EventRow {
-        seq: seq as i64,
-        event_type: "run.failed".into(),
-        data: json!({"type": "run.failed", "runId": run_id, "error": message}).to_string(),
     }
 }

@@ -128,13 +128,9 @@ fn open_regular(
 /// from `HEAD` or is untracked.
 pub type Snapshot = BTreeMap<String, String>;
 
-/// Files a run created, modified and deleted.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Changes {
-    pub created: Vec<String>,
-    pub modified: Vec<String>,
-    pub deleted: Vec<String>,
-}
+/// Files a run created, modified and deleted: the `files` of a run's
+/// terminal event, so the wire's type.
+pub use runner_protocol::Changes;
 
 pub fn snapshot(workspace: &Path) -> Result<Snapshot, git2::Error> {
     let repo = open_repo(workspace)?;

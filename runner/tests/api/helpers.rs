@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use runner::config::{Config, Limits, SandboxLimits};
 use runner::startup::Application;
+use runner_protocol::{CreateRun, RunCreated, RunStatus, ThreadView};
 use scripted_model::{Script, ScriptedModel};
 use serde_json::{json, Value};
 pub use test_support::{codex_bin, init_repo, unique_marker, SseEvent, Subscription};
@@ -154,8 +155,8 @@ impl TestRunner {
     pub async fn create_thread(&self, body: Value) -> String {
         let response = self.post("/threads", body).await;
         assert_eq!(response.status(), 201);
-        let body: Value = response.json().await.unwrap();
-        body["threadId"].as_str().unwrap().to_owned()
+        let view: ThreadView = response.json().await.unwrap();
+        view.thread_id.to_string()
     }
 
     pub async fn repo_thread(&self) -> String {
@@ -164,12 +165,22 @@ impl TestRunner {
     }
 
     pub async fn start_run(&self, thread: &str, prompt: &str) -> String {
+        let request = CreateRun {
+            thread_id: thread.to_owned(),
+            prompt: prompt.to_owned(),
+        };
         let response = self
-            .post("/runs", json!({"threadId": thread, "prompt": prompt}))
-            .await;
+            .client
+            .post(self.url("/runs"))
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 202);
-        let body: Value = response.json().await.unwrap();
-        body["runId"].as_str().unwrap().to_owned()
+        let created: RunCreated = response.json().await.unwrap();
+        assert_eq!(created.thread_id.to_string(), thread);
+        assert_eq!(created.status, RunStatus::Running);
+        created.run_id.to_string()
     }
 
     /// Opens the run's event stream, after `last_event_id` when given.

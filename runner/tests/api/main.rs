@@ -10,6 +10,7 @@ mod passthrough;
 mod processes;
 mod sizes;
 mod threads;
+mod wire;
 
 use helpers::{script_with_marker, unique_marker, SseEvent, TestRunner};
 use serde_json::{json, Value};

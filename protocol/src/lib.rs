@@ -1,0 +1,29 @@
+//! The runner's contract, defined once and shared by the runner (which
+//! serves it), the backend's runner client (which calls it) and the tests.
+//!
+//! - `threads` and `runs`: the JSON bodies of the runner's routes.
+//! - `event`: the one event type that travels the whole pipeline, from the
+//!   runner's log through its SSE, the backend's relay, live tail and
+//!   Postgres, to the backend's SSE. Its payload is the JSON line as shared
+//!   bytes, serialised once: cloning an event never copies or re-serialises
+//!   it.
+//! - `terminal`: the runner's last event of a run (`run.completed`,
+//!   `run.failed`, `run.cancelled`), typed.
+//! - `cursor`: where a stream resumes, from `Last-Event-ID` or `?after=`.
+//!
+//! Serialisation of these types is the wire format; the crate knows nothing
+//! of HTTP servers or async runtimes.
+
+mod cursor;
+mod event;
+mod runs;
+mod terminal;
+mod threads;
+
+pub use cursor::{Cursor, CursorError};
+pub use event::{Event, EventKind, Payload};
+pub use runs::{
+    CancelAccepted, CancelStatus, CreateRun, Health, RunCreated, RunSnapshot, RunStatus, Usage,
+};
+pub use terminal::{Changes, Terminal};
+pub use threads::{ApprovalMode, CreateThread, ReasoningEffort, SandboxMode, ThreadView};
