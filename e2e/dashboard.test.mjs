@@ -203,6 +203,38 @@ test("a failed clone shows its message", async () => {
   await page.close();
 });
 
+test("bug 5: the list and the header follow one stream and never disagree, with no polling", async () => {
+  const page = await newPage();
+  const polls = [];
+  page.on("request", (request) => {
+    if (/\/api\/sessions(\?|\/[0-9a-f-]{36}$)/.test(new URL(request.url()).pathname + new URL(request.url()).search)) polls.push(request.url());
+  });
+  await page.goto(stack.url);
+  await page.fill("[data-testid=new-session-url]", `file://${stack.dir}/no-such-repo-either`);
+  await page.click("[data-testid=create-session]");
+  await page.waitForURL(/#\/s\//);
+  const id = page.url().split("#/s/")[1];
+
+  // The header turns `failed`; at that moment, in the same frame, so has
+  // the list's entry: both are drawn from the one event.
+  const seen = await page.waitForFunction((id) => {
+    const header = document.querySelector("#session-status")?.textContent;
+    if (header !== "failed") return null;
+    const item = document.querySelector(`[data-session-id="${id}"] .badge`)?.textContent;
+    return { header, item };
+  }, id, { timeout: LONG });
+  assert.deepEqual(await seen.jsonValue(), { header: "failed", item: "failed" });
+
+  // Deleting it elsewhere (another tab, the API) empties the view here.
+  const deleted = await fetch(`${stack.url}/api/sessions/${id}`, { method: "DELETE" });
+  assert.equal(deleted.status, 204);
+  await page.waitForFunction((id) => !document.querySelector(`[data-session-id="${id}"]`) && location.hash === "", id, { timeout: LONG });
+  // The session was followed on the stream, not polled: at most one read,
+  // when the page opened it before the stream had told of it.
+  assert.ok(polls.length <= 1, `polled: ${polls}`);
+  await page.close();
+});
+
 // --- the Preview tab -------------------------------------------------------
 
 test("a page the run built runs in the sandboxed Preview, apart from the dashboard's cookies and API", async () => {

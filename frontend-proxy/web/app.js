@@ -23,6 +23,9 @@ const state = {
   previewPath: "",
   /** The conversation follows new items while scrolled to its end. */
   followEnd: true,
+  /** Every session the stream told of, newest first: the one source of
+   * truth for the list and the open session's header. */
+  sessions: [],
 };
 
 const TABS = ["conversation", "files", "diff", "preview"];
@@ -37,27 +40,63 @@ function showError(message) {
 
 // --- sessions list -----------------------------------------------------------
 
-async function refreshSessions() {
-  try {
-    const page = await api.sessions();
-    const list = $("#sessions");
-    list.replaceChildren(
-      ...page.sessions.map((s) => {
-        const item = el("li", {},
-          el("a", { href: `#/s/${s.session_id}`, class: "session-link", "data-testid": "session-item", "data-session-id": s.session_id },
-            el("span", { class: `badge ${s.status}`, text: s.status }),
-            el("span", { class: "repo", text: repoName(s.repo_url), title: s.repo_url }),
-            s.ref ? el("span", { class: "ref", text: `@${s.ref}` }) : null,
-            el("time", { class: "created", datetime: s.created_at, text: new Date(s.created_at).toLocaleString() })));
-        if (s.session_id === state.sessionId) item.classList.add("selected");
-        return item;
-      }),
-    );
-    $("#sessions-empty").hidden = page.sessions.length > 0;
+/** Draws the list from `state.sessions`. */
+function renderSessions() {
+  const list = $("#sessions");
+  list.replaceChildren(
+    ...state.sessions.map((s) => {
+      const item = el("li", {},
+        el("a", { href: `#/s/${s.session_id}`, class: "session-link", "data-testid": "session-item", "data-session-id": s.session_id },
+          el("span", { class: `badge ${s.status}`, text: s.status }),
+          el("span", { class: "repo", text: repoName(s.repo_url), title: s.repo_url }),
+          s.ref ? el("span", { class: "ref", text: `@${s.ref}` }) : null,
+          el("time", { class: "created", datetime: s.created_at, text: new Date(s.created_at).toLocaleString() })));
+      if (s.session_id === state.sessionId) item.classList.add("selected");
+      return item;
+    }),
+  );
+  $("#sessions-empty").hidden = state.sessions.length > 0;
+}
+
+/** One stream of every session's state (GET /api/sessions/events) feeds
+ * both the list and the open session's header, so they never disagree. */
+function followSessions() {
+  const source = new EventSource("/api/sessions/events");
+  const changed = (session) => {
+    if (session.session_id === state.sessionId) showSession(session);
+  };
+  source.addEventListener("snapshot", (event) => {
+    const snapshot = JSON.parse(event.data);
+    state.sessions = snapshot.sessions;
+    renderSessions();
     showError("");
-  } catch (error) {
-    showError(`Cannot reach the API: ${error.message}`);
-  }
+    const open = state.sessions.find((s) => s.session_id === state.sessionId);
+    if (open) changed(open);
+    // Older than the snapshot's newest 200: read once. (One newer than the
+    // snapshot comes as `updated`.)
+    else if (state.sessionId && snapshot.total > snapshot.sessions.length) loadSession();
+  });
+  source.addEventListener("updated", (event) => {
+    const { session } = JSON.parse(event.data);
+    const at = state.sessions.findIndex((s) => s.session_id === session.session_id);
+    if (at >= 0) state.sessions[at] = session;
+    else state.sessions.unshift(session);
+    renderSessions();
+    changed(session);
+  });
+  source.addEventListener("deleted", (event) => {
+    const { session_id: id } = JSON.parse(event.data);
+    state.sessions = state.sessions.filter((s) => s.session_id !== id);
+    renderSessions();
+    if (id === state.sessionId) location.hash = "";
+  });
+  source.addEventListener("error", () => {
+    // EventSource reconnects by itself; the next snapshot clears this.
+    showError("Cannot reach the API: reconnecting…");
+    if (source.readyState === EventSource.CLOSED) {
+      setTimeout(followSessions, 1500);
+    }
+  });
 }
 
 $("#create-form").addEventListener("submit", async (event) => {
@@ -77,8 +116,9 @@ $("#create-form").addEventListener("submit", async (event) => {
     const session = await api.createSession(url, ref || undefined);
     $("#repo-url").value = "";
     $("#repo-ref").value = "";
+    // Known at once, whether the stream's `updated` came first or not.
+    if (!state.sessions.some((s) => s.session_id === session.session_id)) state.sessions.unshift(session);
     location.hash = `#/s/${session.session_id}`;
-    await refreshSessions();
   } catch (e) {
     error.textContent = e.message;
   } finally {
@@ -107,14 +147,16 @@ async function openSession(id) {
   $("#session").hidden = !id;
   $("#runs").replaceChildren();
   if (!id) return;
-  await loadSession();
+  const known = state.sessions.find((s) => s.session_id === id);
+  if (known) showSession(known);
+  else await loadSession();
   await loadRuns();
-  state.timers.push(setInterval(loadSession, 1000));
   state.timers.push(setInterval(loadRuns, 2000));
   state.timers.push(setInterval(() => state.runs.forEach((v) => v.tick()), 1000));
   selectTab(state.tab);
 }
 
+/** Reads the open session once, for one the stream has not told of. */
 async function loadSession() {
   const id = state.sessionId;
   let session;
@@ -129,6 +171,14 @@ async function loadSession() {
     return;
   }
   if (id !== state.sessionId) return;
+  showSession(session);
+}
+
+/** Draws the open session's header from its latest state. A state older
+ * than the one shown (a read that the stream overtook) is ignored. */
+function showSession(session) {
+  const shown = state.session;
+  if (shown?.session_id === session.session_id && Date.parse(session.updated_at) < Date.parse(shown.updated_at)) return;
   const wasReady = state.session?.status === "ready";
   state.session = session;
   $("#session-repo").textContent = repoName(session.repo_url);
@@ -253,7 +303,6 @@ $("#delete-session").addEventListener("click", async () => {
   try {
     await api.deleteSession(state.sessionId);
     location.hash = "";
-    await refreshSessions();
   } catch (error) {
     showError(error.message);
   }
@@ -377,7 +426,7 @@ window.addEventListener("resize", fitPanels);
 function route() {
   const match = location.hash.match(/^#\/s\/([0-9a-f-]{36})$/);
   openSession(match ? match[1] : null);
-  refreshSessions();
+  renderSessions();
 }
 
 fetch("/mode.json")
@@ -390,5 +439,5 @@ fetch("/mode.json")
   .catch(() => {});
 
 window.addEventListener("hashchange", route);
-setInterval(refreshSessions, 3000);
+followSessions();
 route();
