@@ -346,6 +346,21 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// Opens the FIFO for reading without waiting, so that an [`Gate::open`]
+    /// that waits for a reader that will never come returns.
+    pub fn release(path: &std::path::Path) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(path);
+        if let Err(e) = reader {
+            tracing::warn!(error = %e, path = %path.display(), "cannot release a gate");
+        }
+    }
+}
+
 /// Percentile `p` (0..=100) of sorted values.
 pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {

@@ -234,16 +234,20 @@ async fn gated_run(
     let rss_before = rss_now(server);
     let started = Instant::now();
     let mut attached = Vec::with_capacity(k);
-    let mut readers = Vec::with_capacity(k);
+    // Room for every result: a subscriber never waits to report.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel(k.max(1));
     for _ in 0..k {
         let (tx, rx) = tokio::sync::oneshot::channel();
         attached.push(rx);
-        readers.push(tokio::spawn(subscribe(
-            target.http().clone(),
-            url.clone(),
-            Some(tx),
-        )));
+        let (http, url, done_tx) = (target.http().clone(), url.clone(), done_tx.clone());
+        tokio::spawn(async move {
+            let seen = subscribe(http, url, Some(tx)).await;
+            // The receiver lives until every result is in, unless the
+            // scenario failed already; then nobody needs this one.
+            let _ = done_tx.send(seen).await;
+        });
     }
+    drop(done_tx);
     let mut last_attached = started;
     for rx in attached {
         // A subscriber that fails before its first event drops its sender;
@@ -253,10 +257,27 @@ async fn gated_run(
         }
     }
     let rss_attached = rss_now(server);
-    let opened = gate.open().await?;
+    let gate_path = gate.path().to_path_buf();
+    let opening = gate.open();
+    tokio::pin!(opening);
     let mut subscribed = Vec::with_capacity(k);
-    for reader in readers {
-        subscribed.push(reader.await.context("a subscriber panicked")?);
+    let opened = loop {
+        tokio::select! {
+            opened = &mut opening => break opened?,
+            seen = done_rx.recv() => match seen {
+                Some(seen) => subscribed.push(seen),
+                None => {
+                    // Every stream ended and the fake never opened its
+                    // gate: the run ended early. The opener still waits
+                    // for a reader; this one lets it finish.
+                    Gate::release(&gate_path);
+                    bail!("the run ended before its gate opened: {:?}", subscribed.first());
+                }
+            },
+        }
+    };
+    while let Some(seen) = done_rx.recv().await {
+        subscribed.push(seen);
     }
     Ok(GatedRun {
         subscribed,
