@@ -145,8 +145,9 @@ pub fn main() -> anyhow::Result<()> {
     }
     let start = Instant::now();
     for seq in 1..=settings.events {
-        if settings.rate > 0 {
-            let due = start + Duration::from_nanos((seq - 1) * 1_000_000_000 / settings.rate);
+        // A paced emission, not a wait for an event: this is the load.
+        if let Some(gap) = 1_000_000_000u64.checked_div(settings.rate) {
+            let due = start + Duration::from_nanos((seq - 1) * gap);
             let now = Instant::now();
             if due > now {
                 std::thread::sleep(due - now);

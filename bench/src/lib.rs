@@ -61,7 +61,10 @@ pub async fn run_main(args: Vec<String>) -> anyhow::Result<()> {
         for m in &wrong {
             tracing::error!(scenario = %m.scenario, path = m.path, errors = ?m.errors, "incorrect delivery");
         }
-        bail!("{} measurement(s) lost, repeated or did not finish events", wrong.len());
+        bail!(
+            "{} measurement(s) lost, repeated or did not finish events",
+            wrong.len()
+        );
     }
     Ok(())
 }

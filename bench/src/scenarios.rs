@@ -149,8 +149,12 @@ async fn scenarios(
     let watched = stack.stack_processes();
     let find = |name: &str| watched.iter().find(|w| w.name == name).cloned();
     let paths = Paths {
-        runner: Target::runner_thread(&http, &stack.runner_url, &stack.workspaces.join("bench-runner/repo"))
-            .await?,
+        runner: Target::runner_thread(
+            &http,
+            &stack.runner_url,
+            &stack.workspaces.join("bench-runner/repo"),
+        )
+        .await?,
         backend: Target::backend_session(&http, &stack.backend_url, &stack.repo).await?,
         runner_watched: stack.runner_processes(),
         stack_watched: watched.clone(),
@@ -346,7 +350,12 @@ fn last_event(run: &GatedRun) -> Instant {
         .max(run.opened)
 }
 
-async fn s1(paths: &Paths, api: Api, gates: &GateDir, sizes: &Sizes) -> anyhow::Result<Measurement> {
+async fn s1(
+    paths: &Paths,
+    api: Api,
+    gates: &GateDir,
+    sizes: &Sizes,
+) -> anyhow::Result<Measurement> {
     let settings = Settings {
         events: sizes.s1_events,
         rate: 0,
@@ -357,7 +366,11 @@ async fn s1(paths: &Paths, api: Api, gates: &GateDir, sizes: &Sizes) -> anyhow::
     let elapsed = last_event(&run) - run.opened;
     let latencies = sorted_latencies(&run);
     let figures = vec![
-        ("events/s", sizes.s1_events as f64 / elapsed.as_secs_f64(), "ev/s"),
+        (
+            "events/s",
+            sizes.s1_events as f64 / elapsed.as_secs_f64(),
+            "ev/s",
+        ),
         ("wall", elapsed.as_secs_f64(), "s"),
         ("p50", percentile(&latencies, 50.0) as f64 / 1000.0, "ms"),
         ("p99", percentile(&latencies, 99.0) as f64 / 1000.0, "ms"),
@@ -390,7 +403,11 @@ async fn s2(
     let figures = vec![
         ("p50", percentile(&latencies, 50.0) as f64 / 1000.0, "ms"),
         ("p99", percentile(&latencies, 99.0) as f64 / 1000.0, "ms"),
-        ("max", latencies.last().copied().unwrap_or(0) as f64 / 1000.0, "ms"),
+        (
+            "max",
+            latencies.last().copied().unwrap_or(0) as f64 / 1000.0,
+            "ms",
+        ),
         ("wall", wall.as_secs_f64(), "s"),
     ];
     Ok(measurement(
@@ -405,7 +422,12 @@ async fn s2(
     ))
 }
 
-async fn s3(paths: &Paths, api: Api, gates: &GateDir, sizes: &Sizes) -> anyhow::Result<Measurement> {
+async fn s3(
+    paths: &Paths,
+    api: Api,
+    gates: &GateDir,
+    sizes: &Sizes,
+) -> anyhow::Result<Measurement> {
     let settings = Settings {
         events: 1,
         rate: 0,
@@ -463,13 +485,21 @@ async fn s4(paths: &Paths, api: Api, sizes: &Sizes) -> anyhow::Result<Measuremen
         path: api.label(),
         figures: vec![
             ("p50", percentile(&firsts, 50.0) as f64 / 1000.0, "ms"),
-            ("max", firsts.last().copied().unwrap_or(0) as f64 / 1000.0, "ms"),
+            (
+                "max",
+                firsts.last().copied().unwrap_or(0) as f64 / 1000.0,
+                "ms",
+            ),
         ],
         complete: results.iter().filter(|s| s.complete(expected)).count(),
         subscribers: results.len(),
         gaps: results.iter().map(|s| s.gaps).sum(),
         duplicates: results.iter().map(|s| s.duplicates).sum(),
-        errors: results.iter().filter_map(|s| s.error.clone()).take(3).collect(),
+        errors: results
+            .iter()
+            .filter_map(|s| s.error.clone())
+            .take(3)
+            .collect(),
         usage,
     })
 }
@@ -491,7 +521,10 @@ async fn cli_start(binaries: &Binaries, runs: usize) -> anyhow::Result<Measureme
         drop(stdin);
         let stdout = child.stdout.take().context("no stdout")?;
         let mut lines = tokio::io::BufReader::new(stdout).lines();
-        lines.next_line().await?.context("the fake printed nothing")?;
+        lines
+            .next_line()
+            .await?
+            .context("the fake printed nothing")?;
         times.push(u64::try_from(started.elapsed().as_micros())?);
         while lines.next_line().await?.is_some() {}
         let status = child.wait().await?;
@@ -505,7 +538,11 @@ async fn cli_start(binaries: &Binaries, runs: usize) -> anyhow::Result<Measureme
         path: "fake CLI alone",
         figures: vec![
             ("p50", percentile(&times, 50.0) as f64 / 1000.0, "ms"),
-            ("max", times.last().copied().unwrap_or(0) as f64 / 1000.0, "ms"),
+            (
+                "max",
+                times.last().copied().unwrap_or(0) as f64 / 1000.0,
+                "ms",
+            ),
         ],
         complete: runs,
         subscribers: runs,

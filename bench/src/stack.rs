@@ -183,7 +183,9 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(binaries: &Binaries, options: &StackOptions) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("repo-runner-bench-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("repo-runner-bench-")
+            .tempdir()?;
         // The cluster runs as `postgres` when we are root: it must reach
         // its data folder.
         make_traversable(dir.path())?;

@@ -42,7 +42,9 @@ async fn every_subscriber_of_every_scenario_reads_every_event_once() {
         ..StackOptions::default()
     };
 
-    let measurements = run_all(&binaries(), options, &Sizes::small()).await.unwrap();
+    let measurements = run_all(&binaries(), options, &Sizes::small())
+        .await
+        .unwrap();
 
     let wrong: Vec<_> = measurements.iter().filter(|m| !m.correct()).collect();
     assert!(wrong.is_empty(), "{wrong:#?}");
