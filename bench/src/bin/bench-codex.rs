@@ -1,0 +1,5 @@
+//! The fake Codex CLI of the benchmarks; see `bench::fake`.
+
+fn main() -> anyhow::Result<()> {
+    bench::fake::main()
+}

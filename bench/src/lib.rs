@@ -1,0 +1,70 @@
+//! The benchmark suite of repo-runner (docs/BENCHMARKS.md): a fake Codex
+//! CLI (`bench-codex`, [`fake`]), the processes under test ([`stack`]), a
+//! load client ([`client`]) that reads every event of every subscriber, the
+//! scenarios ([`scenarios`]), CPU and memory from `/proc` ([`procstat`]),
+//! and the Markdown report ([`report`]).
+//!
+//! Every scenario runs against the runner alone and against the whole stack
+//! (Postgres, runner, backend) in the same invocation, so each figure can
+//! be read as a ratio. Nothing here changes the servers: they run as their
+//! release (or test) binaries with the fake CLI as `CODEX_BIN`.
+
+pub mod client;
+pub mod fake;
+pub mod procstat;
+pub mod report;
+pub mod scenarios;
+pub mod stack;
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+
+/// `bench all [--small] [--out FILE]`: runs every scenario and prints (or
+/// writes) the Markdown tables.
+pub async fn run_main(args: Vec<String>) -> anyhow::Result<()> {
+    let mut small = false;
+    let mut out: Option<PathBuf> = None;
+    let mut command = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--small" => small = true,
+            "--out" => match args.next() {
+                Some(path) => out = Some(PathBuf::from(path)),
+                None => bail!("--out needs a file"),
+            },
+            "all" if command.is_none() => command = Some(arg),
+            other => bail!("unknown argument {other:?}; usage: bench all [--small] [--out FILE]"),
+        }
+    }
+    if command.is_none() {
+        bail!("usage: bench all [--small] [--out FILE]");
+    }
+    let sizes = if small {
+        scenarios::Sizes::small()
+    } else {
+        scenarios::Sizes::full()
+    };
+    let binaries = stack::Binaries::beside_current_exe()?;
+    tracing::info!(?sizes, ?binaries, "starting");
+    let measurements =
+        scenarios::run_all(&binaries, stack::StackOptions::default(), &sizes).await?;
+    let table = report::markdown(&measurements);
+    match out {
+        Some(path) => std::fs::write(&path, &table)?,
+        None => std::io::Write::write_all(&mut std::io::stdout().lock(), table.as_bytes())?,
+    }
+    let wrong: Vec<&scenarios::Measurement> =
+        measurements.iter().filter(|m| !m.correct()).collect();
+    if !wrong.is_empty() {
+        for m in &wrong {
+            tracing::error!(scenario = %m.scenario, path = m.path, errors = ?m.errors, "incorrect delivery");
+        }
+        bail!(
+            "{} measurement(s) lost, repeated or did not finish events",
+            wrong.len()
+        );
+    }
+    Ok(())
+}

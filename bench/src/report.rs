@@ -1,0 +1,98 @@
+//! The results as Markdown: one row per scenario and path, with the
+//! processes' CPU and memory, then the whole stack as a ratio of the runner
+//! alone for each headline figure.
+
+use std::fmt::Write;
+
+use crate::scenarios::Measurement;
+
+/// The processes whose usage is shown, in column order.
+const PROCESSES: [&str; 4] = ["runner", "backend", "postgres", "client"];
+
+fn number(value: f64) -> String {
+    if value >= 100.0 {
+        format!("{value:.0}")
+    } else if value >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+fn figures(m: &Measurement) -> String {
+    m.figures
+        .iter()
+        .map(|(name, value, unit)| format!("{name} {} {unit}", number(*value)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn usage(m: &Measurement, name: &str, cell: impl Fn(&crate::procstat::Usage) -> String) -> String {
+    m.usage
+        .iter()
+        .find(|u| u.name == name)
+        .map(cell)
+        .unwrap_or_else(|| "–".into())
+}
+
+/// The Markdown tables of `measurements`.
+pub fn markdown(measurements: &[Measurement]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| scenario | path | result | subscribers complete | gaps / dups | CPU s: runner / backend / postgres / client | peak memory MB (RSS; Postgres: PSS of all its processes): runner / backend / postgres |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for m in measurements {
+        let cpu: Vec<String> = PROCESSES
+            .iter()
+            .map(|p| usage(m, p, |u| format!("{:.2}", u.cpu_secs)))
+            .collect();
+        let rss: Vec<String> = PROCESSES[..3]
+            .iter()
+            .map(|p| usage(m, p, |u| format!("{:.0}", u.peak_rss as f64 / 1e6)))
+            .collect();
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {}/{} | {} / {} | {} | {} |",
+            m.scenario,
+            m.path,
+            figures(m),
+            m.complete,
+            m.subscribers,
+            m.gaps,
+            m.duplicates,
+            cpu.join(" / "),
+            rss.join(" / "),
+        );
+    }
+    out.push_str("\nThe whole stack as a multiple of the runner alone (same invocation):\n\n");
+    out.push_str("| scenario | figure | runner alone | whole stack | stack ÷ runner |\n|---|---|---|---|---|\n");
+    for stack in measurements.iter().filter(|m| m.path == "whole stack") {
+        let Some(runner) = measurements
+            .iter()
+            .find(|m| m.path == "runner alone" && m.scenario == stack.scenario)
+        else {
+            continue;
+        };
+        for (name, value, unit) in &stack.figures {
+            let Some(alone) = runner.figure(name) else {
+                continue;
+            };
+            let ratio = if alone > 0.0 {
+                format!("{:.2}×", value / alone)
+            } else {
+                "–".into()
+            };
+            // Writing to a String cannot fail.
+            let _ = writeln!(
+                out,
+                "| {} | {name} | {} {unit} | {} {unit} | {ratio} |",
+                stack.scenario,
+                number(alone),
+                number(*value),
+            );
+        }
+    }
+    out
+}
