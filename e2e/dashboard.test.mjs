@@ -222,13 +222,13 @@ test("bug 5: the list and the header follow one stream and never disagree, with 
     if (header !== "failed") return null;
     const item = document.querySelector(`[data-session-id="${id}"] .badge`)?.textContent;
     return { header, item };
-  }, id, { timeout: LONG });
+  }, id, { timeout: LONG, polling: 50 });
   assert.deepEqual(await seen.jsonValue(), { header: "failed", item: "failed" });
 
   // Deleting it elsewhere (another tab, the API) empties the view here.
   const deleted = await fetch(`${stack.url}/api/sessions/${id}`, { method: "DELETE" });
   assert.equal(deleted.status, 204);
-  await page.waitForFunction((id) => !document.querySelector(`[data-session-id="${id}"]`) && location.hash === "", id, { timeout: LONG });
+  await page.waitForFunction((id) => !document.querySelector(`[data-session-id="${id}"]`) && location.hash === "", id, { timeout: LONG, polling: 50 });
   // The session was followed on the stream, not polled: at most one read,
   // when the page opened it before the stream had told of it.
   assert.ok(polls.length <= 1, `polled: ${polls}`);
