@@ -10,7 +10,6 @@ use anyhow::Context;
 use poem::endpoint::EmbeddedFilesEndpoint;
 use poem::http::Method;
 use poem::listener::TcpAcceptor;
-use poem::middleware::Tracing;
 use poem::{EndpointExt, Route, Server};
 use service_kit::methods::get;
 use service_kit::Routes;
@@ -124,7 +123,7 @@ impl Application {
             .at("/ready", forward)
             .nest("/", own)
             .data(self.upstream.clone())
-            .with(Tracing);
+            .around(service_kit::log_request);
 
         let frame_ancestors = preview::dashboard_origins(self.dashboard.addr, &self.allowed_hosts);
         let previews = Preview::new(self.upstream, &frame_ancestors);
@@ -134,7 +133,7 @@ impl Application {
             .at("/:session_id/", poem::get(preview::root))
             .at("/:session_id/*path", poem::get(preview::file))
             .data(previews)
-            .with(Tracing)
+            .around(service_kit::log_request)
             .around(move |ep, req| preview::secure(ep, req, policy.clone()));
 
         tracing::info!(addr = %self.dashboard.addr, "frontend-proxy listening");

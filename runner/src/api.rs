@@ -55,7 +55,7 @@ pub fn routes(state: AppState) -> impl IntoEndpoint {
     let allowed = Arc::new(allowed);
     route
         .around(move |ep, req| allowed.clone().check(ep, req))
-        .with(poem::middleware::Tracing)
+        .around(service_kit::log_request)
         .data(state)
         .catch_all_error(catch_all)
 }

@@ -8,6 +8,7 @@ mod connections;
 mod error;
 mod host;
 pub mod methods;
+mod request_log;
 
 use std::net::SocketAddr;
 
@@ -18,6 +19,7 @@ pub use connections::{ConnectionLimits, LimitedConnections, LimitedIo};
 pub use error::{error_response, json_error, ErrorCode};
 pub use host::{allowed_hosts_from_env, AllowedHosts};
 pub use methods::{AllowedMethods, Routes};
+pub use request_log::log_request;
 
 /// Logs to stderr, filtered by `RUST_LOG` (`info` by default), coloured only
 /// on a terminal.

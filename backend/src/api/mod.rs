@@ -12,7 +12,7 @@ mod stream_event;
 use std::sync::Arc;
 
 use poem::http::Method;
-use poem::middleware::{Cors, Tracing};
+use poem::middleware::Cors;
 use poem::web::Path;
 use poem::{handler, EndpointExt, IntoEndpoint, IntoResponse, Request, Response};
 use poem_openapi::{OpenApiService, Tags};
@@ -119,7 +119,9 @@ pub fn app(engine: Arc<Engine>) -> impl IntoEndpoint {
     } else {
         route.with(cors_mw).around(same_origin_is_not_cors).boxed()
     };
-    route.with(Tracing).catch_all_error(error::catch_all)
+    route
+        .around(service_kit::log_request)
+        .catch_all_error(error::catch_all)
 }
 
 /// A request whose `Origin` is the page's own origin is not a cross-origin

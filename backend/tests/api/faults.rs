@@ -240,8 +240,8 @@ async fn deleting_a_session_while_its_run_ends_is_quiet() {
     // after that is in the log, so is everything the run logged.
     let gone = stack.get(&format!("/api/runs/{run}")).await;
     assert_eq!(gone.status(), 404);
-    // The request's span ends right after the uri: `.../{run}}`.
-    let request = format!("uri=/api/runs/{run}}}");
+    // The request's span ends right after the path: `.../{run}}`.
+    let request = format!("path=/api/runs/{run}}}");
     stack
         .log
         .wait_for(|line| line.contains(&request) && line.contains("status=404"))

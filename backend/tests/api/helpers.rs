@@ -421,7 +421,9 @@ impl TestStack {
             // `TEST_BACKEND_LOG=debug` shows more when a test is studied.
             .env(
                 "RUST_LOG",
-                std::env::var("TEST_BACKEND_LOG").unwrap_or_else(|_| "info".into()),
+                // Requests are logged at DEBUG; some tests wait on them.
+                std::env::var("TEST_BACKEND_LOG")
+                    .unwrap_or_else(|_| "info,service_kit=debug".into()),
             )
             .envs(self.backend_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

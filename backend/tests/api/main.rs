@@ -13,6 +13,7 @@ mod git_http;
 mod helpers;
 mod hosts;
 mod inputs;
+mod logs;
 mod restarts;
 mod sdk_passthrough;
 mod sources;
