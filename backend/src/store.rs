@@ -169,6 +169,10 @@ pub struct RunOutcome {
     pub usage: Option<Usage>,
     pub error: Option<String>,
     pub files: Option<Changes>,
+    /// Nobody saw the run end (its runner lost it, e.g. across a restart
+    /// of both): it is recorded as ended at its last event, not at the
+    /// moment the loss was noticed, so its duration leaves out downtime.
+    pub ended_unseen: bool,
 }
 
 impl RunOutcome {
@@ -180,6 +184,7 @@ impl RunOutcome {
             usage: None,
             error,
             files: None,
+            ended_unseen: false,
         }
     }
 }
@@ -581,7 +586,10 @@ impl Store {
         let n = tx
             .execute(
                 "UPDATE runs SET status = $2, final_response = $3, usage = $4, error = $5,
-                        files = $6, finished_at = now()
+                        files = $6,
+                        finished_at = CASE WHEN $8 THEN coalesce(
+                            (SELECT max(created_at) FROM run_events WHERE run_id = $1),
+                            started_at, now()) ELSE now() END
                  WHERE id = $1 AND status = ANY($7::text[])",
                 &[
                     &id,
@@ -591,6 +599,7 @@ impl Store {
                     &outcome.error,
                     &outcome.files.as_ref().map(Json),
                     &statuses,
+                    &outcome.ended_unseen,
                 ],
             )
             .await?;

@@ -20,6 +20,7 @@ impl Engine {
         seq: u64,
         terminal: Terminal,
         before: Snapshot,
+        seen: bool,
     ) {
         let dir = self.workspace(session.id);
         let changes = tokio::task::spawn_blocking(move || {
@@ -38,6 +39,7 @@ impl Engine {
             usage: terminal.usage().map(Into::into),
             error: terminal.error().map(str::to_owned),
             files: changes,
+            ended_unseen: !seen,
         };
         let terminal = terminal.to_event(seq);
         let recorded = retry_forever("record the run's outcome", || {

@@ -38,15 +38,16 @@ impl Engine {
         let mut last = after;
         let mut failures = 0u32;
         let mut writer = EventWriter::new(run.id);
-        // The terminal event and its number.
-        let (seq, terminal): (u64, Terminal) = 'relay: loop {
+        // The terminal event and its number, and whether the relay saw the
+        // run end (else the runner lost it, and when it ended is unknown).
+        let (seq, terminal, seen): (u64, Terminal, bool) = 'relay: loop {
             // Each pass follows one connection; one that fails, or ends with
             // nothing new, backs off, so a runner that keeps refusing or
             // closing streams is not hammered.
             let failure = match self.runner.events(runner_run, last).await {
                 Err(RunnerError::NotFound(_)) => {
                     break 'relay (last + 1, Terminal::failed(run.id,
-                        "the runner no longer knows this run (it was probably restarted); send the prompt again"));
+                        "the runner no longer knows this run (it was probably restarted); send the prompt again"), false);
                 }
                 Err(error) => format!("lost the runner: {error}"),
                 Ok(mut stream) => {
@@ -97,7 +98,7 @@ impl Engine {
                                     format!("the runner's {} event is unreadable: {error}", event.kind),
                                 )
                             });
-                            break 'relay (event.seq, terminal);
+                            break 'relay (event.seq, terminal, true);
                         }
                         if event.kind == "thread.started" {
                             self.record_codex_thread(session.id, &event.data).await;
@@ -122,11 +123,11 @@ impl Engine {
             };
             failures += 1;
             if failures >= RELAY_ATTEMPTS {
-                break 'relay (last + 1, Terminal::failed(run.id, failure));
+                break 'relay (last + 1, Terminal::failed(run.id, failure), false);
             }
             tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
         };
-        self.finish(session, run, seq, terminal, before).await;
+        self.finish(session, run, seq, terminal, before, seen).await;
     }
 
     /// The session's conversation is this Codex thread from now on: a

@@ -14,7 +14,10 @@ async fn at_info_the_backend_logs_lifecycles_not_requests_or_its_configuration()
     let run = stack.prompt(&session, "hello").await;
     stack.events(&run).await;
     // Logged after everything above, so everything above is in the log.
-    stack.log.wait_for(|line| line.contains("run finished")).await;
+    stack
+        .log
+        .wait_for(|line| line.contains("run finished"))
+        .await;
 
     let lines = stack.log.lines();
     let has = |text: &str| lines.iter().any(|l| l.contains(text));
@@ -23,5 +26,8 @@ async fn at_info_the_backend_logs_lifecycles_not_requests_or_its_configuration()
     assert!(has("run started"), "{lines:#?}");
     assert!(!has(" request status="), "requests are DEBUG: {lines:#?}");
     assert!(!has("database_url") && !has("Config {"), "{lines:#?}");
-    assert!(!has("\u{1b}["), "colour codes in a log that is not a terminal");
+    assert!(
+        !has("\u{1b}["),
+        "colour codes in a log that is not a terminal"
+    );
 }

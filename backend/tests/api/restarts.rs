@@ -115,6 +115,18 @@ async fn a_run_the_runner_forgot_fails_with_a_reason() {
     let state = stack.get_json(&format!("/api/runs/{run}")).await;
     assert_eq!(state["status"], "failed");
     assert_eq!(state["error"], error.as_str());
+    // Nobody saw it end: it ended, as far as anyone knows, at its last
+    // event, not when the backend noticed the loss (a dashboard's timer
+    // would count the downtime).
+    let ended_at_last_event = stack
+        .db
+        .query(&format!(
+            "SELECT finished_at = (SELECT max(created_at) FROM run_events
+                                   WHERE run_id = '{run}' AND event_type <> 'run.failed')
+             FROM runs WHERE id = '{run}'"
+        ))
+        .await;
+    assert!(ended_at_last_event[0].get::<_, bool>(0));
     let next = stack.prompt(&session, "hello again").await;
     assert_eq!(
         stack.events(&next).await.last().unwrap().event,
