@@ -98,7 +98,8 @@ test("a stream reopened past the end of a finished run gets 204 and stops reconn
   const errors = [];
   page.on("pageerror", (error) => errors.push(error.message));
   const requests = [];
-  page.on("request", (request) => { if (request.url().includes("/events")) requests.push(request.url()); });
+  // The run's stream only (the dashboard's own page follows its sessions).
+  page.on("request", (request) => { if (request.url().includes(`/api/runs/${runId}/events`)) requests.push(request.url()); });
   await page.goto(stack.url);
 
   // What a page that reloads does: resume with ?after= its last event.
