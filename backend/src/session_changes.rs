@@ -14,6 +14,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::broadcast;
 use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 /// Changes a subscriber may be behind before it is told to resync.
@@ -33,14 +35,20 @@ pub struct SessionChanges {
 }
 
 impl SessionChanges {
-    /// Starts listening on `database_url`, for the life of the process.
-    pub fn listen(database_url: String) -> Self {
+    /// Starts listening on `database_url` on a task of `tasks`, until
+    /// `stopping` is cancelled.
+    pub fn listen(database_url: String, tasks: &TaskTracker, stopping: &CancellationToken) -> Self {
         let (sender, _) = broadcast::channel(CAPACITY);
         let feed = sender.clone();
-        tokio::spawn(async move {
+        let stopping = stopping.clone();
+        tasks.spawn(async move {
             let mut pause = Duration::from_millis(100);
             loop {
-                match listen_once(&database_url, &feed).await {
+                let listened = tokio::select! {
+                    listened = listen_once(&database_url, &feed) => listened,
+                    () = stopping.cancelled() => return,
+                };
+                match listened {
                     Ok(()) => pause = Duration::from_millis(100),
                     Err(error) => {
                         tracing::warn!(%error, "the session-change listener lost Postgres; retrying");
@@ -50,7 +58,10 @@ impl SessionChanges {
                 // Whatever happened while nobody listened is read again.
                 // No subscriber is no error: there is nobody to tell.
                 let _nobody = feed.send(Change::Resync);
-                tokio::time::sleep(pause).await;
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = stopping.cancelled() => return,
+                }
             }
         });
         Self { sender }

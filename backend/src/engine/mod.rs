@@ -72,8 +72,8 @@ pub struct Engine {
     clones: Mutex<HashMap<Uuid, CloneTask>>,
     /// Bytes the checkouts in progress are about to write.
     checkout_reserved: Arc<std::sync::atomic::AtomicU64>,
-    /// Every task the engine spawns: clones and session workers (with the
-    /// relays they run).
+    /// Every task the engine spawns: clones, session workers (with the
+    /// relays they run) and the session-change listener.
     tasks: TaskTracker,
     /// Cancelled when the backend stops.
     stopping: CancellationToken,
@@ -85,18 +85,21 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Engine {
     pub fn new(config: Arc<Config>, store: Store, root: PathBuf) -> Arc<Self> {
+        let tasks = TaskTracker::new();
+        let stopping = CancellationToken::new();
+        let changes = SessionChanges::listen(config.database_url.clone(), &tasks, &stopping);
         Arc::new(Self {
             runner: RunnerClient::new(&config.runner_url),
             hubs: Arc::new(Hubs::new(config.limits.max_events_per_run)),
-            changes: SessionChanges::listen(config.database_url.clone()),
+            changes,
             config,
             store,
             root,
             workers: tokio::sync::Mutex::new(HashMap::new()),
             clones: Mutex::new(HashMap::new()),
             checkout_reserved: Arc::default(),
-            tasks: TaskTracker::new(),
-            stopping: CancellationToken::new(),
+            tasks,
+            stopping,
         })
     }
 

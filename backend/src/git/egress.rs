@@ -107,6 +107,9 @@ pub async fn start(
     // A second start in one process (tests build several applications)
     // keeps the first proxy, which serves the same policy's purpose.
     let _already_set = PROXY_URL.set(format!("http://{addr}"));
+    // Not one of the engine's tasks: it lives as long as the process, since
+    // clones in progress use it until the engine has stopped them; it ends
+    // with the runtime, after the engine.
     tokio::spawn(async move {
         loop {
             let Ok((client, _)) = listener.accept().await else {
