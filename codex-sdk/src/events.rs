@@ -177,20 +177,9 @@ impl<'de> Deserialize<'de> for ThreadEvent {
     }
 }
 
-/// Token usage of one turn.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
-    #[serde(default)]
-    pub input_tokens: i64,
-    #[serde(default)]
-    pub cached_input_tokens: i64,
-    #[serde(default)]
-    pub output_tokens: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reasoning_output_tokens: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_write_input_tokens: Option<i64>,
-}
+/// Token usage of one turn, in Codex's shape (defined once, in
+/// `runner-protocol`).
+pub use runner_protocol::Usage;
 
 /// Why a turn failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
-
 /// A secret string whose `Debug` output is redacted.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey(String);
@@ -46,68 +44,9 @@ pub struct CodexOptions {
     pub config_overrides: Vec<(String, String)>,
 }
 
-/// `--sandbox` of the CLI, ordered from the narrowest to the widest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SandboxMode {
-    ReadOnly,
-    WorkspaceWrite,
-    DangerFullAccess,
-}
-
-impl SandboxMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SandboxMode::ReadOnly => "read-only",
-            SandboxMode::WorkspaceWrite => "workspace-write",
-            SandboxMode::DangerFullAccess => "danger-full-access",
-        }
-    }
-}
-
-/// `approval_policy` of the CLI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ApprovalMode {
-    Never,
-    OnRequest,
-    OnFailure,
-    Untrusted,
-}
-
-impl ApprovalMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApprovalMode::Never => "never",
-            ApprovalMode::OnRequest => "on-request",
-            ApprovalMode::OnFailure => "on-failure",
-            ApprovalMode::Untrusted => "untrusted",
-        }
-    }
-}
-
-/// `model_reasoning_effort` of the CLI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ReasoningEffort {
-    Minimal,
-    Low,
-    Medium,
-    High,
-    Xhigh,
-}
-
-impl ReasoningEffort {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReasoningEffort::Minimal => "minimal",
-            ReasoningEffort::Low => "low",
-            ReasoningEffort::Medium => "medium",
-            ReasoningEffort::High => "high",
-            ReasoningEffort::Xhigh => "xhigh",
-        }
-    }
-}
+// The CLI's vocabulary is defined once, in `runner-protocol` (which has no
+// runtime dependencies), and spoken by the SDK and the runner's wire alike.
+pub use runner_protocol::{ApprovalMode, ReasoningEffort, SandboxMode};
 
 /// Per-thread options, applied to every run of the thread.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

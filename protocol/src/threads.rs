@@ -90,6 +90,42 @@ pub enum ReasoningEffort {
     Xhigh,
 }
 
+impl SandboxMode {
+    /// The CLI's spelling (`--sandbox`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxMode::ReadOnly => "read-only",
+            SandboxMode::WorkspaceWrite => "workspace-write",
+            SandboxMode::DangerFullAccess => "danger-full-access",
+        }
+    }
+}
+
+impl ApprovalMode {
+    /// The CLI's spelling (`approval_policy`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalMode::Never => "never",
+            ApprovalMode::OnRequest => "on-request",
+            ApprovalMode::OnFailure => "on-failure",
+            ApprovalMode::Untrusted => "untrusted",
+        }
+    }
+}
+
+impl ReasoningEffort {
+    /// The CLI's spelling (`model_reasoning_effort`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasoningEffort::Minimal => "minimal",
+            ReasoningEffort::Low => "low",
+            ReasoningEffort::Medium => "medium",
+            ReasoningEffort::High => "high",
+            ReasoningEffort::Xhigh => "xhigh",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

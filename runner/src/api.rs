@@ -12,8 +12,8 @@ use poem::web::sse::{Event, SSE};
 use poem::web::{Data, Json, Path, Query};
 use poem::{handler, Body, EndpointExt, IntoEndpoint, IntoResponse, Response};
 use runner_protocol::{
-    ApprovalMode, CancelAccepted, CancelStatus, CreateRun, CreateThread, Cursor, Health,
-    ReasoningEffort, RunCreated, RunSnapshot, ThreadView,
+    CancelAccepted, CancelStatus, CreateRun, CreateThread, Cursor, Health, RunCreated, RunSnapshot,
+    ThreadView,
 };
 use serde::Deserialize;
 use service_kit::methods::{get, post};
@@ -72,36 +72,6 @@ fn thread_view(record: crate::registry::ThreadRecord) -> ThreadView {
         working_directory: record.options.working_directory,
         active_run_id: record.active_run,
         created_at: record.created_at,
-    }
-}
-
-/// The wire's sandbox as the SDK's.
-fn sandbox_mode(mode: runner_protocol::SandboxMode) -> SandboxMode {
-    match mode {
-        runner_protocol::SandboxMode::ReadOnly => SandboxMode::ReadOnly,
-        runner_protocol::SandboxMode::WorkspaceWrite => SandboxMode::WorkspaceWrite,
-        runner_protocol::SandboxMode::DangerFullAccess => SandboxMode::DangerFullAccess,
-    }
-}
-
-/// The wire's approval policy as the SDK's.
-fn approval_mode(mode: ApprovalMode) -> codex_sdk::ApprovalMode {
-    match mode {
-        ApprovalMode::Never => codex_sdk::ApprovalMode::Never,
-        ApprovalMode::OnRequest => codex_sdk::ApprovalMode::OnRequest,
-        ApprovalMode::OnFailure => codex_sdk::ApprovalMode::OnFailure,
-        ApprovalMode::Untrusted => codex_sdk::ApprovalMode::Untrusted,
-    }
-}
-
-/// The wire's reasoning effort as the SDK's.
-fn reasoning_effort(effort: ReasoningEffort) -> codex_sdk::ReasoningEffort {
-    match effort {
-        ReasoningEffort::Minimal => codex_sdk::ReasoningEffort::Minimal,
-        ReasoningEffort::Low => codex_sdk::ReasoningEffort::Low,
-        ReasoningEffort::Medium => codex_sdk::ReasoningEffort::Medium,
-        ReasoningEffort::High => codex_sdk::ReasoningEffort::High,
-        ReasoningEffort::Xhigh => codex_sdk::ReasoningEffort::Xhigh,
     }
 }
 
@@ -209,13 +179,12 @@ async fn create_thread(
         sandbox_mode: Some(policy.sandbox),
         working_directory: Some(working.path().to_path_buf()),
         skip_git_repo_check: request.skip_git_repo_check,
-        model_reasoning_effort: request.model_reasoning_effort.map(reasoning_effort),
+        model_reasoning_effort: request.model_reasoning_effort,
         network_access_enabled: policy.network,
         web_search_enabled: policy.web_search,
         approval_policy: Some(
             request
                 .approval_policy
-                .map(approval_mode)
                 .unwrap_or(state.config.default_approval),
         ),
         additional_directories: additional,
@@ -242,10 +211,7 @@ struct SandboxPolicy {
 
 fn sandbox_policy(config: &Config, request: &CreateThread) -> Result<SandboxPolicy> {
     let limits = &config.sandbox;
-    let sandbox = request
-        .sandbox_mode
-        .map(sandbox_mode)
-        .unwrap_or(config.default_sandbox);
+    let sandbox = request.sandbox_mode.unwrap_or(config.default_sandbox);
     if sandbox > limits.max_sandbox {
         return Err(ApiError::Forbidden(format!(
             "sandboxMode {} is wider than this runner allows ({}, RUNNER_MAX_SANDBOX)",

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use codex_sdk::{Codex, Error as SdkError, ItemDetails, ThreadEvent};
 use futures_util::StreamExt;
-use runner_protocol::{Terminal, Usage};
+use runner_protocol::Terminal;
 use tracing::Instrument;
 
 use crate::event_size;
@@ -136,21 +136,10 @@ fn record(run: &Run, event: &ThreadEvent, max_event_bytes: usize) {
                 run.set_final_response(clip(text));
             }
         }
-        ThreadEvent::TurnCompleted { usage } => run.set_usage(wire_usage(usage)),
+        ThreadEvent::TurnCompleted { usage } => run.set_usage(usage.clone()),
         ThreadEvent::TurnFailed { error } => run.set_error(clip(&error.message)),
         ThreadEvent::Error { message } => run.set_error(clip(message)),
         _ => {}
-    }
-}
-
-/// The SDK's usage in the runner's wire shape (the same fields).
-fn wire_usage(usage: &codex_sdk::Usage) -> Usage {
-    Usage {
-        input_tokens: usage.input_tokens,
-        cached_input_tokens: usage.cached_input_tokens,
-        output_tokens: usage.output_tokens,
-        reasoning_output_tokens: usage.reasoning_output_tokens,
-        cache_write_input_tokens: usage.cache_write_input_tokens,
     }
 }
 

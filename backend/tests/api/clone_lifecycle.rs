@@ -43,12 +43,7 @@ async fn create(stack: &TestStack, body: Value) -> String {
 }
 
 async fn delete(stack: &TestStack, session: &str) {
-    let response = stack
-        .client
-        .delete(stack.url(&format!("/api/sessions/{session}")))
-        .send()
-        .await
-        .unwrap();
+    let response = stack.delete_session(session).await;
     assert_eq!(response.status(), 204, "DELETE {session}");
 }
 

@@ -165,12 +165,7 @@ async fn a_clone_that_cannot_be_marked_ready_fails_the_session_and_leaves_no_fol
     let id = session["session_id"].as_str().unwrap();
     assert!(!stack.root.join(id).exists(), "no folder is left behind");
     assert_eq!(session["thread_id"], Value::Null);
-    let deleted = stack
-        .client
-        .delete(stack.url(&format!("/api/sessions/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let deleted = stack.delete_session(&id).await;
     assert_eq!(deleted.status(), 204);
 }
 
@@ -228,12 +223,7 @@ async fn deleting_a_session_while_its_run_ends_is_quiet() {
         .await;
 
     // The delete cancels the run, so the run ends while its session goes.
-    let deleted = stack
-        .client
-        .delete(stack.url(&format!("/api/sessions/{session}")))
-        .send()
-        .await
-        .unwrap();
+    let deleted = stack.delete_session(&session).await;
     assert_eq!(deleted.status(), 204);
     let rest = live.rest().await;
     // The run's end was logged before its stream ended; once a request made

@@ -281,12 +281,7 @@ async fn deleting_a_session_cancels_its_run_and_removes_its_workspace() {
         .await;
     assert!(stack.workspace(&session).exists());
 
-    let response = stack
-        .client
-        .delete(stack.url(&format!("/api/sessions/{session}")))
-        .send()
-        .await
-        .unwrap();
+    let response = stack.delete_session(&session).await;
 
     assert_eq!(response.status(), 204);
     assert!(

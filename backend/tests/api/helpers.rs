@@ -506,6 +506,15 @@ impl TestStack {
         response.json().await.unwrap()
     }
 
+    /// `DELETE /api/sessions/{session}`.
+    pub async fn delete_session(&self, session: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(&format!("/api/sessions/{session}")))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
         self.client
             .post(self.url(path))

@@ -106,12 +106,7 @@ async fn the_session_stream_follows_a_session_from_cloning_to_deleted() {
     assert_eq!(last["status"], read["status"]);
     assert_eq!(last["base_commit"], read["base_commit"]);
 
-    let deleted = stack
-        .client
-        .delete(stack.url(&format!("/api/sessions/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let deleted = stack.delete_session(&id).await;
     assert_eq!(deleted.status(), 204);
     let gone = changes.until(|e| e.event == "deleted").await;
     assert_eq!(gone.last().unwrap().data["session_id"], id.as_str());
