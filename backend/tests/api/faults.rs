@@ -165,7 +165,7 @@ async fn a_clone_that_cannot_be_marked_ready_fails_the_session_and_leaves_no_fol
     let id = session["session_id"].as_str().unwrap();
     assert!(!stack.root.join(id).exists(), "no folder is left behind");
     assert_eq!(session["thread_id"], Value::Null);
-    let deleted = stack.delete_session(&id).await;
+    let deleted = stack.delete_session(id).await;
     assert_eq!(deleted.status(), 204);
 }
 
