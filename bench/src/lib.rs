@@ -20,12 +20,15 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 
-/// `bench all [--small] [--out FILE]`: runs every scenario and prints (or
+const USAGE: &str = "usage: bench all [--small] [--only S1,S2,...] [--out FILE]";
+
+/// `bench all [--small] [--only S1,...] [--out FILE]`: runs every scenario (or those named) and prints (or
 /// writes) the Markdown tables.
 pub async fn run_main(args: Vec<String>) -> anyhow::Result<()> {
     let mut small = false;
     let mut out: Option<PathBuf> = None;
     let mut command = None;
+    let mut only: Option<Vec<String>> = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -34,18 +37,31 @@ pub async fn run_main(args: Vec<String>) -> anyhow::Result<()> {
                 Some(path) => out = Some(PathBuf::from(path)),
                 None => bail!("--out needs a file"),
             },
+            "--only" => match args.next() {
+                Some(list) => {
+                    only = Some(
+                        list.split(',')
+                            .map(|s| s.trim().to_ascii_uppercase())
+                            .collect(),
+                    )
+                }
+                None => bail!("--only needs a list of scenarios, e.g. S1,S2"),
+            },
             "all" if command.is_none() => command = Some(arg),
-            other => bail!("unknown argument {other:?}; usage: bench all [--small] [--out FILE]"),
+            other => bail!("unknown argument {other:?}; {USAGE}"),
         }
     }
     if command.is_none() {
-        bail!("usage: bench all [--small] [--out FILE]");
+        bail!("{USAGE}");
     }
-    let sizes = if small {
+    let mut sizes = if small {
         scenarios::Sizes::small()
     } else {
         scenarios::Sizes::full()
     };
+    if let Some(only) = only {
+        sizes.only = only;
+    }
     let binaries = stack::Binaries::beside_current_exe()?;
     tracing::info!(?sizes, ?binaries, "starting");
     let measurements =

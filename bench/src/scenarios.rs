@@ -26,6 +26,8 @@ pub struct Sizes {
     pub s4_runs: usize,
     /// Bytes of each agent message's line.
     pub bytes: usize,
+    /// The scenarios to run (`S1`, …); empty runs them all.
+    pub only: Vec<String>,
 }
 
 impl Sizes {
@@ -40,6 +42,7 @@ impl Sizes {
             s3_subscribers: 2000,
             s4_runs: 20,
             bytes: 250,
+            only: Vec::new(),
         }
     }
 
@@ -53,7 +56,12 @@ impl Sizes {
             s3_subscribers: 20,
             s4_runs: 2,
             bytes: 250,
+            only: Vec::new(),
         }
+    }
+
+    fn runs(&self, scenario: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == scenario)
     }
 
     fn max_events(&self) -> u64 {
@@ -169,20 +177,22 @@ async fn scenarios(
     let mut out = Vec::new();
 
     // Idle memory first, before any scenario has grown the heaps.
-    for api in apis {
+    for api in apis.into_iter().filter(|_| sizes.runs("S3")) {
         tracing::info!(path = api.label(), "S3");
         out.push(s3(&paths, api, &gates, sizes).await?);
     }
-    for api in apis {
+    for api in apis.into_iter().filter(|_| sizes.runs("S4")) {
         tracing::info!(path = api.label(), "S4");
         out.push(s4(&paths, api, sizes).await?);
     }
-    out.push(cli_start(binaries, sizes.s4_runs).await?);
-    for api in apis {
+    if sizes.runs("S4") {
+        out.push(cli_start(binaries, sizes.s4_runs).await?);
+    }
+    for api in apis.into_iter().filter(|_| sizes.runs("S1")) {
         tracing::info!(path = api.label(), "S1");
         out.push(s1(&paths, api, &gates, sizes).await?);
     }
-    for &k in &sizes.s2_subscribers {
+    for &k in sizes.s2_subscribers.iter().filter(|_| sizes.runs("S2")) {
         for api in apis {
             tracing::info!(path = api.label(), k, "S2");
             out.push(s2(&paths, api, &gates, sizes, k).await?);
