@@ -49,8 +49,11 @@ pub struct Limits {
     pub max_tree_entries: usize,
     /// `BACKEND_MAX_CONCURRENT_DIFFS`: diffs computed at once; more wait.
     pub max_concurrent_diffs: usize,
-    /// `BACKEND_MAX_EVENTS_PER_RUN`: live events kept in memory per run.
+    /// `BACKEND_MAX_EVENTS_PER_RUN`: events of an active run kept in memory
+    /// (its live tail); stored ones make room for new ones.
     pub max_events_per_run: usize,
+    /// `BACKEND_LIVE_TAIL_BYTES`: the data bytes of those events.
+    pub live_tail_bytes: usize,
     /// `BACKEND_MAX_CLONE_BYTES`: a clone that receives more is stopped.
     pub max_clone_bytes: u64,
     /// `BACKEND_CLONE_TIMEOUT_SECS`: a clone still running after this is
@@ -120,6 +123,7 @@ struct Raw {
     backend_max_tree_entries: usize,
     backend_max_concurrent_diffs: usize,
     backend_max_events_per_run: usize,
+    backend_live_tail_bytes: usize,
     backend_max_clone_bytes: u64,
     backend_clone_timeout_secs: u64,
     backend_clone_connect_timeout_secs: u64,
@@ -150,6 +154,7 @@ impl Default for Raw {
             backend_max_tree_entries: 20_000,
             backend_max_concurrent_diffs: 2,
             backend_max_events_per_run: 50_000,
+            backend_live_tail_bytes: 32 * 1024 * 1024,
             backend_max_clone_bytes: 2 * 1024 * 1024 * 1024,
             backend_clone_timeout_secs: 600,
             backend_clone_connect_timeout_secs: 10,
@@ -162,7 +167,7 @@ impl Default for Raw {
     }
 }
 
-const ENV_KEYS: [&str; 25] = [
+const ENV_KEYS: [&str; 26] = [
     "BACKEND_ADDR",
     "DATABASE_URL",
     "DATABASE_POOL_SIZE",
@@ -180,6 +185,7 @@ const ENV_KEYS: [&str; 25] = [
     "BACKEND_MAX_TREE_ENTRIES",
     "BACKEND_MAX_CONCURRENT_DIFFS",
     "BACKEND_MAX_EVENTS_PER_RUN",
+    "BACKEND_LIVE_TAIL_BYTES",
     "BACKEND_MAX_CLONE_BYTES",
     "BACKEND_CLONE_TIMEOUT_SECS",
     "BACKEND_CLONE_CONNECT_TIMEOUT_SECS",
@@ -237,6 +243,7 @@ impl From<&Raw> for Limits {
             max_tree_entries: raw.backend_max_tree_entries,
             max_concurrent_diffs: raw.backend_max_concurrent_diffs.max(1),
             max_events_per_run: raw.backend_max_events_per_run.max(2),
+            live_tail_bytes: raw.backend_live_tail_bytes.max(1024),
             max_clone_bytes: raw.backend_max_clone_bytes,
             clone_timeout: Duration::from_secs(raw.backend_clone_timeout_secs.max(1)),
             clone_connect_timeout: Duration::from_secs(

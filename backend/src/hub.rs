@@ -1,17 +1,18 @@
 //! Live tails of active runs, and subscriptions that join them to what is
 //! persisted.
 //!
-//! Architecture Invariant: a subscriber reads persisted events with
-//! `seq < hub.first_seq()` from Postgres and everything from `first_seq` on
-//! from the hub, by sequence number, so it sees every event exactly once
-//! whenever it connects. One upstream stream per run feeds the hub; each
-//! event is serialised once and its bytes shared by all subscribers.
+//! Architecture Invariant: a subscriber reads by sequence number from the
+//! hub, and what the hub no longer holds (or never held) from Postgres: the
+//! hub drops only events that are stored (see `engine::relay`), so it sees
+//! every event exactly once whenever it connects, however far behind it
+//! falls. One upstream stream per run feeds the hub; each event is
+//! serialised once and its bytes shared by all subscribers.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use event_log::RunLog;
+use event_log::{Next, RunLog};
 use futures_util::Stream;
 use runner_protocol::{Event, Terminal};
 use uuid::Uuid;
@@ -20,19 +21,25 @@ use crate::store::Store;
 
 /// Page size of replays from Postgres.
 const REPLAY_PAGE: i64 = 500;
+/// Most events a subscriber takes from the hub at once.
+const READ_BATCH: usize = 1024;
 /// How often a subscriber of a run that no process here drives looks again.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 pub struct Hubs {
     logs: Mutex<HashMap<Uuid, Arc<RunLog>>>,
     max_events: usize,
+    max_bytes: usize,
 }
 
 impl Hubs {
-    pub fn new(max_events: usize) -> Self {
+    /// Each live tail holds at most `max_events` events and `max_bytes` of
+    /// their data; stored events make room for new ones.
+    pub fn new(max_events: usize, max_bytes: usize) -> Self {
         Self {
             logs: Mutex::new(HashMap::new()),
             max_events,
+            max_bytes,
         }
     }
 
@@ -44,7 +51,11 @@ impl Hubs {
     pub fn open(&self, run_id: Uuid, first_seq: u64) -> Arc<RunLog> {
         self.logs()
             .entry(run_id)
-            .or_insert_with(|| Arc::new(RunLog::starting_at(first_seq, self.max_events)))
+            .or_insert_with(|| {
+                Arc::new(
+                    RunLog::starting_at(first_seq, self.max_events).with_max_bytes(self.max_bytes),
+                )
+            })
             .clone()
     }
 
@@ -71,26 +82,31 @@ pub fn subscribe(
         let mut after = after;
         loop {
             if let Some(hub) = hubs.get(run_id) {
-                let first = hub.first_seq();
-                while after + 1 < first {
-                    let Ok(page) = store.events(run_id, seq(after), seq(first), REPLAY_PAGE).await else {
-                        return;
-                    };
-                    if page.is_empty() {
-                        break;
-                    }
-                    for event in page {
-                        after = event.seq;
-                        yield event;
+                loop {
+                    match hub.next_after(after, READ_BATCH).await {
+                        Next::Events(batch) => {
+                            for event in batch {
+                                after = event.seq;
+                                yield event;
+                            }
+                        }
+                        // Stored, and no longer (or never) in the hub.
+                        Next::Behind { first_held } => {
+                            let Ok(page) = store.events(run_id, seq(after), seq(first_held), REPLAY_PAGE).await else {
+                                return;
+                            };
+                            if page.is_empty() {
+                                // Not stored after all: the run was deleted.
+                                return;
+                            }
+                            for event in page {
+                                after = event.seq;
+                                yield event;
+                            }
+                        }
+                        Next::Closed => return,
                     }
                 }
-                while let Some(batch) = hub.next_after(after).await {
-                    for event in batch {
-                        after = event.seq;
-                        yield event;
-                    }
-                }
-                return;
             }
             let Ok(page) = store.events(run_id, seq(after), i64::MAX, REPLAY_PAGE).await else {
                 return;

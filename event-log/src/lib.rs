@@ -13,6 +13,7 @@
 //! The events are `runner_protocol::Event`s: a reader gets clones that share
 //! the bytes of the one serialisation.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use runner_protocol::{Event, EventKind, Payload};
@@ -31,21 +32,63 @@ pub enum PushError {
     Closed,
 }
 
+/// What a reader finds after a given event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// The next events, in order (at most the number asked for).
+    Events(Vec<Event>),
+    /// The events right after the one asked for are no longer (or never
+    /// were) held here: read them elsewhere up to `first_held` (excluded),
+    /// then ask again.
+    Behind { first_held: u64 },
+    /// The log is closed and every event was read.
+    Closed,
+}
+
 #[derive(Debug)]
 pub struct RunLog {
     inner: Mutex<Inner>,
-    notify: Notify,
+    /// Woken on every push (readers wait on it).
+    pushed: Notify,
+    /// Woken when events are released (a full log's writer waits on it).
+    released: Notify,
     max_events: usize,
     max_bytes: usize,
-    first_seq: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
-    events: Vec<Event>,
+    /// The events held, oldest first.
+    events: VecDeque<Event>,
+    /// The number of `events[0]` (or of the next event, when empty).
+    first: u64,
     /// The `data` bytes of every event held.
     bytes: usize,
     closed: bool,
+    /// Events up to this number may be dropped to make room: they are kept
+    /// elsewhere (the backend's database). The runner never releases any.
+    released: u64,
+}
+
+impl Inner {
+    fn next_seq(&self) -> u64 {
+        self.first + self.events.len() as u64
+    }
+
+    /// Drops released events from the front until `extra` more events of
+    /// `extra_bytes` fit, or nothing more may be dropped.
+    fn make_room(&mut self, max_events: usize, max_bytes: usize, extra_bytes: usize) {
+        while let Some(oldest) = self.events.front() {
+            let fits = self.events.len() + 1 < max_events
+                && self.bytes.saturating_add(extra_bytes) <= max_bytes;
+            if fits || oldest.seq > self.released {
+                break;
+            }
+            self.bytes -= oldest.data.len();
+            self.events.pop_front();
+            self.first += 1;
+        }
+    }
 }
 
 impl RunLog {
@@ -59,11 +102,17 @@ impl RunLog {
     /// kept elsewhere (the backend's database after a restart).
     pub fn starting_at(first_seq: u64, max_events: usize) -> Self {
         Self {
-            inner: Mutex::new(Inner::default()),
-            notify: Notify::new(),
+            inner: Mutex::new(Inner {
+                events: VecDeque::new(),
+                first: first_seq.max(1),
+                bytes: 0,
+                closed: false,
+                released: 0,
+            }),
+            pushed: Notify::new(),
+            released: Notify::new(),
             max_events: max_events.max(1),
             max_bytes: usize::MAX,
-            first_seq: first_seq.max(1),
         }
     }
 
@@ -74,14 +123,21 @@ impl RunLog {
         self
     }
 
-    /// The number of the first event this log holds.
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Nothing here panics while holding the lock; if something did, the
+        // data is still consistent (every update is a single step).
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The number of the first event this log holds (of the next one, when
+    /// it holds none).
     pub fn first_seq(&self) -> u64 {
-        self.first_seq
+        self.inner().first
     }
 
     /// The number of the last event, or `first_seq - 1` when empty.
     pub fn last_seq(&self) -> u64 {
-        self.first_seq - 1 + self.len() as u64
+        self.inner().next_seq() - 1
     }
 
     /// Appends an event of the run, numbered here.
@@ -108,6 +164,34 @@ impl RunLog {
         self.append(Some(event.seq), event.kind, event.data, terminal)
     }
 
+    /// `push_event`, waiting while the log is full until released events
+    /// make room (see [`RunLog::release_through`]).
+    pub async fn push_event_when_room(&self, event: Event) -> Result<u64, PushError> {
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            match self.push_event(event.clone(), false) {
+                Err(PushError::Full | PushError::TooManyBytes) => released.await,
+                other => return other,
+            }
+        }
+    }
+
+    /// Events up to `seq` are kept elsewhere from now on: they may be
+    /// dropped when the log needs room, and readers behind them are told to
+    /// read them elsewhere ([`Next::Behind`]).
+    pub fn release_through(&self, seq: u64) {
+        {
+            let mut inner = self.inner();
+            if seq <= inner.released {
+                return;
+            }
+            inner.released = seq;
+        }
+        self.released.notify_waiters();
+    }
+
     fn append(
         &self,
         expected_seq: Option<u64>,
@@ -116,63 +200,75 @@ impl RunLog {
         terminal: bool,
     ) -> Result<u64, PushError> {
         let seq = {
-            let mut inner = self.inner.lock().map_err(|_| PushError::Closed)?;
+            let mut inner = self.inner();
             if inner.closed {
                 return Err(PushError::Closed);
             }
-            if !terminal && inner.events.len() + 1 >= self.max_events {
-                return Err(PushError::Full);
-            }
-            let bytes = inner.bytes.saturating_add(data.len());
-            if !terminal && bytes > self.max_bytes {
-                return Err(PushError::TooManyBytes);
-            }
-            let seq = self.first_seq + inner.events.len() as u64;
+            let seq = inner.next_seq();
             if let Some(got) = expected_seq {
                 if got != seq {
                     return Err(PushError::OutOfOrder { expected: seq, got });
                 }
             }
-            inner.bytes = bytes;
-            inner.events.push(Event { seq, kind, data });
+            if !terminal {
+                inner.make_room(self.max_events, self.max_bytes, data.len());
+                if inner.events.len() + 1 >= self.max_events {
+                    return Err(PushError::Full);
+                }
+                // An event larger than the whole bound still fits into an
+                // empty log: refusing it would stop its run for good.
+                if inner.bytes.saturating_add(data.len()) > self.max_bytes
+                    && !inner.events.is_empty()
+                {
+                    return Err(PushError::TooManyBytes);
+                }
+            }
+            inner.bytes = inner.bytes.saturating_add(data.len());
+            inner.events.push_back(Event { seq, kind, data });
             inner.closed = terminal;
             seq
         };
-        self.notify.notify_waiters();
+        self.pushed.notify_waiters();
         Ok(seq)
     }
 
-    /// Events with a sequence number above `after`, waiting for the next one
-    /// when there are none yet. `None` once the log is closed and read.
-    pub async fn next_after(&self, after: u64) -> Option<Vec<Event>> {
+    /// At most `max` events with a sequence number above `after`, waiting
+    /// for the next one when there are none yet.
+    pub async fn next_after(&self, after: u64, max: usize) -> Next {
         loop {
             // Registered before looking, so a push between the look and the
             // wait still wakes us.
-            let notified = self.notify.notified();
+            let notified = self.pushed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
-                let inner = self.inner.lock().ok()?;
-                let start =
-                    usize::try_from(after.saturating_sub(self.first_seq - 1)).unwrap_or(usize::MAX);
+                let inner = self.inner();
+                if after + 1 < inner.first {
+                    return Next::Behind {
+                        first_held: inner.first,
+                    };
+                }
+                let start = usize::try_from(after + 1 - inner.first).unwrap_or(usize::MAX);
                 if start < inner.events.len() {
-                    return Some(inner.events[start..].to_vec());
+                    let end = start.saturating_add(max.max(1)).min(inner.events.len());
+                    return Next::Events(inner.events.range(start..end).cloned().collect());
                 }
                 if inner.closed {
-                    return None;
+                    return Next::Closed;
                 }
             }
             notified.await;
         }
     }
 
+    /// The number of events held.
     pub fn len(&self) -> usize {
-        self.inner.lock().map(|i| i.events.len()).unwrap_or(0)
+        self.inner().events.len()
     }
 
     /// The `data` bytes of every event held.
     pub fn bytes(&self) -> usize {
-        self.inner.lock().map(|i| i.bytes).unwrap_or(0)
+        self.inner().bytes
     }
 
     pub fn is_empty(&self) -> bool {
@@ -180,7 +276,7 @@ impl RunLog {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.inner.lock().map(|i| i.closed).unwrap_or(true)
+        self.inner().closed
     }
 }
 
@@ -190,20 +286,95 @@ mod tests {
 
     use super::*;
 
+    /// The numbers of the events read; none for `Behind` or `Closed`.
+    fn seqs(next: Next) -> Vec<u64> {
+        match next {
+            Next::Events(events) => events.iter().map(|e| e.seq).collect(),
+            Next::Behind { .. } | Next::Closed => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn released_events_make_room_and_readers_behind_them_are_told() {
+        let log = RunLog::new(4);
+        for n in 1..=3 {
+            log.push("a", n.to_string()).unwrap();
+        }
+        assert_eq!(log.push("a", "4"), Err(PushError::Full));
+        log.release_through(2);
+        assert_eq!(log.push("a", "4"), Ok(4));
+        assert_eq!(log.first_seq(), 2);
+        assert_eq!(log.len(), 3);
+        assert_eq!(log.push("a", "5"), Ok(5));
+        // Only released events go: 3 is not, so the log is full again.
+        assert_eq!(log.first_seq(), 3);
+        assert_eq!(log.push("a", "6"), Err(PushError::Full));
+        assert_eq!(
+            futures_now(log.next_after(1, 10)),
+            Next::Behind { first_held: 3 }
+        );
+        assert_eq!(seqs(futures_now(log.next_after(2, 10))), vec![3, 4, 5]);
+        // The terminal event always fits.
+        assert_eq!(log.close_with("run.completed", "x"), Ok(6));
+    }
+
+    #[test]
+    fn released_bytes_make_room() {
+        let log = RunLog::new(100).with_max_bytes(10);
+        log.push("a", "12345").unwrap();
+        log.push("a", "12345").unwrap();
+        assert_eq!(log.push("a", "6"), Err(PushError::TooManyBytes));
+        log.release_through(1);
+        assert_eq!(log.push("a", "6"), Ok(3));
+        assert_eq!(log.bytes(), 6);
+    }
+
+    #[test]
+    fn an_event_larger_than_the_byte_bound_fits_an_empty_log() {
+        let log = RunLog::new(100).with_max_bytes(4);
+        assert_eq!(log.push("a", "123456"), Ok(1));
+        assert_eq!(log.push("a", "1"), Err(PushError::TooManyBytes));
+        log.release_through(1);
+        assert_eq!(log.push("a", "1"), Ok(2));
+    }
+
+    #[tokio::test]
+    async fn a_full_log_takes_the_next_event_once_room_is_released() {
+        let log = Arc::new(RunLog::new(3));
+        log.push("a", "1").unwrap();
+        log.push("a", "2").unwrap();
+        let writer = tokio::spawn({
+            let log = log.clone();
+            async move { log.push_event_when_room(Event::new(3, "a", "3")).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!writer.is_finished());
+        log.release_through(1);
+        assert_eq!(writer.await.unwrap(), Ok(3));
+        assert_eq!(seqs(log.next_after(1, 10).await), vec![2, 3]);
+    }
+
+    /// The value of a future that is ready at once.
+    fn futures_now<F: std::future::Future>(future: F) -> F::Output {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut future = std::pin::pin!(future);
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(value) => value,
+            std::task::Poll::Pending => panic!("the future is not ready"),
+        }
+    }
+
     #[tokio::test]
     async fn subscribers_read_from_any_point_and_end_after_close() {
         let log = RunLog::new(10);
         log.push("a", "1").unwrap();
         log.push("b", "2").unwrap();
-        let batch = log.next_after(1).await.unwrap();
-        assert_eq!(batch.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(seqs(log.next_after(1, 10).await), vec![2]);
         log.close_with("run.completed", "3").unwrap();
-        let batch = log.next_after(0).await.unwrap();
-        assert_eq!(
-            batch.iter().map(|e| e.seq).collect::<Vec<_>>(),
-            vec![1, 2, 3]
-        );
-        assert_eq!(log.next_after(3).await, None);
+        assert_eq!(seqs(log.next_after(0, 10).await), vec![1, 2, 3]);
+        assert_eq!(seqs(log.next_after(0, 2).await), vec![1, 2]);
+        assert_eq!(log.next_after(3, 10).await, Next::Closed);
     }
 
     #[tokio::test]
@@ -211,11 +382,13 @@ mod tests {
         let log = Arc::new(RunLog::new(10));
         let reader = tokio::spawn({
             let log = log.clone();
-            async move { log.next_after(0).await }
+            async move { log.next_after(0, 10).await }
         });
         tokio::task::yield_now().await;
         log.push("a", "1").unwrap();
-        let batch = reader.await.unwrap().unwrap();
+        let Next::Events(batch) = reader.await.unwrap() else {
+            panic!("no events")
+        };
         assert_eq!(batch[0].kind, "a");
     }
 
@@ -253,23 +426,11 @@ mod tests {
         );
         log.push_event(Event::new(5, "a", "x"), false).unwrap();
         log.close_with("run.completed", "y").unwrap();
-        let seqs: Vec<u64> = log
-            .next_after(0)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.seq)
-            .collect();
-        assert_eq!(seqs, vec![5, 6]);
-        let seqs: Vec<u64> = log
-            .next_after(5)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.seq)
-            .collect();
-        assert_eq!(seqs, vec![6]);
-        assert_eq!(log.next_after(6).await, None);
+        assert_eq!(log.next_after(0, 10).await, Next::Behind { first_held: 5 });
+        assert_eq!(seqs(log.next_after(3, 10).await), Vec::<u64>::new());
+        assert_eq!(seqs(log.next_after(4, 10).await), vec![5, 6]);
+        assert_eq!(seqs(log.next_after(5, 10).await), vec![6]);
+        assert_eq!(log.next_after(6, 10).await, Next::Closed);
     }
 
     #[test]
@@ -278,7 +439,7 @@ mod tests {
         log.push("evil\ndata: x", "1").unwrap();
         log.push("item.completed", "2").unwrap();
         assert!(!log.is_closed());
-        let inner = log.inner.lock().unwrap();
+        let inner = log.inner();
         assert_eq!(inner.events[0].kind, "unknown");
         assert_eq!(inner.events[1].kind, "item.completed");
     }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use codex_sdk::{Codex, SandboxMode, ThreadOptions};
+use event_log::Next;
 use poem::error::ReadBodyError;
 use poem::http::{HeaderMap, StatusCode};
 use poem::web::sse::{Event, SSE};
@@ -338,6 +339,9 @@ struct EventsQuery {
     after: Option<String>,
 }
 
+/// Most events a subscriber takes from the log at once.
+const READ_BATCH: usize = 1024;
+
 /// Server-Sent Events of a run: every event after `Last-Event-ID` (or
 /// `?after=`), then the live tail, then the close.
 #[handler]
@@ -359,11 +363,13 @@ fn run_events(
     let stream = async_stream::stream! {
         let mut after = after;
         loop {
-            let batch = tokio::select! {
-                batch = run.log.next_after(after) => batch,
-                _ = shutdown.cancelled() => None,
+            let next = tokio::select! {
+                next = run.log.next_after(after, READ_BATCH) => next,
+                _ = shutdown.cancelled() => Next::Closed,
             };
-            let Some(batch) = batch else { break };
+            // The runner's log starts at 1 and releases nothing, so no
+            // reader is ever behind it.
+            let Next::Events(batch) = next else { break };
             for event in batch {
                 after = event.seq;
                 // poem's event wants its own `String`: the one copy, at

@@ -90,7 +90,10 @@ impl Engine {
         let changes = SessionChanges::listen(config.database_url.clone(), &tasks, &stopping);
         Arc::new(Self {
             runner: RunnerClient::new(&config.runner_url),
-            hubs: Arc::new(Hubs::new(config.limits.max_events_per_run)),
+            hubs: Arc::new(Hubs::new(
+                config.limits.max_events_per_run,
+                config.limits.live_tail_bytes,
+            )),
             changes,
             config,
             store,

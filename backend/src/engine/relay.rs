@@ -1,11 +1,29 @@
 //! The relay: a run's events from the runner's stream to the live tail at
-//! once and to Postgres in batches, without ever dropping one.
+//! once, and from the live tail to Postgres in batches beside it, without
+//! ever dropping one.
+//!
+//! Two tasks per active run:
+//! - the reader ([`Engine::relay`]) follows the runner's stream and pushes
+//!   each event into the run's live tail ([`RunLog`]), where subscribers
+//!   read it at once: live delivery never waits for Postgres;
+//! - the writer ([`persist`]) takes what the tail holds beyond what is
+//!   stored, writes it in one insert, and releases it: only stored events
+//!   may leave the tail (to make room) and be read from Postgres instead.
+//!
+//! The tail is bounded (`BACKEND_MAX_EVENTS_PER_RUN`,
+//! `BACKEND_LIVE_TAIL_BYTES`). When Postgres falls behind until the tail is
+//! full of unstored events, the reader waits, so it stops reading and the
+//! runner keeps the events. The run's end is recorded only after every
+//! event before it is stored.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use event_log::{Next, RunLog};
 use futures_util::{FutureExt, StreamExt};
-use runner_protocol::{Event, Payload, Terminal};
+use runner_protocol::{Payload, Terminal};
 use serde_json::Value;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::{retry_forever, Engine};
@@ -16,15 +34,24 @@ use crate::store::{RunRow, SessionRow, Store};
 /// Attempts to reach the runner's event stream before a run is failed.
 const RELAY_ATTEMPTS: u32 = 8;
 
+/// How the reader stopped following a run.
+enum Followed {
+    /// The run ended: its terminal event and number, and whether the relay
+    /// saw it end (else the runner lost it, and when it ended is unknown).
+    Ended {
+        seq: u64,
+        terminal: Terminal,
+        seen: bool,
+    },
+    /// The backend is stopping: the run stays `running` and the next
+    /// process re-attaches after what is stored.
+    Stopping,
+}
+
 impl Engine {
-    /// Follows the runner's stream of a run from `after`: every event goes
-    /// to the live tail at once and to Postgres in batches; the terminal
-    /// event is written with the run's outcome in one transaction.
-    ///
-    /// A batch is written before anything after it is read, and a write is
-    /// retried until it succeeds (or finds the run deleted), so `last` is
-    /// always stored when the relay reads on or reconnects: while Postgres
-    /// is away the relay stops reading and the runner keeps the events.
+    /// Follows the runner's stream of a run from `after` into the live tail,
+    /// with a writer beside it storing the tail in Postgres; records the
+    /// run's end once everything before it is stored.
     pub(super) async fn relay(
         &self,
         session: &SessionRow,
@@ -34,43 +61,74 @@ impl Engine {
         before: Snapshot,
     ) {
         let hub = self.hubs.open(run.id, after + 1);
-        let max_batch = self.config.limits.event_batch;
+        let (last_tx, last_rx) = watch::channel(None);
+        let writer = self.tasks.spawn(persist(
+            self.store.clone(),
+            hub.clone(),
+            run.id,
+            after,
+            self.config.limits.event_batch,
+            last_rx,
+        ));
+        let (followed, last) = self.follow(session, run, runner_run, after, &hub).await;
+        // The writer stores up to `last`, then ends.
+        last_tx.send_replace(Some(last));
+        if let Err(error) = writer.await {
+            // It does not panic; if it did, what it did not store is still
+            // on the runner, and the next process re-attaches after what
+            // is stored.
+            tracing::error!(%error, "the event writer failed");
+            self.hubs.remove(run.id);
+            return;
+        }
+        match followed {
+            Followed::Ended {
+                seq,
+                terminal,
+                seen,
+            } => self.finish(session, run, seq, terminal, before, seen).await,
+            Followed::Stopping => self.hubs.remove(run.id),
+        }
+    }
+
+    /// Reads the runner's stream into the live tail until the run ends or
+    /// the backend stops; returns how, and the last event pushed.
+    async fn follow(
+        &self,
+        session: &SessionRow,
+        run: &RunRow,
+        runner_run: &str,
+        after: u64,
+        hub: &RunLog,
+    ) -> (Followed, u64) {
         let mut last = after;
         let mut failures = 0u32;
-        let mut writer = EventWriter::new(run.id);
-        // The terminal event and its number, and whether the relay saw the
-        // run end (else the runner lost it, and when it ended is unknown).
-        let (seq, terminal, seen): (u64, Terminal, bool) = 'relay: loop {
+        let ended = |seq, terminal, seen| Followed::Ended {
+            seq,
+            terminal,
+            seen,
+        };
+        loop {
             // Each pass follows one connection; one that fails, or ends with
             // nothing new, backs off, so a runner that keeps refusing or
             // closing streams is not hammered.
             let failure = match self.runner.events(runner_run, last).await {
                 Err(RunnerError::NotFound(_)) => {
-                    break 'relay (last + 1, Terminal::failed(run.id,
-                        "the runner no longer knows this run (it was probably restarted); send the prompt again"), false);
+                    let terminal = Terminal::failed(run.id,
+                        "the runner no longer knows this run (it was probably restarted); send the prompt again");
+                    return (ended(last + 1, terminal, false), last);
                 }
                 Err(error) => format!("lost the runner: {error}"),
                 Ok(mut stream) => {
                     let last_before = last;
                     loop {
-                        // Take what is ready without waiting; write the batch
-                        // when the stream has nothing more for now or the
-                        // batch is full.
+                        // What is ready is taken without a select per event.
                         let next = match stream.next().now_or_never() {
                             Some(next) => next,
-                            None => {
-                                writer.flush(&self.store).await;
-                                tokio::select! {
-                                    next = stream.next() => next,
-                                    () = self.stopping.cancelled() => {
-                                        // What came is stored; the run stays
-                                        // `running` and the next process
-                                        // re-attaches after `last`.
-                                        self.hubs.remove(run.id);
-                                        return;
-                                    }
-                                }
-                            }
+                            None => tokio::select! {
+                                next = stream.next() => next,
+                                () = self.stopping.cancelled() => return (Followed::Stopping, last),
+                            },
                         };
                         let event = match next {
                             Some(Ok(event)) => event,
@@ -88,9 +146,7 @@ impl Engine {
                             break;
                         }
                         failures = 0;
-                        last = event.seq;
                         if let Some(terminal) = Terminal::from_event(&event) {
-                            writer.flush(&self.store).await;
                             let terminal = terminal.unwrap_or_else(|error| {
                                 tracing::error!(%error, "the runner's terminal event is unreadable");
                                 Terminal::failed(
@@ -98,23 +154,28 @@ impl Engine {
                                     format!("the runner's {} event is unreadable: {error}", event.kind),
                                 )
                             });
-                            break 'relay (event.seq, terminal, true);
+                            return (ended(event.seq, terminal, true), last);
                         }
                         if event.kind == "thread.started" {
                             self.record_codex_thread(session.id, &event.data).await;
                         }
-                        if let Err(error) = hub.push_event(event.clone(), false) {
-                            // The live tail is a cache in front of Postgres:
-                            // the event is still stored and replayed, only
-                            // this process's live subscribers miss it.
-                            tracing::warn!(?error, seq = last, "the live tail refused an event");
-                        }
-                        writer.push(event);
-                        if writer.len() >= max_batch {
-                            writer.flush(&self.store).await;
+                        let seq = event.seq;
+                        let pushed = tokio::select! {
+                            pushed = hub.push_event_when_room(event) => pushed,
+                            () = self.stopping.cancelled() => return (Followed::Stopping, last),
+                        };
+                        match pushed {
+                            Ok(_) => last = seq,
+                            Err(error) => {
+                                // Cannot happen: the numbers were checked
+                                // above, and only the terminal event closes
+                                // the tail. Reconnecting re-reads after what
+                                // the tail holds.
+                                tracing::error!(?error, seq, "the live tail refused an event");
+                                break;
+                            }
                         }
                     }
-                    writer.flush(&self.store).await;
                     if last != last_before {
                         continue;
                     }
@@ -123,11 +184,13 @@ impl Engine {
             };
             failures += 1;
             if failures >= RELAY_ATTEMPTS {
-                break 'relay (last + 1, Terminal::failed(run.id, failure), false);
+                return (
+                    ended(last + 1, Terminal::failed(run.id, failure), false),
+                    last,
+                );
             }
             tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
-        };
-        self.finish(session, run, seq, terminal, before, seen).await;
+        }
     }
 
     /// The session's conversation is this Codex thread from now on: a
@@ -146,47 +209,53 @@ impl Engine {
     }
 }
 
-/// A run's events on their way to Postgres.
-struct EventWriter {
+/// The writer: stores the tail's events after `stored` in batches of at most
+/// `max_batch`, each retried until it is stored (or the run is found
+/// deleted), and releases them from the tail; ends once `last` is known and
+/// stored.
+async fn persist(
+    store: Store,
+    hub: Arc<RunLog>,
     run_id: Uuid,
-    batch: Vec<Event>,
-    /// The run was deleted (with its session): its events are no longer
-    /// stored, only relayed to the live tail until the terminal event.
-    gone: bool,
-}
-
-impl EventWriter {
-    pub(super) fn new(run_id: Uuid) -> Self {
-        Self {
-            run_id,
-            batch: Vec::new(),
-            gone: false,
+    mut stored: u64,
+    max_batch: usize,
+    mut last: watch::Receiver<Option<u64>>,
+) {
+    // The run was deleted (with its session): its events are no longer
+    // stored, only released.
+    let mut gone = false;
+    loop {
+        if let Some(last) = *last.borrow_and_update() {
+            if stored >= last {
+                return;
+            }
         }
-    }
-
-    pub(super) fn push(&mut self, event: Event) {
-        if !self.gone {
-            self.batch.push(event);
+        let next = tokio::select! {
+            next = hub.next_after(stored, max_batch) => next,
+            changed = last.changed() => match changed {
+                Ok(()) => continue,
+                // The reader is gone without saying where it stopped (it
+                // was cancelled): what is unstored stays on the runner.
+                Err(_) => return,
+            },
+        };
+        let batch = match next {
+            Next::Events(batch) => batch,
+            // Only stored events are released, so the writer is never
+            // behind, and the tail closes only after the writer ends.
+            Next::Behind { .. } | Next::Closed => return,
+        };
+        let Some(newest) = batch.last().map(|e| e.seq) else {
+            continue;
+        };
+        if !gone {
+            let kept = retry_forever("store events", || store.append_events(run_id, &batch)).await;
+            if !kept {
+                tracing::info!("the run was deleted; its events are no longer stored");
+                gone = true;
+            }
         }
-    }
-
-    pub(super) fn len(&self) -> usize {
-        self.batch.len()
-    }
-
-    /// Stores the batch, retrying until it is stored or the run is found
-    /// deleted; returns with the batch empty either way.
-    pub(super) async fn flush(&mut self, store: &Store) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let batch = &self.batch;
-        let stored =
-            retry_forever("store events", || store.append_events(self.run_id, batch)).await;
-        if !stored {
-            tracing::info!("the run was deleted; its events are no longer stored");
-            self.gone = true;
-        }
-        self.batch.clear();
+        stored = newest;
+        hub.release_through(stored);
     }
 }

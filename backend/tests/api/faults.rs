@@ -66,9 +66,96 @@ fn is_command(event: &test_support::SseEvent, phase: &str, command: &str) -> boo
             .is_some_and(|c| c.contains(command))
 }
 
+/// The events of the "through an outage" script, in order.
+const THROUGH_AN_OUTAGE: [&str; 14] = [
+    "thread.started",
+    "turn.started",
+    "item.completed:reasoning",
+    "item.started:command_execution",
+    "item.completed:command_execution",
+    "item.completed:reasoning",
+    "item.started:command_execution",
+    "item.completed:command_execution",
+    "item.completed:reasoning",
+    "item.started:command_execution",
+    "item.completed:command_execution",
+    "item.completed:agent_message",
+    "turn.completed",
+    "run.completed",
+];
+
 #[tokio::test]
 async fn events_emitted_while_postgres_is_down_are_stored_without_gaps_or_duplicates() {
-    let mut stack = TestStack::start_on_own_cluster().await;
+    through_an_outage(&[]).await;
+}
+
+/// With a live tail of three events, the backend stops reading the run
+/// while Postgres is away (the tail fills with events it cannot store), and
+/// reads on once it is back.
+#[tokio::test]
+async fn a_small_live_tail_waits_out_an_outage_without_losing_events() {
+    through_an_outage(&[("BACKEND_MAX_EVENTS_PER_RUN", "3")]).await;
+}
+
+/// A subscriber that comes when the live tail has long dropped the run's
+/// first events (stored, so they make room) reads them from Postgres and the
+/// rest live, each once.
+#[tokio::test]
+async fn a_late_subscriber_reads_what_the_live_tail_dropped_from_postgres() {
+    let stack = TestStack::start_configured(true, &[("BACKEND_MAX_EVENTS_PER_RUN", "3")]).await;
+    let (session, _) = stack.ready_session().await;
+    let first_gate = make_gate(&stack, &session, "first-gate");
+    let second_gate = make_gate(&stack, &session, "second-gate");
+    let run = stack.prompt(&session, "go through an outage").await;
+    let mut early = stack.subscribe(&run, None).await;
+    let mut seen_early = early
+        .until(|e| is_command(e, "item.started", "cat first-gate"))
+        .await;
+    open_gate(first_gate).await;
+    seen_early.extend(
+        early
+            .until(|e| is_command(e, "item.started", "cat second-gate"))
+            .await,
+    );
+    // Eight events so far: the first five are stored and gone from the
+    // tail (it made room for the newer ones).
+    let stored = stack
+        .db
+        .query(&format!(
+            "SELECT count(*) FROM run_events WHERE run_id = '{run}'"
+        ))
+        .await;
+    assert!(
+        stored[0].get::<_, i64>(0) >= 5,
+        "stored before they were dropped"
+    );
+
+    let mut late = stack.subscribe(&run, None).await;
+    let mut seen_late = late
+        .until(|e| is_command(e, "item.started", "cat second-gate"))
+        .await;
+    let mut resumed = stack.subscribe(&run, Some(2)).await;
+    let mut seen_resumed = resumed
+        .until(|e| is_command(e, "item.started", "cat second-gate"))
+        .await;
+    open_gate(second_gate).await;
+    seen_early.extend(early.rest().await);
+    seen_late.extend(late.rest().await);
+    seen_resumed.extend(resumed.rest().await);
+
+    assert_eq!(labels(&seen_late), THROUGH_AN_OUTAGE);
+    assert_numbered_from_one(&seen_late);
+    assert_eq!(seen_early, seen_late);
+    assert_eq!(seen_resumed[..], seen_late[2..]);
+    assert_eq!(
+        seen_late,
+        stack.events(&run).await,
+        "the replay is the same"
+    );
+}
+
+async fn through_an_outage(env: &[(&str, &str)]) {
+    let mut stack = TestStack::start_on_own_cluster_configured(env).await;
     let (session, _) = stack.ready_session().await;
     let first_gate = make_gate(&stack, &session, "first-gate");
     let second_gate = make_gate(&stack, &session, "second-gate");
@@ -100,25 +187,7 @@ async fn events_emitted_while_postgres_is_down_are_stored_without_gaps_or_duplic
     seen.extend(live.rest().await);
     let replay = stack.events(&run).await;
 
-    assert_eq!(
-        labels(&seen),
-        [
-            "thread.started",
-            "turn.started",
-            "item.completed:reasoning",
-            "item.started:command_execution",
-            "item.completed:command_execution",
-            "item.completed:reasoning",
-            "item.started:command_execution",
-            "item.completed:command_execution",
-            "item.completed:reasoning",
-            "item.started:command_execution",
-            "item.completed:command_execution",
-            "item.completed:agent_message",
-            "turn.completed",
-            "run.completed",
-        ]
-    );
+    assert_eq!(labels(&seen), THROUGH_AN_OUTAGE);
     assert_numbered_from_one(&seen);
     assert_eq!(seen, replay, "the replay is what the live subscriber saw");
     let state = stack.get_json(&format!("/api/runs/{run}")).await;
