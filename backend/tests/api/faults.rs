@@ -155,7 +155,7 @@ async fn a_late_subscriber_reads_what_the_live_tail_dropped_from_postgres() {
 }
 
 async fn through_an_outage(env: &[(&str, &str)]) {
-    let mut stack = TestStack::start_on_own_cluster_configured(env).await;
+    let mut stack = TestStack::start_on_own_cluster(env).await;
     let (session, _) = stack.ready_session().await;
     let first_gate = make_gate(&stack, &session, "first-gate");
     let second_gate = make_gate(&stack, &session, "second-gate");

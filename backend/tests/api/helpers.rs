@@ -303,12 +303,8 @@ impl TestStack {
 
     /// A stack whose database is on a cluster of its own, which the test
     /// may stop and start (`stack.db.stop_server()`).
-    pub async fn start_on_own_cluster() -> Self {
-        Self::start_on_own_cluster_configured(&[]).await
-    }
-
-    /// `start_on_own_cluster`, and the backend gets `env`.
-    pub async fn start_on_own_cluster_configured(env: &[(&str, &str)]) -> Self {
+    /// The backend gets `env`.
+    pub async fn start_on_own_cluster(env: &[(&str, &str)]) -> Self {
         Self::start_on(
             TestDb::create_on_own_cluster().await,
             true,
