@@ -237,25 +237,62 @@ async fn gated_run(
     k: usize,
 ) -> anyhow::Result<GatedRun> {
     let (target, watched, server) = paths.get(api);
+    let sampler = Sampler::start(watched.to_vec());
+    let (run, gate) = start_gated(target, gates, settings).await?;
+    let rss_before = rss_now(server);
+    let waiting = attach(target, &run, gate, k).await?;
+    let rss_attached = rss_now(server);
+    let attach = waiting.last_attached - waiting.started;
+    let (opened, subscribed) = waiting.release().await?;
+    Ok(GatedRun {
+        subscribed,
+        attach,
+        rss_before,
+        rss_attached,
+        opened,
+        usage: sampler.finish(),
+    })
+}
+
+/// Starts a run of `settings` that waits at a fresh gate; returns its id.
+async fn start_gated(
+    target: &Target,
+    gates: &GateDir,
+    settings: Settings,
+) -> anyhow::Result<(String, Gate)> {
     let gate = gates.gate()?;
     let settings = Settings {
         gate: Some(gate.path().to_path_buf()),
         ..settings
     };
-    let sampler = Sampler::start(watched.to_vec());
     let run = target.start_run(&settings.prompt()).await?;
-    let url = target.events_url(&run);
-    let rss_before = rss_now(server);
+    Ok((run, gate))
+}
+
+/// A run waiting at its gate, its subscribers attached.
+struct Waiting {
+    gate: Gate,
+    /// Each subscriber's result, once its stream ends.
+    done: tokio::sync::mpsc::Receiver<Subscribed>,
+    /// The first subscription, and the last subscriber's first event.
+    started: Instant,
+    last_attached: Instant,
+}
+
+/// Attaches `k` subscribers to `run` and waits until each has read an
+/// event (or failed).
+async fn attach(target: &Target, run: &str, gate: Gate, k: usize) -> anyhow::Result<Waiting> {
+    let url = target.events_url(run);
     let started = Instant::now();
     let mut attached = Vec::with_capacity(k);
     // Room for every result: a subscriber never waits to report.
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel(k.max(1));
+    let (done_tx, done) = tokio::sync::mpsc::channel(k.max(1));
     for _ in 0..k {
         let (tx, rx) = tokio::sync::oneshot::channel();
         attached.push(rx);
         let (http, url, done_tx) = (target.http().clone(), url.clone(), done_tx.clone());
         tokio::spawn(async move {
-            let seen = subscribe(http, url, Some(tx)).await;
+            let seen = subscribe(http, url, Some(tx), None).await;
             // The receiver lives until every result is in, unless the
             // scenario failed already; then nobody needs this one.
             let _ = done_tx.send(seen).await;
@@ -270,37 +307,42 @@ async fn gated_run(
             last_attached = last_attached.max(at);
         }
     }
-    let rss_attached = rss_now(server);
-    let gate_path = gate.path().to_path_buf();
-    let opening = gate.open();
-    tokio::pin!(opening);
-    let mut subscribed = Vec::with_capacity(k);
-    let opened = loop {
-        tokio::select! {
-            opened = &mut opening => break opened?,
-            seen = done_rx.recv() => match seen {
-                Some(seen) => subscribed.push(seen),
-                None => {
-                    // Every stream ended and the fake never opened its
-                    // gate: the run ended early. The opener still waits
-                    // for a reader; this one lets it finish.
-                    Gate::release(&gate_path);
-                    bail!("the run ended before its gate opened: {:?}", subscribed.first());
-                }
-            },
-        }
-    };
-    while let Some(seen) = done_rx.recv().await {
-        subscribed.push(seen);
-    }
-    Ok(GatedRun {
-        subscribed,
-        attach: last_attached - started,
-        rss_before,
-        rss_attached,
-        opened,
-        usage: sampler.finish(),
+    Ok(Waiting {
+        gate,
+        done,
+        started,
+        last_attached,
     })
+}
+
+impl Waiting {
+    /// Opens the gate and collects every subscriber's result; returns when
+    /// the gate opened, and the results.
+    async fn release(mut self) -> anyhow::Result<(Instant, Vec<Subscribed>)> {
+        let gate_path = self.gate.path().to_path_buf();
+        let opening = self.gate.open();
+        tokio::pin!(opening);
+        let mut subscribed = Vec::new();
+        let opened = loop {
+            tokio::select! {
+                opened = &mut opening => break opened?,
+                seen = self.done.recv() => match seen {
+                    Some(seen) => subscribed.push(seen),
+                    None => {
+                        // Every stream ended and the fake never opened its
+                        // gate: the run ended early. The opener still waits
+                        // for a reader; this one lets it finish.
+                        Gate::release(&gate_path);
+                        bail!("the run ended before its gate opened: {:?}", subscribed.first());
+                    }
+                },
+            }
+        };
+        while let Some(seen) = self.done.recv().await {
+            subscribed.push(seen);
+        }
+        Ok((opened, subscribed))
+    }
 }
 
 fn measurement(
@@ -341,9 +383,8 @@ fn measurement(
     }
 }
 
-fn sorted_latencies(run: &GatedRun) -> Vec<u64> {
-    let mut all: Vec<u64> = run
-        .subscribed
+fn sorted_latencies(subscribed: &[Subscribed]) -> Vec<u64> {
+    let mut all: Vec<u64> = subscribed
         .iter()
         .flat_map(|s| s.latencies_us.iter().copied())
         .collect();
@@ -374,7 +415,7 @@ async fn s1(
     };
     let run = gated_run(paths, api, gates, settings, 1).await?;
     let elapsed = last_event(&run) - run.opened;
-    let latencies = sorted_latencies(&run);
+    let latencies = sorted_latencies(&run.subscribed);
     let figures = vec![
         (
             "events/s",
@@ -409,7 +450,7 @@ async fn s2(
     };
     let run = gated_run(paths, api, gates, settings, k).await?;
     let wall = last_event(&run) - run.opened;
-    let latencies = sorted_latencies(&run);
+    let latencies = sorted_latencies(&run.subscribed);
     let figures = vec![
         ("p50", percentile(&latencies, 50.0) as f64 / 1000.0, "ms"),
         ("p99", percentile(&latencies, 99.0) as f64 / 1000.0, "ms"),
@@ -470,7 +511,7 @@ async fn s4(paths: &Paths, api: Api, sizes: &Sizes) -> anyhow::Result<Measuremen
     };
     // A warm-up run: the backend's first run also creates its runner thread.
     let warm = target.start_run(&settings.prompt()).await?;
-    let warm = subscribe(target.http().clone(), target.events_url(&warm), None).await;
+    let warm = subscribe(target.http().clone(), target.events_url(&warm), None, None).await;
     if !warm.complete(1) {
         bail!("the warm-up run failed: {warm:?}");
     }
@@ -481,7 +522,13 @@ async fn s4(paths: &Paths, api: Api, sizes: &Sizes) -> anyhow::Result<Measuremen
         let posted = Instant::now();
         let run = target.start_run(&settings.prompt()).await?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let seen = subscribe(target.http().clone(), target.events_url(&run), Some(tx)).await;
+        let seen = subscribe(
+            target.http().clone(),
+            target.events_url(&run),
+            Some(tx),
+            None,
+        )
+        .await;
         if let Ok(first) = rx.await {
             firsts.push(u64::try_from((first - posted).as_micros())?);
         }
