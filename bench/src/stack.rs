@@ -172,7 +172,7 @@ pub struct Stack {
     pub workspaces: PathBuf,
     /// A repository with one commit, for sessions to clone.
     pub repo: PathBuf,
-    /// For the gates of the fake CLI.
+    /// For the gates of the fake CLI, and S5's repositories.
     pub scratch: PathBuf,
     runner: Server,
     backend: Server,
@@ -249,6 +249,9 @@ impl Stack {
                 ("RUNNER_URL", runner_url.clone()),
                 ("WORKSPACES_ROOT", workspaces.display().to_string()),
                 ("ALLOW_LOCAL_REPOS", "true".into()),
+                // S5's git server listens on loopback, which the backend
+                // refuses as a clone source by default (as its tests do).
+                ("ALLOW_PRIVATE_CLONE_HOSTS", "true".into()),
                 ("BACKEND_MAX_EVENTS_PER_RUN", max_events),
             ],
             "backend listening",

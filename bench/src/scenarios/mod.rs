@@ -4,7 +4,12 @@
 //! - S2: N events at a fixed rate to K subscribers: latency and wall time.
 //! - S3: K idle subscribers: memory each, time to attach them all.
 //! - S4: prompt → first event, one run at a time.
+//! - S5: a clone to `ready`, full and shallow, next to `git clone`
+//!   ([`clone_time`]).
 
+mod clone_time;
+
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -26,6 +31,15 @@ pub struct Sizes {
     pub s4_runs: usize,
     /// Bytes of each agent message's line.
     pub bytes: usize,
+    /// S5: the repositories to clone; when none is named, see
+    /// `s5_small_repo`.
+    pub s5_repos: Vec<PathBuf>,
+    /// S5 without a repository named: a small one the bench makes (CI)
+    /// instead of the repository the bench is run from.
+    pub s5_small_repo: bool,
+    /// S5: clones of each kind and path per repository; the median is
+    /// reported.
+    pub s5_repeats: usize,
     /// The scenarios to run (`S1`, …); empty runs them all.
     pub only: Vec<String>,
 }
@@ -42,6 +56,9 @@ impl Sizes {
             s3_subscribers: 2000,
             s4_runs: 20,
             bytes: 250,
+            s5_repos: Vec::new(),
+            s5_small_repo: false,
+            s5_repeats: 3,
             only: Vec::new(),
         }
     }
@@ -56,6 +73,9 @@ impl Sizes {
             s3_subscribers: 20,
             s4_runs: 2,
             bytes: 250,
+            s5_repos: Vec::new(),
+            s5_small_repo: true,
+            s5_repeats: 1,
             only: Vec::new(),
         }
     }
@@ -96,9 +116,13 @@ impl Measurement {
             .map(|(_, v, _)| *v)
     }
 
-    /// Every subscriber read every event exactly once.
+    /// Every subscriber read every event exactly once (S5: every clone
+    /// checked out git's commit), and nothing else went wrong.
     pub fn correct(&self) -> bool {
-        self.complete == self.subscribers && self.gaps == 0 && self.duplicates == 0
+        self.complete == self.subscribers
+            && self.gaps == 0
+            && self.duplicates == 0
+            && self.errors.is_empty()
     }
 }
 
@@ -197,6 +221,9 @@ async fn scenarios(
             tracing::info!(path = api.label(), k, "S2");
             out.push(s2(&paths, api, &gates, sizes, k).await?);
         }
+    }
+    if sizes.runs("S5") {
+        out.extend(clone_time::s5(stack, &http, sizes).await?);
     }
     Ok(out)
 }
