@@ -174,6 +174,8 @@ pub struct Stack {
     pub repo: PathBuf,
     /// For the gates of the fake CLI, and S5's repositories.
     pub scratch: PathBuf,
+    /// The backend's database, for S6's counts of rows and WAL.
+    pub database_url: String,
     runner: Server,
     backend: Server,
     database: Option<Database>,
@@ -245,7 +247,7 @@ impl Stack {
             &binaries.backend,
             &[
                 ("BACKEND_ADDR", "127.0.0.1:0".into()),
-                ("DATABASE_URL", db_url),
+                ("DATABASE_URL", db_url.clone()),
                 ("RUNNER_URL", runner_url.clone()),
                 ("WORKSPACES_ROOT", workspaces.display().to_string()),
                 ("ALLOW_LOCAL_REPOS", "true".into()),
@@ -271,6 +273,7 @@ impl Stack {
             workspaces,
             repo,
             scratch,
+            database_url: db_url,
             runner,
             backend,
             database: Some(database),

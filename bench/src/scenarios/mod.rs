@@ -6,10 +6,15 @@
 //! - S4: prompt → first event, one run at a time.
 //! - S5: a clone to `ready`, full and shallow, next to `git clone`
 //!   ([`clone_time`]).
+//! - S6: many runs of small events at once: latency, and Postgres's rows
+//!   and WAL per second and backlog ([`many_runs`]).
 
 mod clone_time;
+mod many_runs;
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -40,6 +45,16 @@ pub struct Sizes {
     /// S5: clones of each kind and path per repository; the median is
     /// reported.
     pub s5_repeats: usize,
+    /// S6: runs at once, each on its own runner thread or backend session.
+    pub s6_runs: usize,
+    /// S6: agent messages per run, and per second.
+    pub s6_events: u64,
+    pub s6_rate: u64,
+    /// S6: subscribers per run.
+    pub s6_subscribers: usize,
+    /// S6: bytes of each agent message's line (the fake's smallest line,
+    /// with its number and time, is about 112).
+    pub s6_bytes: usize,
     /// The scenarios to run (`S1`, …); empty runs them all.
     pub only: Vec<String>,
 }
@@ -59,6 +74,11 @@ impl Sizes {
             s5_repos: Vec::new(),
             s5_small_repo: false,
             s5_repeats: 3,
+            s6_runs: 50,
+            s6_events: 200 * 20,
+            s6_rate: 200,
+            s6_subscribers: 10,
+            s6_bytes: 100,
             only: Vec::new(),
         }
     }
@@ -76,6 +96,11 @@ impl Sizes {
             s5_repos: Vec::new(),
             s5_small_repo: true,
             s5_repeats: 1,
+            s6_runs: 3,
+            s6_events: 20,
+            s6_rate: 200,
+            s6_subscribers: 2,
+            s6_bytes: 100,
             only: Vec::new(),
         }
     }
@@ -85,7 +110,7 @@ impl Sizes {
     }
 
     fn max_events(&self) -> u64 {
-        self.s1_events.max(self.s2_events)
+        self.s1_events.max(self.s2_events).max(self.s6_events)
     }
 }
 
@@ -225,6 +250,10 @@ async fn scenarios(
     if sizes.runs("S5") {
         out.extend(clone_time::s5(stack, &http, sizes).await?);
     }
+    for api in apis.into_iter().filter(|_| sizes.runs("S6")) {
+        tracing::info!(path = api.label(), "S6");
+        out.push(many_runs::s6(stack, &http, &paths, api, &gates, sizes).await?);
+    }
     Ok(out)
 }
 
@@ -267,7 +296,7 @@ async fn gated_run(
     let sampler = Sampler::start(watched.to_vec());
     let (run, gate) = start_gated(target, gates, settings).await?;
     let rss_before = rss_now(server);
-    let waiting = attach(target, &run, gate, k).await?;
+    let waiting = attach(target, &run, gate, k, false).await?;
     let rss_attached = rss_now(server);
     let attach = waiting.last_attached - waiting.started;
     let (opened, subscribed) = waiting.release().await?;
@@ -304,22 +333,33 @@ struct Waiting {
     /// The first subscription, and the last subscriber's first event.
     started: Instant,
     last_attached: Instant,
+    /// Events read so far, per subscriber (when asked for).
+    progress: Vec<Arc<AtomicU64>>,
 }
 
 /// Attaches `k` subscribers to `run` and waits until each has read an
-/// event (or failed).
-async fn attach(target: &Target, run: &str, gate: Gate, k: usize) -> anyhow::Result<Waiting> {
+/// event (or failed), with `progress` counters when asked for.
+async fn attach(
+    target: &Target,
+    run: &str,
+    gate: Gate,
+    k: usize,
+    progress: bool,
+) -> anyhow::Result<Waiting> {
     let url = target.events_url(run);
     let started = Instant::now();
     let mut attached = Vec::with_capacity(k);
+    let mut counters = Vec::new();
     // Room for every result: a subscriber never waits to report.
     let (done_tx, done) = tokio::sync::mpsc::channel(k.max(1));
     for _ in 0..k {
         let (tx, rx) = tokio::sync::oneshot::channel();
         attached.push(rx);
+        let counter = progress.then(|| Arc::new(AtomicU64::new(0)));
+        counters.extend(counter.clone());
         let (http, url, done_tx) = (target.http().clone(), url.clone(), done_tx.clone());
         tokio::spawn(async move {
-            let seen = subscribe(http, url, Some(tx), None).await;
+            let seen = subscribe(http, url, Some(tx), counter).await;
             // The receiver lives until every result is in, unless the
             // scenario failed already; then nobody needs this one.
             let _ = done_tx.send(seen).await;
@@ -339,6 +379,7 @@ async fn attach(target: &Target, run: &str, gate: Gate, k: usize) -> anyhow::Res
         done,
         started,
         last_attached,
+        progress: counters,
     })
 }
 
