@@ -3,6 +3,8 @@
 //! number for gaps and duplicates and record each agent message's latency
 //! (the time it was read minus the time the fake CLI printed it).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -67,56 +69,18 @@ impl Target {
         })
     }
 
-    /// A backend session cloned from `repo`, once it is `ready` (awaited on
-    /// the sessions' event feed).
+    /// A backend session cloned from `repo`, once it is `ready`.
     pub async fn backend_session(
         http: &reqwest::Client,
         base: &str,
         repo: &std::path::Path,
     ) -> anyhow::Result<Self> {
-        // Subscribed before the session exists: its `ready` cannot be missed.
-        let feed = http
-            .get(format!("{base}/api/sessions/events"))
-            .send()
-            .await?;
-        if feed.status() != 200 {
-            bail!("GET /api/sessions/events answered {}", feed.status());
-        }
-        let mut feed = feed.bytes_stream().eventsource();
-        let created: Value = expect_json(
-            http.post(format!("{base}/api/sessions"))
-                .json(&json!({"repo_url": format!("file://{}", repo.display())}))
-                .send()
-                .await?,
-            202,
-        )
-        .await?;
-        let id = string_field(&created, "session_id")?;
-        let status_of = |value: &Value| -> Option<String> {
-            let sessions = value["sessions"].as_array().into_iter().flatten();
-            sessions
-                .chain(std::iter::once(&value["session"]))
-                .find(|s| s["session_id"] == id.as_str())
-                .and_then(|s| s["status"].as_str().map(str::to_owned))
-        };
-        loop {
-            let event = feed
-                .next()
-                .await
-                .context("the sessions feed ended before the clone did")??;
-            let Ok(value) = serde_json::from_str::<Value>(&event.data) else {
-                continue;
-            };
-            match status_of(&value).as_deref() {
-                Some("ready") => break,
-                Some("failed") => bail!("the session's clone failed: {value}"),
-                _ => {}
-            }
-        }
+        let request = json!({"repo_url": format!("file://{}", repo.display())});
+        let ready = create_session(http, base, &request).await?;
         Ok(Self {
             api: Api::Backend,
             base: base.to_owned(),
-            owner: id,
+            owner: ready.id,
             http: http.clone(),
         })
     }
@@ -162,6 +126,91 @@ impl Target {
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
+}
+
+/// A backend session that has become `ready`.
+#[derive(Debug, Clone)]
+pub struct ReadySession {
+    pub id: String,
+    /// The session as the sessions' feed showed it when it became `ready`.
+    pub session: Value,
+    /// From just before `POST /api/sessions` was sent to the `ready` event.
+    pub elapsed: Duration,
+}
+
+/// Creates a session (`request` is the body of `POST /api/sessions`) and
+/// awaits its `ready` on the sessions' feed, `GET /api/sessions/events`,
+/// which is subscribed before the session exists, so that its `ready`
+/// cannot be missed.
+pub async fn create_session(
+    http: &reqwest::Client,
+    base: &str,
+    request: &Value,
+) -> anyhow::Result<ReadySession> {
+    let feed = http
+        .get(format!("{base}/api/sessions/events"))
+        .send()
+        .await?;
+    if feed.status() != 200 {
+        bail!("GET /api/sessions/events answered {}", feed.status());
+    }
+    let mut feed = feed.bytes_stream().eventsource();
+    let posted = Instant::now();
+    let created: Value = expect_json(
+        http.post(format!("{base}/api/sessions"))
+            .json(request)
+            .send()
+            .await?,
+        202,
+    )
+    .await?;
+    let id = string_field(&created, "session_id")?;
+    let this = |value: &Value| -> Option<Value> {
+        let sessions = value["sessions"].as_array().into_iter().flatten();
+        sessions
+            .chain(std::iter::once(&value["session"]))
+            .find(|s| s["session_id"] == id.as_str())
+            .cloned()
+    };
+    loop {
+        let event = feed
+            .next()
+            .await
+            .context("the sessions feed ended before the clone did")??;
+        let Ok(value) = serde_json::from_str::<Value>(&event.data) else {
+            continue;
+        };
+        let Some(session) = this(&value) else {
+            continue;
+        };
+        match session["status"].as_str() {
+            Some("ready") => {
+                return Ok(ReadySession {
+                    id,
+                    session,
+                    elapsed: posted.elapsed(),
+                })
+            }
+            Some("failed") => bail!("the session's clone failed: {session}"),
+            _ => {}
+        }
+    }
+}
+
+/// `DELETE /api/sessions/{id}`: the session, its runs and its workspace.
+pub async fn delete_session(http: &reqwest::Client, base: &str, id: &str) -> anyhow::Result<()> {
+    let response = http
+        .delete(format!("{base}/api/sessions/{id}"))
+        .send()
+        .await?;
+    if response.status() != 204 {
+        bail!(
+            "DELETE /api/sessions/{id} answered {}: {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 async fn expect_json(response: reqwest::Response, status: u16) -> anyhow::Result<Value> {
@@ -238,14 +287,16 @@ impl Subscribed {
     }
 }
 
-/// Opens a subscription; `attached` is sent when its first event arrives.
+/// Opens a subscription; `attached` is sent when its first event arrives,
+/// and `progress` (when given) always holds the number of events read.
 pub async fn subscribe(
     http: reqwest::Client,
     url: String,
     attached: Option<tokio::sync::oneshot::Sender<Instant>>,
+    progress: Option<Arc<AtomicU64>>,
 ) -> Subscribed {
     let mut seen = Subscribed::default();
-    if let Err(e) = read_stream(&http, &url, attached, &mut seen).await {
+    if let Err(e) = read_stream(&http, &url, attached, progress, &mut seen).await {
         seen.error = Some(format!("{e:#}"));
     }
     seen
@@ -255,6 +306,7 @@ async fn read_stream(
     http: &reqwest::Client,
     url: &str,
     mut attached: Option<tokio::sync::oneshot::Sender<Instant>>,
+    progress: Option<Arc<AtomicU64>>,
     seen: &mut Subscribed,
 ) -> anyhow::Result<()> {
     let response = http.get(url).send().await?;
@@ -286,6 +338,9 @@ async fn read_stream(
         }
         seen.events += 1;
         seen.last_event = Some(now);
+        if let Some(progress) = &progress {
+            progress.store(seen.events, Ordering::Relaxed);
+        }
         if seen.terminal.is_some() {
             // Nothing may follow the terminal event.
             seen.closed_after_terminal = false;

@@ -2,7 +2,8 @@
 //! CLI (`bench-codex`, [`fake`]), the processes under test ([`stack`]), a
 //! load client ([`client`]) that reads every event of every subscriber, the
 //! scenarios ([`scenarios`]), CPU and memory from `/proc` ([`procstat`]),
-//! and the Markdown report ([`report`]).
+//! the git repositories and smart-HTTP server of S5 ([`repos`]), and the
+//! Markdown report ([`report`]).
 //!
 //! Every scenario runs against the runner alone and against the whole stack
 //! (Postgres, runner, backend) in the same invocation, so each figure can
@@ -13,22 +14,28 @@ pub mod client;
 pub mod fake;
 pub mod procstat;
 pub mod report;
+pub mod repos;
 pub mod scenarios;
 pub mod stack;
 
 use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 
-const USAGE: &str = "usage: bench all [--small] [--only S1,S2,...] [--out FILE]";
+const USAGE: &str =
+    "usage: bench all [--small] [--only S1,S2,...] [--s5-repo PATH]... [--out FILE]";
 
-/// `bench all [--small] [--only S1,...] [--out FILE]`: runs every scenario (or those named) and prints (or
-/// writes) the Markdown tables.
+/// `bench all [--small] [--only S1,...] [--s5-repo PATH]... [--out FILE]`:
+/// runs every scenario (or those named) and prints (or writes) the Markdown
+/// tables. Each `--s5-repo` is a git repository on disk for S5 to serve and
+/// clone; without one, S5 clones the repository the bench is run from (or,
+/// with `--small`, a small one of its own).
 pub async fn run_main(args: Vec<String>) -> anyhow::Result<()> {
     let mut small = false;
     let mut out: Option<PathBuf> = None;
     let mut command = None;
     let mut only: Option<Vec<String>> = None;
+    let mut s5_repos = Vec::new();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -47,6 +54,14 @@ pub async fn run_main(args: Vec<String>) -> anyhow::Result<()> {
                 }
                 None => bail!("--only needs a list of scenarios, e.g. S1,S2"),
             },
+            "--s5-repo" => match args.next() {
+                // S5 runs git elsewhere: a relative path would not resolve.
+                Some(path) => s5_repos.push(
+                    std::fs::canonicalize(&path)
+                        .with_context(|| format!("--s5-repo {path}: no such repository"))?,
+                ),
+                None => bail!("--s5-repo needs the path of a git repository"),
+            },
             "all" if command.is_none() => command = Some(arg),
             other => bail!("unknown argument {other:?}; {USAGE}"),
         }
@@ -61,6 +76,9 @@ pub async fn run_main(args: Vec<String>) -> anyhow::Result<()> {
     };
     if let Some(only) = only {
         sizes.only = only;
+    }
+    if !s5_repos.is_empty() {
+        sizes.s5_repos = s5_repos;
     }
     let binaries = stack::Binaries::beside_current_exe()?;
     tracing::info!(?sizes, ?binaries, "starting");
@@ -78,7 +96,7 @@ pub async fn run_main(args: Vec<String>) -> anyhow::Result<()> {
             tracing::error!(scenario = %m.scenario, path = m.path, errors = ?m.errors, "incorrect delivery");
         }
         bail!(
-            "{} measurement(s) lost, repeated or did not finish events",
+            "{} measurement(s) lost, repeated or did not finish events, or went wrong otherwise (see the errors above)",
             wrong.len()
         );
     }

@@ -1,4 +1,5 @@
-//! `bench all [--small] [--out FILE]`: see docs/BENCHMARKS.md.
+//! `bench all [--small] [--only S1,...] [--s5-repo PATH]... [--out FILE]`:
+//! see docs/BENCHMARKS.md.
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

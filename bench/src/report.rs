@@ -1,10 +1,13 @@
 //! The results as Markdown: one row per scenario and path, with the
 //! processes' CPU and memory, then the whole stack as a ratio of the runner
-//! alone for each headline figure.
+//! alone (S5: of `git clone`) for each headline figure.
 
 use std::fmt::Write;
 
 use crate::scenarios::Measurement;
+
+/// What the whole stack is compared with, in the ratio table.
+const BASELINES: [&str; 2] = ["runner alone", "git clone"];
 
 /// The processes whose usage is shown, in column order.
 const PROCESSES: [&str; 4] = ["runner", "backend", "postgres", "client"];
@@ -66,17 +69,23 @@ pub fn markdown(measurements: &[Measurement]) -> String {
             rss.join(" / "),
         );
     }
-    out.push_str("\nThe whole stack as a multiple of the runner alone (same invocation):\n\n");
-    out.push_str("| scenario | figure | runner alone | whole stack | stack ÷ runner |\n|---|---|---|---|---|\n");
+    out.push_str(
+        "\nThe whole stack as a multiple of its baseline in the same invocation: the runner \
+         alone, or for S5 `git clone` of the same URL:\n\n",
+    );
+    out.push_str(
+        "| scenario | figure | baseline | baseline's figure | whole stack | stack ÷ baseline |\n\
+         |---|---|---|---|---|---|\n",
+    );
     for stack in measurements.iter().filter(|m| m.path == "whole stack") {
-        let Some(runner) = measurements
+        let Some(baseline) = measurements
             .iter()
-            .find(|m| m.path == "runner alone" && m.scenario == stack.scenario)
+            .find(|m| BASELINES.contains(&m.path) && m.scenario == stack.scenario)
         else {
             continue;
         };
         for (name, value, unit) in &stack.figures {
-            let Some(alone) = runner.figure(name) else {
+            let Some(alone) = baseline.figure(name) else {
                 continue;
             };
             let ratio = if alone > 0.0 {
@@ -87,8 +96,9 @@ pub fn markdown(measurements: &[Measurement]) -> String {
             // Writing to a String cannot fail.
             let _ = writeln!(
                 out,
-                "| {} | {name} | {} {unit} | {} {unit} | {ratio} |",
+                "| {} | {name} | {} | {} {unit} | {} {unit} | {ratio} |",
                 stack.scenario,
+                baseline.path,
                 number(alone),
                 number(*value),
             );

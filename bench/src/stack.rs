@@ -172,8 +172,10 @@ pub struct Stack {
     pub workspaces: PathBuf,
     /// A repository with one commit, for sessions to clone.
     pub repo: PathBuf,
-    /// For the gates of the fake CLI.
+    /// For the gates of the fake CLI, and S5's repositories.
     pub scratch: PathBuf,
+    /// The backend's database, for S6's counts of rows and WAL.
+    pub database_url: String,
     runner: Server,
     backend: Server,
     database: Option<Database>,
@@ -245,10 +247,13 @@ impl Stack {
             &binaries.backend,
             &[
                 ("BACKEND_ADDR", "127.0.0.1:0".into()),
-                ("DATABASE_URL", db_url),
+                ("DATABASE_URL", db_url.clone()),
                 ("RUNNER_URL", runner_url.clone()),
                 ("WORKSPACES_ROOT", workspaces.display().to_string()),
                 ("ALLOW_LOCAL_REPOS", "true".into()),
+                // S5's git server listens on loopback, which the backend
+                // refuses as a clone source by default (as its tests do).
+                ("ALLOW_PRIVATE_CLONE_HOSTS", "true".into()),
                 ("BACKEND_MAX_EVENTS_PER_RUN", max_events),
             ],
             "backend listening",
@@ -268,6 +273,7 @@ impl Stack {
             workspaces,
             repo,
             scratch,
+            database_url: db_url,
             runner,
             backend,
             database: Some(database),

@@ -1,6 +1,8 @@
 //! CI's size of the benchmark suite: every scenario on both paths, checked
 //! for correctness only (no gaps, no duplicates, every subscriber reads its
-//! run to the end). No figure is asserted: timing belongs to the full run.
+//! run to the end; S5's clones check out git's commit; S6's delivered
+//! events are all rows in Postgres). No figure is asserted: timing belongs
+//! to the full run.
 //!
 //! The runner and backend binaries are those of this cargo profile (built by
 //! `cargo nextest run --workspace`, or `cargo build -p runner -p backend`).
@@ -66,6 +68,12 @@ async fn every_subscriber_of_every_scenario_reads_every_event_once() {
             ("S2", "whole stack"),
             ("S2", "runner alone"),
             ("S2", "whole stack"),
+            ("S5", "whole stack"),
+            ("S5", "git clone"),
+            ("S5", "whole stack"),
+            ("S5", "git clone"),
+            ("S6", "runner alone"),
+            ("S6", "whole stack"),
         ]
     );
 }

@@ -4,7 +4,17 @@
 //! - S2: N events at a fixed rate to K subscribers: latency and wall time.
 //! - S3: K idle subscribers: memory each, time to attach them all.
 //! - S4: prompt → first event, one run at a time.
+//! - S5: a clone to `ready`, full and shallow, next to `git clone`
+//!   ([`clone_time`]).
+//! - S6: many runs of small events at once: latency, and Postgres's rows
+//!   and WAL per second and backlog ([`many_runs`]).
 
+mod clone_time;
+mod many_runs;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -26,6 +36,25 @@ pub struct Sizes {
     pub s4_runs: usize,
     /// Bytes of each agent message's line.
     pub bytes: usize,
+    /// S5: the repositories to clone; when none is named, see
+    /// `s5_small_repo`.
+    pub s5_repos: Vec<PathBuf>,
+    /// S5 without a repository named: a small one the bench makes (CI)
+    /// instead of the repository the bench is run from.
+    pub s5_small_repo: bool,
+    /// S5: clones of each kind and path per repository; the median is
+    /// reported.
+    pub s5_repeats: usize,
+    /// S6: runs at once, each on its own runner thread or backend session.
+    pub s6_runs: usize,
+    /// S6: agent messages per run, and per second.
+    pub s6_events: u64,
+    pub s6_rate: u64,
+    /// S6: subscribers per run.
+    pub s6_subscribers: usize,
+    /// S6: bytes of each agent message's line (the fake's smallest line,
+    /// with its number and time, is about 112).
+    pub s6_bytes: usize,
     /// The scenarios to run (`S1`, …); empty runs them all.
     pub only: Vec<String>,
 }
@@ -42,6 +71,14 @@ impl Sizes {
             s3_subscribers: 2000,
             s4_runs: 20,
             bytes: 250,
+            s5_repos: Vec::new(),
+            s5_small_repo: false,
+            s5_repeats: 3,
+            s6_runs: 50,
+            s6_events: 200 * 20,
+            s6_rate: 200,
+            s6_subscribers: 10,
+            s6_bytes: 100,
             only: Vec::new(),
         }
     }
@@ -56,6 +93,14 @@ impl Sizes {
             s3_subscribers: 20,
             s4_runs: 2,
             bytes: 250,
+            s5_repos: Vec::new(),
+            s5_small_repo: true,
+            s5_repeats: 1,
+            s6_runs: 3,
+            s6_events: 20,
+            s6_rate: 200,
+            s6_subscribers: 2,
+            s6_bytes: 100,
             only: Vec::new(),
         }
     }
@@ -65,7 +110,7 @@ impl Sizes {
     }
 
     fn max_events(&self) -> u64 {
-        self.s1_events.max(self.s2_events)
+        self.s1_events.max(self.s2_events).max(self.s6_events)
     }
 }
 
@@ -96,9 +141,13 @@ impl Measurement {
             .map(|(_, v, _)| *v)
     }
 
-    /// Every subscriber read every event exactly once.
+    /// Every subscriber read every event exactly once (S5: every clone
+    /// checked out git's commit), and nothing else went wrong.
     pub fn correct(&self) -> bool {
-        self.complete == self.subscribers && self.gaps == 0 && self.duplicates == 0
+        self.complete == self.subscribers
+            && self.gaps == 0
+            && self.duplicates == 0
+            && self.errors.is_empty()
     }
 }
 
@@ -198,6 +247,13 @@ async fn scenarios(
             out.push(s2(&paths, api, &gates, sizes, k).await?);
         }
     }
+    if sizes.runs("S5") {
+        out.extend(clone_time::s5(stack, &http, sizes).await?);
+    }
+    for api in apis.into_iter().filter(|_| sizes.runs("S6")) {
+        tracing::info!(path = api.label(), "S6");
+        out.push(many_runs::s6(stack, &http, &paths, api, &gates, sizes).await?);
+    }
     Ok(out)
 }
 
@@ -237,25 +293,73 @@ async fn gated_run(
     k: usize,
 ) -> anyhow::Result<GatedRun> {
     let (target, watched, server) = paths.get(api);
+    let sampler = Sampler::start(watched.to_vec());
+    let (run, gate) = start_gated(target, gates, settings).await?;
+    let rss_before = rss_now(server);
+    let waiting = attach(target, &run, gate, k, false).await?;
+    let rss_attached = rss_now(server);
+    let attach = waiting.last_attached - waiting.started;
+    let (opened, subscribed) = waiting.release().await?;
+    Ok(GatedRun {
+        subscribed,
+        attach,
+        rss_before,
+        rss_attached,
+        opened,
+        usage: sampler.finish(),
+    })
+}
+
+/// Starts a run of `settings` that waits at a fresh gate; returns its id.
+async fn start_gated(
+    target: &Target,
+    gates: &GateDir,
+    settings: Settings,
+) -> anyhow::Result<(String, Gate)> {
     let gate = gates.gate()?;
     let settings = Settings {
         gate: Some(gate.path().to_path_buf()),
         ..settings
     };
-    let sampler = Sampler::start(watched.to_vec());
     let run = target.start_run(&settings.prompt()).await?;
-    let url = target.events_url(&run);
-    let rss_before = rss_now(server);
+    Ok((run, gate))
+}
+
+/// A run waiting at its gate, its subscribers attached.
+struct Waiting {
+    gate: Gate,
+    /// Each subscriber's result, once its stream ends.
+    done: tokio::sync::mpsc::Receiver<Subscribed>,
+    /// The first subscription, and the last subscriber's first event.
+    started: Instant,
+    last_attached: Instant,
+    /// Events read so far, per subscriber (when asked for).
+    progress: Vec<Arc<AtomicU64>>,
+}
+
+/// Attaches `k` subscribers to `run` and waits until each has read an
+/// event (or failed), with `progress` counters when asked for.
+async fn attach(
+    target: &Target,
+    run: &str,
+    gate: Gate,
+    k: usize,
+    progress: bool,
+) -> anyhow::Result<Waiting> {
+    let url = target.events_url(run);
     let started = Instant::now();
     let mut attached = Vec::with_capacity(k);
+    let mut counters = Vec::new();
     // Room for every result: a subscriber never waits to report.
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::channel(k.max(1));
+    let (done_tx, done) = tokio::sync::mpsc::channel(k.max(1));
     for _ in 0..k {
         let (tx, rx) = tokio::sync::oneshot::channel();
         attached.push(rx);
+        let counter = progress.then(|| Arc::new(AtomicU64::new(0)));
+        counters.extend(counter.clone());
         let (http, url, done_tx) = (target.http().clone(), url.clone(), done_tx.clone());
         tokio::spawn(async move {
-            let seen = subscribe(http, url, Some(tx)).await;
+            let seen = subscribe(http, url, Some(tx), counter).await;
             // The receiver lives until every result is in, unless the
             // scenario failed already; then nobody needs this one.
             let _ = done_tx.send(seen).await;
@@ -270,37 +374,43 @@ async fn gated_run(
             last_attached = last_attached.max(at);
         }
     }
-    let rss_attached = rss_now(server);
-    let gate_path = gate.path().to_path_buf();
-    let opening = gate.open();
-    tokio::pin!(opening);
-    let mut subscribed = Vec::with_capacity(k);
-    let opened = loop {
-        tokio::select! {
-            opened = &mut opening => break opened?,
-            seen = done_rx.recv() => match seen {
-                Some(seen) => subscribed.push(seen),
-                None => {
-                    // Every stream ended and the fake never opened its
-                    // gate: the run ended early. The opener still waits
-                    // for a reader; this one lets it finish.
-                    Gate::release(&gate_path);
-                    bail!("the run ended before its gate opened: {:?}", subscribed.first());
-                }
-            },
-        }
-    };
-    while let Some(seen) = done_rx.recv().await {
-        subscribed.push(seen);
-    }
-    Ok(GatedRun {
-        subscribed,
-        attach: last_attached - started,
-        rss_before,
-        rss_attached,
-        opened,
-        usage: sampler.finish(),
+    Ok(Waiting {
+        gate,
+        done,
+        started,
+        last_attached,
+        progress: counters,
     })
+}
+
+impl Waiting {
+    /// Opens the gate and collects every subscriber's result; returns when
+    /// the gate opened, and the results.
+    async fn release(mut self) -> anyhow::Result<(Instant, Vec<Subscribed>)> {
+        let gate_path = self.gate.path().to_path_buf();
+        let opening = self.gate.open();
+        tokio::pin!(opening);
+        let mut subscribed = Vec::new();
+        let opened = loop {
+            tokio::select! {
+                opened = &mut opening => break opened?,
+                seen = self.done.recv() => match seen {
+                    Some(seen) => subscribed.push(seen),
+                    None => {
+                        // Every stream ended and the fake never opened its
+                        // gate: the run ended early. The opener still waits
+                        // for a reader; this one lets it finish.
+                        Gate::release(&gate_path);
+                        bail!("the run ended before its gate opened: {:?}", subscribed.first());
+                    }
+                },
+            }
+        };
+        while let Some(seen) = self.done.recv().await {
+            subscribed.push(seen);
+        }
+        Ok((opened, subscribed))
+    }
 }
 
 fn measurement(
@@ -341,9 +451,8 @@ fn measurement(
     }
 }
 
-fn sorted_latencies(run: &GatedRun) -> Vec<u64> {
-    let mut all: Vec<u64> = run
-        .subscribed
+fn sorted_latencies(subscribed: &[Subscribed]) -> Vec<u64> {
+    let mut all: Vec<u64> = subscribed
         .iter()
         .flat_map(|s| s.latencies_us.iter().copied())
         .collect();
@@ -374,7 +483,7 @@ async fn s1(
     };
     let run = gated_run(paths, api, gates, settings, 1).await?;
     let elapsed = last_event(&run) - run.opened;
-    let latencies = sorted_latencies(&run);
+    let latencies = sorted_latencies(&run.subscribed);
     let figures = vec![
         (
             "events/s",
@@ -409,7 +518,7 @@ async fn s2(
     };
     let run = gated_run(paths, api, gates, settings, k).await?;
     let wall = last_event(&run) - run.opened;
-    let latencies = sorted_latencies(&run);
+    let latencies = sorted_latencies(&run.subscribed);
     let figures = vec![
         ("p50", percentile(&latencies, 50.0) as f64 / 1000.0, "ms"),
         ("p99", percentile(&latencies, 99.0) as f64 / 1000.0, "ms"),
@@ -470,7 +579,7 @@ async fn s4(paths: &Paths, api: Api, sizes: &Sizes) -> anyhow::Result<Measuremen
     };
     // A warm-up run: the backend's first run also creates its runner thread.
     let warm = target.start_run(&settings.prompt()).await?;
-    let warm = subscribe(target.http().clone(), target.events_url(&warm), None).await;
+    let warm = subscribe(target.http().clone(), target.events_url(&warm), None, None).await;
     if !warm.complete(1) {
         bail!("the warm-up run failed: {warm:?}");
     }
@@ -481,7 +590,13 @@ async fn s4(paths: &Paths, api: Api, sizes: &Sizes) -> anyhow::Result<Measuremen
         let posted = Instant::now();
         let run = target.start_run(&settings.prompt()).await?;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let seen = subscribe(target.http().clone(), target.events_url(&run), Some(tx)).await;
+        let seen = subscribe(
+            target.http().clone(),
+            target.events_url(&run),
+            Some(tx),
+            None,
+        )
+        .await;
         if let Ok(first) = rx.await {
             firsts.push(u64::try_from((first - posted).as_micros())?);
         }
