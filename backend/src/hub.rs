@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use event_log::{Next, RunLog};
 use futures_util::Stream;
 use runner_protocol::{Event, Terminal};
@@ -69,40 +70,37 @@ impl Hubs {
     }
 }
 
-/// Every event of the run after `after`, persisted first, then live, ending
-/// after the terminal event. Ends early if Postgres fails (the client
-/// reconnects with `Last-Event-ID`).
+/// Every event of the run after `after` as SSE frames, in order, each once:
+/// from the live tail while there is one, from Postgres for what it does not
+/// hold; the stream ends after the terminal event. Ends early if Postgres
+/// fails (the client reconnects with `Last-Event-ID`).
 pub fn subscribe(
     store: Store,
     hubs: Arc<Hubs>,
     run_id: Uuid,
     after: u64,
-) -> impl Stream<Item = Event> + Send {
+) -> impl Stream<Item = Bytes> + Send {
     async_stream::stream! {
         let mut after = after;
         loop {
             if let Some(hub) = hubs.get(run_id) {
                 loop {
-                    match hub.next_after(after, READ_BATCH).await {
-                        Next::Events(batch) => {
-                            for event in batch {
-                                after = event.seq;
-                                yield event;
-                            }
+                    match hub.frames_after(after, READ_BATCH).await {
+                        Next::Events(frames) => {
+                            after = frames.last_seq;
+                            yield frames.bytes;
                         }
                         // Stored, and no longer (or never) in the hub.
                         Next::Behind { first_held } => {
                             let Ok(page) = store.events(run_id, seq(after), seq(first_held), REPLAY_PAGE).await else {
                                 return;
                             };
-                            if page.is_empty() {
+                            let Some(last) = page.last().map(|e| e.seq) else {
                                 // Not stored after all: the run was deleted.
                                 return;
-                            }
-                            for event in page {
-                                after = event.seq;
-                                yield event;
-                            }
+                            };
+                            after = last;
+                            yield frames_of(&page);
                         }
                         Next::Closed => return,
                     }
@@ -112,13 +110,18 @@ pub fn subscribe(
                 return;
             };
             let full = page.len() as i64 == REPLAY_PAGE;
-            for event in page {
-                after = event.seq;
-                let terminal = Terminal::is_terminal_kind(event.kind.as_str());
-                yield event;
-                if terminal {
-                    return;
-                }
+            // Up to and with the terminal event, if the page has it.
+            let end = page
+                .iter()
+                .position(|e| Terminal::is_terminal_kind(e.kind.as_str()))
+                .map(|i| i + 1);
+            let events = &page[..end.unwrap_or(page.len())];
+            if let Some(last) = events.last() {
+                after = last.seq;
+                yield frames_of(events);
+            }
+            if end.is_some() {
+                return;
             }
             if full {
                 continue;
@@ -135,6 +138,41 @@ pub fn subscribe(
     }
 }
 
+/// Stored events as SSE frames, in one buffer. Events stored before the
+/// runner named Codex's error `codex.error` keep the name EventSource
+/// reserves for a dropped connection: they go out as `codex.error` too.
+fn frames_of(events: &[Event]) -> Bytes {
+    let mut buffer = Vec::new();
+    for event in events {
+        let frame = if event.kind == "error" {
+            Event::new(event.seq, "codex.error", event.data.clone()).sse_frame()
+        } else {
+            event.sse_frame()
+        };
+        buffer.extend_from_slice(&frame);
+    }
+    Bytes::from(buffer)
+}
+
 fn seq(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_error_event_goes_out_as_codex_error() {
+        let event = |kind: &str| Event::new(4, kind, r#"{"type":"error","message":"boom"}"#);
+
+        let legacy = frames_of(&[event("error")]);
+        let current = frames_of(&[event("codex.error")]);
+
+        assert_eq!(
+            &legacy[..],
+            b"id: 4\nevent: codex.error\ndata: {\"type\":\"error\",\"message\":\"boom\"}\n\n"
+        );
+        assert_eq!(legacy, current);
+    }
 }

@@ -16,6 +16,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use bytes::Bytes;
 use runner_protocol::{Event, EventKind, Payload};
 use tokio::sync::Notify;
 
@@ -34,15 +35,23 @@ pub enum PushError {
 
 /// What a reader finds after a given event.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Next {
+pub enum Next<T = Vec<Event>> {
     /// The next events, in order (at most the number asked for).
-    Events(Vec<Event>),
+    Events(T),
     /// The events right after the one asked for are no longer (or never
     /// were) held here: read them elsewhere up to `first_held` (excluded),
     /// then ask again.
     Behind { first_held: u64 },
     /// The log is closed and every event was read.
     Closed,
+}
+
+/// The SSE frames of consecutive events, in one buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frames {
+    /// The number of the last event in `bytes`.
+    pub last_seq: u64,
+    pub bytes: Bytes,
 }
 
 #[derive(Debug)]
@@ -60,6 +69,9 @@ pub struct RunLog {
 struct Inner {
     /// The events held, oldest first.
     events: VecDeque<Event>,
+    /// Their SSE frames, made once at push (`Event::framed`: each event's
+    /// payload is a slice of its frame).
+    frames: VecDeque<Bytes>,
     /// The number of `events[0]` (or of the next event, when empty).
     first: u64,
     /// The `data` bytes of every event held.
@@ -86,6 +98,7 @@ impl Inner {
             }
             self.bytes -= oldest.data.len();
             self.events.pop_front();
+            self.frames.pop_front();
             self.first += 1;
         }
     }
@@ -104,6 +117,7 @@ impl RunLog {
         Self {
             inner: Mutex::new(Inner {
                 events: VecDeque::new(),
+                frames: VecDeque::new(),
                 first: first_seq.max(1),
                 bytes: 0,
                 closed: false,
@@ -224,7 +238,9 @@ impl RunLog {
                 }
             }
             inner.bytes = inner.bytes.saturating_add(data.len());
-            inner.events.push_back(Event { seq, kind, data });
+            let (frame, event) = Event { seq, kind, data }.framed();
+            inner.events.push_back(event);
+            inner.frames.push_back(frame);
             inner.closed = terminal;
             seq
         };
@@ -235,6 +251,39 @@ impl RunLog {
     /// At most `max` events with a sequence number above `after`, waiting
     /// for the next one when there are none yet.
     pub async fn next_after(&self, after: u64, max: usize) -> Next {
+        self.wait_after(after, max, |inner, range| {
+            inner.events.range(range).cloned().collect()
+        })
+        .await
+    }
+
+    /// `next_after` as SSE: the frames of at most `max` events, in one
+    /// buffer (copied together only when there are several, i.e. when the
+    /// reader is behind: one write then carries them all).
+    pub async fn frames_after(&self, after: u64, max: usize) -> Next<Frames> {
+        self.wait_after(after, max, |inner, range| {
+            let last_seq = inner.first + range.end as u64 - 1;
+            let bytes = if range.len() == 1 {
+                inner.frames[range.start].clone()
+            } else {
+                let frames = inner.frames.range(range);
+                let mut buffer = Vec::with_capacity(frames.clone().map(Bytes::len).sum());
+                for frame in frames {
+                    buffer.extend_from_slice(frame);
+                }
+                Bytes::from(buffer)
+            };
+            Frames { last_seq, bytes }
+        })
+        .await
+    }
+
+    async fn wait_after<T>(
+        &self,
+        after: u64,
+        max: usize,
+        take: impl Fn(&Inner, std::ops::Range<usize>) -> T,
+    ) -> Next<T> {
         loop {
             // Registered before looking, so a push between the look and the
             // wait still wakes us.
@@ -251,7 +300,7 @@ impl RunLog {
                 let start = usize::try_from(after + 1 - inner.first).unwrap_or(usize::MAX);
                 if start < inner.events.len() {
                     let end = start.saturating_add(max.max(1)).min(inner.events.len());
-                    return Next::Events(inner.events.range(start..end).cloned().collect());
+                    return Next::Events(take(&inner, start..end));
                 }
                 if inner.closed {
                     return Next::Closed;
@@ -316,6 +365,33 @@ mod tests {
         assert_eq!(seqs(futures_now(log.next_after(2, 10))), vec![3, 4, 5]);
         // The terminal event always fits.
         assert_eq!(log.close_with("run.completed", "x"), Ok(6));
+    }
+
+    #[tokio::test]
+    async fn frames_come_one_by_one_or_together_when_behind() {
+        let log = RunLog::new(10);
+        log.push("a", "1").unwrap();
+        log.push("b", "2").unwrap();
+        log.push("c", "3").unwrap();
+        let one = log.frames_after(2, 10).await;
+        assert_eq!(
+            one,
+            Next::Events(Frames {
+                last_seq: 3,
+                bytes: Bytes::from_static(b"id: 3\nevent: c\ndata: 3\n\n")
+            })
+        );
+        let Next::Events(two) = log.frames_after(0, 2).await else {
+            panic!("no frames")
+        };
+        assert_eq!(two.last_seq, 2);
+        assert_eq!(
+            &two.bytes[..],
+            b"id: 1\nevent: a\ndata: 1\n\nid: 2\nevent: b\ndata: 2\n\n"
+        );
+        log.release_through(1);
+        log.close_with("run.completed", "4").unwrap();
+        assert_eq!(log.frames_after(4, 10).await, Next::Closed);
     }
 
     #[test]

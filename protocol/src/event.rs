@@ -29,6 +29,64 @@ impl Event {
             data: data.into(),
         }
     }
+
+    /// The event as a Server-Sent Events frame: `id:`, `event:` (unless the
+    /// name is `message`, SSE's default), one `data:` line per line of the
+    /// payload, and the blank line that ends it.
+    pub fn sse_frame(&self) -> Bytes {
+        self.clone().framed().0
+    }
+
+    /// The event with its payload moved into its SSE frame: the payload
+    /// becomes a slice of the frame's bytes (when it is one line, as JSON
+    /// from the CLI is), so holding both costs the frame alone.
+    pub fn framed(self) -> (Bytes, Event) {
+        let data = self.data.as_bytes();
+        let kind = self.kind.as_str();
+        let mut frame = Vec::with_capacity(data.len() + kind.len() + 40);
+        frame.extend_from_slice(b"id: ");
+        frame.extend_from_slice(self.seq.to_string().as_bytes());
+        frame.push(b'\n');
+        if kind != "message" {
+            frame.extend_from_slice(b"event: ");
+            frame.extend_from_slice(kind.as_bytes());
+            frame.push(b'\n');
+        }
+        let one_line = !data.contains(&b'\n') && !data.contains(&b'\r');
+        let data_start = frame.len() + b"data: ".len();
+        if one_line {
+            if !data.is_empty() {
+                frame.extend_from_slice(b"data: ");
+                frame.extend_from_slice(data);
+                frame.push(b'\n');
+            }
+        } else {
+            // As `str::lines`: `\n` or `\r\n` ends a line.
+            for line in data.split(|b| *b == b'\n') {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                frame.extend_from_slice(b"data: ");
+                frame.extend_from_slice(line);
+                frame.push(b'\n');
+            }
+            if data.ends_with(b"\n") {
+                // `lines` yields no empty last line.
+                frame.truncate(frame.len() - b"data: \n".len());
+            }
+        }
+        frame.push(b'\n');
+        let data_end = data_start + data.len();
+        let share = one_line && !data.is_empty();
+        let frame = Bytes::from(frame);
+        let event = if share {
+            Event {
+                data: Payload(frame.slice(data_start..data_end)),
+                ..self
+            }
+        } else {
+            self
+        };
+        (frame, event)
+    }
 }
 
 /// An event's name: only `[a-z0-9._-]`, at most 64 bytes, so it cannot break
@@ -141,6 +199,40 @@ impl fmt::Display for Payload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_is_framed_as_server_sent_events() {
+        let event = Event::new(7, "item.completed", r#"{"type":"item.completed"}"#);
+        let (frame, event) = event.framed();
+        assert_eq!(
+            &frame[..],
+            b"id: 7\nevent: item.completed\ndata: {\"type\":\"item.completed\"}\n\n"
+        );
+        assert_eq!(event.data.text(), r#"{"type":"item.completed"}"#);
+        assert_eq!(event.seq, 7);
+        assert_eq!(event.kind, "item.completed");
+    }
+
+    #[test]
+    fn odd_payloads_frame_as_str_lines_would() {
+        let frame = |data: &'static str| Event::new(1, "x", data).sse_frame();
+        assert_eq!(&frame("a\nb")[..], b"id: 1\nevent: x\ndata: a\ndata: b\n\n");
+        assert_eq!(
+            &frame("a\r\nb\n")[..],
+            b"id: 1\nevent: x\ndata: a\ndata: b\n\n"
+        );
+        assert_eq!(&frame("")[..], b"id: 1\nevent: x\n\n");
+        assert_eq!(
+            &Event::new(2, "message", "m").sse_frame()[..],
+            b"id: 2\ndata: m\n\n"
+        );
+        let (_, event) = Event::new(3, "x", "a\nb").framed();
+        assert_eq!(
+            event.data.text(),
+            "a\nb",
+            "a payload of many lines is kept as it was"
+        );
+    }
 
     #[test]
     fn safe_names_are_kept_and_others_replaced() {

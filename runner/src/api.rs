@@ -9,7 +9,6 @@ use codex_sdk::{Codex, SandboxMode, ThreadOptions};
 use event_log::Next;
 use poem::error::ReadBodyError;
 use poem::http::{HeaderMap, StatusCode};
-use poem::web::sse::{Event, SSE};
 use poem::web::{Data, Json, Path, Query};
 use poem::{handler, Body, EndpointExt, IntoEndpoint, IntoResponse, Response};
 use runner_protocol::{
@@ -360,29 +359,24 @@ fn run_events(
     let after = Cursor::parse(header, query.after.as_deref())
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let shutdown = state.shutdown.clone();
-    let stream = async_stream::stream! {
+    let frames = async_stream::stream! {
         let mut after = after;
         loop {
             let next = tokio::select! {
-                next = run.log.next_after(after, READ_BATCH) => next,
+                next = run.log.frames_after(after, READ_BATCH) => next,
                 _ = shutdown.cancelled() => Next::Closed,
             };
             // The runner's log starts at 1 and releases nothing, so no
             // reader is ever behind it.
-            let Next::Events(batch) = next else { break };
-            for event in batch {
-                after = event.seq;
-                // poem's event wants its own `String`: the one copy, at
-                // the edge.
-                yield Event::message(event.data.text().into_owned())
-                    .id(event.seq.to_string())
-                    .event_type(event.kind.as_str());
-            }
+            let Next::Events(frames) = next else { break };
+            after = frames.last_seq;
+            yield frames.bytes;
         }
     };
-    Ok(SSE::new(stream)
-        .keep_alive(state.config.limits.keep_alive)
-        .into_response())
+    Ok(service_kit::sse::response(
+        frames,
+        state.config.limits.keep_alive,
+    ))
 }
 
 fn parse_id(raw: &str, what: &str) -> Result<Uuid> {

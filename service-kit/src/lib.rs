@@ -9,6 +9,7 @@ mod error;
 mod host;
 pub mod methods;
 mod request_log;
+pub mod sse;
 
 use std::net::SocketAddr;
 

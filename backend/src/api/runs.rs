@@ -2,18 +2,16 @@
 
 use std::sync::Arc;
 
-use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use poem::web::sse::Event;
 use poem_openapi::param::{Header, Path, Query};
-use poem_openapi::payload::{EventStream, Json};
+use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
-use runner_protocol::{Cursor, Event as RunEvent};
+use runner_protocol::Cursor;
 
 use super::error::{ApiError, ApiResult};
 use super::models::{CancelAccepted, Run, RunList};
 use super::sessions::SessionsApi;
-use super::stream_event::StreamItem;
+use super::stream_event::EventFrames;
 use super::{parse_id, ApiTags};
 use crate::engine::Engine;
 use crate::hub::subscribe;
@@ -29,7 +27,7 @@ enum Events {
     /// event (`run.completed`, `run.failed` or `run.cancelled`).
     #[oai(status = 200)]
     Ok(
-        EventStream<BoxStream<'static, StreamItem>>,
+        EventFrames,
         /// Tells reverse proxies not to buffer the stream.
         #[oai(header = "X-Accel-Buffering")]
         String,
@@ -134,7 +132,7 @@ impl RunsApi {
         if run.status.has_ended() && self.engine.store().last_seq(run.id).await? <= seq_of(after) {
             return Ok(Events::NothingLeft);
         }
-        let events = subscribe(
+        let frames = subscribe(
             self.engine.store().clone(),
             self.engine.hubs().clone(),
             run.id,
@@ -142,55 +140,17 @@ impl RunsApi {
         );
         // A retry hint first: the client leaves CONNECTING at once and
         // reconnects quickly if the connection drops.
-        let stream = futures_util::stream::once(async { StreamItem::Retry })
-            .chain(events.map(StreamItem::Event))
+        let frames = futures_util::stream::once(async { service_kit::sse::retry_frame(RETRY_MS) })
+            .chain(frames)
             .boxed();
-        let stream = EventStream::new(stream)
-            .keep_alive(self.engine.config().limits.keep_alive)
-            .to_event(to_sse);
-        Ok(Events::Ok(stream, "no".into(), "no-cache".into()))
+        let body = EventFrames::new(frames, self.engine.config().limits.keep_alive);
+        Ok(Events::Ok(body, "no".into(), "no-cache".into()))
     }
 }
 
 /// How long a browser waits before reconnecting a dropped stream.
 const RETRY_MS: u64 = 1500;
 
-fn to_sse(item: StreamItem) -> Event {
-    match item {
-        StreamItem::Retry => Event::retry(RETRY_MS),
-        StreamItem::Event(event) => sse_event(&event),
-    }
-}
-
-fn sse_event(event: &RunEvent) -> Event {
-    // Events stored before the runner named Codex's error `codex.error`
-    // keep the name EventSource reserves for a dropped connection.
-    let kind = match event.kind.as_str() {
-        "error" => "codex.error".to_owned(),
-        kind => kind.to_owned(),
-    };
-    // poem's event wants its own `String`: the one copy, at the edge.
-    Event::message(event.data.text().into_owned())
-        .id(event.seq.to_string())
-        .event_type(kind)
-}
-
 fn seq_of(after: u64) -> i64 {
     i64::try_from(after).unwrap_or(i64::MAX)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_stored_error_event_goes_out_as_codex_error() {
-        let event = |kind: &str| RunEvent::new(4, kind, r#"{"type":"error","message":"boom"}"#);
-
-        let legacy = sse_event(&event("error")).to_string();
-        let current = sse_event(&event("codex.error")).to_string();
-
-        assert!(legacy.contains("event: codex.error\n"), "{legacy}");
-        assert_eq!(legacy, current);
-    }
 }

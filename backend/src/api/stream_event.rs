@@ -1,59 +1,50 @@
-//! The item type of the event stream. Events are already serialised; this
-//! type only lends them the schema of `RunStreamEvent` for the spec, so
-//! nothing is parsed or serialised again per subscriber.
+//! The body of a run's event stream: SSE frames made once per event (when
+//! it enters the live tail, or when a replay reads it from Postgres) and
+//! sent as they are. For the spec it is an `EventStream` of
+//! `RunStreamEvent`s, which is what a client parses.
 
-use std::borrow::Cow;
+use std::time::Duration;
 
-use poem_openapi::registry::{MetaSchemaRef, Registry};
-use poem_openapi::types::{ToJSON, Type};
-use runner_protocol::Event;
-use serde_json::Value;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use poem::{IntoResponse, Response};
+use poem_openapi::payload::Payload;
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
+use poem_openapi::types::Type;
 
 use super::models::RunStreamEvent;
 
-pub enum StreamItem {
-    /// The `retry:` hint sent first.
-    Retry,
-    Event(Event),
+pub struct EventFrames {
+    frames: BoxStream<'static, Bytes>,
+    keep_alive: Duration,
 }
 
-impl Type for StreamItem {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = Self;
-    type RawElementValueType = Self;
-
-    fn name() -> Cow<'static, str> {
-        RunStreamEvent::name()
+impl EventFrames {
+    pub fn new(frames: BoxStream<'static, Bytes>, keep_alive: Duration) -> Self {
+        Self { frames, keep_alive }
     }
+}
 
+impl Payload for EventFrames {
+    const CONTENT_TYPE: &'static str = "text/event-stream";
+
+    /// As poem-openapi's `EventStream<RunStreamEvent>`.
     fn schema_ref() -> MetaSchemaRef {
-        RunStreamEvent::schema_ref()
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            items: Some(Box::new(RunStreamEvent::schema_ref())),
+            ..MetaSchema::new_with_format("array", "event-stream")
+        }))
     }
 
     fn register(registry: &mut Registry) {
         RunStreamEvent::register(registry);
     }
-
-    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
-        Some(self)
-    }
-
-    fn raw_element_iter<'a>(
-        &'a self,
-    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
-        Box::new(std::iter::once(self))
-    }
 }
 
-impl ToJSON for StreamItem {
-    fn to_json(&self) -> Option<Value> {
-        match self {
-            StreamItem::Retry => None,
-            StreamItem::Event(event) => Some(serde_json::json!({
-                "id": event.seq,
-                "event": event.kind.as_str(),
-                "data": serde_json::from_slice::<Value>(event.data.as_bytes()).unwrap_or(Value::Null),
-            })),
-        }
+impl IntoResponse for EventFrames {
+    fn into_response(self) -> Response {
+        Response::builder()
+            .content_type(Self::CONTENT_TYPE)
+            .body(service_kit::sse::body(self.frames, self.keep_alive))
     }
 }
