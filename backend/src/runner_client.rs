@@ -4,10 +4,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use eventsource_stream::Eventsource;
 use futures_util::{Stream, StreamExt};
 use runner_protocol::{CreateRun, CreateThread, Event, RunCreated, ThreadView};
 use serde::Deserialize;
+use sse_stream::SseStream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
@@ -137,17 +137,16 @@ impl RunnerClient {
         }
         let response = request.send().await.map_err(unreachable)?;
         let response = check(response, "run").await?;
-        Ok(response
-            .bytes_stream()
-            .eventsource()
+        Ok(SseStream::from_bytes_stream(response.bytes_stream())
             .filter_map(|item| async move {
                 match item {
-                    // The event's text becomes its shared payload as it is.
-                    Ok(event) => event
-                        .id
-                        .parse::<u64>()
-                        .ok()
-                        .map(|seq| Ok(Event::new(seq, event.event, event.data))),
+                    // The event's text becomes its shared payload as it is;
+                    // what has no number (the `retry:` hint) is no event.
+                    Ok(sse) => {
+                        let seq = sse.id?.parse::<u64>().ok()?;
+                        let kind = sse.event.as_deref().unwrap_or("message");
+                        Some(Ok(Event::new(seq, kind, sse.data.unwrap_or_default())))
+                    }
                     Err(error) => Some(Err(RunnerError::Unreachable(error.to_string()))),
                 }
             })

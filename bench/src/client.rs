@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use sse_stream::SseStream;
 
 use crate::fake::{now_ns, parse_message_text};
 
@@ -154,7 +154,7 @@ pub async fn create_session(
     if feed.status() != 200 {
         bail!("GET /api/sessions/events answered {}", feed.status());
     }
-    let mut feed = feed.bytes_stream().eventsource();
+    let mut feed = SseStream::from_bytes_stream(feed.bytes_stream());
     let posted = Instant::now();
     let created: Value = expect_json(
         http.post(format!("{base}/api/sessions"))
@@ -177,7 +177,8 @@ pub async fn create_session(
             .next()
             .await
             .context("the sessions feed ended before the clone did")??;
-        let Ok(value) = serde_json::from_str::<Value>(&event.data) else {
+        let Ok(value) = serde_json::from_str::<Value>(event.data.as_deref().unwrap_or_default())
+        else {
             continue;
         };
         let Some(session) = this(&value) else {
@@ -317,17 +318,17 @@ async fn read_stream(
             response.text().await.unwrap_or_default()
         );
     }
-    let mut stream = response.bytes_stream().eventsource();
+    let mut stream = SseStream::from_bytes_stream(response.bytes_stream());
     let mut last_id = 0u64;
     while let Some(event) = stream.next().await {
         let event = event?;
-        if event.id.is_empty() {
-            // The `retry:` hint, or a keep-alive.
+        let (Some(id), Some(data)) = (event.id, event.data) else {
+            // The `retry:` hint.
             continue;
-        }
+        };
         let received_ns = now_ns();
         let now = Instant::now();
-        let id: u64 = event.id.parse().context("an event id is not a number")?;
+        let id: u64 = id.parse().context("an event id is not a number")?;
         if id <= last_id {
             seen.duplicates += 1;
         } else {
@@ -345,8 +346,8 @@ async fn read_stream(
             // Nothing may follow the terminal event.
             seen.closed_after_terminal = false;
         }
-        let wire: WireEvent = serde_json::from_str(&event.data)
-            .with_context(|| format!("event {id} is not a JSON event: {}", event.data))?;
+        let wire: WireEvent = serde_json::from_str(&data)
+            .with_context(|| format!("event {id} is not a JSON event: {data}"))?;
         if let Some(tx) = attached.take() {
             // The scenario may have stopped waiting; nothing to tell then.
             let _ = tx.send(now);

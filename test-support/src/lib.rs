@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde_json::Value;
+use sse_stream::SseStream;
 
 /// A hang guard only: no assertion depends on it.
 pub const HANG_GUARD: Duration = Duration::from_secs(120);
@@ -72,14 +72,7 @@ pub fn assert_numbered_from_one(events: &[SseEvent]) {
 }
 
 type EventStream = std::pin::Pin<
-    Box<
-        dyn futures_util::Stream<
-                Item = Result<
-                    eventsource_stream::Event,
-                    eventsource_stream::EventStreamError<reqwest::Error>,
-                >,
-            > + Send,
-    >,
+    Box<dyn futures_util::Stream<Item = Result<sse_stream::Sse, sse_stream::Error>> + Send>,
 >;
 
 /// An open event stream.
@@ -104,7 +97,7 @@ impl Subscription {
             "GET {url} is not an event stream"
         );
         Self {
-            inner: Box::pin(response.bytes_stream().eventsource()),
+            inner: Box::pin(SseStream::from_bytes_stream(response.bytes_stream())),
         }
     }
 
@@ -116,19 +109,16 @@ impl Subscription {
                 .await
                 .expect("the event stream hung")?
                 .unwrap();
-            if event.id.is_empty() && event.data.is_empty() {
+            let Some(text) = event.data else {
+                // The `retry:` hint.
                 continue;
-            }
+            };
             return Some(SseEvent {
                 // 0 for an event without an id (a stream of states).
-                id: if event.id.is_empty() {
-                    0
-                } else {
-                    event.id.parse().unwrap()
-                },
-                event: event.event,
-                data: serde_json::from_str(&event.data).unwrap(),
-                text: event.data,
+                id: event.id.map_or(0, |id| id.parse().unwrap()),
+                event: event.event.unwrap_or_else(|| "message".to_owned()),
+                data: serde_json::from_str(&text).unwrap(),
+                text,
             });
         }
     }
