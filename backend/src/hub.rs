@@ -22,8 +22,9 @@ use crate::store::Store;
 
 /// Page size of replays from Postgres.
 const REPLAY_PAGE: i64 = 500;
-/// Most events a subscriber takes from the hub at once.
-const READ_BATCH: usize = 1024;
+/// Most bytes of frames a subscriber takes from the hub at once: what a
+/// subscriber that fell behind holds in one write (thousands of them may).
+const READ_BYTES: usize = 32 * 1024;
 /// How often a subscriber of a run that no process here drives looks again.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -85,7 +86,7 @@ pub fn subscribe(
         loop {
             if let Some(hub) = hubs.get(run_id) {
                 loop {
-                    match hub.frames_after(after, READ_BATCH).await {
+                    match hub.frames_after(after, READ_BYTES).await {
                         Next::Events(frames) => {
                             after = frames.last_seq;
                             yield frames.bytes;

@@ -257,18 +257,24 @@ impl RunLog {
         .await
     }
 
-    /// `next_after` as SSE: the frames of at most `max` events, in one
-    /// buffer (copied together only when there are several, i.e. when the
-    /// reader is behind: one write then carries them all).
-    pub async fn frames_after(&self, after: u64, max: usize) -> Next<Frames> {
-        self.wait_after(after, max, |inner, range| {
-            let last_seq = inner.first + range.end as u64 - 1;
-            let bytes = if range.len() == 1 {
+    /// `next_after` as SSE: the frames of the next events, in one buffer of
+    /// at most `max_bytes` (or the one next frame, if it is larger). They are
+    /// copied together only when there are several, i.e. when the reader is
+    /// behind: one write then carries them all.
+    pub async fn frames_after(&self, after: u64, max_bytes: usize) -> Next<Frames> {
+        self.wait_after(after, usize::MAX, |inner, range| {
+            let mut end = range.start + 1;
+            let mut total = inner.frames[range.start].len();
+            while end < range.end && total + inner.frames[end].len() <= max_bytes {
+                total += inner.frames[end].len();
+                end += 1;
+            }
+            let last_seq = inner.first + end as u64 - 1;
+            let bytes = if end == range.start + 1 {
                 inner.frames[range.start].clone()
             } else {
-                let frames = inner.frames.range(range);
-                let mut buffer = Vec::with_capacity(frames.clone().map(Bytes::len).sum());
-                for frame in frames {
+                let mut buffer = Vec::with_capacity(total);
+                for frame in inner.frames.range(range.start..end) {
                     buffer.extend_from_slice(frame);
                 }
                 Bytes::from(buffer)
@@ -373,7 +379,7 @@ mod tests {
         log.push("a", "1").unwrap();
         log.push("b", "2").unwrap();
         log.push("c", "3").unwrap();
-        let one = log.frames_after(2, 10).await;
+        let one = log.frames_after(2, 1000).await;
         assert_eq!(
             one,
             Next::Events(Frames {
@@ -381,7 +387,8 @@ mod tests {
                 bytes: Bytes::from_static(b"id: 3\nevent: c\ndata: 3\n\n")
             })
         );
-        let Next::Events(two) = log.frames_after(0, 2).await else {
+        // Two frames of 24 bytes fit in 50, three do not.
+        let Next::Events(two) = log.frames_after(0, 50).await else {
             panic!("no frames")
         };
         assert_eq!(two.last_seq, 2);
@@ -391,7 +398,11 @@ mod tests {
         );
         log.release_through(1);
         log.close_with("run.completed", "4").unwrap();
-        assert_eq!(log.frames_after(4, 10).await, Next::Closed);
+        let Next::Events(big) = log.frames_after(0, 1).await else {
+            panic!("no frames")
+        };
+        assert_eq!(big.last_seq, 1, "a frame larger than the bound comes alone");
+        assert_eq!(log.frames_after(4, 1000).await, Next::Closed);
     }
 
     #[test]

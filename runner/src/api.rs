@@ -338,8 +338,9 @@ struct EventsQuery {
     after: Option<String>,
 }
 
-/// Most events a subscriber takes from the log at once.
-const READ_BATCH: usize = 1024;
+/// Most bytes of frames a subscriber takes from the log at once: what a
+/// subscriber that fell behind holds in one write (thousands of them may).
+const READ_BYTES: usize = 32 * 1024;
 
 /// Server-Sent Events of a run: every event after `Last-Event-ID` (or
 /// `?after=`), then the live tail, then the close.
@@ -363,7 +364,7 @@ fn run_events(
         let mut after = after;
         loop {
             let next = tokio::select! {
-                next = run.log.frames_after(after, READ_BATCH) => next,
+                next = run.log.frames_after(after, READ_BYTES) => next,
                 _ = shutdown.cancelled() => Next::Closed,
             };
             // The runner's log starts at 1 and releases nothing, so no
