@@ -74,6 +74,9 @@ pub struct Limits {
     pub keep_alive: Duration,
     /// `BACKEND_EVENT_BATCH`: most events written in one insert.
     pub event_batch: usize,
+    /// `BACKEND_EVENT_BATCH_WAIT_MS`: how long a batch that is not full
+    /// waits for more events before it is written.
+    pub event_batch_wait: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -132,6 +135,7 @@ struct Raw {
     backend_min_free_disk_bytes: u64,
     backend_keep_alive_secs: u64,
     backend_event_batch: usize,
+    backend_event_batch_wait_ms: u64,
 }
 
 impl Default for Raw {
@@ -162,12 +166,13 @@ impl Default for Raw {
             backend_max_checkout_bytes: 4 * 1024 * 1024 * 1024,
             backend_min_free_disk_bytes: 1024 * 1024 * 1024,
             backend_keep_alive_secs: 15,
-            backend_event_batch: 256,
+            backend_event_batch: 1024,
+            backend_event_batch_wait_ms: 5,
         }
     }
 }
 
-const ENV_KEYS: [&str; 26] = [
+const ENV_KEYS: [&str; 27] = [
     "BACKEND_ADDR",
     "DATABASE_URL",
     "DATABASE_POOL_SIZE",
@@ -194,6 +199,7 @@ const ENV_KEYS: [&str; 26] = [
     "BACKEND_MIN_FREE_DISK_BYTES",
     "BACKEND_KEEP_ALIVE_SECS",
     "BACKEND_EVENT_BATCH",
+    "BACKEND_EVENT_BATCH_WAIT_MS",
 ];
 
 impl Config {
@@ -254,6 +260,7 @@ impl From<&Raw> for Limits {
             min_free_disk_bytes: raw.backend_min_free_disk_bytes,
             keep_alive: Duration::from_secs(raw.backend_keep_alive_secs.max(1)),
             event_batch: raw.backend_event_batch.max(1),
+            event_batch_wait: Duration::from_millis(raw.backend_event_batch_wait_ms.min(1000)),
         }
     }
 }

@@ -39,10 +39,9 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 impl StoreError {
-    /// A row the statement refers to is gone: an event of a run whose
-    /// session was deleted meanwhile.
-    fn is_foreign_key_violation(&self) -> bool {
-        matches!(self, StoreError::Query(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION))
+    /// A row with that key is stored already.
+    fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Query(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION))
     }
 }
 
@@ -607,7 +606,9 @@ impl Store {
             // Dropping the transaction rolls it back; nothing was written.
             return Ok(false);
         }
-        insert_events(&tx, id, events).await?;
+        // The terminal event skips a duplicate, as the relay's own event of
+        // that number came first.
+        insert_events(&tx, id, events, Duplicates::Skip).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -634,9 +635,15 @@ impl Store {
             return Ok(true);
         }
         let client = self.client().await?;
-        match insert_events(&client, run_id, events).await {
-            Ok(()) => Ok(true),
-            Err(error) if error.is_foreign_key_violation() => Ok(false),
+        match insert_events(&client, run_id, events, Duplicates::Refuse).await {
+            Ok(0) => Ok(false),
+            Ok(_) => Ok(true),
+            // Some are stored already: only after a re-attach that started
+            // before what another process stored. Store the rest.
+            Err(error) if error.is_unique_violation() => {
+                insert_events(&client, run_id, events, Duplicates::Skip).await?;
+                Ok(self.run(run_id).await?.is_some())
+            }
             Err(error) => Err(error),
         }
     }
@@ -684,15 +691,30 @@ impl Store {
     }
 }
 
-/// One statement for a whole batch. `ON CONFLICT DO NOTHING` makes a replay
-/// of events already stored (after a re-attach) harmless.
+/// What to do with events already stored.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Duplicates {
+    /// Fail with a unique violation (the fast statement).
+    Refuse,
+    /// Skip them (`ON CONFLICT DO NOTHING`, which costs about twice as much
+    /// per row).
+    Skip,
+}
+
+/// One statement for a whole batch; the number of rows stored.
+///
+/// The run's row is locked (`FOR KEY SHARE`) once for the batch, as a
+/// foreign key would per row: a delete of the run waits until the batch is
+/// in (and its trigger removes it, migrations/V4), and a batch after the
+/// delete stores nothing, because the run is gone.
 async fn insert_events(
     client: &impl deadpool_postgres::GenericClient,
     run_id: Uuid,
     events: &[Event],
-) -> Result<()> {
+    duplicates: Duplicates,
+) -> Result<u64> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let seqs: Vec<i64> = events
         .iter()
@@ -701,13 +723,25 @@ async fn insert_events(
     let types: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     let texts: Vec<_> = events.iter().map(|e| e.data.text()).collect();
     let data: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
-    client
-        .execute(
-            "INSERT INTO run_events (run_id, seq, event_type, data)
-             SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[])
-             ON CONFLICT (run_id, seq) DO NOTHING",
-            &[&run_id, &seqs, &types, &data],
-        )
+    let statement = match duplicates {
+        Duplicates::Refuse => INSERT_EVENTS,
+        Duplicates::Skip => INSERT_EVENTS_SKIPPING_DUPLICATES,
+    };
+    let rows = client
+        .execute(statement, &[&run_id, &seqs, &types, &data])
         .await?;
-    Ok(())
+    Ok(rows)
 }
+
+const INSERT_EVENTS: &str = "
+    WITH run AS (SELECT id FROM runs WHERE id = $1 FOR KEY SHARE)
+    INSERT INTO run_events (run_id, seq, event_type, data)
+    SELECT run.id, e.seq, e.event_type, e.data
+    FROM run, unnest($2::bigint[], $3::text[], $4::text[]) AS e(seq, event_type, data)";
+
+const INSERT_EVENTS_SKIPPING_DUPLICATES: &str = "
+    WITH run AS (SELECT id FROM runs WHERE id = $1 FOR KEY SHARE)
+    INSERT INTO run_events (run_id, seq, event_type, data)
+    SELECT run.id, e.seq, e.event_type, e.data
+    FROM run, unnest($2::bigint[], $3::text[], $4::text[]) AS e(seq, event_type, data)
+    ON CONFLICT (run_id, seq) DO NOTHING";

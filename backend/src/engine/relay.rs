@@ -68,6 +68,7 @@ impl Engine {
             run.id,
             after,
             self.config.limits.event_batch,
+            self.config.limits.event_batch_wait,
             last_rx,
         ));
         let (followed, last) = self.follow(session, run, runner_run, after, &hub).await;
@@ -210,7 +211,7 @@ impl Engine {
 }
 
 /// The writer: stores the tail's events after `stored` in batches of at most
-/// `max_batch`, each retried until it is stored (or the run is found
+/// `max_batch` (waiting up to `batch_wait` to fill one), each retried until it is stored (or the run is found
 /// deleted), and releases them from the tail; ends once `last` is known and
 /// stored.
 async fn persist(
@@ -219,6 +220,7 @@ async fn persist(
     run_id: Uuid,
     mut stored: u64,
     max_batch: usize,
+    batch_wait: Duration,
     mut last: watch::Receiver<Option<u64>>,
 ) {
     // The run was deleted (with its session): its events are no longer
@@ -239,12 +241,28 @@ async fn persist(
                 Err(_) => return,
             },
         };
-        let batch = match next {
+        let mut batch = match next {
             Next::Events(batch) => batch,
             // Only stored events are released, so the writer is never
             // behind, and the tail closes only after the writer ends.
             Next::Behind { .. } | Next::Closed => return,
         };
+        // A batch that is not full waits a moment for more, so a run that
+        // prints steadily costs an insert per `batch_wait`, not per event;
+        // subscribers have the events already. Not at the end: the run's
+        // outcome waits for this write.
+        let deadline = tokio::time::Instant::now() + batch_wait;
+        while batch.len() < max_batch && last.borrow().is_none() {
+            let newest = batch.last().map_or(stored, |e| e.seq);
+            let more = tokio::select! {
+                more = tokio::time::timeout_at(deadline, hub.next_after(newest, max_batch - batch.len())) => more,
+                _ = last.changed() => break,
+            };
+            match more {
+                Ok(Next::Events(more)) => batch.extend(more),
+                _ => break,
+            }
+        }
         let Some(newest) = batch.last().map(|e| e.seq) else {
             continue;
         };

@@ -315,6 +315,15 @@ async fn deleting_a_session_while_its_run_ends_is_quiet() {
         .collect();
     assert!(errors.is_empty(), "{errors:#?}");
     assert!(!stack.root.join(&session).exists());
+    // The run's end was published after its last write: no event written
+    // around the delete outlives its run.
+    let orphans = stack
+        .db
+        .query(&format!(
+            "SELECT count(*) FROM run_events WHERE run_id = '{run}'"
+        ))
+        .await;
+    assert_eq!(orphans[0].get::<_, i64>(0), 0, "events outlived their run");
     assert!(!process_with_marker_exists(&format!(
         "{}_TARRY",
         stack.marker
