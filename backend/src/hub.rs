@@ -24,7 +24,7 @@ use crate::store::Store;
 const REPLAY_PAGE: i64 = 500;
 /// Most bytes of frames a subscriber takes from the hub at once: what a
 /// subscriber that fell behind holds in one write (thousands of them may).
-const READ_BYTES: usize = 32 * 1024;
+const READ_BYTES: usize = 4 * 1024;
 /// How often a subscriber of a run that no process here drives looks again.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 

@@ -340,7 +340,7 @@ struct EventsQuery {
 
 /// Most bytes of frames a subscriber takes from the log at once: what a
 /// subscriber that fell behind holds in one write (thousands of them may).
-const READ_BYTES: usize = 32 * 1024;
+const READ_BYTES: usize = 4 * 1024;
 
 /// Server-Sent Events of a run: every event after `Last-Event-ID` (or
 /// `?after=`), then the live tail, then the close.
