@@ -16,6 +16,7 @@ use bytes::Bytes;
 use event_log::{Next, RunLog};
 use futures_util::Stream;
 use runner_protocol::{Event, Terminal};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::store::Store;
@@ -25,11 +26,15 @@ const REPLAY_PAGE: i64 = 500;
 /// Most bytes of frames a subscriber takes from the hub at once: what a
 /// subscriber that fell behind holds in one write (thousands of them may).
 const READ_BYTES: usize = 4 * 1024;
-/// How often a subscriber of a run that no process here drives looks again.
+/// How often a subscriber of a run that no process here drives looks again
+/// (a tail opened here wakes it at once).
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 pub struct Hubs {
     logs: Mutex<HashMap<Uuid, Arc<RunLog>>>,
+    /// Woken whenever a live tail is opened: a subscriber that came before
+    /// its run started waits for it here instead of polling.
+    opened: Notify,
     max_events: usize,
     max_bytes: usize,
 }
@@ -40,6 +45,7 @@ impl Hubs {
     pub fn new(max_events: usize, max_bytes: usize) -> Self {
         Self {
             logs: Mutex::new(HashMap::new()),
+            opened: Notify::new(),
             max_events,
             max_bytes,
         }
@@ -51,14 +57,21 @@ impl Hubs {
 
     /// The run's live tail, created to start at `first_seq` if missing.
     pub fn open(&self, run_id: Uuid, first_seq: u64) -> Arc<RunLog> {
-        self.logs()
+        let mut created = false;
+        let hub = self
+            .logs()
             .entry(run_id)
             .or_insert_with(|| {
+                created = true;
                 Arc::new(
                     RunLog::starting_at(first_seq, self.max_events).with_max_bytes(self.max_bytes),
                 )
             })
-            .clone()
+            .clone();
+        if created {
+            self.opened.notify_waiters();
+        }
+        hub
     }
 
     pub fn get(&self, run_id: Uuid) -> Option<Arc<RunLog>> {
@@ -84,6 +97,11 @@ pub fn subscribe(
     async_stream::stream! {
         let mut after = after;
         loop {
+            // Registered before looking, so a tail opened between the look
+            // and the wait still wakes this subscriber.
+            let opened = hubs.opened.notified();
+            tokio::pin!(opened);
+            opened.as_mut().enable();
             if let Some(hub) = hubs.get(run_id) {
                 loop {
                     match hub.frames_after(after, READ_BYTES).await {
@@ -93,7 +111,10 @@ pub fn subscribe(
                         }
                         // Stored, and no longer (or never) in the hub.
                         Next::Behind { first_held } => {
-                            let Ok(page) = store.events(run_id, seq(after), seq(first_held), REPLAY_PAGE).await else {
+                            // Boxed, as every database call here: a suspended
+                            // subscriber then holds a small state, not room
+                            // for the largest query future.
+                            let Ok(page) = Box::pin(store.events(run_id, seq(after), seq(first_held), REPLAY_PAGE)).await else {
                                 return;
                             };
                             let Some(last) = page.last().map(|e| e.seq) else {
@@ -107,7 +128,7 @@ pub fn subscribe(
                     }
                 }
             }
-            let Ok(page) = store.events(run_id, seq(after), i64::MAX, REPLAY_PAGE).await else {
+            let Ok(page) = Box::pin(store.events(run_id, seq(after), i64::MAX, REPLAY_PAGE)).await else {
                 return;
             };
             let full = page.len() as i64 == REPLAY_PAGE;
@@ -129,9 +150,15 @@ pub fn subscribe(
             }
             // Caught up with no terminal event and no live tail here: the
             // run is driven elsewhere or was deleted.
-            match store.run(run_id).await {
+            match Box::pin(store.run(run_id)).await {
                 Ok(Some(run)) if run.status.is_active() => {
-                    tokio::time::sleep(POLL_INTERVAL).await;
+                    // Queued here (its tail opens when it starts), or
+                    // driven by another process (whose events only
+                    // Postgres shows).
+                    tokio::select! {
+                        () = &mut opened => {}
+                        () = tokio::time::sleep(POLL_INTERVAL) => {}
+                    }
                 }
                 _ => return,
             }
