@@ -167,7 +167,7 @@ impl Default for Raw {
             backend_min_free_disk_bytes: 1024 * 1024 * 1024,
             backend_keep_alive_secs: 15,
             backend_event_batch: 1024,
-            backend_event_batch_wait_ms: 5,
+            backend_event_batch_wait_ms: 50,
         }
     }
 }

@@ -657,14 +657,15 @@ impl Store {
         before: i64,
         limit: i64,
     ) -> Result<Vec<Event>> {
-        let rows = self
-            .client()
-            .await?
-            .query(
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
                 "SELECT seq, event_type, data FROM run_events
                  WHERE run_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq LIMIT $4",
-                &[&run_id, &after, &before, &limit],
             )
+            .await?;
+        let rows = client
+            .query(&statement, &[&run_id, &after, &before, &limit])
             .await?;
         rows.iter()
             .map(|r| {
@@ -727,8 +728,11 @@ async fn insert_events(
         Duplicates::Refuse => INSERT_EVENTS,
         Duplicates::Skip => INSERT_EVENTS_SKIPPING_DUPLICATES,
     };
+    // Prepared once per connection: parsing and planning the statement
+    // each time cost Postgres more than storing the rows of a small batch.
+    let statement = client.prepare_cached(statement).await?;
     let rows = client
-        .execute(statement, &[&run_id, &seqs, &types, &data])
+        .execute(&statement, &[&run_id, &seqs, &types, &data])
         .await?;
     Ok(rows)
 }

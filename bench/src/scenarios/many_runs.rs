@@ -291,12 +291,17 @@ impl RunEvents {
         })
     }
 
-    /// Rows of `run_events` for the scenario's runs.
+    /// Rows of `run_events` for the scenario's runs. Each run's events are
+    /// numbered from 1 without gaps and stored in order, so its highest
+    /// number is its count: one index lookup per run, where a `count(*)`
+    /// every second would scan every row stored so far and take the
+    /// Postgres time being measured.
     async fn rows(&self) -> anyhow::Result<i64> {
         let row = self
             .client
             .query_one(
-                "SELECT count(*) FROM run_events WHERE run_id = ANY($1)",
+                "SELECT coalesce(sum((SELECT max(seq) FROM run_events WHERE run_id = r)), 0)::bigint
+                 FROM unnest($1::uuid[]) AS r",
                 &[&self.ids],
             )
             .await?;
