@@ -126,16 +126,23 @@ impl RunsApi {
         /// Same as `Last-Event-ID`, for clients that cannot set headers.
         after: Query<Option<String>>,
     ) -> ApiResult<Events> {
-        let run = self.find(&run_id).await?;
+        let id = parse_id(&run_id, "run")?;
         let after = Cursor::parse(last_event_id.0.as_deref(), after.0.as_deref())
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        if run.status.has_ended() && self.engine.store().last_seq(run.id).await? <= seq_of(after) {
-            return Ok(Events::NothingLeft);
+        // A run with a live tail here exists and has not ended: attaching
+        // to it needs no query (thousands of browsers may attach at once).
+        if self.engine.hubs().get(id).is_none() {
+            let run = self.find(&run_id).await?;
+            if run.status.has_ended()
+                && self.engine.store().last_seq(run.id).await? <= seq_of(after)
+            {
+                return Ok(Events::NothingLeft);
+            }
         }
         let frames = subscribe(
             self.engine.store().clone(),
             self.engine.hubs().clone(),
-            run.id,
+            id,
             after,
         );
         // A retry hint first: the client leaves CONNECTING at once and
