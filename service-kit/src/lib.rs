@@ -14,7 +14,7 @@ pub mod sse;
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::listener::{Acceptor, TcpAcceptor};
 
 pub use connections::{ConnectionLimits, LimitedConnections, LimitedIo};
 pub use error::{error_response, json_error, ErrorCode};
@@ -37,9 +37,10 @@ pub fn init_tracing() {
 /// Binds `addr` (port 0 picks a free port) and returns the acceptor with the
 /// address it got. `variable` names the setting in the error message.
 pub async fn bind(addr: &str, variable: &str) -> anyhow::Result<(TcpAcceptor, SocketAddr)> {
-    let acceptor = TcpListener::bind(addr.to_owned())
-        .into_acceptor()
+    let listener = listen(addr)
         .await
+        .with_context(|| format!("cannot listen on {variable} {addr}"))?;
+    let acceptor = TcpAcceptor::from_tokio(listener)
         .with_context(|| format!("cannot listen on {variable} {addr}"))?;
     let local = acceptor
         .local_addr()
@@ -47,6 +48,39 @@ pub async fn bind(addr: &str, variable: &str) -> anyhow::Result<(TcpAcceptor, So
         .and_then(|a| a.as_socket_addr().copied())
         .context("the listener has no address")?;
     Ok((acceptor, local))
+}
+
+/// Connections the kernel queues before they are accepted (capped by
+/// `net.core.somaxconn`). tokio's default is 1024: a burst of a couple of
+/// thousand browsers attaching at once overflowed it, and each dropped
+/// connection waited a second for its SYN to be sent again.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// The first of `addr`'s addresses that can be bound, listening.
+async fn listen(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for address in tokio::net::lookup_host(addr).await? {
+        let socket = if address.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As tokio's own `bind`: a restarted service can bind at once.
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(address)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        )
+    }))
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what `kill`, the run script and container
