@@ -9,7 +9,6 @@ mod cors;
 mod faults;
 mod files_attacks;
 mod flows;
-mod git_http;
 mod helpers;
 mod hosts;
 mod inputs;

@@ -4,18 +4,18 @@
 use serde_json::json;
 use test_support::git;
 
-use crate::git_http::{GitHttp, PRIVATE_TOKEN};
 use crate::helpers::{bare_clone, TestStack};
+use test_support::git_http::{GitServer, PRIVATE_TOKEN};
 
 /// A stack plus an HTTP git server serving `project.git` and
 /// `private/secret.git`.
-async fn with_http() -> (TestStack, GitHttp, std::path::PathBuf) {
+async fn with_http() -> (TestStack, GitServer, std::path::PathBuf) {
     let stack = TestStack::start().await;
     let repo = stack.make_repo("project");
     let served = stack.repos.join("served");
     bare_clone(&repo, &served.join("project.git"));
     bare_clone(&repo, &served.join("private/secret.git"));
-    let server = GitHttp::start(&served).await;
+    let server = GitServer::start(&served).await.unwrap();
     (stack, server, repo)
 }
 

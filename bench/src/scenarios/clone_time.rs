@@ -14,7 +14,9 @@ use serde_json::json;
 use super::{Measurement, Sizes};
 use crate::client::{create_session, delete_session};
 use crate::procstat::{Sampler, Usage};
-use crate::repos::{bytes_under, git, label, small_repo, GitServer};
+use test_support::git_http::GitServer;
+
+use crate::repos::{bytes_under, git, label, small_repo};
 use crate::stack::Stack;
 
 /// Runs S5 for each repository of `sizes`: two measurements (the whole
