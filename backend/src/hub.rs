@@ -122,7 +122,9 @@ pub fn subscribe(
                                 return;
                             };
                             after = last;
-                            yield frames_of(&page);
+                            for chunk in frames_of(&page) {
+                                yield chunk;
+                            }
                         }
                         Next::Closed => return,
                     }
@@ -140,7 +142,9 @@ pub fn subscribe(
             let events = &page[..end.unwrap_or(page.len())];
             if let Some(last) = events.last() {
                 after = last.seq;
-                yield frames_of(events);
+                for chunk in frames_of(events) {
+                    yield chunk;
+                }
             }
             if end.is_some() {
                 return;
@@ -152,9 +156,8 @@ pub fn subscribe(
             // run is driven elsewhere or was deleted.
             match Box::pin(store.run(run_id)).await {
                 Ok(Some(run)) if run.status.is_active() => {
-                    // Queued here (its tail opens when it starts), or
-                    // driven by another process (whose events only
-                    // Postgres shows).
+                    // Not re-attached yet after a restart, or driven by
+                    // another process (whose events only Postgres shows).
                     tokio::select! {
                         () = &mut opened => {}
                         () = tokio::time::sleep(POLL_INTERVAL) => {}
@@ -166,10 +169,12 @@ pub fn subscribe(
     }
 }
 
-/// Stored events as SSE frames, in one buffer. Events stored before the
-/// runner named Codex's error `codex.error` keep the name EventSource
-/// reserves for a dropped connection: they go out as `codex.error` too.
-fn frames_of(events: &[Event]) -> Bytes {
+/// Stored events as SSE frames, in buffers of at most `READ_BYTES` (or one
+/// larger frame), like the live tail's. Events stored before the runner
+/// named Codex's error `codex.error` keep the name EventSource reserves for
+/// a dropped connection: they go out as `codex.error` too.
+fn frames_of(events: &[Event]) -> Vec<Bytes> {
+    let mut chunks = Vec::new();
     let mut buffer = Vec::new();
     for event in events {
         let frame = if event.kind == "error" {
@@ -177,9 +182,15 @@ fn frames_of(events: &[Event]) -> Bytes {
         } else {
             event.sse_frame()
         };
+        if !buffer.is_empty() && buffer.len() + frame.len() > READ_BYTES {
+            chunks.push(Bytes::from(std::mem::take(&mut buffer)));
+        }
         buffer.extend_from_slice(&frame);
     }
-    Bytes::from(buffer)
+    if !buffer.is_empty() {
+        chunks.push(Bytes::from(buffer));
+    }
+    chunks
 }
 
 fn seq(value: u64) -> i64 {
@@ -198,9 +209,24 @@ mod tests {
         let current = frames_of(&[event("codex.error")]);
 
         assert_eq!(
-            &legacy[..],
+            &legacy[0][..],
             b"id: 4\nevent: codex.error\ndata: {\"type\":\"error\",\"message\":\"boom\"}\n\n"
         );
         assert_eq!(legacy, current);
+    }
+
+    #[test]
+    fn a_page_of_stored_events_goes_out_in_bounded_buffers() {
+        let events: Vec<Event> = (1..=100)
+            .map(|seq| Event::new(seq, "item.completed", "x".repeat(200)))
+            .collect();
+
+        let chunks = frames_of(&events);
+
+        assert!(chunks.len() > 1);
+        assert!(chunks.iter().all(|c| c.len() <= READ_BYTES));
+        let all: Vec<u8> = chunks.concat();
+        let expected: Vec<u8> = events.iter().flat_map(|e| e.sse_frame().to_vec()).collect();
+        assert_eq!(all, expected, "every frame once, in order");
     }
 }

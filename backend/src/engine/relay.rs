@@ -211,9 +211,9 @@ impl Engine {
 }
 
 /// The writer: stores the tail's events after `stored` in batches of at most
-/// `max_batch` (waiting up to `batch_wait` to fill one), each retried until it is stored (or the run is found
-/// deleted), and releases them from the tail; ends once `last` is known and
-/// stored.
+/// `max_batch` (waiting up to `batch_wait` to fill one), each retried until
+/// it is stored (or the run is found deleted), and releases them from the
+/// tail; ends once `last` is known and stored.
 async fn persist(
     store: Store,
     hub: Arc<RunLog>,
