@@ -70,6 +70,9 @@ export WORKSPACES_ROOT=${WORKSPACES_ROOT:-$data/workspaces}
 export RUNNER_CODEX_HOMES=${RUNNER_CODEX_HOMES:-$data/codex-homes}
 export CODEX_BIN=${CODEX_BIN:-$PWD/node_modules/.bin/codex}
 export RUNNER_URL=${RUNNER_URL:-http://$RUNNER_ADDR}
+# The runner answers only the backend: a fresh token for each start unless
+# one is given.
+export RUNNER_TOKEN=${RUNNER_TOKEN:-$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')}
 export BACKEND_URL=${BACKEND_URL:-http://$BACKEND_ADDR}
 export DEMO_MODE=false
 if [[ -z "${CODEX_API_KEY:-}${OPENAI_API_KEY:-}" && -z "${RUNNER_CODEX_CONFIG:-}" ]]; then

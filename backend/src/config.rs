@@ -18,6 +18,9 @@ pub struct Config {
     pub pool_size: usize,
     /// `RUNNER_URL`
     pub runner_url: String,
+    /// `RUNNER_TOKEN`: sent to the runner as `Authorization: Bearer`
+    /// (never logged).
+    pub runner_token: Option<String>,
     /// `WORKSPACES_ROOT`: shared with the runner.
     pub workspaces_root: PathBuf,
     /// `ALLOW_LOCAL_REPOS`: allow `file://` and local paths as `repo_url`.
@@ -86,6 +89,7 @@ impl fmt::Debug for Config {
             .field("database_url", &redact_url(&self.database_url))
             .field("pool_size", &self.pool_size)
             .field("runner_url", &self.runner_url)
+            .field("runner_token", &self.runner_token.as_ref().map(|_| "<set>"))
             .field("workspaces_root", &self.workspaces_root)
             .field("allow_local_repos", &self.allow_local_repos)
             .field("clone_policy", &self.clone_policy)
@@ -113,6 +117,7 @@ struct Raw {
     database_url: String,
     database_pool_size: usize,
     runner_url: String,
+    runner_token: Option<String>,
     workspaces_root: PathBuf,
     allow_local_repos: bool,
     allow_private_clone_hosts: bool,
@@ -145,6 +150,7 @@ impl Default for Raw {
             database_url: "postgres://postgres@127.0.0.1:9103/repo_runner".into(),
             database_pool_size: 16,
             runner_url: "http://127.0.0.1:9102".into(),
+            runner_token: None,
             workspaces_root: PathBuf::from(".data/workspaces"),
             allow_local_repos: false,
             allow_private_clone_hosts: false,
@@ -172,11 +178,12 @@ impl Default for Raw {
     }
 }
 
-const ENV_KEYS: [&str; 27] = [
+const ENV_KEYS: [&str; 28] = [
     "BACKEND_ADDR",
     "DATABASE_URL",
     "DATABASE_POOL_SIZE",
     "RUNNER_URL",
+    "RUNNER_TOKEN",
     "WORKSPACES_ROOT",
     "ALLOW_LOCAL_REPOS",
     "ALLOW_PRIVATE_CLONE_HOSTS",
@@ -209,11 +216,27 @@ impl Config {
             .extract()
             .map_err(Box::new)?;
         let limits = Limits::from(&raw);
+        let runner_token = raw
+            .runner_token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        if runner_token
+            .as_deref()
+            .is_some_and(|t| !t.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(Box::new(figment::Error::from(
+                "RUNNER_TOKEN must be printable ASCII without spaces (e.g. `openssl rand -hex 32`)"
+                    .to_owned(),
+            )));
+        }
         Ok(Self {
             addr: raw.backend_addr,
             database_url: raw.database_url,
             pool_size: raw.database_pool_size.max(2),
             runner_url: raw.runner_url.trim_end_matches('/').to_owned(),
+            runner_token,
             workspaces_root: raw.workspaces_root,
             allow_local_repos: raw.allow_local_repos,
             clone_policy: crate::domain::ClonePolicy::new(

@@ -35,9 +35,22 @@ struct RunnerErrorBody {
 }
 
 impl RunnerClient {
-    pub fn new(base: &str) -> Self {
+    /// A client of the runner at `base`, sending `token` (the runner's
+    /// `RUNNER_TOKEN`) with every request when given.
+    pub fn new(base: &str, token: Option<&str>) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        // The configuration allows only visible ASCII, which is always a
+        // valid header value.
+        if let Some(Ok(mut value)) =
+            token.map(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")))
+        {
+            // Kept out of reqwest's debug output.
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            .default_headers(headers)
             .build()
             .unwrap_or_default();
         Self {

@@ -53,8 +53,12 @@ pub fn routes(state: AppState) -> impl IntoEndpoint {
         .at("/runs/:id/events", get(run_events))
         .into_parts();
     let allowed = Arc::new(allowed);
+    let token = state.config.token.clone();
     route
         .around(move |ep, req| allowed.clone().check(ep, req))
+        // Before any route, the 405s included: without the token a client
+        // learns nothing about the API.
+        .around(move |ep, req| token.clone().check(ep, req))
         .around(service_kit::log_request)
         .data(state)
         .catch_all_error(catch_all)

@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// `RUNNER_ADDR`: where the HTTP API listens.
     pub addr: String,
+    /// `RUNNER_TOKEN`: when set, every request must carry
+    /// `Authorization: Bearer <token>`. Without it the runner listens on
+    /// loopback only.
+    pub token: service_kit::RequiredToken,
     /// `WORKSPACES_ROOT`: every thread's working directory must be under it.
     pub workspaces_root: PathBuf,
     /// `CODEX_BIN`: the Codex CLI; `codex` on `PATH` when unset.
@@ -128,6 +132,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("addr", &self.addr)
+            .field("token", &self.token)
             .field("workspaces_root", &self.workspaces_root)
             .field("codex_bin", &self.codex_bin)
             .field(
@@ -176,6 +181,7 @@ pub enum ConfigError {
 #[derive(Serialize, Deserialize)]
 struct Raw {
     runner_addr: String,
+    runner_token: Option<String>,
     workspaces_root: PathBuf,
     codex_bin: Option<PathBuf>,
     runner_codex_config: Option<PathBuf>,
@@ -206,6 +212,7 @@ impl Default for Raw {
         let sandbox = SandboxLimits::default();
         Self {
             runner_addr: "127.0.0.1:9102".into(),
+            runner_token: None,
             workspaces_root: PathBuf::from(".data/workspaces"),
             codex_bin: None,
             runner_codex_config: None,
@@ -275,6 +282,7 @@ impl Config {
         }
         Ok(Self {
             addr: raw.runner_addr,
+            token: service_kit::RequiredToken::new(raw.runner_token.as_deref()),
             workspaces_root: raw.workspaces_root,
             codex_bin: raw.codex_bin,
             codex_config,
@@ -383,8 +391,9 @@ impl Provider for Vars {
     }
 }
 
-const ENV_KEYS: [&str; 23] = [
+const ENV_KEYS: [&str; 24] = [
     "RUNNER_ADDR",
+    "RUNNER_TOKEN",
     "WORKSPACES_ROOT",
     "CODEX_BIN",
     "RUNNER_CODEX_CONFIG",

@@ -29,6 +29,13 @@ impl Application {
         // Bound first: a second runner started by mistake on a taken address
         // stops here, before it could kill the CLIs of the first.
         let (acceptor, addr) = service_kit::bind(&config.addr, "RUNNER_ADDR").await?;
+        if !config.token.is_set() && !addr.ip().is_loopback() {
+            anyhow::bail!(
+                "RUNNER_ADDR {addr} is not a loopback address and RUNNER_TOKEN is not set: \
+                 anyone who can reach the port could run agents. Set RUNNER_TOKEN (and the \
+                 same on the backend), or listen on 127.0.0.1"
+            );
+        }
         let containment = containment(&config, &root).await?;
         let homes = Arc::new(CodexHomes::new(
             config.canonical_codex_homes(&root)?,

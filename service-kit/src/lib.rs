@@ -4,6 +4,7 @@
 //! on a 405), the limits of their connections and the `Host` check against
 //! DNS rebinding.
 
+mod bearer;
 mod connections;
 mod error;
 mod host;
@@ -16,6 +17,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use poem::listener::{Acceptor, TcpAcceptor};
 
+pub use bearer::RequiredToken;
 pub use connections::{ConnectionLimits, LimitedConnections, LimitedIo};
 pub use error::{error_response, json_error, ErrorCode};
 pub use host::{allowed_hosts_from_env, AllowedHosts};

@@ -89,7 +89,7 @@ impl Engine {
         let stopping = CancellationToken::new();
         let changes = SessionChanges::listen(config.database_url.clone(), &tasks, &stopping);
         Arc::new(Self {
-            runner: RunnerClient::new(&config.runner_url),
+            runner: RunnerClient::new(&config.runner_url, config.runner_token.as_deref()),
             hubs: Arc::new(Hubs::new(
                 config.limits.max_events_per_run,
                 config.limits.live_tail_bytes,

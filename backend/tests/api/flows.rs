@@ -293,3 +293,29 @@ async fn deleting_a_session_cancels_its_run_and_removes_its_workspace() {
     let _ = stream.rest().await;
     assert!(!process_with_marker_exists(&stack.marker));
 }
+
+/// With `RUNNER_TOKEN` on both, the runner answers only the backend, and the
+/// whole flow works; the token appears in no response or log line.
+#[tokio::test]
+async fn with_a_runner_token_the_backend_authenticates_to_the_runner() {
+    const TOKEN: &str = "runner-token-flows-0123456789abcdef";
+    let stack = TestStack::start_configured(true, &[("RUNNER_TOKEN", TOKEN)]).await;
+    let unauthenticated = stack
+        .client
+        .get(stack.runner_url("/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+    let ready = stack.get("/ready").await;
+    assert_eq!(ready.status(), 200, "the backend reaches the runner");
+
+    let (session, _) = stack.ready_session().await;
+    let run = stack.prompt(&session, "create a file").await;
+    let events = stack.events(&run).await;
+
+    assert_eq!(labels(&events).last().unwrap(), "run.completed");
+    assert_numbered_from_one(&events);
+    let everything = stack.log.lines().join("\n");
+    assert!(!everything.contains(TOKEN), "the token is logged");
+}

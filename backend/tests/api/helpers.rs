@@ -282,6 +282,8 @@ pub struct TestStack {
     backend: Option<Backend>,
     /// More environment for the backend, e.g. a small limit.
     pub backend_env: Vec<(String, String)>,
+    /// The runner's `RUNNER_TOKEN`, when the backend's environment sets one.
+    runner_token: Option<String>,
     /// What the backend logged (every process of it, in order).
     pub log: Arc<BackendLog>,
     _dir: tempfile::TempDir,
@@ -354,6 +356,10 @@ impl TestStack {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            runner_token: env
+                .iter()
+                .find(|(k, _)| *k == "RUNNER_TOKEN")
+                .map(|(_, v)| (*v).to_owned()),
             runner_addr: "127.0.0.1:0".to_owned(),
             runner: None,
             backend: None,
@@ -368,6 +374,7 @@ impl TestStack {
     pub async fn start_runner(&mut self) {
         let config = RunnerConfig {
             addr: self.runner_addr.clone(),
+            token: service_kit::RequiredToken::new(self.runner_token.as_deref()),
             workspaces_root: self.root.clone(),
             codex_bin: Some(self.runner_codex_bin.clone()),
             codex_config: Some(self.model.codex_config()),

@@ -56,6 +56,7 @@ pub struct TestRunner {
 pub fn config(root: &Path, model: &ScriptedModel) -> Config {
     Config {
         addr: "127.0.0.1:0".into(),
+        token: service_kit::RequiredToken::default(),
         workspaces_root: root.to_path_buf(),
         codex_bin: Some(codex_bin()),
         codex_config: Some(model.codex_config()),

@@ -10,6 +10,7 @@ mod passthrough;
 mod processes;
 mod sizes;
 mod threads;
+mod token;
 mod wire;
 
 use helpers::{script_with_marker, unique_marker, SseEvent, TestRunner};
