@@ -16,6 +16,7 @@ use bytes::Bytes;
 use event_log::{Next, RunLog};
 use futures_util::Stream;
 use runner_protocol::{Event, Terminal};
+use service_kit::sse::CHUNK_BYTES;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -23,9 +24,6 @@ use crate::store::Store;
 
 /// Page size of replays from Postgres.
 const REPLAY_PAGE: i64 = 500;
-/// Most bytes of frames a subscriber takes from the hub at once: what a
-/// subscriber that fell behind holds in one write (thousands of them may).
-const READ_BYTES: usize = 4 * 1024;
 /// How often a subscriber of a run that no process here drives looks again
 /// (a tail opened here wakes it at once).
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -104,7 +102,7 @@ pub fn subscribe(
             opened.as_mut().enable();
             if let Some(hub) = hubs.get(run_id) {
                 loop {
-                    match hub.frames_after(after, READ_BYTES).await {
+                    match hub.frames_after(after, CHUNK_BYTES).await {
                         Next::Events(frames) => {
                             after = frames.last_seq;
                             yield frames.bytes;
@@ -169,8 +167,8 @@ pub fn subscribe(
     }
 }
 
-/// Stored events as SSE frames, in buffers of at most `READ_BYTES` (or one
-/// larger frame), like the live tail's. Events stored before the runner
+/// Stored events as SSE frames, in buffers of at most `CHUNK_BYTES` (or
+/// one larger frame), like the live tail's. Events stored before the runner
 /// named Codex's error `codex.error` keep the name EventSource reserves for
 /// a dropped connection: they go out as `codex.error` too.
 fn frames_of(events: &[Event]) -> Vec<Bytes> {
@@ -182,7 +180,7 @@ fn frames_of(events: &[Event]) -> Vec<Bytes> {
         } else {
             event.sse_frame()
         };
-        if !buffer.is_empty() && buffer.len() + frame.len() > READ_BYTES {
+        if !buffer.is_empty() && buffer.len() + frame.len() > CHUNK_BYTES {
             chunks.push(Bytes::from(std::mem::take(&mut buffer)));
         }
         buffer.extend_from_slice(&frame);
@@ -224,7 +222,7 @@ mod tests {
         let chunks = frames_of(&events);
 
         assert!(chunks.len() > 1);
-        assert!(chunks.iter().all(|c| c.len() <= READ_BYTES));
+        assert!(chunks.iter().all(|c| c.len() <= CHUNK_BYTES));
         let all: Vec<u8> = chunks.concat();
         let expected: Vec<u8> = events.iter().flat_map(|e| e.sse_frame().to_vec()).collect();
         assert_eq!(all, expected, "every frame once, in order");

@@ -342,10 +342,6 @@ struct EventsQuery {
     after: Option<String>,
 }
 
-/// Most bytes of frames a subscriber takes from the log at once: what a
-/// subscriber that fell behind holds in one write (thousands of them may).
-const READ_BYTES: usize = 4 * 1024;
-
 /// Server-Sent Events of a run: every event after `Last-Event-ID` (or
 /// `?after=`), then the live tail, then the close.
 #[handler]
@@ -368,7 +364,7 @@ fn run_events(
         let mut after = after;
         loop {
             let next = tokio::select! {
-                next = run.log.frames_after(after, READ_BYTES) => next,
+                next = run.log.frames_after(after, service_kit::sse::CHUNK_BYTES) => next,
                 _ = shutdown.cancelled() => Next::Closed,
             };
             // The runner's log starts at 1 and releases nothing, so no

@@ -16,6 +16,12 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use poem::{Body, Response};
 
+/// Most bytes of frames to put in one chunk of the body when a subscriber
+/// is behind. hyper queues up to 16 chunks per connection before it stops
+/// polling the body, so this bounds what a subscriber that does not read
+/// holds: thousands of them may be attached at once.
+pub const CHUNK_BYTES: usize = 4 * 1024;
+
 /// The comment sent to keep an idle stream open.
 const KEEP_ALIVE: &[u8] = b":\n\n";
 
