@@ -201,22 +201,11 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = crate::store::Result<T>>,
 {
-    let mut delay = FIRST_BACKOFF;
-    let mut failures = 0u32;
     loop {
-        match call().await {
-            Ok(value) => {
-                if failures > 0 {
-                    tracing::info!(what, failures, "database call went through after retrying");
-                }
-                return value;
-            }
-            Err(error) => {
-                failures += 1;
-                log_failure(what, failures, &error);
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX_BACKOFF);
-            }
+        // Only after `u32::MAX` failures in a row does this come back with
+        // an error; then the count starts again.
+        if let Ok(value) = retry_bounded(what, u32::MAX, &mut call).await {
+            return value;
         }
     }
 }
@@ -232,7 +221,12 @@ where
     let mut failures = 0u32;
     loop {
         match call().await {
-            Ok(value) => return Ok(value),
+            Ok(value) => {
+                if failures > 0 {
+                    tracing::info!(what, failures, "database call went through after retrying");
+                }
+                return Ok(value);
+            }
             Err(error) => {
                 failures += 1;
                 if failures >= attempts {
