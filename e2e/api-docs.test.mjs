@@ -39,7 +39,7 @@ after(async () => {
 });
 
 async function api(method, path, body) {
-  const response = await fetch(`${stack.url}${path}`, {
+  const response = await stack.fetch(`${stack.url}${path}`, {
     method,
     headers: body ? { "content-type": "application/json" } : {},
     body: body ? JSON.stringify(body) : undefined,
@@ -65,7 +65,7 @@ test("the documented EventSource example renders a run once, across a dropped co
   const page = await browser.newPage();
   const errors = [];
   page.on("pageerror", (error) => errors.push(error.message));
-  await page.goto(stack.url);
+  await stack.signIn(page);
   const { run_id: runId } = await api("POST", `/api/sessions/${session}/prompt`, { prompt: "work slowly" });
 
   // The example's free names: `runId`, `render` and `ended`.
@@ -82,7 +82,7 @@ test("the documented EventSource example renders a run once, across a dropped co
     && window.rendered.some((e) => e.type === "run.completed"), null, { timeout: LONG });
 
   const rendered = await page.evaluate(() => window.rendered);
-  const response = await fetch(`${stack.url}/api/runs/${runId}/events`);
+  const response = await stack.fetch(`${stack.url}/api/runs/${runId}/events`);
   const stored = (await response.text()).split("\n").filter((l) => l.startsWith("event: ")).map((l) => l.slice(7));
   assert.deepEqual(rendered.map((e) => e.type), stored, "every event once, in order");
   assert.deepEqual(errors, []);
@@ -92,7 +92,7 @@ test("the documented EventSource example renders a run once, across a dropped co
 test("a stream reopened past the end of a finished run gets 204 and stops reconnecting", async () => {
   const session = await readySession("docs-204");
   const { run_id: runId } = await api("POST", `/api/sessions/${session}/prompt`, { prompt: "hello" });
-  const text = await (await fetch(`${stack.url}/api/runs/${runId}/events`)).text();
+  const text = await (await stack.fetch(`${stack.url}/api/runs/${runId}/events`)).text();
   const last = text.split("\n").filter((l) => l.startsWith("id: ")).map((l) => Number(l.slice(4))).pop();
   const page = await browser.newPage();
   const errors = [];
@@ -100,7 +100,7 @@ test("a stream reopened past the end of a finished run gets 204 and stops reconn
   const requests = [];
   // The run's stream only (the dashboard's own page follows its sessions).
   page.on("request", (request) => { if (request.url().includes(`/api/runs/${runId}/events`)) requests.push(request.url()); });
-  await page.goto(stack.url);
+  await stack.signIn(page);
 
   // What a page that reloads does: resume with ?after= its last event.
   const documented = documentedExample().replace("/events`", `/events?after=${last}\``);

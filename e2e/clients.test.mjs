@@ -43,7 +43,7 @@ test("a TypeScript client from openapi-typescript and openapi-fetch drives a run
   writeFileSync(join(dir, "package.json"), JSON.stringify({ type: "module" }));
   run(bin("tsc"), ["-p", dir]);
   const repo = stack.makeRepo("ts-client");
-  const out = run("node", [join(dir, "smoke.js")], { env: { ...process.env, BASE_URL: stack.url, REPO_URL: `file://${repo}` } });
+  const out = run("node", [join(dir, "smoke.js")], { env: { ...process.env, BASE_URL: stack.url, API_TOKEN: stack.token, REPO_URL: `file://${repo}` } });
   assert.match(out, /typescript client: run \S+ completed: "Created \*\*hello.txt\*\* with `hello`."; hello.txt read/);
 });
 
@@ -58,7 +58,7 @@ test("a Python client from openapi-python-client drives a run", () => {
   run(join(venv, "bin/openapi-python-client"), ["generate", "--path", spec, "--output-path", dir, "--meta", "none"]);
   const repo = stack.makeRepo("py-client");
   const out = run(join(venv, "bin/python"), [join(root, "clients/python/smoke.py")], {
-    env: { ...process.env, BASE_URL: stack.url, REPO_URL: `file://${repo}`, PYTHONPATH: join(dir, "..") },
+    env: { ...process.env, BASE_URL: stack.url, API_TOKEN: stack.token, REPO_URL: `file://${repo}`, PYTHONPATH: join(dir, "..") },
   });
   assert.match(out, /python client: run \S+ completed: 'Created \*\*hello.txt\*\* with `hello`.'; hello.txt read/);
 });

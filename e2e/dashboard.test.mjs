@@ -46,6 +46,7 @@ async function newPage(viewport = { width: 1280, height: 900 }) {
   });
   page.on("pageerror", (error) => console.error("page error:", error.message));
   page.external = external;
+  await stack.signIn(page);
   return page;
 }
 
@@ -122,10 +123,10 @@ test("a second prompt resumes the same Codex thread", async () => {
   const requests = await (await fetch(`${stack.modelUrl}/_requests`)).json();
   const last = JSON.stringify(requests.at(-1).input);
   assert.ok(last.includes("remember the word avocado"), "the model received the earlier turn");
-  const runs = await (await fetch(`${stack.url}/api/sessions/${session}/runs`)).json();
+  const runs = await (await stack.fetch(`${stack.url}/api/sessions/${session}/runs`)).json();
   const threads = [];
   for (const run of runs.runs) {
-    const events = await (await fetch(`${stack.url}/api/runs/${run.run_id}/events`)).text();
+    const events = await (await stack.fetch(`${stack.url}/api/runs/${run.run_id}/events`)).text();
     threads.push(events.match(/"thread_id":"([^"]+)"/)[1]);
   }
   assert.equal(threads[0], threads[1]);
@@ -226,7 +227,7 @@ test("bug 5: the list and the header follow one stream and never disagree, with 
   assert.deepEqual(await seen.jsonValue(), { header: "failed", item: "failed" });
 
   // Deleting it elsewhere (another tab, the API) empties the view here.
-  const deleted = await fetch(`${stack.url}/api/sessions/${id}`, { method: "DELETE" });
+  const deleted = await stack.fetch(`${stack.url}/api/sessions/${id}`, { method: "DELETE" });
   assert.equal(deleted.status, 204);
   await page.waitForFunction((id) => !document.querySelector(`[data-session-id="${id}"]`) && location.hash === "", id, { timeout: LONG, polling: 50 });
   // The session was followed on the stream, not polled: at most one read,
@@ -424,8 +425,8 @@ test("bug 8: a run whose end the page learns late shows the duration the server 
   // The page loses the API mid-run (as in a restart); the run ends meanwhile.
   await stack.killProxy();
   // The run's event stream ends with its terminal event.
-  await (await fetch(`${stack.backendUrl}/api/runs/${runId}/events`)).text();
-  const recorded = await (await fetch(`${stack.backendUrl}/api/runs/${runId}`)).json();
+  await (await stack.fetch(`${stack.backendUrl}/api/runs/${runId}/events`)).text();
+  const recorded = await (await stack.fetch(`${stack.backendUrl}/api/runs/${runId}`)).json();
   assert.equal(recorded.status, "completed");
   const expected = formatElapsed(Date.parse(recorded.finished_at) - Date.parse(recorded.started_at));
   // The page, cut off, counts on past the end by two seconds or more.

@@ -38,8 +38,8 @@ function processesIn(dir) {
   return found;
 }
 
-async function readEvents(url) {
-  const response = await fetch(url);
+async function readEvents(url, headers) {
+  const response = await fetch(url, { headers });
   const text = await response.text(); // the stream closes after the terminal event
   return text.split("\n").filter((l) => l.startsWith("event: ")).map((l) => l.slice(7));
 }
@@ -68,33 +68,42 @@ test("the README's run command starts everything in demo mode and Ctrl-C stops i
 
   const child = spawn("bash", ["-c", README_RUN], { cwd: copy, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
   const output = [];
-  const url = await new Promise((done, fail) => {
+  let url;
+  const link = await new Promise((done, fail) => {
     const onLine = (line) => {
       output.push(line);
       const match = line.match(/dashboard at (http:\/\/\S+)/);
-      if (match) done(match[1]);
+      if (match) url = match[1];
+      const signIn = line.match(/sign in as admin .*: (http:\/\/\S+)$/);
+      if (signIn) done(signIn[1]);
     };
     createInterface({ input: child.stdout }).on("line", onLine);
     createInterface({ input: child.stderr }).on("line", onLine);
     child.once("exit", (code) => fail(new Error(`the run command exited (${code}):\n${output.slice(-30).join("\n")}`)));
   });
   assert.equal(url, `http://${ports.PROXY_ADDR}`);
+  // The sign-in link carries its token in the fragment, which no request sends.
+  const [page0, token] = link.split("#token=");
+  assert.equal(page0, `${url}/`);
+  assert.match(token, /^rr_[A-Za-z0-9_-]{43}$/);
+  const auth = { authorization: `Bearer ${token}` };
+  assert.equal((await fetch(`${url}/api/sessions`)).status, 401, "the API needs the token");
   assert.ok(output.some((l) => l.includes("DEMO MODE")), "demo mode is announced");
   const previewPort = Number(ports.PREVIEW_ADDR.split(":")[1]);
   assert.deepEqual(await (await fetch(`${url}/mode.json`)).json(), { demo: true, preview_port: previewPort });
   assert.ok(output.some((l) => l.includes(`previews of the workspaces at http://${ports.PREVIEW_ADDR}`)), "the preview address is printed");
 
   const created = await (await fetch(`${url}/api/sessions`, {
-    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ repo_url: `file://${repo}` }),
+    method: "POST", headers: { "content-type": "application/json", ...auth }, body: JSON.stringify({ repo_url: `file://${repo}` }),
   })).json();
   const prompt = await (await fetch(`${url}/api/sessions/${created.session_id}/prompt`, {
-    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ prompt: "build a snake game in the browser" }),
+    method: "POST", headers: { "content-type": "application/json", ...auth }, body: JSON.stringify({ prompt: "build a snake game in the browser" }),
   })).json();
-  const events = await readEvents(`${url}/api/runs/${prompt.run_id}/events`);
+  const events = await readEvents(`${url}/api/runs/${prompt.run_id}/events`, auth);
   assert.equal(events.at(-1), "run.completed", events.join(","));
-  const run = await (await fetch(`${url}/api/runs/${prompt.run_id}`)).json();
+  const run = await (await fetch(`${url}/api/runs/${prompt.run_id}`, { headers: auth })).json();
   assert.deepEqual(run.files.created.sort(), ["snake/index.html", "snake/snake.js"]);
-  const game = await (await fetch(`${url}/api/sessions/${created.session_id}/files/snake/index.html`)).json();
+  const game = await (await fetch(`${url}/api/sessions/${created.session_id}/files/snake/index.html`, { headers: auth })).json();
   assert.match(game.content, /<canvas id="board"/);
   // The game as a page, on the preview listener.
   const page = await fetch(`http://${ports.PREVIEW_ADDR}/${created.session_id}/snake/`);

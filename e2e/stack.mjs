@@ -88,13 +88,22 @@ export async function startStack() {
     ALLOWED_CLONE_HOSTS: "127.0.0.1",
   }, /backend listening addr=(\S+)/);
   const backendUrl = `http://${backend.match[1]}`;
+  // Users as an operator makes them: the tests' user, and an admin whose
+  // token the preview reads workspaces with (PREVIEW_TOKEN).
+  const admin = (...args) => execFileSync(bin("backend"), ["admin", ...args], {
+    env: { ...process.env, DATABASE_URL: databaseUrl, RUST_LOG: "warn" },
+  }).toString().trim();
+  admin("user", "add", "alice");
+  const token = admin("token", "create", "alice");
+  admin("user", "add", "preview", "--admin");
+  const previewToken = admin("token", "create", "preview");
   // The first start binds port 0 for both listeners; a restart binds the
   // ports it got again, so the page's address and its preview links stay.
   let proxyAddr = "127.0.0.1:0";
   let previewAddr = "127.0.0.1:0";
   const startProxy = async () => {
     const started = await start("proxy", bin("frontend-proxy"), [],
-      { PROXY_ADDR: proxyAddr, PREVIEW_ADDR: previewAddr, BACKEND_URL: backendUrl },
+      { PROXY_ADDR: proxyAddr, PREVIEW_ADDR: previewAddr, BACKEND_URL: backendUrl, PREVIEW_TOKEN: previewToken },
       /previews listening addr=(\S+)/);
     proxyAddr = started.lines.map((l) => l.match(/frontend-proxy listening addr=(\S+)/)).find(Boolean)[1];
     previewAddr = started.match[1];
@@ -108,6 +117,18 @@ export async function startStack() {
     previewUrl: `http://${previewAddr}`,
     backendUrl,
     modelUrl: model.match[1],
+    /** alice's API token, and `backend admin` on this stack's database. */
+    token,
+    admin,
+    /** `fetch` as alice: her token on every request. */
+    fetch(url, init = {}) {
+      return fetch(url, { ...init, headers: { ...(init.headers || {}), authorization: `Bearer ${token}` } });
+    },
+    /** Signs a page in through the sign-in link, as a new user does. */
+    async signIn(page) {
+      await page.goto(`${this.url}/#token=${token}`);
+      await page.locator("[data-testid=signed-in-user]").waitFor();
+    },
     /** Kills the proxy (every browser connection drops) and starts it again. */
     async restartProxy() {
       await this.killProxy();

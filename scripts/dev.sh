@@ -6,6 +6,11 @@
 # Ctrl-C stops every process it started, the database included; a second
 # start reuses the data in .data/.
 #
+# Sign-in (AUTH_MODE=token, the default): the first start adds an admin user
+# named `admin` and prints a sign-in link; the link's token is kept in
+# $DATA_DIR/admin-token (mode 600) and the same link is printed at every
+# start. AUTH_MODE=none starts without authentication (loopback only).
+#
 # Optional: PROXY_ADDR, BACKEND_ADDR, RUNNER_ADDR, PG_PORT (default ports
 # 9100-9103), PREVIEW_ADDR (default 127.0.0.1:9104), DATA_DIR (default .data), PROFILE (release or debug),
 # ALLOW_LOCAL_REPOS, and every variable of .env.example.
@@ -87,6 +92,26 @@ if [[ -z "${CODEX_API_KEY:-}${OPENAI_API_KEY:-}" && -z "${RUNNER_CODEX_CONFIG:-}
   [[ -f "$data/codex-config.toml" ]] || fail "the scripted model did not start"
   export RUNNER_CODEX_CONFIG=$data/codex-config.toml
 fi
+export AUTH_MODE=${AUTH_MODE:-token}
+signin_link=""
+if [[ "$AUTH_MODE" == token ]]; then
+  admin() { RUST_LOG=warn "$bin/backend" admin "$@"; }
+  # A kept token is used only while it still signs someone in (a fresh
+  # database knows no token).
+  live_token() { [[ -s "$1" ]] && admin token check <"$1" >/dev/null 2>&1; }
+  new_token() { (umask 077 && admin token create "$2" >"$1"); }
+  first_admin() { admin user list | awk 'NR > 1 && $3 == "admin" { print $2; exit }'; }
+  if ! live_token "$data/admin-token"; then
+    [[ -n "$(first_admin)" ]] || admin user add admin --admin >/dev/null
+    new_token "$data/admin-token" "$(first_admin)"
+  fi
+  signed_in_as=$(admin token check <"$data/admin-token")
+  # The preview reads workspaces with a token of its own.
+  live_token "$data/preview-token" || new_token "$data/preview-token" "$signed_in_as"
+  PREVIEW_TOKEN=$(cat "$data/preview-token")
+  export PREVIEW_TOKEN
+  signin_link="http://$PROXY_ADDR/#token=$(cat "$data/admin-token")"
+fi
 "$bin/runner" &
 pids+=($!)
 "$bin/backend" &
@@ -95,5 +120,9 @@ pids+=($!)
 pids+=($!)
 for _ in $(seq 300); do port_busy "$PROXY_ADDR" && port_busy "$BACKEND_ADDR" && break; sleep 0.1; done
 echo "repo-runner: dashboard at http://$PROXY_ADDR (Ctrl-C to stop)"
+if [[ -n "$signin_link" ]]; then
+  echo "repo-runner: sign in as $signed_in_as (keep this link to yourself): $signin_link"
+  echo "repo-runner: more users and tokens: $bin/backend admin --help"
+fi
 echo "repo-runner: previews of the workspaces at http://$PREVIEW_ADDR (the dashboard's Preview tab)"
 wait -n "${pids[@]}"

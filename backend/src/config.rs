@@ -32,7 +32,27 @@ pub struct Config {
     /// a browser; empty allows none (same-origin only), `*` allows any
     /// (without credentials). The page's own origin is always allowed.
     pub cors_origins: Vec<String>,
+    /// `AUTH_MODE`: `token` (the default) or `none`.
+    pub auth_mode: crate::auth::AuthMode,
+    /// `AUTH_MODE_NONE_ON_PUBLIC=yes`: `AUTH_MODE=none` on an address that
+    /// is not loopback, knowingly.
+    pub auth_none_on_public: bool,
+    /// `BACKEND_SIGNIN_TTL_HOURS`: how long a browser's sign-in lasts.
+    pub signin_ttl: Duration,
+    /// `BACKEND_COOKIE_SECURE`: mark the sign-in cookie `Secure` always
+    /// (`true`), never (`false`), or when the request came over TLS, as
+    /// `X-Forwarded-Proto: https` says (`auto`, the default).
+    pub cookie_secure: CookieSecure,
     pub limits: Limits,
+}
+
+/// `BACKEND_COOKIE_SECURE`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CookieSecure {
+    Auto,
+    True,
+    False,
 }
 
 /// Bounds of every buffer, queue and request of the backend.
@@ -80,6 +100,11 @@ pub struct Limits {
     /// `BACKEND_EVENT_BATCH_WAIT_MS`: how long a batch that is not full
     /// waits for more events before it is written.
     pub event_batch_wait: Duration,
+    /// `BACKEND_USER_MAX_SESSIONS`: sessions one user may hold.
+    pub user_max_sessions: i64,
+    /// `BACKEND_USER_MAX_ACTIVE_RUNS`: runs one user may have queued or
+    /// running at once, over all their sessions.
+    pub user_max_active_runs: i64,
 }
 
 impl fmt::Debug for Config {
@@ -94,6 +119,10 @@ impl fmt::Debug for Config {
             .field("allow_local_repos", &self.allow_local_repos)
             .field("clone_policy", &self.clone_policy)
             .field("cors_origins", &self.cors_origins)
+            .field("auth_mode", &self.auth_mode)
+            .field("auth_none_on_public", &self.auth_none_on_public)
+            .field("signin_ttl", &self.signin_ttl)
+            .field("cookie_secure", &self.cookie_secure)
             .field("limits", &self.limits)
             .finish()
     }
@@ -123,6 +152,12 @@ struct Raw {
     allow_private_clone_hosts: bool,
     allowed_clone_hosts: String,
     cors_origins: String,
+    auth_mode: crate::auth::AuthMode,
+    auth_mode_none_on_public: String,
+    backend_signin_ttl_hours: u64,
+    backend_cookie_secure: CookieSecure,
+    backend_user_max_sessions: i64,
+    backend_user_max_active_runs: i64,
     backend_max_prompt_chars: usize,
     backend_max_queued_runs: i64,
     backend_max_body_bytes: usize,
@@ -156,6 +191,12 @@ impl Default for Raw {
             allow_private_clone_hosts: false,
             allowed_clone_hosts: String::new(),
             cors_origins: String::new(),
+            auth_mode: crate::auth::AuthMode::Token,
+            auth_mode_none_on_public: String::new(),
+            backend_signin_ttl_hours: 7 * 24,
+            backend_cookie_secure: CookieSecure::Auto,
+            backend_user_max_sessions: 100,
+            backend_user_max_active_runs: 20,
             backend_max_prompt_chars: 32_000,
             backend_max_queued_runs: 100,
             backend_max_body_bytes: 256 * 1024,
@@ -178,7 +219,7 @@ impl Default for Raw {
     }
 }
 
-const ENV_KEYS: [&str; 28] = [
+const ENV_KEYS: [&str; 34] = [
     "BACKEND_ADDR",
     "DATABASE_URL",
     "DATABASE_POOL_SIZE",
@@ -189,6 +230,12 @@ const ENV_KEYS: [&str; 28] = [
     "ALLOW_PRIVATE_CLONE_HOSTS",
     "ALLOWED_CLONE_HOSTS",
     "CORS_ORIGINS",
+    "AUTH_MODE",
+    "AUTH_MODE_NONE_ON_PUBLIC",
+    "BACKEND_SIGNIN_TTL_HOURS",
+    "BACKEND_COOKIE_SECURE",
+    "BACKEND_USER_MAX_SESSIONS",
+    "BACKEND_USER_MAX_ACTIVE_RUNS",
     "BACKEND_MAX_PROMPT_CHARS",
     "BACKEND_MAX_QUEUED_RUNS",
     "BACKEND_MAX_BODY_BYTES",
@@ -250,6 +297,10 @@ impl Config {
                 .filter(|o| !o.is_empty())
                 .map(str::to_owned)
                 .collect(),
+            auth_mode: raw.auth_mode,
+            auth_none_on_public: raw.auth_mode_none_on_public.trim() == "yes",
+            signin_ttl: Duration::from_secs(raw.backend_signin_ttl_hours.clamp(1, 24 * 365) * 3600),
+            cookie_secure: raw.backend_cookie_secure,
             limits,
         })
     }
@@ -284,6 +335,8 @@ impl From<&Raw> for Limits {
             keep_alive: Duration::from_secs(raw.backend_keep_alive_secs.max(1)),
             event_batch: raw.backend_event_batch.max(1),
             event_batch_wait: Duration::from_millis(raw.backend_event_batch_wait_ms.min(1000)),
+            user_max_sessions: raw.backend_user_max_sessions.max(0),
+            user_max_active_runs: raw.backend_user_max_active_runs.max(0),
         }
     }
 }

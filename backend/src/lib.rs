@@ -3,7 +3,9 @@
 //! session; every run event is persisted in Postgres and streamed live to
 //! any number of subscribers, who can resume from any event.
 
+pub mod admin;
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod engine;

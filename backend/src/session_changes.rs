@@ -8,6 +8,10 @@
 //! that falls behind, or a listener that lost its connection, gets
 //! [`Change::Resync`] and starts again from a full snapshot, so a missed
 //! notification can delay a change but never lose it.
+//!
+//! The same connection listens on `credentials_revoked`
+//! (`migrations/V5__users_and_tokens.sql`): a revoked token or a signed-out
+//! browser, by id, so that the streams it opened end at once.
 
 use std::time::Duration;
 
@@ -25,6 +29,8 @@ const CAPACITY: usize = 1024;
 pub enum Change {
     /// This session was created, changed or deleted.
     Session(Uuid),
+    /// This API token was revoked, or this browser signed out.
+    Revoked(Uuid),
     /// Changes may have been missed: read everything again.
     Resync,
 }
@@ -90,7 +96,9 @@ async fn listen_once(
             }
         }
     });
-    client.batch_execute("LISTEN session_changes").await?;
+    client
+        .batch_execute("LISTEN session_changes; LISTEN credentials_revoked")
+        .await?;
     // Changes before the LISTEN took effect were not announced.
     let _nobody = feed.send(Change::Resync);
     let mut result = Ok(());
@@ -98,7 +106,12 @@ async fn listen_once(
         match message {
             Ok(AsyncMessage::Notification(note)) => {
                 if let Ok(id) = Uuid::parse_str(note.payload()) {
-                    let _nobody = feed.send(Change::Session(id));
+                    let change = if note.channel() == "credentials_revoked" {
+                        Change::Revoked(id)
+                    } else {
+                        Change::Session(id)
+                    };
+                    let _nobody = feed.send(change);
                 }
             }
             Ok(_) => {}

@@ -9,6 +9,7 @@ use anyhow::Context;
 use poem::listener::TcpAcceptor;
 use poem::{EndpointExt, IntoEndpoint, Server};
 
+use crate::auth::AuthMode;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::store::Store;
@@ -50,6 +51,19 @@ impl Application {
             .await
             .context("cannot connect to Postgres (DATABASE_URL)")?;
         let (acceptor, addr) = service_kit::bind(&config.addr, "BACKEND_ADDR").await?;
+        if config.auth_mode == AuthMode::None
+            && !addr.ip().is_loopback()
+            && !config.auth_none_on_public
+        {
+            anyhow::bail!(
+                "BACKEND_ADDR {addr} is not a loopback address and AUTH_MODE=none lets anyone \
+                 who reaches it do anything: use AUTH_MODE=token (the default), or set \
+                 AUTH_MODE_NONE_ON_PUBLIC=yes if this network is yours alone"
+            );
+        }
+        if config.auth_mode == AuthMode::None {
+            tracing::warn!(%addr, "AUTH_MODE=none: every request is served without authentication");
+        }
         let engine = Engine::new(Arc::new(config), store, root);
         engine.recover().await.context("cannot recover runs")?;
         Ok(Self {

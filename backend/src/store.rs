@@ -1,7 +1,8 @@
 //! Postgres: the pool, the migrations, and every query. Rows are the
 //! database's shapes; the API layer converts them into its own types.
 //!
-//! Architecture Invariant: only this module writes SQL.
+//! Architecture Invariant: only this module (and `store/accounts.rs`, its
+//! users and credentials) writes SQL.
 
 use std::collections::HashSet;
 
@@ -15,6 +16,10 @@ use uuid::Uuid;
 
 use crate::domain::{RunStatus, SessionStatus, Usage};
 use crate::git::{Changes, CloneCounts, Snapshot};
+
+mod accounts;
+
+pub use accounts::{SignedIn, TokenRow, UserRow, UserSummary};
 
 mod embedded {
     refinery::embed_migrations!("../migrations");
@@ -62,6 +67,8 @@ pub struct SessionRow {
     pub base_commit: Option<String>,
     pub runner_thread_id: Option<String>,
     pub codex_thread_id: Option<String>,
+    /// The user who created it; `None` when created without authentication.
+    pub owner_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -83,6 +90,7 @@ impl TryFrom<&Row> for SessionRow {
             base_commit: row.try_get("base_commit")?,
             runner_thread_id: row.try_get("runner_thread_id")?,
             codex_thread_id: row.try_get("codex_thread_id")?,
+            owner_id: row.try_get("owner_id")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
@@ -254,17 +262,83 @@ impl Store {
         repo_url: &str,
         git_ref: Option<&str>,
         depth: Option<i32>,
+        owner: Option<Uuid>,
     ) -> Result<SessionRow> {
         let row = self
             .client()
             .await?
             .query_one(
-                "INSERT INTO sessions (id, repo_url, git_ref, depth, status)
-                 VALUES ($1, $2, $3, $4, 'cloning') RETURNING *",
-                &[&id, &repo_url, &git_ref, &depth],
+                "INSERT INTO sessions (id, repo_url, git_ref, depth, status, owner_id)
+                 VALUES ($1, $2, $3, $4, 'cloning', $5) RETURNING *",
+                &[&id, &repo_url, &git_ref, &depth, &owner],
             )
             .await?;
         Ok(SessionRow::try_from(&row)?)
+    }
+
+    /// Inserts a session unless `owner` already has `max` sessions; `None`
+    /// then. Two requests at once cannot both take the last place: the
+    /// owner's row is locked for the count.
+    pub async fn insert_owned_session(
+        &self,
+        id: Uuid,
+        repo_url: &str,
+        git_ref: Option<&str>,
+        depth: Option<i32>,
+        owner: Uuid,
+        max: i64,
+    ) -> Result<Option<SessionRow>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&owner])
+            .await?;
+        let held: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM sessions WHERE owner_id = $1",
+                &[&owner],
+            )
+            .await?
+            .get(0);
+        if held >= max {
+            return Ok(None);
+        }
+        let row = tx
+            .query_one(
+                "INSERT INTO sessions (id, repo_url, git_ref, depth, status, owner_id)
+                 VALUES ($1, $2, $3, $4, 'cloning', $5) RETURNING *",
+                &[&id, &repo_url, &git_ref, &depth, &owner],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(Some(SessionRow::try_from(&row)?))
+    }
+
+    /// The owner of a run's session; `None` inside when it has none, and
+    /// `None` outside when there is no such run.
+    pub async fn run_owner(&self, run_id: Uuid) -> Result<Option<Option<Uuid>>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT s.owner_id FROM runs r JOIN sessions s ON s.id = r.session_id WHERE r.id = $1",
+                &[&run_id],
+            )
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    /// Runs of `owner`'s sessions that have not ended.
+    pub async fn active_runs_of_owner(&self, owner: Uuid) -> Result<i64> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT count(*) FROM runs r JOIN sessions s ON s.id = r.session_id
+                 WHERE s.owner_id = $1 AND r.status IN ('queued', 'running')",
+                &[&owner],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
     }
 
     pub async fn session(&self, id: Uuid) -> Result<Option<SessionRow>> {
@@ -276,17 +350,26 @@ impl Store {
         read_opt(row)
     }
 
-    /// Newest first.
-    pub async fn sessions(&self, limit: i64, offset: i64) -> Result<(Vec<SessionRow>, i64)> {
+    /// Newest first; only `owner`'s when given.
+    pub async fn sessions(
+        &self,
+        limit: i64,
+        offset: i64,
+        owner: Option<Uuid>,
+    ) -> Result<(Vec<SessionRow>, i64)> {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT * FROM sessions ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2",
-                &[&limit, &offset],
+                "SELECT * FROM sessions WHERE $3::uuid IS NULL OR owner_id = $3
+                 ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2",
+                &[&limit, &offset, &owner],
             )
             .await?;
         let total: i64 = client
-            .query_one("SELECT count(*) FROM sessions", &[])
+            .query_one(
+                "SELECT count(*) FROM sessions WHERE $1::uuid IS NULL OR owner_id = $1",
+                &[&owner],
+            )
             .await?
             .get(0);
         Ok((read_all(&rows)?, total))

@@ -2,7 +2,7 @@
 (openapi-python-client): create a session, send a prompt, read the run until
 it completes, read a file the agent wrote.
 
-Usage: BASE_URL=http://127.0.0.1:9100 REPO_URL=file:///path python smoke.py
+Usage: BASE_URL=http://127.0.0.1:9100 API_TOKEN=rr_… REPO_URL=file:///path python smoke.py
 (with the generated package `repo_runner_client` on PYTHONPATH).
 """
 
@@ -10,7 +10,7 @@ import os
 import sys
 import time
 
-from repo_runner_client import Client
+from repo_runner_client import AuthenticatedClient
 from repo_runner_client.api.files import read_file
 from repo_runner_client.api.runs import get_run
 from repo_runner_client.api.sessions import create_session, get_session, send_prompt
@@ -28,7 +28,11 @@ def wait(fetch, done, what):
 
 
 def main():
-    client = Client(base_url=os.environ["BASE_URL"], raise_on_unexpected_status=True)
+    # The spec declares bearer authentication, so the generator made an
+    # AuthenticatedClient, which sends the token on every call.
+    client = AuthenticatedClient(
+        base_url=os.environ["BASE_URL"], token=os.environ["API_TOKEN"], raise_on_unexpected_status=True
+    )
     session = create_session.sync(client=client, body=CreateSession(repo_url=os.environ["REPO_URL"]))
     assert session.status == SessionStatus.CLONING, session
     session = wait(

@@ -2,7 +2,7 @@
 // (openapi-typescript) and openapi-fetch: create a session, send a prompt,
 // read the run until it completes, read a file the agent wrote.
 //
-// Usage: BASE_URL=http://127.0.0.1:9100 REPO_URL=file:///path node smoke.js
+// Usage: BASE_URL=http://127.0.0.1:9100 API_TOKEN=rr_… REPO_URL=file:///path node smoke.js
 // (compiled with tsc next to the generated `schema.d.ts`).
 
 import createClient from "openapi-fetch";
@@ -10,7 +10,11 @@ import type { components, paths } from "./schema.js";
 
 type Run = components["schemas"]["Run"];
 
-const client = createClient<paths>({ baseUrl: process.env.BASE_URL });
+// The spec declares bearer authentication: every call sends the token.
+const client = createClient<paths>({
+  baseUrl: process.env.BASE_URL,
+  headers: { Authorization: `Bearer ${process.env.API_TOKEN}` },
+});
 
 async function wait<T>(fetch: () => Promise<T>, done: (value: T) => boolean, what: string): Promise<T> {
   // A plain HTTP client has no event for these states: poll, bounded.

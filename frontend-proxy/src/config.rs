@@ -4,7 +4,7 @@ use figment::providers::{Env, Serialized};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Config {
     /// `PROXY_ADDR`: where the dashboard is served.
     pub proxy_addr: String,
@@ -15,6 +15,26 @@ pub struct Config {
     pub backend_url: String,
     /// `DEMO_MODE`: the dashboard says so (a scripted model drives Codex).
     pub demo_mode: bool,
+    /// `PREVIEW_TOKEN`: the API token the preview reads workspaces with when
+    /// the backend requires one (never logged). The preview serves every
+    /// session it can read to whoever reaches `PREVIEW_ADDR` and knows the
+    /// session's id: see docs/SECURITY.md.
+    pub preview_token: Option<String>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("proxy_addr", &self.proxy_addr)
+            .field("preview_addr", &self.preview_addr)
+            .field("backend_url", &self.backend_url)
+            .field("demo_mode", &self.demo_mode)
+            .field(
+                "preview_token",
+                &self.preview_token.as_ref().map(|_| "<set>"),
+            )
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -24,6 +44,7 @@ impl Default for Config {
             preview_addr: "127.0.0.1:9104".into(),
             backend_url: "http://127.0.0.1:9101".into(),
             demo_mode: false,
+            preview_token: None,
         }
     }
 }
@@ -31,10 +52,20 @@ impl Default for Config {
 impl Config {
     pub fn from_env() -> Result<Self, Box<figment::Error>> {
         let mut config: Config = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Env::raw().only(&["PROXY_ADDR", "PREVIEW_ADDR", "BACKEND_URL", "DEMO_MODE"]))
+            .merge(Env::raw().only(&[
+                "PROXY_ADDR",
+                "PREVIEW_ADDR",
+                "BACKEND_URL",
+                "DEMO_MODE",
+                "PREVIEW_TOKEN",
+            ]))
             .extract()
             .map_err(Box::new)?;
         config.backend_url = config.backend_url.trim_end_matches('/').to_owned();
+        config.preview_token = config
+            .preview_token
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty());
         Ok(config)
     }
 }

@@ -34,6 +34,8 @@ use crate::proxy::Upstream;
 #[derive(Clone)]
 pub struct Preview {
     upstream: Upstream,
+    /// `Authorization: Bearer <PREVIEW_TOKEN>`, marked sensitive.
+    authorization: Option<HeaderValue>,
     /// The whole `Content-Security-Policy` of every preview response.
     policy: HeaderValue,
 }
@@ -41,7 +43,7 @@ pub struct Preview {
 impl Preview {
     /// `frame_ancestors` are the origins the dashboard is reached by (see
     /// [`dashboard_origins`]): only they may show a preview in a frame.
-    pub fn new(upstream: Upstream, frame_ancestors: &str) -> Self {
+    pub fn new(upstream: Upstream, frame_ancestors: &str, token: Option<&str>) -> Self {
         let policy = format!(
             "default-src 'self'; script-src 'self' 'unsafe-inline'; \
              style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; \
@@ -49,8 +51,15 @@ impl Preview {
              object-src 'none'; base-uri 'none'; form-action 'none'; \
              frame-ancestors {frame_ancestors}; sandbox allow-scripts"
         );
+        let authorization = token
+            .and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
+            .map(|mut value| {
+                value.set_sensitive(true);
+                value
+            });
         Self {
             upstream,
+            authorization,
             // The origins come from addresses and ALLOWED_HOSTS, which are
             // header-safe; a policy that is not is replaced by one that
             // allows no framing at all rather than by none.
@@ -218,13 +227,15 @@ enum Lookup {
 
 impl Preview {
     async fn get(&self, url: url::Url) -> Result<reqwest::Response> {
-        self.upstream
+        let mut request = self
+            .upstream
             .client
             .get(url)
-            .header(header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(PreviewError::Unreachable)
+            .header(header::ACCEPT, "application/json");
+        if let Some(authorization) = &self.authorization {
+            request = request.header(header::AUTHORIZATION, authorization.clone());
+        }
+        request.send().await.map_err(PreviewError::Unreachable)
     }
 
     /// `/api/sessions/{session}/files[/{segments}]`, each segment encoded.

@@ -48,6 +48,7 @@ pub struct Application {
     upstream: Upstream,
     allowed_hosts: String,
     demo_mode: bool,
+    preview_token: Option<String>,
 }
 
 impl Application {
@@ -72,6 +73,7 @@ impl Application {
             upstream: Upstream::new(&config.backend_url),
             allowed_hosts,
             demo_mode: config.demo_mode,
+            preview_token: config.preview_token,
         })
     }
 
@@ -126,7 +128,11 @@ impl Application {
             .around(service_kit::log_request);
 
         let frame_ancestors = preview::dashboard_origins(self.dashboard.addr, &self.allowed_hosts);
-        let previews = Preview::new(self.upstream, &frame_ancestors);
+        let previews = Preview::new(
+            self.upstream,
+            &frame_ancestors,
+            self.preview_token.as_deref(),
+        );
         let policy = previews.policy();
         let preview_app = Route::new()
             .at("/:session_id", poem::get(preview::session_without_slash))

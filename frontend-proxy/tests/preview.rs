@@ -178,6 +178,7 @@ async fn harness() -> Harness {
         preview_addr: "127.0.0.1:0".into(),
         backend_url: format!("http://{backend}"),
         demo_mode: false,
+        preview_token: None,
     })
     .await
     .unwrap();

@@ -8,6 +8,12 @@ export class ApiError extends Error {
   }
 }
 
+/** Called when the API says the browser is not signed in (401). */
+let onSignedOut = () => {};
+export function whenSignedOut(callback) {
+  onSignedOut = callback;
+}
+
 async function request(method, path, body) {
   const response = await fetch(path, {
     method,
@@ -16,11 +22,15 @@ async function request(method, path, body) {
   });
   if (response.status === 204) return null;
   const data = await response.json().catch(() => null);
+  if (response.status === 401 && !path.startsWith("/api/auth/")) onSignedOut();
   if (!response.ok) throw new ApiError(response.status, data);
   return data;
 }
 
 export const api = {
+  me: () => request("GET", "/api/auth/me"),
+  signIn: (token) => request("POST", "/api/auth/session", { token }),
+  signOut: () => request("DELETE", "/api/auth/session"),
   sessions: () => request("GET", "/api/sessions?limit=100"),
   session: (id) => request("GET", `/api/sessions/${id}`),
   createSession: (repo_url, ref) => request("POST", "/api/sessions", ref ? { repo_url, ref } : { repo_url }),

@@ -3,7 +3,7 @@
 // (#/s/<id>). On a narrow screen the list and the open session are two
 // views, with a back button from the session to the list.
 
-import { api } from "./api.js";
+import { api, whenSignedOut } from "./api.js";
 import { repoName, sessionName } from "./names.js";
 import { RunView, el } from "./timeline.js";
 import { renderDiff, renderTree } from "./workspace.js";
@@ -94,7 +94,11 @@ function followSessions() {
     // EventSource reconnects by itself; the next snapshot clears this.
     showError("Cannot reach the API: reconnecting…");
     if (source.readyState === EventSource.CLOSED) {
-      setTimeout(followSessions, 1500);
+      // Refused outright: signed out (401), or the API is away.
+      api.me().then(() => setTimeout(followSessions, 1500), (error) => {
+        if (error.status === 401) signedOut();
+        else setTimeout(followSessions, 1500);
+      });
     }
   });
 }
@@ -438,6 +442,72 @@ fetch("/mode.json")
   })
   .catch(() => {});
 
-window.addEventListener("hashchange", route);
-followSessions();
-route();
+/** The page without the session: the sign-in form. Reloading drops every
+ * stream and view of the account that was signed in. */
+function signedOut() {
+  if (!$("#signin").hidden) return;
+  if (!$("#layout").hidden) {
+    location.replace(location.pathname);
+    return;
+  }
+  $("#signin").hidden = false;
+  $("#signin-token").focus();
+}
+whenSignedOut(signedOut);
+
+function signedIn(me) {
+  $("#signin").hidden = true;
+  $("#layout").hidden = false;
+  if (me.user) {
+    $("#who").hidden = false;
+    $("#who-name").textContent = me.user.is_admin ? `${me.user.name} (admin)` : me.user.name;
+  }
+  window.addEventListener("hashchange", route);
+  followSessions();
+  route();
+}
+
+$("#signin-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const token = $("#signin-token").value.trim();
+  try {
+    const me = await api.signIn(token);
+    $("#signin-token").value = "";
+    signedIn(me);
+  } catch (error) {
+    $("#signin-error").textContent = error.status === 401 ? "That token is not valid (wrong or revoked)." : error.message;
+  }
+});
+
+$("#sign-out").addEventListener("click", async () => {
+  await api.signOut().catch(() => {});
+  location.replace(location.pathname);
+});
+
+/** A sign-in link carries the token in its fragment (`#token=rr_…`), which
+ * the browser never sends: it is traded for the cookie, then wiped from the
+ * address bar and the history. */
+async function start() {
+  const link = location.hash.match(/^#token=(rr_[A-Za-z0-9_-]+)$/);
+  if (link) {
+    history.replaceState(null, "", location.pathname + location.search);
+    try {
+      signedIn(await api.signIn(link[1]));
+      return;
+    } catch (error) {
+      signedOut();
+      $("#signin-error").textContent = "The sign-in link's token is not valid (wrong or revoked).";
+      return;
+    }
+  }
+  try {
+    signedIn(await api.me());
+  } catch (error) {
+    if (error.status === 401) signedOut();
+    else {
+      showError("Cannot reach the API: retrying…");
+      setTimeout(start, 1500);
+    }
+  }
+}
+start();

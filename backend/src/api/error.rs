@@ -16,10 +16,11 @@ pub struct ErrorBody {
     /// What went wrong, for a person.
     pub message: String,
     /// A stable machine code, one per status: `bad_request` (400),
-    /// `forbidden` (403), `not_found` (404), `method_not_allowed` (405),
-    /// `conflict` (409), `payload_too_large` (413), `unsupported_media_type`
-    /// (415), `host_not_allowed` (421), `validation_error` (422),
-    /// `internal_error` (500), `not_ready` or `too_many_connections` (503).
+    /// `unauthorized` (401), `forbidden` (403), `not_found` (404),
+    /// `method_not_allowed` (405), `conflict` (409), `payload_too_large`
+    /// (413), `unsupported_media_type` (415), `host_not_allowed` (421),
+    /// `validation_error` (422), `too_many_requests` (429), `internal_error`
+    /// (500), `not_ready` or `too_many_connections` (503).
     pub code: String,
 }
 
@@ -34,7 +35,18 @@ pub enum ApiError {
     /// field, a value of the wrong type, a bad path, parameter or header.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
-    /// A cross-origin request from an origin `CORS_ORIGINS` does not list.
+    /// No credentials, or credentials that sign nobody in: a missing, wrong
+    /// or revoked API token, or an expired sign-in cookie.
+    #[oai(status = 401)]
+    Unauthorized(
+        Json<ErrorBody>,
+        /// `Bearer`: how to authenticate.
+        #[oai(header = "WWW-Authenticate")]
+        String,
+    ),
+    /// A cross-origin request from an origin `CORS_ORIGINS` does not list,
+    /// or a state-changing request made with the sign-in cookie from
+    /// another origin (CSRF).
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
     /// No such session, run or file.
@@ -64,6 +76,9 @@ pub enum ApiError {
     /// depth, prompt).
     #[oai(status = 422)]
     Unprocessable(Json<ErrorBody>),
+    /// A per-user limit is reached (sessions, runs at once).
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>),
     /// Something failed on our side; the log says what.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -84,6 +99,18 @@ fn body(code: ErrorCode, message: impl Into<String>) -> Json<ErrorBody> {
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::BadRequest(body(ErrorCode::BadRequest, message))
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::Unauthorized(body(ErrorCode::Unauthorized, message), "Bearer".into())
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::Forbidden(body(ErrorCode::Forbidden, message))
+    }
+
+    pub fn too_many(message: impl Into<String>) -> Self {
+        Self::TooManyRequests(body(ErrorCode::TooManyRequests, message))
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -174,6 +201,9 @@ mod tests {
         let io = std::io::Error::other("disk on fire");
         for (error, code) in [
             (ApiError::bad_request("m"), ErrorCode::BadRequest),
+            (ApiError::unauthorized("m"), ErrorCode::Unauthorized),
+            (ApiError::forbidden("m"), ErrorCode::Forbidden),
+            (ApiError::too_many("m"), ErrorCode::TooManyRequests),
             (ApiError::not_found("m"), ErrorCode::NotFound),
             (ApiError::conflict("m"), ErrorCode::Conflict),
             (ApiError::too_large("m"), ErrorCode::PayloadTooLarge),

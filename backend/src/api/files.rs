@@ -12,6 +12,7 @@ use super::error::{ApiError, ApiResult};
 use super::models::{Diff, FileContent, FileTree, TreeEntry};
 use super::sessions::SessionsApi;
 use super::ApiTags;
+use crate::auth::{Caller, Principal};
 use crate::domain::WorkspacePath;
 use crate::engine::Engine;
 use crate::git::{self, FileError};
@@ -34,11 +35,15 @@ impl FilesApi {
 
 impl FilesApi {
     /// The session's workspace, canonical, once its clone is done.
-    async fn workspace(&self, session_id: &str) -> ApiResult<(crate::store::SessionRow, PathBuf)> {
+    async fn workspace(
+        &self,
+        session_id: &str,
+        caller: &Principal,
+    ) -> ApiResult<(crate::store::SessionRow, PathBuf)> {
         let sessions = SessionsApi {
             engine: self.engine.clone(),
         };
-        let session = sessions.find(session_id).await?;
+        let session = sessions.find(session_id, caller).await?;
         if session.status != crate::domain::SessionStatus::Ready {
             return Err(ApiError::conflict(format!(
                 "session {} is {}: its workspace is not ready",
@@ -55,10 +60,15 @@ impl FilesApi {
 
     /// Shared by the OpenAPI operation and the route that takes a path with
     /// slashes as is.
-    pub async fn read(&self, session_id: &str, raw_path: &str) -> ApiResult<Json<FileContent>> {
+    pub async fn read(
+        &self,
+        session_id: &str,
+        raw_path: &str,
+        caller: &Principal,
+    ) -> ApiResult<Json<FileContent>> {
         let path =
             WorkspacePath::parse(raw_path).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let (_, dir) = self.workspace(session_id).await?;
+        let (_, dir) = self.workspace(session_id, caller).await?;
         let limit = self.engine.config().limits.max_file_bytes;
         let read = tokio::task::spawn_blocking(move || git::read_file(&dir, &path, limit))
             .await
@@ -95,8 +105,12 @@ impl FilesApi {
         method = "get",
         operation_id = "list_files"
     )]
-    async fn tree(&self, session_id: Path<String>) -> ApiResult<Json<FileTree>> {
-        let (_, dir) = self.workspace(&session_id).await?;
+    async fn tree(
+        &self,
+        Caller(caller): Caller,
+        session_id: Path<String>,
+    ) -> ApiResult<Json<FileTree>> {
+        let (_, dir) = self.workspace(&session_id, &caller).await?;
         let limit = self.engine.config().limits.max_tree_entries;
         let tree = tokio::task::spawn_blocking(move || git::tree(&dir, limit))
             .await
@@ -128,10 +142,11 @@ impl FilesApi {
     )]
     async fn file(
         &self,
+        Caller(caller): Caller,
         session_id: Path<String>,
         path: Path<String>,
     ) -> ApiResult<Json<FileContent>> {
-        self.read(&session_id, &path).await
+        self.read(&session_id, &path, &caller).await
     }
 
     /// The workspace's diff
@@ -142,8 +157,12 @@ impl FilesApi {
     /// `BACKEND_MAX_FILE_BYTES` are named in `too_large`, their content left
     /// out.
     #[oai(path = "/:session_id/diff", method = "get", operation_id = "get_diff")]
-    async fn diff(&self, session_id: Path<String>) -> ApiResult<Json<Diff>> {
-        let (session, dir) = self.workspace(&session_id).await?;
+    async fn diff(
+        &self,
+        Caller(caller): Caller,
+        session_id: Path<String>,
+    ) -> ApiResult<Json<Diff>> {
+        let (session, dir) = self.workspace(&session_id, &caller).await?;
         let base = session
             .base_commit
             .ok_or_else(|| ApiError::conflict("the session has no base commit"))?;

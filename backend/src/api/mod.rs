@@ -1,6 +1,7 @@
 //! The HTTP API: one `OpenApi` struct per area, combined in one service;
 //! the spec at `/api/openapi.json`, Swagger UI at `/docs`.
 
+mod auth;
 mod error;
 mod files;
 mod health;
@@ -34,6 +35,8 @@ enum ApiTags {
     Files,
     /// Liveness and readiness
     Health,
+    /// Signing a browser in and out, and who the caller is
+    Auth,
 }
 
 /// Ids are parsed here; one that is not a UUID names nothing: 404.
@@ -43,6 +46,7 @@ fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
 
 pub type Api = (
     health::HealthApi,
+    auth::AuthApi,
     sessions::SessionsApi,
     runs::RunsApi,
     files::FilesApi,
@@ -52,6 +56,9 @@ pub fn service(engine: &Arc<Engine>) -> OpenApiService<Api, ()> {
     OpenApiService::new(
         (
             health::HealthApi {
+                engine: engine.clone(),
+            },
+            auth::AuthApi {
                 engine: engine.clone(),
             },
             sessions::SessionsApi {
@@ -65,7 +72,54 @@ pub fn service(engine: &Arc<Engine>) -> OpenApiService<Api, ()> {
         "repo-runner",
         env!("CARGO_PKG_VERSION"),
     )
-    .description("Work on git repositories through the Codex agent and watch it live.")
+    .description(
+        "Work on git repositories through the Codex agent and watch it live.\n\n\
+         Every operation but health, readiness and signing in and out needs an API token \
+         (`Authorization: Bearer rr_…`, made by `backend admin token create USER`) or the \
+         `rr_session` cookie a browser gets by signing in, unless the server runs with \
+         `AUTH_MODE=none`.",
+    )
+}
+
+/// Operations anyone may call: the rest need a credential.
+const PUBLIC_OPERATIONS: [&str; 4] = ["health", "ready", "sign_in", "sign_out"];
+
+/// The document with its security schemes: poem-openapi declares a scheme
+/// only for operations that take one as a parameter, and ours are checked
+/// once, by the middleware, for every route. Every operation needs the
+/// bearer token or the cookie but the public ones, so a generated client
+/// sends the token.
+fn with_security(mut spec: serde_json::Value) -> serde_json::Value {
+    use serde_json::json;
+    spec["components"]["securitySchemes"] = json!({
+        "bearerAuth": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API token, `rr_…` (`backend admin token create USER`)"
+        },
+        "cookieAuth": {
+            "type": "apiKey",
+            "in": "cookie",
+            "name": crate::auth::COOKIE_NAME,
+            "description": "A browser's sign-in (`POST /api/auth/session`)"
+        }
+    });
+    spec["security"] = json!([{"bearerAuth": []}, {"cookieAuth": []}]);
+    if let Some(paths) = spec["paths"].as_object_mut() {
+        for operation in paths
+            .values_mut()
+            .filter_map(|p| p.as_object_mut())
+            .flat_map(|p| p.values_mut())
+        {
+            let public = operation["operationId"]
+                .as_str()
+                .is_some_and(|id| PUBLIC_OPERATIONS.contains(&id));
+            if public {
+                operation["security"] = json!([]);
+            }
+        }
+    }
+    spec
 }
 
 /// The whole HTTP application. A method a path does not answer is a 405
@@ -73,17 +127,35 @@ pub fn service(engine: &Arc<Engine>) -> OpenApiService<Api, ()> {
 /// outside it.
 pub fn app(engine: Arc<Engine>) -> impl IntoEndpoint {
     let api = service(&engine);
-    let spec = api.spec_endpoint();
-    let docs = api.swagger_ui();
-    let documented = serde_json::from_str(&api.spec()).unwrap_or_else(|error| {
+    let raw_spec = api.spec();
+    let documented = serde_json::from_str(&raw_spec).unwrap_or_else(|error| {
         // poem-openapi writes this document itself; should it ever not be
         // JSON, a 405 still answers, with an empty `Allow`, and the log
         // says why.
         tracing::error!(%error, "the OpenAPI document is not JSON: 405s lack Allow");
         serde_json::Value::Null
     });
+    let secured = with_security(documented.clone()).to_string();
+    // Swagger UI embeds its document; it gets the one with the schemes, so
+    // its Authorize button takes a token.
+    let docs_html = api.swagger_ui_html().replacen(
+        &format!("let spec = {raw_spec};"),
+        &format!("let spec = {secured};"),
+        1,
+    );
+    let spec = poem::endpoint::make_sync(move |_| {
+        Response::builder()
+            .content_type("application/json")
+            .body(secured.clone())
+    });
+    let docs = poem::endpoint::make_sync(move |_| poem::web::Html(docs_html.clone()));
     let max_body = engine.config().limits.max_body_bytes;
     let cors = engine.config().cors_origins.clone();
+    let authenticator = Arc::new(crate::auth::Authenticator {
+        mode: engine.config().auth_mode,
+        store: engine.store().clone(),
+        trusted_origins: cors.iter().filter(|o| *o != "*").cloned().collect(),
+    });
     let (route, outside_spec) = Routes::new()
         .at("/api/openapi.json", get(spec))
         .at(
@@ -94,17 +166,16 @@ pub fn app(engine: Arc<Engine>) -> impl IntoEndpoint {
     let allowed = Arc::new(
         AllowedMethods::from_openapi(&documented)
             .merge(outside_spec)
-            .route("/docs", [Method::GET])
-            .route("/docs/*file", [Method::GET]),
+            .route("/docs", [Method::GET]),
     );
     let route = route
-        .nest("/docs", poem::get(docs))
+        .at("/docs", poem::get(docs))
         .nest("/", api)
         .around(move |ep, req| limit_body(ep, req, max_body))
         .around(move |ep, req| allowed.clone().check(ep, req));
     let mut cors_mw = Cors::new()
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
-        .allow_headers(["content-type", "last-event-id"])
+        .allow_headers(["content-type", "last-event-id", "authorization"])
         .expose_headers(["content-type"]);
     // `*` means any origin: poem's `Cors` with no origin listed echoes the
     // request's origin, and credentials stay off.
@@ -120,6 +191,7 @@ pub fn app(engine: Arc<Engine>) -> impl IntoEndpoint {
         route.with(cors_mw).around(same_origin_is_not_cors).boxed()
     };
     route
+        .around(move |ep, req| authenticator.clone().check(ep, req))
         .around(service_kit::log_request)
         .catch_all_error(error::catch_all)
 }
@@ -134,25 +206,7 @@ async fn same_origin_is_not_cors<E: poem::Endpoint>(
     ep: Arc<E>,
     mut req: Request,
 ) -> poem::Result<Response> {
-    let headers = req.headers();
-    let host = headers
-        .get("x-forwarded-host")
-        .or_else(|| headers.get(poem::http::header::HOST))
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned);
-    let same = match (
-        host,
-        headers
-            .get(poem::http::header::ORIGIN)
-            .and_then(|o| o.to_str().ok()),
-    ) {
-        (Some(host), Some(origin)) => {
-            origin.eq_ignore_ascii_case(&format!("http://{host}"))
-                || origin.eq_ignore_ascii_case(&format!("https://{host}"))
-        }
-        _ => false,
-    };
-    if same {
+    if crate::auth::is_same_origin(req.headers()) {
         req.headers_mut().remove(poem::http::header::ORIGIN);
     }
     ep.call(req).await.map(IntoResponse::into_response)
@@ -163,9 +217,10 @@ async fn same_origin_is_not_cors<E: poem::Endpoint>(
 async fn file_with_slashes(
     Path((session_id, path)): Path<(String, String)>,
     engine: poem::web::Data<&Arc<Engine>>,
+    crate::auth::Caller(caller): crate::auth::Caller,
 ) -> Response {
     let files = files::FilesApi::new(engine.0.clone());
-    match files.read(&session_id, &path).await {
+    match files.read(&session_id, &path, &caller).await {
         Ok(json) => json.into_response(),
         Err(error) => error.into_response(),
     }

@@ -13,6 +13,7 @@ use super::models::{CancelAccepted, Run, RunList};
 use super::sessions::SessionsApi;
 use super::stream_event::EventFrames;
 use super::{parse_id, ApiTags};
+use crate::auth::{Caller, Principal};
 use crate::engine::Engine;
 use crate::hub::subscribe;
 
@@ -47,13 +48,27 @@ enum Cancelled {
 }
 
 impl RunsApi {
-    async fn find(&self, raw: &str) -> ApiResult<crate::store::RunRow> {
+    /// The run, if it exists and the caller may see its session.
+    async fn find(&self, raw: &str, caller: &Principal) -> ApiResult<crate::store::RunRow> {
         let id = parse_id(raw, "run")?;
+        self.check_owner(id, caller).await?;
         self.engine
             .store()
             .run(id)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("run {id} does not exist")))
+    }
+
+    /// A 404 unless the caller may see run `id`'s session; free for those
+    /// who see everything.
+    async fn check_owner(&self, id: uuid::Uuid, caller: &Principal) -> ApiResult<()> {
+        if caller.only_owner().is_none() {
+            return Ok(());
+        }
+        match self.engine.store().run_owner(id).await? {
+            Some(owner) if caller.sees(owner) => Ok(()),
+            _ => Err(ApiError::not_found(format!("run {id} does not exist"))),
+        }
     }
 }
 
@@ -65,11 +80,15 @@ impl RunsApi {
         method = "get",
         operation_id = "list_runs"
     )]
-    async fn list(&self, session_id: Path<String>) -> ApiResult<Json<RunList>> {
+    async fn list(
+        &self,
+        Caller(caller): Caller,
+        session_id: Path<String>,
+    ) -> ApiResult<Json<RunList>> {
         let sessions = SessionsApi {
             engine: self.engine.clone(),
         };
-        let session = sessions.find(&session_id).await?;
+        let session = sessions.find(&session_id, &caller).await?;
         let runs = self.engine.store().runs_of_session(session.id).await?;
         Ok(Json(RunList {
             runs: runs.into_iter().map(Run::from).collect(),
@@ -81,8 +100,8 @@ impl RunsApi {
     /// Its status, prompt, final response, token usage, error, timestamps,
     /// and the files it created, modified and deleted.
     #[oai(path = "/api/runs/:run_id", method = "get", operation_id = "get_run")]
-    async fn get(&self, run_id: Path<String>) -> ApiResult<Json<Run>> {
-        Ok(Json(self.find(&run_id).await?.into()))
+    async fn get(&self, Caller(caller): Caller, run_id: Path<String>) -> ApiResult<Json<Run>> {
+        Ok(Json(self.find(&run_id, &caller).await?.into()))
     }
 
     /// Cancel a run
@@ -91,8 +110,8 @@ impl RunsApi {
         method = "post",
         operation_id = "cancel_run"
     )]
-    async fn cancel(&self, run_id: Path<String>) -> ApiResult<Cancelled> {
-        let run = self.find(&run_id).await?;
+    async fn cancel(&self, Caller(caller): Caller, run_id: Path<String>) -> ApiResult<Cancelled> {
+        let run = self.find(&run_id, &caller).await?;
         let queued = run.status == crate::domain::RunStatus::Queued;
         if !self.engine.cancel(&run).await? {
             return Err(ApiError::conflict(format!(
@@ -119,6 +138,7 @@ impl RunsApi {
     )]
     async fn events(
         &self,
+        Caller(caller): Caller,
         run_id: Path<String>,
         /// The last event the client has; set by `EventSource` on reconnect.
         #[oai(name = "Last-Event-ID")]
@@ -130,9 +150,12 @@ impl RunsApi {
         let after = Cursor::parse(last_event_id.0.as_deref(), after.0.as_deref())
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         // A run with a live tail here exists and has not ended: attaching
-        // to it needs no query (thousands of browsers may attach at once).
-        if self.engine.hubs().get(id).is_none() {
-            let run = self.find(&run_id).await?;
+        // to it needs no query (thousands of browsers may attach at once)
+        // but the owner's, for a caller who does not see everything.
+        if self.engine.hubs().get(id).is_some() {
+            self.check_owner(id, &caller).await?;
+        } else {
+            let run = self.find(&run_id, &caller).await?;
             if run.status.has_ended()
                 && self.engine.store().last_seq(run.id).await? <= seq_of(after)
             {
@@ -148,8 +171,13 @@ impl RunsApi {
         // A retry hint first: the client leaves CONNECTING at once and
         // reconnects quickly if the connection drops.
         let frames = futures_util::stream::once(async { service_kit::sse::retry_frame(RETRY_MS) })
-            .chain(frames)
-            .boxed();
+            .chain(frames);
+        let frames = crate::auth::until_revoked(
+            frames,
+            &caller,
+            self.engine.changes(),
+            self.engine.store().clone(),
+        );
         let body = EventFrames::new(frames, self.engine.config().limits.keep_alive);
         Ok(Events::Ok(body, "no".into(), "no-cache".into()))
     }

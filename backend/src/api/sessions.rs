@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::types::ToJSON;
@@ -17,6 +16,7 @@ use super::models::{
     CreateSession, PromptAccepted, PromptRequest, RunStatus, Session, SessionChange, SessionPage,
 };
 use super::{parse_id, ApiTags};
+use crate::auth::{Caller, Principal};
 use crate::domain::{Depth, GitRef, Prompt, RepoUrl};
 use crate::engine::Engine;
 use crate::git::{CloneRequest, Credentials};
@@ -72,12 +72,15 @@ impl SessionsApi {
         Session::from_row(row, path)
     }
 
-    pub async fn find(&self, raw: &str) -> ApiResult<crate::store::SessionRow> {
+    /// The session, if it exists and the caller may see it: someone else's
+    /// session is a 404 too, so ids cannot be probed.
+    pub async fn find(&self, raw: &str, caller: &Principal) -> ApiResult<crate::store::SessionRow> {
         let id = parse_id(raw, "session")?;
         self.engine
             .store()
             .session(id)
             .await?
+            .filter(|row| caller.sees(row.owner_id))
             .ok_or_else(|| ApiError::not_found(format!("session {id} does not exist")))
     }
 }
@@ -90,7 +93,11 @@ impl SessionsApi {
     /// in the background and the session becomes `ready` (with a runner
     /// thread) or `failed` (with a message).
     #[oai(path = "/", method = "post", operation_id = "create_session")]
-    async fn create(&self, body: Json<CreateSession>) -> ApiResult<Created> {
+    async fn create(
+        &self,
+        Caller(caller): Caller,
+        body: Json<CreateSession>,
+    ) -> ApiResult<Created> {
         let config = &self.engine.config();
         let url = RepoUrl::parse(
             &body.repo_url,
@@ -126,16 +133,31 @@ impl SessionsApi {
             ));
         }
         let id = Uuid::new_v4();
-        let row = self
-            .engine
-            .store()
-            .insert_session(
-                id,
-                url.as_str(),
-                git_ref.as_ref().map(GitRef::as_str),
-                depth.map(Depth::get),
-            )
-            .await?;
+        let store = self.engine.store();
+        let (url_str, ref_str, depth_n) = (
+            url.as_str(),
+            git_ref.as_ref().map(GitRef::as_str),
+            depth.map(Depth::get),
+        );
+        let row = match caller.user_id() {
+            Some(owner) => {
+                let max = config.limits.user_max_sessions;
+                store
+                    .insert_owned_session(id, url_str, ref_str, depth_n, owner, max)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::too_many(format!(
+                            "you have {max} sessions, the most one user may have \
+                             (BACKEND_USER_MAX_SESSIONS); delete one first"
+                        ))
+                    })?
+            }
+            None => {
+                store
+                    .insert_session(id, url_str, ref_str, depth_n, None)
+                    .await?
+            }
+        };
         tracing::info!(session_id = %id, url = %url.as_str(), "session created");
         self.engine.spawn_clone(
             id,
@@ -157,6 +179,7 @@ impl SessionsApi {
     #[oai(path = "/", method = "get", operation_id = "list_sessions")]
     async fn list(
         &self,
+        Caller(caller): Caller,
         /// At most this many (1 to 200, default 50).
         limit: Query<Option<i64>>,
         /// Skip this many.
@@ -169,7 +192,11 @@ impl SessionsApi {
                 "limit must be between 1 and 200 and offset must not be negative",
             ));
         }
-        let (rows, total) = self.engine.store().sessions(limit, offset).await?;
+        let (rows, total) = self
+            .engine
+            .store()
+            .sessions(limit, offset, caller.only_owner())
+            .await?;
         Ok(Json(SessionPage {
             sessions: rows.into_iter().map(|r| self.view(r)).collect(),
             total,
@@ -188,20 +215,26 @@ impl SessionsApi {
         method = "get",
         operation_id = "stream_session_changes"
     )]
-    async fn changes(&self) -> ApiResult<Changes> {
+    async fn changes(&self, Caller(caller): Caller) -> ApiResult<Changes> {
         // Subscribed before the first snapshot is read: a change made in
         // between comes after it, never before.
         let mut changes = self.engine.changes().subscribe();
         let engine = self.engine.clone();
+        let owner = caller.only_owner();
+        let visible = caller.clone();
         let stream = async_stream::stream! {
             let view = |row| SessionsApi { engine: engine.clone() }.view(row);
             let mut stale = true;
+            // The sessions this caller was shown: only their deletions are
+            // told, so nobody learns of another user's session ids.
+            let mut shown = std::collections::HashSet::new();
             loop {
                 if stale {
                     // A database that is away leaves the list stale until
                     // the next change or resync tries again.
-                    if let Ok((rows, total)) = engine.store().sessions(SNAPSHOT_SIZE, 0).await {
+                    if let Ok((rows, total)) = engine.store().sessions(SNAPSHOT_SIZE, 0, owner).await {
                         stale = false;
+                        shown = rows.iter().map(|r| r.id).collect();
                         yield SessionChange {
                             kind: "snapshot".into(),
                             sessions: Some(rows.into_iter().map(view).collect()),
@@ -213,28 +246,40 @@ impl SessionsApi {
                 }
                 match changes.recv().await {
                     Ok(Change::Session(id)) if !stale => match engine.store().session(id).await {
-                        Ok(Some(row)) => yield SessionChange {
-                            kind: "updated".into(),
-                            sessions: None,
-                            total: None,
-                            session: Some(view(row)),
-                            session_id: None,
-                        },
-                        Ok(None) => yield SessionChange {
+                        Ok(Some(row)) if visible.sees(row.owner_id) => {
+                            shown.insert(row.id);
+                            yield SessionChange {
+                                kind: "updated".into(),
+                                sessions: None,
+                                total: None,
+                                session: Some(view(row)),
+                                session_id: None,
+                            }
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) if shown.remove(&id) => yield SessionChange {
                             kind: "deleted".into(),
                             sessions: None,
                             total: None,
                             session: None,
                             session_id: Some(id),
                         },
+                        Ok(None) => {}
                         Err(_) => stale = true,
                     },
+                    Ok(Change::Revoked(_)) => {}
                     Ok(_) | Err(RecvError::Lagged(_)) => stale = true,
                     Err(RecvError::Closed) => break,
                 }
             }
         };
-        let stream = EventStream::new(stream.boxed())
+        let stream = crate::auth::until_revoked(
+            stream,
+            &caller,
+            self.engine.changes(),
+            self.engine.store().clone(),
+        );
+        let stream = EventStream::new(stream)
             .keep_alive(self.engine.config().limits.keep_alive)
             .to_event(|change: SessionChange| {
                 let data = change.to_json().map(|v| v.to_string()).unwrap_or_default();
@@ -245,8 +290,12 @@ impl SessionsApi {
 
     /// Get a session
     #[oai(path = "/:session_id", method = "get", operation_id = "get_session")]
-    async fn get(&self, session_id: Path<String>) -> ApiResult<Json<Session>> {
-        let row = self.find(&session_id).await?;
+    async fn get(
+        &self,
+        Caller(caller): Caller,
+        session_id: Path<String>,
+    ) -> ApiResult<Json<Session>> {
+        let row = self.find(&session_id, &caller).await?;
         Ok(Json(self.view(row)))
     }
 
@@ -259,8 +308,8 @@ impl SessionsApi {
         method = "delete",
         operation_id = "delete_session"
     )]
-    async fn delete(&self, session_id: Path<String>) -> ApiResult<Deleted> {
-        let row = self.find(&session_id).await?;
+    async fn delete(&self, Caller(caller): Caller, session_id: Path<String>) -> ApiResult<Deleted> {
+        let row = self.find(&session_id, &caller).await?;
         self.engine.delete_session(&row).await?;
         Ok(Deleted::NoContent)
     }
@@ -276,10 +325,11 @@ impl SessionsApi {
     )]
     async fn prompt(
         &self,
+        Caller(caller): Caller,
         session_id: Path<String>,
         body: Json<PromptRequest>,
     ) -> ApiResult<Queued> {
-        let session = self.find(&session_id).await?;
+        let session = self.find(&session_id, &caller).await?;
         let prompt = Prompt::parse(&body.prompt, self.engine.config().limits.max_prompt_chars)
             .map_err(|e| ApiError::invalid(e.to_string()))?;
         if session.status == crate::domain::SessionStatus::Failed {
@@ -288,6 +338,18 @@ impl SessionsApi {
                 session.id,
                 session.error.unwrap_or_default()
             )));
+        }
+        if let Some(owner) = caller.user_id() {
+            let max = self.engine.config().limits.user_max_active_runs;
+            // A count, then the insert: two prompts at once may both pass
+            // at the edge, by one run; the per-session queue bound holds
+            // regardless.
+            if self.engine.store().active_runs_of_owner(owner).await? >= max {
+                return Err(ApiError::too_many(format!(
+                    "you have {max} runs queued or running, the most one user may have \
+                     (BACKEND_USER_MAX_ACTIVE_RUNS); wait for one to end or cancel one"
+                )));
+            }
         }
         let run_id = Uuid::new_v4();
         let limit = self.engine.config().limits.max_queued_runs;

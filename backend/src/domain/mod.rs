@@ -7,6 +7,7 @@ mod prompt;
 mod repo_url;
 mod status;
 mod usage;
+mod user_name;
 mod workspace_path;
 
 pub use clone_host::{classify as classify_host, ClonePolicy, HostKind};
@@ -15,6 +16,7 @@ pub use prompt::Prompt;
 pub use repo_url::{RepoUrl, RepoUrlError};
 pub use status::{RunStatus, SessionStatus, UnknownStatus};
 pub use usage::Usage;
+pub use user_name::UserName;
 pub use workspace_path::{WorkspacePath, WorkspacePathError};
 
 /// A value refused by a domain constructor, with a message for a person.

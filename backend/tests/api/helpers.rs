@@ -221,6 +221,33 @@ pub struct Backend {
     child: tokio::process::Child,
 }
 
+/// A user made with `backend admin`, and a client that sends their token.
+#[derive(Clone)]
+pub struct TestUser {
+    pub id: String,
+    pub token: String,
+    pub client: reqwest::Client,
+}
+
+/// What `backend admin …` did.
+pub struct AdminOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A client that sends `Authorization: Bearer <token>` on every request.
+pub fn client_with_token(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 /// Every line the backend processes of a stack logged, in order.
 #[derive(Default)]
 pub struct BackendLog {
@@ -264,7 +291,11 @@ pub struct TestStack {
     /// In the command line of the script's sleeping commands; this stack's
     /// own.
     pub marker: String,
+    /// Sends the token of `user`, the stack's first user (not an admin).
     pub client: reqwest::Client,
+    /// The stack's first user, made with `backend admin` once the backend
+    /// first starts; `None` with `AUTH_MODE=none`.
+    pub user: Option<TestUser>,
     /// `WORKSPACES_ROOT`
     pub root: PathBuf,
     /// Where tests make the repositories they clone.
@@ -345,6 +376,7 @@ impl TestStack {
             model,
             marker,
             client: reqwest::Client::new(),
+            user: None,
             root,
             repos,
             base: String::new(),
@@ -368,7 +400,54 @@ impl TestStack {
         };
         stack.start_runner().await;
         stack.start_backend().await;
+        let no_auth = stack
+            .backend_env
+            .iter()
+            .any(|(k, v)| k == "AUTH_MODE" && v == "none");
+        if !no_auth {
+            let alice = stack.add_user("alice", false).await;
+            stack.client = alice.client.clone();
+            stack.user = Some(alice);
+        }
         stack
+    }
+
+    /// `backend admin ARGS` against this stack's database.
+    pub async fn admin(&self, args: &[&str]) -> AdminOutput {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_backend"))
+            .arg("admin")
+            .args(args)
+            .env("DATABASE_URL", &self.db.url)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap();
+        AdminOutput {
+            success: output.status.success(),
+            stdout: String::from_utf8(output.stdout).unwrap(),
+            stderr: String::from_utf8(output.stderr).unwrap(),
+        }
+    }
+
+    /// A new user with a token, made as an operator does.
+    pub async fn add_user(&self, name: &str, admin: bool) -> TestUser {
+        let mut args = vec!["user", "add", name];
+        if admin {
+            args.push("--admin");
+        }
+        let added = self.admin(&args).await;
+        assert!(added.success, "user add: {}", added.stderr);
+        let id = added.stdout.trim().to_owned();
+        let created = self.admin(&["token", "create", name]).await;
+        assert!(created.success, "token create: {}", created.stderr);
+        let token = created.stdout.trim().to_owned();
+        TestUser {
+            id,
+            client: client_with_token(&token),
+            token,
+        }
     }
 
     pub async fn start_runner(&mut self) {

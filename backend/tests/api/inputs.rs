@@ -300,7 +300,11 @@ async fn raw_get(stack: &TestStack, path: &str) -> (u16, serde_json::Value) {
     let mut socket = tokio::net::TcpStream::connect(host).await.unwrap();
     socket
         .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+                stack.user.as_ref().map_or("", |u| u.token.as_str())
+            )
+            .as_bytes(),
         )
         .await
         .unwrap();

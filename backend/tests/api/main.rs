@@ -18,3 +18,4 @@ mod sdk_passthrough;
 mod sources;
 mod spec;
 mod streams;
+mod tenants;

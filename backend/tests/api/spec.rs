@@ -4,9 +4,12 @@ use serde_json::Value;
 
 use crate::helpers::TestStack;
 
-const OPERATIONS: [(&str, &str); 15] = [
+const OPERATIONS: [(&str, &str); 18] = [
     ("/health", "get"),
     ("/ready", "get"),
+    ("/api/auth/session", "post"),
+    ("/api/auth/session", "delete"),
+    ("/api/auth/me", "get"),
     ("/api/sessions", "post"),
     ("/api/sessions", "get"),
     ("/api/sessions/events", "get"),
@@ -23,10 +26,15 @@ const OPERATIONS: [(&str, &str); 15] = [
 ];
 
 /// Every error status the backend can answer an `/api/` operation with,
-/// those raised before the operation runs (403 CORS, 405, 415, 421) too.
-const ERROR_STATUSES: [&str; 11] = [
-    "400", "403", "404", "405", "409", "413", "415", "421", "422", "500", "503",
+/// those raised before the operation runs (401, 403 CORS or CSRF, 405,
+/// 415, 421) too.
+const ERROR_STATUSES: [&str; 13] = [
+    "400", "401", "403", "404", "405", "409", "413", "415", "421", "422", "429", "500", "503",
 ];
+
+/// Operations anyone may call; every other one declares the token and the
+/// cookie.
+const PUBLIC: [&str; 4] = ["health", "ready", "sign_in", "sign_out"];
 
 #[tokio::test]
 async fn the_spec_is_valid_openapi_3_and_lists_every_route() {
@@ -49,6 +57,14 @@ async fn the_spec_is_valid_openapi_3_and_lists_every_route() {
                 operation["operationId"].is_string(),
                 "{method} {path} has no operationId"
             );
+            let public = PUBLIC.contains(&operation["operationId"].as_str().unwrap());
+            let security = operation.get("security").unwrap_or(&spec["security"]);
+            let expected = if public {
+                serde_json::json!([])
+            } else {
+                serde_json::json!([{"bearerAuth": []}, {"cookieAuth": []}])
+            };
+            assert_eq!(security, &expected, "{method} {path}");
             assert!(
                 !operation["tags"].as_array().unwrap().is_empty(),
                 "{method} {path} has no tag"
@@ -99,9 +115,26 @@ async fn the_spec_is_valid_openapi_3_and_lists_every_route() {
         "the error body has nothing that is never filled"
     );
 
+    assert_eq!(
+        spec["components"]["securitySchemes"],
+        serde_json::json!({
+            "bearerAuth": {"type": "http", "scheme": "bearer",
+                "description": "An API token, `rr_…` (`backend admin token create USER`)"},
+            "cookieAuth": {"type": "apiKey", "in": "cookie", "name": "rr_session",
+                "description": "A browser's sign-in (`POST /api/auth/session`)"}
+        })
+    );
+
+    // Swagger UI shows the same document, schemes included (its Authorize
+    // button takes a token).
     let docs = stack.get("/docs").await;
     assert_eq!(docs.status(), 200);
-    assert!(docs.text().await.unwrap().contains("swagger"));
+    let docs = docs.text().await.unwrap();
+    assert!(docs.contains("swagger"));
+    assert!(
+        docs.contains("\"securitySchemes\""),
+        "Swagger UI has the schemes"
+    );
     assert_eq!(stack.get_json("/health").await["status"], "ok");
     let ready = stack.get_json("/ready").await;
     assert_eq!(ready["database"], true);

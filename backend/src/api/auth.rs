@@ -1,0 +1,166 @@
+//! Signing a browser in and out, and who the caller is.
+//!
+//! `EventSource` cannot send headers, so a browser trades an API token for
+//! the `rr_session` cookie once (`POST /api/auth/session`, the token in the
+//! body, never in a URL) and every later request, the streams included,
+//! carries the cookie: `HttpOnly` (no script reads it), `SameSite=Strict`
+//! (no other site sends it), `Secure` behind TLS.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use poem::Request;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::error::{ApiError, ApiResult};
+use super::ApiTags;
+use crate::auth::{secret, AuthMode, Caller, Principal, COOKIE_NAME};
+use crate::config::CookieSecure;
+use crate::engine::Engine;
+use crate::store::UserRow;
+
+pub struct AuthApi {
+    pub engine: Arc<Engine>,
+}
+
+/// A user, as the API shows them.
+#[derive(Debug, Clone, Object)]
+pub struct User {
+    pub id: uuid::Uuid,
+    pub name: String,
+    /// An admin sees every user's sessions.
+    pub is_admin: bool,
+}
+
+impl From<UserRow> for User {
+    fn from(row: UserRow) -> Self {
+        Self {
+            id: row.id,
+            name: row.name,
+            is_admin: row.is_admin,
+        }
+    }
+}
+
+/// Who the caller is.
+#[derive(Debug, Clone, Object)]
+pub struct Me {
+    /// `token` (credentials required) or `none` (no authentication).
+    pub auth_mode: String,
+    /// `null` with `AUTH_MODE=none`.
+    pub user: Option<User>,
+}
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct SignIn {
+    /// An API token (`rr_…`), as `backend admin token create` printed it.
+    pub token: String,
+}
+
+#[derive(ApiResponse)]
+enum SignedIn {
+    /// Signed in: the response sets the `rr_session` cookie.
+    #[oai(status = 200)]
+    Ok(
+        Json<Me>,
+        /// `rr_session=…; HttpOnly; SameSite=Strict; Path=/; Max-Age=…`,
+        /// with `Secure` behind TLS.
+        #[oai(header = "Set-Cookie")]
+        String,
+    ),
+}
+
+#[derive(ApiResponse)]
+enum SignedOut {
+    /// Signed out: the cookie is cleared and its streams end.
+    #[oai(status = 204)]
+    NoContent(#[oai(header = "Set-Cookie")] String),
+}
+
+impl AuthApi {
+    fn cookie(&self, req: &Request, value: &str, max_age_secs: u64) -> String {
+        let secure = match self.engine.config().cookie_secure {
+            CookieSecure::True => true,
+            CookieSecure::False => false,
+            CookieSecure::Auto => req
+                .headers()
+                .get("x-forwarded-proto")
+                .and_then(|p| p.to_str().ok())
+                .is_some_and(|p| p.eq_ignore_ascii_case("https")),
+        };
+        format!(
+            "{COOKIE_NAME}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_secs}{}",
+            if secure { "; Secure" } else { "" }
+        )
+    }
+}
+
+#[OpenApi(prefix_path = "/api/auth", tag = "ApiTags::Auth")]
+impl AuthApi {
+    /// Sign a browser in with an API token
+    ///
+    /// Sets the `rr_session` cookie, which then authenticates every request
+    /// of this browser, event streams included, until it signs out, the
+    /// sign-in expires (`BACKEND_SIGNIN_TTL_HOURS`) or the token is revoked.
+    #[oai(path = "/session", method = "post", operation_id = "sign_in")]
+    async fn sign_in(&self, req: &Request, body: Json<SignIn>) -> ApiResult<SignedIn> {
+        let config = self.engine.config();
+        if config.auth_mode == AuthMode::None {
+            return Err(ApiError::conflict(
+                "AUTH_MODE=none: there is nothing to sign in to",
+            ));
+        }
+        let store = self.engine.store();
+        let signed_in = store
+            .signed_in_by_token(&secret::hash(body.token.trim()))
+            .await?
+            .ok_or_else(|| {
+                ApiError::unauthorized("the token is not valid: it is wrong or revoked")
+            })?;
+        let cookie = secret::mint(secret::Kind::Cookie).map_err(|e| ApiError::internal(&e))?;
+        let ttl = config.signin_ttl;
+        let expires =
+            Utc::now() + chrono::Duration::from_std(ttl).map_err(|e| ApiError::internal(&e))?;
+        store
+            .add_browser_session(signed_in.token_id, &cookie.sha256, expires)
+            .await?;
+        tracing::info!(user = %signed_in.user.name, "a browser signed in");
+        Ok(SignedIn::Ok(
+            Json(Me {
+                auth_mode: config.auth_mode.as_str().into(),
+                user: Some(signed_in.user.into()),
+            }),
+            self.cookie(req, &cookie.secret, ttl.as_secs()),
+        ))
+    }
+
+    /// Sign this browser out
+    ///
+    /// Clears the cookie and forgets the sign-in: streams opened with it
+    /// end. Answers 204 whether or not the browser was signed in.
+    #[oai(path = "/session", method = "delete", operation_id = "sign_out")]
+    async fn sign_out(&self, req: &Request) -> ApiResult<SignedOut> {
+        if let Some(cookie) = crate::auth::cookie(req.headers()) {
+            let store = self.engine.store();
+            if let Some(signed_in) = store.signed_in_by_cookie(&secret::hash(cookie)).await? {
+                if let Some(id) = signed_in.browser_session_id {
+                    store.delete_browser_session(id).await?;
+                    tracing::info!(user = %signed_in.user.name, "a browser signed out");
+                }
+            }
+        }
+        Ok(SignedOut::NoContent(self.cookie(req, "", 0)))
+    }
+
+    /// Who am I
+    #[oai(path = "/me", method = "get", operation_id = "who_am_i")]
+    async fn me(&self, caller: Caller) -> ApiResult<Json<Me>> {
+        let Caller(Principal { user, .. }) = caller;
+        Ok(Json(Me {
+            auth_mode: self.engine.config().auth_mode.as_str().into(),
+            user: user.map(User::from),
+        }))
+    }
+}
