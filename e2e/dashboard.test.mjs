@@ -363,7 +363,8 @@ test("on a phone, the list and the session are two views, and the last message a
 
   await page.getByTestId("back").click();
   await page.waitForURL((url) => !url.hash.includes("/s/"));
-  assert.equal(await page.getByTestId("create-form").isVisible(), true);
+  // The page switches views on the hash change, after the URL changed.
+  await page.getByTestId("create-form").waitFor();
   assert.equal(await page.locator(`[data-session-id='${session}']`).isVisible(), true);
   await page.close();
 });
@@ -477,4 +478,65 @@ test("bug 9: the file viewer takes the height of the window and long lines wrap,
   await page.locator("[data-testid=diff] .line.add", { hasText: "xxxx" }).waitFor({ timeout: LONG });
   assert.equal(await wraps("[data-testid=diff]"), true, "the diff's long line wraps instead of being cut");
   await page.close();
+});
+
+test("a browser signs in with the link, streams with its cookie, and signing out stops the stream", async () => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  // Signed out, the page asks for a token; a wrong one is refused.
+  await page.goto(stack.url);
+  await page.getByTestId("signin").waitFor();
+  await page.fill("[data-testid=signin-token]", "rr_wrong");
+  await page.click("[data-testid=signin-submit]");
+  await page.waitForFunction(() => document.querySelector("[data-testid=signin-error]").textContent.includes("not valid"));
+
+  // The link signs in, and the token leaves the address bar and history.
+  await page.goto(`${stack.url}/#token=${stack.token}`);
+  await page.getByTestId("signed-in-user").waitFor();
+  assert.equal(await page.getByTestId("signed-in-user").innerText(), "alice");
+  assert.ok(!page.url().includes(stack.token), page.url());
+  const [cookie] = (await page.context().cookies()).filter((c) => c.name === "rr_session");
+  assert.equal(cookie.httpOnly, true);
+  assert.equal(cookie.sameSite, "Strict");
+  assert.equal(await page.evaluate(() => document.cookie), "", "no script reads the cookie");
+
+  // A run streams with the cookie (EventSource sends no header).
+  await page.fill("[data-testid=new-session-url]", `file://${stack.makeRepo("cookie-flow")}`);
+  await page.click("[data-testid=create-session]");
+  await page.waitForSelector("[data-testid=session-status].ready", { timeout: LONG });
+  await sendPrompt(page, "sleep");
+  await page.locator("[data-testid=run] [data-testid=item]").first().waitFor({ timeout: LONG });
+  const session = page.url().split("#/s/")[1];
+  const runs = await (await stack.fetch(`${stack.url}/api/sessions/${session}/runs`)).json();
+  const runId = runs.runs[0].run_id;
+
+  // A second tab of the same browser holds the run's stream open.
+  const tab = await page.context().newPage();
+  await tab.goto(`${stack.url}/mode.json`);
+  await tab.evaluate((url) => {
+    window.received = [];
+    window.stopped = false;
+    const source = new EventSource(url);
+    for (const type of ["item.started", "item.completed", "run.completed", "run.cancelled"]) {
+      source.addEventListener(type, () => window.received.push(type));
+    }
+    source.addEventListener("error", () => {
+      // The server ended the stream; the reconnection with the old cookie
+      // is refused (401), which closes the source.
+      if (source.readyState === EventSource.CLOSED) window.stopped = true;
+    });
+  }, `${stack.url}/api/runs/${runId}/events`);
+  await tab.waitForFunction(() => window.received.includes("item.started"), null, { timeout: LONG });
+
+  await page.click("[data-testid=sign-out]");
+  await page.getByTestId("signin").waitFor();
+  await tab.waitForFunction(() => window.stopped, null, { timeout: LONG });
+  const received = await tab.evaluate(() => window.received);
+  assert.ok(!received.some((t) => t.startsWith("run.")), `the stream stopped before the run ended: ${received}`);
+  const status = (await (await stack.fetch(`${stack.url}/api/runs/${runId}`)).json()).status;
+  assert.equal(status, "running", "signing out stops the stream, not the run");
+  const refused = await fetch(`${stack.url}/api/sessions`, { headers: { cookie: `rr_session=${cookie.value}` } });
+  assert.equal(refused.status, 401);
+  await stack.fetch(`${stack.url}/api/runs/${runId}/cancel`, { method: "POST" });
+  await context.close();
 });

@@ -510,4 +510,16 @@ async function start() {
     }
   }
 }
+// A sign-in link opened in a tab that shows the dashboard already changes
+// only the fragment: sign in with it all the same.
+window.addEventListener("hashchange", () => {
+  if (!/^#token=/.test(location.hash)) return;
+  if ($("#layout").hidden) start();
+  else {
+    // Signed in already: a fresh page for the account of the link.
+    const hash = location.hash;
+    location.replace(location.pathname + hash);
+    location.reload();
+  }
+});
 start();
