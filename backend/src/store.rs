@@ -210,6 +210,10 @@ pub enum Enqueue {
     QueueFull,
 }
 
+/// A new session, `cloning`.
+const INSERT_SESSION: &str = "INSERT INTO sessions (id, repo_url, git_ref, depth, status, owner_id)
+     VALUES ($1, $2, $3, $4, 'cloning', $5) RETURNING *";
+
 impl Store {
     /// Connects, and migrates under an advisory lock.
     pub async fn connect(database_url: &str, pool_size: usize) -> Result<Self> {
@@ -267,11 +271,7 @@ impl Store {
         let row = self
             .client()
             .await?
-            .query_one(
-                "INSERT INTO sessions (id, repo_url, git_ref, depth, status, owner_id)
-                 VALUES ($1, $2, $3, $4, 'cloning', $5) RETURNING *",
-                &[&id, &repo_url, &git_ref, &depth, &owner],
-            )
+            .query_one(INSERT_SESSION, &[&id, &repo_url, &git_ref, &depth, &owner])
             .await?;
         Ok(SessionRow::try_from(&row)?)
     }
@@ -303,11 +303,7 @@ impl Store {
             return Ok(None);
         }
         let row = tx
-            .query_one(
-                "INSERT INTO sessions (id, repo_url, git_ref, depth, status, owner_id)
-                 VALUES ($1, $2, $3, $4, 'cloning', $5) RETURNING *",
-                &[&id, &repo_url, &git_ref, &depth, &owner],
-            )
+            .query_one(INSERT_SESSION, &[&id, &repo_url, &git_ref, &depth, &owner])
             .await?;
         tx.commit().await?;
         Ok(Some(SessionRow::try_from(&row)?))

@@ -190,17 +190,7 @@ async fn a_missing_wrong_malformed_or_revoked_token_is_a_401_on_every_route() {
     assert_eq!(me["user"]["id"], stack.user.as_ref().unwrap().id.as_str());
     assert_eq!(me["user"]["is_admin"], false);
     assert_eq!(me["auth_mode"], "token");
-    let listed = stack.admin(&["token", "list", "alice"]).await;
-    assert!(listed.success, "{}", listed.stderr);
-    let token_id = listed
-        .stdout
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let token_id = alices_token_id(&stack).await;
     let revoked = stack.admin(&["token", "revoke", &token_id]).await;
     assert!(revoked.success, "{}", revoked.stderr);
     assert_error(stack.get("/api/sessions").await, 401, "unauthorized").await;
@@ -245,8 +235,9 @@ fn client_with_cookie(cookie: &str) -> reqwest::Client {
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_browser_signs_in_streams_with_the_cookie_and_signing_out_ends_the_stream() {
+/// A stack whose user's browser signed in with her token and follows a
+/// run that sleeps, with the cookie; its command has started.
+async fn a_browser_streaming_a_long_run() -> (TestStack, reqwest::Client, String, Subscription) {
     let stack = TestStack::start().await;
     let (session, _) = stack.ready_session().await;
     let cookie = sign_in(&stack, &stack.user.as_ref().unwrap().token).await;
@@ -259,6 +250,27 @@ async fn a_browser_signs_in_streams_with_the_cookie_and_signing_out_ends_the_str
     )
     .await;
     stream.until(|e| e.event == "item.started").await;
+    (stack, browser, run, stream)
+}
+
+/// The id of alice's first token, as `backend admin token list` shows it.
+async fn alices_token_id(stack: &TestStack) -> String {
+    let listed = stack.admin(&["token", "list", "alice"]).await;
+    assert!(listed.success, "{}", listed.stderr);
+    listed
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_browser_signs_in_streams_with_the_cookie_and_signing_out_ends_the_stream() {
+    let (stack, browser, run, stream) = a_browser_streaming_a_long_run().await;
 
     let signed_out = browser
         .delete(stack.url("/api/auth/session"))
@@ -307,28 +319,8 @@ async fn a_browser_signs_in_streams_with_the_cookie_and_signing_out_ends_the_str
 
 #[tokio::test]
 async fn revoking_a_token_ends_the_streams_of_the_browsers_signed_in_with_it() {
-    let stack = TestStack::start().await;
-    let (session, _) = stack.ready_session().await;
-    let cookie = sign_in(&stack, &stack.user.as_ref().unwrap().token).await;
-    let browser = client_with_cookie(&cookie);
-    let run = stack.prompt(&session, "sleep").await;
-    let mut stream = Subscription::open(
-        &browser,
-        &stack.url(&format!("/api/runs/{run}/events")),
-        None,
-    )
-    .await;
-    stream.until(|e| e.event == "item.started").await;
-    let listed = stack.admin(&["token", "list", "alice"]).await;
-    let token_id = listed
-        .stdout
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let (stack, browser, _run, stream) = a_browser_streaming_a_long_run().await;
+    let token_id = alices_token_id(&stack).await;
     assert!(stack.admin(&["token", "revoke", &token_id]).await.success);
     let rest = stream.rest().await;
     assert!(
