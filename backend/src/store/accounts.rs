@@ -149,7 +149,9 @@ impl Store {
     }
 
     /// Signs a browser in with a token: stores its cookie's hash until
-    /// `expires_at`; returns the browser session's id.
+    /// `expires_at`; returns the browser session's id. Expired sign-ins are
+    /// deleted at the same time (and at every sign-out), so they do not pile
+    /// up.
     pub async fn add_browser_session(
         &self,
         token_id: Uuid,
@@ -157,8 +159,14 @@ impl Store {
         expires_at: DateTime<Utc>,
     ) -> Result<Uuid> {
         let id = Uuid::new_v4();
-        self.client()
-            .await?
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM browser_sessions WHERE expires_at <= now()",
+                &[],
+            )
+            .await?;
+        client
             .execute(
                 "INSERT INTO browser_sessions (id, cookie_sha256, token_id, expires_at)
                  VALUES ($1, $2, $3, $4)",
