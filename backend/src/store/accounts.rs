@@ -43,6 +43,18 @@ pub struct SignedIn {
     pub browser_session_id: Option<Uuid>,
 }
 
+impl TryFrom<&Row> for SignedIn {
+    type Error = tokio_postgres::Error;
+
+    fn try_from(row: &Row) -> std::result::Result<Self, Self::Error> {
+        Ok(Self {
+            user: UserRow::try_from(row)?,
+            token_id: row.try_get("token_id")?,
+            browser_session_id: row.try_get("browser_session_id")?,
+        })
+    }
+}
+
 const USER_COLUMNS: &str = "u.id, u.name, u.is_admin, u.created_at";
 
 impl Store {
@@ -130,22 +142,24 @@ impl Store {
 
     /// The user of a live token.
     pub async fn signed_in_by_token(&self, sha256: &[u8]) -> Result<Option<SignedIn>> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT {USER_COLUMNS}, t.id AS token_id FROM api_tokens t
+        self.signed_in(
+            &format!(
+                "SELECT {USER_COLUMNS}, t.id AS token_id, NULL::uuid AS browser_session_id
+                 FROM api_tokens t
                  JOIN users u ON u.id = t.user_id
                  WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL"
-            ))
-            .await?;
-        let Some(row) = client.query_opt(&statement, &[&sha256]).await? else {
-            return Ok(None);
-        };
-        Ok(Some(SignedIn {
-            user: UserRow::try_from(&row)?,
-            token_id: row.try_get("token_id")?,
-            browser_session_id: None,
-        }))
+            ),
+            sha256,
+        )
+        .await
+    }
+
+    /// Runs one of the two sign-in lookups (prepared: every request asks).
+    async fn signed_in(&self, sql: &str, sha256: &[u8]) -> Result<Option<SignedIn>> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await?;
+        let row = client.query_opt(&statement, &[&sha256]).await?;
+        read_opt(row)
     }
 
     /// Signs a browser in with a token: stores its cookie's hash until
@@ -178,24 +192,17 @@ impl Store {
 
     /// The user of a browser's cookie, while it and its token live.
     pub async fn signed_in_by_cookie(&self, sha256: &[u8]) -> Result<Option<SignedIn>> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
+        self.signed_in(
+            &format!(
                 "SELECT {USER_COLUMNS}, t.id AS token_id, b.id AS browser_session_id
                  FROM browser_sessions b
                  JOIN api_tokens t ON t.id = b.token_id
                  JOIN users u ON u.id = t.user_id
                  WHERE b.cookie_sha256 = $1 AND b.expires_at > now() AND t.revoked_at IS NULL"
-            ))
-            .await?;
-        let Some(row) = client.query_opt(&statement, &[&sha256]).await? else {
-            return Ok(None);
-        };
-        Ok(Some(SignedIn {
-            user: UserRow::try_from(&row)?,
-            token_id: row.try_get("token_id")?,
-            browser_session_id: Some(row.try_get("browser_session_id")?),
-        }))
+            ),
+            sha256,
+        )
+        .await
     }
 
     /// Signs a browser out. Expired sign-ins go at the same time.

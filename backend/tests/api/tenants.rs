@@ -49,6 +49,13 @@ async fn send(
     request.send().await.unwrap()
 }
 
+/// `GET /api/sessions` as the user of `client`.
+async fn sessions_listed_for(stack: &TestStack, client: &reqwest::Client) -> Value {
+    let response = client.get(stack.url("/api/sessions")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
 #[tokio::test]
 async fn another_user_gets_404_for_everything_of_a_users_session() {
     let stack = TestStack::start().await;
@@ -67,15 +74,7 @@ async fn another_user_gets_404_for_everything_of_a_users_session() {
         );
     }
     // Bob's list is empty, and his change stream's snapshot too.
-    let list: Value = bob
-        .client
-        .get(stack.url("/api/sessions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = sessions_listed_for(&stack, &bob.client).await;
     assert_eq!(list["total"], 0);
     assert_eq!(list["sessions"], json!([]));
     let mut changes =
@@ -98,15 +97,7 @@ async fn an_admin_sees_every_users_sessions() {
     let stack = TestStack::start().await;
     let (session, _) = stack.ready_session().await;
     let root = stack.add_user("root", true).await;
-    let list: Value = root
-        .client
-        .get(stack.url("/api/sessions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = sessions_listed_for(&stack, &root.client).await;
     assert_eq!(list["total"], 1);
     assert_eq!(list["sessions"][0]["session_id"], session.as_str());
     let got = root
