@@ -320,7 +320,8 @@ const box = (locator) => locator.boundingBox();
 test("on a phone, the list and the session are two views, and the last message and the prompt box fit the screen", async () => {
   const page = await newPage(PHONE);
   await page.goto(stack.url);
-  assert.equal(await page.getByTestId("create-form").isVisible(), true);
+  // The page shows the list once it learned who is signed in (/api/auth/me).
+  await page.getByTestId("create-form").waitFor();
   await page.screenshot({ path: join(artifacts, "phone-list.png") });
   const session = await createSession(page, stack.makeRepo("phone"));
   assert.equal(await page.getByTestId("create-form").isVisible(), false, "the list is a view of its own");
