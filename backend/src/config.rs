@@ -43,6 +43,12 @@ pub struct Config {
     /// (`true`), never (`false`), or when the request came over TLS, as
     /// `X-Forwarded-Proto: https` says (`auto`, the default).
     pub cookie_secure: CookieSecure,
+    /// `BACKEND_TRUSTED_PROXIES`: peers whose `X-Forwarded-For` names the
+    /// client, for the per-address rate limit.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `BACKEND_METRICS_TOKEN`: the bearer token `/metrics` needs (never
+    /// logged); unset, `/metrics` is off.
+    pub metrics_token: Option<String>,
     pub limits: Limits,
 }
 
@@ -105,6 +111,21 @@ pub struct Limits {
     /// `BACKEND_USER_MAX_ACTIVE_RUNS`: runs one user may have queued or
     /// running at once, over all their sessions.
     pub user_max_active_runs: i64,
+    /// `BACKEND_USER_MAX_WORKSPACE_BYTES`: a user whose workspaces hold
+    /// more cannot create a session (0: no limit).
+    pub user_max_workspace_bytes: u64,
+    /// `BACKEND_IP_RATE_PER_SEC` and `BACKEND_IP_RATE_BURST`.
+    pub ip_rate: crate::rate_limit::Rate,
+    /// `BACKEND_USER_RATE_PER_SEC` and `BACKEND_USER_RATE_BURST`.
+    pub user_rate: crate::rate_limit::Rate,
+    /// `BACKEND_SESSION_IDLE_TTL_HOURS`: a session without activity for
+    /// this long expires (its workspace is removed); `None`: never.
+    pub session_idle_ttl: Option<Duration>,
+    /// `BACKEND_WORKSPACES_MAX_BYTES`: past this total, the sweeper expires
+    /// the longest-idle sessions until it fits (0: no quota).
+    pub workspaces_max_bytes: u64,
+    /// `BACKEND_SWEEP_INTERVAL_SECS`: how often the sweeper looks.
+    pub sweep_interval: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -123,6 +144,11 @@ impl fmt::Debug for Config {
             .field("auth_none_on_public", &self.auth_none_on_public)
             .field("signin_ttl", &self.signin_ttl)
             .field("cookie_secure", &self.cookie_secure)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<set>"),
+            )
             .field("limits", &self.limits)
             .finish()
     }
@@ -158,6 +184,16 @@ struct Raw {
     backend_cookie_secure: CookieSecure,
     backend_user_max_sessions: i64,
     backend_user_max_active_runs: i64,
+    backend_user_max_workspace_bytes: u64,
+    backend_ip_rate_per_sec: u32,
+    backend_ip_rate_burst: u32,
+    backend_user_rate_per_sec: u32,
+    backend_user_rate_burst: u32,
+    backend_trusted_proxies: String,
+    backend_metrics_token: Option<String>,
+    backend_session_idle_ttl_hours: u64,
+    backend_workspaces_max_bytes: u64,
+    backend_sweep_interval_secs: u64,
     backend_max_prompt_chars: usize,
     backend_max_queued_runs: i64,
     backend_max_body_bytes: usize,
@@ -197,6 +233,16 @@ impl Default for Raw {
             backend_cookie_secure: CookieSecure::Auto,
             backend_user_max_sessions: 100,
             backend_user_max_active_runs: 20,
+            backend_user_max_workspace_bytes: 20 * 1024 * 1024 * 1024,
+            backend_ip_rate_per_sec: 50,
+            backend_ip_rate_burst: 200,
+            backend_user_rate_per_sec: 20,
+            backend_user_rate_burst: 100,
+            backend_trusted_proxies: "127.0.0.0/8,::1".into(),
+            backend_metrics_token: None,
+            backend_session_idle_ttl_hours: 30 * 24,
+            backend_workspaces_max_bytes: 0,
+            backend_sweep_interval_secs: 300,
             backend_max_prompt_chars: 32_000,
             backend_max_queued_runs: 100,
             backend_max_body_bytes: 256 * 1024,
@@ -219,7 +265,7 @@ impl Default for Raw {
     }
 }
 
-const ENV_KEYS: [&str; 34] = [
+const ENV_KEYS: [&str; 44] = [
     "BACKEND_ADDR",
     "DATABASE_URL",
     "DATABASE_POOL_SIZE",
@@ -236,6 +282,16 @@ const ENV_KEYS: [&str; 34] = [
     "BACKEND_COOKIE_SECURE",
     "BACKEND_USER_MAX_SESSIONS",
     "BACKEND_USER_MAX_ACTIVE_RUNS",
+    "BACKEND_USER_MAX_WORKSPACE_BYTES",
+    "BACKEND_IP_RATE_PER_SEC",
+    "BACKEND_IP_RATE_BURST",
+    "BACKEND_USER_RATE_PER_SEC",
+    "BACKEND_USER_RATE_BURST",
+    "BACKEND_TRUSTED_PROXIES",
+    "BACKEND_METRICS_TOKEN",
+    "BACKEND_SESSION_IDLE_TTL_HOURS",
+    "BACKEND_WORKSPACES_MAX_BYTES",
+    "BACKEND_SWEEP_INTERVAL_SECS",
     "BACKEND_MAX_PROMPT_CHARS",
     "BACKEND_MAX_QUEUED_RUNS",
     "BACKEND_MAX_BODY_BYTES",
@@ -278,6 +334,24 @@ impl Config {
                     .to_owned(),
             )));
         }
+        let metrics_token = raw
+            .backend_metrics_token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        if metrics_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(Box::new(figment::Error::from(
+                "BACKEND_METRICS_TOKEN must be at least 16 characters (e.g. `openssl rand -hex 32`)"
+                    .to_owned(),
+            )));
+        }
+        let trusted_proxies = crate::rate_limit::parse_networks(&raw.backend_trusted_proxies)
+            .map_err(|e| {
+                Box::new(figment::Error::from(format!(
+                    "BACKEND_TRUSTED_PROXIES: {e}"
+                )))
+            })?;
         Ok(Self {
             addr: raw.backend_addr,
             database_url: raw.database_url,
@@ -301,6 +375,8 @@ impl Config {
             auth_none_on_public: raw.auth_mode_none_on_public.trim() == "yes",
             signin_ttl: Duration::from_secs(raw.backend_signin_ttl_hours.clamp(1, 24 * 365) * 3600),
             cookie_secure: raw.backend_cookie_secure,
+            trusted_proxies,
+            metrics_token,
             limits,
         })
     }
@@ -337,6 +413,22 @@ impl From<&Raw> for Limits {
             event_batch_wait: Duration::from_millis(raw.backend_event_batch_wait_ms.min(1000)),
             user_max_sessions: raw.backend_user_max_sessions.max(0),
             user_max_active_runs: raw.backend_user_max_active_runs.max(0),
+            user_max_workspace_bytes: raw.backend_user_max_workspace_bytes,
+            ip_rate: crate::rate_limit::Rate {
+                per_second: raw.backend_ip_rate_per_sec,
+                burst: raw.backend_ip_rate_burst,
+            },
+            user_rate: crate::rate_limit::Rate {
+                per_second: raw.backend_user_rate_per_sec,
+                burst: raw.backend_user_rate_burst,
+            },
+            session_idle_ttl: (raw.backend_session_idle_ttl_hours > 0).then(|| {
+                Duration::from_secs(raw.backend_session_idle_ttl_hours.min(24 * 365 * 10) * 3600)
+            }),
+            workspaces_max_bytes: raw.backend_workspaces_max_bytes,
+            sweep_interval: Duration::from_secs(
+                raw.backend_sweep_interval_secs.clamp(1, 24 * 3600),
+            ),
         }
     }
 }

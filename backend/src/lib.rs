@@ -11,6 +11,8 @@ pub mod domain;
 pub mod engine;
 pub mod git;
 pub mod hub;
+pub mod metrics;
+pub mod rate_limit;
 pub mod runner_client;
 pub mod session_changes;
 pub mod startup;

@@ -66,6 +66,7 @@ impl Application {
         }
         let engine = Engine::new(Arc::new(config), store, root);
         engine.recover().await.context("cannot recover runs")?;
+        engine.spawn_sweeper();
         Ok(Self {
             acceptor,
             connections: service_kit::connection_limits_from_env()?,

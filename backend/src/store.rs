@@ -69,6 +69,10 @@ pub struct SessionRow {
     pub codex_thread_id: Option<String>,
     /// The user who created it; `None` when created without authentication.
     pub owner_id: Option<Uuid>,
+    /// The folder's size when last measured.
+    pub workspace_bytes: Option<i64>,
+    pub last_active_at: DateTime<Utc>,
+    pub expired_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -91,6 +95,9 @@ impl TryFrom<&Row> for SessionRow {
             runner_thread_id: row.try_get("runner_thread_id")?,
             codex_thread_id: row.try_get("codex_thread_id")?,
             owner_id: row.try_get("owner_id")?,
+            workspace_bytes: row.try_get("workspace_bytes")?,
+            last_active_at: row.try_get("last_active_at")?,
+            expired_at: row.try_get("expired_at")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
@@ -207,7 +214,33 @@ pub struct CancelTarget {
 pub enum Enqueue {
     Queued(Box<RunRow>),
     SessionMissing,
+    /// The sweeper removed its workspace.
+    SessionExpired,
     QueueFull,
+}
+
+/// What `insert_owned_session` did.
+pub enum OwnedInsert {
+    Inserted(Box<SessionRow>),
+    /// The owner holds `BACKEND_USER_MAX_SESSIONS` sessions.
+    TooManySessions,
+    /// The owner's workspaces hold this many bytes, at least
+    /// `BACKEND_USER_MAX_WORKSPACE_BYTES`.
+    TooManyBytes(i64),
+}
+
+/// A session the sweeper may expire.
+#[derive(Debug, Clone)]
+pub struct IdleSession {
+    pub id: Uuid,
+    pub workspace_bytes: i64,
+}
+
+/// What a new session is made of.
+pub struct NewSession<'a> {
+    pub repo_url: &'a str,
+    pub git_ref: Option<&'a str>,
+    pub depth: Option<i32>,
 }
 
 /// A new session, `cloning`.
@@ -279,34 +312,142 @@ impl Store {
     /// Inserts a session unless `owner` already has `max` sessions; `None`
     /// then. Two requests at once cannot both take the last place: the
     /// owner's row is locked for the count.
+    /// A session of `owner`, unless they hold `max_sessions` sessions or
+    /// their workspaces hold `max_bytes` or more (0: no byte limit). The
+    /// owner's row is locked, so two creations at once cannot both pass.
     pub async fn insert_owned_session(
         &self,
         id: Uuid,
-        repo_url: &str,
-        git_ref: Option<&str>,
-        depth: Option<i32>,
+        new: NewSession<'_>,
         owner: Uuid,
-        max: i64,
-    ) -> Result<Option<SessionRow>> {
+        max_sessions: i64,
+        max_bytes: u64,
+    ) -> Result<OwnedInsert> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&owner])
             .await?;
-        let held: i64 = tx
+        let row = tx
             .query_one(
-                "SELECT count(*) FROM sessions WHERE owner_id = $1",
+                "SELECT count(*), coalesce(sum(workspace_bytes), 0)::bigint FROM sessions
+                 WHERE owner_id = $1 AND status <> 'expired'",
                 &[&owner],
             )
-            .await?
-            .get(0);
-        if held >= max {
-            return Ok(None);
+            .await?;
+        let (held, bytes): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        if held >= max_sessions {
+            return Ok(OwnedInsert::TooManySessions);
+        }
+        if max_bytes > 0 && u64::try_from(bytes).unwrap_or(0) >= max_bytes {
+            return Ok(OwnedInsert::TooManyBytes(bytes));
         }
         let row = tx
-            .query_one(INSERT_SESSION, &[&id, &repo_url, &git_ref, &depth, &owner])
+            .query_one(
+                INSERT_SESSION,
+                &[&id, &new.repo_url, &new.git_ref, &new.depth, &owner],
+            )
             .await?;
         tx.commit().await?;
-        Ok(Some(SessionRow::try_from(&row)?))
+        Ok(OwnedInsert::Inserted(Box::new(SessionRow::try_from(&row)?)))
+    }
+
+    /// Records the size of the session's folder, as the activity it
+    /// follows (a clone or a run). An expired session keeps its zero.
+    pub async fn set_workspace_bytes(&self, id: Uuid, bytes: u64) -> Result<()> {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.client()
+            .await?
+            .execute(
+                "UPDATE sessions SET workspace_bytes = $2, last_active_at = now()
+                 WHERE id = $1 AND status <> 'expired'",
+                &[&id, &bytes],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Sessions the sweeper may expire, longest idle first: `ready` or
+    /// `failed`, without queued or running runs, idle since before
+    /// `idle_before` when given.
+    pub async fn expirable_sessions(
+        &self,
+        idle_before: Option<DateTime<Utc>>,
+        limit: i64,
+    ) -> Result<Vec<IdleSession>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id, coalesce(workspace_bytes, 0) FROM sessions s
+                 WHERE status IN ('ready', 'failed')
+                   AND ($1::timestamptz IS NULL OR last_active_at < $1)
+                   AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.session_id = s.id
+                                   AND r.status IN ('queued', 'running'))
+                 ORDER BY last_active_at, id LIMIT $2",
+                &[&idle_before, &limit],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(IdleSession {
+                    id: row.try_get(0)?,
+                    workspace_bytes: row.try_get(1)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Bytes held by every workspace that has not expired.
+    pub async fn total_workspace_bytes(&self) -> Result<i64> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT coalesce(sum(workspace_bytes), 0)::bigint FROM sessions
+                 WHERE status <> 'expired'",
+                &[],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Marks the session expired if it still may be (see
+    /// `expirable_sessions`), under the lock a prompt takes. `Some` with the
+    /// runner thread it had (to delete) when it did; `None` when it was
+    /// prompted, deleted or expired meanwhile.
+    pub async fn expire_session(&self, id: Uuid) -> Result<Option<Option<String>>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
+                "SELECT runner_thread_id FROM sessions
+                 WHERE id = $1 AND status IN ('ready', 'failed') FOR UPDATE",
+                &[&id],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let thread: Option<String> = row.try_get(0)?;
+        let active: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM runs WHERE session_id = $1 AND status IN ('queued', 'running')",
+                &[&id],
+            )
+            .await?
+            .try_get(0)?;
+        if active > 0 {
+            return Ok(None);
+        }
+        tx.execute(
+            "UPDATE sessions SET status = 'expired', expired_at = now(), workspace_bytes = 0,
+                 runner_thread_id = NULL, updated_at = now()
+             WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(thread))
     }
 
     /// The owner of a run's session; `None` inside when it has none, and
@@ -335,6 +476,23 @@ impl Store {
             )
             .await?;
         Ok(row.try_get(0)?)
+    }
+
+    /// How many runs are queued and how many running, over every session
+    /// (the `runs_active` partial index answers it).
+    pub async fn active_run_counts(&self) -> Result<Vec<(RunStatus, i64)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT status, count(*) FROM runs
+                 WHERE status IN ('queued', 'running') GROUP BY status",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
     }
 
     pub async fn session(&self, id: Uuid) -> Result<Option<SessionRow>> {
@@ -495,15 +653,20 @@ impl Store {
     ) -> Result<Enqueue> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        // Serialises prompts of one session so positions never collide.
+        // Serialises prompts of one session so positions never collide,
+        // and with the sweeper, which expires a session only under this
+        // lock and only without queued or running runs.
         let session = tx
             .query_opt(
-                "SELECT id FROM sessions WHERE id = $1 FOR UPDATE",
+                "SELECT status FROM sessions WHERE id = $1 FOR UPDATE",
                 &[&session_id],
             )
             .await?;
-        if session.is_none() {
+        let Some(session) = session else {
             return Ok(Enqueue::SessionMissing);
+        };
+        if session.try_get::<_, SessionStatus>(0)? == SessionStatus::Expired {
+            return Ok(Enqueue::SessionExpired);
         }
         let queued: i64 = tx
             .query_one(
@@ -524,6 +687,11 @@ impl Store {
                 &[&id, &session_id, &prompt],
             )
             .await?;
+        tx.execute(
+            "UPDATE sessions SET last_active_at = now() WHERE id = $1",
+            &[&session_id],
+        )
+        .await?;
         tx.commit().await?;
         Ok(Enqueue::Queued(Box::new(RunRow::try_from(&row)?)))
     }

@@ -76,9 +76,16 @@ pub enum ApiError {
     /// depth, prompt).
     #[oai(status = 422)]
     Unprocessable(Json<ErrorBody>),
-    /// A per-user limit is reached (sessions, runs at once).
+    /// A per-user limit is reached (sessions, runs at once, workspace
+    /// bytes), or a request rate limit (per address or per user), which
+    /// says when to try again.
     #[oai(status = 429)]
-    TooManyRequests(Json<ErrorBody>),
+    TooManyRequests(
+        Json<ErrorBody>,
+        /// Seconds to wait before the next request (rate limits only).
+        #[oai(header = "Retry-After")]
+        Option<u64>,
+    ),
     /// Something failed on our side; the log says what.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -110,7 +117,20 @@ impl ApiError {
     }
 
     pub fn too_many(message: impl Into<String>) -> Self {
-        Self::TooManyRequests(body(ErrorCode::TooManyRequests, message))
+        Self::TooManyRequests(body(ErrorCode::TooManyRequests, message), None)
+    }
+
+    /// A rate limit: 429 with `Retry-After: secs`.
+    pub fn rate_limited(secs: u64, message: impl Into<String>) -> Self {
+        Self::TooManyRequests(body(ErrorCode::TooManyRequests, message), Some(secs))
+    }
+
+    /// The `Retry-After` of a rate limit's 429.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::TooManyRequests(_, secs) => *secs,
+            _ => None,
+        }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {

@@ -150,14 +150,30 @@ pub fn app(engine: Arc<Engine>) -> impl IntoEndpoint {
     });
     let docs = poem::endpoint::make_sync(move |_| poem::web::Html(docs_html.clone()));
     let max_body = engine.config().limits.max_body_bytes;
+    let body_metrics = engine.metrics().clone();
     let cors = engine.config().cors_origins.clone();
+    let config = engine.config();
+    let rate_limits = Arc::new(crate::rate_limit::RateLimits::new(
+        config.limits.ip_rate,
+        config.limits.user_rate,
+        config.trusted_proxies.clone(),
+        engine.metrics().clone(),
+    ));
+    rate_limits.spawn_cleaner();
     let authenticator = Arc::new(crate::auth::Authenticator {
-        mode: engine.config().auth_mode,
+        mode: config.auth_mode,
         store: engine.store().clone(),
         trusted_origins: cors.iter().filter(|o| *o != "*").cloned().collect(),
+        rate_limits: rate_limits.clone(),
+        metrics: engine.metrics().clone(),
     });
+    let metrics_token = service_kit::RequiredToken::new(config.metrics_token.as_deref());
     let (route, outside_spec) = Routes::new()
         .at("/api/openapi.json", get(spec))
+        .at(
+            "/metrics",
+            get(serve_metrics.data(engine.clone()).data(metrics_token)),
+        )
         .at(
             "/api/sessions/:session_id/files/*path",
             get(file_with_slashes.data(engine.clone())),
@@ -171,7 +187,7 @@ pub fn app(engine: Arc<Engine>) -> impl IntoEndpoint {
     let route = route
         .at("/docs", poem::get(docs))
         .nest("/", api)
-        .around(move |ep, req| limit_body(ep, req, max_body))
+        .around(move |ep, req| limit_body(ep, req, max_body, body_metrics.clone()))
         .around(move |ep, req| allowed.clone().check(ep, req));
     let mut cors_mw = Cors::new()
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
@@ -192,6 +208,7 @@ pub fn app(engine: Arc<Engine>) -> impl IntoEndpoint {
     };
     route
         .around(move |ep, req| authenticator.clone().check(ep, req))
+        .around(move |ep, req| rate_limits.clone().check_ip(ep, req))
         .around(service_kit::log_request)
         .catch_all_error(error::catch_all)
 }
@@ -226,16 +243,56 @@ async fn file_with_slashes(
     }
 }
 
+/// `GET /metrics`: the Prometheus text format, for the holder of
+/// `BACKEND_METRICS_TOKEN` only; a 404 when it is not set.
+#[handler]
+async fn serve_metrics(
+    req: &Request,
+    engine: poem::web::Data<&Arc<Engine>>,
+    token: poem::web::Data<&service_kit::RequiredToken>,
+) -> Response {
+    if !token.is_set() {
+        return ApiError::not_found("metrics are off: set BACKEND_METRICS_TOKEN to turn them on")
+            .into_response();
+    }
+    let header = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if !token.accepts(header) {
+        engine
+            .metrics()
+            .rejected(crate::metrics::Rejection::Unauthorized);
+        return ApiError::unauthorized(
+            "/metrics needs `Authorization: Bearer <BACKEND_METRICS_TOKEN>`",
+        )
+        .into_response();
+    }
+    let active = match engine.store().active_run_counts().await {
+        Ok(active) => active,
+        Err(error) => return ApiError::from(error).into_response(),
+    };
+    match engine.metrics().encode(&active) {
+        Ok(text) => Response::builder()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .header("cache-control", "no-store")
+            .body(text),
+        Err(error) => ApiError::internal(&error).into_response(),
+    }
+}
+
 /// Refuses bodies over `BACKEND_MAX_BODY_BYTES`, with or without a
 /// `Content-Length`.
 async fn limit_body<E: poem::Endpoint>(
     ep: Arc<E>,
     mut req: Request,
     max: usize,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> poem::Result<Response> {
     // The body is left unread, so the connection cannot carry another
     // request: say so, or a client may reuse it and lose its next request.
     let too_large = || {
+        metrics.rejected(crate::metrics::Rejection::BodyTooLarge);
         let mut response = ApiError::too_large(format!(
             "the request body is larger than {max} bytes (BACKEND_MAX_BODY_BYTES)"
         ))

@@ -14,6 +14,9 @@ pub enum SessionStatus {
     Cloning,
     Ready,
     Failed,
+    /// Idle too long, or the longest idle when the workspaces outgrew their
+    /// quota: the workspace is removed; runs and events stay readable.
+    Expired,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -33,6 +36,7 @@ impl From<crate::domain::SessionStatus> for SessionStatus {
             S::Cloning => Self::Cloning,
             S::Ready => Self::Ready,
             S::Failed => Self::Failed,
+            S::Expired => Self::Expired,
         }
     }
 }
@@ -112,6 +116,16 @@ pub struct Session {
     pub error: Option<String>,
     #[oai(nullable)]
     pub clone_progress: Option<CloneProgress>,
+    /// The session folder's size when last measured (after the clone and
+    /// after each run); counts toward `BACKEND_USER_MAX_WORKSPACE_BYTES`.
+    #[oai(nullable)]
+    pub workspace_bytes: Option<i64>,
+    /// When the session was last created, prompted or ran: its idle time
+    /// (`BACKEND_SESSION_IDLE_TTL_HOURS`) counts from here.
+    pub last_active_at: DateTime<Utc>,
+    /// When the sweeper removed the workspace.
+    #[oai(nullable)]
+    pub expired_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -139,6 +153,9 @@ impl Session {
             base_commit: row.base_commit,
             error: row.error,
             clone_progress: progress,
+            workspace_bytes: row.workspace_bytes,
+            last_active_at: row.last_active_at,
+            expired_at: row.expired_at,
             created_at: row.created_at,
             updated_at: row.updated_at,
         }

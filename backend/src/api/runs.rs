@@ -178,6 +178,10 @@ impl RunsApi {
             self.engine.changes(),
             self.engine.store().clone(),
         );
+        let frames = self
+            .engine
+            .metrics()
+            .counted(crate::metrics::StreamKind::Run, frames);
         let body = EventFrames::new(frames, self.engine.config().limits.keep_alive);
         Ok(Events::Ok(body, "no".into(), "no-cache".into()))
     }

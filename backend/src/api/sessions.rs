@@ -20,8 +20,9 @@ use crate::auth::{Caller, Principal};
 use crate::domain::{Depth, GitRef, Prompt, RepoUrl};
 use crate::engine::Engine;
 use crate::git::{CloneRequest, Credentials};
+use crate::metrics::Rejection;
 use crate::session_changes::Change;
-use crate::store::Enqueue;
+use crate::store::{Enqueue, NewSession, OwnedInsert};
 
 pub struct SessionsApi {
     pub engine: Arc<Engine>,
@@ -134,27 +135,40 @@ impl SessionsApi {
         }
         let id = Uuid::new_v4();
         let store = self.engine.store();
-        let (url_str, ref_str, depth_n) = (
-            url.as_str(),
-            git_ref.as_ref().map(GitRef::as_str),
-            depth.map(Depth::get),
-        );
+        let new = NewSession {
+            repo_url: url.as_str(),
+            git_ref: git_ref.as_ref().map(GitRef::as_str),
+            depth: depth.map(Depth::get),
+        };
         let row = match caller.user_id() {
             Some(owner) => {
-                let max = config.limits.user_max_sessions;
-                store
-                    .insert_owned_session(id, url_str, ref_str, depth_n, owner, max)
+                let limits = &config.limits;
+                let (max, max_bytes) = (limits.user_max_sessions, limits.user_max_workspace_bytes);
+                match store
+                    .insert_owned_session(id, new, owner, max, max_bytes)
                     .await?
-                    .ok_or_else(|| {
-                        ApiError::too_many(format!(
+                {
+                    OwnedInsert::Inserted(row) => *row,
+                    OwnedInsert::TooManySessions => {
+                        self.engine.metrics().rejected(Rejection::Quota);
+                        return Err(ApiError::too_many(format!(
                             "you have {max} sessions, the most one user may have \
                              (BACKEND_USER_MAX_SESSIONS); delete one first"
-                        ))
-                    })?
+                        )));
+                    }
+                    OwnedInsert::TooManyBytes(held) => {
+                        self.engine.metrics().rejected(Rejection::Quota);
+                        return Err(ApiError::too_many(format!(
+                            "your workspaces hold {held} bytes, at least the {max_bytes} one \
+                             user may have (BACKEND_USER_MAX_WORKSPACE_BYTES); delete a \
+                             session first"
+                        )));
+                    }
+                }
             }
             None => {
                 store
-                    .insert_session(id, url_str, ref_str, depth_n, None)
+                    .insert_session(id, new.repo_url, new.git_ref, new.depth, None)
                     .await?
             }
         };
@@ -279,6 +293,10 @@ impl SessionsApi {
             self.engine.changes(),
             self.engine.store().clone(),
         );
+        let stream = self
+            .engine
+            .metrics()
+            .counted(crate::metrics::StreamKind::Sessions, stream);
         let stream = EventStream::new(stream)
             .keep_alive(self.engine.config().limits.keep_alive)
             .to_event(|change: SessionChange| {
@@ -345,6 +363,7 @@ impl SessionsApi {
             // at the edge, by one run; the per-session queue bound holds
             // regardless.
             if self.engine.store().active_runs_of_owner(owner).await? >= max {
+                self.engine.metrics().rejected(Rejection::Quota);
                 return Err(ApiError::too_many(format!(
                     "you have {max} runs queued or running, the most one user may have \
                      (BACKEND_USER_MAX_ACTIVE_RUNS); wait for one to end or cancel one"
@@ -357,6 +376,14 @@ impl SessionsApi {
             Enqueue::Queued(run) => run,
             Enqueue::SessionMissing => {
                 return Err(ApiError::not_found(format!("session {} does not exist", session.id)))
+            }
+            Enqueue::SessionExpired => {
+                return Err(ApiError::conflict(format!(
+                    "session {} has expired: its workspace was removed after it sat idle \
+                     (BACKEND_SESSION_IDLE_TTL_HOURS) or to keep the workspaces under their \
+                     quota; create a new session",
+                    session.id
+                )))
             }
             Enqueue::QueueFull => {
                 return Err(ApiError::conflict(format!(

@@ -36,6 +36,7 @@ use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use crate::api::ApiError;
+use crate::metrics::Rejection;
 use crate::session_changes::{Change, SessionChanges};
 use crate::store::{SignedIn, Store, UserRow};
 
@@ -147,13 +148,16 @@ pub struct Authenticator {
     /// Origins besides the page's own that may send state-changing
     /// requests with the cookie (`CORS_ORIGINS`, without `*`).
     pub trusted_origins: Vec<String>,
+    /// The per-user request rate, checked once the caller is known.
+    pub rate_limits: Arc<crate::rate_limit::RateLimits>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Paths answered without a credential.
 fn is_public(path: &str) -> bool {
     matches!(
         path,
-        "/health" | "/ready" | "/api/openapi.json" | "/docs" | "/api/auth/session"
+        "/health" | "/ready" | "/api/openapi.json" | "/docs" | "/api/auth/session" | "/metrics"
     ) || path.starts_with("/docs/")
 }
 
@@ -176,6 +180,7 @@ impl Authenticator {
                     refusal,
                     "refused a cross-origin request with the sign-in cookie"
                 );
+                self.metrics.rejected(Rejection::CrossOrigin);
                 return Ok(ApiError::forbidden(refusal).into_response());
             }
         }
@@ -186,9 +191,20 @@ impl Authenticator {
             AuthMode::None => Principal::anonymous(),
             AuthMode::Token => match self.authenticate(req.headers()).await {
                 Ok(principal) => principal,
-                Err(refusal) => return Ok(refusal.into_response()),
+                Err(refusal) => {
+                    if matches!(refusal, ApiError::Unauthorized(..)) {
+                        self.metrics.rejected(Rejection::Unauthorized);
+                    }
+                    return Ok(refusal.into_response());
+                }
             },
         };
+        if let Some(user) = principal.user_id() {
+            if let Err(refusal) = self.rate_limits.check_user(user) {
+                tracing::info!(user_id = %user, path, "request rate limit of a user");
+                return Ok(refusal.into_response());
+            }
+        }
         req.extensions_mut().insert(principal);
         ep.call(req).await.map(IntoResponse::into_response)
     }

@@ -76,6 +76,7 @@ text_status!(SessionStatus {
     Cloning = "cloning",
     Ready = "ready",
     Failed = "failed",
+    Expired = "expired",
 });
 
 text_status!(RunStatus {

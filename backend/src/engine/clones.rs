@@ -89,6 +89,7 @@ impl Engine {
             reserved: self.checkout_reserved.clone(),
         };
         tracing::info!(url = %request.url.as_str(), "clone started");
+        let started = std::time::Instant::now();
         let blocking = {
             let progress = progress.clone();
             let dest = dest.clone();
@@ -137,6 +138,9 @@ impl Engine {
             Ok(commit) => commit,
             Err(message) => {
                 tracing::warn!(%message, "clone failed");
+                if !deleted {
+                    self.metrics.clone_ended(false, started.elapsed());
+                }
                 self.remove_session_dir(session).await;
                 if !deleted {
                     if let Err(error) = self.store.mark_failed_if_cloning(session, &message).await {
@@ -166,6 +170,8 @@ impl Engine {
         .await;
         if let Ok(true) = ready {
             tracing::info!(%commit, "clone ready");
+            self.metrics.clone_ended(true, started.elapsed());
+            self.measure_workspace(session).await;
             return thread;
         }
         // Not ready: what the clone made goes before the session says so,

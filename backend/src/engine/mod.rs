@@ -15,7 +15,9 @@
 //!   the runner and cancels them;
 //! - `relay` — follows a run's stream on the runner into Postgres and the
 //!   live tail, never dropping an event;
-//! - `outcome` — a run's end: its outcome, its files and its terminal event.
+//! - `outcome` — a run's end: its outcome, its files and its terminal event;
+//! - `sweeper` — the size of each workspace, and the expiry of idle
+//!   sessions and of the longest idle past the total quota.
 //!
 //! Every task the engine spawns belongs to its [`TaskTracker`] and stops
 //! when its [`CancellationToken`] is cancelled: [`Engine::shutdown`] cancels
@@ -25,6 +27,7 @@ mod clones;
 mod outcome;
 mod queue;
 mod relay;
+mod sweeper;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -77,6 +80,7 @@ pub struct Engine {
     tasks: TaskTracker,
     /// Cancelled when the backend stops.
     stopping: CancellationToken,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -103,7 +107,13 @@ impl Engine {
             checkout_reserved: Arc::default(),
             tasks,
             stopping,
+            metrics: Arc::default(),
         })
+    }
+
+    /// The figures of `/metrics`.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     pub fn config(&self) -> &Config {

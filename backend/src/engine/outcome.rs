@@ -49,6 +49,8 @@ impl Engine {
         .await;
         if recorded {
             tracing::info!(status = %outcome.status, "run finished");
+            self.metrics
+                .run_finished(outcome.status, ran_for(run), outcome.usage);
         } else {
             // Deleted with its session while it ended: nothing to record.
             tracing::info!(
@@ -57,6 +59,11 @@ impl Engine {
             );
         }
         self.publish_terminal(run.id, terminal);
+        // After the terminal event, which need not wait for a walk of the
+        // workspace.
+        if recorded {
+            self.measure_workspace(session.id).await;
+        }
     }
 
     pub(super) fn publish_terminal(&self, run_id: Uuid, terminal: Event) {
@@ -113,8 +120,16 @@ impl Engine {
             self.store.finish_run(run.id, events, &outcome).await?
         };
         if finished {
+            self.metrics
+                .run_finished(outcome.status, ran_for(run), None);
             self.publish_terminal(run.id, terminal);
         }
         Ok(finished)
     }
+}
+
+/// From the run's start to now, if it started.
+fn ran_for(run: &RunRow) -> Option<std::time::Duration> {
+    let started = run.started_at?;
+    (chrono::Utc::now() - started).to_std().ok()
 }

@@ -63,12 +63,15 @@ impl Engine {
         let hub = self.hubs.open(run.id, after + 1);
         let (last_tx, last_rx) = watch::channel(None);
         let writer = self.tasks.spawn(persist(
-            self.store.clone(),
+            Writer {
+                store: self.store.clone(),
+                metrics: self.metrics.clone(),
+                max_batch: self.config.limits.event_batch,
+                batch_wait: self.config.limits.event_batch_wait,
+            },
             hub.clone(),
             run.id,
             after,
-            self.config.limits.event_batch,
-            self.config.limits.event_batch_wait,
             last_rx,
         ));
         let (followed, last) = self.follow(session, run, runner_run, after, &hub).await;
@@ -210,19 +213,31 @@ impl Engine {
     }
 }
 
+/// What the writer needs besides the run.
+struct Writer {
+    store: Store,
+    metrics: Arc<crate::metrics::Metrics>,
+    max_batch: usize,
+    batch_wait: Duration,
+}
+
 /// The writer: stores the tail's events after `stored` in batches of at most
 /// `max_batch` (waiting up to `batch_wait` to fill one), each retried until
 /// it is stored (or the run is found deleted), and releases them from the
 /// tail; ends once `last` is known and stored.
 async fn persist(
-    store: Store,
+    writer: Writer,
     hub: Arc<RunLog>,
     run_id: Uuid,
     mut stored: u64,
-    max_batch: usize,
-    batch_wait: Duration,
     mut last: watch::Receiver<Option<u64>>,
 ) {
+    let Writer {
+        store,
+        metrics,
+        max_batch,
+        batch_wait,
+    } = writer;
     // The run was deleted (with its session): its events are no longer
     // stored, only released.
     let mut gone = false;
@@ -241,6 +256,7 @@ async fn persist(
                 Err(_) => return,
             },
         };
+        let taken = std::time::Instant::now();
         let mut batch = match next {
             Next::Events(batch) => batch,
             // Only stored events are released, so the writer is never
@@ -268,6 +284,9 @@ async fn persist(
         };
         if !gone {
             let kept = retry_forever("store events", || store.append_events(run_id, &batch)).await;
+            if kept {
+                metrics.events_persisted(batch.len(), taken.elapsed());
+            }
             if !kept {
                 tracing::info!("the run was deleted; its events are no longer stored");
                 gone = true;

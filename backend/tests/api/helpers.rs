@@ -502,6 +502,10 @@ impl TestStack {
             .env("WORKSPACES_ROOT", &self.root)
             .env("ALLOW_LOCAL_REPOS", self.allow_local.to_string())
             .env("BACKEND_MAX_BODY_BYTES", "65536")
+            // Tests poll and loop from one address faster than any person;
+            // `tenants::rate_limits_*` sets small limits to test them.
+            .env("BACKEND_IP_RATE_PER_SEC", "0")
+            .env("BACKEND_USER_RATE_PER_SEC", "0")
             // The tests' git servers listen on loopback; `clone_attacks`
             // turns this off to attack the policy.
             .env("ALLOW_PRIVATE_CLONE_HOSTS", "true")
