@@ -248,10 +248,14 @@ impl Metrics {
         }
     }
 
-    pub fn events_persisted(&self, count: usize, lag: Duration) {
+    /// Events written to Postgres: a relay's batch (with how long it took
+    /// from the live tail to its commit), or a run's terminal event.
+    pub fn events_persisted(&self, count: usize, lag: Option<Duration>) {
         self.events_persisted
             .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
-        self.relay_lag.observe(lag.as_secs_f64());
+        if let Some(lag) = lag {
+            self.relay_lag.observe(lag.as_secs_f64());
+        }
     }
 
     pub fn clone_ended(&self, ready: bool, took: Duration) {

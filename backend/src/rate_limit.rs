@@ -121,7 +121,7 @@ impl RateLimits {
     /// The per-user limit, for a signed-in caller.
     pub fn check_user(&self, user: Uuid) -> Result<(), ApiError> {
         match &self.per_user {
-            Some(limiter) => self.admit(&limiter, &user, Rejection::RateLimitedUser),
+            Some(limiter) => self.admit(limiter, &user, Rejection::RateLimitedUser),
             None => Ok(()),
         }
     }

@@ -219,6 +219,12 @@ pub enum Enqueue {
     QueueFull,
 }
 
+/// A run `finish_run` ended.
+pub struct Finished {
+    /// When it started; `None` for one that never did.
+    pub started_at: Option<DateTime<Utc>>,
+}
+
 /// What `insert_owned_session` did.
 pub enum OwnedInsert {
     Inserted(Box<SessionRow>),
@@ -786,14 +792,14 @@ impl Store {
     }
 
     /// Writes the run's last events and its outcome in one transaction.
-    /// Returns `false` when the run had already finished or no longer
+    /// Returns `None` when the run had already finished or no longer
     /// exists; then nothing is written.
     pub async fn finish_run(
         &self,
         id: Uuid,
         events: &[Event],
         outcome: &RunOutcome,
-    ) -> Result<bool> {
+    ) -> Result<Option<Finished>> {
         self.finish_if(
             id,
             events,
@@ -803,14 +809,14 @@ impl Store {
         .await
     }
 
-    /// `finish_run` for a run that has not started: `false` when it started
+    /// `finish_run` for a run that has not started: `None` when it started
     /// meanwhile (its worker ends it), finished, or is gone.
     pub async fn finish_queued_run(
         &self,
         id: Uuid,
         events: &[Event],
         outcome: &RunOutcome,
-    ) -> Result<bool> {
+    ) -> Result<Option<Finished>> {
         self.finish_if(id, events, outcome, &[RunStatus::Queued])
             .await
     }
@@ -821,7 +827,7 @@ impl Store {
         events: &[Event],
         outcome: &RunOutcome,
         statuses: &[RunStatus],
-    ) -> Result<bool> {
+    ) -> Result<Option<Finished>> {
         let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -829,14 +835,15 @@ impl Store {
         // waiting until the events are in, and when the run has ended or is
         // gone no event is written (an early terminal event would shadow
         // the relay's own event of the same number).
-        let n = tx
-            .execute(
+        let row = tx
+            .query_opt(
                 "UPDATE runs SET status = $2, final_response = $3, usage = $4, error = $5,
                         files = $6,
                         finished_at = CASE WHEN $8 THEN coalesce(
                             (SELECT max(created_at) FROM run_events WHERE run_id = $1),
                             started_at, now()) ELSE now() END
-                 WHERE id = $1 AND status = ANY($7::text[])",
+                 WHERE id = $1 AND status = ANY($7::text[])
+                 RETURNING started_at",
                 &[
                     &id,
                     &outcome.status,
@@ -849,15 +856,18 @@ impl Store {
                 ],
             )
             .await?;
-        if n == 0 {
+        let Some(row) = row else {
             // Dropping the transaction rolls it back; nothing was written.
-            return Ok(false);
-        }
+            return Ok(None);
+        };
+        let finished = Finished {
+            started_at: row.try_get(0)?,
+        };
         // The terminal event skips a duplicate, as the relay's own event of
         // that number came first.
         insert_events(&tx, id, events, Duplicates::Skip).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(finished))
     }
 
     /// Runs that were queued or running when the previous process stopped.

@@ -265,9 +265,12 @@ fn get_thread(Data(state): Data<&AppState>, Path(id): Path<String>) -> Result<Js
 }
 
 #[handler]
-fn delete_thread(Data(state): Data<&AppState>, Path(id): Path<String>) -> Result<StatusCode> {
+async fn delete_thread(Data(state): Data<&AppState>, Path(id): Path<String>) -> Result<StatusCode> {
     let id = parse_id(&id, "thread")?;
     state.registry.remove_thread(id)?;
+    // A backend that removed the session's folder first (the sweeper does)
+    // sees the thread's CODEX_HOME go now, not at the next periodic sweep.
+    crate::startup::sweep_homes(state.homes.clone()).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -181,7 +181,7 @@ async fn containment(config: &Config, root: &std::path::Path) -> anyhow::Result<
 
 /// Removes the homes of working directories that are gone; a failure is
 /// logged and retried at the next sweep, as it only costs disk space.
-async fn sweep_homes(homes: Arc<CodexHomes>) {
+pub(crate) async fn sweep_homes(homes: Arc<CodexHomes>) {
     let root = homes.root().display().to_string();
     match tokio::task::spawn_blocking(move || homes.sweep()).await {
         Ok(Ok(0)) => {}

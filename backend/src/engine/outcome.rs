@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::{retry_forever, Engine};
 use crate::domain::RunStatus;
 use crate::git::{self, Snapshot};
-use crate::store::{RunOutcome, RunRow, SessionRow};
+use crate::store::{Finished, RunOutcome, RunRow, SessionRow};
 
 impl Engine {
     /// Records the outcome and the files the run changed, then publishes
@@ -47,10 +47,11 @@ impl Engine {
                 .finish_run(run.id, std::slice::from_ref(&terminal), &outcome)
         })
         .await;
-        if recorded {
+        if let Some(finished) = &recorded {
             tracing::info!(status = %outcome.status, "run finished");
             self.metrics
-                .run_finished(outcome.status, ran_for(run), outcome.usage);
+                .run_finished(outcome.status, ran_for(finished), outcome.usage);
+            self.metrics.events_persisted(1, None);
         } else {
             // Deleted with its session while it ended: nothing to record.
             tracing::info!(
@@ -61,7 +62,7 @@ impl Engine {
         self.publish_terminal(run.id, terminal);
         // After the terminal event, which need not wait for a walk of the
         // workspace.
-        if recorded {
+        if recorded.is_some() {
             self.measure_workspace(session.id).await;
         }
     }
@@ -119,17 +120,18 @@ impl Engine {
         } else {
             self.store.finish_run(run.id, events, &outcome).await?
         };
-        if finished {
+        if let Some(finished) = &finished {
             self.metrics
-                .run_finished(outcome.status, ran_for(run), None);
+                .run_finished(outcome.status, ran_for(finished), None);
+            self.metrics.events_persisted(1, None);
             self.publish_terminal(run.id, terminal);
         }
-        Ok(finished)
+        Ok(finished.is_some())
     }
 }
 
 /// From the run's start to now, if it started.
-fn ran_for(run: &RunRow) -> Option<std::time::Duration> {
-    let started = run.started_at?;
+fn ran_for(finished: &Finished) -> Option<std::time::Duration> {
+    let started = finished.started_at?;
     (chrono::Utc::now() - started).to_std().ok()
 }

@@ -285,7 +285,7 @@ async fn persist(
         if !gone {
             let kept = retry_forever("store events", || store.append_events(run_id, &batch)).await;
             if kept {
-                metrics.events_persisted(batch.len(), taken.elapsed());
+                metrics.events_persisted(batch.len(), Some(taken.elapsed()));
             }
             if !kept {
                 tracing::info!("the run was deleted; its events are no longer stored");

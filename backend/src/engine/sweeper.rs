@@ -138,10 +138,12 @@ impl Engine {
         let Some(thread) = self.store.expire_session(session).await? else {
             return Ok(false);
         };
+        // The folder first: the runner removes a thread's CODEX_HOME once
+        // its workspace is gone, so the thread's deletion takes it too.
+        self.remove_session_dir(session).await;
         if let Some(thread) = thread {
             self.delete_runner_thread(&thread).await;
         }
-        self.remove_session_dir(session).await;
         self.metrics.session_expired();
         tracing::info!(session_id = %session, why, "session expired; its workspace is removed");
         Ok(true)

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod abuse;
 mod clone_attacks;
 mod clone_lifecycle;
 mod cors;

@@ -1,0 +1,563 @@
+//! Greedy clients and a full disk, against the real backend binary: request
+//! rate limits, `/metrics`, the per-user workspace quota and the sweeper
+//! that expires idle sessions and keeps the workspaces under a total quota.
+
+use std::path::{Path, PathBuf};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_error, client_with_token, TestStack};
+
+/// Sends `count` requests with `send` and returns their statuses, and the
+/// `Retry-After` and body of the first 429.
+async fn statuses<F, Fut>(count: usize, send: F) -> (Vec<u16>, Option<(String, Value)>)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+{
+    let mut statuses = Vec::new();
+    let mut refusal = None;
+    for _ in 0..count {
+        let response = send().await.unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status() == StatusCode::TOO_MANY_REQUESTS && refusal.is_none() {
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            refusal = Some((retry_after, response.json().await.unwrap()));
+        }
+    }
+    (statuses, refusal)
+}
+
+#[tokio::test]
+async fn an_address_over_its_rate_gets_429_with_retry_after_even_without_a_token() {
+    let stack = TestStack::start_configured(
+        true,
+        &[
+            ("BACKEND_IP_RATE_PER_SEC", "1"),
+            ("BACKEND_IP_RATE_BURST", "3"),
+        ],
+    )
+    .await;
+    let list = || stack.client.get(stack.url("/api/sessions")).send();
+    let (seen, refusal) = statuses(10, list).await;
+    // The burst passes; at one request a second, ten quick ones cannot.
+    assert_eq!(seen[..3], [200, 200, 200], "{seen:?}");
+    assert!(seen.contains(&429), "{seen:?}");
+    let (retry_after, body) = refusal.unwrap();
+    assert!(retry_after.parse::<u64>().unwrap() >= 1, "{retry_after}");
+    assert_eq!(body["code"], "too_many_requests");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("BACKEND_IP_RATE_PER_SEC"),
+        "{body}"
+    );
+    // Guessing tokens counts too: the limit comes before authentication.
+    let guess = client_with_token("rr_guess")
+        .get(stack.url("/api/sessions"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(guess, 429, "too_many_requests").await;
+    // A client behind the proxy (loopback is trusted to say who) has a
+    // bucket of its own; one that names itself directly does not.
+    let proxied = stack
+        .client
+        .get(stack.url("/api/sessions"))
+        .header("x-forwarded-for", "192.0.2.10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied.status(), 200);
+}
+
+#[tokio::test]
+async fn an_untrusted_peer_cannot_pick_its_address_with_x_forwarded_for() {
+    let stack = TestStack::start_configured(
+        true,
+        &[
+            ("BACKEND_IP_RATE_PER_SEC", "1"),
+            ("BACKEND_IP_RATE_BURST", "2"),
+            ("BACKEND_TRUSTED_PROXIES", ""),
+        ],
+    )
+    .await;
+    let counter = std::sync::atomic::AtomicU32::new(0);
+    let (seen, _) = statuses(8, || {
+        // A new made-up address each time: ignored.
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        stack
+            .client
+            .get(stack.url("/api/sessions"))
+            .header("x-forwarded-for", format!("192.0.2.{n}"))
+            .send()
+    })
+    .await;
+    assert!(seen.contains(&429), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_user_over_their_rate_gets_429_and_other_users_do_not() {
+    let stack = TestStack::start_configured(
+        true,
+        &[
+            ("BACKEND_USER_RATE_PER_SEC", "1"),
+            ("BACKEND_USER_RATE_BURST", "2"),
+        ],
+    )
+    .await;
+    let (seen, refusal) = statuses(8, || stack.client.get(stack.url("/api/sessions")).send()).await;
+    assert_eq!(seen[..2], [200, 200], "{seen:?}");
+    assert!(seen.contains(&429), "{seen:?}");
+    let (retry_after, body) = refusal.unwrap();
+    assert!(retry_after.parse::<u64>().unwrap() >= 1);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("BACKEND_USER_RATE_PER_SEC"),
+        "{body}"
+    );
+    let bob = stack.add_user("bob", false).await;
+    let bobs = bob
+        .client
+        .get(stack.url("/api/sessions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bobs.status(), 200);
+}
+
+const METRICS_TOKEN: &str = "metrics-token-of-the-tests-0123456789";
+
+/// `/metrics`, parsed by a Prometheus text parser, as name{labels} → value.
+/// One parsed sample: metric name, sorted labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+async fn scrape(stack: &TestStack) -> Vec<Sample> {
+    let response = client_with_token(METRICS_TOKEN)
+        .get(stack.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = response.text().await.unwrap();
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("the text format parses");
+    scrape
+        .samples
+        .into_iter()
+        .filter_map(|s| {
+            let value = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                // Histograms are checked through their `_count`.
+                _ => return None,
+            };
+            let mut labels: Vec<(String, String)> = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            labels.sort();
+            Some((s.metric, labels, value))
+        })
+        .collect()
+}
+
+fn sample(
+    samples: &[Sample],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    samples
+        .iter()
+        .find(|(n, l, _)| {
+            n == name
+                && l.len() == labels.len()
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .map(|(_, _, v)| *v)
+        .unwrap_or_else(|| panic!("no sample {name}{labels:?} in {samples:?}"))
+}
+
+#[tokio::test]
+async fn metrics_need_their_own_token_and_parse_as_prometheus_text() {
+    let stack =
+        TestStack::start_configured(true, &[("BACKEND_METRICS_TOKEN", METRICS_TOKEN)]).await;
+    // Neither no token nor a user's token reads the figures of every tenant.
+    let anonymous = reqwest::Client::new()
+        .get(stack.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(anonymous, 401, "unauthorized").await;
+    let users = stack.get("/metrics").await;
+    assert_error(users, 401, "unauthorized").await;
+
+    let (session, _) = stack.ready_session().await;
+    let run = stack.prompt(&session, "create a file").await;
+    let events = stack.events(&run).await;
+    assert_eq!(events.last().unwrap().event, "run.completed");
+    let oversized = stack
+        .client
+        .post(stack.url("/api/sessions"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 70_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(oversized.status(), 413);
+    let sessions = stack.get_json(&format!("/api/sessions/{session}")).await;
+    // The run's end measures the workspace; the session says so.
+    assert!(
+        sessions["workspace_bytes"].as_i64().unwrap() > 0,
+        "{sessions}"
+    );
+
+    let samples = scrape(&stack).await;
+    let events_persisted = sample(&samples, "repo_runner_events_persisted_total", &[]);
+    assert!(
+        events_persisted >= events.len() as f64,
+        "{events_persisted}"
+    );
+    for (name, labels, value) in [
+        (
+            "repo_runner_runs_finished_total",
+            vec![("status", "completed")],
+            1.0,
+        ),
+        ("repo_runner_runs_active", vec![("status", "queued")], 0.0),
+        ("repo_runner_runs_active", vec![("status", "running")], 0.0),
+        ("repo_runner_clones_total", vec![("outcome", "ready")], 1.0),
+        ("repo_runner_run_duration_seconds_count", vec![], 1.0),
+        ("repo_runner_clone_duration_seconds_count", vec![], 1.0),
+        ("repo_runner_sse_subscribers", vec![("stream", "run")], 0.0),
+        (
+            "repo_runner_rejected_requests_total",
+            vec![("reason", "unauthorized")],
+            2.0,
+        ),
+        (
+            "repo_runner_rejected_requests_total",
+            vec![("reason", "body_too_large")],
+            1.0,
+        ),
+    ] {
+        assert_eq!(sample(&samples, name, &labels), value, "{name}{labels:?}");
+    }
+    assert!(sample(&samples, "repo_runner_relay_lag_seconds_count", &[]) >= 1.0);
+    assert!(sample(&samples, "repo_runner_tokens_total", &[("kind", "input")]) > 0.0);
+
+    // An open stream is a subscriber while it is open.
+    let watching = stack.prompt(&session, "sleep").await;
+    let mut subscription = stack.subscribe(&watching, None).await;
+    subscription.until(|e| e.event == "item.started").await;
+    let samples = scrape(&stack).await;
+    assert_eq!(
+        sample(
+            &samples,
+            "repo_runner_sse_subscribers",
+            &[("stream", "run")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "repo_runner_runs_active",
+            &[("status", "running")]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn metrics_are_off_without_their_token() {
+    let stack = TestStack::start().await;
+    let response = reqwest::Client::new()
+        .get(stack.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(response, 404, "not_found").await;
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("BACKEND_METRICS_TOKEN"));
+}
+
+#[tokio::test]
+async fn a_user_whose_workspaces_hold_their_quota_cannot_create_another_session() {
+    let stack =
+        TestStack::start_configured(true, &[("BACKEND_USER_MAX_WORKSPACE_BYTES", "1")]).await;
+    let (session, repo) = stack.ready_session().await;
+    let held = stack.get_json(&format!("/api/sessions/{session}")).await["workspace_bytes"]
+        .as_i64()
+        .unwrap();
+    assert!(held > 1, "{held}");
+    let refused = stack
+        .post(
+            "/api/sessions",
+            json!({"repo_url": format!("file://{}", repo.display())}),
+        )
+        .await;
+    let body = assert_error(refused, 429, "too_many_requests").await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("BACKEND_USER_MAX_WORKSPACE_BYTES"),
+        "{body}"
+    );
+    // Deleting a session gives its bytes back.
+    assert_eq!(stack.delete_session(&session).await.status(), 204);
+    let again = stack
+        .post(
+            "/api/sessions",
+            json!({"repo_url": format!("file://{}", repo.display())}),
+        )
+        .await;
+    assert_eq!(again.status(), 202);
+}
+
+/// `count` ready sessions, clones of one repository.
+async fn ready_sessions(stack: &TestStack, count: usize) -> Vec<String> {
+    let repo = stack.make_repo("shared");
+    let mut ids = Vec::new();
+    for _ in 0..count {
+        let session = stack
+            .session(json!({"repo_url": format!("file://{}", repo.display())}))
+            .await;
+        assert_eq!(session["status"], "ready", "{session}");
+        ids.push(session["session_id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
+/// The home the runner made for `session`'s workspace, found by the file
+/// in it that names the workspace.
+fn codex_home_of(stack: &TestStack, session: &str) -> Option<PathBuf> {
+    let homes = stack.root.with_file_name("codex-homes");
+    let wanted = format!("{session}/repo");
+    std::fs::read_dir(homes).ok()?.find_map(|entry| {
+        let path = entry.ok()?.path();
+        let named = std::fs::read_to_string(path.join("workspace")).ok()?;
+        (named == wanted).then_some(path)
+    })
+}
+
+/// Waits, by polling the session (the API has no event for expiry but the
+/// session feed, which the dashboard uses), until it is `expired`.
+async fn wait_expired(stack: &TestStack, session: &str) -> Value {
+    for _ in 0..1200 {
+        let row = stack.get_json(&format!("/api/sessions/{session}")).await;
+        if row["status"] == "expired" {
+            return row;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("session {session} did not expire");
+}
+
+/// Files outside `WORKSPACES_ROOT` that planted symlinks point at.
+struct Outside {
+    _dir: tempfile::TempDir,
+    file: PathBuf,
+    folder: PathBuf,
+}
+
+impl Outside {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("precious.txt");
+        std::fs::write(&file, "keep me").unwrap();
+        let folder = dir.path().join("folder");
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(folder.join("inner.txt"), "keep me too").unwrap();
+        Self {
+            _dir: dir,
+            file,
+            folder,
+        }
+    }
+
+    /// Symlinks to both, in `dir`.
+    fn plant(&self, dir: &Path) {
+        std::os::unix::fs::symlink(&self.file, dir.join("link-to-file")).unwrap();
+        std::os::unix::fs::symlink(&self.folder, dir.join("link-to-folder")).unwrap();
+    }
+
+    fn untouched(&self) {
+        assert_eq!(std::fs::read_to_string(&self.file).unwrap(), "keep me");
+        assert_eq!(
+            std::fs::read_to_string(self.folder.join("inner.txt")).unwrap(),
+            "keep me too"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_idle_session_expires_its_workspace_goes_and_nothing_outside_the_root_is_touched() {
+    let stack = TestStack::start_configured(
+        true,
+        &[
+            ("BACKEND_SESSION_IDLE_TTL_HOURS", "1"),
+            ("BACKEND_SWEEP_INTERVAL_SECS", "1"),
+        ],
+    )
+    .await;
+    let [idle, busy, swapped]: [String; 3] = ready_sessions(&stack, 3).await.try_into().unwrap();
+    let run = stack.prompt(&idle, "create a file").await;
+    assert_eq!(
+        stack.events(&run).await.last().unwrap().event,
+        "run.completed"
+    );
+    let home = codex_home_of(&stack, &idle).expect("the runner made a home for the thread");
+    let outside = Outside::new();
+    outside.plant(&stack.workspace(&idle));
+    outside.plant(&stack.root.join(&idle));
+    // Another session's folder itself swapped for a link to a folder
+    // outside: the link goes, not what it points at.
+    let swapped_dir = stack.root.join(&swapped);
+    std::fs::rename(&swapped_dir, stack.root.join("moved-away")).unwrap();
+    std::os::unix::fs::symlink(&outside.folder, &swapped_dir).unwrap();
+
+    for session in [&idle, &swapped] {
+        stack
+            .db
+            .execute(&format!(
+                "UPDATE sessions SET last_active_at = now() - interval '2 hours' WHERE id = '{session}'"
+            ))
+            .await;
+    }
+    let expired = wait_expired(&stack, &idle).await;
+    wait_expired(&stack, &swapped).await;
+
+    assert_eq!(expired["workspace_bytes"], 0);
+    assert!(expired["expired_at"].is_string(), "{expired}");
+    assert!(!stack.root.join(&idle).exists());
+    assert!(std::fs::symlink_metadata(&swapped_dir).is_err());
+    assert!(!home.exists(), "the thread's CODEX_HOME stays");
+    outside.untouched();
+    // The session that was active stays.
+    let kept = stack.get_json(&format!("/api/sessions/{busy}")).await;
+    assert_eq!(kept["status"], "ready");
+    assert!(stack.workspace(&busy).exists());
+    // Its runs and events stay readable; its files and prompts are gone.
+    assert_eq!(stack.get(&format!("/api/runs/{run}")).await.status(), 200);
+    assert_eq!(
+        stack.events(&run).await.last().unwrap().event,
+        "run.completed"
+    );
+    let prompt = stack
+        .post(
+            &format!("/api/sessions/{idle}/prompt"),
+            json!({"prompt": "hi"}),
+        )
+        .await;
+    let body = assert_error(prompt, 409, "conflict").await;
+    assert!(
+        body["message"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+    let files = stack.get(&format!("/api/sessions/{idle}/files")).await;
+    assert_error(files, 409, "conflict").await;
+    // And it can still be deleted.
+    assert_eq!(stack.delete_session(&idle).await.status(), 204);
+}
+
+#[tokio::test]
+async fn past_the_total_quota_the_longest_idle_sessions_expire_first() {
+    let mut stack = TestStack::start().await;
+    let [oldest, middle, newest]: [String; 3] = ready_sessions(&stack, 3).await.try_into().unwrap();
+    let bytes = |v: Value| v["workspace_bytes"].as_i64().unwrap();
+    let each = bytes(stack.get_json(&format!("/api/sessions/{newest}")).await);
+    let ages = [(&oldest, 3), (&middle, 2), (&newest, 1)];
+    for (session, hours) in ages {
+        stack
+            .db
+            .execute(&format!(
+                "UPDATE sessions SET last_active_at = now() - interval '{hours} hours' \
+                 WHERE id = '{session}'"
+            ))
+            .await;
+    }
+    // Room for two of the three.
+    stack.stop_backend().await;
+    let quota = (each * 2 + each / 2).to_string();
+    stack
+        .backend_env
+        .push(("BACKEND_WORKSPACES_MAX_BYTES".into(), quota));
+    stack
+        .backend_env
+        .push(("BACKEND_SWEEP_INTERVAL_SECS".into(), "1".into()));
+    stack.start_backend().await;
+
+    wait_expired(&stack, &oldest).await;
+    for kept in [&middle, &newest] {
+        let row = stack.get_json(&format!("/api/sessions/{kept}")).await;
+        assert_eq!(row["status"], "ready", "{row}");
+        assert_eq!(bytes(row), each);
+    }
+}
+
+#[tokio::test]
+async fn a_prompt_racing_the_sweeper_either_runs_or_is_refused_never_lost() {
+    let stack = TestStack::start_configured(
+        true,
+        &[
+            ("BACKEND_SESSION_IDLE_TTL_HOURS", "1"),
+            ("BACKEND_SWEEP_INTERVAL_SECS", "1"),
+        ],
+    )
+    .await;
+    let (mut ran, mut refused) = (0, 0);
+    for session in ready_sessions(&stack, 12).await {
+        stack
+            .db
+            .execute(&format!(
+                "UPDATE sessions SET last_active_at = now() - interval '2 hours' WHERE id = '{session}'"
+            ))
+            .await;
+        // Whenever the sweeper looks, before or after this prompt.
+        let prompt = stack
+            .post(
+                &format!("/api/sessions/{session}/prompt"),
+                json!({"prompt": "create a file"}),
+            )
+            .await;
+        match prompt.status().as_u16() {
+            202 => {
+                let run: Value = prompt.json().await.unwrap();
+                let events = stack.events(run["run_id"].as_str().unwrap()).await;
+                assert_eq!(events.last().unwrap().event, "run.completed");
+                ran += 1;
+            }
+            409 => {
+                wait_expired(&stack, &session).await;
+                refused += 1;
+            }
+            other => panic!("prompt answered {other}"),
+        }
+        // The session that ran is active again: not expired under it.
+        let row = stack.get_json(&format!("/api/sessions/{session}")).await;
+        if row["status"] == "ready" {
+            assert!(stack.workspace(&session).join(".git").exists());
+        }
+    }
+    assert_eq!(ran + refused, 12);
+}
