@@ -74,6 +74,9 @@ fi
 export WORKSPACES_ROOT=${WORKSPACES_ROOT:-$data/workspaces}
 export RUNNER_CODEX_HOMES=${RUNNER_CODEX_HOMES:-$data/codex-homes}
 export CODEX_BIN=${CODEX_BIN:-$PWD/node_modules/.bin/codex}
+# The data folder (the database's files, the sign-in tokens) is hidden from
+# every agent's commands, but for the session's own folder and home.
+export RUNNER_HIDDEN_PATHS=${RUNNER_HIDDEN_PATHS:-$data}
 export RUNNER_URL=${RUNNER_URL:-http://$RUNNER_ADDR}
 # The runner answers only the backend: a fresh token for each start unless
 # one is given.

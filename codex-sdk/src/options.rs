@@ -69,6 +69,10 @@ pub struct ThreadOptions {
     /// `workspace-write` sandbox: temp folders shared by every thread would
     /// let one agent write where another one works.
     pub private_tmp: Option<PathBuf>,
+    /// Folders inside [`Containment::hidden`](crate::Containment::hidden)
+    /// that this thread's CLI still sees: its session's folder and its own
+    /// home. Absolute, canonical.
+    pub exposed: Vec<PathBuf>,
 }
 
 /// The variables an agent's command may inherit from the CLI (patterns of
@@ -247,6 +251,7 @@ mod tests {
             approval_policy: Some(ApprovalMode::Never),
             codex_home: None,
             private_tmp: Some("/h/tmp".into()),
+            exposed: vec!["/w/s".into()],
         };
         let args = command_args(&codex, &thread, Some("thread-1"));
         let expected = [

@@ -21,6 +21,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,6 +66,14 @@ pub struct Containment {
     /// agent's commands (who started them: the runner puts its workspaces
     /// root here), so that a later owner can find what a dead one left.
     pub owner: Option<String>,
+    /// Folders a run sees empty: in the PID namespace's own mount namespace
+    /// each is covered by a fresh tmpfs before the CLI starts, and only the
+    /// thread's [`ThreadOptions::exposed`](crate::ThreadOptions::exposed)
+    /// folders inside them are bound back. The agent's sandbox lets it read
+    /// the whole file system; this is what keeps one session's workspace
+    /// and Codex home out of another session's reach. Needs
+    /// [`Containment::pid_namespace`]; ignored without it.
+    pub hidden: Vec<PathBuf>,
 }
 
 /// The util-linux programs that put the CLI in its namespace.
@@ -72,6 +81,11 @@ pub struct Containment {
 pub struct NamespaceTools {
     pub setpriv: PathBuf,
     pub unshare: PathBuf,
+    /// A POSIX shell, `mount` and `mkdir`: what covers the hidden folders
+    /// inside the namespace ([`Containment::hidden`]).
+    pub sh: PathBuf,
+    pub mount: PathBuf,
+    pub mkdir: PathBuf,
 }
 
 impl NamespaceTools {
@@ -81,10 +95,16 @@ impl NamespaceTools {
         let tools = Self {
             setpriv: on_path("setpriv").ok_or(ProbeError::Missing("setpriv"))?,
             unshare: on_path("unshare").ok_or(ProbeError::Missing("unshare"))?,
+            sh: on_path("sh").ok_or(ProbeError::Missing("sh"))?,
+            mount: on_path("mount").ok_or(ProbeError::Missing("mount"))?,
+            mkdir: on_path("mkdir").ok_or(ProbeError::Missing("mkdir"))?,
         };
         let true_bin = on_path("true").ok_or(ProbeError::Missing("true"))?;
+        // The probe hides a folder too, so that a host where the namespace
+        // works but tmpfs or bind mounts do not is found now, not at a run.
+        let probe_dir = std::env::temp_dir();
         let output = tokio::process::Command::new(&tools.setpriv)
-            .args(tools.launcher_args(&true_bin))
+            .args(tools.launcher_args(&true_bin, &[probe_dir], &[]))
             .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -103,8 +123,14 @@ impl NamespaceTools {
     }
 
     /// The arguments of `setpriv` that run `program` as the first process
-    /// of a new PID namespace, killed when its launcher dies.
-    pub(crate) fn launcher_args(&self, program: &Path) -> Vec<OsString> {
+    /// of a new PID namespace, killed when its launcher dies, with `hidden`
+    /// covered but for `exposed` (see [`Containment::hidden`]).
+    pub(crate) fn launcher_args(
+        &self,
+        program: &Path,
+        hidden: &[PathBuf],
+        exposed: &[PathBuf],
+    ) -> Vec<OsString> {
         let mut args: Vec<OsString> = ["--pdeathsig", "KILL", "--"]
             .iter()
             .map(OsString::from)
@@ -120,9 +146,113 @@ impl NamespaceTools {
                 .iter()
                 .map(OsString::from),
         );
+        if let Some(script) = self.hiding_script(hidden, exposed) {
+            args.push(self.sh.clone().into_os_string());
+            args.push("-c".into());
+            args.push(script);
+            args.push("sh".into());
+        }
         args.push(program.as_os_str().to_owned());
         args
     }
+
+    /// The shell script that covers `hidden` and binds `exposed` back, then
+    /// runs its arguments; `None` when nothing is to be hidden. Each exposed
+    /// folder is opened (as a file descriptor) before the covers go on, and
+    /// bound back through `/proc/self/fd/N`: after the cover, its path
+    /// leads into the empty tmpfs. `mount -c` keeps `mount` from resolving
+    /// that link to the now-covered path. Any failure stops the script
+    /// (`set -e`), and the run fails rather than run uncovered.
+    fn hiding_script(&self, hidden: &[PathBuf], exposed: &[PathBuf]) -> Option<OsString> {
+        let roots = outermost(hidden);
+        if roots.is_empty() {
+            return None;
+        }
+        // Only what a cover would hide needs binding back; file descriptors
+        // 3 to 9 are what a POSIX shell's redirections can name.
+        let mut shown: Vec<&PathBuf> = exposed
+            .iter()
+            .filter(|dir| {
+                roots
+                    .iter()
+                    .any(|root| dir.starts_with(root) && *dir != root)
+            })
+            .collect();
+        if shown.len() > 7 {
+            tracing::warn!(count = shown.len(), "only 7 exposed folders are bound back");
+            shown.truncate(7);
+        }
+        let mount = quote(self.mount.as_os_str());
+        let mkdir = quote(self.mkdir.as_os_str());
+        let mut script: Vec<u8> = b"set -eu\n".to_vec();
+        if !shown.is_empty() {
+            script.extend_from_slice(b"exec");
+            for (i, dir) in shown.iter().enumerate() {
+                script.extend_from_slice(format!(" {}<", i + 3).as_bytes());
+                script.extend_from_slice(&quote(dir.as_os_str()));
+            }
+            script.push(b'\n');
+        }
+        for root in &roots {
+            script.extend_from_slice(&mount);
+            script.extend_from_slice(
+                b" -t tmpfs -o mode=0755,size=1m,nosuid,nodev repo-runner-hidden ",
+            );
+            script.extend_from_slice(&quote(root.as_os_str()));
+            script.push(b'\n');
+        }
+        for (i, dir) in shown.iter().enumerate() {
+            let dir = quote(dir.as_os_str());
+            script.extend_from_slice(&mkdir);
+            script.extend_from_slice(b" -p ");
+            script.extend_from_slice(&dir);
+            script.push(b'\n');
+            script.extend_from_slice(&mount);
+            script.extend_from_slice(format!(" -c --bind /proc/self/fd/{} ", i + 3).as_bytes());
+            script.extend_from_slice(&dir);
+            script.push(b'\n');
+        }
+        if !shown.is_empty() {
+            script.extend_from_slice(b"exec");
+            for i in 0..shown.len() {
+                script.extend_from_slice(format!(" {}<&-", i + 3).as_bytes());
+            }
+            script.push(b'\n');
+        }
+        // The launcher's working directory may be under a cover; the CLI
+        // gets its own with `--cd`.
+        script.extend_from_slice(b"cd /\nexec \"$@\"\n");
+        Some(OsString::from_vec(script))
+    }
+}
+
+/// `dirs` without duplicates and without any folder inside another one of
+/// them (covering the outer one hides it already).
+fn outermost(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut sorted: Vec<&PathBuf> = dirs.iter().collect();
+    sorted.sort_by_key(|dir| dir.components().count());
+    let mut out: Vec<PathBuf> = Vec::new();
+    for dir in sorted {
+        if !out.iter().any(|outer| dir.starts_with(outer)) {
+            out.push(dir.clone());
+        }
+    }
+    out
+}
+
+/// `value` as one word of a POSIX shell: single-quoted, each `'` written
+/// as `'\''`. Any bytes but NUL, which no path holds.
+fn quote(value: &std::ffi::OsStr) -> Vec<u8> {
+    let mut out = vec![b'\''];
+    for &byte in value.as_bytes() {
+        if byte == b'\'' {
+            out.extend_from_slice(b"'\\''");
+        } else {
+            out.push(byte);
+        }
+    }
+    out.push(b'\'');
+    out
 }
 
 /// Why a PID namespace cannot be used here.
@@ -301,4 +431,93 @@ fn parent_pid(pid: i32) -> Option<i32> {
     // parentheses, so the fields are read after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tools() -> NamespaceTools {
+        NamespaceTools {
+            setpriv: "/bin/setpriv".into(),
+            unshare: "/bin/unshare".into(),
+            sh: "/bin/sh".into(),
+            mount: "/bin/mount".into(),
+            mkdir: "/bin/mkdir".into(),
+        }
+    }
+
+    #[test]
+    fn nothing_hidden_runs_the_program_directly() {
+        let args = tools().launcher_args(Path::new("/bin/codex"), &[], &["/w/s".into()]);
+        assert_eq!(args.last().unwrap(), "/bin/codex");
+        assert!(!args.iter().any(|a| a == "/bin/sh"));
+    }
+
+    #[test]
+    fn the_script_covers_outermost_folders_and_binds_exposed_ones_back() {
+        let hidden: Vec<PathBuf> = vec!["/d/workspaces".into(), "/d".into(), "/homes".into()];
+        let exposed: Vec<PathBuf> = vec![
+            "/d/workspaces/it's".into(),
+            "/homes/k1".into(),
+            "/elsewhere".into(),
+            "/homes".into(),
+        ];
+        let script = tools().hiding_script(&hidden, &exposed).unwrap();
+        assert_eq!(
+            script.to_str().unwrap(),
+            "set -eu\n\
+             exec 3<'/d/workspaces/it'\\''s' 4<'/homes/k1'\n\
+             '/bin/mount' -t tmpfs -o mode=0755,size=1m,nosuid,nodev repo-runner-hidden '/d'\n\
+             '/bin/mount' -t tmpfs -o mode=0755,size=1m,nosuid,nodev repo-runner-hidden '/homes'\n\
+             '/bin/mkdir' -p '/d/workspaces/it'\\''s'\n\
+             '/bin/mount' -c --bind /proc/self/fd/3 '/d/workspaces/it'\\''s'\n\
+             '/bin/mkdir' -p '/homes/k1'\n\
+             '/bin/mount' -c --bind /proc/self/fd/4 '/homes/k1'\n\
+             exec 3<&- 4<&-\n\
+             cd /\n\
+             exec \"$@\"\n"
+        );
+    }
+
+    /// Needs root (or CAP_SYS_ADMIN), as the runner's containment tests do
+    /// (CI runs as root).
+    #[tokio::test]
+    async fn a_hidden_folder_is_empty_but_for_what_is_exposed() {
+        let tools = NamespaceTools::probe()
+            .await
+            .expect("namespaces need root or CAP_SYS_ADMIN");
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap().join("root");
+        std::fs::create_dir_all(root.join("mine")).unwrap();
+        std::fs::create_dir_all(root.join("theirs")).unwrap();
+        std::fs::write(root.join("mine/file"), "mine").unwrap();
+        std::fs::write(root.join("theirs/file"), "theirs").unwrap();
+        let script = format!(
+            "cat {r}/mine/file; echo; cat {r}/theirs/file 2>&1; ls {r}; echo written > {r}/mine/new",
+            r = root.display()
+        );
+        let output = tokio::process::Command::new(&tools.setpriv)
+            .args(tools.launcher_args(&tools.sh, std::slice::from_ref(&root), &[root.join("mine")]))
+            .args(["-c", &script])
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{output:?}");
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 3, "{stdout}");
+        assert_eq!(lines[0], "mine");
+        assert!(lines[1].ends_with("No such file or directory"), "{stdout}");
+        assert_eq!(lines[2], "mine", "only `mine` is listed");
+        // The exposed folder is the real one, and the cover is gone after.
+        assert_eq!(
+            std::fs::read_to_string(root.join("mine/new")).unwrap(),
+            "written\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("theirs/file")).unwrap(),
+            "theirs"
+        );
+    }
 }

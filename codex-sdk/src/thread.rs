@@ -120,6 +120,7 @@ impl Thread {
             env: child_env(&self.codex, &self.options),
             input: input.into(),
             containment: self.containment.clone(),
+            exposed: self.options.exposed.clone(),
         };
         let id_slot = self.id.clone();
         let events = run_process(spawn, cancel_rx).map(move |event| {
@@ -212,6 +213,7 @@ struct Spawn {
     env: BTreeMap<String, String>,
     input: String,
     containment: Arc<Containment>,
+    exposed: Vec<PathBuf>,
 }
 
 fn child_env(codex: &CodexOptions, thread: &ThreadOptions) -> BTreeMap<String, String> {
@@ -251,7 +253,11 @@ fn run_process(
         let mut command = match &spawn.containment.pid_namespace {
             Some(tools) => {
                 let mut command = Command::new(&tools.setpriv);
-                command.args(tools.launcher_args(&spawn.program));
+                command.args(tools.launcher_args(
+                    &spawn.program,
+                    &spawn.containment.hidden,
+                    &spawn.exposed,
+                ));
                 command
             }
             None => Command::new(&spawn.program),

@@ -194,6 +194,10 @@ async fn create_thread(
         additional_directories: additional,
         codex_home: Some(home.codex_home),
         private_tmp: (policy.sandbox == SandboxMode::WorkspaceWrite).then_some(home.tmp),
+        // All the CLI may see of the hidden workspaces and homes roots: its
+        // session's folder (the working and additional directories are in
+        // it) and its own home.
+        exposed: vec![session, home.base],
     };
     let record = state.registry.add_thread(options, resume)?;
     tracing::info!(

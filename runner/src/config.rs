@@ -56,6 +56,12 @@ pub struct SandboxLimits {
     /// `RUNNER_ALLOW_WEB_SEARCH`: whether a request may turn the CLI's live
     /// web search on (`webSearchEnabled`).
     pub allow_web_search: bool,
+    /// `RUNNER_HIDDEN_PATHS` (comma-separated): folders every run sees
+    /// empty, besides `WORKSPACES_ROOT` and `RUNNER_CODEX_HOMES`, which are
+    /// always hidden but for the thread's own session folder and home. For
+    /// what else on the host an agent must not read: the service's data
+    /// folder, its configuration. Needs a PID namespace per run.
+    pub hidden_paths: Vec<PathBuf>,
 }
 
 impl Default for SandboxLimits {
@@ -65,6 +71,7 @@ impl Default for SandboxLimits {
             max_sandbox: SandboxMode::WorkspaceWrite,
             allow_network: false,
             allow_web_search: false,
+            hidden_paths: Vec::new(),
         }
     }
 }
@@ -176,6 +183,8 @@ pub enum ConfigError {
          rewrite the configuration of its own or another thread's CLI"
     )]
     Overlap { homes: String, workspaces: String },
+    #[error("RUNNER_HIDDEN_PATHS {path}: {reason}")]
+    Hidden { path: String, reason: String },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -204,6 +213,7 @@ struct Raw {
     runner_max_sandbox: Option<SandboxMode>,
     runner_allow_network: bool,
     runner_allow_web_search: bool,
+    runner_hidden_paths: String,
 }
 
 impl Default for Raw {
@@ -235,6 +245,7 @@ impl Default for Raw {
             runner_max_sandbox: None,
             runner_allow_network: sandbox.allow_network,
             runner_allow_web_search: sandbox.allow_web_search,
+            runner_hidden_paths: String::new(),
         }
     }
 }
@@ -308,6 +319,13 @@ impl Config {
                 max_sandbox,
                 allow_network: raw.runner_allow_network,
                 allow_web_search: raw.runner_allow_web_search,
+                hidden_paths: raw
+                    .runner_hidden_paths
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|path| !path.is_empty())
+                    .map(PathBuf::from)
+                    .collect(),
             },
         })
     }
@@ -334,6 +352,29 @@ impl Config {
             });
         }
         Ok(homes)
+    }
+
+    /// `RUNNER_HIDDEN_PATHS`, with symlinks resolved. Each must exist (a
+    /// folder made later would not be hidden) and none may be `/`, which
+    /// would hide the CLI itself.
+    pub fn canonical_hidden_paths(&self) -> Result<Vec<PathBuf>, ConfigError> {
+        self.sandbox
+            .hidden_paths
+            .iter()
+            .map(|path| {
+                let hidden = path.canonicalize().map_err(|source| ConfigError::Hidden {
+                    path: path.display().to_string(),
+                    reason: source.to_string(),
+                })?;
+                if hidden.parent().is_none() {
+                    return Err(ConfigError::Hidden {
+                        path: path.display().to_string(),
+                        reason: "hiding / would hide the Codex CLI itself".into(),
+                    });
+                }
+                Ok(hidden)
+            })
+            .collect()
     }
 }
 
@@ -391,7 +432,8 @@ impl Provider for Vars {
     }
 }
 
-const ENV_KEYS: [&str; 24] = [
+const ENV_KEYS: [&str; 25] = [
+    "RUNNER_HIDDEN_PATHS",
     "RUNNER_ADDR",
     "RUNNER_TOKEN",
     "WORKSPACES_ROOT",
@@ -446,6 +488,32 @@ mod tests {
             error,
             "RUNNER_DEFAULT_SANDBOX danger-full-access is wider than RUNNER_MAX_SANDBOX read-only"
         );
+    }
+
+    #[test]
+    fn hidden_paths_are_a_list_of_existing_folders_never_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        std::fs::create_dir(&a).unwrap();
+        let list = format!(" {} ,, {}/b ", a.display(), dir.path().display());
+        let config = Config::from_vars(vars(&[("RUNNER_HIDDEN_PATHS", &list)])).unwrap();
+        assert_eq!(config.sandbox.hidden_paths.len(), 2);
+        let missing = config.canonical_hidden_paths().unwrap_err().to_string();
+        assert!(
+            missing.starts_with("RUNNER_HIDDEN_PATHS ") && missing.contains("/b"),
+            "{missing}"
+        );
+        std::fs::create_dir(dir.path().join("b")).unwrap();
+        assert_eq!(config.canonical_hidden_paths().unwrap().len(), 2);
+
+        let root = Config::from_vars(vars(&[("RUNNER_HIDDEN_PATHS", "/")])).unwrap();
+        assert!(root
+            .canonical_hidden_paths()
+            .unwrap_err()
+            .to_string()
+            .contains("hide the Codex CLI"));
+        let none = Config::from_vars(vars(&[])).unwrap();
+        assert!(none.canonical_hidden_paths().unwrap().is_empty());
     }
 
     #[test]

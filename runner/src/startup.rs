@@ -36,11 +36,13 @@ impl Application {
                  same on the backend), or listen on 127.0.0.1"
             );
         }
-        let containment = containment(&config, &root).await?;
-        let homes = Arc::new(CodexHomes::new(
-            config.canonical_codex_homes(&root)?,
-            root.clone(),
-        ));
+        let homes_root = config.canonical_codex_homes(&root)?;
+        // Every session's files and every thread's home, hidden from each
+        // run but for its own (see `api::create_thread`).
+        let mut hidden = vec![root.clone(), homes_root.clone()];
+        hidden.extend(config.canonical_hidden_paths()?);
+        let containment = containment(&config, &root, hidden).await?;
+        let homes = Arc::new(CodexHomes::new(homes_root, root.clone()));
         sweep_homes(homes.clone()).await;
         let codex = Codex::new(CodexOptions {
             codex_path: config.codex_bin.clone(),
@@ -144,7 +146,11 @@ impl Application {
 /// Decides how runs are contained, and kills what a previous runner on the
 /// same workspaces root left running (a runner that died without its
 /// clean-up: `SIGKILL`, OOM, power). One runner per root is assumed.
-async fn containment(config: &Config, root: &std::path::Path) -> anyhow::Result<Containment> {
+async fn containment(
+    config: &Config,
+    root: &std::path::Path,
+    hidden: Vec<std::path::PathBuf>,
+) -> anyhow::Result<Containment> {
     let marker = root.display().to_string();
     let killed = codex_sdk::kill_marked(codex_sdk::OWNER_MARKER, &marker);
     // Logged here: the SDK cannot know these were left by a dead runner.
@@ -165,8 +171,8 @@ async fn containment(config: &Config, root: &std::path::Path) -> anyhow::Result<
                 tracing::warn!(
                     error.cause_chain = ?error,
                     "no PID namespace per run: a process an agent detaches with setsid can \
-                     outlive its run, and runs do not die with the runner \
-                     (RUNNER_PROCESS_CONTAINMENT)"
+                     outlive its run, runs do not die with the runner, and an agent can read \
+                     other sessions' workspaces and homes (RUNNER_PROCESS_CONTAINMENT)"
                 );
                 None
             }
@@ -176,6 +182,7 @@ async fn containment(config: &Config, root: &std::path::Path) -> anyhow::Result<
     Ok(Containment {
         pid_namespace,
         owner: Some(marker),
+        hidden,
     })
 }
 

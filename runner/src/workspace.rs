@@ -89,6 +89,8 @@ pub struct CodexHomes {
 /// The folders of one working directory under [`CodexHomes`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThreadHome {
+    /// `<homes>/<key>`: the folder holding the two below.
+    pub base: PathBuf,
     pub codex_home: PathBuf,
     pub tmp: PathBuf,
 }
@@ -124,6 +126,7 @@ impl CodexHomes {
         let home = ThreadHome {
             codex_home: base.join("codex-home"),
             tmp: base.join("tmp"),
+            base: base.clone(),
         };
         std::fs::create_dir_all(&home.codex_home)?;
         std::fs::create_dir_all(&home.tmp)?;

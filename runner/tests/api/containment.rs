@@ -33,6 +33,12 @@ fn attack_script(dir: &Path) -> scripted_model::Script {
                 exec(format!("echo pwned > {tmp}/repo-runner-pwned-{}", dir.to_string().replace('/', "_"))),
                 exec("echo mine > \"$TMPDIR/mine.txt\" && echo mine > mine.txt".into()),
                 [{"message": "written"}]]},
+            {"when": "read elsewhere", "steps": [
+                exec(format!("cat {dir}/workspaces/session-2/repo/secret.txt")),
+                exec(format!("cat {dir}/codex-homes/other-home/secret.txt")),
+                exec(format!("cat {dir}/outside/secret.txt")),
+                exec(format!("ls -a {dir}/workspaces {dir}/codex-homes > listing.txt; cat ../repo/mine.txt")),
+                [{"message": "read"}]]},
             {"when": "escalate", "steps": [
                 [{"function_call": {"name": "exec_command", "arguments": {
                     "cmd": format!("echo pwned > {dir}/workspaces/session-2/repo/pwned.txt"),
@@ -183,6 +189,65 @@ async fn the_agent_cannot_write_other_sessions_or_shared_temp_folders() {
     assert_eq!(
         std::fs::read_to_string(runner.repo.join("mine.txt")).unwrap(),
         "mine\n"
+    );
+}
+
+const THEIR_SECRET: &str = "another-users-secret-9d3e";
+
+#[tokio::test]
+async fn the_agent_cannot_read_other_sessions_homes_or_hidden_folders() {
+    let runner = TestRunner::start_with(attack_script, |config| {
+        let outside = config.workspaces_root.parent().unwrap().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        config.sandbox.hidden_paths = vec![outside];
+    })
+    .await;
+    let base = runner.root.parent().unwrap().to_path_buf();
+    // Another session's workspace, another thread's home (its Codex
+    // sessions hold that user's whole conversation), and a folder the
+    // operator hides (say, the service's data).
+    let theirs = runner.root.join("session-2/repo");
+    init_repo(&theirs);
+    std::fs::write(theirs.join("secret.txt"), THEIR_SECRET).unwrap();
+    std::fs::create_dir_all(runner.homes.join("other-home")).unwrap();
+    std::fs::write(runner.homes.join("other-home/secret.txt"), THEIR_SECRET).unwrap();
+    std::fs::write(base.join("outside/secret.txt"), THEIR_SECRET).unwrap();
+    std::fs::write(runner.repo.join("mine.txt"), "my own file").unwrap();
+    let thread = runner.repo_thread().await;
+
+    let events = run_to_end(&runner, &thread, "read elsewhere").await;
+
+    assert_eq!(exit_codes(&runner), [1, 1, 1, 0]);
+    let sent: String = runner
+        .model
+        .requests()
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    assert!(!sent.contains(THEIR_SECRET), "a secret reached the model");
+    assert!(
+        sent.contains("my own file"),
+        "the agent reads its own session"
+    );
+    let streamed: String = events.iter().map(|e| e.data.to_string()).collect();
+    assert!(!streamed.contains(THEIR_SECRET));
+    // The agent sees its own session folder and its own home, nothing else.
+    let listing = std::fs::read_to_string(runner.repo.join("listing.txt")).unwrap();
+    let mut names: Vec<&str> = listing
+        .lines()
+        .filter(|line| !line.is_empty() && !line.ends_with(':') && !line.starts_with('.'))
+        .collect();
+    names.sort_by_key(|name| *name != "session-1");
+    let own_home = std::fs::read_dir(&runner.homes)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .find(|name| name != "other-home")
+        .unwrap();
+    assert_eq!(names, ["session-1", own_home.as_str()], "{listing}");
+    // Hidden only from the run: the files are where they were.
+    assert_eq!(
+        std::fs::read_to_string(theirs.join("secret.txt")).unwrap(),
+        THEIR_SECRET
     );
 }
 
