@@ -22,8 +22,13 @@ use uuid::Uuid;
 
 use crate::store::Store;
 
-/// Page size of replays from Postgres.
+/// Most events in one page of a replay from Postgres.
 const REPLAY_PAGE: i64 = 500;
+/// Most bytes of event data in one page (or one larger event): what a
+/// subscriber that falls behind, then stops reading, may hold. Events are up
+/// to the runner's `RUNNER_MAX_EVENT_BYTES` (256 KiB) each, so a count alone
+/// would let a page of 500 of them hold 128 MiB.
+const REPLAY_BYTES: i64 = 256 * 1024;
 /// How often a subscriber of a run that no process here drives looks again
 /// (a tail opened here wakes it at once).
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -112,7 +117,7 @@ pub fn subscribe(
                             // Boxed, as every database call here: a suspended
                             // subscriber then holds a small state, not room
                             // for the largest query future.
-                            let Ok(page) = Box::pin(store.events(run_id, seq(after), seq(first_held), REPLAY_PAGE)).await else {
+                            let Ok(page) = Box::pin(store.events(run_id, seq(after), seq(first_held), REPLAY_PAGE, REPLAY_BYTES)).await else {
                                 return;
                             };
                             let Some(last) = page.last().map(|e| e.seq) else {
@@ -120,7 +125,7 @@ pub fn subscribe(
                                 return;
                             };
                             after = last;
-                            for chunk in frames_of(&page) {
+                            for chunk in frames_of(page) {
                                 yield chunk;
                             }
                         }
@@ -128,26 +133,30 @@ pub fn subscribe(
                     }
                 }
             }
-            let Ok(page) = Box::pin(store.events(run_id, seq(after), i64::MAX, REPLAY_PAGE)).await else {
+            let Ok(mut page) = Box::pin(store.events(run_id, seq(after), i64::MAX, REPLAY_PAGE, REPLAY_BYTES)).await else {
                 return;
             };
-            let full = page.len() as i64 == REPLAY_PAGE;
             // Up to and with the terminal event, if the page has it.
             let end = page
                 .iter()
                 .position(|e| Terminal::is_terminal_kind(e.kind.as_str()))
                 .map(|i| i + 1);
-            let events = &page[..end.unwrap_or(page.len())];
-            if let Some(last) = events.last() {
+            if let Some(end) = end {
+                page.truncate(end);
+            }
+            // A page cut by its count or its bytes may have more after it:
+            // only an empty one says this subscriber has caught up.
+            let more = !page.is_empty();
+            if let Some(last) = page.last() {
                 after = last.seq;
-                for chunk in frames_of(events) {
+                for chunk in frames_of(page) {
                     yield chunk;
                 }
             }
             if end.is_some() {
                 return;
             }
-            if full {
+            if more {
                 continue;
             }
             // Caught up with no terminal event and no live tail here: the
@@ -171,24 +180,42 @@ pub fn subscribe(
 /// one larger frame), like the live tail's. Events stored before the runner
 /// named Codex's error `codex.error` keep the name EventSource reserves for
 /// a dropped connection: they go out as `codex.error` too.
-fn frames_of(events: &[Event]) -> Vec<Bytes> {
-    let mut chunks = Vec::new();
-    let mut buffer = Vec::new();
-    for event in events {
-        let frame = if event.kind == "error" {
-            Event::new(event.seq, "codex.error", event.data.clone()).sse_frame()
-        } else {
-            event.sse_frame()
-        };
-        if !buffer.is_empty() && buffer.len() + frame.len() > CHUNK_BYTES {
-            chunks.push(Bytes::from(std::mem::take(&mut buffer)));
+///
+/// The page is consumed as its chunks are taken: a subscriber that stops
+/// reading holds what is left of one page (at most about
+/// [`REPLAY_BYTES`]), never a second copy of it.
+fn frames_of(events: Vec<Event>) -> impl Iterator<Item = Bytes> + Send {
+    let mut events = events.into_iter();
+    let mut carried: Option<Bytes> = None;
+    std::iter::from_fn(move || {
+        let mut buffer = Vec::new();
+        loop {
+            let Some(frame) = carried
+                .take()
+                .or_else(|| events.next().map(|e| frame_of(&e)))
+            else {
+                break;
+            };
+            if buffer.is_empty() && frame.len() >= CHUNK_BYTES {
+                // A large frame goes alone, without a copy.
+                return Some(frame);
+            }
+            if buffer.len() + frame.len() > CHUNK_BYTES {
+                carried = Some(frame);
+                break;
+            }
+            buffer.extend_from_slice(&frame);
         }
-        buffer.extend_from_slice(&frame);
+        (!buffer.is_empty()).then(|| Bytes::from(buffer))
+    })
+}
+
+fn frame_of(event: &Event) -> Bytes {
+    if event.kind == "error" {
+        Event::new(event.seq, "codex.error", event.data.clone()).sse_frame()
+    } else {
+        event.sse_frame()
     }
-    if !buffer.is_empty() {
-        chunks.push(Bytes::from(buffer));
-    }
-    chunks
 }
 
 fn seq(value: u64) -> i64 {
@@ -203,8 +230,8 @@ mod tests {
     fn a_stored_error_event_goes_out_as_codex_error() {
         let event = |kind: &str| Event::new(4, kind, r#"{"type":"error","message":"boom"}"#);
 
-        let legacy = frames_of(&[event("error")]);
-        let current = frames_of(&[event("codex.error")]);
+        let legacy: Vec<Bytes> = frames_of(vec![event("error")]).collect();
+        let current: Vec<Bytes> = frames_of(vec![event("codex.error")]).collect();
 
         assert_eq!(
             &legacy[0][..],
@@ -219,12 +246,33 @@ mod tests {
             .map(|seq| Event::new(seq, "item.completed", "x".repeat(200)))
             .collect();
 
-        let chunks = frames_of(&events);
+        let expected: Vec<u8> = events.iter().flat_map(|e| e.sse_frame().to_vec()).collect();
+        let chunks: Vec<Bytes> = frames_of(events).collect();
 
         assert!(chunks.len() > 1);
         assert!(chunks.iter().all(|c| c.len() <= CHUNK_BYTES));
         let all: Vec<u8> = chunks.concat();
-        let expected: Vec<u8> = events.iter().flat_map(|e| e.sse_frame().to_vec()).collect();
         assert_eq!(all, expected, "every frame once, in order");
+    }
+
+    #[test]
+    fn a_frame_larger_than_a_chunk_goes_alone_between_small_ones() {
+        let sizes = [10, CHUNK_BYTES * 3, 10, 10];
+        let events: Vec<Event> = sizes
+            .iter()
+            .zip(1..)
+            .map(|(size, seq)| Event::new(seq, "item.completed", "x".repeat(*size)))
+            .collect();
+        let expected: Vec<u8> = events.iter().flat_map(|e| e.sse_frame().to_vec()).collect();
+
+        let chunks: Vec<Bytes> = frames_of(events).collect();
+
+        let lens: Vec<usize> = chunks.iter().map(Bytes::len).collect();
+        assert_eq!(lens.len(), 3, "{lens:?}");
+        assert!(
+            lens[1] > CHUNK_BYTES && lens[0] < 100 && lens[2] < 200,
+            "{lens:?}"
+        );
+        assert_eq!(chunks.concat(), expected);
     }
 }

@@ -905,24 +905,35 @@ impl Store {
         }
     }
 
-    /// Events with `after < seq < before`, in order, at most `limit`; each
-    /// one's text becomes its payload as stored.
+    /// Events with `after < seq < before`, in order, at most `limit` and
+    /// `max_bytes` of data (the first one whatever its size); each one's
+    /// text becomes its payload as stored.
     pub async fn events(
         &self,
         run_id: Uuid,
         after: i64,
         before: i64,
         limit: i64,
+        max_bytes: i64,
     ) -> Result<Vec<Event>> {
         let client = self.client().await?;
+        // The count limit first, then the running size over those rows
+        // only: the budget never makes Postgres read the whole run.
         let statement = client
             .prepare_cached(
-                "SELECT seq, event_type, data FROM run_events
-                 WHERE run_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq LIMIT $4",
+                "SELECT seq, event_type, data FROM (
+                     SELECT seq, event_type, data,
+                            sum(octet_length(data)) OVER (ORDER BY seq) - octet_length(data)
+                                AS before_it
+                     FROM (SELECT seq, event_type, data FROM run_events
+                           WHERE run_id = $1 AND seq > $2 AND seq < $3
+                           ORDER BY seq LIMIT $4) page
+                 ) sized
+                 WHERE before_it < $5 ORDER BY seq",
             )
             .await?;
         let rows = client
-            .query(&statement, &[&run_id, &after, &before, &limit])
+            .query(&statement, &[&run_id, &after, &before, &limit, &max_bytes])
             .await?;
         rows.iter()
             .map(|r| {

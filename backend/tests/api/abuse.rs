@@ -136,10 +136,10 @@ async fn a_user_over_their_rate_gets_429_and_other_users_do_not() {
 
 const METRICS_TOKEN: &str = "metrics-token-of-the-tests-0123456789";
 
-/// `/metrics`, parsed by a Prometheus text parser, as name{labels} → value.
 /// One parsed sample: metric name, sorted labels, value.
 type Sample = (String, Vec<(String, String)>, f64);
 
+/// `/metrics`, parsed by a Prometheus text parser.
 async fn scrape(stack: &TestStack) -> Vec<Sample> {
     let response = client_with_token(METRICS_TOKEN)
         .get(stack.url("/metrics"))
@@ -176,11 +176,7 @@ async fn scrape(stack: &TestStack) -> Vec<Sample> {
         .collect()
 }
 
-fn sample(
-    samples: &[Sample],
-    name: &str,
-    labels: &[(&str, &str)],
-) -> f64 {
+fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     samples
         .iter()
         .find(|(n, l, _)| {
@@ -560,4 +556,127 @@ async fn a_prompt_racing_the_sweeper_either_runs_or_is_refused_never_lost() {
         }
     }
     assert_eq!(ran + refused, 12);
+}
+
+/// The resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kib * 1024
+}
+
+/// Waits until `/metrics` counts `wanted` subscribers of run streams.
+async fn until_run_subscribers(stack: &TestStack, wanted: usize) {
+    let count =
+        |samples: &[Sample]| sample(samples, "repo_runner_sse_subscribers", &[("stream", "run")]);
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while count(&scrape(stack).await) != wanted as f64 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("never {wanted} run subscribers"));
+}
+
+/// What one connection that stops reading may hold in the backend: hyper's
+/// write buffer (about 400 KiB, plus the chunk that passed it) and the
+/// subscriber's page of a replay (`hub::REPLAY_BYTES`). Never the run.
+const PER_STALLED_CONNECTION: u64 = 1536 * 1024;
+const NEVER_READING: usize = 30;
+
+/// A subscriber that stops reading holds what its socket and a connection's
+/// write buffer hold, never the run: the stream is pulled, and one that
+/// falls behind reads from Postgres when its turn comes. Thirty of them on
+/// a run of megabytes leave the backend's memory within thirty such
+/// buffers of where one reading subscriber left it, and the write timeout
+/// (`HTTP_IDLE_TIMEOUT_SECS`) drops them.
+#[tokio::test]
+async fn subscribers_that_never_read_a_chatty_run_hold_a_bounded_buffer_then_are_dropped() {
+    let stack = TestStack::start_configured(
+        true,
+        &[
+            ("BACKEND_METRICS_TOKEN", METRICS_TOKEN),
+            ("HTTP_IDLE_TIMEOUT_SECS", "3"),
+            ("BACKEND_KEEP_ALIVE_SECS", "1"),
+        ],
+    )
+    .await;
+    let token = stack.user.as_ref().unwrap().token.clone();
+    let (session, _) = stack.ready_session().await;
+    let addr: std::net::SocketAddr = stack.base.trim_start_matches("http://").parse().unwrap();
+
+    // A first chatty run, read to its end: the backend's pools, caches and
+    // allocator reach their working size.
+    let warm_up = stack.prompt(&session, "chatter").await;
+    let events = stack.events(&warm_up).await;
+    assert_eq!(events.last().unwrap().event, "run.completed");
+    let run_bytes: u64 = events.iter().map(|e| e.data.to_string().len() as u64).sum();
+    // Replayed from Postgres in pages bounded by bytes (one event of
+    // 256 KiB each here): the same events, in the same order.
+    let replayed = stack.events(&warm_up).await;
+    let ids = |events: &[test_support::SseEvent]| {
+        events
+            .iter()
+            .map(|e| (e.id, e.text.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&replayed), ids(&events));
+    assert!(
+        run_bytes > 3 * PER_STALLED_CONNECTION,
+        "the run ({run_bytes} bytes) is too small for the check to mean anything"
+    );
+    let before = rss(stack.backend_pid());
+
+    let run = stack.prompt(&session, "chatter").await;
+    let mut never_reading = Vec::new();
+    for _ in 0..NEVER_READING {
+        // A small receive window, so that the kernel does not take the run
+        // off the backend's hands at once.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(addr).await.unwrap();
+        let request = format!(
+            "GET /api/runs/{run}/events HTTP/1.1\r\nHost: {addr}\r\n\
+             Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+            .await
+            .unwrap();
+        never_reading.push(stream);
+    }
+    until_run_subscribers(&stack, NEVER_READING).await;
+
+    let events = stack.events(&run).await;
+    assert_eq!(events.last().unwrap().event, "run.completed");
+    let after = rss(stack.backend_pid());
+    let grown = after.saturating_sub(before);
+    eprintln!("run {run_bytes} B; backend RSS {before} → {after} (+{grown})");
+    let bound = NEVER_READING as u64 * PER_STALLED_CONNECTION;
+    assert!(
+        grown < bound,
+        "the backend grew by {grown} bytes with {NEVER_READING} subscribers that never read \
+         a run of {run_bytes} bytes; one copy of the run each would be {}",
+        NEVER_READING as u64 * run_bytes
+    );
+    // Their writes make no progress: the write timeout ends them, while
+    // the sockets are still open on this side.
+    until_run_subscribers(&stack, 0).await;
+    for mut socket in never_reading {
+        // What the kernel had taken before the cut, then the end (or a
+        // reset: either way the stream stops short of its last event).
+        let mut received = Vec::new();
+        let ended = tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut received).await;
+        let text = String::from_utf8_lossy(&received);
+        assert!(text.starts_with("HTTP/1.1 200"), "{ended:?}");
+        assert!(
+            !text.contains("event: run.completed"),
+            "a stalled stream was cut, not sent whole ({} bytes)",
+            received.len()
+        );
+    }
 }

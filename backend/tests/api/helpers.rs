@@ -204,6 +204,10 @@ pub fn script(marker: &str) -> Script {
             {"when": "redirect the worktree", "steps": [
                 [{"exec": "git config core.worktree \"$(cd ../../.. && pwd)/outside\""}],
                 [{"message": "redirected"}]]},
+            {"when": "chatter", "steps": (0..20)
+                .map(|_| json!([{"exec": "seq 1 40000"}]))
+                .chain([json!([{"message": "chattered"}])])
+                .collect::<Vec<_>>()},
             {"when": "break the model", "steps": [[{"fail": "the model broke"}]]},
             {"when": "", "steps": [[{"message": "You said: {{prompt}}"}]]}
         ]})
@@ -579,6 +583,14 @@ impl TestStack {
     }
 
     /// The in-process runner's API, for assertions on what it holds.
+    /// The backend process's pid.
+    pub fn backend_pid(&self) -> u32 {
+        self.backend
+            .as_ref()
+            .and_then(|backend| backend.child.id())
+            .expect("the backend runs")
+    }
+
     pub fn runner_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.runner_addr)
     }
