@@ -315,9 +315,6 @@ impl Store {
         Ok(SessionRow::try_from(&row)?)
     }
 
-    /// Inserts a session unless `owner` already has `max` sessions; `None`
-    /// then. Two requests at once cannot both take the last place: the
-    /// owner's row is locked for the count.
     /// A session of `owner`, unless they hold `max_sessions` sessions or
     /// their workspaces hold `max_bytes` or more (0: no byte limit). The
     /// owner's row is locked, so two creations at once cannot both pass.

@@ -357,6 +357,11 @@ impl SessionsApi {
                 session.error.unwrap_or_default()
             )));
         }
+        // Said before the quota: waiting for a run to end would not help.
+        // The enqueue checks again under the row lock.
+        if session.status == crate::domain::SessionStatus::Expired {
+            return Err(expired(session.id));
+        }
         if let Some(owner) = caller.user_id() {
             let max = self.engine.config().limits.user_max_active_runs;
             // A count, then the insert: two prompts at once may both pass
@@ -377,14 +382,7 @@ impl SessionsApi {
             Enqueue::SessionMissing => {
                 return Err(ApiError::not_found(format!("session {} does not exist", session.id)))
             }
-            Enqueue::SessionExpired => {
-                return Err(ApiError::conflict(format!(
-                    "session {} has expired: its workspace was removed after it sat idle \
-                     (BACKEND_SESSION_IDLE_TTL_HOURS) or to keep the workspaces under their \
-                     quota; create a new session",
-                    session.id
-                )))
-            }
+            Enqueue::SessionExpired => return Err(expired(session.id)),
             Enqueue::QueueFull => {
                 return Err(ApiError::conflict(format!(
                     "session {} already has {limit} queued runs (BACKEND_MAX_QUEUED_RUNS); wait or cancel some",
@@ -402,4 +400,13 @@ impl SessionsApi {
             position: run.position,
         })))
     }
+}
+
+/// The 409 of a prompt to an expired session.
+fn expired(session: Uuid) -> ApiError {
+    ApiError::conflict(format!(
+        "session {session} has expired: its workspace was removed after it sat idle \
+         (BACKEND_SESSION_IDLE_TTL_HOURS) or to keep the workspaces under their quota; \
+         create a new session"
+    ))
 }

@@ -501,9 +501,26 @@ async fn past_the_total_quota_the_longest_idle_sessions_expire_first() {
     stack
         .backend_env
         .push(("BACKEND_SWEEP_INTERVAL_SECS".into(), "1".into()));
+    stack
+        .backend_env
+        .push(("BACKEND_USER_MAX_ACTIVE_RUNS".into(), "1".into()));
     stack.start_backend().await;
 
     wait_expired(&stack, &oldest).await;
+    // At the run limit, a prompt to the expired session still says why it
+    // can never run (409), not to wait for a run to end (429).
+    stack.prompt(&middle, "sleep").await;
+    let refused = stack
+        .post(
+            &format!("/api/sessions/{oldest}/prompt"),
+            json!({"prompt": "hello"}),
+        )
+        .await;
+    let body = assert_error(refused, 409, "conflict").await;
+    assert!(
+        body["message"].as_str().unwrap().contains("has expired"),
+        "{body}"
+    );
     for kept in [&middle, &newest] {
         let row = stack.get_json(&format!("/api/sessions/{kept}")).await;
         assert_eq!(row["status"], "ready", "{row}");
