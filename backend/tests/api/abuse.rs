@@ -697,3 +697,72 @@ async fn subscribers_that_never_read_a_chatty_run_hold_a_bounded_buffer_then_are
         );
     }
 }
+
+/// The workspaces' disk fills up during a run: the agent's command fails
+/// with the kernel's message, the run ends, the session's size is known, a
+/// new clone is refused with a reason, the service answers throughout, and
+/// deleting the session that filled it makes room again.
+#[tokio::test]
+async fn a_full_disk_fails_one_sessions_command_not_the_service() {
+    const DISK: u64 = 8 * 1024 * 1024;
+    let stack = TestStack::start_on_small_disk(
+        DISK,
+        &[("BACKEND_MIN_FREE_DISK_BYTES", &(1024 * 1024).to_string())],
+    )
+    .await;
+    let clone = |name: &str| {
+        let repo = stack.make_repo(name);
+        json!({"repo_url": format!("file://{}", repo.display())})
+    };
+    let filler = stack.session(clone("filler")).await;
+    let filler = filler["session_id"].as_str().unwrap().to_owned();
+    let other = stack.session(clone("other")).await;
+    let other = other["session_id"].as_str().unwrap().to_owned();
+
+    let run = stack.prompt(&filler, "fill the disk").await;
+    let events = stack.events(&run).await;
+
+    assert_eq!(events.last().unwrap().event, "run.completed");
+    let command = events
+        .iter()
+        .find(|e| e.event == "item.completed" && e.data["item"]["type"] == "command_execution")
+        .expect("the command's item");
+    assert_eq!(command.data["item"]["exit_code"], 1, "{}", command.data);
+    assert!(
+        command.data["item"]["aggregated_output"]
+            .as_str()
+            .unwrap()
+            .contains("No space left on device"),
+        "{}",
+        command.data
+    );
+    // Measured after the run: most of the disk, in that session.
+    let row = stack.get_json(&format!("/api/sessions/{filler}")).await;
+    assert!(row["workspace_bytes"].as_u64().unwrap() > DISK / 2, "{row}");
+
+    // The service answers; the other session reads its files.
+    assert_eq!(stack.get("/ready").await.status(), 200);
+    let files = stack.get(&format!("/api/sessions/{other}/files")).await;
+    assert_eq!(files.status(), 200);
+    // A new clone fails with its reason, and the session says so.
+    let refused = stack.session(clone("third")).await;
+    assert_eq!(refused["status"], "failed", "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("not enough free disk space for the workspace"),
+        "{refused}"
+    );
+
+    // Deleting the session that filled the disk gives the room back.
+    assert_eq!(stack.delete_session(&filler).await.status(), 204);
+    let again = stack.session(clone("fourth")).await;
+    assert_eq!(again["status"], "ready", "{again}");
+    let run = stack.prompt(&other, "create a file").await;
+    assert_eq!(
+        stack.events(&run).await.last().unwrap().event,
+        "run.completed"
+    );
+    assert!(stack.workspace(&other).join("hello.txt").is_file());
+}

@@ -208,6 +208,9 @@ pub fn script(marker: &str) -> Script {
                 .map(|_| json!([{"exec": "seq 1 40000"}]))
                 .chain([json!([{"message": "chattered"}])])
                 .collect::<Vec<_>>()},
+            {"when": "fill the disk", "steps": [
+                [{"exec": "head -c 64M /dev/zero > big.bin"}],
+                [{"message": "the disk is full"}]]},
             {"when": "break the model", "steps": [[{"fail": "the model broke"}]]},
             {"when": "", "steps": [[{"message": "You said: {{prompt}}"}]]}
         ]})
@@ -321,7 +324,44 @@ pub struct TestStack {
     runner_token: Option<String>,
     /// What the backend logged (every process of it, in order).
     pub log: Arc<BackendLog>,
+    /// Unmounted before `_dir` goes.
+    _small_disk: Option<Tmpfs>,
     _dir: tempfile::TempDir,
+}
+
+/// A tmpfs mounted on a folder, unmounted (lazily: a process may still
+/// hold it) on drop.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, bytes: u64) -> Self {
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0755"),
+                "repo-runner-test",
+            ])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs needs root");
+        Self(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Nothing to do with a failure in a drop but say it.
+        if let Err(error) = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status()
+        {
+            eprintln!("cannot unmount {}: {error}", self.0.display());
+        }
+    }
 }
 
 impl TestStack {
@@ -347,6 +387,7 @@ impl TestStack {
             true,
             codex_sdk::SandboxMode::WorkspaceWrite,
             env,
+            None,
         )
         .await
     }
@@ -357,7 +398,20 @@ impl TestStack {
         sandbox: codex_sdk::SandboxMode,
         env: &[(&str, &str)],
     ) -> Self {
-        Self::start_on(TestDb::create().await, allow_local, sandbox, env).await
+        Self::start_on(TestDb::create().await, allow_local, sandbox, env, None).await
+    }
+
+    /// A stack whose `WORKSPACES_ROOT` is a tmpfs of `bytes` (a disk that
+    /// fills up); the backend gets `env`. Needs root, as CI has.
+    pub async fn start_on_small_disk(bytes: u64, env: &[(&str, &str)]) -> Self {
+        Self::start_on(
+            TestDb::create().await,
+            true,
+            codex_sdk::SandboxMode::WorkspaceWrite,
+            env,
+            Some(bytes),
+        )
+        .await
     }
 
     async fn start_on(
@@ -365,11 +419,13 @@ impl TestStack {
         allow_local: bool,
         sandbox: codex_sdk::SandboxMode,
         env: &[(&str, &str)],
+        small_disk: Option<u64>,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("workspaces");
         let repos = dir.path().join("repos");
         std::fs::create_dir_all(&root).unwrap();
+        let small_disk = small_disk.map(|bytes| Tmpfs::mount(&root, bytes));
         std::fs::create_dir_all(&repos).unwrap();
         let marker = test_support::unique_marker("BACKEND_SLEEP");
         let model = ScriptedModel::start(script(&marker), "127.0.0.1:0")
@@ -400,6 +456,7 @@ impl TestStack {
             runner: None,
             backend: None,
             log: Arc::default(),
+            _small_disk: small_disk,
             _dir: dir,
         };
         stack.start_runner().await;
