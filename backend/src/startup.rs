@@ -89,6 +89,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "backend listening");
         let hosts = self.hosts;
+        let limits = self.connections;
         let engine = self.engine.clone();
         // In order: the server stops taking requests (and gives open ones a
         // moment), then the engine's clones, workers and relays stop.
@@ -99,7 +100,8 @@ impl Application {
         .run_with_graceful_shutdown(
             crate::api::app(self.engine)
                 .into_endpoint()
-                .around(move |ep, req| hosts.clone().check(ep, req)),
+                .around(move |ep, req| hosts.clone().check(ep, req))
+                .around(move |ep, req| limits.check_request(ep, req)),
             shutdown,
             Some(Duration::from_secs(5)),
         )

@@ -164,7 +164,9 @@ impl Application {
             connections,
         ))
         .run_with_graceful_shutdown(
-            dashboard.around(move |ep, req| hosts.clone().check(ep, req)),
+            dashboard
+                .around(move |ep, req| hosts.clone().check(ep, req))
+                .around(move |ep, req| connections.check_request(ep, req)),
             until_stopped(stopped.clone()),
             Some(Duration::from_secs(2)),
         );
@@ -174,7 +176,9 @@ impl Application {
             connections,
         ))
         .run_with_graceful_shutdown(
-            preview_app.around(move |ep, req| hosts.clone().check(ep, req)),
+            preview_app
+                .around(move |ep, req| hosts.clone().check(ep, req))
+                .around(move |ep, req| connections.check_request(ep, req)),
             until_stopped(stopped),
             Some(Duration::from_secs(2)),
         );

@@ -27,6 +27,8 @@ const LIMITS: ConnectionLimits = ConnectionLimits {
     idle_timeout: Duration::from_secs(1),
     header_timeout: Duration::from_secs(2),
     max_connections: 64,
+    max_url_bytes: service_kit::DEFAULT_MAX_URL_BYTES,
+    max_header_bytes: service_kit::DEFAULT_MAX_HEADER_BYTES,
 };
 
 type Release = Arc<Mutex<mpsc::Receiver<u64>>>;

@@ -203,8 +203,15 @@ function showSession(session) {
       : "Cloning: connecting…";
   }
   const error = $("#session-error");
-  error.hidden = session.status !== "failed";
-  error.textContent = session.status === "failed" ? `Clone failed: ${session.error}` : "";
+  error.hidden = session.status !== "failed" && session.status !== "expired";
+  error.textContent =
+    session.status === "failed"
+      ? `Clone failed: ${session.error}`
+      : session.status === "expired"
+        ? `This session expired ${session.expired_at ? `on ${new Date(session.expired_at).toLocaleString()}` : ""}: ` +
+          "its workspace was removed after it sat idle (or to keep the server's disk under its quota). " +
+          "Its conversation stays here to read; create a new session to go on."
+        : "";
   updatePromptBox();
   if (!wasReady && session.status === "ready" && state.tab !== "conversation") selectTab(state.tab);
 }
@@ -260,11 +267,14 @@ function startStreams() {
 function updatePromptBox() {
   const input = $("#prompt-input");
   const send = $("#send-button");
-  const failed = state.session?.status === "failed";
+  const status = state.session?.status;
+  const failed = status === "failed" || status === "expired";
   input.disabled = failed;
-  input.placeholder = failed
+  input.placeholder = status === "failed"
     ? "This session's clone failed; create a new session."
-    : state.session?.status === "cloning"
+    : status === "expired"
+      ? "This session has expired; create a new session."
+    : status === "cloning"
       ? "The repository is cloning; prompts sent now are queued."
       : "Ask the agent… (Enter to send, Shift+Enter for a new line)";
   send.disabled = failed || !input.value.trim();

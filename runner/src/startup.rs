@@ -123,12 +123,15 @@ impl Application {
             registry.cancel_all();
         };
         let hosts = self.hosts;
+        let limits = self.connections;
         let result = Server::new_with_acceptor(service_kit::LimitedConnections::new(
             self.acceptor,
             self.connections,
         ))
         .run_with_graceful_shutdown(
-            routes(self.state).around(move |ep, req| hosts.clone().check(ep, req)),
+            routes(self.state)
+                .around(move |ep, req| hosts.clone().check(ep, req))
+                .around(move |ep, req| limits.check_request(ep, req)),
             stopping,
             Some(Duration::from_secs(5)),
         )

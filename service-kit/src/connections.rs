@@ -43,6 +43,63 @@ pub struct ConnectionLimits {
     pub header_timeout: Duration,
     /// `HTTP_MAX_CONNECTIONS`.
     pub max_connections: usize,
+    /// `HTTP_MAX_URL_BYTES`: the request target (path and query).
+    pub max_url_bytes: usize,
+    /// `HTTP_MAX_HEADER_BYTES`: names and values of all headers together.
+    pub max_header_bytes: usize,
+}
+
+impl ConnectionLimits {
+    /// The largest request head a connection reads: room for the largest
+    /// URL and headers [`ConnectionLimits::check_request`] lets through,
+    /// and the request line's and separators' bytes. A larger one is
+    /// answered `431 headers_too_large` and the connection closed.
+    pub fn max_head_bytes(&self) -> usize {
+        self.max_url_bytes
+            .saturating_add(self.max_header_bytes.saturating_mul(2))
+            .saturating_add(16 * 1024)
+    }
+
+    /// Refuses a request whose URL or headers are larger than the limits,
+    /// with `414 uri_too_long` or `431 headers_too_large` in the JSON error
+    /// schema, before any route runs. (hyper itself reads at most about
+    /// 400 KiB of a request head; one larger is a bare 431 and a closed
+    /// connection. These limits are well under that.)
+    pub async fn check_request<E: poem::Endpoint>(
+        self,
+        ep: std::sync::Arc<E>,
+        req: poem::Request,
+    ) -> poem::Result<poem::Response> {
+        use poem::IntoResponse;
+        let url = req
+            .uri()
+            .path_and_query()
+            .map_or(0, |target| target.as_str().len());
+        if url > self.max_url_bytes {
+            return Ok(crate::error_response(
+                crate::ErrorCode::UriTooLong,
+                format!(
+                    "the URL is {url} bytes, more than this service reads ({} bytes, HTTP_MAX_URL_BYTES)",
+                    self.max_url_bytes
+                ),
+            ));
+        }
+        let headers: usize = req
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        if headers > self.max_header_bytes {
+            return Ok(crate::error_response(
+                crate::ErrorCode::HeadersTooLarge,
+                format!(
+                    "the headers are {headers} bytes, more than this service reads ({} bytes, HTTP_MAX_HEADER_BYTES)",
+                    self.max_header_bytes
+                ),
+            ));
+        }
+        ep.call(req).await.map(IntoResponse::into_response)
+    }
 }
 
 /// Wraps an acceptor so that each connection it yields keeps the
@@ -130,6 +187,7 @@ where
                     head: Head::Reading {
                         deadline: Box::pin(tokio::time::sleep(limits.header_timeout)),
                         tail: Vec::with_capacity(3),
+                        read: 0,
                     },
                     _permit: permit,
                 };
@@ -148,6 +206,8 @@ enum Head {
     Reading {
         deadline: Pin<Box<Sleep>>,
         tail: Vec<u8>,
+        /// Bytes of the head read so far.
+        read: usize,
     },
     /// The head is complete: the body and the handler run on the idle
     /// timeout only.
@@ -165,6 +225,37 @@ pub struct LimitedIo<T> {
     idle: Pin<Box<Sleep>>,
     head: Head,
     _permit: OwnedSemaphorePermit,
+}
+
+/// The answer to a request head larger than any the limits let through:
+/// hyper would otherwise read up to about 400 KiB of it and answer a bare
+/// 431 without a body.
+const HEAD_TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\n\
+content-type: application/json; charset=utf-8\r\n\
+connection: close\r\n\
+content-length: 157\r\n\r\n\
+{\"error\":\"Request Header Fields Too Large\",\"message\":\"the request head is larger than this service reads (HTTP_MAX_HEADER_BYTES)\",\"code\":\"headers_too_large\"}";
+
+/// Marks the error `read_bytes` returns for a head past the limit, so
+/// `poll_read` answers it before failing.
+struct HeadTooLarge;
+
+impl std::fmt::Debug for HeadTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request head is too large")
+    }
+}
+
+impl std::fmt::Display for HeadTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+impl std::error::Error for HeadTooLarge {}
+
+fn head_too_large() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, HeadTooLarge)
 }
 
 fn timed_out(message: &'static str) -> io::Error {
@@ -187,18 +278,28 @@ impl<T> LimitedIo<T> {
             self.head = Head::Reading {
                 deadline: Box::pin(tokio::time::sleep(self.limits.header_timeout)),
                 tail: Vec::with_capacity(3),
+                read: 0,
             };
         }
-        if let Head::Reading { deadline, tail } = &mut self.head {
+        let max_head = self.limits.max_head_bytes();
+        if let Head::Reading {
+            deadline,
+            tail,
+            read,
+        } = &mut self.head
+        {
             if deadline.is_elapsed() {
                 return Err(timed_out("the request head took too long"));
             }
+            *read = read.saturating_add(bytes.len());
             let mut window = std::mem::take(tail);
             window.extend_from_slice(&bytes[..bytes.len().min(3)]);
             let ended = window.windows(4).any(|w| w == b"\r\n\r\n")
                 || bytes.windows(4).any(|w| w == b"\r\n\r\n");
             if ended {
                 self.head = Head::Done;
+            } else if *read > max_head {
+                return Err(head_too_large());
             } else {
                 let keep = bytes.len().min(3);
                 let mut last = window;
@@ -225,7 +326,7 @@ impl<T> LimitedIo<T> {
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for LimitedIo<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for LimitedIo<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -236,7 +337,17 @@ impl<T: AsyncRead + Unpin> AsyncRead for LimitedIo<T> {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 this.progressed();
-                Poll::Ready(this.read_bytes(&buf.filled()[before..]))
+                let read = this.read_bytes(&buf.filled()[before..]);
+                if let Err(error) = &read {
+                    if error.get_ref().is_some_and(|e| e.is::<HeadTooLarge>()) {
+                        // Best effort, as nothing of this request was
+                        // answered yet the socket's buffer takes it at
+                        // once; the connection is dropped either way.
+                        let _sent = Pin::new(&mut this.inner).poll_write(cx, HEAD_TOO_LARGE);
+                        tracing::debug!("refused a request head past HTTP_MAX_HEADER_BYTES");
+                    }
+                }
+                Poll::Ready(read)
             }
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
             Poll::Pending => this.expired(cx),
@@ -299,6 +410,19 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for LimitedIo<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_431_body_is_the_length_it_says() {
+        let text = std::str::from_utf8(HEAD_TOO_LARGE).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let parsed: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(parsed["code"], crate::ErrorCode::HeadersTooLarge.as_str());
+        assert_eq!(parsed["error"], crate::ErrorCode::HeadersTooLarge.reason());
+    }
 
     #[test]
     fn the_503_body_is_the_length_it_says() {

@@ -33,6 +33,8 @@ pub enum ErrorCode {
     Conflict,
     /// 413: the body (or the file asked for) is too large.
     PayloadTooLarge,
+    /// 414: the URL is longer than `HTTP_MAX_URL_BYTES`.
+    UriTooLong,
     /// 415: the body is not `application/json`.
     UnsupportedMediaType,
     /// 421: the `Host` is not this service's (DNS rebinding).
@@ -41,6 +43,8 @@ pub enum ErrorCode {
     ValidationError,
     /// 429: a limit on concurrent work was reached.
     TooManyRequests,
+    /// 431: the headers are larger than `HTTP_MAX_HEADER_BYTES`.
+    HeadersTooLarge,
     /// 500: something failed on our side; the log says what.
     InternalError,
     /// 502: the frontend-proxy cannot reach the backend.
@@ -53,7 +57,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tables and tests.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -61,10 +65,12 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::Conflict,
         ErrorCode::PayloadTooLarge,
+        ErrorCode::UriTooLong,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::HostNotAllowed,
         ErrorCode::ValidationError,
         ErrorCode::TooManyRequests,
+        ErrorCode::HeadersTooLarge,
         ErrorCode::InternalError,
         ErrorCode::BackendUnavailable,
         ErrorCode::NotReady,
@@ -81,10 +87,12 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Conflict => "conflict",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UriTooLong => "uri_too_long",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::HostNotAllowed => "host_not_allowed",
             ErrorCode::ValidationError => "validation_error",
             ErrorCode::TooManyRequests => "too_many_requests",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
             ErrorCode::InternalError => "internal_error",
             ErrorCode::BackendUnavailable => "backend_unavailable",
             ErrorCode::NotReady => "not_ready",
@@ -102,10 +110,12 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UriTooLong => StatusCode::URI_TOO_LONG,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::HostNotAllowed => StatusCode::MISDIRECTED_REQUEST,
             ErrorCode::ValidationError => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::BackendUnavailable => StatusCode::BAD_GATEWAY,
             ErrorCode::NotReady | ErrorCode::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
@@ -127,6 +137,8 @@ impl ErrorCode {
             StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
             StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+            StatusCode::URI_TOO_LONG => ErrorCode::UriTooLong,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ErrorCode::HeadersTooLarge,
             StatusCode::SERVICE_UNAVAILABLE => ErrorCode::NotReady,
             s if s.is_server_error() => ErrorCode::InternalError,
             _ => ErrorCode::BadRequest,

@@ -107,6 +107,10 @@ pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
 pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 30;
 /// `HTTP_MAX_CONNECTIONS` when unset.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
+/// `HTTP_MAX_URL_BYTES` when unset.
+pub const DEFAULT_MAX_URL_BYTES: usize = 8 * 1024;
+/// `HTTP_MAX_HEADER_BYTES` when unset.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 
 /// What every connection of a service may hold (see [`LimitedConnections`]), read
 /// by each service at start-up:
@@ -119,6 +123,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
 ///   (slowloris) is dropped too.
 /// - `HTTP_MAX_CONNECTIONS` (default 8192, at least 1): open connections;
 ///   one more is answered `503 too_many_connections` and closed.
+/// - `HTTP_MAX_URL_BYTES` (default 8192) and `HTTP_MAX_HEADER_BYTES`
+///   (default 32768): a larger request target is `414 uri_too_long`, larger
+///   headers (names and values together) `431 headers_too_large`
+///   ([`ConnectionLimits::check_request`]).
 pub fn connection_limits_from_env() -> anyhow::Result<ConnectionLimits> {
     fn number<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
         match std::env::var(name) {
@@ -136,5 +144,7 @@ pub fn connection_limits_from_env() -> anyhow::Result<ConnectionLimits> {
         idle_timeout: secs("HTTP_IDLE_TIMEOUT_SECS", DEFAULT_IDLE_TIMEOUT_SECS)?,
         header_timeout: secs("HTTP_HEADER_TIMEOUT_SECS", DEFAULT_HEADER_TIMEOUT_SECS)?,
         max_connections: number("HTTP_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)?.max(1),
+        max_url_bytes: number("HTTP_MAX_URL_BYTES", DEFAULT_MAX_URL_BYTES)?,
+        max_header_bytes: number("HTTP_MAX_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES)?,
     })
 }

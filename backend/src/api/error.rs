@@ -18,14 +18,15 @@ pub struct ErrorBody {
     /// A stable machine code, one per status: `bad_request` (400),
     /// `unauthorized` (401), `forbidden` (403), `not_found` (404),
     /// `method_not_allowed` (405), `conflict` (409), `payload_too_large`
-    /// (413), `unsupported_media_type` (415), `host_not_allowed` (421),
-    /// `validation_error` (422), `too_many_requests` (429), `internal_error`
-    /// (500), `not_ready` or `too_many_connections` (503).
+    /// (413), `uri_too_long` (414), `unsupported_media_type` (415),
+    /// `host_not_allowed` (421), `validation_error` (422),
+    /// `too_many_requests` (429), `headers_too_large` (431),
+    /// `internal_error` (500), `not_ready` or `too_many_connections` (503).
     pub code: String,
 }
 
 /// Every error status of the API. Some are answered before an operation
-/// runs (405, 415, 421, 403, 503 `too_many_connections`); they are
+/// runs (405, 414, 415, 421, 431, 403, 503 `too_many_connections`); they are
 /// declared here all the same, so a client generated from the spec knows
 /// them.
 #[derive(Debug, ApiResponse)]
@@ -66,6 +67,9 @@ pub enum ApiError {
     /// The request body or the file is too large.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
+    /// The URL is longer than `HTTP_MAX_URL_BYTES`.
+    #[oai(status = 414)]
+    UriTooLong(Json<ErrorBody>),
     /// The request body is not `application/json`.
     #[oai(status = 415)]
     UnsupportedMediaType(Json<ErrorBody>),
@@ -86,6 +90,9 @@ pub enum ApiError {
         #[oai(header = "Retry-After")]
         Option<u64>,
     ),
+    /// The headers are larger than `HTTP_MAX_HEADER_BYTES`.
+    #[oai(status = 431)]
+    HeadersTooLarge(Json<ErrorBody>),
     /// Something failed on our side; the log says what.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),

@@ -135,18 +135,22 @@ pub fn app(engine: Arc<Engine>) -> impl IntoEndpoint {
         tracing::error!(%error, "the OpenAPI document is not JSON: 405s lack Allow");
         serde_json::Value::Null
     });
-    let secured = with_security(documented.clone()).to_string();
-    // Swagger UI embeds its document; it gets the one with the schemes, so
-    // its Authorize button takes a token.
+    // The document as served: with its security schemes, and each event
+    // stream described as one event.
+    let mut served = with_security(documented.clone());
+    stream_event::describe_events(&mut served);
+    let served = served.to_string();
+    // Swagger UI embeds its document; it gets the served one, so its
+    // Authorize button takes a token.
     let docs_html = api.swagger_ui_html().replacen(
         &format!("let spec = {raw_spec};"),
-        &format!("let spec = {secured};"),
+        &format!("let spec = {served};"),
         1,
     );
     let spec = poem::endpoint::make_sync(move |_| {
         Response::builder()
             .content_type("application/json")
-            .body(secured.clone())
+            .body(served.clone())
     });
     let docs = poem::endpoint::make_sync(move |_| poem::web::Html(docs_html.clone()));
     let max_body = engine.config().limits.max_body_bytes;

@@ -3,7 +3,6 @@
 
 use chrono::{DateTime, Utc};
 use poem_openapi::{Enum, Object};
-use serde_json::Value;
 use uuid::Uuid;
 
 use crate::store::{RunRow, SessionRow};
@@ -290,18 +289,17 @@ pub struct CancelAccepted {
     pub status: String,
 }
 
-/// One event of a run's stream: the SSE `id:` is `id`, `event:` is
-/// `event`, `data:` is `data` as JSON.
+/// One event of a run's stream, as its SSE `data:` carries it: the Codex
+/// event (or the terminal event) as JSON, with the fields of its type. The
+/// SSE `id:` is its sequence number in the run (1, 2, 3... without gaps)
+/// and `event:` is its `type`.
 #[derive(Debug, Object)]
 pub struct RunStreamEvent {
-    /// The event's sequence number in its run: 1, 2, 3... without gaps.
-    pub id: u64,
     /// `thread.started`, `turn.started`, `item.started`, `item.updated`,
     /// `item.completed`, `turn.completed`, `turn.failed`, `error`, or the
     /// terminal `run.completed`, `run.failed`, `run.cancelled`.
-    pub event: String,
-    /// The Codex event (or the terminal event) as JSON.
-    pub data: Value,
+    #[oai(rename = "type")]
+    pub kind: String,
 }
 
 #[derive(Debug, Object)]

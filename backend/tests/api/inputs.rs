@@ -316,3 +316,71 @@ async fn raw_get(stack: &TestStack, path: &str) -> (u16, serde_json::Value) {
     let json = body.lines().find(|l| l.starts_with('{')).unwrap_or("null");
     (status, serde_json::from_str(json).unwrap())
 }
+
+/// The largest URL and headers are bounded, with the JSON error schema,
+/// before authentication or any route; a head beyond what hyper reads at
+/// all is refused and the connection closed. The service answers after.
+#[tokio::test]
+async fn a_url_or_headers_too_large_are_refused_with_the_error_schema() {
+    let stack = TestStack::start().await;
+    let long = "a".repeat(9 * 1024);
+    let response = stack.get(&format!("/api/sessions/{long}")).await;
+    let body = assert_error(response, 414, "uri_too_long").await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP_MAX_URL_BYTES"),
+        "{body}"
+    );
+    // A query string counts too, and a URL just under the limit is read.
+    let response = stack.get(&format!("/api/sessions?x={long}")).await;
+    assert_error(response, 414, "uri_too_long").await;
+    let response = stack
+        .get(&format!("/api/sessions/{}", "a".repeat(7 * 1024)))
+        .await;
+    assert_error(response, 404, "not_found").await;
+
+    let many = (0..40).fold(reqwest::header::HeaderMap::new(), |mut headers, i| {
+        headers.insert(
+            reqwest::header::HeaderName::from_bytes(format!("x-filler-{i}").as_bytes()).unwrap(),
+            "b".repeat(1024).parse().unwrap(),
+        );
+        headers
+    });
+    let response = stack
+        .client
+        .get(stack.url("/api/sessions"))
+        .headers(many.clone())
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(response, 431, "headers_too_large").await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP_MAX_HEADER_BYTES"),
+        "{body}"
+    );
+    // Without a credential too: the size is checked first.
+    let response = reqwest::Client::new()
+        .get(stack.url("/api/sessions"))
+        .headers(many)
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 431, "headers_too_large").await;
+
+    // Past hyper's own buffer: refused, never read whole.
+    let huge = reqwest::Client::new()
+        .get(stack.url("/api/sessions"))
+        .header("x-huge", "c".repeat(1024 * 1024))
+        .send()
+        .await;
+    // Answered with the schema as soon as the head passes what any
+    // request may be, before the client has sent it all.
+    assert_error(huge.unwrap(), 431, "headers_too_large").await;
+    let listed = stack.get("/api/sessions").await;
+    assert_eq!(listed.status(), 200);
+}
