@@ -59,7 +59,11 @@ export function git(dir, ...args) {
   }).toString().trim();
 }
 
-export async function startStack() {
+/**
+ * `backendEnv`: more of the backend's environment (limits, say), over the
+ * stack's own.
+ */
+export async function startStack({ backendEnv = {} } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "repo-runner-e2e-"));
   chmodSync(dir, 0o755);
   const workspaces = join(dir, "workspaces");
@@ -86,6 +90,7 @@ export async function startStack() {
     ALLOW_LOCAL_REPOS: "true",
     // Sessions of forge-style http URLs on loopback (nothing listens there).
     ALLOWED_CLONE_HOSTS: "127.0.0.1",
+    ...backendEnv,
   }, /backend listening addr=(\S+)/);
   const backendUrl = `http://${backend.match[1]}`;
   // Users as an operator makes them: the tests' user, and an admin whose
