@@ -4,12 +4,14 @@
 //! prompt to its stdin and streams the JSONL events it prints, each as an
 //! [`EventLine`]: the line verbatim and its typed [`ThreadEvent`].
 
+pub mod app_server;
 mod error;
 mod events;
 mod options;
 mod process;
 mod thread;
 
+pub use app_server::{AppServer, AppServerError, AppServerOptions, Incoming, RequestId};
 pub use error::{Error, Result};
 pub use events::{
     EventLine, FileUpdateChange, ItemDetails, ThreadError, ThreadEvent, ThreadItem, TodoItem, Usage,
