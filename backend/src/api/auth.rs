@@ -14,6 +14,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::error::{ApiError, ApiResult};
+use super::models::JsonString;
 use super::ApiTags;
 use crate::auth::{secret, AuthMode, Caller, Principal, COOKIE_NAME};
 use crate::config::CookieSecure;
@@ -56,7 +57,7 @@ pub struct Me {
 #[oai(deny_unknown_fields)]
 pub struct SignIn {
     /// An API token (`rr_…`), as `backend admin token create` printed it.
-    pub token: String,
+    pub token: JsonString,
 }
 
 #[derive(ApiResponse)]

@@ -1,8 +1,13 @@
 //! The API's objects, converted from store rows. A serialisable type is a
 //! boundary type: none of these is used inside the engine.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
+use poem_openapi::registry::MetaSchemaRef;
+use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
 use poem_openapi::{Enum, Object};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::store::{RunRow, SessionRow};
@@ -53,6 +58,62 @@ impl From<crate::domain::RunStatus> for RunStatus {
     }
 }
 
+/// A string field of a request body: a JSON string and nothing else.
+/// poem-openapi's `String` also takes a number or a boolean and makes it
+/// text, so `{"prompt": false}` would run the prompt `false`; the document
+/// says `string`, and anything else is a 400 like `null` is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonString(pub String);
+
+impl std::ops::Deref for JsonString {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Type for JsonString {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = String;
+    type RawElementValueType = String;
+
+    fn name() -> Cow<'static, str> {
+        String::name()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        String::schema_ref()
+    }
+
+    fn as_raw_value(&self) -> Option<&String> {
+        Some(&self.0)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a String> + 'a> {
+        Box::new(std::iter::once(&self.0))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl ParseFromJSON for JsonString {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value.unwrap_or_default() {
+            Value::String(text) => Ok(Self(text)),
+            other => Err(ParseError::expected_type(other)),
+        }
+    }
+}
+
+impl ToJSON for JsonString {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(self.0.clone()))
+    }
+}
+
 /// `POST /api/sessions`
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
@@ -60,12 +121,12 @@ pub struct CreateSession {
     /// The git remote: `https://`, `http://`, `ssh://`, `git://` or
     /// `user@host:path` (`file://` and local paths only when the server
     /// allows local repositories).
-    pub repo_url: String,
+    pub repo_url: JsonString,
     /// Branch, tag or commit to check out; the default branch when absent.
     /// `x`, `refs/heads/x`, `refs/tags/x`, or a full or abbreviated commit
     /// id; a branch wins over a tag of the same name.
     #[oai(rename = "ref")]
-    pub git_ref: Option<String>,
+    pub git_ref: Option<JsonString>,
     /// Shallow clone depth (number of commits). Only the ref checked out is
     /// fetched, as `git clone --depth N --single-branch` does. A local
     /// repository is fetched whole (libgit2 cannot fetch it shallow).
@@ -73,7 +134,7 @@ pub struct CreateSession {
     /// A token for a private https repository. Used for the clone only:
     /// never stored, logged or returned.
     #[oai(write_only)]
-    pub token: Option<String>,
+    pub token: Option<JsonString>,
 }
 
 /// Clone progress, as libgit2 reports it.
@@ -194,7 +255,7 @@ pub struct SessionChange {
 #[oai(deny_unknown_fields)]
 pub struct PromptRequest {
     /// What to ask the agent; trimmed, non-empty, bounded.
-    pub prompt: String,
+    pub prompt: JsonString,
 }
 
 #[derive(Debug, Object)]
@@ -354,4 +415,27 @@ pub struct Readiness {
     pub status: String,
     pub database: bool,
     pub runner: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_request_string_is_a_json_string_and_nothing_else() {
+        let parse = |value: Value| PromptRequest::parse_from_json(Some(json!({"prompt": value})));
+
+        assert_eq!(
+            parse(json!("false")).map(|p| p.prompt).ok(),
+            Some(JsonString("false".into()))
+        );
+        for not_a_string in [json!(false), json!(12), json!(null), json!(["a"])] {
+            assert!(
+                parse(not_a_string.clone()).is_err(),
+                "{not_a_string} is taken as a prompt"
+            );
+        }
+    }
 }
