@@ -32,6 +32,7 @@ use tokio::process::{Child, ChildStderr, ChildStdin, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
+use crate::process::{Containment, ProcessGroup};
 use crate::thread::{MAX_LINE_BYTES, STDERR_TAIL_BYTES};
 
 /// Messages from the server not yet taken by the caller. When the caller
@@ -40,7 +41,7 @@ use crate::thread::{MAX_LINE_BYTES, STDERR_TAIL_BYTES};
 pub const INCOMING_CAPACITY: usize = 1024;
 
 /// How to start the server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct AppServerOptions {
     /// The `codex` executable.
     pub codex_path: PathBuf,
@@ -52,6 +53,14 @@ pub struct AppServerOptions {
     /// The client's name and version, sent with `initialize`.
     pub client_name: String,
     pub client_version: String,
+    /// How the server's processes are held: with a PID namespace, the
+    /// server is its first process, and `exposed` are the folders it sees
+    /// of [`Containment::hidden`].
+    pub containment: Arc<Containment>,
+    pub exposed: Vec<PathBuf>,
+    /// Without a PID namespace: the run's marker, which the server's
+    /// processes carry; whatever still carries it is killed at the end.
+    pub run_token: Option<String>,
 }
 
 /// The id of a JSON-RPC request: the client's are numbers; the server's
@@ -141,8 +150,9 @@ pub struct AppServer {
     stdin: tokio::sync::Mutex<ChildStdin>,
     pending: Arc<Mutex<Pending>>,
     next_id: AtomicI64,
-    /// Dropped with the client: the reader then kills the server.
-    _kill: oneshot::Sender<()>,
+    /// Sent (or dropped with the client): the reader then ends the server.
+    kill: Option<oneshot::Sender<()>>,
+    reader: Option<tokio::task::JoinHandle<()>>,
     initialize: Value,
 }
 
@@ -159,7 +169,18 @@ pub type Incomings = mpsc::Receiver<Result<Incoming, AppServerError>>;
 impl AppServer {
     /// Starts the server and does the `initialize` handshake.
     pub async fn spawn(options: AppServerOptions) -> Result<(Self, Incomings), AppServerError> {
-        let mut command = Command::new(&options.codex_path);
+        let mut command = match &options.containment.pid_namespace {
+            Some(tools) => {
+                let mut command = Command::new(&tools.setpriv);
+                command.args(tools.launcher_args(
+                    &options.codex_path,
+                    &options.containment.hidden,
+                    &options.exposed,
+                ));
+                command
+            }
+            None => Command::new(&options.codex_path),
+        };
         command.arg("app-server");
         for (key, value) in &options.config_overrides {
             command.arg("--config").arg(format!("{key}={value}"));
@@ -186,8 +207,10 @@ impl AppServer {
         let pending = Arc::new(Mutex::new(Pending::default()));
         let (incoming_tx, incoming) = mpsc::channel(INCOMING_CAPACITY);
         let (kill, killed) = oneshot::channel();
-        tokio::spawn(read(
+        let group = ProcessGroup::new(&child, options.run_token.clone());
+        let reader = tokio::spawn(read(
             child,
+            group,
             stdout,
             stderr,
             pending.clone(),
@@ -198,7 +221,8 @@ impl AppServer {
             stdin: tokio::sync::Mutex::new(stdin),
             pending,
             next_id: AtomicI64::new(1),
-            _kill: kill,
+            kill: Some(kill),
+            reader: Some(reader),
             initialize: Value::Null,
         };
         server.initialize = server
@@ -209,6 +233,21 @@ impl AppServer {
             .await?;
         server.notify("initialized", Value::Null).await?;
         Ok((server, incoming))
+    }
+
+    /// Ends the server and everything it started (`SIGTERM`, a grace,
+    /// `SIGKILL` to its group and descendants), and returns once it is
+    /// gone. Dropping the client does the same without waiting.
+    pub async fn shutdown(mut self) {
+        if let Some(kill) = self.kill.take() {
+            // A reader that already ended has nothing left to stop.
+            let _ended = kill.send(());
+        }
+        if let Some(reader) = self.reader.take() {
+            if let Err(error) = reader.await {
+                tracing::warn!(%error, "the app-server reader failed");
+            }
+        }
     }
 
     /// The server's answer to `initialize` (`userAgent`, `codexHome`...).
@@ -308,6 +347,7 @@ impl AppServer {
 /// dropped; then ends the session with the reason.
 async fn read(
     mut child: Child,
+    mut group: ProcessGroup,
     stdout: tokio::process::ChildStdout,
     stderr: StderrTail,
     pending: Arc<Mutex<Pending>>,
@@ -319,8 +359,7 @@ async fn read(
         let line = tokio::select! {
             // The client is gone: nothing reads the answers any more.
             _ = &mut killed => {
-                // Already gone if it exited: nothing else to do.
-                let _ = child.kill().await;
+                group.terminate(&mut child).await;
                 return;
             }
             line = lines.next() => line,
@@ -388,13 +427,13 @@ async fn read(
     // Whatever ended the reading, the server goes, and the error says how
     // it ended, with what it last wrote to stderr.
     if failure.is_some() {
-        // Already gone if it exited: nothing else to do.
-        let _ = child.kill().await;
+        group.terminate(&mut child).await;
     }
     let status = match child.wait().await {
         Ok(status) => status.to_string(),
         Err(e) => format!("unknown status: {e}"),
     };
+    group.reap_leftovers();
     let stderr_tail = stderr.finish().await;
     let error = match failure {
         None => AppServerError::Exited {

@@ -21,6 +21,8 @@ pub enum Error {
     TurnFailed { message: String },
     #[error("the run was cancelled")]
     Cancelled,
+    #[error(transparent)]
+    AppServer(#[from] crate::app_server::AppServerError),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -5,6 +5,7 @@
 //! [`EventLine`]: the line verbatim and its typed [`ThreadEvent`].
 
 pub mod app_server;
+mod app_server_run;
 mod error;
 mod events;
 mod options;
@@ -12,12 +13,13 @@ mod process;
 mod thread;
 
 pub use app_server::{AppServer, AppServerError, AppServerOptions, Incoming, RequestId};
+pub use app_server_run::{ControlError, Decision, RunControl};
 pub use error::{Error, Result};
 pub use events::{
     EventLine, FileUpdateChange, ItemDetails, ThreadError, ThreadEvent, ThreadItem, TodoItem, Usage,
 };
 pub use options::{
-    ApiKey, ApprovalMode, CodexOptions, ReasoningEffort, SandboxMode, ThreadOptions,
+    ApiKey, ApprovalMode, CodexOptions, Driver, ReasoningEffort, SandboxMode, ThreadOptions,
 };
 pub use process::{
     kill_marked, Containment, NamespaceTools, ProbeError, OWNER_MARKER, RUN_MARKER, TERM_GRACE,

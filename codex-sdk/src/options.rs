@@ -42,6 +42,21 @@ pub struct CodexOptions {
     pub env: Option<BTreeMap<String, String>>,
     /// `--config key=value` pairs; the value is TOML (`"o3"`, `true`, `[1]`).
     pub config_overrides: Vec<(String, String)>,
+    /// How a run talks to the CLI.
+    pub driver: Driver,
+}
+
+/// How a run talks to the CLI.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Driver {
+    /// `codex exec --experimental-json`, one process per run: whole items,
+    /// no approvals (the policy must not ask), no steering.
+    #[default]
+    Exec,
+    /// `codex app-server`, one process per run: the same events plus
+    /// deltas of messages, reasoning and command output, approvals,
+    /// steering and a graceful interrupt (see `app_server_run`).
+    AppServer,
 }
 
 // The CLI's vocabulary is defined once, in `runner-protocol` (which has no
@@ -185,6 +200,79 @@ pub(crate) fn command_args(
         args.extend(["resume".into(), id.into()]);
     }
     args
+}
+
+/// The `--config` pairs of `codex app-server` for one run of `thread`:
+/// what `command_args` gives `codex exec` as `--config`, and what it gives
+/// as flags of its own, where the app-server has no parameter for it
+/// (additional writable folders, the agent's temp folder).
+pub(crate) fn app_server_config(
+    codex: &CodexOptions,
+    thread: &ThreadOptions,
+) -> Vec<(String, String)> {
+    let mut pairs = codex.config_overrides.clone();
+    if let Some(url) = &codex.base_url {
+        pairs.push(("openai_base_url".into(), toml_string(url)));
+    }
+    let mut writable: Vec<String> = thread
+        .additional_directories
+        .iter()
+        .map(|dir| toml_string(&dir.display().to_string()))
+        .collect();
+    if let Some(tmp) = &thread.private_tmp {
+        writable.push(toml_string(&tmp.display().to_string()));
+        pairs.push((
+            "sandbox_workspace_write.exclude_slash_tmp".into(),
+            "true".into(),
+        ));
+        pairs.push((
+            "sandbox_workspace_write.exclude_tmpdir_env_var".into(),
+            "true".into(),
+        ));
+    }
+    if !writable.is_empty() {
+        pairs.push((
+            "sandbox_workspace_write.writable_roots".into(),
+            format!("[{}]", writable.join(",")),
+        ));
+    }
+    if let Some(effort) = thread.model_reasoning_effort {
+        pairs.push((
+            "model_reasoning_effort".into(),
+            format!("\"{}\"", effort.as_str()),
+        ));
+    }
+    if let Some(network) = thread.network_access_enabled {
+        pairs.push((
+            "sandbox_workspace_write.network_access".into(),
+            network.to_string(),
+        ));
+    }
+    match thread.web_search_enabled {
+        Some(true) => pairs.push(("web_search".into(), "\"live\"".into())),
+        Some(false) => pairs.push(("web_search".into(), "\"disabled\"".into())),
+        None => {}
+    }
+    pairs.extend(shell_environment_policy(thread));
+    pairs
+}
+
+/// The parameters of `thread/start` (and `thread/resume`) for `thread`.
+pub(crate) fn app_server_thread_params(thread: &ThreadOptions) -> serde_json::Value {
+    let mut params = serde_json::Map::new();
+    if let Some(dir) = &thread.working_directory {
+        params.insert("cwd".into(), dir.display().to_string().into());
+    }
+    if let Some(model) = &thread.model {
+        params.insert("model".into(), model.clone().into());
+    }
+    if let Some(mode) = thread.sandbox_mode {
+        params.insert("sandbox".into(), mode.as_str().into());
+    }
+    if let Some(policy) = thread.approval_policy {
+        params.insert("approvalPolicy".into(), policy.as_str().into());
+    }
+    serde_json::Value::Object(params)
 }
 
 /// The CLI's `shell_environment_policy`, always given on the command line

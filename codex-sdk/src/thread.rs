@@ -15,9 +15,13 @@ use tokio::process::{ChildStderr, Command};
 use tokio::sync::watch;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
+use crate::app_server::AppServerOptions;
+use crate::app_server_run::{self, RunControl};
 use crate::error::{Error, Result};
 use crate::events::{EventLine, ItemDetails, ThreadEvent, ThreadItem, Usage};
-use crate::options::{command_args, CodexOptions, ThreadOptions};
+use crate::options::{
+    app_server_config, app_server_thread_params, command_args, CodexOptions, Driver, ThreadOptions,
+};
 use crate::process::{run_token, Containment, ProcessGroup, OWNER_MARKER, RUN_MARKER};
 
 /// The longest JSONL line accepted from the CLI (a command's whole output can
@@ -110,20 +114,70 @@ impl Thread {
     /// poll. Dropping the stream ends the CLI and its process group.
     pub fn run_streamed(&self, input: impl Into<String>) -> RunStream {
         let (cancel_tx, cancel_rx) = watch::channel(false);
-        let spawn = Spawn {
-            program: self
-                .codex
-                .codex_path
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("codex")),
-            args: command_args(&self.codex, &self.options, self.id().as_deref()),
-            env: child_env(&self.codex, &self.options),
-            input: input.into(),
-            containment: self.containment.clone(),
-            exposed: self.options.exposed.clone(),
-        };
+        let program = self
+            .codex
+            .codex_path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("codex"));
+        let (events, control): (Pin<Box<dyn Stream<Item = Result<EventLine>> + Send>>, _) =
+            match self.codex.driver {
+                Driver::Exec => {
+                    let spawn = Spawn {
+                        program,
+                        args: command_args(&self.codex, &self.options, self.id().as_deref()),
+                        env: child_env(&self.codex, &self.options),
+                        input: input.into(),
+                        containment: self.containment.clone(),
+                        exposed: self.options.exposed.clone(),
+                    };
+                    (
+                        Box::pin(run_process(spawn, cancel_rx)),
+                        RunControl::unsupported(),
+                    )
+                }
+                Driver::AppServer => {
+                    let (control, commands) = app_server_run::control_channel();
+                    let token = self.containment.owner.as_ref().map(|_| run_token());
+                    let mut env = child_env(&self.codex, &self.options);
+                    let mut config = app_server_config(&self.codex, &self.options);
+                    let markers: Vec<(String, String)> = match (&self.containment.owner, &token) {
+                        (Some(owner), Some(token)) => vec![
+                            (OWNER_MARKER.to_owned(), owner.clone()),
+                            (RUN_MARKER.to_owned(), token.clone()),
+                        ],
+                        _ => Vec::new(),
+                    };
+                    for (name, value) in markers {
+                        // A JSON string is a valid TOML basic string.
+                        config.push((
+                            format!("shell_environment_policy.set.{name}"),
+                            serde_json::Value::String(value.clone()).to_string(),
+                        ));
+                        env.insert(name, value);
+                    }
+                    let run = app_server_run::AppServerRun {
+                        options: AppServerOptions {
+                            codex_path: program,
+                            env,
+                            config_overrides: config,
+                            client_name: ORIGINATOR.into(),
+                            client_version: env!("CARGO_PKG_VERSION").into(),
+                            containment: self.containment.clone(),
+                            exposed: self.options.exposed.clone(),
+                            run_token: token.filter(|_| self.containment.pid_namespace.is_none()),
+                        },
+                        thread_params: app_server_thread_params(&self.options),
+                        resume: self.id(),
+                        input: input.into(),
+                    };
+                    (
+                        Box::pin(app_server_run::run(run, cancel_rx, commands)),
+                        control,
+                    )
+                }
+            };
         let id_slot = self.id.clone();
-        let events = run_process(spawn, cancel_rx).map(move |event| {
+        let events = events.map(move |event| {
             if let Ok(ThreadEvent::ThreadStarted { thread_id }) =
                 event.as_ref().map(EventLine::event)
             {
@@ -136,6 +190,7 @@ impl Thread {
         RunStream {
             events: Box::pin(events),
             cancel: Canceller(Arc::new(cancel_tx)),
+            control,
         }
     }
 
@@ -174,9 +229,16 @@ impl Thread {
 pub struct RunStream {
     events: Pin<Box<dyn Stream<Item = Result<EventLine>> + Send>>,
     cancel: Canceller,
+    control: RunControl,
 }
 
 impl RunStream {
+    /// A handle that approves, steers and interrupts this run (app-server
+    /// driver; with exec each says [`ControlError::Unsupported`](crate::ControlError)).
+    pub fn control(&self) -> RunControl {
+        self.control.clone()
+    }
+
     /// A handle that cancels this run from elsewhere.
     pub fn canceller(&self) -> Canceller {
         self.cancel.clone()

@@ -38,6 +38,7 @@ fn options(home: &Path) -> AppServerOptions {
         config_overrides: vec![("features.shell_snapshot".into(), "false".into())],
         client_name: "repo-runner-tests".into(),
         client_version: "0.1.0".into(),
+        ..Default::default()
     }
 }
 

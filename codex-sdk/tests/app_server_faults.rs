@@ -35,6 +35,7 @@ fn fake(dir: &std::path::Path, then: &str) -> AppServerOptions {
         config_overrides: Vec::new(),
         client_name: "tests".into(),
         client_version: "0".into(),
+        ..Default::default()
     }
 }
 

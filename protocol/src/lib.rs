@@ -23,7 +23,8 @@ mod threads;
 pub use cursor::{Cursor, CursorError};
 pub use event::{Event, EventKind, Payload};
 pub use runs::{
-    CancelAccepted, CancelStatus, CreateRun, Health, RunCreated, RunSnapshot, RunStatus, Usage,
+    ApprovalDecision, CancelAccepted, CancelStatus, ControlAccepted, CreateRun, Health,
+    ResolveApproval, RunCreated, RunSnapshot, RunStatus, SteerRun, Usage,
 };
 pub use terminal::{Changes, Terminal};
 pub use threads::{ApprovalMode, CreateThread, ReasoningEffort, SandboxMode, ThreadView};

@@ -77,6 +77,43 @@ pub enum CancelStatus {
     Cancelling,
 }
 
+/// The body of `POST /runs/{id}/approvals/{approvalId}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResolveApproval {
+    pub decision: ApprovalDecision,
+    /// Who decided, as `approval.resolved` names them (the backend passes
+    /// its user's name).
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
+/// What is decided about an approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalDecision {
+    /// Run the command (apply the change) this once.
+    Approve,
+    /// And do not ask again for the like in this session.
+    ApproveForSession,
+    /// Do not; the model is told and goes on.
+    Deny,
+}
+
+/// The body of `POST /runs/{id}/steer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SteerRun {
+    pub prompt: String,
+}
+
+/// The answer to the approval, steer and interrupt routes (202).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlAccepted {
+    pub run_id: Uuid,
+}
+
 /// The answer to `GET /health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {

@@ -12,8 +12,8 @@ use poem::http::{HeaderMap, StatusCode};
 use poem::web::{Data, Json, Path, Query};
 use poem::{handler, Body, EndpointExt, IntoEndpoint, IntoResponse, Response};
 use runner_protocol::{
-    CancelAccepted, CancelStatus, CreateRun, CreateThread, Cursor, Health, RunCreated, RunSnapshot,
-    ThreadView,
+    ApprovalDecision, CancelAccepted, CancelStatus, ControlAccepted, CreateRun, CreateThread,
+    Cursor, Health, ResolveApproval, RunCreated, RunSnapshot, SteerRun, ThreadView,
 };
 use serde::Deserialize;
 use service_kit::methods::{get, post};
@@ -50,6 +50,9 @@ pub fn routes(state: AppState) -> impl IntoEndpoint {
         .at("/runs", post(create_run))
         .at("/runs/:id", get(get_run))
         .at("/runs/:id/cancel", post(cancel_run))
+        .at("/runs/:id/approvals/:approval_id", post(resolve_approval))
+        .at("/runs/:id/steer", post(steer_run))
+        .at("/runs/:id/interrupt", post(interrupt_run))
         .at("/runs/:id/events", get(run_events))
         .into_parts();
     let allowed = Arc::new(allowed);
@@ -342,6 +345,105 @@ fn cancel_run(Data(state): Data<&AppState>, Path(id): Path<String>) -> Result<Re
         }),
     )
         .into_response())
+}
+
+/// The run's control, or why there is none: ended (409), or a driver that
+/// cannot (409, saying which).
+fn control_of(state: &AppState, id: &str) -> Result<(Uuid, codex_sdk::RunControl)> {
+    let id = parse_id(id, "run")?;
+    let run = state.registry.run(id)?;
+    let control = run.control().ok_or_else(|| {
+        ApiError::Conflict(format!("run {id} already finished ({:?})", run.status()))
+    })?;
+    Ok((id, control))
+}
+
+fn control_error(id: Uuid, error: codex_sdk::ControlError) -> ApiError {
+    use codex_sdk::ControlError;
+    match error {
+        ControlError::NoSuchApproval(approval) => {
+            ApiError::NotFound(format!("run {id} has no approval {approval} waiting"))
+        }
+        ControlError::Unsupported => ApiError::Conflict(format!(
+            "run {id} runs on the exec driver, which cannot do that (RUNNER_DRIVER=app-server can)"
+        )),
+        ControlError::Ended => ApiError::Conflict(format!("run {id} has ended")),
+        ControlError::NoTurn => ApiError::Conflict(format!("run {id} is not in a turn yet")),
+        ControlError::Refused(why) => ApiError::Conflict(format!("the Codex CLI refused: {why}")),
+    }
+}
+
+fn accepted(run_id: Uuid) -> Response {
+    (StatusCode::ACCEPTED, Json(ControlAccepted { run_id })).into_response()
+}
+
+/// Answers an `approval.requested` of the run.
+#[handler]
+async fn resolve_approval(
+    Data(state): Data<&AppState>,
+    Path((id, approval_id)): Path<(String, String)>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let request: ResolveApproval = read_json(state, headers, body).await?;
+    if request.by.as_ref().is_some_and(|by| by.len() > 200) {
+        return Err(ApiError::Validation(
+            "by must be at most 200 characters".into(),
+        ));
+    }
+    let (id, control) = control_of(state, &id)?;
+    let decision = match request.decision {
+        ApprovalDecision::Approve => codex_sdk::Decision::Approve,
+        ApprovalDecision::ApproveForSession => codex_sdk::Decision::ApproveForSession,
+        ApprovalDecision::Deny => codex_sdk::Decision::Deny,
+    };
+    control
+        .approve(&approval_id, decision, request.by)
+        .await
+        .map_err(|e| control_error(id, e))?;
+    tracing::info!(run_id = %id, %approval_id, decision = decision.as_str(), "approval resolved");
+    Ok(accepted(id))
+}
+
+/// Sends a prompt into the run's turn.
+#[handler]
+async fn steer_run(
+    Data(state): Data<&AppState>,
+    Path(id): Path<String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let request: SteerRun = read_json(state, headers, body).await?;
+    let prompt = request.prompt.trim();
+    if prompt.is_empty() {
+        return Err(ApiError::Validation("prompt must not be empty".into()));
+    }
+    let limit = state.config.limits.max_prompt_bytes;
+    if prompt.len() > limit {
+        return Err(ApiError::Validation(format!(
+            "prompt is {} bytes; the limit is {limit} (RUNNER_MAX_PROMPT_BYTES)",
+            prompt.len()
+        )));
+    }
+    let (id, control) = control_of(state, &id)?;
+    control
+        .steer(prompt)
+        .await
+        .map_err(|e| control_error(id, e))?;
+    tracing::info!(run_id = %id, "steered");
+    Ok(accepted(id))
+}
+
+/// Asks the CLI to stop the run's turn; the run ends `run.cancelled`.
+#[handler]
+async fn interrupt_run(Data(state): Data<&AppState>, Path(id): Path<String>) -> Result<Response> {
+    let (id, control) = control_of(state, &id)?;
+    control
+        .interrupt()
+        .await
+        .map_err(|e| control_error(id, e))?;
+    tracing::info!(run_id = %id, "interrupt requested");
+    Ok(accepted(id))
 }
 
 #[derive(Debug, Deserialize)]

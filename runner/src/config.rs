@@ -34,6 +34,8 @@ pub struct Config {
     pub default_approval: ApprovalMode,
     /// `RUNNER_PROCESS_CONTAINMENT`: how each run's processes are held.
     pub process_containment: ContainmentMode,
+    /// `RUNNER_DRIVER`: how a run talks to the CLI.
+    pub driver: DriverMode,
     pub limits: Limits,
     /// How far a request may widen the sandbox.
     pub sandbox: SandboxLimits,
@@ -72,6 +74,25 @@ impl Default for SandboxLimits {
             allow_network: false,
             allow_web_search: false,
             hidden_paths: Vec::new(),
+        }
+    }
+}
+
+/// `RUNNER_DRIVER`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriverMode {
+    /// `codex exec --experimental-json`: whole items, no approvals.
+    Exec,
+    /// `codex app-server`: deltas, approvals, steering, interrupts.
+    AppServer,
+}
+
+impl From<DriverMode> for codex_sdk::Driver {
+    fn from(mode: DriverMode) -> Self {
+        match mode {
+            DriverMode::Exec => codex_sdk::Driver::Exec,
+            DriverMode::AppServer => codex_sdk::Driver::AppServer,
         }
     }
 }
@@ -150,6 +171,7 @@ impl fmt::Debug for Config {
             .field("default_sandbox", &self.default_sandbox)
             .field("default_approval", &self.default_approval)
             .field("process_containment", &self.process_containment)
+            .field("driver", &self.driver)
             .field("limits", &self.limits)
             .field("sandbox", &self.sandbox)
             .finish()
@@ -199,6 +221,7 @@ struct Raw {
     runner_default_sandbox: SandboxMode,
     runner_default_approval: ApprovalMode,
     runner_process_containment: ContainmentMode,
+    runner_driver: DriverMode,
     runner_run_retention_secs: u64,
     runner_max_finished_runs: usize,
     runner_max_events_per_run: usize,
@@ -231,6 +254,7 @@ impl Default for Raw {
             runner_default_sandbox: SandboxMode::WorkspaceWrite,
             runner_default_approval: ApprovalMode::Never,
             runner_process_containment: ContainmentMode::Auto,
+            runner_driver: DriverMode::Exec,
             runner_run_retention_secs: limits.run_retention.as_secs(),
             runner_max_finished_runs: limits.max_finished_runs,
             runner_max_events_per_run: limits.max_events_per_run,
@@ -301,6 +325,7 @@ impl Config {
             default_sandbox: raw.runner_default_sandbox,
             default_approval: raw.runner_default_approval,
             process_containment: raw.runner_process_containment,
+            driver: raw.runner_driver,
             limits: Limits {
                 run_retention: Duration::from_secs(raw.runner_run_retention_secs),
                 max_finished_runs: raw.runner_max_finished_runs,
@@ -432,7 +457,8 @@ impl Provider for Vars {
     }
 }
 
-const ENV_KEYS: [&str; 25] = [
+const ENV_KEYS: [&str; 26] = [
+    "RUNNER_DRIVER",
     "RUNNER_HIDDEN_PATHS",
     "RUNNER_ADDR",
     "RUNNER_TOKEN",

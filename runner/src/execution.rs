@@ -46,6 +46,7 @@ async fn drive(
     tracing::info!(resume = thread.codex_thread_id.is_some(), "run started");
     let mut events = sdk_thread.run_streamed(prompt);
     run.attach_canceller(events.canceller());
+    run.attach_control(events.control());
     let limits = registry.limits().clone();
     let mut overflow: Option<String> = None;
     let mut outcome: Option<SdkError> = None;

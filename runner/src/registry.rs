@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use codex_sdk::{Canceller, ThreadOptions};
+use codex_sdk::{Canceller, RunControl, ThreadOptions};
 use runner_protocol::{RunSnapshot, Usage};
 use uuid::Uuid;
 
@@ -60,6 +60,7 @@ struct RunState {
     error: Option<String>,
     cancel_requested: bool,
     canceller: Option<Canceller>,
+    control: Option<RunControl>,
 }
 
 impl Run {
@@ -79,6 +80,7 @@ impl Run {
                 error: None,
                 cancel_requested: false,
                 canceller: None,
+                control: None,
             }),
         }
     }
@@ -119,6 +121,20 @@ impl Run {
             canceller.cancel();
         }
         state.canceller = Some(canceller);
+    }
+
+    /// Hands the run the handle that approves, steers and interrupts it.
+    pub fn attach_control(&self, control: RunControl) {
+        self.state().control = Some(control);
+    }
+
+    /// The run's control, while it runs.
+    pub fn control(&self) -> Option<RunControl> {
+        let state = self.state();
+        if state.status.has_ended() {
+            return None;
+        }
+        state.control.clone()
     }
 
     /// Requests cancellation; `false` when the run has already finished.

@@ -52,6 +52,7 @@ impl Application {
             // the runner keeps from the agent, and a login profile may leave
             // background processes (in a session of their own) behind.
             config_overrides: vec![("features.shell_snapshot".into(), "false".into())],
+            driver: config.driver.into(),
             ..Default::default()
         })
         .with_containment(containment);

@@ -26,6 +26,11 @@ pub struct Script {
     /// Said when no turn matches; `{{prompt}}` is replaced by the prompt.
     #[serde(default = "default_fallback")]
     pub fallback: String,
+    /// When set, each message is streamed a word at a time
+    /// (`response.output_text.delta`), this many milliseconds apart, as a
+    /// hosted model streams its text; unset, it comes whole.
+    #[serde(default)]
+    pub stream_ms: Option<u64>,
 }
 
 fn default_fallback() -> String {
@@ -130,6 +135,9 @@ impl Script {
         } else {
             1.0
         };
+        if let Some(ms) = &mut self.stream_ms {
+            *ms = (*ms as f64 * factor).round() as u64;
+        }
         for output in self
             .turns
             .iter_mut()

@@ -148,13 +148,20 @@ async fn responses(Data(state): Data<&State>, body: String) -> Response {
         log.push_back(request);
     }
     let input_tokens = i64::try_from(body.len() / 4).unwrap_or(i64::MAX);
-    SSE::new(response_events(outputs, step, input_tokens)).into_response()
+    SSE::new(response_events(
+        outputs,
+        step,
+        input_tokens,
+        state.script.stream_ms,
+    ))
+    .into_response()
 }
 
 fn response_events(
     outputs: Vec<Output>,
     step: usize,
     input_tokens: i64,
+    stream_ms: Option<u64>,
 ) -> impl futures_util::Stream<Item = Event> + Send {
     async_stream::stream! {
         let response_id = format!("resp_{step}_{}", unique());
@@ -175,6 +182,17 @@ fn response_events(
                 }
                 Output::Message(text) => {
                     output_tokens += tokens(&text);
+                    if let Some(ms) = stream_ms {
+                        yield event(json!({"type": "response.output_item.added", "output_index": index,
+                            "item": {"type": "message", "role": "assistant", "id": id, "content": []}}));
+                        for piece in words(&text) {
+                            if ms > 0 {
+                                tokio::time::sleep(Duration::from_millis(ms)).await;
+                            }
+                            yield event(json!({"type": "response.output_text.delta", "item_id": id,
+                                "output_index": index, "content_index": 0, "delta": piece}));
+                        }
+                    }
                     json!({"type": "message", "role": "assistant", "id": id,
                            "content": [{"type": "output_text", "text": text}]})
                 }
@@ -211,6 +229,27 @@ fn event(data: Value) -> Event {
         .unwrap_or("message")
         .to_owned();
     Event::message(data.to_string()).event_type(kind)
+}
+
+/// `text` in pieces of one word and the spaces after it, whose
+/// concatenation is `text`.
+fn words(text: &str) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut in_space = false;
+    for (i, c) in text.char_indices() {
+        if c.is_whitespace() {
+            in_space = true;
+        } else if in_space {
+            pieces.push(&text[start..i]);
+            start = i;
+            in_space = false;
+        }
+    }
+    if start < text.len() {
+        pieces.push(&text[start..]);
+    }
+    pieces
 }
 
 fn tokens(text: &str) -> i64 {

@@ -522,6 +522,7 @@ impl TestStack {
             default_sandbox: self.sandbox,
             default_approval: codex_sdk::ApprovalMode::Never,
             process_containment: runner::config::ContainmentMode::Auto,
+            driver: runner::config::DriverMode::Exec,
             limits: self.runner_limits.clone(),
             sandbox: SandboxLimits {
                 codex_homes: self.root.with_file_name("codex-homes"),

@@ -64,6 +64,7 @@ pub fn config(root: &Path, model: &ScriptedModel) -> Config {
         default_sandbox: codex_sdk::SandboxMode::WorkspaceWrite,
         default_approval: codex_sdk::ApprovalMode::Never,
         process_containment: runner::config::ContainmentMode::Auto,
+        driver: runner::config::DriverMode::Exec,
         limits: Limits::default(),
         sandbox: SandboxLimits {
             codex_homes: root.with_file_name("codex-homes"),

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod app_server;
 mod containment;
 mod errors;
 mod helpers;
