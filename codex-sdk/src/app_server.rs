@@ -154,6 +154,7 @@ pub struct AppServer {
     kill: Option<oneshot::Sender<()>>,
     reader: Option<tokio::task::JoinHandle<()>>,
     initialize: Value,
+    pid: Option<u32>,
 }
 
 impl std::fmt::Debug for AppServer {
@@ -207,6 +208,7 @@ impl AppServer {
         let pending = Arc::new(Mutex::new(Pending::default()));
         let (incoming_tx, incoming) = mpsc::channel(INCOMING_CAPACITY);
         let (kill, killed) = oneshot::channel();
+        let pid = child.id();
         let group = ProcessGroup::new(&child, options.run_token.clone());
         let reader = tokio::spawn(read(
             child,
@@ -224,6 +226,7 @@ impl AppServer {
             kill: Some(kill),
             reader: Some(reader),
             initialize: Value::Null,
+            pid,
         };
         server.initialize = server
             .request(
@@ -248,6 +251,12 @@ impl AppServer {
                 tracing::warn!(%error, "the app-server reader failed");
             }
         }
+    }
+
+    /// The process the client started (the server, or the launcher of its
+    /// PID namespace).
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
     }
 
     /// The server's answer to `initialize` (`userAgent`, `codexHome`...).

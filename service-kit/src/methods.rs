@@ -138,15 +138,35 @@ impl AllowedMethods {
         table
     }
 
-    /// The `Allow` value for `path`: the methods of every template it
-    /// matches, with `HEAD` wherever `GET` is (poem answers a `HEAD` with
-    /// the `GET` endpoint). `None` when no template matches.
+    /// The `Allow` value for `path`: the methods of the template the router
+    /// sends it to, with `HEAD` wherever `GET` is (poem answers a `HEAD`
+    /// with the `GET` endpoint). Of several templates that match, the
+    /// router takes the most specific (a literal segment before a
+    /// parameter, a parameter before the rest), and a method it lacks is a
+    /// 405 there: `/sessions/events` does not answer `DELETE` because
+    /// `/sessions/{id}` does. `None` when no template matches.
     pub fn allow(&self, path: &str) -> Option<String> {
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let specificity = |template: &[Segment]| -> Vec<u8> {
+            template
+                .iter()
+                .map(|segment| match segment {
+                    Segment::Literal(_) => 0,
+                    Segment::Param => 1,
+                    Segment::Rest => 2,
+                })
+                .collect()
+        };
+        let best = self
+            .routes
+            .iter()
+            .filter(|(template, _)| matches(template, &segments))
+            .map(|(template, _)| specificity(template))
+            .min();
         let mut allowed: Vec<Method> = Vec::new();
         let mut any = false;
         for (template, methods) in &self.routes {
-            if !matches(template, &segments) {
+            if !matches(template, &segments) || Some(specificity(template)) != best {
                 continue;
             }
             any = true;
@@ -344,6 +364,15 @@ mod tests {
         );
         assert_eq!(table.allow("/runs/1/cancel").as_deref(), Some("POST"));
         assert_eq!(table.allow("/runs/1/cancel/x"), None);
+        // A literal segment wins over a parameter, as in poem's router.
+        let table = table
+            .route("/api/sessions/events", [Method::GET])
+            .route("/api/sessions/{session_id}", [Method::GET, Method::DELETE]);
+        assert_eq!(table.allow("/api/sessions/events").as_deref(), Some("GET, HEAD"));
+        assert_eq!(
+            table.allow("/api/sessions/42").as_deref(),
+            Some("GET, HEAD, DELETE")
+        );
         assert_eq!(table.allow("/threads/1/2"), None);
         assert_eq!(table.allow("/api/sessions/s/files"), None);
     }
