@@ -35,6 +35,8 @@ pub struct AppState {
     /// The threads' `CODEX_HOME`s, under `RUNNER_CODEX_HOMES`.
     pub homes: Arc<CodexHomes>,
     pub codex: Codex,
+    /// `GET /models`.
+    pub models: Arc<crate::models::Catalog>,
     pub registry: Arc<Registry>,
     /// Cancelled when the runner stops: every event stream ends at once.
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -45,6 +47,7 @@ pub struct AppState {
 pub fn routes(state: AppState) -> impl IntoEndpoint {
     let (route, allowed) = Routes::new()
         .at("/health", get(health))
+        .at("/models", get(list_models))
         .at("/threads", post(create_thread))
         .at("/threads/:id", get(get_thread).delete(delete_thread))
         .at("/runs", post(create_run))
@@ -70,6 +73,13 @@ pub fn routes(state: AppState) -> impl IntoEndpoint {
 #[handler]
 fn health() -> Json<Health> {
     Json(Health::ok())
+}
+
+/// The models the CLI offers (`model/list`), kept for a few minutes.
+#[handler]
+async fn list_models(Data(state): Data<&AppState>) -> Result<Json<crate::models::ModelList>> {
+    let list = state.models.list().await.map_err(ApiError::Internal)?;
+    Ok(Json((*list).clone()))
 }
 
 fn thread_view(record: crate::registry::ThreadRecord) -> ThreadView {

@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 mod event_size;
 pub mod execution;
+pub mod models;
 pub mod registry;
 pub mod startup;
 pub mod workspace;

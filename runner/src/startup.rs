@@ -42,6 +42,17 @@ impl Application {
         let mut hidden = vec![root.clone(), homes_root.clone()];
         hidden.extend(config.canonical_hidden_paths()?);
         let containment = containment(&config, &root, hidden).await?;
+        // A home of its own for the model list: not a thread's (the sweep
+        // keeps to names it made), out of every agent's sight.
+        let models = Arc::new(crate::models::Catalog::new(
+            config
+                .codex_bin
+                .clone()
+                .unwrap_or_else(|| std::path::PathBuf::from("codex")),
+            homes_root.join(".models"),
+            config.codex_config.clone(),
+            config.api_key.clone(),
+        ));
         let homes = Arc::new(CodexHomes::new(homes_root, root.clone()));
         sweep_homes(homes.clone()).await;
         let codex = Codex::new(CodexOptions {
@@ -63,6 +74,7 @@ impl Application {
             root: Arc::new(root),
             homes,
             codex,
+            models,
         };
         Ok(Self {
             acceptor,

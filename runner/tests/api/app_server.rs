@@ -336,3 +336,24 @@ async fn the_exec_driver_says_it_cannot_steer_or_approve() {
         "run.completed"
     );
 }
+
+#[tokio::test]
+async fn the_models_the_cli_offers_are_listed() {
+    let runner = TestRunner::start().await;
+
+    let list = runner.get_json("/models").await;
+
+    let models = list["models"].as_array().unwrap();
+    assert!(!models.is_empty(), "{list}");
+    assert!(models.iter().any(|m| m["id"] == "gpt-5.5"), "{list}");
+    assert_eq!(
+        models.iter().filter(|m| m["isDefault"] == true).count(),
+        1,
+        "{list}"
+    );
+    assert!(models.iter().all(|m| m["supportedReasoningEfforts"]
+        .as_array()
+        .is_some_and(|e| !e.is_empty())));
+    // Asked once, kept: the same list again.
+    assert_eq!(runner.get_json("/models").await, list);
+}
