@@ -13,6 +13,8 @@
 //!   resident memory of the server (with its Node launcher) once idle.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// The table on stdout is what the example is for.
+#![allow(clippy::print_stdout)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,9 +26,9 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 fn codex_bin() -> PathBuf {
-    std::env::var_os("CODEX_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../node_modules/.bin/codex")
-    })
+    std::env::var_os("CODEX_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../node_modules/.bin/codex"))
 }
 
 fn median(mut values: Vec<Duration>) -> Duration {
@@ -47,7 +49,11 @@ fn tree_rss_mib(pid: u32) -> f64 {
                 .unwrap_or(0);
         }
         if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
-            stack.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+            stack.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
         }
     }
     total as f64 / 1024.0
@@ -55,12 +61,17 @@ fn tree_rss_mib(pid: u32) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let runs: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(10);
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10);
     let script = scripted_model::Script::from_json(
         &json!({"turns": [{"when": "", "steps": [[{"message": "hello"}]]}]}).to_string(),
     )
     .unwrap();
-    let model = scripted_model::ScriptedModel::start(script, "127.0.0.1:0").await.unwrap();
+    let model = scripted_model::ScriptedModel::start(script, "127.0.0.1:0")
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let work = dir.path().join("work");
@@ -89,7 +100,9 @@ async fn main() {
         });
         for _ in 0..runs {
             let started = Instant::now();
-            let mut events = codex.start_thread(thread_options.clone()).run_streamed("hi");
+            let mut events = codex
+                .start_thread(thread_options.clone())
+                .run_streamed("hi");
             while let Some(event) = events.next().await {
                 event.expect("the run completes");
             }
@@ -128,9 +141,24 @@ async fn main() {
 
     println!("| driver, step | median of {runs} |");
     println!("|---|---|");
-    println!("| exec: spawn to the end of a one-message run | {:.0} ms |", median(exec).as_secs_f64() * 1e3);
-    println!("| app-server: spawn to the end of the same run | {:.0} ms |", median(app_run).as_secs_f64() * 1e3);
-    println!("| app-server: spawn to `initialize` answered | {:.0} ms |", median(initialize).as_secs_f64() * 1e3);
-    println!("| app-server: spawn to `thread/start` answered | {:.0} ms |", median(thread_start).as_secs_f64() * 1e3);
-    println!("| app-server: resident memory once idle (with its launcher) | {:.0} MiB |", idle_rss[idle_rss.len() / 2]);
+    println!(
+        "| exec: spawn to the end of a one-message run | {:.0} ms |",
+        median(exec).as_secs_f64() * 1e3
+    );
+    println!(
+        "| app-server: spawn to the end of the same run | {:.0} ms |",
+        median(app_run).as_secs_f64() * 1e3
+    );
+    println!(
+        "| app-server: spawn to `initialize` answered | {:.0} ms |",
+        median(initialize).as_secs_f64() * 1e3
+    );
+    println!(
+        "| app-server: spawn to `thread/start` answered | {:.0} ms |",
+        median(thread_start).as_secs_f64() * 1e3
+    );
+    println!(
+        "| app-server: resident memory once idle (with its launcher) | {:.0} MiB |",
+        idle_rss[idle_rss.len() / 2]
+    );
 }
