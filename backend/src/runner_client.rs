@@ -9,6 +9,8 @@ use runner_protocol::{CreateRun, CreateThread, Event, RunCreated, ThreadView};
 use serde::Deserialize;
 use sse_stream::SseStream;
 
+use crate::domain::SessionSettings;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
     #[error("the runner is unreachable: {0}")]
@@ -32,6 +34,20 @@ pub struct RunnerClient {
 #[derive(Deserialize)]
 struct RunnerErrorBody {
     message: String,
+}
+
+/// One model of the runner's `GET /models`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunnerModel {
+    pub id: String,
+    #[serde(default)]
+    pub supported_reasoning_efforts: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct RunnerModels {
+    models: Vec<RunnerModel>,
 }
 
 impl RunnerClient {
@@ -70,12 +86,22 @@ impl RunnerClient {
         check(response, "health").await.map(|_| ())
     }
 
-    /// A runner thread bound to `dir`, resuming `codex_thread_id` if given.
-    pub async fn create_thread(&self, dir: &Path, codex_thread_id: Option<&str>) -> Result<String> {
+    /// A runner thread bound to `dir`, resuming `codex_thread_id` if given,
+    /// running with the session's `settings`.
+    pub async fn create_thread(
+        &self,
+        dir: &Path,
+        codex_thread_id: Option<&str>,
+        settings: &SessionSettings,
+    ) -> Result<String> {
         let body = CreateThread {
             working_directory: dir.to_string_lossy().into_owned(),
             skip_git_repo_check: true,
             resume_thread_id: codex_thread_id.map(str::to_owned),
+            model: settings.model.clone(),
+            sandbox_mode: settings.sandbox,
+            approval_policy: settings.approval_policy,
+            model_reasoning_effort: settings.reasoning_effort,
             ..CreateThread::default()
         };
         let response = self
@@ -92,6 +118,72 @@ impl RunnerClient {
             .await
             .map_err(unreachable)?;
         Ok(created.thread_id.to_string())
+    }
+
+    /// The models the runner's CLI offers (`GET /models`).
+    pub async fn models(&self) -> Result<Vec<RunnerModel>> {
+        let response = self
+            .http
+            .get(format!("{}/models", self.base))
+            .timeout(Duration::from_secs(40))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let list: RunnerModels = check(response, "models")
+            .await?
+            .json()
+            .await
+            .map_err(unreachable)?;
+        Ok(list.models)
+    }
+
+    /// Answers an approval of a running run.
+    pub async fn resolve_approval(
+        &self,
+        run_id: &str,
+        approval_id: &str,
+        decision: runner_protocol::ApprovalDecision,
+        by: Option<String>,
+    ) -> Result<()> {
+        let response = self
+            .http
+            .post(format!(
+                "{}/runs/{run_id}/approvals/{approval_id}",
+                self.base
+            ))
+            .json(&runner_protocol::ResolveApproval { decision, by })
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        check(response, "approval").await.map(|_| ())
+    }
+
+    /// Sends a prompt into a running run's turn.
+    pub async fn steer_run(&self, run_id: &str, prompt: &str) -> Result<()> {
+        let response = self
+            .http
+            .post(format!("{}/runs/{run_id}/steer", self.base))
+            .json(&runner_protocol::SteerRun {
+                prompt: prompt.to_owned(),
+            })
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        check(response, "run").await.map(|_| ())
+    }
+
+    /// Asks the CLI to stop a running run's turn.
+    pub async fn interrupt_run(&self, run_id: &str) -> Result<()> {
+        let response = self
+            .http
+            .post(format!("{}/runs/{run_id}/interrupt", self.base))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        check(response, "run").await.map(|_| ())
     }
 
     pub async fn delete_thread(&self, thread_id: &str) -> Result<()> {

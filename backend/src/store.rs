@@ -14,7 +14,7 @@ use tokio_postgres::types::Json;
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
-use crate::domain::{RunStatus, SessionStatus, Usage};
+use crate::domain::{RunStatus, SessionSettings, SessionStatus, Usage};
 use crate::git::{Changes, CloneCounts, Snapshot};
 
 mod accounts;
@@ -73,6 +73,8 @@ pub struct SessionRow {
     pub workspace_bytes: Option<i64>,
     pub last_active_at: DateTime<Utc>,
     pub expired_at: Option<DateTime<Utc>>,
+    /// What its agent runs with (V7).
+    pub settings: SessionSettings,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -98,6 +100,7 @@ impl TryFrom<&Row> for SessionRow {
             workspace_bytes: row.try_get("workspace_bytes")?,
             last_active_at: row.try_get("last_active_at")?,
             expired_at: row.try_get("expired_at")?,
+            settings: row.try_get::<_, Json<SessionSettings>>("settings")?.0,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
@@ -247,11 +250,13 @@ pub struct NewSession<'a> {
     pub repo_url: &'a str,
     pub git_ref: Option<&'a str>,
     pub depth: Option<i32>,
+    pub settings: &'a SessionSettings,
 }
 
 /// A new session, `cloning`.
-const INSERT_SESSION: &str = "INSERT INTO sessions (id, repo_url, git_ref, depth, status, owner_id)
-     VALUES ($1, $2, $3, $4, 'cloning', $5) RETURNING *";
+const INSERT_SESSION: &str =
+    "INSERT INTO sessions (id, repo_url, git_ref, depth, status, owner_id, settings)
+     VALUES ($1, $2, $3, $4, 'cloning', $5, $6) RETURNING *";
 
 impl Store {
     /// Connects, and migrates under an advisory lock.
@@ -302,15 +307,24 @@ impl Store {
     pub async fn insert_session(
         &self,
         id: Uuid,
-        repo_url: &str,
-        git_ref: Option<&str>,
-        depth: Option<i32>,
+        new: NewSession<'_>,
         owner: Option<Uuid>,
     ) -> Result<SessionRow> {
+        let settings = Json(new.settings);
         let row = self
             .client()
             .await?
-            .query_one(INSERT_SESSION, &[&id, &repo_url, &git_ref, &depth, &owner])
+            .query_one(
+                INSERT_SESSION,
+                &[
+                    &id,
+                    &new.repo_url,
+                    &new.git_ref,
+                    &new.depth,
+                    &owner,
+                    &settings,
+                ],
+            )
             .await?;
         Ok(SessionRow::try_from(&row)?)
     }
@@ -344,10 +358,18 @@ impl Store {
         if max_bytes > 0 && u64::try_from(bytes).unwrap_or(0) >= max_bytes {
             return Ok(OwnedInsert::TooManyBytes(bytes));
         }
+        let settings = Json(new.settings);
         let row = tx
             .query_one(
                 INSERT_SESSION,
-                &[&id, &new.repo_url, &new.git_ref, &new.depth, &owner],
+                &[
+                    &id,
+                    &new.repo_url,
+                    &new.git_ref,
+                    &new.depth,
+                    &owner,
+                    &settings,
+                ],
             )
             .await?;
         tx.commit().await?;

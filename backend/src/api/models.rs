@@ -135,6 +135,18 @@ pub struct CreateSession {
     /// never stored, logged or returned.
     #[oai(write_only)]
     pub token: Option<JsonString>,
+    /// The model its agent runs: one of the runner's `GET /models` (the
+    /// runner's default when absent).
+    pub model: Option<JsonString>,
+    /// `minimal`, `low`, `medium`, `high` or `xhigh`, among those the model
+    /// supports.
+    pub reasoning_effort: Option<JsonString>,
+    /// `read-only`, `workspace-write` or `danger-full-access`; never wider
+    /// than the runner allows (`RUNNER_MAX_SANDBOX`).
+    pub sandbox: Option<JsonString>,
+    /// `untrusted`, `on-failure`, `on-request` or `never` (the default):
+    /// whether the agent asks before commands (see run approvals).
+    pub approval_policy: Option<JsonString>,
 }
 
 /// Clone progress, as libgit2 reports it.
@@ -186,6 +198,15 @@ pub struct Session {
     /// When the sweeper removed the workspace.
     #[oai(nullable)]
     pub expired_at: Option<DateTime<Utc>>,
+    /// The model chosen at creation; `null`: the runner's default.
+    #[oai(nullable)]
+    pub model: Option<String>,
+    #[oai(nullable)]
+    pub reasoning_effort: Option<String>,
+    #[oai(nullable)]
+    pub sandbox: Option<String>,
+    #[oai(nullable)]
+    pub approval_policy: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -216,6 +237,10 @@ impl Session {
             workspace_bytes: row.workspace_bytes,
             last_active_at: row.last_active_at,
             expired_at: row.expired_at,
+            model: row.settings.model,
+            reasoning_effort: row.settings.reasoning_effort.map(|e| e.as_str().to_owned()),
+            sandbox: row.settings.sandbox.map(|s| s.as_str().to_owned()),
+            approval_policy: row.settings.approval_policy.map(|p| p.as_str().to_owned()),
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
@@ -341,6 +366,27 @@ impl From<RunRow> for Run {
 pub struct RunList {
     /// In the order they run.
     pub runs: Vec<Run>,
+}
+
+/// The body of `POST /api/runs/{run_id}/approvals/{approval_id}`.
+#[derive(Debug, Object)]
+pub struct ApprovalRequest {
+    /// `approve` (this once), `approve_for_session` (and the like from now
+    /// on in this session) or `deny` (the model is told and goes on).
+    pub decision: JsonString,
+}
+
+/// The body of `POST /api/runs/{run_id}/steer`.
+#[derive(Debug, Object)]
+pub struct SteerRequest {
+    /// Sent into the running turn; the model reads it at its next request.
+    pub prompt: JsonString,
+}
+
+/// The answer to the approval, steer and interrupt operations.
+#[derive(Debug, Object)]
+pub struct ControlAccepted {
+    pub run_id: Uuid,
 }
 
 #[derive(Debug, Object)]

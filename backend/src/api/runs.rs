@@ -9,7 +9,7 @@ use poem_openapi::{ApiResponse, OpenApi};
 use runner_protocol::Cursor;
 
 use super::error::{ApiError, ApiResult};
-use super::models::{CancelAccepted, Run, RunList};
+use super::models::{ApprovalRequest, CancelAccepted, ControlAccepted, Run, RunList, SteerRequest};
 use super::sessions::SessionsApi;
 use super::stream_event::EventFrames;
 use super::{parse_id, ApiTags};
@@ -41,6 +41,13 @@ enum Events {
 }
 
 #[derive(ApiResponse)]
+enum Controlled {
+    /// The runner took it: its effect shows on the run's event stream.
+    #[oai(status = 202)]
+    Accepted(Json<ControlAccepted>),
+}
+
+#[derive(ApiResponse)]
 enum Cancelled {
     /// The run was cancelled (queued) or is being cancelled (running).
     #[oai(status = 202)]
@@ -57,6 +64,19 @@ impl RunsApi {
             .run(id)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("run {id} does not exist")))
+    }
+
+    /// The runner's id of a running run the caller may see; 409 for one
+    /// that is queued or has ended.
+    async fn running(&self, raw: &str, caller: &Principal) -> ApiResult<(uuid::Uuid, String)> {
+        let run = self.find(raw, caller).await?;
+        match (&run.status, run.runner_run_id) {
+            (crate::domain::RunStatus::Running, Some(runner_run)) => Ok((run.id, runner_run)),
+            (status, _) => Err(ApiError::conflict(format!(
+                "run {} is {status}: only a running run takes approvals, steering and interrupts",
+                run.id
+            ))),
+        }
     }
 
     /// A 404 unless the caller may see run `id`'s session; free for those
@@ -123,6 +143,105 @@ impl RunsApi {
             run_id: run.id,
             status: if queued { "cancelled" } else { "cancelling" }.into(),
         })))
+    }
+
+    /// Answer an approval the agent asked for
+    ///
+    /// `approval.requested` events name the approval; `approval.resolved`
+    /// follows on the stream. The run waits for an answer (or a cancel);
+    /// an answer given once is final (a second one is a 404). Needs the
+    /// runner's app-server driver.
+    #[oai(
+        path = "/api/runs/:run_id/approvals/:approval_id",
+        method = "post",
+        operation_id = "resolve_approval"
+    )]
+    async fn approve(
+        &self,
+        Caller(caller): Caller,
+        run_id: Path<String>,
+        approval_id: Path<String>,
+        body: Json<ApprovalRequest>,
+    ) -> ApiResult<Controlled> {
+        use runner_protocol::ApprovalDecision;
+        let decision = match &*body.decision {
+            "approve" => ApprovalDecision::Approve,
+            "approve_for_session" => ApprovalDecision::ApproveForSession,
+            "deny" => ApprovalDecision::Deny,
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "decision must be one of approve, approve_for_session, deny; got {other:?}"
+                )))
+            }
+        };
+        if approval_id.len() > 100 {
+            return Err(ApiError::not_found(format!(
+                "no approval {} waits",
+                approval_id.0
+            )));
+        }
+        let (id, runner_run) = self.running(&run_id, &caller).await?;
+        let by = caller.user.as_ref().map(|u| u.name.clone());
+        self.engine
+            .runner()
+            .resolve_approval(&runner_run, &approval_id, decision, by)
+            .await
+            .map_err(|e| control_error(id, e))?;
+        Ok(Controlled::Accepted(Json(ControlAccepted { run_id: id })))
+    }
+
+    /// Send a prompt into a running turn
+    ///
+    /// The model reads it at its next request, without waiting for the
+    /// turn to end (a prompt sent to the session instead is queued). Needs
+    /// the runner's app-server driver.
+    #[oai(
+        path = "/api/runs/:run_id/steer",
+        method = "post",
+        operation_id = "steer_run"
+    )]
+    async fn steer(
+        &self,
+        Caller(caller): Caller,
+        run_id: Path<String>,
+        body: Json<SteerRequest>,
+    ) -> ApiResult<Controlled> {
+        let prompt = crate::domain::Prompt::parse(
+            &body.prompt,
+            self.engine.config().limits.max_prompt_chars,
+        )
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+        let (id, runner_run) = self.running(&run_id, &caller).await?;
+        self.engine
+            .runner()
+            .steer_run(&runner_run, prompt.as_str())
+            .await
+            .map_err(|e| control_error(id, e))?;
+        Ok(Controlled::Accepted(Json(ControlAccepted { run_id: id })))
+    }
+
+    /// Stop a running turn
+    ///
+    /// The CLI stops the turn where it is and the run ends `cancelled`; the
+    /// session's conversation goes on at the next prompt. Needs the
+    /// runner's app-server driver.
+    #[oai(
+        path = "/api/runs/:run_id/interrupt",
+        method = "post",
+        operation_id = "interrupt_run"
+    )]
+    async fn interrupt(
+        &self,
+        Caller(caller): Caller,
+        run_id: Path<String>,
+    ) -> ApiResult<Controlled> {
+        let (id, runner_run) = self.running(&run_id, &caller).await?;
+        self.engine
+            .runner()
+            .interrupt_run(&runner_run)
+            .await
+            .map_err(|e| control_error(id, e))?;
+        Ok(Controlled::Accepted(Json(ControlAccepted { run_id: id })))
     }
 
     /// Stream a run's events
@@ -192,4 +311,21 @@ const RETRY_MS: u64 = 1500;
 
 fn seq_of(after: u64) -> i64 {
     i64::try_from(after).unwrap_or(i64::MAX)
+}
+
+/// A runner's refusal of a control, as the API says it.
+fn control_error(run: uuid::Uuid, error: crate::runner_client::RunnerError) -> ApiError {
+    use crate::runner_client::RunnerError;
+    match error {
+        RunnerError::NotFound(message) => ApiError::not_found(message),
+        RunnerError::Conflict(message) => ApiError::conflict(message),
+        RunnerError::Unreachable(message) => {
+            tracing::warn!(%run, %message, "the runner did not take a control");
+            ApiError::unavailable("the runner is unreachable; try again shortly")
+        }
+        RunnerError::Failed { status, message } => {
+            tracing::warn!(%run, status, %message, "the runner refused a control");
+            ApiError::conflict(format!("the runner refused: {message}"))
+        }
+    }
 }

@@ -17,7 +17,7 @@ use super::models::{
 };
 use super::{parse_id, ApiTags};
 use crate::auth::{Caller, Principal};
-use crate::domain::{Depth, GitRef, Prompt, RepoUrl};
+use crate::domain::{Depth, GitRef, Prompt, RepoUrl, SessionSettings};
 use crate::engine::Engine;
 use crate::git::{CloneRequest, Credentials};
 use crate::metrics::Rejection;
@@ -71,6 +71,47 @@ impl SessionsApi {
     fn view(&self, row: crate::store::SessionRow) -> Session {
         let path = self.engine.workspace(row.id).display().to_string();
         Session::from_row(row, path)
+    }
+
+    /// The agent's settings of a creation request: the sandbox, effort and
+    /// policy by name; the model (and the effort for it) against the
+    /// runner's list. Each refusal is a 422 that lists the allowed values.
+    async fn settings(&self, body: &CreateSession) -> ApiResult<SessionSettings> {
+        let settings = SessionSettings::parse(
+            body.model.as_deref(),
+            body.reasoning_effort.as_deref(),
+            body.sandbox.as_deref(),
+            body.approval_policy.as_deref(),
+        )
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+        let Some(model) = &settings.model else {
+            return Ok(settings);
+        };
+        let models = self.engine.runner().models().await.map_err(|error| {
+            tracing::warn!(%error, "cannot list the runner's models");
+            ApiError::unavailable("the runner cannot list its models now; try again shortly")
+        })?;
+        let Some(known) = models.iter().find(|m| &m.id == model) else {
+            let ids: Vec<&str> = models.iter().map(|m| m.id.as_str()).collect();
+            return Err(ApiError::invalid(format!(
+                "model must be one of {}; got {model:?}",
+                ids.join(", ")
+            )));
+        };
+        if let Some(effort) = settings.reasoning_effort {
+            if !known
+                .supported_reasoning_efforts
+                .iter()
+                .any(|e| e == effort.as_str())
+            {
+                return Err(ApiError::invalid(format!(
+                    "reasoning_effort for {model} must be one of {}; got {:?}",
+                    known.supported_reasoning_efforts.join(", "),
+                    effort.as_str()
+                )));
+            }
+        }
+        Ok(settings)
     }
 
     /// The session, if it exists and the caller may see it: someone else's
@@ -133,12 +174,14 @@ impl SessionsApi {
                 "a token can only be used with an https or http repo_url",
             ));
         }
+        let settings = self.settings(&body).await?;
         let id = Uuid::new_v4();
         let store = self.engine.store();
         let new = NewSession {
             repo_url: url.as_str(),
             git_ref: git_ref.as_ref().map(GitRef::as_str),
             depth: depth.map(Depth::get),
+            settings: &settings,
         };
         let row = match caller.user_id() {
             Some(owner) => {
@@ -166,11 +209,7 @@ impl SessionsApi {
                     }
                 }
             }
-            None => {
-                store
-                    .insert_session(id, new.repo_url, new.git_ref, new.depth, None)
-                    .await?
-            }
+            None => store.insert_session(id, new, None).await?,
         };
         tracing::info!(session_id = %id, url = %url.as_str(), "session created");
         self.engine.spawn_clone(

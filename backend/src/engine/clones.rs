@@ -152,8 +152,27 @@ impl Engine {
         };
         // A thread now saves a round trip on the first prompt; if the runner
         // is away, the first run creates it.
-        let thread = match self.runner.create_thread(&dest, None).await {
-            Ok(thread) => Some(thread),
+        // The session's settings; a row that went (a delete) makes no
+        // thread, and a failed read leaves it to the first run.
+        let settings = match self.store.session(session).await {
+            Ok(Some(row)) => Some(row.settings),
+            Ok(None) => None,
+            Err(error) => {
+                tracing::warn!(error.cause_chain = ?error, "cannot read the session's settings");
+                None
+            }
+        };
+        let created = match &settings {
+            Some(settings) => self
+                .runner
+                .create_thread(&dest, None, settings)
+                .await
+                .map(Some),
+            None => Ok(None),
+        };
+        let thread = match created {
+            Ok(Some(thread)) => Some(thread),
+            Ok(None) => None,
             Err(error) => {
                 tracing::warn!(%error, "no runner thread yet; the first run will create it");
                 None

@@ -213,7 +213,7 @@ impl Engine {
         let codex_thread = latest.as_ref().and_then(|s| s.codex_thread_id.clone());
         let thread = self
             .runner
-            .create_thread(&dir, codex_thread.as_deref())
+            .create_thread(&dir, codex_thread.as_deref(), &session.settings)
             .await?;
         retry_forever("record the runner thread", || {
             self.store.set_runner_thread(session.id, &thread)

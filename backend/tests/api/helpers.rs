@@ -208,6 +208,9 @@ pub fn script(marker: &str) -> Script {
                 .map(|_| json!([{"exec": "seq 1 40000"}]))
                 .chain([json!([{"message": "chattered"}])])
                 .collect::<Vec<_>>()},
+            {"when": "touch a file", "steps": [
+                [{"exec": "touch approved.txt"}],
+                [{"message": "touched"}]]},
             {"when": "fill the disk", "steps": [
                 [{"exec": "head -c 64M /dev/zero > big.bin"}],
                 [{"message": "the disk is full"}]]},
@@ -522,7 +525,17 @@ impl TestStack {
             default_sandbox: self.sandbox,
             default_approval: codex_sdk::ApprovalMode::Never,
             process_containment: runner::config::ContainmentMode::Auto,
-            driver: runner::config::DriverMode::Exec,
+            // As `RUNNER_TOKEN`, the stack's environment names the runner's
+            // driver too (the backend ignores it).
+            driver: if self
+                .backend_env
+                .iter()
+                .any(|(k, v)| k == "RUNNER_DRIVER" && v == "app-server")
+            {
+                runner::config::DriverMode::AppServer
+            } else {
+                runner::config::DriverMode::Exec
+            },
             limits: self.runner_limits.clone(),
             sandbox: SandboxLimits {
                 codex_homes: self.root.with_file_name("codex-homes"),

@@ -6,6 +6,7 @@
 mod abuse;
 mod clone_attacks;
 mod clone_lifecycle;
+mod controls;
 mod cors;
 mod faults;
 mod files_attacks;

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use crate::helpers::TestStack;
 
-const OPERATIONS: [(&str, &str); 18] = [
+const OPERATIONS: [(&str, &str); 21] = [
     ("/health", "get"),
     ("/ready", "get"),
     ("/api/auth/session", "post"),
@@ -19,6 +19,9 @@ const OPERATIONS: [(&str, &str); 18] = [
     ("/api/sessions/{session_id}/runs", "get"),
     ("/api/runs/{run_id}", "get"),
     ("/api/runs/{run_id}/cancel", "post"),
+    ("/api/runs/{run_id}/approvals/{approval_id}", "post"),
+    ("/api/runs/{run_id}/steer", "post"),
+    ("/api/runs/{run_id}/interrupt", "post"),
     ("/api/runs/{run_id}/events", "get"),
     ("/api/sessions/{session_id}/files", "get"),
     ("/api/sessions/{session_id}/files/{path}", "get"),
@@ -27,9 +30,10 @@ const OPERATIONS: [(&str, &str); 18] = [
 
 /// Every error status the backend can answer an `/api/` operation with,
 /// those raised before the operation runs (401, 403 CORS or CSRF, 405,
-/// 415, 421) too.
-const ERROR_STATUSES: [&str; 13] = [
-    "400", "401", "403", "404", "405", "409", "413", "415", "421", "422", "429", "500", "503",
+/// 414, 415, 421, 431) too.
+const ERROR_STATUSES: [&str; 15] = [
+    "400", "401", "403", "404", "405", "409", "413", "414", "415", "421", "422", "429", "431",
+    "500", "503",
 ];
 
 /// Operations anyone may call; every other one declares the token and the
