@@ -60,10 +60,11 @@ export function git(dir, ...args) {
 }
 
 /**
- * `backendEnv`: more of the backend's environment (limits, say), over the
- * stack's own.
+ * `backendEnv`, `runnerEnv`: more of the backend's and the runner's
+ * environment (limits, the driver), over the stack's own. `script`: the
+ * scripted model's script (e2e/script.json).
  */
-export async function startStack({ backendEnv = {} } = {}) {
+export async function startStack({ backendEnv = {}, runnerEnv = {}, script = "e2e/script.json" } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "repo-runner-e2e-"));
   chmodSync(dir, 0o755);
   const workspaces = join(dir, "workspaces");
@@ -73,13 +74,14 @@ export async function startStack({ backendEnv = {} } = {}) {
   const databaseUrl = execFileSync(bin("local-postgres"), ["start", join(dir, "pg"), String(pgPort), "repo_runner"]).toString().trim();
 
   const model = await start("model", bin("scripted-model"),
-    ["--script", join(root, "e2e/script.json"), "--write-config", join(dir, "codex.toml")], {}, /^(http:\/\/\S+)$/);
+    ["--script", join(root, script), "--write-config", join(dir, "codex.toml")], {}, /^(http:\/\/\S+)$/);
   const runner = await start("runner", bin("runner"), [], {
     RUNNER_ADDR: "127.0.0.1:0",
     WORKSPACES_ROOT: workspaces,
     RUNNER_CODEX_HOMES: join(dir, "codex-homes"),
     CODEX_BIN: process.env.CODEX_BIN || join(root, "node_modules/.bin/codex"),
     RUNNER_CODEX_CONFIG: join(dir, "codex.toml"),
+    ...runnerEnv,
   }, /runner listening addr=(\S+)/);
   const runnerAddr = runner.match[1];
   const backend = await start("backend", bin("backend"), [], {

@@ -33,7 +33,17 @@ export const api = {
   signOut: () => request("DELETE", "/api/auth/session"),
   sessions: () => request("GET", "/api/sessions?limit=100"),
   session: (id) => request("GET", `/api/sessions/${id}`),
-  createSession: (repo_url, ref) => request("POST", "/api/sessions", ref ? { repo_url, ref } : { repo_url }),
+  /** `settings`: model, reasoning_effort, sandbox, approval_policy; empty ones are left out. */
+  createSession: (repo_url, ref, settings = {}) => {
+    const body = { repo_url };
+    if (ref) body.ref = ref;
+    for (const [key, value] of Object.entries(settings)) if (value) body[key] = value;
+    return request("POST", "/api/sessions", body);
+  },
+  models: () => request("GET", "/api/models"),
+  approve: (runId, approvalId, decision) =>
+    request("POST", `/api/runs/${runId}/approvals/${encodeURIComponent(approvalId)}`, { decision }),
+  steer: (runId, prompt) => request("POST", `/api/runs/${runId}/steer`, { prompt }),
   deleteSession: (id) => request("DELETE", `/api/sessions/${id}`),
   runs: (id) => request("GET", `/api/sessions/${id}/runs`),
   prompt: (id, prompt) => request("POST", `/api/sessions/${id}/prompt`, { prompt }),
@@ -48,5 +58,7 @@ export const api = {
 export const EVENT_TYPES = [
   "thread.started", "turn.started", "turn.completed", "turn.failed",
   "item.started", "item.updated", "item.completed", "codex.error",
+  // The runner's app-server driver adds these.
+  "item.delta", "approval.requested", "approval.resolved", "plan.updated", "usage.updated",
 ];
 export const TERMINAL_TYPES = ["run.completed", "run.failed", "run.cancelled"];

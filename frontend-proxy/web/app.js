@@ -103,6 +103,22 @@ function followSessions() {
   });
 }
 
+// The agent settings of a new session: the models come from the runner,
+// the first time the settings are opened.
+let modelsLoaded = false;
+$("#session-settings").addEventListener("toggle", async () => {
+  if (modelsLoaded || !$("#session-settings").open) return;
+  modelsLoaded = true;
+  try {
+    const { models } = await api.models();
+    const select = $("#session-model");
+    for (const model of models) select.append(new Option(model.id, model.id));
+  } catch (error) {
+    modelsLoaded = false;
+    $("#create-error").textContent = `Models: ${error.message}`;
+  }
+});
+
 $("#create-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const url = $("#repo-url").value.trim();
@@ -117,7 +133,13 @@ $("#create-form").addEventListener("submit", async (event) => {
   button.disabled = true;
   error.textContent = "";
   try {
-    const session = await api.createSession(url, ref || undefined);
+    const settings = {
+      model: $("#session-model").value,
+      reasoning_effort: $("#session-effort").value,
+      sandbox: $("#session-sandbox").value,
+      approval_policy: $("#session-approval").value,
+    };
+    const session = await api.createSession(url, ref || undefined, settings);
     $("#repo-url").value = "";
     $("#repo-ref").value = "";
     // Known at once, whether the stream's `updated` came first or not.
@@ -232,6 +254,7 @@ async function loadRuns() {
       view = new RunView(run, {
         workspace: state.session?.repo_path,
         onPreview: (path) => openPreview(path),
+        onStatus: () => updatePromptBox(),
         onFinished: () => {
           startStreams();
           if (state.tab !== "conversation") selectTab(state.tab);
@@ -278,7 +301,36 @@ function updatePromptBox() {
       ? "The repository is cloning; prompts sent now are queued."
       : "Ask the agent… (Enter to send, Shift+Enter for a new line)";
   send.disabled = failed || !input.value.trim();
+  // While a run goes, a prompt can be queued for after it, or steered into it.
+  const running = runningRun();
+  send.textContent = running ? "Queue" : "Send";
+  const steer = $("#steer-button");
+  steer.hidden = !running || failed;
+  steer.disabled = !input.value.trim();
 }
+
+/** The session's running run, if any. */
+function runningRun() {
+  return [...state.runs.values()].find((view) => view.run.status === "running");
+}
+
+async function steerPrompt() {
+  const input = $("#prompt-input");
+  const prompt = input.value.trim();
+  const running = runningRun();
+  if (!prompt || !running) return;
+  $("#steer-button").disabled = true;
+  try {
+    await api.steer(running.run.run_id, prompt);
+    input.value = "";
+  } catch (error) {
+    $("#prompt-error").textContent = error.message;
+  } finally {
+    updatePromptBox();
+  }
+}
+
+$("#steer-button").addEventListener("click", () => steerPrompt());
 
 async function sendPrompt() {
   const input = $("#prompt-input");

@@ -22,10 +22,21 @@ export function formatElapsed(ms) {
   return s < 60 ? `${s}s` : `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, "0")}s`;
 }
 
+/** Colour and cursor codes a terminal would interpret: shown as plain text. */
+const ANSI = /\x1b\[[0-9;?]*[ -\/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]/g;
+export const stripAnsi = (text) => text.replace(ANSI, "");
+
+/** The most characters of one item's streamed text a page keeps. */
+const MAX_LIVE_CHARS = 200_000;
+
+const DELTA_TYPES = { agent_message: "agent_message", reasoning: "reasoning", command_output: "command_execution", file_change: "file_change" };
+
+const DECISIONS = [["approve", "Approve"], ["approve_for_session", "Approve for this session"], ["deny", "Deny"]];
+
 const TERMINAL_STATUS = { "run.completed": "completed", "run.failed": "failed", "run.cancelled": "cancelled" };
 
 export class RunView {
-  constructor(run, { onFinished, onPreview, workspace } = {}) {
+  constructor(run, { onFinished, onPreview, onStatus, workspace } = {}) {
     this.run = run;
     /** The workspace folder, to show the agent's absolute paths relative to it. */
     this.workspace = workspace;
@@ -33,6 +44,10 @@ export class RunView {
     /** True once the terminal event was applied: the timeline is whole. */
     this.complete = false;
     this.items = new Map();
+    /** Streamed text of items not completed yet, by item id. */
+    this.live = new Map();
+    this.approvals = new Map();
+    this.onStatus = onStatus;
     this.source = null;
     this.onFinished = onFinished;
     /** Opens a file of the workspace in the Preview tab. */
@@ -67,6 +82,7 @@ export class RunView {
     this.badge.className = `badge ${status}`;
     this.cancelButton.hidden = this.finished;
     this.tick();
+    this.onStatus?.(this);
   }
 
   /** The start and end the server recorded (from the run list). */
@@ -163,11 +179,20 @@ export class RunView {
     if (type === "turn.started" && this.run.status === "queued") {
       this.run.started_at ||= new Date().toISOString();
       this.setStatus("running");
+    } else if (type === "item.delta") {
+      this.applyDelta(data);
     } else if (type.startsWith("item.")) {
-      this.upsertItem(data.item);
-    } else if (type === "turn.completed") {
+      this.upsertItem(data.item, type === "item.completed");
+    } else if (type === "approval.requested") {
+      this.showApproval(data);
+    } else if (type === "approval.resolved") {
+      this.resolveApproval(data);
+    } else if (type === "plan.updated") {
+      this.showPlan(data);
+    } else if (type === "turn.completed" || type === "usage.updated") {
       const u = data.usage || {};
-      this.footer.replaceChildren(
+      this.footer.querySelector("[data-testid=usage]")?.remove();
+      this.footer.prepend(
         el("span", {
           class: "usage",
           "data-testid": "usage",
@@ -218,17 +243,122 @@ export class RunView {
     return node;
   }
 
-  upsertItem(item) {
-    if (!item || !item.id) return;
-    let node = this.items.get(item.id);
+  itemNode(id, type) {
+    let node = this.items.get(id);
     if (!node) {
-      node = el("li", { "data-testid": "item", "data-item-id": item.id });
-      this.items.set(item.id, node);
+      node = el("li", { "data-testid": "item", "data-item-id": id });
+      this.items.set(id, node);
       this.timeline.append(node);
     }
-    node.className = `item ${item.type}`;
-    node.dataset.kind = item.type;
+    node.className = `item ${type}`;
+    node.dataset.kind = type;
+    return node;
+  }
+
+  upsertItem(item, completed) {
+    if (!item || !item.id) return;
+    const node = this.itemNode(item.id, item.type);
+    if (completed) {
+      // The completed item is the whole; what streamed was a part of it.
+      node.dataset.complete = "true";
+      this.live.delete(item.id);
+    } else if (node.dataset.complete) {
+      return;
+    }
     node.replaceChildren(...renderItem(item, this.workspace));
+    if (!completed && this.live.has(item.id)) this.showLive(node, item.type, this.live.get(item.id));
+  }
+
+  /** A piece of an item that has not completed: its text grows in place. */
+  applyDelta({ itemId, kind, delta }) {
+    const type = DELTA_TYPES[kind];
+    if (!itemId || !type || typeof delta !== "string") return;
+    const node = this.itemNode(itemId, this.items.get(itemId)?.dataset.kind || type);
+    if (node.dataset.complete) return;
+    let text = (this.live.get(itemId) || "") + delta;
+    if (text.length > MAX_LIVE_CHARS) text = text.slice(-MAX_LIVE_CHARS);
+    this.live.set(itemId, text);
+    this.showLive(node, type, text);
+  }
+
+  showLive(node, type, text) {
+    if (type === "command_execution" || type === "file_change") {
+      let pre = node.querySelector("pre.output");
+      if (!pre) {
+        pre = el("pre", { class: "output live", "data-testid": "live-output" });
+        node.append(pre);
+      }
+      const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+      pre.textContent = stripAnsi(text);
+      if (atBottom) pre.scrollTop = pre.scrollHeight;
+    } else if (type === "reasoning") {
+      const details = el("details", { class: "reasoning", open: "" });
+      details.append(el("summary", { text: "Reasoning…" }), el("div", { class: "item-body", text }));
+      node.replaceChildren(details);
+    } else {
+      node.replaceChildren(el("div", { class: "markdown live", "data-testid": "live-text", text }));
+    }
+  }
+
+  /** The agent asks before a command or a change: three answers, usable on a phone. */
+  showApproval(data) {
+    if (!data.approvalId || this.approvals.has(data.approvalId)) return;
+    const node = el("li", { class: "item approval", "data-testid": "approval", "data-approval-id": data.approvalId });
+    node.append(el("div", { class: "item-title", text: data.kind === "file_change" ? "The agent asks to change files" : "The agent asks to run" }));
+    if (data.command) node.append(el("code", { class: "command", "data-testid": "approval-command", text: data.command }));
+    if (data.cwd) {
+      const where = data.cwd === this.workspace ? "the workspace" : relative(data.cwd, this.workspace);
+      node.append(el("div", { class: "approval-cwd", "data-testid": "approval-cwd", text: `in ${where}` }));
+    }
+    if (Array.isArray(data.changes) && data.changes.length) {
+      const list = el("ul", { class: "changes" });
+      for (const change of data.changes) list.append(el("li", { text: `${change.kind} ${relative(change.path || "", this.workspace)}` }));
+      node.append(list);
+    }
+    if (data.reason) node.append(el("div", { class: "item-body", text: data.reason }));
+    const actions = el("div", { class: "approval-actions" });
+    const status = el("div", { class: "approval-status", role: "status", "data-testid": "approval-status" });
+    for (const [decision, label] of DECISIONS) {
+      const button = el("button", { type: "button", class: `decision ${decision}`, "data-testid": `approval-${decision}`, text: label });
+      button.addEventListener("click", async () => {
+        for (const b of actions.querySelectorAll("button")) b.disabled = true;
+        status.textContent = "Sending…";
+        try {
+          await api.approve(this.run.run_id, data.approvalId, decision);
+        } catch (error) {
+          status.textContent = error.message;
+          if (!node.classList.contains("resolved")) for (const b of actions.querySelectorAll("button")) b.disabled = false;
+        }
+      });
+      actions.append(button);
+    }
+    node.append(actions, status);
+    this.approvals.set(data.approvalId, node);
+    this.timeline.append(node);
+  }
+
+  resolveApproval(data) {
+    const node = this.approvals.get(data.approvalId);
+    if (!node) return;
+    node.classList.add("resolved");
+    node.dataset.decision = data.decision;
+    for (const button of node.querySelectorAll("button")) button.disabled = true;
+    const label = DECISIONS.find(([d]) => d === data.decision)?.[1] || data.decision;
+    node.querySelector("[data-testid=approval-status]").textContent = `${label}${data.by ? ` (${data.by})` : ""}`;
+  }
+
+  /** The agent's plan, as a checklist that it updates. */
+  showPlan(data) {
+    const node = this.itemNode(`plan-${this.run.run_id}`, "plan");
+    node.dataset.testid = "plan";
+    node.setAttribute("data-testid", "plan");
+    const list = el("ul", { class: "todos" });
+    for (const step of data.plan || []) {
+      const box = el("input", { type: "checkbox", disabled: "" });
+      box.checked = step.status === "completed";
+      list.append(el("li", { class: step.status === "completed" ? "done" : step.status === "inProgress" ? "doing" : "" }, box, document.createTextNode(` ${step.step}`)));
+    }
+    node.replaceChildren(el("div", { class: "item-title", text: "Plan" }), ...(data.explanation ? [el("div", { class: "item-body", text: data.explanation })] : []), list);
   }
 }
 
@@ -254,7 +384,7 @@ function renderItem(item, workspace) {
       const head = el("div", { class: "command-head" },
         el("code", { class: "command", text: item.command }),
         el("span", { class: `badge ${exit === 0 ? "completed" : item.status === "in_progress" ? "running" : "failed"}`, "data-testid": "exit-code", text: status }));
-      const output = item.aggregated_output ? el("pre", { class: "output", text: item.aggregated_output }) : null;
+      const output = item.aggregated_output ? el("pre", { class: "output", text: stripAnsi(item.aggregated_output) }) : null;
       return [head, output];
     }
     case "file_change": {

@@ -368,6 +368,20 @@ pub struct RunList {
     pub runs: Vec<Run>,
 }
 
+/// A model a session may choose.
+#[derive(Debug, Object)]
+pub struct AgentModel {
+    pub id: String,
+    /// The reasoning efforts it supports, for `reasoning_effort`.
+    pub supported_reasoning_efforts: Vec<String>,
+}
+
+/// `GET /api/models`.
+#[derive(Debug, Object)]
+pub struct ModelList {
+    pub models: Vec<AgentModel>,
+}
+
 /// The body of `POST /api/runs/{run_id}/approvals/{approval_id}`.
 #[derive(Debug, Object)]
 pub struct ApprovalRequest {

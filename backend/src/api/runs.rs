@@ -9,7 +9,10 @@ use poem_openapi::{ApiResponse, OpenApi};
 use runner_protocol::Cursor;
 
 use super::error::{ApiError, ApiResult};
-use super::models::{ApprovalRequest, CancelAccepted, ControlAccepted, Run, RunList, SteerRequest};
+use super::models::{
+    AgentModel, ApprovalRequest, CancelAccepted, ControlAccepted, ModelList, Run, RunList,
+    SteerRequest,
+};
 use super::sessions::SessionsApi;
 use super::stream_event::EventFrames;
 use super::{parse_id, ApiTags};
@@ -143,6 +146,32 @@ impl RunsApi {
             run_id: run.id,
             status: if queued { "cancelled" } else { "cancelling" }.into(),
         })))
+    }
+
+    /// List the models a session may choose
+    ///
+    /// The runner's CLI's models, with the reasoning efforts each supports
+    /// (`model` and `reasoning_effort` of `POST /api/sessions`).
+    #[oai(
+        path = "/api/models",
+        method = "get",
+        operation_id = "list_models",
+        tag = "ApiTags::Sessions"
+    )]
+    async fn models(&self, Caller(_caller): Caller) -> ApiResult<Json<ModelList>> {
+        let models = self.engine.runner().models().await.map_err(|error| {
+            tracing::warn!(%error, "cannot list the runner's models");
+            ApiError::unavailable("the runner cannot list its models now; try again shortly")
+        })?;
+        Ok(Json(ModelList {
+            models: models
+                .into_iter()
+                .map(|m| AgentModel {
+                    id: m.id,
+                    supported_reasoning_efforts: m.supported_reasoning_efforts,
+                })
+                .collect(),
+        }))
     }
 
     /// Answer an approval the agent asked for

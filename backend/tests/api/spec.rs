@@ -4,7 +4,8 @@ use serde_json::Value;
 
 use crate::helpers::TestStack;
 
-const OPERATIONS: [(&str, &str); 21] = [
+const OPERATIONS: [(&str, &str); 22] = [
+    ("/api/models", "get"),
     ("/health", "get"),
     ("/ready", "get"),
     ("/api/auth/session", "post"),
