@@ -252,6 +252,10 @@ mod tests {
     fn the_demo_script_parses_and_pauses_like_an_agent() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/script.json");
         let script = Script::from_file(&path).unwrap();
+        assert_eq!(script.stream_ms, Some(30), "text streams at a reading pace");
+        for when in ["count", "make a file"] {
+            assert!(script.turns.iter().any(|t| t.when == when), "{when}");
+        }
         let snake = script.turns.iter().find(|t| t.when == "snake").unwrap();
         for step in &snake.steps {
             assert!(
