@@ -117,7 +117,7 @@ pub fn subscribe(
                             // Boxed, as every database call here: a suspended
                             // subscriber then holds a small state, not room
                             // for the largest query future.
-                            let Ok(page) = Box::pin(store.events(run_id, seq(after), seq(first_held), REPLAY_PAGE, REPLAY_BYTES)).await else {
+                            let Ok(page) = Box::pin(store.events(run_id, seq(after), seq(first_held), REPLAY_PAGE, REPLAY_BYTES, false)).await else {
                                 return;
                             };
                             let Some(last) = page.last().map(|e| e.seq) else {
@@ -133,7 +133,10 @@ pub fn subscribe(
                     }
                 }
             }
-            let Ok(mut page) = Box::pin(store.events(run_id, seq(after), i64::MAX, REPLAY_PAGE, REPLAY_BYTES)).await else {
+            // A replay from Postgres is compact: the deltas of items the run
+            // completed are left out (their ids are skipped; what is sent
+            // stays in order, once each). A live tail (above) sends every one.
+            let Ok(mut page) = Box::pin(store.events(run_id, seq(after), i64::MAX, REPLAY_PAGE, REPLAY_BYTES, true)).await else {
                 return;
             };
             // Up to and with the terminal event, if the page has it.

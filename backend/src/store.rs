@@ -926,7 +926,9 @@ impl Store {
 
     /// Events with `after < seq < before`, in order, at most `limit` and
     /// `max_bytes` of data (the first one whatever its size); each one's
-    /// text becomes its payload as stored.
+    /// text becomes its payload as stored. `compact` leaves out the
+    /// `item.delta` events of items the run has completed (the completed
+    /// item carries their whole): a replay's rule, see `hub::subscribe`.
     pub async fn events(
         &self,
         run_id: Uuid,
@@ -934,10 +936,13 @@ impl Store {
         before: i64,
         limit: i64,
         max_bytes: i64,
+        compact: bool,
     ) -> Result<Vec<Event>> {
         let client = self.client().await?;
         // The count limit first, then the running size over those rows
-        // only: the budget never makes Postgres read the whole run.
+        // only: the budget never makes Postgres read the whole run. The
+        // CASE keeps the JSON casts to the deltas (an AND may be evaluated
+        // in any order).
         let statement = client
             .prepare_cached(
                 "SELECT seq, event_type, data FROM (
@@ -946,13 +951,22 @@ impl Store {
                                 AS before_it
                      FROM (SELECT seq, event_type, data FROM run_events
                            WHERE run_id = $1 AND seq > $2 AND seq < $3
+                             AND NOT CASE WHEN $6 AND event_type = 'item.delta' THEN
+                                 coalesce((data::jsonb ->> 'itemId') IN (
+                                     SELECT done.data::jsonb -> 'item' ->> 'id' FROM run_events done
+                                     WHERE done.run_id = $1 AND done.event_type = 'item.completed'
+                                       AND done.data::jsonb -> 'item' ->> 'id' IS NOT NULL), false)
+                               ELSE false END
                            ORDER BY seq LIMIT $4) page
                  ) sized
                  WHERE before_it < $5 ORDER BY seq",
             )
             .await?;
         let rows = client
-            .query(&statement, &[&run_id, &after, &before, &limit, &max_bytes])
+            .query(
+                &statement,
+                &[&run_id, &after, &before, &limit, &max_bytes, &compact],
+            )
             .await?;
         rows.iter()
             .map(|r| {

@@ -245,3 +245,33 @@ async fn controls_of_a_run_that_is_not_running_or_on_exec_are_conflicts() {
         .await;
     assert_error(unknown, 404, "not_found").await;
 }
+
+#[tokio::test]
+async fn a_replay_leaves_out_the_deltas_of_completed_items_and_keeps_the_rest() {
+    let stack = app_server_stack().await;
+    let session = session_with(&stack, json!({})).await;
+    let run = stack.prompt(&session, "count out loud").await;
+
+    // Live: every delta, as it came.
+    let live = stack.subscribe(&run, None).await.rest().await;
+    assert_numbered_from_one(&live);
+    let deltas = live.iter().filter(|e| e.event == "item.delta").count();
+    assert!(deltas >= 3, "{:?}", labels(&live));
+
+    // A page loaded after the end: the same events but those deltas, whose
+    // item completed with the whole output; ids still rise, once each.
+    let replay = stack.events(&run).await;
+    assert!(
+        replay.iter().all(|e| e.event != "item.delta"),
+        "{:?}",
+        labels(&replay)
+    );
+    let kept: Vec<_> = live.iter().filter(|e| e.event != "item.delta").collect();
+    assert_eq!(replay.iter().collect::<Vec<_>>(), kept);
+    assert!(replay.windows(2).all(|w| w[0].id < w[1].id));
+    // Resuming mid-run from an id works the same way.
+    let middle = live[live.len() / 2].id;
+    let resumed = stack.subscribe(&run, Some(middle)).await.rest().await;
+    let expected: Vec<_> = kept.iter().filter(|e| e.id > middle).cloned().collect();
+    assert_eq!(resumed.iter().collect::<Vec<_>>(), expected);
+}

@@ -208,6 +208,9 @@ pub fn script(marker: &str) -> Script {
                 .map(|_| json!([{"exec": "seq 1 40000"}]))
                 .chain([json!([{"message": "chattered"}])])
                 .collect::<Vec<_>>()},
+            {"when": "count out loud", "steps": [
+                [{"exec": "for i in 1 2 3 4 5 6; do echo line $i; sleep 0.2; done"}],
+                [{"message": "counted"}]]},
             {"when": "touch a file", "steps": [
                 [{"exec": "touch approved.txt"}],
                 [{"message": "touched"}]]},
