@@ -357,3 +357,33 @@ async fn the_models_the_cli_offers_are_listed() {
     // Asked once, kept: the same list again.
     assert_eq!(runner.get_json("/models").await, list);
 }
+
+#[tokio::test]
+async fn a_restarted_runner_resumes_the_thread_through_the_app_server() {
+    let mut runner = app_server_runner(&unique_marker("AS_RESUME")).await;
+    let thread = runner.repo_thread().await;
+    let first = runner.start_run(&thread, "remember the word kumquat").await;
+    let events = runner.events(&first).await;
+    let codex_thread = events
+        .iter()
+        .find(|e| e.event == "thread.started")
+        .map(|e| e.data["thread_id"].as_str().unwrap().to_owned())
+        .unwrap();
+
+    runner.stop().await;
+    runner.boot().await;
+    let resumed = runner
+        .create_thread(json!({"workingDirectory": runner.repo, "resumeThreadId": codex_thread}))
+        .await;
+    let second = runner.start_run(&resumed, "and now?").await;
+    let events = runner.events(&second).await;
+
+    assert_eq!(events.last().unwrap().event, "run.completed");
+    let started = events.iter().find(|e| e.event == "thread.started").unwrap();
+    assert_eq!(started.data["thread_id"], codex_thread.as_str());
+    let last = runner.model.requests().last().unwrap()["input"].to_string();
+    assert!(
+        last.contains("remember the word kumquat"),
+        "the conversation went on"
+    );
+}
