@@ -368,7 +368,10 @@ mod tests {
         let table = table
             .route("/api/sessions/events", [Method::GET])
             .route("/api/sessions/{session_id}", [Method::GET, Method::DELETE]);
-        assert_eq!(table.allow("/api/sessions/events").as_deref(), Some("GET, HEAD"));
+        assert_eq!(
+            table.allow("/api/sessions/events").as_deref(),
+            Some("GET, HEAD")
+        );
         assert_eq!(
             table.allow("/api/sessions/42").as_deref(),
             Some("GET, HEAD, DELETE")
