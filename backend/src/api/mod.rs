@@ -6,6 +6,7 @@ mod error;
 mod files;
 mod health;
 mod models;
+mod run_events;
 mod runs;
 mod sessions;
 mod stream_event;

@@ -410,19 +410,6 @@ pub struct CancelAccepted {
     pub status: String,
 }
 
-/// One event of a run's stream, as its SSE `data:` carries it: the Codex
-/// event (or the terminal event) as JSON, with the fields of its type. The
-/// SSE `id:` is its sequence number in the run (1, 2, 3... without gaps)
-/// and `event:` is its `type`.
-#[derive(Debug, Object)]
-pub struct RunStreamEvent {
-    /// `thread.started`, `turn.started`, `item.started`, `item.updated`,
-    /// `item.completed`, `turn.completed`, `turn.failed`, `error`, or the
-    /// terminal `run.completed`, `run.failed`, `run.cancelled`.
-    #[oai(rename = "type")]
-    pub kind: String,
-}
-
 #[derive(Debug, Object)]
 pub struct TreeEntry {
     /// Relative to the workspace.

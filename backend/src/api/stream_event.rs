@@ -17,7 +17,7 @@ use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::Type;
 use serde_json::{json, Value};
 
-use super::models::RunStreamEvent;
+use super::run_events::{RunEventType, RunStreamEvent};
 
 pub struct EventFrames {
     frames: BoxStream<'static, Bytes>,
@@ -74,10 +74,27 @@ pub(super) fn describe_events(spec: &mut Value) {
         .flat_map(|responses| responses.values_mut())
         .filter_map(|response| response.get_mut("content")?.get_mut("text/event-stream"))
         .filter_map(|media_type| media_type.get_mut("schema"));
+    let mut run_stream = false;
     for schema in streams {
         if schema["type"] == "array" && schema["format"] == "event-stream" {
             let payload = schema["items"].take();
+            let is_run = payload["$ref"] == "#/components/schemas/RunStreamEvent";
             *schema = event_schema(payload);
+            if is_run {
+                // A run's events have known names.
+                schema["properties"]["event"] =
+                    json!({"$ref": "#/components/schemas/RunEventType"});
+                run_stream = true;
+            }
+        }
+    }
+    if run_stream {
+        if let Some(schemas) = spec
+            .get_mut("components")
+            .and_then(|c| c.get_mut("schemas"))
+            .and_then(Value::as_object_mut)
+        {
+            schemas.insert("RunEventType".into(), RunEventType::schema());
         }
     }
 }

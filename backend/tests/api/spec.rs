@@ -145,3 +145,61 @@ async fn the_spec_is_valid_openapi_3_and_lists_every_route() {
     assert_eq!(ready["database"], true);
     assert_eq!(ready["runner"], true);
 }
+
+/// A generated client knows every event of a run's stream: the names as an
+/// enum, and one payload schema per name, chosen by `type`.
+#[tokio::test]
+async fn every_run_event_has_a_name_and_a_payload_schema() {
+    let stack = TestStack::start().await;
+    let spec: serde_json::Value = stack.get("/api/openapi.json").await.json().await.unwrap();
+    let schemas = &spec["components"]["schemas"];
+    let names: Vec<&str> = schemas["RunEventType"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    let mapping = schemas["RunStreamEvent"]["discriminator"]["mapping"]
+        .as_object()
+        .unwrap();
+    assert_eq!(
+        schemas["RunStreamEvent"]["discriminator"]["propertyName"],
+        "type"
+    );
+    for name in [
+        "thread.started",
+        "turn.started",
+        "turn.completed",
+        "turn.failed",
+        "item.started",
+        "item.updated",
+        "item.completed",
+        "item.delta",
+        "approval.requested",
+        "approval.resolved",
+        "plan.updated",
+        "diff.updated",
+        "usage.updated",
+        "run.completed",
+        "run.failed",
+        "run.cancelled",
+    ] {
+        assert!(names.contains(&name), "{name} not in {names:?}");
+        assert!(mapping.contains_key(name), "{name} has no payload schema");
+    }
+    assert!(names.contains(&"codex.error") && mapping.contains_key("error"));
+    // Distinct payloads: one schema per name.
+    let targets: std::collections::HashSet<_> = mapping.values().collect();
+    assert_eq!(targets.len(), mapping.len());
+    let delta = mapping["item.delta"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
+    let kinds = serde_json::to_string(&schemas[delta]).unwrap();
+    assert!(
+        kinds.contains("itemId") || kinds.contains("ItemDeltaEvent"),
+        "{kinds}"
+    );
+}
