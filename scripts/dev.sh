@@ -74,10 +74,6 @@ fi
 export WORKSPACES_ROOT=${WORKSPACES_ROOT:-$data/workspaces}
 export RUNNER_CODEX_HOMES=${RUNNER_CODEX_HOMES:-$data/codex-homes}
 export CODEX_BIN=${CODEX_BIN:-$PWD/node_modules/.bin/codex}
-# Through codex app-server: messages and command output stream as they are
-# made, and a session may ask before commands (RUNNER_DRIVER=exec for the
-# older driver).
-export RUNNER_DRIVER=${RUNNER_DRIVER:-app-server}
 # The data folder (the database's files, the sign-in tokens) is hidden from
 # every agent's commands, but for the session's own folder and home.
 export RUNNER_HIDDEN_PATHS=${RUNNER_HIDDEN_PATHS:-$data}

@@ -235,6 +235,8 @@ impl Stack {
                     dir.path().join("codex-homes").display().to_string(),
                 ),
                 ("CODEX_BIN", binaries.fake_codex.display().to_string()),
+                // The suite's fake CLI speaks `codex exec`'s protocol.
+                ("RUNNER_DRIVER", "exec".into()),
                 ("RUNNER_MAX_EVENTS_PER_RUN", max_events.clone()),
                 ("RUNNER_MAX_RUN_BYTES", (1usize << 30).to_string()),
             ],

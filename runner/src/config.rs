@@ -78,7 +78,7 @@ impl Default for SandboxLimits {
     }
 }
 
-/// `RUNNER_DRIVER`.
+/// `RUNNER_DRIVER`; `app-server` unless set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DriverMode {
@@ -254,7 +254,7 @@ impl Default for Raw {
             runner_default_sandbox: SandboxMode::WorkspaceWrite,
             runner_default_approval: ApprovalMode::Never,
             runner_process_containment: ContainmentMode::Auto,
-            runner_driver: DriverMode::Exec,
+            runner_driver: DriverMode::AppServer,
             runner_run_retention_secs: limits.run_retention.as_secs(),
             runner_max_finished_runs: limits.max_finished_runs,
             runner_max_events_per_run: limits.max_events_per_run,

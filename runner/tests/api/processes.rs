@@ -101,6 +101,10 @@ impl RunnerProcess {
             .env("CODEX_BIN", codex_bin())
             .env("RUNNER_CODEX_CONFIG", config_file)
             .env("RUNNER_PROCESS_CONTAINMENT", "pid-namespace")
+            // These tests find the CLI by its `--cd <repo>` argument, which
+            // only `codex exec`'s command line carries; the namespace and
+            // the launcher that hold it are the app-server's too.
+            .env("RUNNER_DRIVER", "exec")
             .env("RUNNER_MAX_SANDBOX", "danger-full-access")
             .env("RUNNER_CODEX_HOMES", root.with_file_name("codex-homes"))
             .env("RUST_LOG", "info")
