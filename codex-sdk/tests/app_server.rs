@@ -236,3 +236,140 @@ fn the_methods_the_client_uses_are_in_the_clis_schema() {
         assert!(server_requests.iter().any(|m| m == method), "{method}");
     }
 }
+
+/// Every field the app-server driver reads (`app_server_run.rs`), in the
+/// pinned CLI's schema of the message it reads it from: a CLI that renamed
+/// one fails here, not in a user's run.
+#[test]
+fn the_fields_the_driver_reads_are_in_the_clis_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(codex_bin())
+        .args(["app-server", "generate-json-schema", "--out"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let read = |file: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join(file)).unwrap()).unwrap()
+    };
+    let notifications = read("ServerNotification.json");
+    let requests = read("ServerRequest.json");
+    let fields = |schema: &Value, definition: &str| -> Vec<String> {
+        schema["definitions"][definition]["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no {definition} in the schema"))
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let expect = |schema: &Value, definition: &str, wanted: &[&str]| {
+        let have = fields(schema, definition);
+        for field in wanted {
+            assert!(
+                have.iter().any(|f| f == field),
+                "{definition}.{field} not in {have:?}"
+            );
+        }
+    };
+    for delta in [
+        "AgentMessageDeltaNotification",
+        "CommandExecutionOutputDeltaNotification",
+        "ReasoningSummaryTextDeltaNotification",
+        "FileChangeOutputDeltaNotification",
+    ] {
+        expect(&notifications, delta, &["itemId", "delta"]);
+    }
+    expect(&notifications, "ItemStartedNotification", &["item"]);
+    expect(&notifications, "ItemCompletedNotification", &["item"]);
+    expect(&notifications, "TurnCompletedNotification", &["turn"]);
+    expect(&notifications, "Turn", &["id", "status", "error"]);
+    expect(&notifications, "TurnError", &["message"]);
+    expect(
+        &notifications,
+        "TurnPlanUpdatedNotification",
+        &["explanation", "plan"],
+    );
+    expect(&notifications, "TurnPlanStep", &["step", "status"]);
+    expect(&notifications, "TurnDiffUpdatedNotification", &["diff"]);
+    expect(
+        &notifications,
+        "ThreadTokenUsageUpdatedNotification",
+        &["tokenUsage"],
+    );
+    expect(&notifications, "ThreadTokenUsage", &["last"]);
+    expect(
+        &notifications,
+        "TokenUsageBreakdown",
+        &[
+            "inputTokens",
+            "cachedInputTokens",
+            "outputTokens",
+            "reasoningOutputTokens",
+        ],
+    );
+    expect(&notifications, "ErrorNotification", &["error", "willRetry"]);
+    expect(&notifications, "FileUpdateChange", &["path", "kind"]);
+    // The items, by type, with the fields the exec shapes take.
+    let items = notifications["definitions"]["ThreadItem"]["oneOf"]
+        .as_array()
+        .unwrap();
+    let item = |kind: &str| -> Vec<String> {
+        items
+            .iter()
+            .find(|v| v["properties"]["type"]["enum"][0] == kind)
+            .unwrap_or_else(|| panic!("no {kind} item"))["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    for (kind, wanted) in [
+        ("agentMessage", &["id", "text"][..]),
+        ("reasoning", &["id", "summary", "content"][..]),
+        (
+            "commandExecution",
+            &[
+                "id",
+                "command",
+                "aggregatedOutput",
+                "exitCode",
+                "status",
+                "cwd",
+            ][..],
+        ),
+        ("fileChange", &["id", "changes", "status"][..]),
+        (
+            "mcpToolCall",
+            &[
+                "id",
+                "server",
+                "tool",
+                "arguments",
+                "result",
+                "error",
+                "status",
+            ][..],
+        ),
+        ("webSearch", &["id", "query"][..]),
+    ] {
+        let have = item(kind);
+        for field in wanted {
+            assert!(
+                have.iter().any(|f| f == field),
+                "{kind}.{field} not in {have:?}"
+            );
+        }
+    }
+    expect(
+        &requests,
+        "CommandExecutionRequestApprovalParams",
+        &["itemId", "command", "cwd", "reason"],
+    );
+    expect(
+        &requests,
+        "FileChangeRequestApprovalParams",
+        &["itemId", "reason"],
+    );
+}
