@@ -198,6 +198,20 @@ fn response_events(
                 }
                 Output::Reasoning(text) => {
                     output_tokens += tokens(&text);
+                    if let Some(ms) = stream_ms {
+                        yield event(json!({"type": "response.output_item.added", "output_index": index,
+                            "item": {"type": "reasoning", "id": id, "summary": []}}));
+                        yield event(json!({"type": "response.reasoning_summary_part.added", "item_id": id,
+                            "output_index": index, "summary_index": 0,
+                            "part": {"type": "summary_text", "text": ""}}));
+                        for piece in words(&text) {
+                            if ms > 0 {
+                                tokio::time::sleep(Duration::from_millis(ms)).await;
+                            }
+                            yield event(json!({"type": "response.reasoning_summary_text.delta", "item_id": id,
+                                "output_index": index, "summary_index": 0, "delta": piece}));
+                        }
+                    }
                     json!({"type": "reasoning", "id": id,
                            "summary": [{"type": "summary_text", "text": text}]})
                 }

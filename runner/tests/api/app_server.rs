@@ -8,6 +8,7 @@ use test_support::{labels, unique_marker};
 use crate::helpers::{SseEvent, TestRunner};
 
 const ANSWER: &str = "I counted to five, one line at a time, as you asked.";
+const THOUGHT: &str = "Counting slowly so that the output streams line by line.";
 
 fn script(marker: &str) -> scripted_model::Script {
     scripted_model::Script::from_json(
@@ -15,7 +16,7 @@ fn script(marker: &str) -> scripted_model::Script {
             "stream_ms": 5,
             "turns": [
                 {"when": "count", "steps": [
-                    [{"exec": "for i in 1 2 3 4 5; do echo line $i; sleep 0.2; done"}],
+                    [{"reasoning": THOUGHT}, {"exec": "for i in 1 2 3 4 5; do echo line $i; sleep 0.2; done"}],
                     [{"message": ANSWER}]]},
                 {"when": "touch", "steps": [
                     [{"exec": "touch approved.txt"}],
@@ -109,6 +110,14 @@ async fn messages_and_command_output_stream_before_their_items_complete() {
     assert!(words.iter().all(|(i, _)| *i < message));
     assert_eq!(words.iter().map(|(_, d)| *d).collect::<String>(), ANSWER);
     assert_eq!(events[message].data["item"]["text"], ANSWER);
+    // The reasoning summary grows the same way.
+    let reasoning = position(&events, |e| e.label() == "item.completed:reasoning");
+    let id = events[reasoning].data["item"]["id"].as_str().unwrap();
+    let thought = deltas(&events, "reasoning", id);
+    assert!(thought.len() > 3, "{seen:?}");
+    assert!(thought.iter().all(|(i, _)| *i < reasoning));
+    assert_eq!(thought.iter().map(|(_, d)| *d).collect::<String>(), THOUGHT);
+    assert_eq!(events[reasoning].data["item"]["text"], THOUGHT);
     // Usage as it grows, and the turn's total at its end.
     let usage = position(&events, |e| e.event == "usage.updated");
     assert!(usage < events.len() - 1);
