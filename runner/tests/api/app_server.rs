@@ -18,6 +18,9 @@ fn script(marker: &str) -> scripted_model::Script {
                 {"when": "count", "steps": [
                     [{"reasoning": THOUGHT}, {"exec": "for i in 1 2 3 4 5; do echo line $i; sleep 0.2; done"}],
                     [{"message": ANSWER}]]},
+                {"when": "patch", "steps": [
+                    [{"apply_patch": "*** Begin Patch\n*** Add File: patched.txt\n+patched\n*** End Patch\n"}],
+                    [{"message": "patched"}]]},
                 {"when": "touch", "steps": [
                     [{"exec": "touch approved.txt"}],
                     [{"message": "touched"}]]},
@@ -395,4 +398,33 @@ async fn a_restarted_runner_resumes_the_thread_through_the_app_server() {
         last.contains("remember the word kumquat"),
         "the conversation went on"
     );
+}
+
+#[tokio::test]
+async fn a_file_change_asks_with_its_files_and_a_denial_keeps_them_out() {
+    let runner = app_server_runner(&unique_marker("AS_PATCH")).await;
+    let thread = approval_thread(&runner).await;
+    let run = runner.start_run(&thread, "patch a file").await;
+    let mut stream = runner.subscribe(&run, None).await;
+    let before = stream.until(|e| e.event == "approval.requested").await;
+    let request = before.last().unwrap().data.clone();
+    assert_eq!(request["kind"], "file_change", "{request}");
+    let changes = request["changes"].to_string();
+    assert!(
+        changes.contains("patched.txt") && changes.contains("add"),
+        "{request}"
+    );
+
+    let approval = request["approvalId"].as_str().unwrap();
+    let answer = runner
+        .post(
+            &format!("/runs/{run}/approvals/{approval}"),
+            json!({"decision": "deny"}),
+        )
+        .await;
+    assert_eq!(answer.status(), 202);
+    let rest = stream.rest().await;
+
+    assert_eq!(rest.last().unwrap().event, "run.completed");
+    assert!(!runner.repo.join("patched.txt").exists());
 }
