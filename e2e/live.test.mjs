@@ -1,5 +1,5 @@
-// The dashboard with the runner's app-server driver: a message grows word by
-// word, a command's output streams into its terminal block, an approval is
+// The dashboard with the runner's app-server driver: a message and its
+// reasoning grow word by word, a command's output streams into its terminal block, an approval is
 // answered from its card (on a phone too), and the new-session form offers
 // the models and settings. Real Chromium, real CLI, the scripted model
 // streaming its text (e2e/live-script.json).
@@ -59,9 +59,12 @@ test("a message grows word by word and a command's output streams in, colours st
   await page.evaluate(() => {
     window.__texts = [];
     window.__outputs = [];
+    window.__thoughts = [];
     new MutationObserver(() => {
       const live = document.querySelector("[data-testid=live-text]");
       if (live) window.__texts.push(live.textContent);
+      const thought = document.querySelector("[data-kind=reasoning] .item-body");
+      if (thought) window.__thoughts.push(thought.textContent);
       const output = document.querySelector("[data-testid=live-output]");
       if (output) window.__outputs.push(output.textContent);
     }).observe(document.body, { subtree: true, childList: true, characterData: true });
@@ -79,6 +82,10 @@ test("a message grows word by word and a command's output streams in, colours st
   const answer = "I counted to eight, one line at a time, and every line came out green in the terminal.";
   assert.ok(texts.length >= 5, `the message grew in steps: ${texts.length}`);
   assert.ok(texts.some((t) => t.length > 0 && t.length < answer.length && answer.startsWith(t)), "a part came before the whole");
+  const thought = "Counting out loud, a line at a time, so that you can watch the terminal fill.";
+  const thoughts = await page.evaluate(() => window.__thoughts);
+  assert.ok(thoughts.some((t) => t.length > 0 && t.length < thought.length && thought.startsWith(t)), "the reasoning grew too");
+  assert.ok(thoughts.includes(thought));
   const message = run.locator("[data-testid=item][data-kind=agent_message]");
   assert.equal((await message.textContent()).trim(), answer);
   const command = run.locator("[data-testid=item][data-kind=command_execution] pre.output");
