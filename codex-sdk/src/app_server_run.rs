@@ -610,6 +610,46 @@ mod tests {
     }
 
     #[test]
+    fn plans_diffs_and_deltas_keep_what_the_cli_said() {
+        let mut translator = Translator::default();
+        let plan = translator.notification(
+            "turn/plan/updated",
+            &json!({"threadId": "t", "turnId": "u", "explanation": "two steps",
+                    "plan": [{"step": "look", "status": "completed"}, {"step": "write", "status": "inProgress"}]}),
+        );
+        assert_eq!(
+            plan,
+            vec![json!({"type": "plan.updated", "explanation": "two steps",
+                        "plan": [{"step": "look", "status": "completed"}, {"step": "write", "status": "inProgress"}]})]
+        );
+        let diff = translator.notification(
+            "turn/diff/updated",
+            &json!({"diff": "+a", "threadId": "t", "turnId": "u"}),
+        );
+        assert_eq!(diff, vec![json!({"type": "diff.updated", "diff": "+a"})]);
+        for (method, kind) in [
+            ("item/agentMessage/delta", "agent_message"),
+            ("item/reasoning/summaryTextDelta", "reasoning"),
+            ("item/reasoning/textDelta", "reasoning"),
+            ("item/commandExecution/outputDelta", "command_output"),
+            ("item/fileChange/outputDelta", "file_change"),
+        ] {
+            let delta = translator.notification(
+                method,
+                &json!({"itemId": "i", "delta": "x", "threadId": "t"}),
+            );
+            assert_eq!(
+                delta,
+                vec![json!({"type": "item.delta", "itemId": "i", "kind": kind, "delta": "x"})]
+            );
+        }
+        // What the exec events have no word for is not invented.
+        assert!(translator
+            .notification("account/rateLimits/updated", &json!({}))
+            .is_empty());
+    }
+
+    #[test]
     fn usage_adds_up_over_a_turn_and_ends_it() {
         let mut translator = Translator::default();
         let usage = |input: u64| json!({"tokenUsage": {"last": {"inputTokens": input, "cachedInputTokens": 1, "outputTokens": 2, "reasoningOutputTokens": 0, "totalTokens": 0}}});
