@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
 use crate::process::{Containment, ProcessGroup};
-use crate::thread::{MAX_LINE_BYTES, STDERR_TAIL_BYTES};
+use crate::thread::{truncate, MAX_LINE_BYTES, STDERR_TAIL_BYTES};
 
 /// Messages from the server not yet taken by the caller. When the caller
 /// falls this far behind, the client stops reading the server's stdout,
@@ -549,17 +549,6 @@ impl StderrTail {
             .trim()
             .to_owned()
     }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 #[cfg(test)]

@@ -471,7 +471,8 @@ async fn stderr_tail(mut stderr: ChildStderr) -> String {
         .to_owned()
 }
 
-fn truncate(text: &str, max: usize) -> String {
+/// `text` cut to at most `max` bytes (on a character boundary), with `…`.
+pub(crate) fn truncate(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
     }

@@ -163,9 +163,8 @@ async fn a_bad_request_is_an_rpc_error_and_the_session_goes_on() {
     assert!(models["data"].is_array(), "{models}");
 }
 
-/// Every method the runner's driver uses, in the pinned CLI's own schema.
-#[test]
-fn the_methods_the_client_uses_are_in_the_clis_schema() {
+/// The protocol as the pinned CLI writes it out, in a temporary folder.
+fn cli_schema() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let status = std::process::Command::new(codex_bin())
         .args(["app-server", "generate-json-schema", "--out"])
@@ -174,6 +173,13 @@ fn the_methods_the_client_uses_are_in_the_clis_schema() {
         .status()
         .unwrap();
     assert!(status.success());
+    dir
+}
+
+/// Every method the runner's driver uses, in the pinned CLI's own schema.
+#[test]
+fn the_methods_the_client_uses_are_in_the_clis_schema() {
+    let dir = cli_schema();
     let methods = |file: &str| -> Vec<String> {
         let schema: Value =
             serde_json::from_str(&std::fs::read_to_string(dir.path().join(file)).unwrap()).unwrap();
@@ -242,14 +248,7 @@ fn the_methods_the_client_uses_are_in_the_clis_schema() {
 /// one fails here, not in a user's run.
 #[test]
 fn the_fields_the_driver_reads_are_in_the_clis_schema() {
-    let dir = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new(codex_bin())
-        .args(["app-server", "generate-json-schema", "--out"])
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let dir = cli_schema();
     let read = |file: &str| -> Value {
         serde_json::from_str(&std::fs::read_to_string(dir.path().join(file)).unwrap()).unwrap()
     };
