@@ -163,21 +163,18 @@ pub(crate) fn control_channel() -> (RunControl, mpsc::Receiver<Command>) {
     (RunControl(Some(tx)), rx)
 }
 
+/// A translated event (always a `json!` object) as the stream's line:
+/// serialised once, not printed and parsed again.
 fn line(value: Value) -> EventLine {
-    // A JSON object always parses as one.
-    EventLine::parse(&value.to_string()).unwrap_or_else(unreachable_line)
-}
-
-#[cold]
-fn unreachable_line() -> EventLine {
-    // `line` only ever gets objects; this keeps the stream going if not.
-    EventLine::parse("{\"type\":\"error\",\"message\":\"an event was not an object\"}")
-        .unwrap_or_else(|| panic!("a literal object parses"))
-}
-
-/// A waiting approval: the server's request id and what it was about.
-struct Waiting {
-    request: RequestId,
+    match value {
+        Value::Object(object) => EventLine::from_object(object),
+        other => {
+            let mut object = serde_json::Map::new();
+            object.insert("type".into(), "error".into());
+            object.insert("message".into(), format!("not an event: {other}").into());
+            EventLine::from_object(object)
+        }
+    }
 }
 
 pub(crate) fn run(
@@ -245,7 +242,8 @@ pub(crate) fn run(
             }
         };
         let mut translator = Translator::default();
-        let mut waiting: HashMap<String, Waiting> = HashMap::new();
+        // Approvals waiting for an answer: the server's request, by our id.
+        let mut waiting: HashMap<String, RequestId> = HashMap::new();
         let mut next_approval = 0u64;
         let mut controls_open = true;
         loop {
@@ -264,11 +262,11 @@ pub(crate) fn run(
                     };
                     match command {
                         Command::Approve { approval_id, decision, by, done } => {
-                            let Some(entry) = waiting.remove(&approval_id) else {
+                            let Some(request) = waiting.remove(&approval_id) else {
                                 let _asker_gone = done.send(Err(ControlError::NoSuchApproval(approval_id)));
                                 continue;
                             };
-                            match server.respond(&entry.request, json!({"decision": decision.wire()})).await {
+                            match server.respond(&request, json!({"decision": decision.wire()})).await {
                                 Ok(()) => {
                                     yield Ok(line(json!({
                                         "type": "approval.resolved",
@@ -351,7 +349,7 @@ pub(crate) fn run(
                             };
                             next_approval += 1;
                             let approval_id = format!("approval-{next_approval}");
-                            waiting.insert(approval_id.clone(), Waiting { request: id });
+                            waiting.insert(approval_id.clone(), id);
                             let mut event = json!({
                                 "type": "approval.requested",
                                 "approvalId": approval_id,

@@ -36,6 +36,16 @@ impl EventLine {
         }
     }
 
+    /// An event made here rather than printed by the CLI (the app-server
+    /// driver's translations): the line is the object's JSON.
+    pub(crate) fn from_object(value: serde_json::Map<String, Value>) -> Self {
+        let value = Value::Object(value);
+        Self {
+            line: value.to_string(),
+            event: ThreadEvent::from_value(value),
+        }
+    }
+
     /// The typed event.
     pub fn event(&self) -> &ThreadEvent {
         &self.event

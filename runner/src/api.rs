@@ -299,17 +299,7 @@ async fn create_run(
 ) -> Result<Response> {
     let request: CreateRun = read_json(state, headers, body).await?;
     let thread_id = parse_id(&request.thread_id, "thread")?;
-    let prompt = request.prompt.trim();
-    if prompt.is_empty() {
-        return Err(ApiError::Validation("prompt must not be empty".into()));
-    }
-    let limit = state.config.limits.max_prompt_bytes;
-    if prompt.len() > limit {
-        return Err(ApiError::Validation(format!(
-            "prompt is {} bytes; the limit is {limit} (RUNNER_MAX_PROMPT_BYTES)",
-            prompt.len()
-        )));
-    }
+    let prompt = checked_prompt(state, &request.prompt)?;
     let (run, thread) = state.registry.start_run(thread_id)?;
     let run_id = run.id;
     spawn_run(
@@ -424,17 +414,7 @@ async fn steer_run(
     body: Body,
 ) -> Result<Response> {
     let request: SteerRun = read_json(state, headers, body).await?;
-    let prompt = request.prompt.trim();
-    if prompt.is_empty() {
-        return Err(ApiError::Validation("prompt must not be empty".into()));
-    }
-    let limit = state.config.limits.max_prompt_bytes;
-    if prompt.len() > limit {
-        return Err(ApiError::Validation(format!(
-            "prompt is {} bytes; the limit is {limit} (RUNNER_MAX_PROMPT_BYTES)",
-            prompt.len()
-        )));
-    }
+    let prompt = checked_prompt(state, &request.prompt)?;
     let (id, control) = control_of(state, &id)?;
     control
         .steer(prompt)
@@ -497,6 +477,23 @@ fn run_events(
         frames,
         state.config.limits.keep_alive,
     ))
+}
+
+/// A run's (or a steer's) prompt, trimmed: not empty, and within
+/// `RUNNER_MAX_PROMPT_BYTES`.
+fn checked_prompt<'a>(state: &AppState, raw: &'a str) -> Result<&'a str> {
+    let prompt = raw.trim();
+    if prompt.is_empty() {
+        return Err(ApiError::Validation("prompt must not be empty".into()));
+    }
+    let limit = state.config.limits.max_prompt_bytes;
+    if prompt.len() > limit {
+        return Err(ApiError::Validation(format!(
+            "prompt is {} bytes; the limit is {limit} (RUNNER_MAX_PROMPT_BYTES)",
+            prompt.len()
+        )));
+    }
+    Ok(prompt)
 }
 
 fn parse_id(raw: &str, what: &str) -> Result<Uuid> {
