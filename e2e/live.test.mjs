@@ -72,6 +72,9 @@ test("a message grows word by word and a command's output streams in, colours st
   const run = await send(page, "count to eight");
   // While the command runs, the send button queues and Steer is offered.
   await page.locator("[data-testid=steer-prompt]").waitFor({ state: "attached", timeout: LONG });
+  const running = run.locator("[data-testid=item][data-kind=command_execution]");
+  await running.waitFor({ timeout: LONG });
+  assert.doesNotMatch(await running.textContent(), /null/, "a command without output yet shows none");
   await run.locator("[data-testid=run-status].completed").waitFor({ timeout: LONG });
 
   const outputs = await page.evaluate(() => window.__outputs);

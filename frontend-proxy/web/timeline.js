@@ -265,7 +265,9 @@ export class RunView {
     } else if (node.dataset.complete) {
       return;
     }
-    node.replaceChildren(...renderItem(item, this.workspace));
+    // An item without output renders no element for it (null): left out, not
+    // appended as the text "null".
+    node.replaceChildren(...renderItem(item, this.workspace).filter(Boolean));
     if (!completed && this.live.has(item.id)) this.showLive(node, item.type, this.live.get(item.id));
   }
 
