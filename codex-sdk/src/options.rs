@@ -187,7 +187,10 @@ pub(crate) fn command_args(
         Some(false) => config(&mut args, "web_search=\"disabled\"".into()),
         None => {}
     }
-    for (key, value) in shell_environment_policy(thread) {
+    for (key, value) in shell_environment_policy(thread)
+        .into_iter()
+        .chain(untrusted_project(thread))
+    {
         config(&mut args, format!("{key}={value}"));
     }
     if let Some(policy) = thread.approval_policy {
@@ -254,7 +257,27 @@ pub(crate) fn app_server_config(
         None => {}
     }
     pairs.extend(shell_environment_policy(thread));
+    pairs.extend(untrusted_project(thread));
     pairs
+}
+
+/// Marks the working directory `untrusted`, always on the command line,
+/// where nothing in a `config.toml` outranks it. The CLI (0.169.0) loads a
+/// trusted project's own `.codex/` (its `config.toml` with MCP servers,
+/// profiles, sandbox and approval settings, `hooks.json`, execution-policy
+/// `rules/`) as a layer of configuration, and the app-server marks a
+/// workspace trusted in `CODEX_HOME` when a thread starts in it with a
+/// writable sandbox: a cloned repository would then start processes of its
+/// choosing, outside any sandbox.
+fn untrusted_project(thread: &ThreadOptions) -> Option<(String, String)> {
+    let dir = thread.working_directory.as_ref()?;
+    Some((
+        "projects".to_owned(),
+        format!(
+            "{{{}={{trust_level=\"untrusted\"}}}}",
+            toml_string(&dir.display().to_string())
+        ),
+    ))
 }
 
 /// The parameters of `thread/start` (and `thread/resume`) for `thread`.
@@ -384,6 +407,8 @@ mod tests {
             "shell_environment_policy.set.TMP=\"/h/tmp\"",
             "--config",
             "shell_environment_policy.set.TEMP=\"/h/tmp\"",
+            "--config",
+            "projects={\"/w/s/repo\"={trust_level=\"untrusted\"}}",
             "--config",
             "approval_policy=\"never\"",
             "resume",

@@ -9,6 +9,7 @@ mod errors;
 mod helpers;
 mod passthrough;
 mod processes;
+mod repo_config;
 mod sizes;
 mod threads;
 mod token;
