@@ -1,6 +1,7 @@
 //! `local-postgres start DATA_DIR [PORT [DATABASE]]` creates the cluster if
 //! needed, starts it (or finds it running), creates DATABASE if missing,
-//! prints its URL and leaves the server running.
+//! prints its URL and leaves the server running. The URL carries the
+//! password (kept in DATA_DIR): capture it, never log it.
 //! `local-postgres stop DATA_DIR` stops it.
 
 use anyhow::Context;
