@@ -2,11 +2,21 @@
 //! needed, starts it (or finds it running), creates DATABASE if missing,
 //! prints its URL and leaves the server running. The URL carries the
 //! password (kept in DATA_DIR): capture it, never log it.
-//! `local-postgres stop DATA_DIR` stops it.
+//! `local-postgres stop DATA_DIR` stops it. Logs go to stderr (warnings
+//! only unless RUST_LOG says more), stdout is the URL alone.
 
 use anyhow::Context;
 
 fn main() -> anyhow::Result<()> {
+    // A warning says what changed in the folder (a password given to one
+    // made before passwords).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args
         .iter()
