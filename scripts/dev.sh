@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command: starts repo-runner on this machine and prints the
 # dashboard's URL. Without DATABASE_URL it creates and starts a private
-# PostgreSQL under .data/postgres; without CODEX_API_KEY/OPENAI_API_KEY it
+# PostgreSQL under .data/postgres (TCP logins need the password kept there,
+# which its URL carries); without CODEX_API_KEY/OPENAI_API_KEY it
 # runs in demo mode, where the scripted model drives the real Codex CLI.
 # Ctrl-C stops every process it started, the database included; a second
 # start reuses the data in .data/.
@@ -115,11 +116,12 @@ if [[ "$AUTH_MODE" == token ]]; then
   export PREVIEW_TOKEN
   signin_link="http://$PROXY_ADDR/#token=$(cat "$data/admin-token")"
 fi
-"$bin/runner" &
+# Only the backend gets the database's URL (it carries the password).
+env -u DATABASE_URL "$bin/runner" &
 pids+=($!)
 "$bin/backend" &
 pids+=($!)
-"$bin/frontend-proxy" &
+env -u DATABASE_URL "$bin/frontend-proxy" &
 pids+=($!)
 for _ in $(seq 300); do port_busy "$PROXY_ADDR" && port_busy "$BACKEND_ADDR" && break; sleep 0.1; done
 echo "repo-runner: dashboard at http://$PROXY_ADDR (Ctrl-C to stop)"
