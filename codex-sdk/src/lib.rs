@@ -22,6 +22,7 @@ pub use options::{
     ApiKey, ApprovalMode, CodexOptions, Driver, ReasoningEffort, SandboxMode, ThreadOptions,
 };
 pub use process::{
-    kill_marked, Containment, NamespaceTools, ProbeError, OWNER_MARKER, RUN_MARKER, TERM_GRACE,
+    kill_marked, Containment, MappedUser, NamespaceTools, ProbeError, OWNER_MARKER, RUN_MARKER,
+    TERM_GRACE,
 };
 pub use thread::{Canceller, Codex, RunStream, Thread, Turn, MAX_LINE_BYTES, STDERR_TAIL_BYTES};

@@ -12,7 +12,9 @@
 //! (`unshare --pid --fork --kill-child`), so that when the CLI ends the
 //! kernel kills everything in the namespace, `setsid` or not; and the
 //! launcher holds `PR_SET_PDEATHSIG` (`setpriv --pdeathsig KILL`), so the
-//! caller's death takes the namespace down with it. A marker variable in the
+//! caller's death takes the namespace down with it. A caller without root
+//! or `CAP_SYS_ADMIN` gets the same namespaces inside a user namespace of
+//! their own ([`MappedUser`]). A marker variable in the
 //! environment of the CLI and of its agent's commands ([`OWNER_MARKER`])
 //! lets a later caller find and kill what a dead one left ([`kill_marked`]). Without a namespace, each run's CLI also carries a
 //! variable of its own ([`RUN_MARKER`]), and when the run ends every process
@@ -86,25 +88,79 @@ pub struct NamespaceTools {
     pub sh: PathBuf,
     pub mount: PathBuf,
     pub mkdir: PathBuf,
+    /// `Some` when the namespaces are made inside a user namespace, for a
+    /// caller without root or `CAP_SYS_ADMIN`; `None`: made directly.
+    pub user_namespace: Option<MappedUser>,
+}
+
+/// The ids a caller without privileges keeps in its runs' user namespaces.
+///
+/// The PID and mount namespaces are made in a user namespace where the
+/// caller is root (`unshare --user --map-root-user`), which is what lets it
+/// mount the covers of [`Containment::hidden`]. The CLI must not keep that
+/// root: a process with `CAP_SYS_ADMIN` over the mount namespace could
+/// unmount the covers. So the CLI is started in a second user namespace,
+/// nested in the first, where it is `uid`/`gid` again (the caller's own ids,
+/// mapped to the first namespace's root, which is the caller outside) and
+/// holds no capability over the mount namespace. The covers then cannot be
+/// removed: mounts a namespace inherits from a more privileged one are
+/// locked together, so not even a further user namespace of the agent's own
+/// lifts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MappedUser {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl MappedUser {
+    /// This process's effective ids, which own the files it creates.
+    pub fn current() -> Self {
+        Self {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+        }
+    }
 }
 
 impl NamespaceTools {
     /// Finds `setpriv` and `unshare` on this process's `PATH` and checks
-    /// that they can make a PID namespace here (root, or the capability).
+    /// that they can make a PID namespace here, hiding a folder: directly
+    /// (root, or the capability), else inside a user namespace.
     pub async fn probe() -> Result<Self, ProbeError> {
-        let tools = Self {
+        let direct = Self {
             setpriv: on_path("setpriv").ok_or(ProbeError::Missing("setpriv"))?,
             unshare: on_path("unshare").ok_or(ProbeError::Missing("unshare"))?,
             sh: on_path("sh").ok_or(ProbeError::Missing("sh"))?,
             mount: on_path("mount").ok_or(ProbeError::Missing("mount"))?,
             mkdir: on_path("mkdir").ok_or(ProbeError::Missing("mkdir"))?,
+            user_namespace: None,
         };
         let true_bin = on_path("true").ok_or(ProbeError::Missing("true"))?;
-        // The probe hides a folder too, so that a host where the namespace
-        // works but tmpfs or bind mounts do not is found now, not at a run.
+        let direct_refusal = match direct.check(&true_bin).await? {
+            None => return Ok(direct),
+            Some(refusal) => refusal,
+        };
+        let in_user_namespace = Self {
+            user_namespace: Some(MappedUser::current()),
+            ..direct
+        };
+        match in_user_namespace.check(&true_bin).await? {
+            None => Ok(in_user_namespace),
+            Some(refusal) => Err(ProbeError::Refused {
+                direct: direct_refusal,
+                user_namespace: refusal,
+            }),
+        }
+    }
+
+    /// Launches `true_bin` as a run's CLI would be; `Some` of what the
+    /// tools printed when they failed. The launch hides a folder too, so
+    /// that a host where the namespace works but tmpfs or bind mounts do
+    /// not is found now, not at a run.
+    async fn check(&self, true_bin: &Path) -> Result<Option<String>, ProbeError> {
         let probe_dir = std::env::temp_dir();
-        let output = tokio::process::Command::new(&tools.setpriv)
-            .args(tools.launcher_args(&true_bin, &[probe_dir], &[]))
+        let output = tokio::process::Command::new(&self.setpriv)
+            .args(self.launcher_args(true_bin, &[probe_dir], &[]))
             .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -113,13 +169,8 @@ impl NamespaceTools {
             .output()
             .await
             .map_err(ProbeError::Spawn)?;
-        if output.status.success() {
-            Ok(tools)
-        } else {
-            Err(ProbeError::Refused(
-                String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-            ))
-        }
+        Ok((!output.status.success())
+            .then(|| String::from_utf8_lossy(&output.stderr).trim().to_owned()))
     }
 
     /// The arguments of `setpriv` that run `program` as the first process
@@ -136,11 +187,14 @@ impl NamespaceTools {
             .map(OsString::from)
             .collect();
         args.push(self.unshare.clone().into_os_string());
+        if self.user_namespace.is_some() {
+            args.extend(["--user", "--map-root-user"].iter().map(OsString::from));
+        }
         // `--kill-child` makes unshare give its child `PR_SET_PDEATHSIG`
         // too, so the chain runner → unshare → CLI dies link by link.
-        // `--mount-proc` gives the namespace a /proc of its own: the CLI's
-        // bubblewrap sandbox reads its own pid there, and the agent sees
-        // only its run's processes.
+        // `--mount-proc` gives the namespace a /proc of its own (and with
+        // it a mount namespace): the CLI's bubblewrap sandbox reads its own
+        // pid there, and the agent sees only its run's processes.
         args.extend(
             ["--pid", "--mount-proc", "--fork", "--kill-child", "--"]
                 .iter()
@@ -151,6 +205,15 @@ impl NamespaceTools {
             args.push("-c".into());
             args.push(script);
             args.push("sh".into());
+        }
+        if let Some(user) = self.user_namespace {
+            // The CLI as the caller's own user again, without the
+            // namespace's root (see `MappedUser`).
+            args.push(self.unshare.clone().into_os_string());
+            args.push("--user".into());
+            args.push(format!("--map-user={}", user.uid).into());
+            args.push(format!("--map-group={}", user.gid).into());
+            args.push("--".into());
         }
         args.push(program.as_os_str().to_owned());
         args
@@ -262,8 +325,17 @@ pub enum ProbeError {
     Missing(&'static str),
     #[error("cannot run setpriv")]
     Spawn(#[source] std::io::Error),
-    #[error("unshare cannot create a PID namespace here (it needs root or CAP_SYS_ADMIN): {0}")]
-    Refused(String),
+    #[error(
+        "unshare cannot create a PID namespace here, neither directly (that needs root or \
+         CAP_SYS_ADMIN: {direct}) nor in a user namespace (that needs the kernel, seccomp and any \
+         AppArmor profile to allow user namespaces and mounts in them: {user_namespace})"
+    )]
+    Refused {
+        /// What `unshare` said without a user namespace.
+        direct: String,
+        /// What `unshare` said with one.
+        user_namespace: String,
+    },
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
@@ -444,6 +516,7 @@ mod tests {
             sh: "/bin/sh".into(),
             mount: "/bin/mount".into(),
             mkdir: "/bin/mkdir".into(),
+            user_namespace: None,
         }
     }
 
@@ -452,6 +525,43 @@ mod tests {
         let args = tools().launcher_args(Path::new("/bin/codex"), &[], &["/w/s".into()]);
         assert_eq!(args.last().unwrap(), "/bin/codex");
         assert!(!args.iter().any(|a| a == "/bin/sh"));
+    }
+
+    #[test]
+    fn in_a_user_namespace_the_program_runs_as_the_caller_again() {
+        let tools = NamespaceTools {
+            user_namespace: Some(MappedUser {
+                uid: 1000,
+                gid: 1001,
+            }),
+            ..tools()
+        };
+
+        let args = tools.launcher_args(Path::new("/bin/codex"), &[], &[]);
+
+        let args: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(
+            args,
+            [
+                "--pdeathsig",
+                "KILL",
+                "--",
+                "/bin/unshare",
+                "--user",
+                "--map-root-user",
+                "--pid",
+                "--mount-proc",
+                "--fork",
+                "--kill-child",
+                "--",
+                "/bin/unshare",
+                "--user",
+                "--map-user=1000",
+                "--map-group=1001",
+                "--",
+                "/bin/codex"
+            ]
+        );
     }
 
     #[test]
@@ -518,6 +628,70 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(root.join("theirs/file")).unwrap(),
             "theirs"
+        );
+    }
+
+    /// The unprivileged form, launched as `nobody` with no capability at
+    /// all (as in the runner's container): the cover holds, and the program
+    /// can lift it neither with `umount` nor from a user namespace of its
+    /// own. Needs root to become `nobody` (CI runs as root).
+    #[tokio::test]
+    async fn an_unprivileged_caller_hides_folders_the_program_cannot_uncover() {
+        let probed = NamespaceTools::probe()
+            .await
+            .expect("namespaces need root or CAP_SYS_ADMIN");
+        let nobody = MappedUser {
+            uid: 65534,
+            gid: 65534,
+        };
+        let tools = NamespaceTools {
+            user_namespace: Some(nobody),
+            ..probed
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        let root = base.join("root");
+        std::fs::create_dir_all(root.join("mine")).unwrap();
+        std::fs::create_dir_all(root.join("theirs")).unwrap();
+        std::fs::write(root.join("mine/file"), "mine").unwrap();
+        std::fs::write(root.join("theirs/file"), "theirs").unwrap();
+        for path in [&base, &root, &root.join("mine"), &root.join("theirs")] {
+            std::os::unix::fs::chown(path, Some(nobody.uid), Some(nobody.gid)).unwrap();
+        }
+        let script = format!(
+            "id -u; cat {r}/mine/file; echo; \
+             umount {r} 2>/dev/null || echo kept; \
+             {unshare} --user --map-root-user --mount sh -c 'umount -l {r} 2>/dev/null || echo kept'; \
+             cat {r}/theirs/file 2>&1; echo written > {r}/mine/new",
+            r = root.display(),
+            unshare = tools.unshare.display(),
+        );
+        let output = tokio::process::Command::new(&tools.setpriv)
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                "--no-new-privs",
+            ])
+            .arg(&tools.setpriv)
+            .args(tools.launcher_args(&tools.sh, std::slice::from_ref(&root), &[root.join("mine")]))
+            .args(["-c", &script])
+            .current_dir("/")
+            .output()
+            .await
+            .unwrap();
+
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{output:?}");
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.len(), 5, "{stdout}");
+        assert_eq!(lines[..4], ["65534", "mine", "kept", "kept"], "{stdout}");
+        assert!(lines[4].ends_with("No such file or directory"), "{stdout}");
+        assert_eq!(
+            std::fs::read_to_string(root.join("mine/new")).unwrap(),
+            "written\n"
         );
     }
 }
