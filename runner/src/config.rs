@@ -101,12 +101,14 @@ impl From<DriverMode> for codex_sdk::Driver {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ContainmentMode {
-    /// A PID namespace per run when this host allows one (root, util-linux),
-    /// else the process group with a warning at start-up.
+    /// A PID and mount namespace per run when this host allows one (root
+    /// or `CAP_SYS_ADMIN`, else a user namespace; util-linux), else the
+    /// process group with a warning at start-up; but no start at all when
+    /// that would leave `danger-full-access` agents side by side.
     Auto,
-    /// A PID namespace per run, or the runner does not start.
+    /// A PID and mount namespace per run, or the runner does not start.
     PidNamespace,
-    /// The process group only.
+    /// The process group only: sessions are not isolated (warned at start).
     Off,
 }
 

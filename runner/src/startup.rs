@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use codex_sdk::{Codex, CodexOptions, Containment, NamespaceTools};
+use codex_sdk::{Codex, CodexOptions, Containment, NamespaceTools, SandboxMode};
 use poem::listener::TcpAcceptor;
 use poem::{EndpointExt, Server};
 
@@ -162,6 +162,10 @@ impl Application {
 /// Decides how runs are contained, and kills what a previous runner on the
 /// same workspaces root left running (a runner that died without its
 /// clean-up: `SIGKILL`, OOM, power). One runner per root is assumed.
+///
+/// `auto` refuses to start rather than fall back when the fallback would
+/// leave nothing between sessions: no namespace and `danger-full-access`
+/// allowed. `off` is the operator saying so, and is warned about.
 async fn containment(
     config: &Config,
     root: &std::path::Path,
@@ -177,12 +181,33 @@ async fn containment(
         );
     }
     let pid_namespace = match config.process_containment {
-        ContainmentMode::Off => None,
+        ContainmentMode::Off => {
+            tracing::warn!(
+                max_sandbox = config.sandbox.max_sandbox.as_str(),
+                "RUNNER_PROCESS_CONTAINMENT=off: sessions are not isolated from each other: every \
+                 agent can read every session's workspace and Codex home (and write them under \
+                 danger-full-access), and a process an agent detaches with setsid and a cleared \
+                 environment outlives its run"
+            );
+            None
+        }
         ContainmentMode::PidNamespace => Some(NamespaceTools::probe().await.context(
             "RUNNER_PROCESS_CONTAINMENT=pid-namespace, but a PID namespace cannot be made here",
         )?),
         ContainmentMode::Auto => match NamespaceTools::probe().await {
             Ok(tools) => Some(tools),
+            // Without the namespace nothing at all would stand between one
+            // session's agent and every other session's files.
+            Err(error) if config.sandbox.max_sandbox == SandboxMode::DangerFullAccess => {
+                return Err(anyhow::Error::new(error).context(
+                    "RUNNER_PROCESS_CONTAINMENT=auto: no PID and mount namespace per run can be \
+                     made here, and RUNNER_MAX_SANDBOX allows danger-full-access, so every agent \
+                     could read and write every other session's workspace and Codex home. Let \
+                     the runner make user namespaces (see docs/SECURITY.md), or narrow \
+                     RUNNER_MAX_SANDBOX to workspace-write, or set RUNNER_PROCESS_CONTAINMENT=off \
+                     to run with sessions not isolated",
+                ));
+            }
             Err(error) => {
                 tracing::warn!(
                     error.cause_chain = ?error,
@@ -194,7 +219,13 @@ async fn containment(
             }
         },
     };
-    tracing::info!(pid_namespace = pid_namespace.is_some(), "run containment");
+    tracing::info!(
+        pid_namespace = pid_namespace.is_some(),
+        user_namespace = pid_namespace
+            .as_ref()
+            .is_some_and(|tools| tools.user_namespace.is_some()),
+        "run containment"
+    );
     Ok(Containment {
         pid_namespace,
         owner: Some(marker),
