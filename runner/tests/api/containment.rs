@@ -7,7 +7,9 @@ use std::path::Path;
 use codex_sdk::{ApiKey, SandboxMode};
 use serde_json::{json, Value};
 
-use crate::helpers::{config, init_repo, SseEvent, TestRunner};
+use crate::helpers::{
+    codex_bin, config, init_repo, unprivileged, RunnerProcess, SseEvent, TestRunner, RUNNER_UID,
+};
 
 const SECRET: &str = "sk-test-SECRET-4f1c2b9a7e";
 
@@ -39,6 +41,14 @@ fn attack_script(dir: &Path) -> scripted_model::Script {
                 exec(format!("cat {dir}/outside/secret.txt")),
                 exec(format!("ls -a {dir}/workspaces {dir}/codex-homes > listing.txt; cat ../repo/mine.txt")),
                 [{"message": "read"}]]},
+            {"when": "cross over", "steps": [
+                exec(format!("cat {dir}/workspaces/session-2/repo/secret.txt")),
+                exec(format!("cat {dir}/codex-homes/other-home/secret.txt")),
+                exec(format!("echo pwned > {dir}/workspaces/session-2/repo/pwned.txt")),
+                exec(format!("echo pwned > {dir}/codex-homes/other-home/pwned.txt")),
+                exec(format!("umount -l {dir}/workspaces {dir}/codex-homes; unshare --user --map-root-user --mount sh -c 'umount -l {dir}/workspaces {dir}/codex-homes; cat {dir}/workspaces/session-2/repo/secret.txt'")),
+                exec("echo mine > mine.txt".into()),
+                [{"message": "crossed"}]]},
             {"when": "escalate", "steps": [
                 [{"function_call": {"name": "exec_command", "arguments": {
                     "cmd": format!("echo pwned > {dir}/workspaces/session-2/repo/pwned.txt"),
@@ -159,17 +169,24 @@ async fn the_agent_cannot_rewrite_its_codex_config() {
 #[tokio::test]
 async fn the_agent_cannot_write_other_sessions_or_shared_temp_folders() {
     let runner = attacker().await;
+    init_repo(&runner.root.join("session-2/repo"));
+    let thread = runner.repo_thread().await;
+
+    run_to_end(&runner, &thread, "write elsewhere").await;
+
+    assert_the_agent_wrote_only_its_own_session(&runner);
+}
+
+/// What the "write elsewhere" turn must leave: its writes to another
+/// session (a file, a git hook) and to the shared temp folder failed, its
+/// own workspace and `TMPDIR` took theirs.
+fn assert_the_agent_wrote_only_its_own_session(runner: &TestRunner) {
     assert!(
         runner.root.starts_with(std::env::temp_dir()),
         "the attack needs WORKSPACES_ROOT under the temp folder"
     );
     let other = runner.root.join("session-2/repo");
-    init_repo(&other);
-    let thread = runner.repo_thread().await;
-
-    run_to_end(&runner, &thread, "write elsewhere").await;
-
-    let codes = exit_codes(&runner);
+    let codes = exit_codes(runner);
     assert_eq!(codes.len(), 4, "{codes:?}");
     assert!(codes[..3].iter().all(|&code| code != 0), "{codes:?}");
     assert_eq!(codes[3], 0, "the agent writes its workspace and TMPDIR");
@@ -202,10 +219,20 @@ async fn the_agent_cannot_read_other_sessions_homes_or_hidden_folders() {
         config.sandbox.hidden_paths = vec![outside];
     })
     .await;
-    let base = runner.root.parent().unwrap().to_path_buf();
-    // Another session's workspace, another thread's home (its Codex
-    // sessions hold that user's whole conversation), and a folder the
-    // operator hides (say, the service's data).
+    plant_other_sessions(&runner);
+    let thread = runner.repo_thread().await;
+
+    let events = run_to_end(&runner, &thread, "read elsewhere").await;
+
+    assert_the_agent_read_only_its_own_session(&runner, &events);
+}
+
+/// Another session's workspace, another thread's home (its Codex sessions
+/// hold that user's whole conversation) and a folder the operator hides
+/// (say, the service's data, `outside`), each with [`THEIR_SECRET`]; and a
+/// file of the agent's own session.
+fn plant_other_sessions(runner: &TestRunner) {
+    let base = runner.root.parent().unwrap();
     let theirs = runner.root.join("session-2/repo");
     init_repo(&theirs);
     std::fs::write(theirs.join("secret.txt"), THEIR_SECRET).unwrap();
@@ -213,11 +240,13 @@ async fn the_agent_cannot_read_other_sessions_homes_or_hidden_folders() {
     std::fs::write(runner.homes.join("other-home/secret.txt"), THEIR_SECRET).unwrap();
     std::fs::write(base.join("outside/secret.txt"), THEIR_SECRET).unwrap();
     std::fs::write(runner.repo.join("mine.txt"), "my own file").unwrap();
-    let thread = runner.repo_thread().await;
+}
 
-    let events = run_to_end(&runner, &thread, "read elsewhere").await;
-
-    assert_eq!(exit_codes(&runner), [1, 1, 1, 0]);
+/// What the "read elsewhere" turn must leave, after
+/// [`plant_other_sessions`]: no secret read, its own file read, and only
+/// its own session folder and home in sight.
+fn assert_the_agent_read_only_its_own_session(runner: &TestRunner, events: &[SseEvent]) {
+    assert_eq!(exit_codes(runner), [1, 1, 1, 0]);
     let sent: String = runner
         .model
         .requests()
@@ -231,7 +260,6 @@ async fn the_agent_cannot_read_other_sessions_homes_or_hidden_folders() {
     );
     let streamed: String = events.iter().map(|e| e.data.to_string()).collect();
     assert!(!streamed.contains(THEIR_SECRET));
-    // The agent sees its own session folder and its own home, nothing else.
     let listing = std::fs::read_to_string(runner.repo.join("listing.txt")).unwrap();
     let mut names: Vec<&str> = listing
         .lines()
@@ -241,13 +269,138 @@ async fn the_agent_cannot_read_other_sessions_homes_or_hidden_folders() {
     let own_home = std::fs::read_dir(&runner.homes)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .find(|name| name != "other-home")
+        .find(|name| name != "other-home" && !name.starts_with('.'))
         .unwrap();
     assert_eq!(names, ["session-1", own_home.as_str()], "{listing}");
     // Hidden only from the run: the files are where they were.
     assert_eq!(
-        std::fs::read_to_string(theirs.join("secret.txt")).unwrap(),
+        std::fs::read_to_string(runner.root.join("session-2/repo/secret.txt")).unwrap(),
         THEIR_SECRET
+    );
+}
+
+// The runner as its image runs it: a user that is not root, with no
+// capability. Its namespaces are then made in a user namespace, and an
+// agent still sees nothing of other sessions, though every session's files
+// belong to the runner's one user.
+
+/// The runner's log says its runs get a user namespace.
+fn assert_contained_in_a_user_namespace(runner: &TestRunner) {
+    let log = runner.process.as_ref().unwrap().log();
+    assert!(
+        log.iter().any(|line| line.contains("run containment")
+            && line.contains("pid_namespace=true")
+            && line.contains("user_namespace=true")),
+        "{log:#?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unprivileged_runner_keeps_each_agent_to_its_own_session() {
+    let runner = TestRunner::start_unprivileged(attack_script, |dir, command| {
+        let outside = dir.join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        command.env("RUNNER_HIDDEN_PATHS", outside);
+    })
+    .await;
+    assert_contained_in_a_user_namespace(&runner);
+    plant_other_sessions(&runner);
+    runner.give_files_to_the_runner();
+    let thread = runner.repo_thread().await;
+
+    let events = run_to_end(&runner, &thread, "read elsewhere").await;
+    assert_the_agent_read_only_its_own_session(&runner, &events);
+    run_to_end(&runner, &thread, "write elsewhere").await;
+    assert_the_agent_wrote_only_its_own_session(&runner);
+}
+
+/// Without a sandbox the agent may do anything its user may, and its user
+/// owns every session's files: only the covers of its mount namespace stand
+/// in the way, and it can lift them neither directly nor from a user
+/// namespace of its own.
+#[tokio::test]
+async fn an_unprivileged_runner_hides_other_sessions_even_from_full_access() {
+    let runner = TestRunner::start_unprivileged(attack_script, |_, command| {
+        command.env("RUNNER_DEFAULT_SANDBOX", "danger-full-access");
+    })
+    .await;
+    assert_contained_in_a_user_namespace(&runner);
+    let theirs = runner.root.join("session-2/repo");
+    init_repo(&theirs);
+    std::fs::write(theirs.join("secret.txt"), THEIR_SECRET).unwrap();
+    std::fs::create_dir_all(runner.homes.join("other-home")).unwrap();
+    std::fs::write(runner.homes.join("other-home/secret.txt"), THEIR_SECRET).unwrap();
+    runner.give_files_to_the_runner();
+    let thread = runner.repo_thread().await;
+
+    let events = run_to_end(&runner, &thread, "cross over").await;
+
+    let codes = exit_codes(&runner);
+    assert_eq!(codes.len(), 6, "{codes:?}");
+    assert!(codes[..5].iter().all(|&code| code != 0), "{codes:?}");
+    assert_eq!(codes[5], 0, "the agent writes its own workspace");
+    let sent: String = runner
+        .model
+        .requests()
+        .iter()
+        .map(Value::to_string)
+        .collect();
+    assert!(!sent.contains(THEIR_SECRET), "a secret reached the model");
+    let streamed: String = events.iter().map(|e| e.data.to_string()).collect();
+    assert!(!streamed.contains(THEIR_SECRET));
+    assert!(!theirs.join("pwned.txt").exists());
+    assert!(!runner.homes.join("other-home/pwned.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(runner.repo.join("mine.txt")).unwrap(),
+        "mine\n"
+    );
+}
+
+/// A host where the runner's user can make no namespace (here: util-linux
+/// out of reach): with `danger-full-access` allowed, `auto` does not start,
+/// and says what to do; `off` starts, and warns that sessions are not
+/// isolated.
+#[tokio::test]
+async fn without_namespaces_full_access_needs_containment_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("workspaces");
+    std::fs::create_dir_all(&root).unwrap();
+    let no_tools = dir.path().join("bin");
+    std::fs::create_dir_all(&no_tools).unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(RUNNER_UID), Some(RUNNER_UID)).unwrap();
+    std::os::unix::fs::chown(&root, Some(RUNNER_UID), Some(RUNNER_UID)).unwrap();
+    let runner = |containment: &str| {
+        let mut command = unprivileged(Path::new(env!("CARGO_BIN_EXE_runner")));
+        command
+            .env("PATH", &no_tools)
+            .env("RUNNER_ADDR", "127.0.0.1:0")
+            .env("WORKSPACES_ROOT", &root)
+            .env("RUNNER_CODEX_HOMES", dir.path().join("codex-homes"))
+            .env("CODEX_BIN", codex_bin())
+            .env("RUNNER_DEFAULT_SANDBOX", "danger-full-access")
+            .env("RUNNER_PROCESS_CONTAINMENT", containment)
+            .env("RUST_LOG", "info");
+        command
+    };
+
+    let refusal = RunnerProcess::refused(runner("auto")).await;
+    let started = RunnerProcess::start(runner("off")).await;
+
+    assert!(
+        refusal.contains("RUNNER_MAX_SANDBOX allows danger-full-access"),
+        "{refusal}"
+    );
+    assert!(
+        refusal.contains("RUNNER_PROCESS_CONTAINMENT=off"),
+        "{refusal}"
+    );
+    assert!(
+        started
+            .log()
+            .iter()
+            .any(|line| line.contains("WARN") && line.contains("sessions are not isolated")),
+        "{:#?}",
+        started.log()
     );
 }
 

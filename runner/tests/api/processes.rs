@@ -8,13 +8,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use codex_sdk::SandboxMode;
-use runner::config::{Config, ContainmentMode};
+use runner::config::ContainmentMode;
 use scripted_model::{Script, ScriptedModel};
 use serde_json::{json, Value};
 use test_support::{codex_bin, init_repo, process_with_marker_exists, HANG_GUARD};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::helpers::{Subscription, TestRunner};
+use crate::helpers::{RunnerProcess, Subscription, TestRunner};
 
 fn unique_marker() -> String {
     format!("CONTAIN_{}", uuid::Uuid::new_v4().simple())
@@ -29,19 +28,22 @@ async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// The attack: detach a long sleeper into a session of its own, check from
-/// inside the run that it is alive, end the turn; then it must be gone.
-async fn assert_a_setsid_sleeper_dies_with_its_run(containment: fn(&mut Config)) {
-    let marker = unique_marker();
-    let script = Script::from_json(
+/// The attack: detach a long sleeper (its command line carries `marker`)
+/// into a session of its own, check from inside the run that it is alive,
+/// end the turn.
+fn detach_script(marker: &str) -> Script {
+    Script::from_json(
         &json!({"turns": [{"when": "detach", "steps": [
             [{"exec": format!("setsid sh -c 'sleep 300; true' {marker} >/dev/null 2>&1 </dev/null &")}],
             [{"exec": format!("pgrep -f {marker}")}],
             [{"message": "detached"}]]}]})
         .to_string(),
     )
-    .unwrap();
-    let runner = TestRunner::start_with(|_| script, containment).await;
+    .unwrap()
+}
+
+/// Runs [`detach_script`]'s attack; then the sleeper must be gone.
+async fn assert_a_setsid_sleeper_dies_with_its_run(runner: TestRunner, marker: &str) {
     let thread = runner
         .create_thread(
             json!({"workingDirectory": runner.repo, "sandboxMode": "danger-full-access"}),
@@ -60,83 +62,73 @@ async fn assert_a_setsid_sleeper_dies_with_its_run(containment: fn(&mut Config))
     assert_eq!(checks.len(), 2);
     assert_eq!(checks[1]["exit_code"], 0, "the sleeper ran: {}", checks[1]);
     eventually("the detached sleeper is gone after its run", || {
-        !process_with_marker_exists(&marker)
+        !process_with_marker_exists(marker)
     })
     .await;
 }
 
 #[tokio::test]
 async fn a_setsid_background_process_dies_with_its_completed_run() {
-    assert_a_setsid_sleeper_dies_with_its_run(|config| {
-        config.process_containment = ContainmentMode::PidNamespace;
-        config.sandbox.max_sandbox = SandboxMode::DangerFullAccess;
-    })
+    let marker = unique_marker();
+    let runner = TestRunner::start_with(
+        |_| detach_script(&marker),
+        |config| {
+            config.process_containment = ContainmentMode::PidNamespace;
+            config.sandbox.max_sandbox = SandboxMode::DangerFullAccess;
+        },
+    )
     .await;
+    assert_a_setsid_sleeper_dies_with_its_run(runner, &marker).await;
+}
+
+#[tokio::test]
+async fn an_unprivileged_runners_setsid_background_process_dies_with_its_completed_run() {
+    let marker = unique_marker();
+    let runner = TestRunner::start_unprivileged(
+        |_| detach_script(&marker),
+        |_, command| {
+            command.env("RUNNER_MAX_SANDBOX", "danger-full-access");
+        },
+    )
+    .await;
+    assert_a_setsid_sleeper_dies_with_its_run(runner, &marker).await;
 }
 
 #[tokio::test]
 async fn without_a_namespace_a_setsid_process_that_keeps_its_environment_dies_with_its_run() {
-    assert_a_setsid_sleeper_dies_with_its_run(|config| {
-        config.process_containment = ContainmentMode::Off;
-        config.sandbox.max_sandbox = SandboxMode::DangerFullAccess;
-    })
+    let marker = unique_marker();
+    let runner = TestRunner::start_with(
+        |_| detach_script(&marker),
+        |config| {
+            config.process_containment = ContainmentMode::Off;
+            config.sandbox.max_sandbox = SandboxMode::DangerFullAccess;
+        },
+    )
     .await;
+    assert_a_setsid_sleeper_dies_with_its_run(runner, &marker).await;
 }
 
-/// The runner as its real binary, so a test can `SIGKILL` it.
-struct RunnerProcess {
-    child: tokio::process::Child,
-    base: String,
-}
-
-impl RunnerProcess {
-    async fn start(root: &Path, model: &ScriptedModel, config_file: &Path) -> Self {
-        std::fs::write(config_file, model.codex_config()).unwrap();
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_runner"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap())
-            .env("HOME", std::env::var("HOME").unwrap())
-            .env("RUNNER_ADDR", "127.0.0.1:0")
-            .env("WORKSPACES_ROOT", root)
-            .env("CODEX_BIN", codex_bin())
-            .env("RUNNER_CODEX_CONFIG", config_file)
-            .env("RUNNER_PROCESS_CONTAINMENT", "pid-namespace")
-            // These tests find the CLI by its `--cd <repo>` argument, which
-            // only `codex exec`'s command line carries; the namespace and
-            // the launcher that hold it are the app-server's too.
-            .env("RUNNER_DRIVER", "exec")
-            .env("RUNNER_MAX_SANDBOX", "danger-full-access")
-            .env("RUNNER_CODEX_HOMES", root.with_file_name("codex-homes"))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = tokio::time::timeout(HANG_GUARD, async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                eprintln!("runner| {line}");
-                if line.contains("runner listening") {
-                    let addr = line.split("addr=").nth(1).unwrap();
-                    return addr.split_whitespace().next().unwrap().to_owned();
-                }
-            }
-            panic!("the runner exited before listening");
-        })
-        .await
-        .expect("the runner did not start");
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                eprintln!("runner| {line}");
-            }
-        });
-        Self {
-            child,
-            base: format!("http://{addr}"),
-        }
-    }
+/// The runner as its real binary, contained in PID namespaces.
+async fn start_runner(root: &Path, model: &ScriptedModel, config_file: &Path) -> RunnerProcess {
+    std::fs::write(config_file, model.codex_config()).unwrap();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_runner"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("HOME", std::env::var("HOME").unwrap())
+        .env("RUNNER_ADDR", "127.0.0.1:0")
+        .env("WORKSPACES_ROOT", root)
+        .env("CODEX_BIN", codex_bin())
+        .env("RUNNER_CODEX_CONFIG", config_file)
+        .env("RUNNER_PROCESS_CONTAINMENT", "pid-namespace")
+        // These tests find the CLI by its `--cd <repo>` argument, which
+        // only `codex exec`'s command line carries; the namespace and
+        // the launcher that hold it are the app-server's too.
+        .env("RUNNER_DRIVER", "exec")
+        .env("RUNNER_MAX_SANDBOX", "danger-full-access")
+        .env("RUNNER_CODEX_HOMES", root.with_file_name("codex-homes"))
+        .env("RUST_LOG", "info");
+    RunnerProcess::start(command).await
 }
 
 #[tokio::test]
@@ -154,7 +146,7 @@ async fn a_runner_killed_mid_run_takes_the_cli_and_its_children_with_it() {
     let repo = root.join("session-1/repo");
     init_repo(&repo);
     let model = ScriptedModel::start(script, "127.0.0.1:0").await.unwrap();
-    let mut runner = RunnerProcess::start(&root, &model, &dir.path().join("codex.toml")).await;
+    let mut runner = start_runner(&root, &model, &dir.path().join("codex.toml")).await;
     let client = reqwest::Client::new();
     let thread: Value = client
         .post(format!("{}/threads", runner.base))
