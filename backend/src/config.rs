@@ -16,8 +16,9 @@ pub struct Config {
     pub database_url: String,
     /// `DATABASE_POOL_SIZE`
     pub pool_size: usize,
-    /// `RUNNER_URL`
-    pub runner_url: String,
+    /// `RUNNER_URL`: an http(s) URL; paths are added to it segment by
+    /// segment, percent-encoded (`RunnerClient`).
+    pub runner_url: url::Url,
     /// `RUNNER_TOKEN`: sent to the runner as `Authorization: Bearer`
     /// (never logged).
     pub runner_token: Option<String>,
@@ -346,6 +347,14 @@ impl Config {
                     .to_owned(),
             )));
         }
+        let runner_url = url::Url::parse(raw.runner_url.trim())
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+            .ok_or_else(|| {
+                Box::new(figment::Error::from(
+                    "RUNNER_URL must be an http(s) URL, e.g. http://127.0.0.1:9102".to_owned(),
+                ))
+            })?;
         let trusted_proxies = crate::rate_limit::parse_networks(&raw.backend_trusted_proxies)
             .map_err(|e| {
                 Box::new(figment::Error::from(format!(
@@ -356,7 +365,7 @@ impl Config {
             addr: raw.backend_addr,
             database_url: raw.database_url,
             pool_size: raw.database_pool_size.max(2),
-            runner_url: raw.runner_url.trim_end_matches('/').to_owned(),
+            runner_url,
             runner_token,
             workspaces_root: raw.workspaces_root,
             allow_local_repos: raw.allow_local_repos,

@@ -1,5 +1,11 @@
 //! The backend's client of the runner's HTTP API. The bodies it sends and
 //! reads are `runner_protocol`'s, the types the runner itself uses.
+//!
+//! Every URL is built by `url`'s path-segment encoder from typed ids, never
+//! by formatting: an id is one segment, whatever it holds (`/`, `%2F`,
+//! `..`), so no id can reach another route of the runner. What the runner
+//! says in its errors (its own run ids, server paths) stays in the log:
+//! an error's `Display` is for users and carries none of it.
 
 use std::path::Path;
 use std::time::Duration;
@@ -11,29 +17,56 @@ use sse_stream::SseStream;
 
 use crate::domain::SessionSettings;
 
+/// A call to the runner that failed. Each variant keeps what the runner
+/// said for the log ([`RunnerError::detail`]); its `Display`, for users,
+/// does not.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
-    #[error("the runner is unreachable: {0}")]
+    #[error("the runner is unreachable")]
     Unreachable(String),
-    #[error("the runner does not know {0}")]
-    NotFound(String),
-    #[error("the runner refused: {0}")]
+    #[error("the runner does not know the {what}")]
+    NotFound { what: &'static str, detail: String },
+    #[error("the runner refused the request")]
     Conflict(String),
-    #[error("the runner answered {status}: {message}")]
-    Failed { status: u16, message: String },
+    /// A control (approval, steer, interrupt) the run did not take, in the
+    /// protocol's words.
+    #[error("{0}")]
+    Refused(runner_protocol::ControlRefusal),
+    #[error("the runner answered {status}")]
+    Failed { status: u16, detail: String },
+    /// An id no runner issues (empty, `.` or `..`): `url` drops such a
+    /// segment rather than encode it, so it is refused before any request.
+    #[error("the runner does not know the {0}")]
+    BadId(&'static str),
+}
+
+impl RunnerError {
+    /// What the runner (or the connection) said: for the log only.
+    pub fn detail(&self) -> String {
+        match self {
+            RunnerError::Unreachable(detail)
+            | RunnerError::NotFound { detail, .. }
+            | RunnerError::Conflict(detail)
+            | RunnerError::Failed { detail, .. } => detail.clone(),
+            RunnerError::Refused(reason) => reason.to_string(),
+            RunnerError::BadId(what) => format!("an id of a {what} no runner issues"),
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, RunnerError>;
 
 #[derive(Clone)]
 pub struct RunnerClient {
-    base: String,
+    base: url::Url,
     http: reqwest::Client,
 }
 
 #[derive(Deserialize)]
 struct RunnerErrorBody {
     message: String,
+    #[serde(default)]
+    reason: Option<runner_protocol::ControlRefusal>,
 }
 
 /// One model of the runner's `GET /models`.
@@ -53,7 +86,7 @@ struct RunnerModels {
 impl RunnerClient {
     /// A client of the runner at `base`, sending `token` (the runner's
     /// `RUNNER_TOKEN`) with every request when given.
-    pub fn new(base: &str, token: Option<&str>) -> Self {
+    pub fn new(base: &url::Url, token: Option<&str>) -> Self {
         let mut headers = reqwest::header::HeaderMap::new();
         // The configuration allows only visible ASCII, which is always a
         // valid header value.
@@ -70,15 +103,30 @@ impl RunnerClient {
             .build()
             .unwrap_or_default();
         Self {
-            base: base.trim_end_matches('/').to_owned(),
+            base: base.clone(),
             http,
         }
+    }
+
+    /// The runner's URL of `segments`, each one path segment,
+    /// percent-encoded (`/` and `%` included). A segment that `url` would
+    /// drop (empty, `.`, `..`) is refused instead.
+    fn url(&self, segments: &[&str]) -> Result<url::Url> {
+        if let Some(bad) = segments.iter().find(|s| matches!(**s, "" | "." | "..")) {
+            tracing::warn!(segment = bad, "refused a runner URL segment");
+            return Err(RunnerError::BadId("request"));
+        }
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        Ok(url)
     }
 
     pub async fn health(&self) -> Result<()> {
         let response = self
             .http
-            .get(format!("{}/health", self.base))
+            .get(self.url(&["health"])?)
             .timeout(Duration::from_secs(3))
             .send()
             .await
@@ -106,7 +154,7 @@ impl RunnerClient {
         };
         let response = self
             .http
-            .post(format!("{}/threads", self.base))
+            .post(self.url(&["threads"])?)
             .json(&body)
             .timeout(Duration::from_secs(10))
             .send()
@@ -124,7 +172,7 @@ impl RunnerClient {
     pub async fn models(&self) -> Result<Vec<RunnerModel>> {
         let response = self
             .http
-            .get(format!("{}/models", self.base))
+            .get(self.url(&["models"])?)
             .timeout(Duration::from_secs(40))
             .send()
             .await
@@ -141,16 +189,13 @@ impl RunnerClient {
     pub async fn resolve_approval(
         &self,
         run_id: &str,
-        approval_id: &str,
+        approval_id: &runner_protocol::ApprovalId,
         decision: runner_protocol::ApprovalDecision,
         by: Option<String>,
     ) -> Result<()> {
         let response = self
             .http
-            .post(format!(
-                "{}/runs/{run_id}/approvals/{approval_id}",
-                self.base
-            ))
+            .post(self.url(&["runs", run_id, "approvals", &approval_id.to_string()])?)
             .json(&runner_protocol::ResolveApproval { decision, by })
             .timeout(Duration::from_secs(10))
             .send()
@@ -163,7 +208,7 @@ impl RunnerClient {
     pub async fn steer_run(&self, run_id: &str, prompt: &str) -> Result<()> {
         let response = self
             .http
-            .post(format!("{}/runs/{run_id}/steer", self.base))
+            .post(self.url(&["runs", run_id, "steer"])?)
             .json(&runner_protocol::SteerRun {
                 prompt: prompt.to_owned(),
             })
@@ -178,7 +223,7 @@ impl RunnerClient {
     pub async fn interrupt_run(&self, run_id: &str) -> Result<()> {
         let response = self
             .http
-            .post(format!("{}/runs/{run_id}/interrupt", self.base))
+            .post(self.url(&["runs", run_id, "interrupt"])?)
             .timeout(Duration::from_secs(10))
             .send()
             .await
@@ -189,7 +234,7 @@ impl RunnerClient {
     pub async fn delete_thread(&self, thread_id: &str) -> Result<()> {
         let response = self
             .http
-            .delete(format!("{}/threads/{thread_id}", self.base))
+            .delete(self.url(&["threads", thread_id])?)
             .timeout(Duration::from_secs(10))
             .send()
             .await
@@ -200,7 +245,7 @@ impl RunnerClient {
     pub async fn start_run(&self, thread_id: &str, prompt: &str) -> Result<String> {
         let response = self
             .http
-            .post(format!("{}/runs", self.base))
+            .post(self.url(&["runs"])?)
             .json(&CreateRun {
                 thread_id: thread_id.to_owned(),
                 prompt: prompt.to_owned(),
@@ -220,7 +265,7 @@ impl RunnerClient {
     pub async fn cancel_run(&self, run_id: &str) -> Result<()> {
         let response = self
             .http
-            .post(format!("{}/runs/{run_id}/cancel", self.base))
+            .post(self.url(&["runs", run_id, "cancel"])?)
             .timeout(Duration::from_secs(10))
             .send()
             .await
@@ -236,7 +281,7 @@ impl RunnerClient {
         run_id: &str,
         after: u64,
     ) -> Result<impl Stream<Item = Result<Event>> + Send + Unpin + use<>> {
-        let mut request = self.http.get(format!("{}/runs/{run_id}/events", self.base));
+        let mut request = self.http.get(self.url(&["runs", run_id, "events"])?);
         if after > 0 {
             request = request.header("Last-Event-ID", after.to_string());
         }
@@ -263,22 +308,62 @@ fn unreachable(error: reqwest::Error) -> RunnerError {
     RunnerError::Unreachable(error.without_url().to_string())
 }
 
-async fn check(response: reqwest::Response, what: &str) -> Result<reqwest::Response> {
+async fn check(response: reqwest::Response, what: &'static str) -> Result<reqwest::Response> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);
     }
-    let message = response
-        .json::<RunnerErrorBody>()
-        .await
-        .map(|b| b.message)
-        .unwrap_or_else(|_| status.to_string());
-    Err(match status.as_u16() {
-        404 => RunnerError::NotFound(format!("the {what}: {message}")),
-        409 => RunnerError::Conflict(message),
-        code => RunnerError::Failed {
+    let (detail, reason) = match response.json::<RunnerErrorBody>().await {
+        Ok(body) => (body.message, body.reason),
+        Err(_) => (status.to_string(), None),
+    };
+    Err(match (status.as_u16(), reason) {
+        (404 | 409, Some(reason)) => RunnerError::Refused(reason),
+        (404, None) => RunnerError::NotFound { what, detail },
+        (409, None) => RunnerError::Conflict(detail),
+        (code, _) => RunnerError::Failed {
             status: code,
-            message,
+            detail,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_id_is_one_encoded_segment_of_the_runners_url() {
+        let base = url::Url::parse("http://127.0.0.1:9102").unwrap();
+        let client = RunnerClient::new(&base, None);
+        let url = |segments: &[&str]| client.url(segments).unwrap().to_string();
+
+        assert_eq!(
+            url(&["runs", "r1", "cancel"]),
+            "http://127.0.0.1:9102/runs/r1/cancel"
+        );
+        assert_eq!(
+            url(&["runs", "../../x/approvals/approval-1", "steer"]),
+            "http://127.0.0.1:9102/runs/..%2F..%2Fx%2Fapprovals%2Fapproval-1/steer"
+        );
+        assert_eq!(
+            url(&["runs", "a%2Fb?c#d", "events"]),
+            "http://127.0.0.1:9102/runs/a%252Fb%3Fc%23d/events"
+        );
+        // A segment that would vanish or climb is refused.
+        for bad in ["", ".", ".."] {
+            assert!(matches!(
+                client.url(&["runs", bad, "cancel"]),
+                Err(RunnerError::BadId(_))
+            ));
+        }
+        let prefixed = url::Url::parse("http://runner:9102/base/").unwrap();
+        assert_eq!(
+            RunnerClient::new(&prefixed, None)
+                .url(&["health"])
+                .unwrap()
+                .as_str(),
+            "http://runner:9102/base/health"
+        );
+    }
 }

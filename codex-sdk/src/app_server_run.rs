@@ -29,6 +29,7 @@
 use std::collections::HashMap;
 
 use futures_util::Stream;
+use runner_protocol::ApprovalId;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -71,7 +72,7 @@ impl Decision {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
     #[error("the run has no approval {0} waiting")]
-    NoSuchApproval(String),
+    NoSuchApproval(ApprovalId),
     #[error("the run is not in a turn yet")]
     NoTurn,
     #[error("the run has ended")]
@@ -84,7 +85,7 @@ pub enum ControlError {
 
 pub(crate) enum Command {
     Approve {
-        approval_id: String,
+        approval_id: ApprovalId,
         decision: Decision,
         by: Option<String>,
         done: oneshot::Sender<std::result::Result<(), ControlError>>,
@@ -124,12 +125,12 @@ impl RunControl {
     /// `by` says who, in `approval.resolved`.
     pub async fn approve(
         &self,
-        approval_id: &str,
+        approval_id: &ApprovalId,
         decision: Decision,
         by: Option<String>,
     ) -> std::result::Result<(), ControlError> {
         self.send(|done| Command::Approve {
-            approval_id: approval_id.to_owned(),
+            approval_id: approval_id.clone(),
             decision,
             by,
             done,
@@ -243,7 +244,7 @@ pub(crate) fn run(
         };
         let mut translator = Translator::default();
         // Approvals waiting for an answer: the server's request, by our id.
-        let mut waiting: HashMap<String, RequestId> = HashMap::new();
+        let mut waiting: HashMap<ApprovalId, RequestId> = HashMap::new();
         let mut next_approval = 0u64;
         let mut controls_open = true;
         loop {
@@ -270,7 +271,7 @@ pub(crate) fn run(
                                 Ok(()) => {
                                     yield Ok(line(json!({
                                         "type": "approval.resolved",
-                                        "approvalId": approval_id,
+                                        "approvalId": approval_id.to_string(),
                                         "decision": decision.as_str(),
                                         "by": by,
                                     })));
@@ -348,11 +349,10 @@ pub(crate) fn run(
                                 }
                             };
                             next_approval += 1;
-                            let approval_id = format!("approval-{next_approval}");
-                            waiting.insert(approval_id.clone(), id);
+                            let approval_id = ApprovalId::nth(next_approval);
                             let mut event = json!({
                                 "type": "approval.requested",
-                                "approvalId": approval_id,
+                                "approvalId": approval_id.to_string(),
                                 "kind": kind,
                                 "itemId": params["itemId"],
                                 "reason": params["reason"],
@@ -363,6 +363,7 @@ pub(crate) fn run(
                             } else {
                                 event["changes"] = translator.changes_of(params["itemId"].as_str().unwrap_or(""));
                             }
+                            waiting.insert(approval_id, id);
                             yield Ok(line(event));
                         }
                     }

@@ -9,22 +9,26 @@
 //!   it.
 //! - `terminal`: the runner's last event of a run (`run.completed`,
 //!   `run.failed`, `run.cancelled`), typed.
+//! - `approval_id`: the one form of an approval's id, which travels into
+//!   the runner's URLs.
 //! - `cursor`: where a stream resumes, from `Last-Event-ID` or `?after=`.
 //!
 //! Serialisation of these types is the wire format; the crate knows nothing
 //! of HTTP servers or async runtimes.
 
+mod approval_id;
 mod cursor;
 mod event;
 mod runs;
 mod terminal;
 mod threads;
 
+pub use approval_id::{ApprovalId, ApprovalIdError};
 pub use cursor::{Cursor, CursorError};
 pub use event::{Event, EventKind, Payload};
 pub use runs::{
-    ApprovalDecision, CancelAccepted, CancelStatus, ControlAccepted, CreateRun, Health,
-    ResolveApproval, RunCreated, RunSnapshot, RunStatus, SteerRun, Usage,
+    ApprovalDecision, CancelAccepted, CancelStatus, ControlAccepted, ControlRefusal, CreateRun,
+    Health, ResolveApproval, RunCreated, RunSnapshot, RunStatus, SteerRun, Usage,
 };
 pub use terminal::{Changes, Terminal};
 pub use threads::{ApprovalMode, CreateThread, ReasoningEffort, SandboxMode, ThreadView};

@@ -262,3 +262,28 @@ mod tests {
         assert_eq!(sparse.input_tokens, 0);
     }
 }
+
+/// Why the runner did not take a control (an approval's answer, a steer,
+/// an interrupt): the `reason` of its 404/409 error body. The backend tells
+/// its users these words, never the runner's free text, which names the
+/// runner's own ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlRefusal {
+    /// No approval of that id waits on the run (never issued for it, or
+    /// answered already). Answered 404.
+    #[error("no such approval waits on this run")]
+    NoSuchApproval,
+    /// The run has finished.
+    #[error("the run has ended")]
+    Ended,
+    /// The run has not started its turn yet.
+    #[error("the run is not in a turn yet; try again in a moment")]
+    NoTurn,
+    /// The run's driver cannot do it (exec).
+    #[error("the runner's exec driver cannot do that (RUNNER_DRIVER=app-server can)")]
+    Unsupported,
+    /// The Codex CLI refused it.
+    #[error("the Codex CLI refused it")]
+    Refused,
+}

@@ -12,8 +12,9 @@ use poem::http::{HeaderMap, StatusCode};
 use poem::web::{Data, Json, Path, Query};
 use poem::{handler, Body, EndpointExt, IntoEndpoint, IntoResponse, Response};
 use runner_protocol::{
-    ApprovalDecision, CancelAccepted, CancelStatus, ControlAccepted, CreateRun, CreateThread,
-    Cursor, Health, ResolveApproval, RunCreated, RunSnapshot, SteerRun, ThreadView,
+    ApprovalDecision, ApprovalId, CancelAccepted, CancelStatus, ControlAccepted, ControlRefusal,
+    CreateRun, CreateThread, Cursor, Health, ResolveApproval, RunCreated, RunSnapshot, SteerRun,
+    ThreadView,
 };
 use serde::Deserialize;
 use service_kit::methods::{get, post};
@@ -352,25 +353,25 @@ fn cancel_run(Data(state): Data<&AppState>, Path(id): Path<String>) -> Result<Re
 fn control_of(state: &AppState, id: &str) -> Result<(Uuid, codex_sdk::RunControl)> {
     let id = parse_id(id, "run")?;
     let run = state.registry.run(id)?;
-    let control = run.control().ok_or_else(|| {
-        ApiError::Conflict(format!("run {id} already finished ({:?})", run.status()))
-    })?;
+    let control = run
+        .control()
+        .ok_or(ApiError::Refused(ControlRefusal::Ended))?;
     Ok((id, control))
 }
 
+/// The refusal in the protocol's words; what the CLI said stays in the log.
 fn control_error(id: Uuid, error: codex_sdk::ControlError) -> ApiError {
     use codex_sdk::ControlError;
-    match error {
-        ControlError::NoSuchApproval(approval) => {
-            ApiError::NotFound(format!("run {id} has no approval {approval} waiting"))
+    ApiError::Refused(match error {
+        ControlError::NoSuchApproval(_) => ControlRefusal::NoSuchApproval,
+        ControlError::Unsupported => ControlRefusal::Unsupported,
+        ControlError::Ended => ControlRefusal::Ended,
+        ControlError::NoTurn => ControlRefusal::NoTurn,
+        ControlError::Refused(why) => {
+            tracing::warn!(run_id = %id, %why, "the Codex CLI refused a control");
+            ControlRefusal::Refused
         }
-        ControlError::Unsupported => ApiError::Conflict(format!(
-            "run {id} runs on the exec driver, which cannot do that (RUNNER_DRIVER=app-server can)"
-        )),
-        ControlError::Ended => ApiError::Conflict(format!("run {id} has ended")),
-        ControlError::NoTurn => ApiError::Conflict(format!("run {id} is not in a turn yet")),
-        ControlError::Refused(why) => ApiError::Conflict(format!("the Codex CLI refused: {why}")),
-    }
+    })
 }
 
 fn accepted(run_id: Uuid) -> Response {
@@ -392,6 +393,9 @@ async fn resolve_approval(
         ));
     }
     let (id, control) = control_of(state, &id)?;
+    // Only the one form an approval id has; anything else was never issued.
+    let approval_id = ApprovalId::parse(&approval_id)
+        .map_err(|_| ApiError::Refused(ControlRefusal::NoSuchApproval))?;
     let decision = match request.decision {
         ApprovalDecision::Approve => codex_sdk::Decision::Approve,
         ApprovalDecision::ApproveForSession => codex_sdk::Decision::ApproveForSession,

@@ -4,7 +4,7 @@
 
 use poem::error::ResponseError;
 use poem::http::StatusCode;
-use poem::Response;
+use poem::{IntoResponse, Response};
 use service_kit::ErrorCode;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +26,10 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     Conflict(String),
+    /// A control the run did not take; the body's `reason` says why in the
+    /// protocol's words.
+    #[error("{0}")]
+    Refused(runner_protocol::ControlRefusal),
     #[error("{0}")]
     TooMany(String),
     #[error("{0}")]
@@ -43,6 +47,10 @@ impl ApiError {
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::Forbidden(_) => ErrorCode::Forbidden,
             ApiError::Conflict(_) => ErrorCode::Conflict,
+            ApiError::Refused(runner_protocol::ControlRefusal::NoSuchApproval) => {
+                ErrorCode::NotFound
+            }
+            ApiError::Refused(_) => ErrorCode::Conflict,
             ApiError::TooMany(_) => ErrorCode::TooManyRequests,
             ApiError::TooLarge(_) => ErrorCode::PayloadTooLarge,
             ApiError::Internal(_) => ErrorCode::InternalError,
@@ -58,6 +66,16 @@ impl ResponseError for ApiError {
     fn as_response(&self) -> Response {
         if let ApiError::Internal(error) = self {
             tracing::error!(error.cause_chain = ?error, "internal error");
+        }
+        if let ApiError::Refused(reason) = self {
+            let code = self.code();
+            let body = serde_json::json!({
+                "error": code.reason(),
+                "message": self.to_string(),
+                "code": code.as_str(),
+                "reason": reason,
+            });
+            return (code.status(), poem::web::Json(body)).into_response();
         }
         let mut response = service_kit::error_response(self.code(), self.to_string());
         if let ApiError::TooLarge(_) = self {

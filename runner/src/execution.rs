@@ -55,7 +55,7 @@ async fn drive(
         match event {
             Ok(event) => {
                 let (event, line) = event.into_parts();
-                record(&run, &event, limits.max_event_bytes);
+                record(&run, &event, &thread.options, limits.max_event_bytes);
                 let data = event_size::fit_line(line, limits.max_event_bytes);
                 let reason = match run.log.push(event.event_type(), data) {
                     Err(PushError::Full) => format!(
@@ -88,7 +88,7 @@ async fn drive(
         Some(SdkError::Cancelled) => RunStatus::Cancelled,
         Some(error) => {
             run.set_error(event_size::clip(
-                error_chain(&error),
+                without_server_paths(&error_chain(&error), &thread.options),
                 limits.max_event_bytes / 2,
             ));
             RunStatus::Failed
@@ -128,8 +128,14 @@ async fn drive(
 
 /// Takes what the runner reports about a run out of its events. The texts
 /// go into the terminal event, so each keeps within half an event.
-fn record(run: &Run, event: &ThreadEvent, max_event_bytes: usize) {
+fn record(
+    run: &Run,
+    event: &ThreadEvent,
+    options: &codex_sdk::ThreadOptions,
+    max_event_bytes: usize,
+) {
     let clip = |text: &String| event_size::clip(text.clone(), max_event_bytes / 2);
+    let error = |text: &String| clip(&without_server_paths(text, options));
     match event {
         ThreadEvent::ThreadStarted { thread_id } => run.set_codex_thread_id(thread_id.clone()),
         ThreadEvent::ItemCompleted { item } => {
@@ -138,10 +144,38 @@ fn record(run: &Run, event: &ThreadEvent, max_event_bytes: usize) {
             }
         }
         ThreadEvent::TurnCompleted { usage } => run.set_usage(usage.clone()),
-        ThreadEvent::TurnFailed { error } => run.set_error(clip(&error.message)),
-        ThreadEvent::Error { message } => run.set_error(clip(message)),
+        ThreadEvent::TurnFailed { error: failed } => run.set_error(error(&failed.message)),
+        ThreadEvent::Error { message } => run.set_error(error(message)),
         _ => {}
     }
+}
+
+/// `text` (the CLI's failure and its stderr tail, which users read in
+/// `run.failed`) with the server's folders of this thread named by their
+/// role instead: the workspace, its `CODEX_HOME`, its temp folder, and the
+/// roots they live under. An agent's own output keeps its paths; the
+/// runner's words about a run do not show where the server keeps things.
+fn without_server_paths(text: &str, options: &codex_sdk::ThreadOptions) -> String {
+    let mut named: Vec<(String, &str)> = Vec::new();
+    let mut name = |path: Option<&std::path::Path>, label: &'static str| {
+        if let Some(path) = path.map(|p| p.display().to_string()) {
+            if path.len() > 1 {
+                named.push((path, label));
+            }
+        }
+    };
+    name(options.working_directory.as_deref(), "<workspace>");
+    name(options.codex_home.as_deref(), "<codex home>");
+    name(options.private_tmp.as_deref(), "<tmp>");
+    for folder in &options.exposed {
+        name(Some(folder), "<session folder>");
+        name(folder.parent(), "<server folder>");
+    }
+    // The longest first, so that a folder inside another keeps its own name.
+    named.sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+    named.iter().fold(text.to_owned(), |text, (path, label)| {
+        text.replace(path.as_str(), label)
+    })
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -153,4 +187,30 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_names_the_servers_folders_by_their_role() {
+        let options = codex_sdk::ThreadOptions {
+            working_directory: Some("/srv/ws/s1/repo".into()),
+            codex_home: Some("/srv/homes/k1/codex-home".into()),
+            private_tmp: Some("/srv/homes/k1/tmp".into()),
+            exposed: vec!["/srv/ws/s1".into(), "/srv/homes/k1".into()],
+            ..Default::default()
+        };
+        let said = "codex exited: cannot write /srv/homes/k1/codex-home/x (codex_home: \
+            /srv/homes/k1/codex-home); cwd /srv/ws/s1/repo/src, tmp /srv/homes/k1/tmp, \
+            other /srv/ws/s2/repo, homes /srv/homes/k2";
+
+        assert_eq!(
+            without_server_paths(said, &options),
+            "codex exited: cannot write <codex home>/x (codex_home: <codex home>); \
+             cwd <workspace>/src, tmp <tmp>, other <server folder>/s2/repo, \
+             homes <server folder>/k2"
+        );
+    }
 }

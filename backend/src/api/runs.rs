@@ -203,12 +203,13 @@ impl RunsApi {
                 )))
             }
         };
-        if approval_id.len() > 100 {
-            return Err(ApiError::not_found(format!(
-                "no approval {} waits",
-                approval_id.0
-            )));
-        }
+        // Parsed before it goes anywhere: it becomes a path segment of the
+        // runner's URL.
+        let approval_id = runner_protocol::ApprovalId::parse(&approval_id).map_err(|_| {
+            ApiError::bad_request(
+                "approval_id must be the id of an approval.requested event (approval-<number>)",
+            )
+        })?;
         let (id, runner_run) = self.running(&run_id, &caller).await?;
         let by = caller.user.as_ref().map(|u| u.name.clone());
         self.engine
@@ -342,19 +343,28 @@ fn seq_of(after: u64) -> i64 {
     i64::try_from(after).unwrap_or(i64::MAX)
 }
 
-/// A runner's refusal of a control, as the API says it.
+/// A runner's refusal of a control, as the API says it: in the protocol's
+/// words, never the runner's own (they name its ids).
 fn control_error(run: uuid::Uuid, error: crate::runner_client::RunnerError) -> ApiError {
     use crate::runner_client::RunnerError;
+    use runner_protocol::ControlRefusal;
     match error {
-        RunnerError::NotFound(message) => ApiError::not_found(message),
-        RunnerError::Conflict(message) => ApiError::conflict(message),
-        RunnerError::Unreachable(message) => {
-            tracing::warn!(%run, %message, "the runner did not take a control");
+        RunnerError::Refused(reason @ ControlRefusal::NoSuchApproval) => {
+            ApiError::not_found(reason.to_string())
+        }
+        RunnerError::Refused(reason) => ApiError::conflict(reason.to_string()),
+        RunnerError::NotFound { detail, .. } => {
+            tracing::info!(%run, %detail, "the runner does not know the run");
+            ApiError::conflict("the run is not running")
+        }
+        RunnerError::BadId(_) => ApiError::conflict("the run is not running"),
+        RunnerError::Unreachable(detail) => {
+            tracing::warn!(%run, %detail, "the runner did not take a control");
             ApiError::unavailable("the runner is unreachable; try again shortly")
         }
-        RunnerError::Failed { status, message } => {
-            tracing::warn!(%run, status, %message, "the runner refused a control");
-            ApiError::conflict(format!("the runner refused: {message}"))
+        error @ (RunnerError::Conflict(_) | RunnerError::Failed { .. }) => {
+            tracing::warn!(%run, %error, detail = %error.detail(), "the runner refused a control");
+            ApiError::conflict(format!("{error}"))
         }
     }
 }

@@ -242,7 +242,7 @@ impl Engine {
 
     pub(super) async fn delete_runner_thread(&self, thread: &str) {
         match self.runner.delete_thread(thread).await {
-            Ok(()) | Err(RunnerError::NotFound(_)) => {}
+            Ok(()) | Err(RunnerError::NotFound { .. }) => {}
             Err(error) => tracing::warn!(%error, "the runner did not delete the thread"),
         }
     }

@@ -155,7 +155,11 @@ impl Engine {
         let runner_run = match self.start_on_runner(session, &run.prompt).await {
             Ok(id) => id,
             Err(error) => {
-                self.end_without_runner(&run, Terminal::failed(run.id, error.to_string()))
+                // The runner's words name its ids and the server's paths:
+                // they go to the log, the user gets ours.
+                tracing::warn!(%error, detail = %error.detail(), "the runner did not start the run");
+                let message = format!("the run could not start: {error}");
+                self.end_without_runner(&run, Terminal::failed(run.id, message))
                     .await;
                 return;
             }
@@ -184,10 +188,12 @@ impl Engine {
     /// needs nothing more.
     pub(super) async fn cancel_on_runner(&self, runner_run: &str) {
         match self.runner.cancel_run(runner_run).await {
-            Ok(()) | Err(RunnerError::NotFound(_)) | Err(RunnerError::Conflict(_)) => {}
+            Ok(()) | Err(RunnerError::NotFound { .. }) | Err(RunnerError::Conflict(_)) => {}
             // The relay is the one to notice a runner that went away: it
             // fails the run after its attempts to reach the stream.
-            Err(error) => tracing::warn!(%error, "the runner did not take the cancel"),
+            Err(error) => {
+                tracing::warn!(%error, detail = %error.detail(), "the runner did not take the cancel");
+            }
         }
     }
 
@@ -202,7 +208,7 @@ impl Engine {
         let dir = self.workspace(session.id);
         if let Some(thread) = &session.runner_thread_id {
             match self.runner.start_run(thread, prompt).await {
-                Err(RunnerError::NotFound(_)) => {}
+                Err(RunnerError::NotFound { .. }) => {}
                 other => return other,
             }
         }

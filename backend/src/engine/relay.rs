@@ -117,12 +117,15 @@ impl Engine {
             // nothing new, backs off, so a runner that keeps refusing or
             // closing streams is not hammered.
             let failure = match self.runner.events(runner_run, last).await {
-                Err(RunnerError::NotFound(_)) => {
+                Err(RunnerError::NotFound { .. }) => {
                     let terminal = Terminal::failed(run.id,
                         "the runner no longer knows this run (it was probably restarted); send the prompt again");
                     return (ended(last + 1, terminal, false), last);
                 }
-                Err(error) => format!("lost the runner: {error}"),
+                Err(error) => {
+                    tracing::debug!(detail = %error.detail(), "cannot follow the runner's stream");
+                    format!("lost the runner: {error}")
+                }
                 Ok(mut stream) => {
                     let last_before = last;
                     loop {

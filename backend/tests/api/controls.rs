@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 use test_support::{assert_numbered_from_one, labels};
 
-use crate::helpers::{assert_error, TestStack};
+use crate::helpers::{assert_error, runner_run_id, TestStack};
 
 async fn app_server_stack() -> TestStack {
     TestStack::start_configured(true, &[("RUNNER_DRIVER", "app-server")]).await
@@ -274,4 +274,179 @@ async fn a_replay_leaves_out_the_deltas_of_completed_items_and_keeps_the_rest() 
     let resumed = stack.subscribe(&run, Some(middle)).await.rest().await;
     let expected: Vec<_> = kept.iter().filter(|e| e.id > middle).cloned().collect();
     assert_eq!(resumed.iter().collect::<Vec<_>>(), expected);
+}
+
+/// A session of `user`'s waiting on an approval: the session, its run and
+/// the approval's id.
+async fn waiting_approval(stack: &TestStack, client: &reqwest::Client) -> (String, String, String) {
+    let repo = stack.make_repo(&format!("repo-{}", uuid::Uuid::new_v4()));
+    let created: Value = client
+        .post(stack.url("/api/sessions"))
+        .json(&json!({"repo_url": format!("file://{}", repo.display()),
+                      "approval_policy": "untrusted"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // A prompt waits for the clone.
+    let session = created["session_id"].as_str().unwrap().to_owned();
+    let queued: Value = client
+        .post(stack.url(&format!("/api/sessions/{session}/prompt")))
+        .json(&json!({"prompt": "touch a file"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run = queued["run_id"].as_str().unwrap().to_owned();
+    let mut stream = test_support::Subscription::open(
+        client,
+        &stack.url(&format!("/api/runs/{run}/events")),
+        None,
+    )
+    .await;
+    let before = stream.until(|e| e.event == "approval.requested").await;
+    let approval = before.last().unwrap().data["approvalId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (session, run, approval)
+}
+
+/// The second attack run's finding: an approval id with `%2F` walked to
+/// other routes of the runner, with the backend's runner token, so a user
+/// could approve, cancel or interrupt another user's run.
+#[tokio::test]
+async fn an_approval_id_cannot_walk_to_other_runner_routes() {
+    let stack = app_server_stack().await;
+    let mallory = stack.add_user("mallory", false).await;
+    let (alice_session, alice_run, alice_approval) = waiting_approval(&stack, &stack.client).await;
+    let (_, own_run, own_approval) = waiting_approval(&stack, &mallory.client).await;
+    let alice_runner_run = runner_run_id(&stack.db, &alice_run).await.unwrap();
+    let own_runner_run = runner_run_id(&stack.db, &own_run).await.unwrap();
+
+    let walks = [
+        format!("..%2F..%2F{alice_runner_run}%2Fapprovals%2F{alice_approval}"),
+        format!("..%2F..%2F{alice_runner_run}%2Fcancel"),
+        format!("..%2F..%2F{alice_runner_run}%2Finterrupt"),
+        "..%2Finterrupt".to_owned(),
+        "..%2Fcancel".to_owned(),
+        format!("{own_approval}%2F..%2F..%2Finterrupt"),
+        format!("{own_approval}%3F"),
+        format!("{own_approval}%23x"),
+    ];
+    let mut messages = Vec::new();
+    for walk in &walks {
+        let response = mallory
+            .client
+            .post(stack.url(&format!("/api/runs/{own_run}/approvals/{walk}")))
+            .json(&json!({"decision": "approve"}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert!(matches!(status, 400 | 404), "{walk}: {status} {body}");
+        messages.push(body["message"].as_str().unwrap_or_default().to_owned());
+    }
+    // A well-formed id the runner never issued for this run is refused by
+    // the runner itself.
+    let unissued = mallory
+        .client
+        .post(stack.url(&format!("/api/runs/{own_run}/approvals/approval-77")))
+        .json(&json!({"decision": "approve"}))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(unissued, 404, "not_found").await;
+    messages.push(body["message"].as_str().unwrap().to_owned());
+
+    // Nothing happened to either run: both still wait, their approvals
+    // unanswered; alice's answer still works.
+    for (client, run) in [(&stack.client, &alice_run), (&mallory.client, &own_run)] {
+        let row: Value = client
+            .get(stack.url(&format!("/api/runs/{run}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(row["status"], "running", "{row}");
+    }
+    assert!(!stack
+        .workspace(&alice_session)
+        .join("approved.txt")
+        .exists());
+    let answer = stack
+        .post(
+            &format!("/api/runs/{alice_run}/approvals/{alice_approval}"),
+            json!({"decision": "deny"}),
+        )
+        .await;
+    assert_eq!(answer.status(), 202);
+    let events = stack.events(&alice_run).await;
+    let resolved: Vec<_> = events
+        .iter()
+        .filter(|e| e.event == "approval.resolved")
+        .collect();
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].data["by"], "alice");
+    // No message told the attacker a runner id or a server path.
+    for message in &messages {
+        for secret in [&alice_runner_run, &own_runner_run] {
+            assert!(!message.contains(secret.as_str()), "{message}");
+        }
+        assert!(
+            !message.contains(&stack.root.display().to_string()),
+            "{message}"
+        );
+    }
+}
+
+/// What the runner says when it refuses or fails (its run ids, the
+/// server's paths) stays in the log: users read the backend's words, and
+/// the CLI's failure with the server's folders named by their role.
+#[tokio::test]
+async fn a_run_that_fails_on_the_runner_names_no_server_path() {
+    let mut stack = TestStack::start().await;
+    let (session, _) = stack.ready_session().await;
+    let first = stack.prompt(&session, "hello").await;
+    stack.events(&first).await;
+    // The CLI fails in a working directory that is gone.
+    std::fs::remove_dir_all(stack.workspace(&session)).unwrap();
+    let failed_by_cli = stack.prompt(&session, "hello again").await;
+    stack.events(&failed_by_cli).await;
+    // A restarted runner has forgotten the thread, and refuses a new one
+    // in that directory.
+    stack.stop_runner().await;
+    stack.start_runner().await;
+    let refused = stack.prompt(&session, "and again").await;
+    stack.events(&refused).await;
+
+    let root = stack.root.display().to_string();
+    let homes = stack
+        .root
+        .with_file_name("codex-homes")
+        .display()
+        .to_string();
+    for run in [&failed_by_cli, &refused] {
+        let row = stack.get_json(&format!("/api/runs/{run}")).await;
+        assert_eq!(row["status"], "failed", "{row}");
+        let events = stack.events(run).await;
+        let said = format!("{row}{events:?}");
+        assert!(!said.contains(&root) && !said.contains(&homes), "{said}");
+        assert!(!said.contains("workingDirectory"), "{said}");
+    }
+    let row = stack.get_json(&format!("/api/runs/{refused}")).await;
+    assert!(
+        row["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("the run could not start"),
+        "{row}"
+    );
 }

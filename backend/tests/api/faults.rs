@@ -7,17 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use test_support::{assert_numbered_from_one, labels, process_with_marker_exists, Subscription};
 
-use crate::helpers::{TestDb, TestStack};
-
-/// The runner's run id the backend recorded for `run`, if any.
-async fn runner_run_id(db: &TestDb, run: &str) -> Option<String> {
-    let rows = db
-        .query(&format!(
-            "SELECT runner_run_id FROM runs WHERE id = '{run}'"
-        ))
-        .await;
-    rows[0].get(0)
-}
+use crate::helpers::{runner_run_id, TestDb, TestStack};
 
 /// Makes every UPDATE that would turn a session `ready` fail, the first
 /// `times` times, inside the test's database.

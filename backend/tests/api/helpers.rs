@@ -783,6 +783,16 @@ impl TestStack {
     }
 }
 
+/// The runner's run id the backend recorded for `run`, if any.
+pub async fn runner_run_id(db: &TestDb, run: &str) -> Option<String> {
+    let rows = db
+        .query(&format!(
+            "SELECT runner_run_id FROM runs WHERE id = '{run}'"
+        ))
+        .await;
+    rows[0].get(0)
+}
+
 /// Asserts the JSON error schema and returns the body.
 pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> Value {
     assert_eq!(response.status(), status);
