@@ -3,6 +3,7 @@
 //! second listener, serves sessions' workspaces as previews.
 
 pub mod config;
+pub mod headers;
 pub mod preview;
 pub mod proxy;
 pub mod startup;

@@ -75,14 +75,29 @@ impl Preview {
 /// check lets in). IPv6 literals cannot be written in a CSP source, so a
 /// dashboard opened as `http://[::1]:9100` cannot frame a preview.
 pub fn dashboard_origins(proxy_addr: SocketAddr, allowed_hosts: &str) -> String {
-    let port = proxy_addr.port();
+    named_origins(proxy_addr, allowed_hosts, None)
+}
+
+/// The CSP `frame-src` sources of the dashboard: the dashboard builds the
+/// Preview tab's address from its own host name and the preview listener's
+/// port (`app.js`, `previewUrl`), so these are the names of
+/// [`dashboard_origins`], each at `preview_port`.
+pub fn preview_origins(proxy_addr: SocketAddr, allowed_hosts: &str, preview_port: u16) -> String {
+    named_origins(proxy_addr, allowed_hosts, Some(preview_port))
+}
+
+/// The origins of the names the dashboard is reached by: at the ports it
+/// is reached at (`None`: the bound port for the bound address, an
+/// `ALLOWED_HOSTS` entry's own port or else any), or each at `port`.
+fn named_origins(proxy_addr: SocketAddr, allowed_hosts: &str, port: Option<u16>) -> String {
+    let bound = port.unwrap_or(proxy_addr.port());
     let mut sources: Vec<String> = Vec::new();
     match proxy_addr.ip() {
         ip if ip.is_unspecified() || ip.is_loopback() => {
-            sources.push(format!("http://127.0.0.1:{port}"));
-            sources.push(format!("http://localhost:{port}"));
+            sources.push(format!("http://127.0.0.1:{bound}"));
+            sources.push(format!("http://localhost:{bound}"));
         }
-        IpAddr::V4(ip) => sources.push(format!("http://{ip}:{port}")),
+        IpAddr::V4(ip) => sources.push(format!("http://{ip}:{bound}")),
         IpAddr::V6(_) => {}
     }
     for entry in allowed_hosts
@@ -91,7 +106,10 @@ pub fn dashboard_origins(proxy_addr: SocketAddr, allowed_hosts: &str) -> String 
         .filter(|e| !e.is_empty())
     {
         if entry == "*" {
-            return "*".into();
+            return match port {
+                None => "*".into(),
+                Some(port) => format!("http://*:{port} https://*:{port}"),
+            };
         }
         // An entry is a host name, possibly with a port; anything else
         // (a bracketed IPv6 literal, stray characters) is left out.
@@ -101,10 +119,12 @@ pub fn dashboard_origins(proxy_addr: SocketAddr, allowed_hosts: &str) -> String 
         if !valid || entry.starts_with(':') {
             continue;
         }
-        let host = if entry.contains(':') {
-            entry.to_ascii_lowercase()
-        } else {
-            format!("{}:*", entry.to_ascii_lowercase())
+        let entry = entry.to_ascii_lowercase();
+        let host = match (port, entry.split_once(':')) {
+            (Some(port), Some((name, _))) => format!("{name}:{port}"),
+            (Some(port), None) => format!("{entry}:{port}"),
+            (None, Some(_)) => entry,
+            (None, None) => format!("{entry}:*"),
         };
         sources.push(format!("http://{host}"));
         sources.push(format!("https://{host}"));
@@ -523,6 +543,24 @@ mod tests {
              https://app.example:* http://box:8080 https://box:8080"
         );
         assert_eq!(dashboard_origins(addr, "*"), "*");
+    }
+
+    #[test]
+    fn the_dashboard_frames_previews_by_its_own_names_at_the_preview_port() {
+        let addr = "127.0.0.1:9100".parse().unwrap_or_else(|_| unreachable!());
+        assert_eq!(
+            preview_origins(addr, "", 9104),
+            "http://127.0.0.1:9104 http://localhost:9104"
+        );
+        assert_eq!(
+            preview_origins(addr, "app.example, [::1]:9100, box:8080", 9104),
+            "http://127.0.0.1:9104 http://localhost:9104 http://app.example:9104 \
+             https://app.example:9104 http://box:9104 https://box:9104"
+        );
+        assert_eq!(
+            preview_origins(addr, "*", 9104),
+            "http://*:9104 https://*:9104"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use service_kit::methods::get;
 use service_kit::Routes;
 
 use crate::config::Config;
+use crate::headers::{self, DashboardHeaders};
 use crate::preview::{self, Preview};
 use crate::proxy::{forward, Upstream};
 
@@ -142,6 +143,12 @@ impl Application {
             .around(service_kit::log_request)
             .around(move |ep, req| preview::secure(ep, req, policy.clone()));
 
+        let dashboard_headers = Arc::new(DashboardHeaders::new(&preview::preview_origins(
+            self.dashboard.addr,
+            &self.allowed_hosts,
+            self.preview.addr.port(),
+        )));
+
         tracing::info!(addr = %self.dashboard.addr, "frontend-proxy listening");
         tracing::info!(addr = %self.preview.addr, "previews listening");
 
@@ -166,7 +173,10 @@ impl Application {
         .run_with_graceful_shutdown(
             dashboard
                 .around(move |ep, req| hosts.clone().check(ep, req))
-                .around(move |ep, req| connections.check_request(ep, req)),
+                .around(move |ep, req| connections.check_request(ep, req))
+                // Outermost, so that the refusals of the `Host` check and of
+                // the URL and header limits carry the headers too.
+                .around(move |ep, req| headers::secure(ep, req, dashboard_headers.clone())),
             until_stopped(stopped.clone()),
             Some(Duration::from_secs(2)),
         );

@@ -280,3 +280,73 @@ async fn the_proxys_own_routes_answer_json_errors_and_405_with_allow() {
         .unwrap();
     assert_eq!(unchanged.status(), 304);
 }
+
+#[tokio::test]
+async fn every_dashboard_response_forbids_framing_and_sniffing_and_loads_only_its_own_code() {
+    let h = harness().await;
+    let get = |path: &str| h.client.get(format!("{}{path}", h.proxy)).send();
+    let mode: Value = get("/mode.json").await.unwrap().json().await.unwrap();
+    let preview_port = mode["preview_port"].as_u64().unwrap();
+
+    let index = get("/").await.unwrap();
+    let asset = get("/app.js").await.unwrap();
+    let no_file = get("/nope.js").await.unwrap();
+    let api = get("/api/missing").await.unwrap();
+    let refused = h
+        .client
+        .post(format!("{}/mode.json", h.proxy))
+        .send()
+        .await
+        .unwrap();
+    let rebound = h
+        .client
+        .get(format!("{}/", h.proxy))
+        .header("host", "evil.attacker.example")
+        .send()
+        .await
+        .unwrap();
+    let docs = get("/docs").await.unwrap();
+
+    let statuses: Vec<u16> = [&index, &asset, &no_file, &api, &refused, &rebound, &docs]
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(statuses, [200, 200, 404, 404, 405, 421, 404]);
+    let dashboard_policy = format!(
+        "default-src 'self'; img-src 'self' data:; connect-src 'self'; \
+         frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'; \
+         script-src 'self'; style-src 'self'; \
+         frame-src http://127.0.0.1:{preview_port} http://localhost:{preview_port}"
+    );
+    let docs_policy = "default-src 'self'; img-src 'self' data:; connect-src 'self'; \
+         frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'; \
+         script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; frame-src 'none'";
+    for (response, policy) in [
+        (&index, dashboard_policy.as_str()),
+        (&asset, &dashboard_policy),
+        (&no_file, &dashboard_policy),
+        (&api, &dashboard_policy),
+        (&refused, &dashboard_policy),
+        (&rebound, &dashboard_policy),
+        (&docs, docs_policy),
+    ] {
+        let headers = response.headers();
+        let shown = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(
+            [
+                shown("content-security-policy"),
+                shown("x-frame-options"),
+                shown("x-content-type-options"),
+                shown("referrer-policy"),
+            ],
+            [
+                Some(policy.to_owned()),
+                Some("DENY".into()),
+                Some("nosniff".into()),
+                Some("same-origin".into()),
+            ],
+            "{}",
+            response.url()
+        );
+    }
+}
