@@ -2,7 +2,7 @@
 // real Codex CLI with the scripted model, real Postgres). Screenshots of the
 // main views go to test-artifacts/.
 
-import { test, before, after } from "node:test";
+import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -22,6 +22,8 @@ const LONG = 90_000;
 
 let stack;
 let browser;
+/** What the pages' consoles said about a Content-Security-Policy. */
+const violations = [];
 
 before(async () => {
   stack = await startStack();
@@ -37,6 +39,10 @@ after(async () => {
   await stack?.stop();
 });
 
+afterEach(() => {
+  assert.deepEqual(violations.splice(0), [], "the dashboard runs within its Content-Security-Policy");
+});
+
 async function newPage(viewport = { width: 1280, height: 900 }) {
   const page = await browser.newPage({ viewport });
   const external = [];
@@ -45,6 +51,10 @@ async function newPage(viewport = { width: 1280, height: 900 }) {
     if (!["127.0.0.1", "localhost"].includes(url.hostname) && url.protocol !== "data:") external.push(request.url());
   });
   page.on("pageerror", (error) => console.error("page error:", error.message));
+  page.on("console", (message) => {
+    const text = message.text();
+    if (/Content[- ]Security[- ]Policy/i.test(text) && !page.expectedViolation?.(text)) violations.push(text);
+  });
   page.external = external;
   await stack.signIn(page);
   return page;
@@ -276,7 +286,9 @@ test("a page the run built runs in the sandboxed Preview, apart from the dashboa
   });
   assert.equal(cookie, "refused: SecurityError", "the sandboxed page cannot read cookies at all");
   assert.equal(await page.evaluate(() => document.cookie), "dashboard_secret=s3cret", "the dashboard still has its cookie");
-  // ...and the dashboard's API is out of its reach, cookie or not.
+  // ...and the dashboard's API is out of its reach, cookie or not (the
+  // preview's own policy, connect-src, refuses it).
+  page.expectedViolation = (text) => text.includes(`${stack.url}/api/sessions`);
   const api = await frame.evaluate(async (url) => {
     try {
       const response = await fetch(url, { credentials: "include" });
