@@ -4,6 +4,7 @@
 // once each, by sequence number, so a reconnect never shows anything twice.
 
 import { EVENT_TYPES, TERMINAL_TYPES, api } from "./api.js";
+import { commandCode, commandWarnings, visibleText } from "./command.js";
 import { renderMarkdown } from "./markdown.js";
 
 const el = (tag, attrs = {}, ...children) => {
@@ -307,14 +308,16 @@ export class RunView {
     if (!data.approvalId || this.approvals.has(data.approvalId)) return;
     const node = el("li", { class: "item approval", "data-testid": "approval", "data-approval-id": data.approvalId });
     node.append(el("div", { class: "item-title", text: data.kind === "file_change" ? "The agent asks to change files" : "The agent asks to run" }));
-    if (data.command) node.append(el("code", { class: "command", "data-testid": "approval-command", text: data.command }));
+    // The command whole, as the shell reads it, its warnings above it
+    // (command.js): what the card shows is what runs.
+    if (data.command) node.append(...commandWarnings(data.command), commandCode(data.command, "approval-command"));
     if (data.cwd) {
       const where = data.cwd === this.workspace ? "the workspace" : relative(data.cwd, this.workspace);
       node.append(el("div", { class: "approval-cwd", "data-testid": "approval-cwd", text: `in ${where}` }));
     }
     if (Array.isArray(data.changes) && data.changes.length) {
       const list = el("ul", { class: "changes" });
-      for (const change of data.changes) list.append(el("li", { text: `${change.kind} ${relative(change.path || "", this.workspace)}` }));
+      for (const change of data.changes) list.append(el("li", { text: `${change.kind} ${visibleText(relative(change.path || "", this.workspace))}` }));
       node.append(list);
     }
     if (data.reason) node.append(el("div", { class: "item-body", text: data.reason }));
@@ -384,10 +387,10 @@ function renderItem(item, workspace) {
       const exit = item.exit_code;
       const status = item.status === "in_progress" ? "running" : exit === 0 ? "exit 0" : `exit ${exit ?? "?"}`;
       const head = el("div", { class: "command-head" },
-        el("code", { class: "command", text: item.command }),
+        commandCode(item.command),
         el("span", { class: `badge ${exit === 0 ? "completed" : item.status === "in_progress" ? "running" : "failed"}`, "data-testid": "exit-code", text: status }));
       const output = item.aggregated_output ? el("pre", { class: "output", text: stripAnsi(item.aggregated_output) }) : null;
-      return [head, output];
+      return [...commandWarnings(item.command), head, output];
     }
     case "file_change": {
       const list = el("ul", { class: "changes" });
