@@ -117,8 +117,12 @@ pub fn subscribe(
                             // Boxed, as every database call here: a suspended
                             // subscriber then holds a small state, not room
                             // for the largest query future.
-                            let Ok(page) = Box::pin(store.events(run_id, seq(after), seq(first_held), REPLAY_PAGE, REPLAY_BYTES, false)).await else {
-                                return;
+                            let page = match Box::pin(store.events(run_id, seq(after), seq(first_held), REPLAY_PAGE, REPLAY_BYTES, false)).await {
+                                Ok(page) => page,
+                                Err(error) => {
+                                    yield broken(run_id, &error);
+                                    return;
+                                }
                             };
                             let Some(last) = page.last().map(|e| e.seq) else {
                                 // Not stored after all: the run was deleted.
@@ -136,8 +140,12 @@ pub fn subscribe(
             // A replay from Postgres is compact: the deltas of items the run
             // completed are left out (their ids are skipped; what is sent
             // stays in order, once each). A live tail (above) sends every one.
-            let Ok(mut page) = Box::pin(store.events(run_id, seq(after), i64::MAX, REPLAY_PAGE, REPLAY_BYTES, true)).await else {
-                return;
+            let mut page = match Box::pin(store.events(run_id, seq(after), i64::MAX, REPLAY_PAGE, REPLAY_BYTES, true)).await {
+                Ok(page) => page,
+                Err(error) => {
+                    yield broken(run_id, &error);
+                    return;
+                }
             };
             // Up to and with the terminal event, if the page has it.
             let end = page
@@ -173,10 +181,25 @@ pub fn subscribe(
                         () = tokio::time::sleep(POLL_INTERVAL) => {}
                     }
                 }
-                _ => return,
+                Ok(_) => return,
+                Err(error) => {
+                    yield broken(run_id, &error);
+                    return;
+                }
             }
         }
     }
+}
+
+/// The frame that ends a stream Postgres failed: a `stream.error` event
+/// without an id (the client's `Last-Event-ID` stays at what it has, and it
+/// reconnects from there), so a client sees the break instead of a stream
+/// that just stops. What failed goes to the log, not to the client.
+fn broken(run_id: Uuid, error: &crate::store::StoreError) -> Bytes {
+    tracing::error!(%run_id, error.cause_chain = ?error, "a run's stream cannot read its events");
+    Bytes::from_static(
+        b"event: stream.error\ndata: {\"type\":\"stream.error\",\"message\":\"the server could not read this run's events; reconnect to resume\"}\n\n",
+    )
 }
 
 /// Stored events as SSE frames, in buffers of at most `CHUNK_BYTES` (or

@@ -140,11 +140,11 @@ impl TryFrom<&Row> for RunRow {
             prompt: row.try_get("prompt")?,
             status: row.try_get("status")?,
             runner_run_id: row.try_get("runner_run_id")?,
-            final_response: row.try_get("final_response")?,
+            final_response: text_of_bytes(row.try_get("final_response")?),
             usage: row
                 .try_get::<_, Option<Json<Usage>>>("usage")?
                 .map(|Json(u)| u),
-            error: row.try_get("error")?,
+            error: text_of_bytes(row.try_get("error")?),
             status_before: row
                 .try_get::<_, Option<Json<Snapshot>>>("status_before")?
                 .map(|Json(s)| s),
@@ -168,6 +168,16 @@ where
         .iter()
         .map(T::try_from)
         .collect::<std::result::Result<_, _>>()?)
+}
+
+/// A text column kept as bytes (`bytea`, migrations/V9): every character,
+/// NUL included, which `text` refuses. Written from a `String`, so valid
+/// UTF-8; anything else is read lossily rather than refused.
+fn text_of_bytes(bytes: Option<Vec<u8>>) -> Option<String> {
+    bytes.map(|bytes| {
+        String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    })
 }
 
 /// Reads a row if there is one.
@@ -866,9 +876,9 @@ impl Store {
                 &[
                     &id,
                     &outcome.status,
-                    &outcome.final_response,
+                    &outcome.final_response.as_deref().map(str::as_bytes),
                     &outcome.usage.as_ref().map(Json),
-                    &outcome.error,
+                    &outcome.error.as_deref().map(str::as_bytes),
                     &outcome.files.as_ref().map(Json),
                     &statuses,
                     &outcome.ended_unseen,
@@ -940,9 +950,10 @@ impl Store {
     ) -> Result<Vec<Event>> {
         let client = self.client().await?;
         // The count limit first, then the running size over those rows
-        // only: the budget never makes Postgres read the whole run. The
-        // CASE keeps the JSON casts to the deltas (an AND may be evaluated
-        // in any order).
+        // only: the budget never makes Postgres read the whole run. Deltas
+        // go by `item_id`, taken out of each event's JSON as it was stored
+        // (`item_id_of`): `data` is never cast to jsonb, which refuses some
+        // text JSON allows.
         let statement = client
             .prepare_cached(
                 "SELECT seq, event_type, data FROM (
@@ -951,12 +962,12 @@ impl Store {
                                 AS before_it
                      FROM (SELECT seq, event_type, data FROM run_events
                            WHERE run_id = $1 AND seq > $2 AND seq < $3
-                             AND NOT CASE WHEN $6 AND event_type = 'item.delta' THEN
-                                 coalesce((data::jsonb ->> 'itemId') IN (
-                                     SELECT done.data::jsonb -> 'item' ->> 'id' FROM run_events done
-                                     WHERE done.run_id = $1 AND done.event_type = 'item.completed'
-                                       AND done.data::jsonb -> 'item' ->> 'id' IS NOT NULL), false)
-                               ELSE false END
+                             AND NOT ($6 AND event_type = 'item.delta'
+                                      AND coalesce(item_id IN (
+                                          SELECT done.item_id FROM run_events done
+                                          WHERE done.run_id = $1
+                                            AND done.event_type = 'item.completed'
+                                            AND done.item_id IS NOT NULL), false))
                            ORDER BY seq LIMIT $4) page
                  ) sized
                  WHERE before_it < $5 ORDER BY seq",
@@ -1025,6 +1036,11 @@ async fn insert_events(
     let types: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     let texts: Vec<_> = events.iter().map(|e| e.data.text()).collect();
     let data: Vec<&str> = texts.iter().map(|t| t.as_ref()).collect();
+    let items: Vec<Option<String>> = events
+        .iter()
+        .zip(&data)
+        .map(|(e, text)| item_id_of(e.kind.as_str(), text))
+        .collect();
     let statement = match duplicates {
         Duplicates::Refuse => INSERT_EVENTS,
         Duplicates::Skip => INSERT_EVENTS_SKIPPING_DUPLICATES,
@@ -1033,20 +1049,64 @@ async fn insert_events(
     // each time cost Postgres more than storing the rows of a small batch.
     let statement = client.prepare_cached(statement).await?;
     let rows = client
-        .execute(&statement, &[&run_id, &seqs, &types, &data])
+        .execute(&statement, &[&run_id, &seqs, &types, &data, &items])
         .await?;
     Ok(rows)
 }
 
 const INSERT_EVENTS: &str = "
     WITH run AS (SELECT id FROM runs WHERE id = $1 FOR KEY SHARE)
-    INSERT INTO run_events (run_id, seq, event_type, data)
-    SELECT run.id, e.seq, e.event_type, e.data
-    FROM run, unnest($2::bigint[], $3::text[], $4::text[]) AS e(seq, event_type, data)";
+    INSERT INTO run_events (run_id, seq, event_type, data, item_id)
+    SELECT run.id, e.seq, e.event_type, e.data, e.item_id
+    FROM run, unnest($2::bigint[], $3::text[], $4::text[], $5::text[])
+        AS e(seq, event_type, data, item_id)";
 
 const INSERT_EVENTS_SKIPPING_DUPLICATES: &str = "
     WITH run AS (SELECT id FROM runs WHERE id = $1 FOR KEY SHARE)
-    INSERT INTO run_events (run_id, seq, event_type, data)
-    SELECT run.id, e.seq, e.event_type, e.data
-    FROM run, unnest($2::bigint[], $3::text[], $4::text[]) AS e(seq, event_type, data)
+    INSERT INTO run_events (run_id, seq, event_type, data, item_id)
+    SELECT run.id, e.seq, e.event_type, e.data, e.item_id
+    FROM run, unnest($2::bigint[], $3::text[], $4::text[], $5::text[])
+        AS e(seq, event_type, data, item_id)
     ON CONFLICT (run_id, seq) DO NOTHING";
+
+/// The item an `item.delta` (`itemId`) or `item.completed` (`item.id`)
+/// event is about, for a replay's compaction; `None` for other events, and
+/// for one whose JSON does not say (it is then replayed whole). Only the
+/// id is decoded: the rest of the text (a lone surrogate, a `\u0000`) is
+/// skipped, never refused.
+fn item_id_of(kind: &str, text: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Delta {
+        #[serde(rename = "itemId")]
+        item_id: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item {
+        id: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Completed {
+        item: Option<Item>,
+    }
+    match kind {
+        "item.delta" => serde_json::from_str::<Delta>(text).ok()?.item_id,
+        "item.completed" => serde_json::from_str::<Completed>(text).ok()?.item?.id,
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::item_id_of;
+
+    #[test]
+    fn an_events_item_is_read_whatever_else_its_text_holds() {
+        let delta = r#"{"type":"item.delta","kind":"command_output","itemId":"c1","delta":"a\u0000b\ud800\udc00\udfff"}"#;
+        assert_eq!(item_id_of("item.delta", delta).as_deref(), Some("c1"));
+        let done = r#"{"type":"item.completed","item":{"aggregated_output":"\ud800","id":"c1"}}"#;
+        assert_eq!(item_id_of("item.completed", done).as_deref(), Some("c1"));
+        assert_eq!(item_id_of("item.started", done), None);
+        assert_eq!(item_id_of("item.delta", "not json"), None);
+        assert_eq!(item_id_of("item.completed", r#"{"item":null}"#), None);
+    }
+}

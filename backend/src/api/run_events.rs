@@ -50,11 +50,13 @@ pub enum RunEventType {
     RunFailed,
     #[oai(rename = "run.cancelled")]
     RunCancelled,
+    #[oai(rename = "stream.error")]
+    StreamError,
 }
 
 impl RunEventType {
     /// Every name, in the order above.
-    pub const ALL: [RunEventType; 17] = [
+    pub const ALL: [RunEventType; 18] = [
         RunEventType::ThreadStarted,
         RunEventType::TurnStarted,
         RunEventType::TurnCompleted,
@@ -72,6 +74,7 @@ impl RunEventType {
         RunEventType::RunCompleted,
         RunEventType::RunFailed,
         RunEventType::RunCancelled,
+        RunEventType::StreamError,
     ];
 
     /// The schema of the names. poem-openapi leaves out of the document a
@@ -129,6 +132,11 @@ pub enum RunStreamEvent {
     RunFailed(RunFailedEvent),
     #[oai(mapping = "run.cancelled")]
     RunCancelled(RunCancelledEvent),
+    /// The server could not read the run's events (its database failed):
+    /// the stream ends after this event, which has no SSE `id:`. Reconnect
+    /// with the last id received to resume.
+    #[oai(mapping = "stream.error")]
+    StreamError(StreamErrorEvent),
 }
 
 /// The CLI's thread: resume it with this id.
@@ -275,6 +283,11 @@ pub struct UsageUpdatedEvent {
 
 #[derive(Debug, Object)]
 pub struct CodexErrorEvent {
+    pub message: String,
+}
+
+#[derive(Debug, Object)]
+pub struct StreamErrorEvent {
     pub message: String,
 }
 

@@ -218,6 +218,9 @@ pub fn script(marker: &str) -> Script {
                 [{"exec": "head -c 64M /dev/zero > big.bin"}],
                 [{"message": "the disk is full"}]]},
             {"when": "break the model", "steps": [[{"fail": "the model broke"}]]},
+            {"when": "print hostile bytes", "steps": [
+                [{"exec": "printf 'a\\0b\\n'; find . -name README.md -print0; printf '\\377\\376 not utf-8 \\355\\240\\200\\n'; head -c 300000 /dev/zero | tr '\\0' x; echo"}],
+                [{"message": "printed a\u{0}b and \u{fffd}"}]]},
             {"when": "", "steps": [[{"message": "You said: {{prompt}}"}]]}
         ]})
         .to_string(),
