@@ -127,6 +127,9 @@ export class RunView {
     this.source = source;
     const handle = (event) => this.apply(event);
     for (const type of [...EVENT_TYPES, ...TERMINAL_TYPES]) source.addEventListener(type, handle);
+    // The server could not read the run's events: it says so (without an
+    // id) and ends the stream, which EventSource then reconnects.
+    source.addEventListener("stream.error", (event) => this.showStreamError(event));
     source.addEventListener("error", () => {
       // EventSource reconnects by itself (with Last-Event-ID) after a network
       // drop. It gives up after an error status, or a 204 that says nothing
@@ -156,6 +159,19 @@ export class RunView {
     } else {
       this.connect();
     }
+  }
+
+  showStreamError(event) {
+    let message = "The server could not read this run's events";
+    try {
+      message = JSON.parse(event.data).message || message;
+    } catch {
+      // The notice says enough without the server's words.
+    }
+    this.timeline.querySelector("[data-testid=stream-error]")?.remove();
+    const notice = this.itemShell("error", "stream-error", "Events unavailable", `${message}. Retrying…`);
+    notice.dataset.testid = "stream-error";
+    this.timeline.append(notice);
   }
 
   close() {
