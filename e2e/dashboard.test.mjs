@@ -503,11 +503,19 @@ test("a browser signs in with the link, streams with its cookie, and signing out
   await page.click("[data-testid=signin-submit]");
   await page.waitForFunction(() => document.querySelector("[data-testid=signin-error]").textContent.includes("not valid"));
 
-  // The link signs in, and the token leaves the address bar and history.
-  await page.goto(`${stack.url}/#token=${stack.token}`);
+  // The link says whom it signs in and asks; its code leaves the address
+  // bar and history at once, and works once.
+  const link = stack.signinLink();
+  const code = link.split("#code=")[1];
+  assert.match(code, /^rrs_[A-Za-z0-9_-]{43}$/);
+  await page.goto(link);
+  await page.getByTestId("signin-confirm").waitFor();
+  assert.equal(await page.getByTestId("signin-confirm-user").innerText(), "alice");
+  assert.ok(!page.url().includes(code), page.url());
+  await page.getByTestId("signin-confirm-yes").click();
   await page.getByTestId("signed-in-user").waitFor();
   assert.equal(await page.getByTestId("signed-in-user").innerText(), "alice");
-  assert.ok(!page.url().includes(stack.token), page.url());
+  assert.ok(!page.url().includes(code), page.url());
   const [cookie] = (await page.context().cookies()).filter((c) => c.name === "rr_session");
   assert.equal(cookie.httpOnly, true);
   assert.equal(cookie.sameSite, "Strict");
@@ -551,5 +559,67 @@ test("a browser signs in with the link, streams with its cookie, and signing out
   const refused = await fetch(`${stack.url}/api/sessions`, { headers: { cookie: `rr_session=${cookie.value}` } });
   assert.equal(refused.status, 401);
   await stack.fetch(`${stack.url}/api/runs/${runId}/cancel`, { method: "POST" });
+  await context.close();
+});
+
+test("a sign-in link from someone else asks first, and a second sign-in cookie signs no one in", async () => {
+  // The second attack run: any page could sign a victim's browser in as the
+  // attacker with a `#token=` link, and a page on another port of the host
+  // could add an `rr_session` cookie of its own that the API then took.
+  try {
+    stack.admin("user", "add", "mallory");
+  } catch {
+    // Made by an earlier run of this test on the same stack.
+  }
+  const malloryToken = stack.admin("token", "create", "mallory");
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
+  const page = await context.newPage();
+  await stack.signIn(page);
+  assert.equal(await page.getByTestId("signed-in-user").innerText(), "alice");
+
+  // An old-style link with mallory's token signs no one in.
+  await page.goto(`${stack.url}/#token=${malloryToken}`);
+  await page.getByTestId("signed-in-user").waitFor();
+  assert.equal(await page.getByTestId("signed-in-user").innerText(), "alice");
+  assert.ok(!page.url().includes(malloryToken), page.url());
+
+  // Mallory's sign-in link names mallory, says who is signed in now, and
+  // does nothing unless confirmed: Cancel keeps alice.
+  await page.goto(stack.signinLink("mallory"));
+  await page.getByTestId("signin-confirm").waitFor();
+  assert.equal(await page.getByTestId("signin-confirm-user").innerText(), "mallory");
+  assert.match(await page.getByTestId("signin-confirm-current").innerText(), /signed in as alice/);
+  await page.getByTestId("signin-confirm-no").click();
+  await page.getByTestId("signed-in-user").waitFor();
+  assert.equal(await page.getByTestId("signed-in-user").innerText(), "alice");
+
+  // A used link is dead.
+  const once = stack.signinLink("alice");
+  const code = once.split("#code=")[1];
+  const first = await fetch(`${stack.url}/api/auth/session`, {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ code }),
+  });
+  assert.equal(first.status, 200);
+  const again = await fetch(`${stack.url}/api/auth/session`, {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ code }),
+  });
+  assert.equal(again.status, 401);
+
+  // Cookie tossing: mallory's own cookie, set for a longer path (so the
+  // browser sends it first) by a page on another port of this host.
+  const signedIn = await fetch(`${stack.url}/api/auth/session`, {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ token: malloryToken }),
+  });
+  const malloryCookie = signedIn.headers.get("set-cookie").match(/rr_session=([^;]+)/)[1];
+  await context.addCookies([{ name: "rr_session", value: malloryCookie, domain: "127.0.0.1", path: "/api" }]);
+  const answer = await page.evaluate(async () => {
+    const response = await fetch("/api/sessions");
+    return { status: response.status, body: await response.json() };
+  });
+  assert.equal(answer.status, 401);
+  assert.match(answer.body.message, /more than one sign-in cookie/);
+  await page.reload();
+  await page.getByTestId("signin").waitFor();
+  assert.match(await page.getByTestId("signin-error").innerText(), /more than one sign-in cookie/);
   await context.close();
 });

@@ -82,11 +82,18 @@ test("the README's run command starts everything in demo mode and Ctrl-C stops i
     child.once("exit", (code) => fail(new Error(`the run command exited (${code}):\n${output.slice(-30).join("\n")}`)));
   });
   assert.equal(url, `http://${ports.PROXY_ADDR}`);
-  // The sign-in link carries its token in the fragment, which no request sends.
-  const [page0, token] = link.split("#token=");
+  // The sign-in link carries a one-time code in the fragment, which no
+  // request sends; traded once, it is the browser's cookie.
+  const [page0, code] = link.split("#code=");
   assert.equal(page0, `${url}/`);
-  assert.match(token, /^rr_[A-Za-z0-9_-]{43}$/);
-  const auth = { authorization: `Bearer ${token}` };
+  assert.match(code, /^rrs_[A-Za-z0-9_-]{43}$/);
+  const signedIn = await fetch(`${url}/api/auth/session`, {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ code }),
+  });
+  assert.equal(signedIn.status, 200);
+  const cookie = signedIn.headers.get("set-cookie").split(";")[0];
+  assert.match(cookie, /^rr_session=rrc_/);
+  const auth = { cookie };
   assert.equal((await fetch(`${url}/api/sessions`)).status, 401, "the API needs the token");
   assert.ok(output.some((l) => l.includes("DEMO MODE")), "demo mode is announced");
   const previewPort = Number(ports.PREVIEW_ADDR.split(":")[1]);

@@ -131,9 +131,14 @@ export async function startStack({ backendEnv = {}, runnerEnv = {}, script = "e2
     fetch(url, init = {}) {
       return fetch(url, { ...init, headers: { ...(init.headers || {}), authorization: `Bearer ${token}` } });
     },
-    /** Signs a page in through the sign-in link, as a new user does. */
-    async signIn(page) {
-      await page.goto(`${this.url}/#token=${token}`);
+    /** A one-time sign-in link for `user`, as `backend admin signin-link` prints it. */
+    signinLink(user = "alice") {
+      return admin("signin-link", user, "--url", `${this.url}/`);
+    },
+    /** Signs a page in through a sign-in link, as a new user does: open it, confirm. */
+    async signIn(page, user = "alice") {
+      await page.goto(this.signinLink(user));
+      await page.getByTestId("signin-confirm-yes").click();
       await page.locator("[data-testid=signed-in-user]").waitFor();
     },
     /** Kills the proxy (every browser connection drops) and starts it again. */

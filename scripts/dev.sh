@@ -8,9 +8,10 @@
 # start reuses the data in .data/.
 #
 # Sign-in (AUTH_MODE=token, the default): the first start adds an admin user
-# named `admin` and prints a sign-in link; the link's token is kept in
-# $DATA_DIR/admin-token (mode 600) and the same link is printed at every
-# start. AUTH_MODE=none starts without authentication (loopback only).
+# named `admin` with a token kept in $DATA_DIR/admin-token (mode 600), and
+# every start prints a fresh sign-in link: a one-time code that works for ten
+# minutes (the dashboard asks before it signs in with it). AUTH_MODE=none
+# starts without authentication (loopback only).
 #
 # Optional: PROXY_ADDR, BACKEND_ADDR, RUNNER_ADDR, PG_PORT (default ports
 # 9100-9103), PREVIEW_ADDR (default 127.0.0.1:9104), DATA_DIR (default .data), PROFILE (release or debug),
@@ -114,7 +115,9 @@ if [[ "$AUTH_MODE" == token ]]; then
   live_token "$data/preview-token" || new_token "$data/preview-token" "$signed_in_as"
   PREVIEW_TOKEN=$(cat "$data/preview-token")
   export PREVIEW_TOKEN
-  signin_link="http://$PROXY_ADDR/#token=$(cat "$data/admin-token")"
+  # The link carries a one-time code (10 minutes), never the token: the
+  # token stays in $data/admin-token, to paste on the sign-in page.
+  signin_link=$(admin signin-link "$signed_in_as" --url "http://$PROXY_ADDR/")
 fi
 # Only the backend gets the database's URL (it carries the password).
 env -u DATABASE_URL "$bin/runner" &
@@ -126,7 +129,8 @@ pids+=($!)
 for _ in $(seq 300); do port_busy "$PROXY_ADDR" && port_busy "$BACKEND_ADDR" && break; sleep 0.1; done
 echo "repo-runner: dashboard at http://$PROXY_ADDR (Ctrl-C to stop)"
 if [[ -n "$signin_link" ]]; then
-  echo "repo-runner: sign in as $signed_in_as (keep this link to yourself): $signin_link"
+  echo "repo-runner: sign in as $signed_in_as (keep this link to yourself; it works once, for 10 minutes): $signin_link"
+  echo "repo-runner: another link: $bin/backend admin signin-link $signed_in_as; the token to paste is in $data/admin-token"
   echo "repo-runner: more users and tokens: $bin/backend admin --help"
 fi
 echo "repo-runner: previews of the workspaces at http://$PREVIEW_ADDR (the dashboard's Preview tab)"

@@ -48,6 +48,17 @@ pub enum Admin {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Print a sign-in link for a user: a one-time code that expires in
+    /// minutes. The dashboard shows whom it signs in and asks first.
+    SigninLink {
+        user: String,
+        /// The dashboard's address
+        #[arg(long, default_value = "http://127.0.0.1:9100/")]
+        url: url::Url,
+        /// Minutes the code stays usable (at most 60)
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=60))]
+        minutes: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,17 +138,22 @@ pub async fn run(what: Admin, database_url: &str) -> anyhow::Result<()> {
             command: TokenCommand::List { user },
         } => {
             let user = find_user(&store, &user).await?;
-            writeln!(out, "{:<36}  {:<23}  REVOKED", "ID", "CREATED")?;
+            writeln!(
+                out,
+                "{:<36}  {:<23}  {:<23}  LABEL",
+                "ID", "CREATED", "REVOKED"
+            )?;
             for token in store.tokens_of(user.id).await? {
                 let when = |t: chrono::DateTime<chrono::Utc>| {
                     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
                 };
                 writeln!(
                     out,
-                    "{:<36}  {:<23}  {}",
+                    "{:<36}  {:<23}  {:<23}  {}",
                     token.id,
                     when(token.created_at),
                     token.revoked_at.map(when).unwrap_or_else(|| "-".into()),
+                    token.label.as_deref().unwrap_or("-"),
                 )?;
             }
         }
@@ -151,6 +167,19 @@ pub async fn run(what: Admin, database_url: &str) -> anyhow::Result<()> {
                 .await?
                 .context("the token is not valid: it is wrong or revoked")?;
             writeln!(out, "{}", signed_in.user.name)?;
+        }
+        Admin::SigninLink { user, url, minutes } => {
+            let user = find_user(&store, &user).await?;
+            let code = secret::mint(secret::Kind::SigninCode)?;
+            let expires = chrono::Utc::now() + chrono::Duration::minutes(i64::from(minutes));
+            store
+                .add_signin_code(user.id, &code.sha256, expires)
+                .await?;
+            // In the fragment, which browsers never send anywhere.
+            let mut link = url;
+            link.set_fragment(Some(&format!("code={}", code.secret)));
+            writeln!(out, "{link}")?;
+            tracing::info!(user = %user.name, minutes, "sign-in link made; it works once");
         }
         Admin::Token {
             command: TokenCommand::Revoke { id },

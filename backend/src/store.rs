@@ -19,7 +19,7 @@ use crate::git::{Changes, CloneCounts, Snapshot};
 
 mod accounts;
 
-pub use accounts::{SignedIn, TokenRow, UserRow, UserSummary};
+pub use accounts::{CodeUsed, SignedIn, SigninCodeRow, TokenRow, UserRow, UserSummary};
 
 mod embedded {
     refinery::embed_migrations!("../migrations");

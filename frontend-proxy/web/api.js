@@ -30,6 +30,8 @@ async function request(method, path, body) {
 export const api = {
   me: () => request("GET", "/api/auth/me"),
   signIn: (token) => request("POST", "/api/auth/session", { token }),
+  signInWithCode: (code) => request("POST", "/api/auth/session", { code }),
+  inspectCode: (code) => request("POST", "/api/auth/code", { code }),
   signOut: () => request("DELETE", "/api/auth/session"),
   sessions: () => request("GET", "/api/sessions?limit=100"),
   session: (id) => request("GET", `/api/sessions/${id}`),

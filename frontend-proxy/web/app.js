@@ -546,42 +546,77 @@ $("#sign-out").addEventListener("click", async () => {
   location.replace(location.pathname);
 });
 
-/** A sign-in link carries the token in its fragment (`#token=rr_…`), which
- * the browser never sends: it is traded for the cookie, then wiped from the
- * address bar and the history. */
+/** A sign-in link carries a one-time code in its fragment (`#code=rrs_…`),
+ * which the browser never sends. Anyone can send a link, so it is never used
+ * unasked: the page wipes it from the address bar and the history, shows whom
+ * it signs in (and who is signed in now), and signs in only when the user
+ * says so. */
 async function start() {
-  const link = location.hash.match(/^#token=(rr_[A-Za-z0-9_-]+)$/);
+  const link = location.hash.match(/^#code=(rrs_[A-Za-z0-9_-]+)$/);
+  const oldLink = /^#token=/.test(location.hash);
+  if (link || oldLink) history.replaceState(null, "", location.pathname + location.search);
   if (link) {
-    history.replaceState(null, "", location.pathname + location.search);
-    try {
-      signedIn(await api.signIn(link[1]));
-      return;
-    } catch (error) {
-      signedOut();
-      $("#signin-error").textContent = "The sign-in link's token is not valid (wrong or revoked).";
-      return;
-    }
+    await confirmLink(link[1]);
+    return;
   }
   try {
     signedIn(await api.me());
   } catch (error) {
-    if (error.status === 401) signedOut();
-    else {
+    if (error.status === 401) {
+      signedOut();
+      if (oldLink) {
+        $("#signin-error").textContent =
+          "Sign-in links now carry a one-time code: ask for a new link (backend admin signin-link NAME), or paste your token.";
+      } else if (/more than one sign-in cookie/.test(error.message)) {
+        $("#signin-error").textContent = error.message;
+      }
+    } else {
       showError("Cannot reach the API: retrying…");
       setTimeout(start, 1500);
     }
   }
 }
-// A sign-in link opened in a tab that shows the dashboard already changes
-// only the fragment: sign in with it all the same.
-window.addEventListener("hashchange", () => {
-  if (!/^#token=/.test(location.hash)) return;
-  if ($("#layout").hidden) start();
-  else {
-    // Signed in already: a fresh page for the account of the link.
-    const hash = location.hash;
-    location.replace(location.pathname + hash);
-    location.reload();
+
+async function confirmLink(code) {
+  let found;
+  try {
+    found = await api.inspectCode(code);
+  } catch (error) {
+    signedOut();
+    $("#signin-error").textContent =
+      error.status === 401 ? "This sign-in link is not valid: it was used already, expired, or is wrong. Ask for a new one." : error.message;
+    return;
   }
+  const current = await api.me().catch(() => null);
+  $("#layout").hidden = true;
+  $("#signin").hidden = true;
+  $("#signin-confirm").hidden = false;
+  $("#signin-confirm-user").textContent = found.user.name;
+  $("#signin-confirm-expires").textContent = new Date(found.expires_at).toLocaleTimeString();
+  const now = $("#signin-confirm-current");
+  now.hidden = !current?.user;
+  if (current?.user) now.textContent = `You are signed in as ${current.user.name} now; this replaces that sign-in.`;
+  $("#signin-confirm-yes").textContent = `Sign in as ${found.user.name}`;
+  $("#signin-confirm-yes").focus();
+  const leave = () => location.replace(location.pathname + location.search);
+  $("#signin-confirm-no").onclick = leave;
+  $("#signin-confirm-yes").onclick = async () => {
+    $("#signin-confirm-yes").disabled = true;
+    try {
+      await api.signInWithCode(code);
+      leave();
+    } catch (error) {
+      $("#signin-confirm-yes").disabled = false;
+      $("#signin-confirm-error").textContent =
+        error.status === 401 ? "This sign-in link is no longer valid: ask for a new one." : error.message;
+    }
+  };
+}
+
+// A sign-in link opened in a tab that shows the dashboard already changes
+// only the fragment: ask about it all the same, on a fresh page.
+window.addEventListener("hashchange", () => {
+  if (!/^#(code|token)=/.test(location.hash)) return;
+  location.reload();
 });
 start();

@@ -83,7 +83,13 @@ pub fn service(engine: &Arc<Engine>) -> OpenApiService<Api, ()> {
 }
 
 /// Operations anyone may call: the rest need a credential.
-const PUBLIC_OPERATIONS: [&str; 4] = ["health", "ready", "sign_in", "sign_out"];
+const PUBLIC_OPERATIONS: [&str; 5] = [
+    "health",
+    "ready",
+    "sign_in",
+    "sign_out",
+    "inspect_signin_code",
+];
 
 /// The document with its security schemes: poem-openapi declares a scheme
 /// only for operations that take one as a parameter, and ours are checked
@@ -102,7 +108,7 @@ fn with_security(mut spec: serde_json::Value) -> serde_json::Value {
             "type": "apiKey",
             "in": "cookie",
             "name": crate::auth::COOKIE_NAME,
-            "description": "A browser's sign-in (`POST /api/auth/session`)"
+            "description": "A browser's sign-in (`POST /api/auth/session`); named `__Host-rr_session` behind TLS"
         }
     });
     spec["security"] = json!([{"bearerAuth": []}, {"cookieAuth": []}]);

@@ -40,8 +40,12 @@ use crate::metrics::Rejection;
 use crate::session_changes::{Change, SessionChanges};
 use crate::store::{SignedIn, Store, UserRow};
 
-/// The sign-in cookie's name.
+/// The sign-in cookie's name over plain HTTP.
 pub const COOKIE_NAME: &str = "rr_session";
+/// Its name behind TLS: a browser takes a `__Host-` cookie only from a
+/// secure page, for `Path=/` and without `Domain`, so no other host of the
+/// site (a sibling subdomain) can set one.
+pub const SECURE_COOKIE_NAME: &str = "__Host-rr_session";
 
 /// `AUTH_MODE`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -157,7 +161,13 @@ pub struct Authenticator {
 fn is_public(path: &str) -> bool {
     matches!(
         path,
-        "/health" | "/ready" | "/api/openapi.json" | "/docs" | "/api/auth/session" | "/metrics"
+        "/health"
+            | "/ready"
+            | "/api/openapi.json"
+            | "/docs"
+            | "/api/auth/session"
+            | "/api/auth/code"
+            | "/metrics"
     ) || path.starts_with("/docs/")
 }
 
@@ -173,7 +183,8 @@ impl Authenticator {
         }
         let path = req.uri().path().to_owned();
         let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD);
-        if unsafe_method && (cookie(req.headers()).is_some() || path == "/api/auth/session") {
+        let signs_in = path.starts_with("/api/auth/");
+        if unsafe_method && (session_cookie(req.headers()) != SessionCookie::Absent || signs_in) {
             if let Some(refusal) = cross_origin_refusal(req.headers(), &self.trusted_origins) {
                 tracing::warn!(
                     path,
@@ -221,10 +232,18 @@ impl Authenticator {
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <token>`"))?;
             self.store.signed_in_by_token(&secret::hash(token)).await?
-        } else if let Some(cookie) = cookie(headers) {
+        } else if let SessionCookie::One(cookie) = session_cookie(headers) {
             self.store
                 .signed_in_by_cookie(&secret::hash(cookie))
                 .await?
+        } else if session_cookie(headers) == SessionCookie::Several {
+            // A page on another port of this host (cookies ignore ports) can
+            // add a cookie of its own beside ours, and a browser sends both:
+            // which one is this user's cannot be told, so neither counts.
+            return Err(ApiError::unauthorized(
+                "this browser sends more than one sign-in cookie (another page on this host \
+                 may have set one): clear this site's cookies and sign in again",
+            ));
         } else {
             return Err(ApiError::unauthorized(
                 "sign in: send `Authorization: Bearer <token>` (an operator makes one with \
@@ -239,17 +258,32 @@ impl Authenticator {
     }
 }
 
-/// The `rr_session` cookie's value, if the request carries one.
-pub fn cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
+/// The sign-in cookies a request carries, by either name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionCookie<'a> {
+    Absent,
+    One(&'a str),
+    /// More than one: none of them is taken.
+    Several,
+}
+
+/// The request's sign-in cookie (`rr_session` or `__Host-rr_session`).
+pub fn session_cookie(headers: &HeaderMap) -> SessionCookie<'_> {
+    let mut values = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|h| h.to_str().ok())
         .flat_map(|h| h.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE_NAME)
-        .map(|(_, value)| value.trim())
-        .filter(|value| !value.is_empty())
+        .filter(|(name, _)| *name == COOKIE_NAME || *name == SECURE_COOKIE_NAME)
+        .map(|(_, value)| value.trim());
+    match (values.next(), values.next()) {
+        (None, _) => SessionCookie::Absent,
+        (Some(value), None) if !value.is_empty() => SessionCookie::One(value),
+        // An empty one (a cleared cookie) is none.
+        (Some(_), None) => SessionCookie::Absent,
+        (Some(_), Some(_)) => SessionCookie::Several,
+    }
 }
 
 /// Whether the request's `Origin` is the page's own: the scheme and the
@@ -346,20 +380,45 @@ mod tests {
     }
 
     #[test]
-    fn the_cookie_is_found_among_others() {
+    fn the_cookie_is_found_among_others_and_two_are_none() {
+        // The value as an owned string, for comparing outside the headers.
+        let cookie = |pairs: &[(&'static str, &str)]| match session_cookie(&headers(pairs)) {
+            SessionCookie::One(value) => Ok(value.to_owned()),
+            other => Err(format!("{other:?}")),
+        };
         assert_eq!(
-            cookie(&headers(&[("cookie", "a=1; rr_session=rrc_x; b=2")])),
-            Some("rrc_x")
+            cookie(&[("cookie", "a=1; rr_session=rrc_x; b=2")]),
+            Ok("rrc_x".to_owned())
         );
         assert_eq!(
-            cookie(&headers(&[("cookie", "a=1"), ("cookie", "rr_session=y")])),
-            Some("y")
+            cookie(&[("cookie", "a=1"), ("cookie", "rr_session=y")]),
+            Ok("y".to_owned())
         );
         assert_eq!(
-            cookie(&headers(&[("cookie", "xrr_session=1; rr_session=")])),
-            None
+            cookie(&[("cookie", "__Host-rr_session=z")]),
+            Ok("z".to_owned())
         );
-        assert_eq!(cookie(&headers(&[])), None);
+        assert_eq!(
+            cookie(&[("cookie", "xrr_session=1; rr_session=")]),
+            Err("Absent".to_owned())
+        );
+        assert_eq!(cookie(&[]), Err("Absent".to_owned()));
+        // Tossed: a second cookie of the name, whatever its path or value.
+        assert_eq!(
+            cookie(&[("cookie", "rr_session=attacker; rr_session=victim")]),
+            Err("Several".to_owned())
+        );
+        assert_eq!(
+            cookie(&[
+                ("cookie", "rr_session=a"),
+                ("cookie", "__Host-rr_session=b")
+            ]),
+            Err("Several".to_owned())
+        );
+        assert_eq!(
+            cookie(&[("cookie", "rr_session=; rr_session=b")]),
+            Err("Several".to_owned())
+        );
     }
 
     #[test]

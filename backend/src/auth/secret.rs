@@ -2,7 +2,7 @@
 //!
 //! Each is 256 bits from the operating system's random source, written as
 //! URL-safe base64 behind a prefix that says what it is (`rr_` for a token,
-//! `rrc_` for a cookie), so a token pasted in the wrong place is
+//! `rrc_` for a cookie, `rrs_` for a one-time sign-in code), so a token pasted in the wrong place is
 //! recognisable. Only a SHA-256 of each is stored: a leaked database holds
 //! nothing that signs anyone in. A fast hash is right for 256-bit random
 //! secrets (nothing to brute-force), and lets a request find its token by
@@ -16,6 +16,8 @@ use sha2::{Digest, Sha256};
 pub enum Kind {
     ApiToken,
     Cookie,
+    /// A one-time sign-in code of a sign-in link.
+    SigninCode,
 }
 
 impl Kind {
@@ -23,6 +25,7 @@ impl Kind {
         match self {
             Kind::ApiToken => "rr_",
             Kind::Cookie => "rrc_",
+            Kind::SigninCode => "rrs_",
         }
     }
 }

@@ -242,6 +242,9 @@ impl Store {
 #[derive(Debug, Clone)]
 pub struct TokenRow {
     pub id: Uuid,
+    /// What it was made for, when not by `admin token create` (a sign-in
+    /// link's browser).
+    pub label: Option<String>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
@@ -253,7 +256,7 @@ impl Store {
             .client()
             .await?
             .query(
-                "SELECT id, created_at, revoked_at FROM api_tokens
+                "SELECT id, label, created_at, revoked_at FROM api_tokens
                  WHERE user_id = $1 ORDER BY created_at, id",
                 &[&user_id],
             )
@@ -262,10 +265,116 @@ impl Store {
             .map(|row| {
                 Ok(TokenRow {
                     id: row.try_get("id")?,
+                    label: row.try_get("label")?,
                     created_at: row.try_get("created_at")?,
                     revoked_at: row.try_get("revoked_at")?,
                 })
             })
             .collect()
+    }
+}
+
+/// A sign-in code as the dashboard shows it before it is used: whom it
+/// signs in, until when.
+#[derive(Debug, Clone)]
+pub struct SigninCodeRow {
+    pub user: UserRow,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A code traded for a sign-in: the user and the token made for it.
+#[derive(Debug, Clone)]
+pub struct CodeUsed {
+    pub user: UserRow,
+    pub token_id: Uuid,
+}
+
+/// The label of the token a sign-in code's browser rests on.
+const SIGNIN_LINK_LABEL: &str = "sign-in link";
+
+impl Store {
+    /// Stores a new sign-in code's hash for `user_id`, usable once until
+    /// `expires_at`. Codes past their time go at the same time.
+    pub async fn add_signin_code(
+        &self,
+        user_id: Uuid,
+        code_sha256: &[u8],
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM signin_codes WHERE expires_at <= now() OR used_at IS NOT NULL",
+                &[],
+            )
+            .await?;
+        client
+            .execute(
+                "INSERT INTO signin_codes (id, code_sha256, user_id, expires_at)
+                 VALUES ($1, $2, $3, $4)",
+                &[&Uuid::new_v4(), &code_sha256, &user_id, &expires_at],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Whom an unused, unexpired code signs in; the code stays unused.
+    pub async fn signin_code(&self, code_sha256: &[u8]) -> Result<Option<SigninCodeRow>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!(
+                    "SELECT {USER_COLUMNS}, c.expires_at FROM signin_codes c
+                     JOIN users u ON u.id = c.user_id
+                     WHERE c.code_sha256 = $1 AND c.used_at IS NULL AND c.expires_at > now()"
+                ),
+                &[&code_sha256],
+            )
+            .await?;
+        row.map(|row| {
+            Ok(SigninCodeRow {
+                user: UserRow::try_from(&row)?,
+                expires_at: row.try_get("expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Uses a code, once: marks it used and makes the token its browser's
+    /// sign-in rests on, in one transaction, so two browsers racing with
+    /// the same code get one sign-in between them. `None`: no such code,
+    /// used already, or expired.
+    pub async fn use_signin_code(
+        &self,
+        code_sha256: &[u8],
+        token_sha256: &[u8],
+    ) -> Result<Option<CodeUsed>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let Some(row) = tx
+            .query_opt(
+                "UPDATE signin_codes SET used_at = now()
+                 WHERE code_sha256 = $1 AND used_at IS NULL AND expires_at > now()
+                 RETURNING user_id",
+                &[&code_sha256],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let user_id: Uuid = row.try_get(0)?;
+        let token_id = Uuid::new_v4();
+        tx.execute(
+            "INSERT INTO api_tokens (id, user_id, token_sha256, label) VALUES ($1, $2, $3, $4)",
+            &[&token_id, &user_id, &token_sha256, &SIGNIN_LINK_LABEL],
+        )
+        .await?;
+        let user = tx
+            .query_one("SELECT * FROM users WHERE id = $1", &[&user_id])
+            .await?;
+        let user = UserRow::try_from(&user)?;
+        tx.commit().await?;
+        Ok(Some(CodeUsed { user, token_id }))
     }
 }

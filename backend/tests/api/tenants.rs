@@ -552,3 +552,193 @@ async fn auth_mode_none_serves_without_credentials_on_loopback_only() {
     assert!(listening);
     allowed.kill().await.unwrap();
 }
+
+/// POSTs `body` to a sign-in route as a browser of the dashboard would.
+async fn auth_post(stack: &TestStack, path: &str, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(stack.url(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The one-time code of a link `backend admin signin-link` printed.
+async fn signin_code(stack: &TestStack, user: &str, extra: &[&str]) -> String {
+    let mut args = vec!["signin-link", user, "--url", "http://127.0.0.1:9100/"];
+    args.extend(extra);
+    let made = stack.admin(&args).await;
+    assert!(made.success, "{}", made.stderr);
+    let link = made.stdout.trim();
+    let (page, code) = link.split_once("#code=").unwrap();
+    assert_eq!(page, "http://127.0.0.1:9100/");
+    assert!(code.starts_with("rrs_") && code.len() == 47, "{code}");
+    code.to_owned()
+}
+
+/// The second attack run's sign-in CSRF: a link carried a token and signed
+/// the browser in unasked. A link now carries a one-time code that expires,
+/// which the dashboard can look up (whom it signs in) without using it.
+#[tokio::test]
+async fn a_sign_in_code_says_whom_it_signs_in_and_works_once() {
+    let stack = TestStack::start().await;
+    let code = signin_code(&stack, "alice", &[]).await;
+
+    let inspected = auth_post(&stack, "/api/auth/code", json!({"code": code})).await;
+    assert_eq!(inspected.status(), 200);
+    let inspected: Value = inspected.json().await.unwrap();
+    assert_eq!(inspected["user"]["name"], "alice");
+    let expires: chrono::DateTime<chrono::Utc> =
+        inspected["expires_at"].as_str().unwrap().parse().unwrap();
+    let left = expires - chrono::Utc::now();
+    assert!(left > chrono::Duration::minutes(9) && left <= chrono::Duration::minutes(10));
+
+    let first = auth_post(&stack, "/api/auth/session", json!({"code": code})).await;
+    assert_eq!(first.status(), 200);
+    let cookie = first.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let me: Value = client_with_cookie(&cookie)
+        .get(stack.url("/api/auth/me"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["user"]["name"], "alice");
+    // Once.
+    for path in ["/api/auth/session", "/api/auth/code"] {
+        let again = auth_post(&stack, path, json!({"code": code})).await;
+        let body = assert_error(again, 401, "unauthorized").await;
+        assert!(body["message"].as_str().unwrap().contains("used already"));
+    }
+    // The browser's sign-in rests on a token of its own, which the operator
+    // sees and can revoke.
+    let listed = stack.admin(&["token", "list", "alice"]).await;
+    let link_token = listed
+        .stdout
+        .lines()
+        .find(|l| l.ends_with("sign-in link"))
+        .unwrap_or_else(|| panic!("{}", listed.stdout))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(stack.admin(&["token", "revoke", &link_token]).await.success);
+    let revoked = client_with_cookie(&cookie)
+        .get(stack.url("/api/auth/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 401);
+
+    // A wrong code, an expired one, and both fields or none.
+    let wrong = auth_post(&stack, "/api/auth/code", json!({"code": "rrs_nope"})).await;
+    assert_error(wrong, 401, "unauthorized").await;
+    let expired = signin_code(&stack, "alice", &["--minutes", "1"]).await;
+    stack
+        .db
+        .execute("UPDATE signin_codes SET expires_at = now() - interval '1 second' WHERE used_at IS NULL")
+        .await;
+    let late = auth_post(&stack, "/api/auth/session", json!({"code": expired})).await;
+    assert_error(late, 401, "unauthorized").await;
+    let token = stack.user.as_ref().unwrap().token.clone();
+    let both = auth_post(
+        &stack,
+        "/api/auth/session",
+        json!({"code": code, "token": token}),
+    )
+    .await;
+    assert_error(both, 422, "validation_error").await;
+    let neither = auth_post(&stack, "/api/auth/session", json!({})).await;
+    assert_error(neither, 422, "validation_error").await;
+    // Codes are stored as hashes only, and never logged.
+    let dump = stack
+        .db
+        .query("SELECT row_to_json(c)::text FROM signin_codes c")
+        .await;
+    assert!(dump.iter().all(|r| !r.get::<_, String>(0).contains(&code)));
+    assert!(!stack.log.lines().iter().any(|l| l.contains(&code)));
+    // An hour at most.
+    let long = stack
+        .admin(&["signin-link", "alice", "--minutes", "61"])
+        .await;
+    assert!(!long.success);
+}
+
+/// The second attack run's cookie tossing: a page on another port of the
+/// host set a second `rr_session` (for a longer path, so sent first), and
+/// the API acted as its owner. A request with more than one session cookie
+/// signs no one in.
+#[tokio::test]
+async fn a_request_with_two_session_cookies_is_refused() {
+    let stack = TestStack::start().await;
+    let alice = sign_in(&stack, &stack.user.as_ref().unwrap().token).await;
+    let mallory = stack.add_user("mallory", false).await;
+    let mallory_cookie = auth_post(&stack, "/api/auth/session", json!({"token": mallory.token}))
+        .await
+        .headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    for pair in [
+        format!("{mallory_cookie}; {alice}"),
+        format!("{alice}; {mallory_cookie}"),
+        format!("{alice}; __Host-{alice}"),
+        format!("{alice}; rr_session="),
+    ] {
+        let response = client_with_cookie(&pair)
+            .get(stack.url("/api/sessions"))
+            .send()
+            .await
+            .unwrap();
+        let body = assert_error(response, 401, "unauthorized").await;
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("more than one sign-in cookie"),
+            "{body}"
+        );
+    }
+    // One cookie still works, by either name.
+    for one in [alice.clone(), format!("__Host-{alice}")] {
+        let response = client_with_cookie(&one)
+            .get(stack.url("/api/sessions"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{one}");
+    }
+}
+
+/// Behind TLS the cookie is `__Host-rr_session`: `Secure`, `Path=/`, no
+/// `Domain`, which no other host of the site can set.
+#[tokio::test]
+async fn behind_tls_the_cookie_has_the_host_prefix() {
+    let stack = TestStack::start().await;
+    let response = reqwest::Client::new()
+        .post(stack.url("/api/auth/session"))
+        .header("x-forwarded-proto", "https")
+        .json(&json!({"token": stack.user.as_ref().unwrap().token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let set_cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        set_cookie.starts_with("__Host-rr_session=rrc_"),
+        "{set_cookie}"
+    );
+    for attribute in ["Secure", "Path=/", "HttpOnly", "SameSite=Strict"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    assert!(!set_cookie.contains("Domain"), "{set_cookie}");
+}
