@@ -26,6 +26,10 @@ pub struct Config {
     pub workspaces_root: PathBuf,
     /// `ALLOW_LOCAL_REPOS`: allow `file://` and local paths as `repo_url`.
     pub allow_local_repos: bool,
+    /// `BACKEND_FORBIDDEN_CLONE_PATHS`: folders a local clone may not read,
+    /// besides `WORKSPACES_ROOT` (always): the runner's Codex homes, the
+    /// service's data.
+    pub forbidden_clone_paths: Vec<PathBuf>,
     /// `ALLOW_PRIVATE_CLONE_HOSTS` and `ALLOWED_CLONE_HOSTS`: which hosts a
     /// clone may reach (public addresses only, by default).
     pub clone_policy: crate::domain::ClonePolicy,
@@ -139,6 +143,7 @@ impl fmt::Debug for Config {
             .field("runner_token", &self.runner_token.as_ref().map(|_| "<set>"))
             .field("workspaces_root", &self.workspaces_root)
             .field("allow_local_repos", &self.allow_local_repos)
+            .field("forbidden_clone_paths", &self.forbidden_clone_paths)
             .field("clone_policy", &self.clone_policy)
             .field("cors_origins", &self.cors_origins)
             .field("auth_mode", &self.auth_mode)
@@ -176,6 +181,7 @@ struct Raw {
     runner_token: Option<String>,
     workspaces_root: PathBuf,
     allow_local_repos: bool,
+    backend_forbidden_clone_paths: String,
     allow_private_clone_hosts: bool,
     allowed_clone_hosts: String,
     cors_origins: String,
@@ -225,6 +231,7 @@ impl Default for Raw {
             runner_token: None,
             workspaces_root: PathBuf::from(".data/workspaces"),
             allow_local_repos: false,
+            backend_forbidden_clone_paths: ".data".into(),
             allow_private_clone_hosts: false,
             allowed_clone_hosts: String::new(),
             cors_origins: String::new(),
@@ -266,7 +273,7 @@ impl Default for Raw {
     }
 }
 
-const ENV_KEYS: [&str; 44] = [
+const ENV_KEYS: [&str; 45] = [
     "BACKEND_ADDR",
     "DATABASE_URL",
     "DATABASE_POOL_SIZE",
@@ -274,6 +281,7 @@ const ENV_KEYS: [&str; 44] = [
     "RUNNER_TOKEN",
     "WORKSPACES_ROOT",
     "ALLOW_LOCAL_REPOS",
+    "BACKEND_FORBIDDEN_CLONE_PATHS",
     "ALLOW_PRIVATE_CLONE_HOSTS",
     "ALLOWED_CLONE_HOSTS",
     "CORS_ORIGINS",
@@ -369,6 +377,13 @@ impl Config {
             runner_token,
             workspaces_root: raw.workspaces_root,
             allow_local_repos: raw.allow_local_repos,
+            forbidden_clone_paths: raw
+                .backend_forbidden_clone_paths
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect(),
             clone_policy: crate::domain::ClonePolicy::new(
                 raw.allow_private_clone_hosts,
                 &raw.allowed_clone_hosts,

@@ -19,7 +19,7 @@ use super::{parse_id, ApiTags};
 use crate::auth::{Caller, Principal};
 use crate::domain::{Depth, GitRef, Prompt, RepoUrl, SessionSettings};
 use crate::engine::Engine;
-use crate::git::{CloneRequest, Credentials};
+use crate::git::{CloneRequest, Credentials, LocalSourceError};
 use crate::metrics::Rejection;
 use crate::session_changes::Change;
 use crate::store::{Enqueue, NewSession, OwnedInsert};
@@ -147,6 +147,10 @@ impl SessionsApi {
             &config.clone_policy,
         )
         .map_err(|e| ApiError::invalid(e.to_string()))?;
+        let local = self.engine.local_source(&url).await.map_err(|e| match e {
+            LocalSourceError::Forbidden => ApiError::invalid(e.to_string()),
+            LocalSourceError::Unchecked(_) => ApiError::internal(&e),
+        })?;
         let git_ref = body
             .git_ref
             .as_deref()
@@ -219,6 +223,7 @@ impl SessionsApi {
                 git_ref,
                 depth,
                 credentials: token,
+                local,
                 max_bytes: config.limits.max_clone_bytes,
                 policy: config.clone_policy.clone(),
                 connect_timeout: config.limits.clone_connect_timeout,

@@ -11,7 +11,10 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{lock, retry_bounded, Engine};
-use crate::git::{self, CloneCounts, CloneProgress, CloneRequest};
+use crate::domain::RepoUrl;
+use crate::git::{
+    self, CloneCounts, CloneProgress, CloneRequest, ForbiddenPaths, LocalSource, LocalSourceError,
+};
 use crate::runner_client::RunnerError;
 use crate::store::SessionRow;
 
@@ -31,6 +34,24 @@ pub(super) struct CloneTask {
 }
 
 impl Engine {
+    /// For a local `url`, the check that its path is outside
+    /// `WORKSPACES_ROOT` and `BACKEND_FORBIDDEN_CLONE_PATHS`, which a
+    /// [`CloneRequest`] for it needs; `None` for a remote.
+    pub async fn local_source(
+        &self,
+        url: &RepoUrl,
+    ) -> Result<Option<LocalSource>, LocalSourceError> {
+        if !url.is_local() {
+            return Ok(None);
+        }
+        let path = std::path::PathBuf::from(url.fetch_url());
+        let forbidden = ForbiddenPaths::new(&self.root, &self.config.forbidden_clone_paths);
+        tokio::task::spawn_blocking(move || LocalSource::check(&path, forbidden))
+            .await
+            .map_err(LocalSourceError::Unchecked)?
+            .map(Some)
+    }
+
     /// Clones in the background; the session becomes `ready` or `failed`.
     pub fn spawn_clone(self: &Arc<Self>, session: Uuid, request: CloneRequest) {
         let progress = Arc::new(CloneProgress::default());

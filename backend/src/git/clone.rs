@@ -5,13 +5,14 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use git2::build::{CheckoutBuilder, RepoBuilder};
+use git2::build::{CheckoutBuilder, CloneLocal, RepoBuilder};
 use git2::{
     BranchType, Cred, CredentialType, ErrorClass, ErrorCode, FetchOptions, ObjectType, Oid,
     ProxyOptions, RemoteCallbacks, RemoteRedirect, Repository, Tree, TreeWalkMode, TreeWalkResult,
 };
 
 use super::http_transport::{self, HttpContext};
+use super::local_source::LocalSource;
 use crate::domain::{ClonePolicy, Depth, GitRef, HostKind, RepoUrl};
 
 /// A token for a private https remote; its `Debug` hides it.
@@ -33,6 +34,9 @@ pub struct CloneRequest {
     pub git_ref: Option<GitRef>,
     pub depth: Option<Depth>,
     pub credentials: Option<Credentials>,
+    /// For a local `url`, the check its path passed: a local clone without
+    /// one is refused.
+    pub local: Option<LocalSource>,
     pub max_bytes: u64,
     /// Which addresses the clone may connect to.
     pub policy: ClonePolicy,
@@ -140,6 +144,12 @@ pub enum CloneError {
     DiskFull { free: u64, needed: u64 },
     #[error("the clone was cancelled")]
     Cancelled,
+    #[error(
+        "the local repository is in, or reaches through a symlink, a .git file or alternates into, a folder local clones may not read (WORKSPACES_ROOT or BACKEND_FORBIDDEN_CLONE_PATHS)"
+    )]
+    ForbiddenSource,
+    #[error("the local repository holds a FIFO, a socket or a device, which a clone could wait on for good")]
+    SpecialFile,
     #[error("disk error while writing the workspace: {0}")]
     Disk(String),
     /// One message for every way a host can be out of reach (no such name,
@@ -214,6 +224,14 @@ impl CloneError {
 /// The clone itself writes no files: one checkout, below, writes the tree
 /// of whatever ref was asked for, after its size and the free space were
 /// checked, so a small pack of huge files cannot fill the disk.
+///
+/// A local repository is fetched through libgit2's local transport, never
+/// "cloned locally": that copies (or hard-links) the source's object folder
+/// without a byte passing the transfer callback, so `max_bytes` would not
+/// hold, and a hard link would let the agent write into the source's
+/// objects. The transport packs what the refs reach and counts each byte
+/// it writes, as a network clone's are; before that, [`LocalSource::open`]
+/// refuses a source whose object stores already hold more.
 pub fn clone(
     request: &CloneRequest,
     dest: &Path,
@@ -224,10 +242,19 @@ pub fn clone(
     ensure_free(root, 0, disk.min_free_bytes)?;
     let mut builder = RepoBuilder::new();
     builder.fetch_options(fetch_options(request, progress));
+    builder.clone_local(CloneLocal::None);
     let mut no_checkout = CheckoutBuilder::new();
     no_checkout.dry_run();
     builder.with_checkout(no_checkout);
-    let url = pinned_url(request)?;
+    let url = match (&request.local, request.url.is_local()) {
+        (Some(source), true) => source.open(request.max_bytes, &progress.cancel)?,
+        (None, false) => pinned_url(request)?,
+        _ => {
+            return Err(CloneError::Other(
+                "a local repository's path was not checked".to_owned(),
+            ))
+        }
+    };
     // The egress proxy connects only to origins of clones in progress.
     let _origin = request
         .url
@@ -249,10 +276,6 @@ pub fn clone(
     } else {
         None
     };
-    // libgit2 reads a path that does not exist as an unknown URL scheme.
-    if request.url.is_local() && !Path::new(&url).exists() {
-        return Err(CloneError::NotFound);
-    }
     let (repo, oid, branch) = match request.depth {
         // libgit2's local transport cannot fetch shallow; a local
         // repository is fetched whole (see `fetch_one`).
@@ -817,6 +840,56 @@ mod tests {
         drop(tree);
         std::fs::remove_file(dir.join("file")).unwrap();
         (repo, oid)
+    }
+
+    #[test]
+    fn a_local_clone_is_fetched_and_counted_not_copied() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source");
+        let (repo, oid) = repo_with_file(&source, 100_000);
+        repo.reference("refs/heads/main", oid, true, "main")
+            .unwrap();
+        repo.set_head("refs/heads/main").unwrap();
+        let root = dir.path().join("workspaces");
+        std::fs::create_dir_all(&root).unwrap();
+        let forbidden = super::super::ForbiddenPaths::new(&root, &[]);
+        let request = CloneRequest {
+            url: RepoUrl::parse(&source.display().to_string(), true, &ClonePolicy::default())
+                .unwrap(),
+            git_ref: None,
+            depth: None,
+            credentials: None,
+            local: Some(LocalSource::check(&source, forbidden).unwrap()),
+            max_bytes: 1_000_000,
+            policy: ClonePolicy::default(),
+            connect_timeout: std::time::Duration::from_secs(1),
+            io_timeout: std::time::Duration::from_secs(1),
+        };
+        let progress = Arc::new(CloneProgress::default());
+        let dest = root.join("session/repo");
+        std::fs::create_dir_all(root.join("session")).unwrap();
+
+        let cloned = clone(&request, &dest, &progress, &limits(0)).unwrap();
+
+        assert_eq!(cloned, oid);
+        // Every byte passed the callback that applies the limit.
+        assert!(
+            progress.counts().received_bytes > 0,
+            "{:?}",
+            progress.counts()
+        );
+        let mut folders = vec![dest.join(".git/objects")];
+        while let Some(folder) = folders.pop() {
+            for entry in std::fs::read_dir(folder).unwrap() {
+                let meta = entry.as_ref().unwrap().metadata().unwrap();
+                if meta.is_dir() {
+                    folders.push(entry.unwrap().path());
+                } else {
+                    assert_eq!(meta.nlink(), 1, "a file linked to the source's");
+                }
+            }
+        }
     }
 
     #[test]

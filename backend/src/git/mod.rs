@@ -4,9 +4,11 @@
 mod clone;
 pub mod egress;
 mod http_transport;
+mod local_source;
 mod workspace;
 
 pub use http_transport::register as register_http_transport;
+pub use local_source::{ForbiddenPaths, LocalSource, LocalSourceError};
 
 pub use clone::{
     clone, CloneCounts, CloneError, CloneProgress, CloneRequest, Credentials, DiskLimits,
