@@ -389,3 +389,285 @@ async fn a_git_protocol_clone_connects_to_the_address_it_checked() {
         );
     }
 }
+
+/// Alice's ready session, with a commit of her own that exists only in her
+/// workspace; returns the session's id, her workspace and that commit.
+async fn alice_with_a_secret(stack: &TestStack) -> (String, std::path::PathBuf, String) {
+    let (id, _) = stack.ready_session().await;
+    let workspace = stack.workspace(&id);
+    std::fs::write(workspace.join("secret.txt"), "alice's secret\n").unwrap();
+    test_support::git(&workspace, &["add", "secret.txt"]);
+    test_support::git(&workspace, &["commit", "-q", "-m", "alice's secret"]);
+    let commit = test_support::git(&workspace, &["rev-parse", "HEAD"]);
+    (id, workspace, commit)
+}
+
+/// `POST /api/sessions` as `client`.
+async fn create_as(stack: &TestStack, client: &reqwest::Client, body: Value) -> reqwest::Response {
+    client
+        .post(stack.url("/api/sessions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Polls (bounded) until `client`'s session leaves `cloning`.
+async fn wait_cloned_as(stack: &TestStack, client: &reqwest::Client, id: &str) -> Value {
+    for _ in 0..1200 {
+        let session: Value = client
+            .get(stack.url(&format!("/api/sessions/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if session["status"] != "cloning" {
+            return session;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("session {id} is still cloning");
+}
+
+/// The names of the folders under `WORKSPACES_ROOT`.
+fn session_folders(stack: &TestStack) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(&stack.root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn another_users_workspace_cannot_be_cloned_by_its_path_in_any_spelling() {
+    let stack = TestStack::start().await;
+    let (alice_session, alice, _) = alice_with_a_secret(&stack).await;
+    let mallory = stack.add_user("mallory", false).await;
+    // Symlinks in a folder local clones may read, into the workspaces.
+    std::os::unix::fs::symlink(&alice, stack.repos.join("to-alice")).unwrap();
+    std::os::unix::fs::symlink(&stack.root, stack.repos.join("to-root")).unwrap();
+    let alice = alice.display().to_string();
+    let root = stack.root.display().to_string();
+    let repos = stack.repos.display().to_string();
+
+    for repo_url in [
+        alice.clone(),
+        format!("{alice}/"),
+        format!("{alice}/.git"),
+        format!("file://{alice}"),
+        format!("file://{alice}/"),
+        format!("FILE://{alice}"),
+        format!("file:{alice}"),
+        format!("{repos}/../workspaces/{alice_session}/repo"),
+        format!("{root}/{alice_session}/repo/../repo"),
+        format!("{root}/./{alice_session}//repo"),
+        format!("{repos}/to-alice"),
+        format!("file://{repos}/to-alice/"),
+        format!("{repos}/to-root/{alice_session}/repo"),
+        format!("{repos}/to-root/../workspaces/{alice_session}/repo"),
+        format!("{root}/{alice_session}"),
+        root.clone(),
+        // Not there yet: a clone could find it made by then.
+        format!("{root}/{alice_session}/later"),
+    ] {
+        let response = create_as(&stack, &mallory.client, json!({ "repo_url": repo_url })).await;
+
+        let body = crate::helpers::assert_error(response, 422, "validation_error").await;
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("WORKSPACES_ROOT"),
+            "{repo_url}: {body}"
+        );
+    }
+    let rows = stack.db.query("SELECT count(*) FROM sessions").await;
+    assert_eq!(rows[0].get::<_, i64>(0), 1, "only alice's session exists");
+    assert_eq!(session_folders(&stack), [alice_session]);
+}
+
+#[tokio::test]
+async fn folders_listed_as_forbidden_are_refused_and_others_clone() {
+    let mut stack = TestStack::start().await;
+    let private = stack.make_repo("private");
+    let codex_homes = stack.root.with_file_name("codex-homes");
+    stack.kill_backend().await;
+    stack.backend_env.push((
+        "BACKEND_FORBIDDEN_CLONE_PATHS".to_owned(),
+        format!("{}, {}", codex_homes.display(), private.display()),
+    ));
+    stack.start_backend().await;
+    let public = stack.make_repo("public");
+    std::os::unix::fs::symlink(&private, stack.repos.join("to-private")).unwrap();
+
+    for repo_url in [
+        private.display().to_string(),
+        format!("file://{}/.git", private.display()),
+        stack.repos.join("to-private").display().to_string(),
+        codex_homes.join("some-home").display().to_string(),
+    ] {
+        let response = stack
+            .post("/api/sessions", json!({ "repo_url": repo_url }))
+            .await;
+
+        let body = crate::helpers::assert_error(response, 422, "validation_error").await;
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("BACKEND_FORBIDDEN_CLONE_PATHS"),
+            "{repo_url}: {body}"
+        );
+    }
+    assert_eq!(sessions(&stack).await["sessions"], json!([]));
+    let ready = stack
+        .session(json!({"repo_url": format!("file://{}", public.display())}))
+        .await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+}
+
+#[tokio::test]
+async fn a_repository_that_links_into_a_workspace_fails_before_anything_is_read() {
+    let stack = TestStack::start().await;
+    let (_, alice, secret) = alice_with_a_secret(&stack).await;
+    let mallory = stack.add_user("mallory", false).await;
+    // A `.git` file naming alice's git folder.
+    let gitfile = stack.repos.join("gitfile");
+    std::fs::create_dir_all(&gitfile).unwrap();
+    std::fs::write(
+        gitfile.join(".git"),
+        format!("gitdir: {}\n", alice.join(".git").display()),
+    )
+    .unwrap();
+    // Repositories whose branch is alice's commit, with her objects
+    // borrowed (alternates) or linked (a symlinked object folder).
+    let borrowing = |name: &str| {
+        let repo = stack.repos.join(name);
+        test_support::git(&stack.repos, &["init", "-q", "-b", "main", name]);
+        std::fs::write(repo.join(".git/refs/heads/main"), format!("{secret}\n")).unwrap();
+        repo
+    };
+    let alternates = borrowing("alternates");
+    std::fs::write(
+        alternates.join(".git/objects/info/alternates"),
+        format!("{}\n", alice.join(".git/objects").display()),
+    )
+    .unwrap();
+    let linked = borrowing("linked");
+    std::fs::remove_dir_all(linked.join(".git/objects")).unwrap();
+    std::os::unix::fs::symlink(alice.join(".git/objects"), linked.join(".git/objects")).unwrap();
+
+    for repo in [gitfile, alternates, linked] {
+        for depth in [None, Some(1)] {
+            let mut body = json!({"repo_url": format!("file://{}", repo.display())});
+            if let Some(depth) = depth {
+                body["depth"] = json!(depth);
+            }
+            let response = create_as(&stack, &mallory.client, body).await;
+            assert_eq!(response.status(), 202, "{}", repo.display());
+            let created: Value = response.json().await.unwrap();
+            let id = created["session_id"].as_str().unwrap();
+
+            let failed = wait_cloned_as(&stack, &mallory.client, id).await;
+
+            assert_eq!(failed["status"], "failed", "{}: {failed}", repo.display());
+            assert_eq!(
+                failed["error"],
+                "the local repository is in, or reaches through a symlink, a .git file or alternates into, a folder local clones may not read (WORKSPACES_ROOT or BACKEND_FORBIDDEN_CLONE_PATHS)",
+                "{}",
+                repo.display()
+            );
+            assert!(!stack.root.join(id).exists(), "{}", repo.display());
+        }
+    }
+}
+
+/// `bytes` random (incompressible) bytes.
+fn random_bytes(bytes: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut data = Vec::with_capacity(bytes);
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .take(bytes as u64)
+        .read_to_end(&mut data)
+        .unwrap();
+    data
+}
+
+#[tokio::test]
+async fn a_local_repository_over_the_clone_limit_fails_and_one_under_it_clones() {
+    let stack = TestStack::start_configured(true, &[("BACKEND_MAX_CLONE_BYTES", "1000000")]).await;
+    // Three random megabytes: its objects take as much on disk as in a pack.
+    let big = stack.repos.join("big");
+    test_support::init_repo(&big);
+    std::fs::write(big.join("noise.bin"), random_bytes(3_000_000)).unwrap();
+    test_support::git(&big, &["add", "."]);
+    test_support::git(&big, &["commit", "-q", "-m", "noise"]);
+    let small = stack.make_repo("small");
+
+    for repo_url in [
+        big.display().to_string(),
+        format!("file://{}", big.display()),
+    ] {
+        for depth in [None, Some(1)] {
+            let mut body = json!({ "repo_url": repo_url });
+            if let Some(depth) = depth {
+                body["depth"] = json!(depth);
+            }
+
+            let failed = stack.session(body).await;
+
+            assert_eq!(failed["status"], "failed", "{repo_url}: {failed}");
+            assert_eq!(
+                failed["error"],
+                "the repository is larger than the clone limit of 1000000 bytes (BACKEND_MAX_CLONE_BYTES)",
+                "{repo_url} depth {depth:?}"
+            );
+            assert!(!stack
+                .root
+                .join(failed["session_id"].as_str().unwrap())
+                .exists());
+        }
+    }
+    let ready = stack
+        .session(json!({"repo_url": format!("file://{}", small.display())}))
+        .await;
+    assert_eq!(ready["status"], "ready", "{ready}");
+}
+
+#[tokio::test]
+async fn a_local_clone_shares_no_file_with_its_source() {
+    // libgit2's "local clone" hard-links the source's objects into the
+    // workspace, where the agent could change them in place.
+    use std::os::unix::fs::MetadataExt;
+    let stack = TestStack::start().await;
+    // Loose objects first, then a pack.
+    let (loose, source) = stack.ready_session().await;
+    test_support::git(&source, &["gc", "-q"]);
+    let packed = stack
+        .session(json!({"repo_url": source.display().to_string()}))
+        .await;
+    assert_eq!(packed["status"], "ready", "{packed}");
+    let packed = packed["session_id"].as_str().unwrap().to_owned();
+
+    for session in [loose, packed] {
+        let mut folders = vec![stack.workspace(&session).join(".git/objects")];
+        let mut files = 0;
+        while let Some(folder) = folders.pop() {
+            for entry in std::fs::read_dir(folder).unwrap() {
+                let entry = entry.unwrap();
+                let meta = entry.metadata().unwrap();
+                if meta.is_dir() {
+                    folders.push(entry.path());
+                } else {
+                    files += 1;
+                    assert_eq!(meta.nlink(), 1, "{}", entry.path().display());
+                }
+            }
+        }
+        assert!(files > 0);
+    }
+}
