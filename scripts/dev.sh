@@ -79,6 +79,9 @@ export CODEX_BIN=${CODEX_BIN:-$PWD/node_modules/.bin/codex}
 # The data folder (the database's files, the sign-in tokens) is hidden from
 # every agent's commands, but for the session's own folder and home.
 export RUNNER_HIDDEN_PATHS=${RUNNER_HIDDEN_PATHS:-$data}
+# Nor may a local clone (ALLOW_LOCAL_REPOS=true) read the data folder or the
+# homes; the workspaces are always refused.
+export BACKEND_FORBIDDEN_CLONE_PATHS=${BACKEND_FORBIDDEN_CLONE_PATHS:-$data,$RUNNER_CODEX_HOMES}
 export RUNNER_URL=${RUNNER_URL:-http://$RUNNER_ADDR}
 # The runner answers only the backend: a fresh token for each start unless
 # one is given.
