@@ -159,6 +159,8 @@ impl Engine {
             Ok(commit) => commit,
             Err(message) => {
                 tracing::warn!(%message, "clone failed");
+                // libgit2's and the OS's words may name the server's folders.
+                let message = without_server_paths(&message, &self.config.workspaces_root, session);
                 if !deleted {
                     self.metrics.clone_ended(false, started.elapsed());
                 }
@@ -377,4 +379,38 @@ fn orphans(root: &std::path::Path, sessions: &HashSet<Uuid>) -> std::io::Result<
         }
     }
     Ok(found)
+}
+
+/// `message` as users read it in the session's `error`: the session's own
+/// folder is `<workspace>`, and any other path under `WORKSPACES_ROOT`
+/// (the server's layout, other sessions' ids) `<workspaces>/…`.
+fn without_server_paths(message: &str, root: &std::path::Path, session: Uuid) -> String {
+    let root = root.display().to_string();
+    if root.len() <= 1 {
+        return message.to_owned();
+    }
+    let own = format!("{root}/{session}/repo");
+    message
+        .replace(&own, "<workspace>")
+        .replace(&format!("{root}/{session}"), "<session folder>")
+        .replace(&root, "<workspaces>")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clone_error_names_no_server_folder() {
+        let session = Uuid::nil();
+        let root = std::path::Path::new("/srv/ws");
+        let said = format!(
+            "failed to make directory '/srv/ws/{session}/repo/.git': cannot lock /srv/ws/{session}/x \
+             or /srv/ws/other"
+        );
+        assert_eq!(
+            without_server_paths(&said, root, session),
+            "failed to make directory '<workspace>/.git': cannot lock <session folder>/x or <workspaces>/other"
+        );
+    }
 }
