@@ -22,7 +22,7 @@ pub use connections::{ConnectionLimits, LimitedConnections, LimitedIo};
 pub use error::{error_response, json_error, ErrorCode};
 pub use host::{allowed_hosts_from_env, AllowedHosts};
 pub use methods::{AllowedMethods, Routes};
-pub use request_log::log_request;
+pub use request_log::{log_request, log_request_as};
 
 /// Logs to stderr, filtered by `RUST_LOG` (`info` by default), coloured only
 /// on a terminal.
