@@ -44,6 +44,9 @@ pub struct Config {
     pub auth_none_on_public: bool,
     /// `BACKEND_SIGNIN_TTL_HOURS`: how long a browser's sign-in lasts.
     pub signin_ttl: Duration,
+    /// `BACKEND_PREVIEW_GRANT_TTL_SECS`: how long a preview grant (the
+    /// Preview tab's credential for one session's files) lasts.
+    pub preview_grant_ttl: Duration,
     /// `BACKEND_COOKIE_SECURE`: mark the sign-in cookie `Secure` always
     /// (`true`), never (`false`), or when the request came over TLS, as
     /// `X-Forwarded-Proto: https` says (`auto`, the default).
@@ -149,6 +152,7 @@ impl fmt::Debug for Config {
             .field("auth_mode", &self.auth_mode)
             .field("auth_none_on_public", &self.auth_none_on_public)
             .field("signin_ttl", &self.signin_ttl)
+            .field("preview_grant_ttl", &self.preview_grant_ttl)
             .field("cookie_secure", &self.cookie_secure)
             .field("trusted_proxies", &self.trusted_proxies)
             .field(
@@ -188,6 +192,7 @@ struct Raw {
     auth_mode: crate::auth::AuthMode,
     auth_mode_none_on_public: String,
     backend_signin_ttl_hours: u64,
+    backend_preview_grant_ttl_secs: u64,
     backend_cookie_secure: CookieSecure,
     backend_user_max_sessions: i64,
     backend_user_max_active_runs: i64,
@@ -238,6 +243,7 @@ impl Default for Raw {
             auth_mode: crate::auth::AuthMode::Token,
             auth_mode_none_on_public: String::new(),
             backend_signin_ttl_hours: 7 * 24,
+            backend_preview_grant_ttl_secs: 3600,
             backend_cookie_secure: CookieSecure::Auto,
             backend_user_max_sessions: 100,
             backend_user_max_active_runs: 20,
@@ -273,7 +279,7 @@ impl Default for Raw {
     }
 }
 
-const ENV_KEYS: [&str; 45] = [
+const ENV_KEYS: [&str; 46] = [
     "BACKEND_ADDR",
     "DATABASE_URL",
     "DATABASE_POOL_SIZE",
@@ -288,6 +294,7 @@ const ENV_KEYS: [&str; 45] = [
     "AUTH_MODE",
     "AUTH_MODE_NONE_ON_PUBLIC",
     "BACKEND_SIGNIN_TTL_HOURS",
+    "BACKEND_PREVIEW_GRANT_TTL_SECS",
     "BACKEND_COOKIE_SECURE",
     "BACKEND_USER_MAX_SESSIONS",
     "BACKEND_USER_MAX_ACTIVE_RUNS",
@@ -398,6 +405,9 @@ impl Config {
             auth_mode: raw.auth_mode,
             auth_none_on_public: raw.auth_mode_none_on_public.trim() == "yes",
             signin_ttl: Duration::from_secs(raw.backend_signin_ttl_hours.clamp(1, 24 * 365) * 3600),
+            preview_grant_ttl: Duration::from_secs(
+                raw.backend_preview_grant_ttl_secs.clamp(1, 7 * 24 * 3600),
+            ),
             cookie_secure: raw.backend_cookie_secure,
             trusted_proxies,
             metrics_token,

@@ -2,7 +2,7 @@
 //! database's shapes; the API layer converts them into its own types.
 //!
 //! Architecture Invariant: only this module (and `store/accounts.rs`, its
-//! users and credentials) writes SQL.
+//! users and credentials, and `store/preview_grants.rs`) writes SQL.
 
 use std::collections::HashSet;
 
@@ -18,8 +18,10 @@ use crate::domain::{RunStatus, SessionSettings, SessionStatus, Usage};
 use crate::git::{Changes, CloneCounts, Snapshot};
 
 mod accounts;
+mod preview_grants;
 
 pub use accounts::{CodeUsed, SignedIn, SigninCodeRow, TokenRow, UserRow, UserSummary};
+pub use preview_grants::{NewPreviewGrant, PreviewGrantRow, MAX_GRANTS_PER_SESSION};
 
 mod embedded {
     refinery::embed_migrations!("../migrations");

@@ -15,11 +15,6 @@ pub struct Config {
     pub backend_url: String,
     /// `DEMO_MODE`: the dashboard says so (a scripted model drives Codex).
     pub demo_mode: bool,
-    /// `PREVIEW_TOKEN`: the API token the preview reads workspaces with when
-    /// the backend requires one (never logged). The preview serves every
-    /// session it can read to whoever reaches `PREVIEW_ADDR` and knows the
-    /// session's id: see docs/SECURITY.md.
-    pub preview_token: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -29,10 +24,6 @@ impl std::fmt::Debug for Config {
             .field("preview_addr", &self.preview_addr)
             .field("backend_url", &self.backend_url)
             .field("demo_mode", &self.demo_mode)
-            .field(
-                "preview_token",
-                &self.preview_token.as_ref().map(|_| "<set>"),
-            )
             .finish()
     }
 }
@@ -44,7 +35,6 @@ impl Default for Config {
             preview_addr: "127.0.0.1:9104".into(),
             backend_url: "http://127.0.0.1:9101".into(),
             demo_mode: false,
-            preview_token: None,
         }
     }
 }
@@ -52,20 +42,19 @@ impl Default for Config {
 impl Config {
     pub fn from_env() -> Result<Self, Box<figment::Error>> {
         let mut config: Config = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Env::raw().only(&[
-                "PROXY_ADDR",
-                "PREVIEW_ADDR",
-                "BACKEND_URL",
-                "DEMO_MODE",
-                "PREVIEW_TOKEN",
-            ]))
+            .merge(Env::raw().only(&["PROXY_ADDR", "PREVIEW_ADDR", "BACKEND_URL", "DEMO_MODE"]))
             .extract()
             .map_err(Box::new)?;
         config.backend_url = config.backend_url.trim_end_matches('/').to_owned();
-        config.preview_token = config
-            .preview_token
-            .map(|t| t.trim().to_owned())
-            .filter(|t| !t.is_empty());
+        // The preview reads each session with the grant its address carries
+        // and holds no token of its own. One still set is ignored; it reads
+        // whatever its user may, so it should not lie around either.
+        if std::env::var_os("PREVIEW_TOKEN").is_some_and(|t| !t.is_empty()) {
+            tracing::warn!(
+                "PREVIEW_TOKEN is set and ignored: previews read each session with a grant of \
+                 the dashboard's; unset it and revoke that token (backend admin token revoke ID)"
+            );
+        }
         Ok(config)
     }
 }

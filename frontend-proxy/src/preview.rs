@@ -1,16 +1,26 @@
 //! The preview: a session's workspace served as a static site, on a
-//! listener of its own (`PREVIEW_ADDR`), at `/{session_id}/{path}`.
+//! listener of its own (`PREVIEW_ADDR`), at `/{session_id}/{grant}/{path}`.
 //!
 //! A preview runs whatever the agent wrote, so it gets an origin apart from
 //! the dashboard and, through its `Content-Security-Policy`, a sandbox of
-//! its own (an opaque origin: no cookies, no storage shared with anyone),
-//! nothing loaded or fetched from outside its own address, and no framing
-//! except by the dashboard. Files are read through the backend's API, never
-//! from the disk, so the backend's refusals (`.git`, symlinks out of the
-//! workspace, anything outside it, files over its size limit) hold here too;
-//! `.git` is refused here as well, before the backend is asked. The browser's
-//! cookies and headers are never passed on: the backend is asked with the
-//! proxy's own client and nothing of the request but the path.
+//! its own (an opaque origin: no cookies, no storage shared with anyone,
+//! another session's page included), nothing loaded or fetched from outside
+//! its own address, and no framing except by the dashboard. Files are read
+//! through the backend's API, never from the disk, so the backend's
+//! refusals (`.git`, symlinks out of the workspace, anything outside it,
+//! files over its size limit) hold here too; `.git` is refused here as well,
+//! before the backend is asked.
+//!
+//! The proxy holds no credential of its own. Every address carries a
+//! preview grant, which the signed-in dashboard gets from the backend for
+//! one session (`POST /api/sessions/{id}/preview`); since it is in the path,
+//! the page's relative subresources carry it too. The backend is asked with
+//! that grant (`Authorization: Preview <grant>`) and nothing else of the
+//! request but the path, and the grant reads that one session's files and
+//! nothing else: a page of one session that names another session's files
+//! gets a 404, with its own grant, or a 401, with none. The browser's
+//! cookies and headers are never passed on. Grants never reach the log: the
+//! request log shows `<grant>` in their place.
 //!
 //! A folder answers with its `index.html`, or else with a list of its files;
 //! a folder named without its trailing slash is redirected to it, so that
@@ -34,16 +44,64 @@ use crate::proxy::Upstream;
 #[derive(Clone)]
 pub struct Preview {
     upstream: Upstream,
-    /// `Authorization: Bearer <PREVIEW_TOKEN>`, marked sensitive.
-    authorization: Option<HeaderValue>,
     /// The whole `Content-Security-Policy` of every preview response.
     policy: HeaderValue,
+}
+
+/// A preview grant as an address carries it: `rrp_` and 43 characters of
+/// URL-safe base64 (256 bits). Only the backend knows whether it is live;
+/// anything else in its place (an API token, a file name of an address
+/// from before grants) is refused here, without asking.
+#[derive(Clone)]
+pub struct Grant(String);
+
+impl Grant {
+    pub fn parse(segment: &str) -> Option<Self> {
+        let key = segment.strip_prefix("rrp_")?;
+        let valid = key.len() == 43
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        valid.then(|| Self(segment.to_owned()))
+    }
+
+    /// `Authorization: Preview <grant>`, marked sensitive.
+    fn authorization(&self) -> Result<HeaderValue> {
+        let mut value = HeaderValue::from_str(&format!("Preview {}", self.0))
+            .map_err(|_| PreviewError::NoGrant)?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Grant(<redacted>)")
+    }
+}
+
+/// The path as the request log shows it: the segment after the session,
+/// where a grant goes, replaced.
+pub fn logged_path(path: &str) -> String {
+    let mut segments = path.splitn(4, '/');
+    match (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) {
+        (Some(""), Some(session), Some(grant), rest) if !grant.is_empty() => {
+            let rest = rest.map(|r| format!("/{r}")).unwrap_or_default();
+            format!("/{session}/<grant>{rest}")
+        }
+        _ => path.to_owned(),
+    }
 }
 
 impl Preview {
     /// `frame_ancestors` are the origins the dashboard is reached by (see
     /// [`dashboard_origins`]): only they may show a preview in a frame.
-    pub fn new(upstream: Upstream, frame_ancestors: &str, token: Option<&str>) -> Self {
+    pub fn new(upstream: Upstream, frame_ancestors: &str) -> Self {
         let policy = format!(
             "default-src 'self'; script-src 'self' 'unsafe-inline'; \
              style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; \
@@ -51,15 +109,8 @@ impl Preview {
              object-src 'none'; base-uri 'none'; form-action 'none'; \
              frame-ancestors {frame_ancestors}; sandbox allow-scripts"
         );
-        let authorization = token
-            .and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
-            .map(|mut value| {
-                value.set_sensitive(true);
-                value
-            });
         Self {
             upstream,
-            authorization,
             // The origins come from addresses and ALLOWED_HOSTS, which are
             // header-safe; a policy that is not is replaced by one that
             // allows no framing at all rather than by none.
@@ -175,6 +226,12 @@ impl Preview {
 enum PreviewError {
     #[error("{0} is not a session id")]
     SessionId(String),
+    /// The address has no grant where one goes.
+    #[error(
+        "a preview's address carries a grant for its session: open the preview from the \
+         dashboard's Preview tab"
+    )]
+    NoGrant,
     #[error("the preview does not serve .git, . or .. in a path")]
     Refused,
     #[error("{0}: no such file or folder")]
@@ -193,6 +250,7 @@ impl IntoResponse for PreviewError {
         let message = self.to_string();
         match self {
             PreviewError::SessionId(_) => service_kit::error_response(ErrorCode::NotFound, message),
+            PreviewError::NoGrant => service_kit::error_response(ErrorCode::Unauthorized, message),
             PreviewError::Refused => service_kit::error_response(ErrorCode::Forbidden, message),
             PreviewError::NotFound(_) => service_kit::error_response(ErrorCode::NotFound, message),
             PreviewError::Backend(response) => *response,
@@ -246,16 +304,15 @@ enum Lookup {
 }
 
 impl Preview {
-    async fn get(&self, url: url::Url) -> Result<reqwest::Response> {
-        let mut request = self
-            .upstream
+    async fn get(&self, url: url::Url, grant: &Grant) -> Result<reqwest::Response> {
+        self.upstream
             .client
             .get(url)
-            .header(header::ACCEPT, "application/json");
-        if let Some(authorization) = &self.authorization {
-            request = request.header(header::AUTHORIZATION, authorization.clone());
-        }
-        request.send().await.map_err(PreviewError::Unreachable)
+            .header(header::ACCEPT, "application/json")
+            .header(header::AUTHORIZATION, grant.authorization()?)
+            .send()
+            .await
+            .map_err(PreviewError::Unreachable)
     }
 
     /// `/api/sessions/{session}/files[/{segments}]`, each segment encoded.
@@ -270,8 +327,8 @@ impl Preview {
         Ok(url)
     }
 
-    async fn read(&self, session: Uuid, segments: &[&str]) -> Result<Lookup> {
-        let response = self.get(self.files_url(session, segments)?).await?;
+    async fn read(&self, session: Uuid, grant: &Grant, segments: &[&str]) -> Result<Lookup> {
+        let response = self.get(self.files_url(session, segments)?, grant).await?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             // No such file, or no such session: the backend's message says
@@ -297,8 +354,8 @@ impl Preview {
         Ok(Lookup::File(bytes))
     }
 
-    async fn tree(&self, session: Uuid) -> Result<FileTree> {
-        let response = self.get(self.files_url(session, &[])?).await?;
+    async fn tree(&self, session: Uuid, grant: &Grant) -> Result<FileTree> {
+        let response = self.get(self.files_url(session, &[])?, grant).await?;
         if !response.status().is_success() {
             return Err(fail(response).await);
         }
@@ -308,10 +365,12 @@ impl Preview {
             .map_err(|e| PreviewError::Unexpected(e.to_string()))
     }
 
-    /// Serves `path` (relative, `/`-separated, maybe empty) of `session`.
-    async fn serve(&self, session: &str, path: &str) -> Result<Response> {
+    /// Serves `path` (relative, `/`-separated, maybe empty) of `session`
+    /// with `grant`.
+    async fn serve(&self, session: &str, grant: &str, path: &str) -> Result<Response> {
         let session =
             Uuid::parse_str(session).map_err(|_| PreviewError::SessionId(session.to_owned()))?;
+        let grant = Grant::parse(grant).ok_or(PreviewError::NoGrant)?;
         let folder = path.is_empty() || path.ends_with('/');
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         if segments
@@ -323,19 +382,19 @@ impl Preview {
         if folder {
             let mut index = segments.clone();
             index.push("index.html");
-            return match self.read(session, &index).await? {
+            return match self.read(session, &grant, &index).await? {
                 Lookup::File(bytes) => Ok(file_response("index.html", bytes)),
                 Lookup::NotAFile(response) => Ok(response),
-                Lookup::Missing(_) => self.listing(session, &segments).await,
+                Lookup::Missing(_) => self.listing(session, &grant, &segments).await,
             };
         }
-        match self.read(session, &segments).await? {
+        match self.read(session, &grant, &segments).await? {
             Lookup::File(bytes) => Ok(file_response(path, bytes)),
             Lookup::Missing(response) => Ok(response),
             Lookup::NotAFile(response) => {
                 // A folder named without its slash: send the browser to the
                 // folder, so relative links resolve inside it.
-                let tree = self.tree(session).await?;
+                let tree = self.tree(session, &grant).await?;
                 let wanted = segments.join("/");
                 if tree
                     .entries
@@ -356,8 +415,8 @@ impl Preview {
     }
 
     /// A folder without an `index.html`: the list of what is in it.
-    async fn listing(&self, session: Uuid, segments: &[&str]) -> Result<Response> {
-        let tree = self.tree(session).await?;
+    async fn listing(&self, session: Uuid, grant: &Grant, segments: &[&str]) -> Result<Response> {
+        let tree = self.tree(session, grant).await?;
         let folder = segments.join("/");
         let prefix = if folder.is_empty() {
             String::new()
@@ -477,37 +536,101 @@ fn encode_segment(segment: &str) -> String {
     format!("./{out}")
 }
 
-/// `GET /{session_id}/{path}`.
+/// Whether a request is for a page to show (a frame's or a tab's
+/// document) rather than a subresource or a script's fetch. A browser says
+/// so with `Sec-Fetch-Dest`; one that does not, with `Accept`.
+fn is_document(req: &Request) -> bool {
+    match req.headers().get("sec-fetch-dest").map(HeaderValue::to_str) {
+        Some(Ok(dest)) => matches!(dest, "document" | "iframe" | "frame"),
+        _ => req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|a| a.to_str().ok())
+            .is_some_and(|a| a.starts_with("text/html")),
+    }
+}
+
+/// The type of the message a refused page posts to its parent (the
+/// dashboard's Preview tab, which then asks for a new grant).
+pub const REFUSED_MESSAGE: &str = "repo-runner:preview-grant-refused";
+
+/// A refused grant (expired, revoked, none): as it is for a subresource or
+/// a fetch (the API's JSON error); for a page, a page that says so and
+/// tells the dashboard which workspace path it was at, so that the Preview
+/// tab can show it again with a new grant. The path is all it tells, and
+/// the dashboard only ever builds an address of its own session from it.
+fn answer(req: &Request, path: &str, response: Response) -> Response {
+    if response.status() != StatusCode::UNAUTHORIZED || !is_document(req) {
+        return response;
+    }
+    let message = serde_json::json!({"type": REFUSED_MESSAGE, "path": path})
+        .to_string()
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026");
+    let page = format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>Preview not allowed</title></head>\n\
+         <body>\n<p>This preview's address has no valid grant: it expired, was revoked, or is \
+         missing. The dashboard's Preview tab asks for a new one: use Reload there.</p>\n\
+         <script>parent.postMessage({message}, \"*\");</script>\n</body>\n</html>\n"
+    );
+    Response::builder()
+        .status(StatusCode::UNAUTHORIZED)
+        .content_type("text/html; charset=utf-8")
+        .body(page)
+}
+
+/// `GET /{session_id}/{grant}/{path}`.
 #[handler]
 pub async fn file(
-    Path((session, path)): Path<(String, String)>,
+    req: &Request,
+    Path((session, grant, path)): Path<(String, String, String)>,
     Data(preview): Data<&Preview>,
 ) -> Response {
-    match preview.serve(&session, &path).await {
+    let response = match preview.serve(&session, &grant, &path).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
-    }
+    };
+    answer(req, &path, response)
 }
 
-/// `GET /{session_id}/`: the workspace's root folder.
+/// `GET /{session_id}/{grant}/`: the workspace's root folder.
 #[handler]
-pub async fn root(Path(session): Path<String>, Data(preview): Data<&Preview>) -> Response {
-    match preview.serve(&session, "").await {
+pub async fn root(
+    req: &Request,
+    Path((session, grant)): Path<(String, String)>,
+    Data(preview): Data<&Preview>,
+) -> Response {
+    let response = match preview.serve(&session, &grant, "").await {
         Ok(response) => response,
         Err(error) => error.into_response(),
-    }
+    };
+    answer(req, "", response)
 }
 
-/// `GET /{session_id}`: to the folder, so relative links resolve.
+/// `GET /{session_id}/{grant}`: to the folder, so relative links resolve.
 #[handler]
-pub fn session_without_slash(Path(session): Path<String>) -> Response {
-    match Uuid::parse_str(&session) {
-        Ok(id) => Response::builder()
-            .status(StatusCode::PERMANENT_REDIRECT)
-            .header(header::LOCATION, format!("/{id}/"))
-            .finish(),
-        Err(_) => PreviewError::SessionId(session).into_response(),
-    }
+pub fn grant_without_slash(
+    req: &Request,
+    Path((session, grant)): Path<(String, String)>,
+) -> Response {
+    let refused = match (Uuid::parse_str(&session), Grant::parse(&grant)) {
+        (Ok(id), Some(grant)) => {
+            return Response::builder()
+                .status(StatusCode::PERMANENT_REDIRECT)
+                .header(header::LOCATION, format!("/{id}/{}/", grant.0))
+                .finish()
+        }
+        (Err(_), _) => PreviewError::SessionId(session),
+        (Ok(_), None) => PreviewError::NoGrant,
+    };
+    answer(req, "", refused.into_response())
+}
+
+/// `GET /{session_id}[/]`: an address without a grant.
+#[handler]
+pub fn without_grant(req: &Request) -> Response {
+    answer(req, "", PreviewError::NoGrant.into_response())
 }
 
 #[cfg(test)]
@@ -561,6 +684,47 @@ mod tests {
             preview_origins(addr, "*", 9104),
             "http://*:9104 https://*:9104"
         );
+    }
+
+    #[test]
+    fn a_grant_is_its_prefix_and_256_bits_and_nothing_else() {
+        let key = "A".repeat(42);
+        assert!(Grant::parse(&format!("rrp_{key}-")).is_some());
+        assert!(Grant::parse(&format!("rrp_{key}_")).is_some());
+        for refused in [
+            format!("rrp_{key}"),
+            format!("rrp_{key}AA"),
+            format!("rrp_{key}="),
+            format!("rrp_{key}%"),
+            format!("rr_{key}AA"),
+            "index.html".to_owned(),
+            String::new(),
+        ] {
+            assert!(Grant::parse(&refused).is_none(), "{refused}");
+        }
+        let grant = Grant::parse(&format!("rrp_{key}A")).unwrap();
+        assert_eq!(format!("{grant:?}"), "Grant(<redacted>)");
+        assert!(grant.authorization().unwrap().is_sensitive());
+    }
+
+    #[test]
+    fn the_log_shows_no_grant() {
+        let id = "0b8f3a52-8f43-4c8e-9a8e-3f1c2d4e5f60";
+        assert_eq!(
+            logged_path(&format!("/{id}/rrp_secret/snake/a.js")),
+            format!("/{id}/<grant>/snake/a.js")
+        );
+        assert_eq!(
+            logged_path(&format!("/{id}/rrp_secret/")),
+            format!("/{id}/<grant>/")
+        );
+        assert_eq!(
+            logged_path(&format!("/{id}/rrp_secret")),
+            format!("/{id}/<grant>")
+        );
+        assert_eq!(logged_path(&format!("/{id}/")), format!("/{id}/"));
+        assert_eq!(logged_path(&format!("/{id}")), format!("/{id}"));
+        assert_eq!(logged_path("/"), "/");
     }
 
     #[test]

@@ -49,7 +49,6 @@ pub struct Application {
     upstream: Upstream,
     allowed_hosts: String,
     demo_mode: bool,
-    preview_token: Option<String>,
 }
 
 impl Application {
@@ -74,7 +73,6 @@ impl Application {
             upstream: Upstream::new(&config.backend_url),
             allowed_hosts,
             demo_mode: config.demo_mode,
-            preview_token: config.preview_token,
         })
     }
 
@@ -129,18 +127,25 @@ impl Application {
             .around(service_kit::log_request);
 
         let frame_ancestors = preview::dashboard_origins(self.dashboard.addr, &self.allowed_hosts);
-        let previews = Preview::new(
-            self.upstream,
-            &frame_ancestors,
-            self.preview_token.as_deref(),
-        );
+        let previews = Preview::new(self.upstream, &frame_ancestors);
         let policy = previews.policy();
+        // Every address carries a grant after the session (see preview.rs);
+        // those without one are refused.
         let preview_app = Route::new()
-            .at("/:session_id", poem::get(preview::session_without_slash))
-            .at("/:session_id/", poem::get(preview::root))
-            .at("/:session_id/*path", poem::get(preview::file))
+            .at("/:session_id", poem::get(preview::without_grant))
+            .at("/:session_id/", poem::get(preview::without_grant))
+            .at(
+                "/:session_id/:grant",
+                poem::get(preview::grant_without_slash),
+            )
+            .at("/:session_id/:grant/", poem::get(preview::root))
+            .at("/:session_id/:grant/*path", poem::get(preview::file))
             .data(previews)
-            .around(service_kit::log_request)
+            // The log shows `<grant>` where the path has one.
+            .around(|ep, req| {
+                let path = preview::logged_path(req.uri().path());
+                service_kit::log_request_as(ep, req, path)
+            })
             .around(move |ep, req| preview::secure(ep, req, policy.clone()));
 
         let dashboard_headers = Arc::new(DashboardHeaders::new(&preview::preview_origins(

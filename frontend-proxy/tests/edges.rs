@@ -67,7 +67,6 @@ async fn proxy_with(limits: ConnectionLimits) -> (std::net::SocketAddr, mpsc::Se
             preview_addr: "127.0.0.1:0".into(),
             backend_url: format!("http://{backend}"),
             demo_mode: false,
-            preview_token: None,
         },
         limits,
     )
@@ -237,7 +236,6 @@ async fn the_preview_listener_keeps_its_own_connection_cap() {
             // Nothing listens there: the cap answers before any request.
             backend_url: "http://127.0.0.1:9".into(),
             demo_mode: false,
-            preview_token: None,
         },
         ConnectionLimits {
             max_connections: 1,

@@ -1,8 +1,9 @@
 //! The preview listener against a fake backend that answers the files API
 //! the way the backend does (`GET /api/sessions/{id}/files[/{path}]`, JSON,
-//! base64 for binary, the error schema) and records what it was asked.
-//! The real chain (real backend, a real run writing the files, Chromium) is
-//! in `e2e/dashboard.test.mjs`.
+//! base64 for binary, the error schema, a preview grant bound to one
+//! session) and records what it was asked. The real chain (real backend, a
+//! real run writing the files, Chromium) is in `e2e/dashboard.test.mjs`; the
+//! real backend behind the real proxy in `backend/tests/api/previews.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,15 +20,23 @@ use poem::{get, handler, EndpointExt, IntoResponse, Request, Response, Route, Se
 use serde_json::{json, Value};
 
 const SESSION: &str = "0b8f3a52-8f43-4c8e-9a8e-3f1c2d4e5f60";
+/// Another session, which `GRANT` does not read.
+const OTHER: &str = "11111111-2222-4333-8444-555555555555";
+/// The live grant of `SESSION`.
+const GRANT: &str = "rrp_LiveLiveLiveLiveLiveLiveLiveLiveLiveLiveLiv";
+/// A grant of `SESSION` that has expired.
+const EXPIRED: &str = "rrp_ExpiredExpiredExpiredExpiredExpiredExpiredE";
 
-/// A request the fake backend got: its path and its `Cookie` header.
-type Asked = (String, Option<String>);
+/// A request the fake backend got: its path, its `Cookie` and its
+/// `Authorization` header.
+type Asked = (String, Option<String>, Option<String>);
 
 /// The fake workspace: path -> content; folders are implied by the paths.
 #[derive(Clone, Default)]
 struct Workspace {
     files: Arc<BTreeMap<String, Vec<u8>>>,
-    /// Each request the backend got: path and its `Cookie` header, if any.
+    /// Each request the backend got: path, its `Cookie` and `Authorization`
+    /// headers, if any.
     asked: Arc<Mutex<Vec<Asked>>>,
 }
 
@@ -48,12 +57,32 @@ impl Workspace {
     }
 
     fn record(&self, req: &Request) {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .map(|c| c.to_str().unwrap().to_owned())
+        };
         self.asked.lock().unwrap().push((
             req.original_uri().path().to_owned(),
-            req.headers()
-                .get("cookie")
-                .map(|c| c.to_str().unwrap().to_owned()),
+            header("cookie"),
+            header("authorization"),
         ));
+    }
+
+    /// As the backend judges a request with a grant: `GRANT` reads
+    /// `SESSION` alone; anything else is no credential.
+    fn refusal(&self, req: &Request, session: &str) -> Option<Response> {
+        self.record(req);
+        let authorization = req.headers().get("authorization");
+        if authorization.and_then(|a| a.to_str().ok()) != Some(&format!("Preview {GRANT}")) {
+            return Some(error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the preview grant is not valid: it is wrong, expired or revoked",
+            ));
+        }
+        (session != SESSION)
+            .then(|| error(StatusCode::NOT_FOUND, "not_found", "session does not exist"))
     }
 }
 
@@ -64,9 +93,8 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 
 #[handler]
 fn list_files(req: &Request, Path(session): Path<String>, Data(ws): Data<&Workspace>) -> Response {
-    ws.record(req);
-    if session != SESSION {
-        return error(StatusCode::NOT_FOUND, "not_found", "session does not exist");
+    if let Some(refusal) = ws.refusal(req, &session) {
+        return refusal;
     }
     let mut entries: Vec<Value> = ws
         .dirs()
@@ -86,9 +114,8 @@ fn read_file(
     Path((session, path)): Path<(String, String)>,
     Data(ws): Data<&Workspace>,
 ) -> Response {
-    ws.record(req);
-    if session != SESSION {
-        return error(StatusCode::NOT_FOUND, "not_found", "session does not exist");
+    if let Some(refusal) = ws.refusal(req, &session) {
+        return refusal;
     }
     if ws.dirs().contains(&path) {
         return error(
@@ -129,6 +156,7 @@ struct Harness {
 }
 
 impl Harness {
+    /// `path` of the preview, as given (with its grant, or without).
     async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("http://{}{path}", self.preview))
@@ -137,9 +165,14 @@ impl Harness {
             .unwrap()
     }
 
+    /// `path` of `SESSION`'s workspace, with its grant.
+    async fn page(&self, path: &str) -> reqwest::Response {
+        self.get(&format!("/{SESSION}/{GRANT}/{path}")).await
+    }
+
     fn asked(&self) -> Vec<String> {
         let asked = self.workspace.asked.lock().unwrap();
-        asked.iter().map(|(path, _)| path.clone()).collect()
+        asked.iter().map(|(path, ..)| path.clone()).collect()
     }
 }
 
@@ -178,7 +211,6 @@ async fn harness() -> Harness {
         preview_addr: "127.0.0.1:0".into(),
         backend_url: format!("http://{backend}"),
         demo_mode: false,
-        preview_token: None,
     })
     .await
     .unwrap();
@@ -213,7 +245,7 @@ async fn assert_json_error(response: reqwest::Response, status: u16, code: &str)
 async fn a_folder_answers_with_its_index_html() {
     let h = harness().await;
 
-    let page = h.get(&format!("/{SESSION}/snake/")).await;
+    let page = h.page("snake/").await;
 
     assert_eq!(page.status(), 200);
     assert_eq!(content_type(&page), "text/html; charset=utf-8");
@@ -227,21 +259,24 @@ async fn a_folder_answers_with_its_index_html() {
 async fn a_folder_named_without_its_slash_is_redirected_to_it() {
     let h = harness().await;
 
-    let folder = h.get(&format!("/{SESSION}/snake")).await;
-    let session = h.get(&format!("/{SESSION}")).await;
+    let folder = h.page("snake").await;
+    let session = h.get(&format!("/{SESSION}/{GRANT}")).await;
 
     assert_eq!(folder.status(), 308);
     assert_eq!(folder.headers()["location"], "./snake/");
     assert_eq!(session.status(), 308);
-    assert_eq!(session.headers()["location"], format!("/{SESSION}/"));
+    assert_eq!(
+        session.headers()["location"],
+        format!("/{SESSION}/{GRANT}/")
+    );
 }
 
 #[tokio::test]
 async fn a_folder_without_index_html_lists_its_files() {
     let h = harness().await;
 
-    let root = h.get(&format!("/{SESSION}/")).await;
-    let notes = h.get(&format!("/{SESSION}/notes/")).await;
+    let root = h.page("").await;
+    let notes = h.page("notes/").await;
 
     assert_eq!(root.status(), 200);
     assert_eq!(content_type(&root), "text/html; charset=utf-8");
@@ -283,7 +318,7 @@ async fn files_are_served_with_the_content_type_of_their_extension() {
         ("snake/Makefile", "application/octet-stream", b"all:"),
         ("notes/a%20b.md", "text/markdown; charset=utf-8", b"# notes"),
     ] {
-        let response = h.get(&format!("/{SESSION}/{path}")).await;
+        let response = h.page(path).await;
         assert_eq!(response.status(), 200, "{path}");
         assert_eq!(content_type(&response), expected, "{path}");
         assert_eq!(response.headers()["x-content-type-options"], "nosniff");
@@ -301,7 +336,7 @@ async fn git_paths_are_refused_without_asking_the_backend() {
         "%2egit/config",
         ".git/",
     ] {
-        let response = h.get(&format!("/{SESSION}/{path}")).await;
+        let response = h.page(path).await;
         assert_json_error(response, 403, "forbidden").await;
     }
     // Sent as is, without a client normalising the dots away.
@@ -309,7 +344,7 @@ async fn git_paths_are_refused_without_asking_the_backend() {
     tokio::io::AsyncWriteExt::write_all(
         &mut socket,
         format!(
-            "GET /{SESSION}/snake/../.git/config HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            "GET /{SESSION}/{GRANT}/snake/../.git/config HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
             h.preview
         )
         .as_bytes(),
@@ -329,15 +364,13 @@ async fn git_paths_are_refused_without_asking_the_backend() {
 async fn what_is_missing_is_a_json_404() {
     let h = harness().await;
 
-    let file = h.get(&format!("/{SESSION}/snake/nope.js")).await;
-    let folder = h.get(&format!("/{SESSION}/nope/")).await;
-    let session = h
-        .get("/11111111-2222-4333-8444-555555555555/index.html")
-        .await;
-    let not_an_id = h.get("/not-a-session/index.html").await;
+    let file = h.page("snake/nope.js").await;
+    let folder = h.page("nope/").await;
+    let session = h.get(&format!("/{OTHER}/{GRANT}/index.html")).await;
+    let not_an_id = h.get(&format!("/not-a-session/{GRANT}/index.html")).await;
     let method = h
         .client
-        .post(format!("http://{}/{SESSION}/snake/", h.preview))
+        .post(format!("http://{}/{SESSION}/{GRANT}/snake/", h.preview))
         .send()
         .await
         .unwrap();
@@ -357,12 +390,16 @@ async fn every_preview_response_is_sandboxed_and_carries_no_cookie_either_way() 
 
     let page = h
         .client
-        .get(format!("http://{}/{SESSION}/snake/snake.js", h.preview))
+        .get(format!(
+            "http://{}/{SESSION}/{GRANT}/snake/snake.js",
+            h.preview
+        ))
         .header("cookie", "dashboard_session=secret")
+        .header("authorization", "Bearer rr_the_browsers_own")
         .send()
         .await
         .unwrap();
-    let error = h.get(&format!("/{SESSION}/.git/config")).await;
+    let error = h.page(".git/config").await;
 
     for response in [&page, &error] {
         let policy = response.headers()["content-security-policy"]
@@ -386,9 +423,11 @@ async fn every_preview_response_is_sandboxed_and_carries_no_cookie_either_way() 
         asked,
         vec![(
             format!("/api/sessions/{SESSION}/files/snake/snake.js"),
-            None
+            None,
+            Some(format!("Preview {GRANT}")),
         )],
-        "the backend was asked once, without the browser's cookie"
+        "the backend was asked once, with the address's grant and without the browser's \
+         cookie or credential"
     );
 }
 
@@ -407,14 +446,14 @@ async fn the_dashboard_names_the_preview_port_and_the_preview_refuses_a_rebound_
         .unwrap();
     let rebound = h
         .client
-        .get(format!("http://{}/{SESSION}/snake/", h.preview))
+        .get(format!("http://{}/{SESSION}/{GRANT}/snake/", h.preview))
         .header("host", "evil.attacker.example")
         .send()
         .await
         .unwrap();
     let localhost = h
         .client
-        .get(format!("http://{}/{SESSION}/snake/", h.preview))
+        .get(format!("http://{}/{SESSION}/{GRANT}/snake/", h.preview))
         .header("host", format!("localhost:{}", h.preview.port()))
         .send()
         .await
@@ -426,4 +465,151 @@ async fn the_dashboard_names_the_preview_port_and_the_preview_refuses_a_rebound_
     );
     assert_json_error(rebound, 421, "host_not_allowed").await;
     assert_eq!(localhost.status(), 200);
+}
+
+#[tokio::test]
+async fn an_address_without_a_grant_is_refused_without_asking_the_backend() {
+    let h = harness().await;
+    let admins_token = format!("rr_{}", "A".repeat(43));
+
+    for path in [
+        format!("/{SESSION}"),
+        format!("/{SESSION}/"),
+        // An address from before grants: its first folder is no grant.
+        format!("/{SESSION}/snake/"),
+        format!("/{SESSION}/snake"),
+        format!("/{SESSION}/snake/snake.js"),
+        format!("/{SESSION}/index.html"),
+        // An API token (the old PREVIEW_TOKEN, an admin's) is no grant.
+        format!("/{SESSION}/{admins_token}/snake/snake.js"),
+        format!("/{SESSION}/{admins_token}/"),
+        format!("/{SESSION}/{GRANT}x/snake/snake.js"),
+    ] {
+        let response = h.get(&path).await;
+        let body = assert_json_error(response, 401, "unauthorized").await;
+        assert!(
+            body["message"].as_str().unwrap().contains("grant"),
+            "{path}: {body}"
+        );
+    }
+
+    assert_eq!(h.asked(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_grant_reads_its_session_alone_and_a_refused_one_is_passed_on() {
+    let h = harness().await;
+
+    let own = h.page("snake/snake.js").await;
+    let others = h.get(&format!("/{OTHER}/{GRANT}/snake/snake.js")).await;
+    let expired = h.get(&format!("/{SESSION}/{EXPIRED}/snake/snake.js")).await;
+
+    assert_eq!(own.status(), 200);
+    assert_json_error(others, 404, "not_found").await;
+    assert_json_error(expired, 401, "unauthorized").await;
+    let asked = h.workspace.asked.lock().unwrap().clone();
+    let credentials: Vec<Option<String>> = asked.into_iter().map(|(_, _, a)| a).collect();
+    assert_eq!(
+        credentials,
+        vec![
+            Some(format!("Preview {GRANT}")),
+            Some(format!("Preview {GRANT}")),
+            Some(format!("Preview {EXPIRED}")),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_page_whose_grant_is_refused_asks_the_dashboard_for_a_new_one() {
+    let h = harness().await;
+    let as_frame = |path: String| {
+        h.client
+            .get(format!("http://{}{path}", h.preview))
+            .header("sec-fetch-dest", "iframe")
+            .send()
+    };
+
+    let expired = as_frame(format!("/{SESSION}/{EXPIRED}/snake/<x>.html"))
+        .await
+        .unwrap();
+    let missing = as_frame(format!("/{SESSION}/snake/")).await.unwrap();
+    let script = h
+        .client
+        .get(format!(
+            "http://{}/{SESSION}/{EXPIRED}/snake/snake.js",
+            h.preview
+        ))
+        .header("sec-fetch-dest", "script")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(expired.status(), 401);
+    assert_eq!(content_type(&expired), "text/html; charset=utf-8");
+    let policy = expired.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(policy.contains("sandbox allow-scripts"), "{policy}");
+    let page = expired.text().await.unwrap();
+    assert!(
+        page.contains(
+            r#"parent.postMessage({"path":"snake/\u003cx\u003e.html","type":"repo-runner:preview-grant-refused"}, "*")"#
+        ),
+        "{page}"
+    );
+    assert!(!page.contains(EXPIRED), "{page}");
+    assert_eq!(missing.status(), 401);
+    assert!(missing
+        .text()
+        .await
+        .unwrap()
+        .contains(r#""type":"repo-runner:preview-grant-refused""#));
+    // A subresource gets the API's error, as any fetch does.
+    assert_json_error(script, 401, "unauthorized").await;
+}
+
+/// A `tracing` writer that keeps every line.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn no_grant_reaches_the_log() {
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The test's runtime runs on this thread alone, the servers' tasks
+    // included.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let h = harness().await;
+
+    for path in [
+        format!("/{SESSION}/{GRANT}/snake/snake.js"),
+        format!("/{SESSION}/{EXPIRED}/snake/snake.js"),
+        format!("/{SESSION}/{GRANT}"),
+        format!("/{OTHER}/{GRANT}/"),
+    ] {
+        h.get(&path).await;
+    }
+
+    let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        log.contains(&format!("/{SESSION}/<grant>/snake/snake.js")),
+        "the requests were logged: {log}"
+    );
+    assert!(!log.contains(GRANT) && !log.contains(EXPIRED), "{log}");
 }

@@ -87,7 +87,6 @@ async fn start_proxy(backend_url: String) -> String {
         preview_addr: "127.0.0.1:0".into(),
         backend_url,
         demo_mode: true,
-        preview_token: None,
     })
     .await
     .unwrap();

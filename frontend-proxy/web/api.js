@@ -54,6 +54,8 @@ export const api = {
   files: (id) => request("GET", `/api/sessions/${id}/files`),
   file: (id, path) => request("GET", `/api/sessions/${id}/files/${path.split("/").map(encodeURIComponent).join("/")}`),
   diff: (id) => request("GET", `/api/sessions/${id}/diff`),
+  /** A grant for the preview listener to read this session's files: {grant, expires_at, url_path}. */
+  previewGrant: (id) => request("POST", `/api/sessions/${id}/preview`),
 };
 
 /** The event types a run's stream carries (EventSource needs each by name). */

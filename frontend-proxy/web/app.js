@@ -21,6 +21,10 @@ const state = {
   previewPort: null,
   /** The workspace path the Preview tab shows ("" is the root folder). */
   previewPath: "",
+  /** The open session's preview grant: { sessionId, urlPath, expiresAt } (ms). */
+  previewGrant: null,
+  /** When a refused page last made the Preview tab ask for a new grant (ms). */
+  previewRenewedAt: 0,
   /** The conversation follows new items while scrolled to its end. */
   followEnd: true,
   /** Every session the stream told of, newest first: the one source of
@@ -167,6 +171,7 @@ async function openSession(id) {
   state.session = null;
   state.followEnd = true;
   state.previewPath = "";
+  state.previewGrant = null;
   $("#preview-frame").removeAttribute("src");
   document.body.classList.toggle("session-open", !!id);
   $("#empty").hidden = !!id;
@@ -430,12 +435,43 @@ for (const name of TABS) {
 
 // --- preview ---------------------------------------------------------------
 // The workspace served by the preview listener: another port, so another
-// origin, shown in a sandboxed frame (see index.html and preview.rs).
+// origin, shown in a sandboxed frame (see index.html and preview.rs). Every
+// address there carries a grant the backend gives for the open session
+// alone (POST /api/sessions/{id}/preview): it reads this session's files and
+// nothing else, and expires. One close to its end is replaced before the
+// frame loads; a page whose grant was refused (expired, revoked) says so to
+// this page (preview.rs, `answer`), which asks for a new grant and shows
+// that page again.
 
-function previewUrl(path) {
-  if (!state.previewPort || !state.sessionId) return null;
+/** A grant with less than this left is replaced before it is used. */
+const GRANT_MARGIN_MS = 60_000;
+/** What a refused page posts to its parent (preview.rs, REFUSED_MESSAGE). */
+const GRANT_REFUSED = "repo-runner:preview-grant-refused";
+
+/** The grant being asked for: { sessionId, promise }, or null. */
+let grantAsked = null;
+
+/** The open session's grant, asked for when there is none that lasts; two
+ * callers at once share one request (and so one grant and one address). */
+function previewGrant(fresh) {
+  const id = state.sessionId;
+  const held = state.previewGrant;
+  if (!fresh && held?.sessionId === id && held.expiresAt - Date.now() > GRANT_MARGIN_MS) return Promise.resolve(held);
+  if (grantAsked?.sessionId === id) return grantAsked.promise;
+  const promise = api.previewGrant(id).then((answer) => {
+    const grant = { sessionId: id, urlPath: answer.url_path, expiresAt: Date.parse(answer.expires_at) };
+    if (state.sessionId === id) state.previewGrant = grant;
+    return grant;
+  }).finally(() => {
+    if (grantAsked?.promise === promise) grantAsked = null;
+  });
+  grantAsked = { sessionId: id, promise };
+  return promise;
+}
+
+function previewUrl(grant, path) {
   const encoded = path.split("/").map(encodeURIComponent).join("/");
-  return `${location.protocol}//${location.hostname}:${state.previewPort}/${state.sessionId}/${encoded}`;
+  return `${location.protocol}//${location.hostname}:${state.previewPort}${grant.urlPath}${encoded}`;
 }
 
 /** Shows `path` of the workspace in the Preview tab. */
@@ -445,19 +481,47 @@ function openPreview(path) {
   selectTab("preview");
 }
 
-function showPreview(reload = false) {
+/** Loads the frame (again, with `reload`); `fresh` asks for a new grant. */
+async function showPreview(reload = false, fresh = false) {
   const frame = $("#preview-frame");
-  const url = previewUrl(state.previewPath);
-  $("#preview-path").textContent = `/${state.previewPath}`;
-  if (!url) {
-    $("#preview-path").textContent = "The preview's address is not known yet.";
+  const label = $("#preview-path");
+  const id = state.sessionId;
+  if (!state.previewPort || !id) {
+    label.textContent = "The preview's address is not known yet.";
     return;
   }
+  label.textContent = `/${state.previewPath}`;
+  let grant;
+  try {
+    grant = await previewGrant(fresh);
+  } catch (error) {
+    label.textContent = `The preview cannot be shown: ${error.message}`;
+    return;
+  }
+  // Another session may have opened meanwhile.
+  if (state.sessionId !== id) return;
+  const url = previewUrl(grant, state.previewPath);
   $("#preview-open").href = url;
   // Setting the same address again loads it again (the preview is never
   // cached), and a page that navigated away comes back to the file.
   if (reload || frame.getAttribute("src") !== url) frame.src = url;
 }
+
+// A refused page names the workspace path it was at. Any page in the frame
+// could post this: it only ever shows a path of the open session, and at
+// most one new grant is asked for in ten seconds.
+window.addEventListener("message", (event) => {
+  if (event.source !== $("#preview-frame").contentWindow || event.data?.type !== GRANT_REFUSED) return;
+  if (Date.now() - state.previewRenewedAt < 10_000) {
+    $("#preview-path").textContent = "The preview refused its grant again: use Reload.";
+    return;
+  }
+  state.previewRenewedAt = Date.now();
+  if (typeof event.data.path === "string") {
+    state.previewPath = event.data.path.split("/").filter((s) => s !== "." && s !== "..").join("/");
+  }
+  showPreview(true, true);
+});
 
 $("#preview-reload").addEventListener("click", () => showPreview(true));
 

@@ -92,6 +92,29 @@ impl FilesApi {
             Err(FileError::Io(error)) => Err(ApiError::internal(&error)),
         }
     }
+
+    /// The file tree; shared by the OpenAPI operation and the preview's
+    /// route.
+    pub async fn list(&self, session_id: &str, caller: &Principal) -> ApiResult<Json<FileTree>> {
+        let (_, dir) = self.workspace(session_id, caller).await?;
+        let limit = self.engine.config().limits.max_tree_entries;
+        let tree = tokio::task::spawn_blocking(move || git::tree(&dir, limit))
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+            .map_err(|e| ApiError::internal(&e))?;
+        Ok(Json(FileTree {
+            entries: tree
+                .entries
+                .into_iter()
+                .map(|e| TreeEntry {
+                    path: e.path,
+                    kind: e.kind.into(),
+                    size: e.size,
+                })
+                .collect(),
+            truncated: tree.truncated,
+        }))
+    }
 }
 
 #[OpenApi(prefix_path = "/api/sessions", tag = "ApiTags::Files")]
@@ -110,24 +133,7 @@ impl FilesApi {
         Caller(caller): Caller,
         session_id: Path<String>,
     ) -> ApiResult<Json<FileTree>> {
-        let (_, dir) = self.workspace(&session_id, &caller).await?;
-        let limit = self.engine.config().limits.max_tree_entries;
-        let tree = tokio::task::spawn_blocking(move || git::tree(&dir, limit))
-            .await
-            .map_err(|e| ApiError::internal(&e))?
-            .map_err(|e| ApiError::internal(&e))?;
-        Ok(Json(FileTree {
-            entries: tree
-                .entries
-                .into_iter()
-                .map(|e| TreeEntry {
-                    path: e.path,
-                    kind: e.kind.into(),
-                    size: e.size,
-                })
-                .collect(),
-            truncated: tree.truncated,
-        }))
+        self.list(&session_id, &caller).await
     }
 
     /// A file of the workspace

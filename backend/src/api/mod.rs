@@ -6,6 +6,7 @@ mod error;
 mod files;
 mod health;
 mod models;
+mod preview;
 mod run_events;
 mod runs;
 mod sessions;
@@ -51,6 +52,7 @@ pub type Api = (
     sessions::SessionsApi,
     runs::RunsApi,
     files::FilesApi,
+    preview::PreviewApi,
 );
 
 pub fn service(engine: &Arc<Engine>) -> OpenApiService<Api, ()> {
@@ -69,6 +71,9 @@ pub fn service(engine: &Arc<Engine>) -> OpenApiService<Api, ()> {
                 engine: engine.clone(),
             },
             files::FilesApi::new(engine.clone()),
+            preview::PreviewApi {
+                engine: engine.clone(),
+            },
         ),
         "repo-runner",
         env!("CARGO_PKG_VERSION"),
@@ -178,6 +183,15 @@ pub fn app(engine: Arc<Engine>) -> impl IntoEndpoint {
         rate_limits: rate_limits.clone(),
         metrics: engine.metrics().clone(),
     });
+    // A request with a preview grant is judged by the grant alone, before
+    // the authenticator, and reaches the session's files and nothing else.
+    let grants = Arc::new(crate::auth::preview_grant::PreviewGrants {
+        mode: config.auth_mode,
+        store: engine.store().clone(),
+        rate_limits: rate_limits.clone(),
+        metrics: engine.metrics().clone(),
+    });
+    let granted = Arc::new(preview::granted_routes(engine.clone()));
     let metrics_token = service_kit::RequiredToken::new(config.metrics_token.as_deref());
     let (route, outside_spec) = Routes::new()
         .at("/api/openapi.json", get(spec))
@@ -219,6 +233,10 @@ pub fn app(engine: Arc<Engine>) -> impl IntoEndpoint {
     };
     route
         .around(move |ep, req| authenticator.clone().check(ep, req))
+        .around(move |ep, req| preview::dispatch(ep, req, grants.clone(), granted.clone()))
+        // Boxed, so that the type of the layers' futures stays within the
+        // compiler's depth limit.
+        .boxed()
         .around(move |ep, req| rate_limits.clone().check_ip(ep, req))
         .around(service_kit::log_request)
         .catch_all_error(error::catch_all)

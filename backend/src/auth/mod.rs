@@ -22,6 +22,7 @@
 //! runs, events, files and diff. [`Principal::sees`] is the one rule; a
 //! session someone may not see answers 404, as one that does not exist.
 
+pub mod preview_grant;
 pub mod secret;
 
 use std::sync::Arc;

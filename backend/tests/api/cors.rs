@@ -27,7 +27,6 @@ async fn proxy(stack: &TestStack) -> String {
         preview_addr: "127.0.0.1:0".into(),
         backend_url: stack.base.clone(),
         demo_mode: false,
-        preview_token: None,
     })
     .await
     .unwrap();

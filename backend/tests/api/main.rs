@@ -15,6 +15,7 @@ mod helpers;
 mod hosts;
 mod inputs;
 mod logs;
+mod previews;
 mod restarts;
 mod sdk_passthrough;
 mod sources;

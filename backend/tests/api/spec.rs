@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use crate::helpers::TestStack;
 
-const OPERATIONS: [(&str, &str); 22] = [
+const OPERATIONS: [(&str, &str); 23] = [
     ("/api/models", "get"),
     ("/health", "get"),
     ("/ready", "get"),
@@ -27,6 +27,7 @@ const OPERATIONS: [(&str, &str); 22] = [
     ("/api/sessions/{session_id}/files", "get"),
     ("/api/sessions/{session_id}/files/{path}", "get"),
     ("/api/sessions/{session_id}/diff", "get"),
+    ("/api/sessions/{session_id}/preview", "post"),
 ];
 
 /// Every error status the backend can answer an `/api/` operation with,
