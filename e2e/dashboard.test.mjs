@@ -4,6 +4,7 @@
 
 import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { chromium } from "playwright-core";
@@ -22,6 +23,8 @@ const LONG = 90_000;
 
 let stack;
 let browser;
+/** Bob's API token, once a test made him. */
+let bobToken;
 /** What the pages' consoles said about a Content-Security-Policy. */
 const violations = [];
 
@@ -268,7 +271,11 @@ test("a page the run built runs in the sandboxed Preview, apart from the dashboa
   assert.equal(await page.getByTestId("tab-preview").getAttribute("aria-selected"), "true");
   const frameElement = page.getByTestId("preview-frame");
   assert.equal(await frameElement.getAttribute("sandbox"), "allow-scripts");
-  assert.equal(await frameElement.getAttribute("src"), `${stack.previewUrl}/${session}/snake/index.html`);
+  // The address carries the session's grant, which the dashboard asked for.
+  const src = await frameElement.getAttribute("src");
+  const grant = src.match(new RegExp(`^${stack.previewUrl}/${session}/(rrp_[A-Za-z0-9_-]{43})/snake/index\\.html$`))?.[1];
+  assert.ok(grant, src);
+  const base = `${stack.previewUrl}/${session}/${grant}`;
   const frame = await (await frameElement.elementHandle()).contentFrame();
   // The page's own script (snake.js, from the preview's origin) runs.
   await frame.waitForFunction(() => Number(document.body.dataset.ticks) >= 2, null, { timeout: LONG });
@@ -307,7 +314,7 @@ test("a page the run built runs in the sandboxed Preview, apart from the dashboa
   // `.git` and a symlink out of the workspace are refused, in the error schema.
   const hostname = readFileSync("/etc/hostname", "utf8");
   for (const [path, status] of [[".git/config", 403], ["outside", 404]]) {
-    const response = await fetch(`${stack.previewUrl}/${session}/${path}`);
+    const response = await fetch(`${base}/${path}`);
     assert.equal(response.status, status, path);
     const text = await response.text();
     assert.ok(!text.includes(hostname.trim()) || !hostname.trim(), "nothing of the file outside is served");
@@ -316,9 +323,128 @@ test("a page the run built runs in the sandboxed Preview, apart from the dashboa
     assert.equal(typeof body.message, "string", path);
   }
   // The root folder has no index.html: its files are listed.
-  const root = await (await fetch(`${stack.previewUrl}/${session}/`)).text();
+  const root = await (await fetch(`${base}/`)).text();
   assert.match(root, /<a href="\.\/snake\/">snake\/<\/a>/);
   assert.deepEqual(page.external, [], "the page makes no external requests");
+  await page.close();
+});
+
+/** Commits `files` (path -> content) to a new repository; its path. */
+function repoWith(name, files) {
+  const repo = stack.makeRepo(name);
+  for (const [path, content] of Object.entries(files)) {
+    mkdirSync(join(repo, path, ".."), { recursive: true });
+    writeFileSync(join(repo, path), content);
+  }
+  git(repo, "add", ".");
+  git(repo, "commit", "-q", "-m", "files");
+  return repo;
+}
+
+/** A ready session of the user whose token is `token`, made through the API. */
+async function apiSession(token, repo) {
+  const auth = { authorization: `Bearer ${token}` };
+  const created = await (await fetch(`${stack.url}/api/sessions`, {
+    method: "POST", headers: { "content-type": "application/json", ...auth }, body: JSON.stringify({ repo_url: `file://${repo}` }),
+  })).json();
+  for (;;) {
+    const session = await (await fetch(`${stack.url}/api/sessions/${created.session_id}`, { headers: auth })).json();
+    if (session.status !== "cloning") {
+      assert.equal(session.status, "ready", JSON.stringify(session));
+      return created.session_id;
+    }
+    await new Promise((done) => setTimeout(done, 100));
+  }
+}
+
+/** The Preview tab's frame once it has loaded its address, and that address. */
+async function previewFrame(page) {
+  const frameElement = page.getByTestId("preview-frame");
+  await page.waitForFunction(() => document.querySelector("[data-testid=preview-frame]").getAttribute("src"), null, { timeout: LONG });
+  const src = await frameElement.getAttribute("src");
+  const frame = await (await frameElement.elementHandle()).contentFrame();
+  // Loaded, so that no navigation of the test's races the frame's first.
+  await frame.waitForURL(src, { timeout: LONG });
+  await frame.waitForLoadState("load", { timeout: LONG });
+  return { src, frame };
+}
+
+test("a page in one session's preview cannot load another user's session's files, with its grant or without one", async () => {
+  // Bob's session holds a script that would say it ran.
+  bobToken ??= (stack.admin("user", "add", "bob"), stack.admin("token", "create", "bob"));
+  const bobs = await apiSession(bobToken, repoWith("bobs", { "secret.js": "window.stolen = 'bob';" }));
+  // Alice's page tries bob's script, by her own grant and by none, beside
+  // her own script; it is told bob's session id in its fragment.
+  const attack = `<!doctype html><title>attack</title><script>
+const [, , grant] = location.pathname.split("/");
+const other = location.hash.slice(1);
+const results = {};
+let pending = 3;
+function load(name, src) {
+  const script = document.createElement("script");
+  script.src = src;
+  script.onload = () => done(name, "loaded");
+  script.onerror = () => done(name, "refused");
+  document.head.append(script);
+}
+function done(name, how) {
+  results[name] = how;
+  if (--pending === 0) document.body.dataset.results = JSON.stringify({ ...results, stolen: window.stolen ?? null, own: window.own ?? null });
+}
+load("ownScript", "own.js");
+load("withHerGrant", "/" + other + "/" + grant + "/secret.js");
+load("withoutGrant", "/" + other + "/secret.js");
+</script>`;
+  const page = await newPage();
+  const alices = await createSession(page, repoWith("alices", { "site/attack.html": attack, "site/own.js": "window.own = 'alice';" }));
+  await page.waitForSelector("[data-testid=session-status].ready", { timeout: LONG });
+  await page.getByTestId("tab-preview").click();
+  const { src, frame } = await previewFrame(page);
+  assert.match(src, new RegExp(`^${stack.previewUrl}/${alices}/rrp_[A-Za-z0-9_-]{43}/$`));
+
+  await frame.goto(`${src}site/attack.html#${bobs}`);
+  await frame.waitForFunction(() => document.body?.dataset.results, null, { timeout: LONG });
+
+  assert.deepEqual(JSON.parse(await frame.evaluate(() => document.body.dataset.results)), {
+    ownScript: "loaded", own: "alice",
+    withHerGrant: "refused", withoutGrant: "refused", stolen: null,
+  });
+  // As the proxy answered them: bob's session does not exist for her
+  // grant, and an address without a grant is refused.
+  const grant = src.split("/")[4];
+  assert.equal((await fetch(`${stack.previewUrl}/${bobs}/${grant}/secret.js`)).status, 404);
+  assert.equal((await fetch(`${stack.previewUrl}/${bobs}/secret.js`)).status, 401);
+  assert.deepEqual(page.external, [], "the page makes no external requests");
+  await page.close();
+});
+
+test("a preview whose grant has expired gets a new one and shows the same page again", async () => {
+  const page = await newPage();
+  const session = await createSession(page, repoWith("expiry", {
+    "app/index.html": `<!doctype html><title>app</title><body><script src="app.js"></script></body>`,
+    "app/app.js": "document.body.dataset.loaded = String(Date.now());",
+  }));
+  await page.waitForSelector("[data-testid=session-status].ready", { timeout: LONG });
+  await page.getByTestId("tab-preview").click();
+  const first = await previewFrame(page);
+  await first.frame.goto(`${first.src}app/`);
+  await first.frame.waitForFunction(() => document.body?.dataset.loaded, null, { timeout: LONG });
+
+  // Every grant ends now (the clock is not waited on).
+  execFileSync("psql", [stack.databaseUrl, "-qc", "UPDATE preview_grants SET expires_at = now() - interval '1 second'"]);
+  // The page's next load is refused; the dashboard gets a new grant and
+  // loads the page it was at.
+  await first.frame.evaluate(() => { setTimeout(() => location.reload(), 0); });
+  await page.waitForFunction((old) => {
+    const src = document.querySelector("[data-testid=preview-frame]").getAttribute("src");
+    return src && src !== old;
+  }, first.src, { timeout: LONG });
+  const src = await page.getByTestId("preview-frame").getAttribute("src");
+  assert.match(src, new RegExp(`^${stack.previewUrl}/${session}/rrp_[A-Za-z0-9_-]{43}/app/$`));
+  assert.notEqual(src.split("/")[4], first.src.split("/")[4], "a new grant");
+  const frame = await (await page.getByTestId("preview-frame").elementHandle()).contentFrame();
+  await frame.waitForFunction(() => document.body?.dataset.loaded, null, { timeout: LONG });
+  assert.equal(await page.getByTestId("preview-path").innerText(), "/app/");
   await page.close();
 });
 

@@ -112,8 +112,11 @@ test("the README's run command starts everything in demo mode and Ctrl-C stops i
   assert.deepEqual(run.files.created.sort(), ["snake/index.html", "snake/snake.js"]);
   const game = await (await fetch(`${url}/api/sessions/${created.session_id}/files/snake/index.html`, { headers: auth })).json();
   assert.match(game.content, /<canvas id="board"/);
-  // The game as a page, on the preview listener.
-  const page = await fetch(`http://${ports.PREVIEW_ADDR}/${created.session_id}/snake/`);
+  // The game as a page, on the preview listener, with a grant for its session.
+  const grant = await (await fetch(`${url}/api/sessions/${created.session_id}/preview`, { method: "POST", headers: auth })).json();
+  assert.equal(grant.url_path, `/${created.session_id}/${grant.grant}/`);
+  assert.equal((await fetch(`http://${ports.PREVIEW_ADDR}/${created.session_id}/snake/`)).status, 401, "no grant, no page");
+  const page = await fetch(`http://${ports.PREVIEW_ADDR}${grant.url_path}snake/`);
   assert.equal(page.status, 200);
   assert.match(page.headers.get("content-security-policy"), /sandbox allow-scripts/);
   assert.match(await page.text(), /<canvas id="board"/);

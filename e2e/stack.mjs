@@ -95,22 +95,20 @@ export async function startStack({ backendEnv = {}, runnerEnv = {}, script = "e2
     ...backendEnv,
   }, /backend listening addr=(\S+)/);
   const backendUrl = `http://${backend.match[1]}`;
-  // Users as an operator makes them: the tests' user, and an admin whose
-  // token the preview reads workspaces with (PREVIEW_TOKEN).
+  // The tests' user, as an operator makes one. The preview needs no token:
+  // each of its addresses carries a grant the dashboard asked for.
   const admin = (...args) => execFileSync(bin("backend"), ["admin", ...args], {
     env: { ...process.env, DATABASE_URL: databaseUrl, RUST_LOG: "warn" },
   }).toString().trim();
   admin("user", "add", "alice");
   const token = admin("token", "create", "alice");
-  admin("user", "add", "preview", "--admin");
-  const previewToken = admin("token", "create", "preview");
   // The first start binds port 0 for both listeners; a restart binds the
   // ports it got again, so the page's address and its preview links stay.
   let proxyAddr = "127.0.0.1:0";
   let previewAddr = "127.0.0.1:0";
   const startProxy = async () => {
     const started = await start("proxy", bin("frontend-proxy"), [],
-      { PROXY_ADDR: proxyAddr, PREVIEW_ADDR: previewAddr, BACKEND_URL: backendUrl, PREVIEW_TOKEN: previewToken },
+      { PROXY_ADDR: proxyAddr, PREVIEW_ADDR: previewAddr, BACKEND_URL: backendUrl },
       /previews listening addr=(\S+)/);
     proxyAddr = started.lines.map((l) => l.match(/frontend-proxy listening addr=(\S+)/)).find(Boolean)[1];
     previewAddr = started.match[1];
@@ -123,6 +121,8 @@ export async function startStack({ backendEnv = {}, runnerEnv = {}, script = "e2
     url: `http://${proxyAddr}`,
     previewUrl: `http://${previewAddr}`,
     backendUrl,
+    /** The stack's database (its password included), for tests that plant a state. */
+    databaseUrl,
     modelUrl: model.match[1],
     /** alice's API token, and `backend admin` on this stack's database. */
     token,
