@@ -114,10 +114,10 @@ if [[ "$AUTH_MODE" == token ]]; then
     new_token "$data/admin-token" "$(first_admin)"
   fi
   signed_in_as=$(admin token check <"$data/admin-token")
-  # The preview reads workspaces with a token of its own.
-  live_token "$data/preview-token" || new_token "$data/preview-token" "$signed_in_as"
-  PREVIEW_TOKEN=$(cat "$data/preview-token")
-  export PREVIEW_TOKEN
+  # Previews read each session with a grant the dashboard asks for. The
+  # token an older start kept for them goes: with its one copy gone nobody
+  # can use it (the database holds its hash alone).
+  rm -f "$data/preview-token"
   # The link carries a one-time code (10 minutes), never the token: the
   # token stays in $data/admin-token, to paste on the sign-in page.
   signin_link=$(admin signin-link "$signed_in_as" --url "http://$PROXY_ADDR/")
