@@ -79,6 +79,9 @@ pub struct SessionRow {
     pub settings: SessionSettings,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// How many times the row changed (V12): a state with a higher number
+    /// is newer, whichever process read it.
+    pub version: i64,
 }
 
 impl TryFrom<&Row> for SessionRow {
@@ -105,6 +108,7 @@ impl TryFrom<&Row> for SessionRow {
             settings: row.try_get::<_, Json<SessionSettings>>("settings")?.0,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
+            version: row.try_get("version")?,
         })
     }
 }
@@ -188,6 +192,15 @@ where
     T: for<'r> TryFrom<&'r Row, Error = tokio_postgres::Error>,
 {
     Ok(row.as_ref().map(T::try_from).transpose()?)
+}
+
+/// Session `id`, read on `client`: the session-change listener reads each
+/// changed session once, on a connection of its own, for all its streams.
+pub async fn session_on(client: &tokio_postgres::Client, id: Uuid) -> Result<Option<SessionRow>> {
+    let row = client
+        .query_opt("SELECT * FROM sessions WHERE id = $1", &[&id])
+        .await?;
+    read_opt(row)
 }
 
 /// What a finished run leaves in its row.
@@ -533,12 +546,8 @@ impl Store {
     }
 
     pub async fn session(&self, id: Uuid) -> Result<Option<SessionRow>> {
-        let row = self
-            .client()
-            .await?
-            .query_opt("SELECT * FROM sessions WHERE id = $1", &[&id])
-            .await?;
-        read_opt(row)
+        let client = self.client().await?;
+        session_on(&client, id).await
     }
 
     /// Newest first; only `owner`'s when given.

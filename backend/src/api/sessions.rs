@@ -1,6 +1,7 @@
 //! Sessions: create (clone in the background), list, read, delete; and the
 //! prompt route of the seed design.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::stream::BoxStream;
@@ -22,7 +23,7 @@ use crate::engine::Engine;
 use crate::git::{CloneRequest, Credentials, LocalSourceError};
 use crate::metrics::Rejection;
 use crate::session_changes::Change;
-use crate::store::{Enqueue, NewSession, OwnedInsert};
+use crate::store::{Enqueue, NewSession, OwnedInsert, SessionRow};
 
 pub struct SessionsApi {
     pub engine: Arc<Engine>,
@@ -283,16 +284,18 @@ impl SessionsApi {
         let stream = async_stream::stream! {
             let view = |row| SessionsApi { engine: engine.clone() }.view(row);
             let mut stale = true;
-            // The sessions this caller was shown: only their deletions are
-            // told, so nobody learns of another user's session ids.
-            let mut shown = std::collections::HashSet::new();
+            // The sessions this caller was shown, with the version shown:
+            // only their deletions are told, so nobody learns of another
+            // user's session ids, and a state older than the one shown
+            // (a change the snapshot already had) is not told again.
+            let mut shown: HashMap<Uuid, i64> = HashMap::new();
             loop {
                 if stale {
                     // A database that is away leaves the list stale until
                     // the next change or resync tries again.
                     if let Ok((rows, total)) = engine.store().sessions(SNAPSHOT_SIZE, 0, owner).await {
                         stale = false;
-                        shown = rows.iter().map(|r| r.id).collect();
+                        shown = rows.iter().map(|r| (r.id, r.version)).collect();
                         yield SessionChange {
                             kind: "snapshot".into(),
                             sessions: Some(rows.into_iter().map(view).collect()),
@@ -302,29 +305,33 @@ impl SessionsApi {
                         };
                     }
                 }
+                // Each change comes with its session as the feed read it,
+                // once for every stream: deciding costs no query.
                 match changes.recv().await {
-                    Ok(Change::Session(id)) if !stale => match engine.store().session(id).await {
-                        Ok(Some(row)) if visible.sees(row.owner_id) => {
-                            shown.insert(row.id);
+                    Ok(Change::Session(row)) if !stale => {
+                        let newer = shown.get(&row.id).is_none_or(|seen| *seen < row.version);
+                        if visible.sees(row.owner_id) && newer {
+                            shown.insert(row.id, row.version);
                             yield SessionChange {
                                 kind: "updated".into(),
                                 sessions: None,
                                 total: None,
-                                session: Some(view(row)),
+                                session: Some(view(SessionRow::clone(&row))),
                                 session_id: None,
                             }
                         }
-                        Ok(Some(_)) => {}
-                        Ok(None) if shown.remove(&id) => yield SessionChange {
-                            kind: "deleted".into(),
-                            sessions: None,
-                            total: None,
-                            session: None,
-                            session_id: Some(id),
-                        },
-                        Ok(None) => {}
-                        Err(_) => stale = true,
-                    },
+                    }
+                    Ok(Change::Deleted { id, owner }) if !stale => {
+                        if visible.sees(owner) && shown.remove(&id).is_some() {
+                            yield SessionChange {
+                                kind: "deleted".into(),
+                                sessions: None,
+                                total: None,
+                                session: None,
+                                session_id: Some(id),
+                            }
+                        }
+                    }
                     Ok(Change::Revoked(_)) => {}
                     Ok(_) | Err(RecvError::Lagged(_)) => stale = true,
                     Err(RecvError::Closed) => break,

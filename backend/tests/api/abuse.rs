@@ -1,11 +1,14 @@
 //! Greedy clients and a full disk, against the real backend binary: request
-//! rate limits, `/metrics`, the per-user workspace quota and the sweeper
-//! that expires idle sessions and keeps the workspaces under a total quota.
+//! rate limits, `/metrics`, the per-user workspace quota, what a session
+//! change costs however many streams follow it, and the sweeper that
+//! expires idle sessions and keeps the workspaces under a total quota.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use test_support::{SseEvent, Subscription};
 
 use crate::helpers::{assert_error, client_with_token, TestStack};
 
@@ -765,4 +768,173 @@ async fn a_full_disk_fails_one_sessions_command_not_the_service() {
         "run.completed"
     );
     assert!(stack.workspace(&other).join("hello.txt").is_file());
+}
+
+/// The next event of `stream`, in a time no per-stream query could beat
+/// while the backend's pool is busy.
+async fn next_change(stream: &mut Subscription) -> SseEvent {
+    tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .expect("no change came: does each stream query for it?")
+        .expect("the stream ended")
+}
+
+/// Reads `stream` until `session` says `error` is `marker`, asserting that
+/// everything before is an update of `session` too.
+async fn until_marked(stream: &mut Subscription, session: &str, marker: &str) {
+    loop {
+        let change = next_change(stream).await;
+        assert_eq!(change.event, "updated", "{}", change.text);
+        assert_eq!(
+            change.data["session"]["session_id"], session,
+            "{}",
+            change.text
+        );
+        if change.data["session"]["error"] == marker {
+            return;
+        }
+    }
+}
+
+/// Reads `stream` until `session` is deleted; everything before is about
+/// `session` too.
+async fn until_deleted(stream: &mut Subscription, session: &str) {
+    loop {
+        let change = next_change(stream).await;
+        if change.event == "deleted" {
+            assert_eq!(change.data["session_id"], session, "{}", change.text);
+            return;
+        }
+        assert_eq!(
+            change.data["session"]["session_id"], session,
+            "{}",
+            change.text
+        );
+    }
+}
+
+/// The first audit's finding 7: each session change cost a query per open
+/// change stream. Now the backend reads a changed session once, on a
+/// connection outside its pool, and each stream keeps it or not by its
+/// owner in memory: with every pooled connection waiting on a lock, six
+/// streams still receive every change (a stream that queried could not),
+/// and a user's changes, deletion included, never reach another user's
+/// stream; an admin's stream sees them all.
+#[tokio::test]
+async fn session_changes_reach_every_stream_that_may_see_them_without_a_query_each() {
+    let stack = TestStack::start_configured(true, &[("DATABASE_POOL_SIZE", "2")]).await;
+    let bob = stack.add_user("bob", false).await;
+    let root = stack.add_user("root", true).await;
+    let changes = stack.url("/api/sessions/events");
+    let (alices, _) = stack.ready_session().await;
+    let mut bobs_stream = Subscription::open(&bob.client, &changes, None).await;
+    assert_eq!(
+        bobs_stream.next().await.unwrap().data["sessions"],
+        json!([])
+    );
+    let repo = stack.make_repo("bobs");
+    let created = bob
+        .client
+        .post(stack.url("/api/sessions"))
+        .json(&json!({"repo_url": format!("file://{}", repo.display())}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 202);
+    let bobs: Value = created.json().await.unwrap();
+    let bobs = bobs["session_id"].as_str().unwrap().to_owned();
+    loop {
+        let change = next_change(&mut bobs_stream).await;
+        assert_eq!(change.data["session"]["session_id"], bobs.as_str());
+        if change.data["session"]["status"] == "ready" {
+            break;
+        }
+    }
+    let mut alices_streams = Vec::new();
+    for _ in 0..5 {
+        let mut stream = Subscription::open(&stack.client, &changes, None).await;
+        let snapshot = stream.next().await.unwrap();
+        assert_eq!(snapshot.data["total"], 1, "{}", snapshot.text);
+        alices_streams.push(stream);
+    }
+    let mut roots_stream = Subscription::open(&root.client, &changes, None).await;
+    assert_eq!(roots_stream.next().await.unwrap().data["total"], 2);
+
+    // Both pooled connections wait on a lock the test holds.
+    let (locker, connection) = tokio_postgres::connect(&stack.db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    locker
+        .batch_execute("BEGIN; LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let blocked: Vec<_> = (0..2)
+        .map(|_| {
+            let request = stack
+                .client
+                .get(stack.url(&format!("/api/sessions/{alices}/runs")))
+                .send();
+            tokio::spawn(request)
+        })
+        .collect();
+    // Postgres has no event for a waiter: a bounded poll.
+    let mut waiting = 0;
+    for _ in 0..600 {
+        let rows = stack
+            .db
+            .query(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .await;
+        waiting = rows[0].get::<_, i64>(0);
+        if waiting == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        waiting, 2,
+        "the backend's two pooled connections never waited"
+    );
+
+    for change in 1..=3 {
+        let marker = format!("alice change {change}");
+        stack
+            .db
+            .execute(&format!(
+                "UPDATE sessions SET error = '{marker}' WHERE id = '{alices}'"
+            ))
+            .await;
+        for stream in alices_streams.iter_mut().chain([&mut roots_stream]) {
+            until_marked(stream, &alices, &marker).await;
+        }
+    }
+    // Bob heard of none of them: the next thing he hears of is his own.
+    stack
+        .db
+        .execute(&format!(
+            "UPDATE sessions SET error = 'bob change' WHERE id = '{bobs}'"
+        ))
+        .await;
+    until_marked(&mut bobs_stream, &bobs, "bob change").await;
+    until_marked(&mut roots_stream, &bobs, "bob change").await;
+
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    for request in blocked {
+        assert_eq!(request.await.unwrap().unwrap().status(), 200);
+    }
+    // Nor of the deletion of alice's session.
+    assert_eq!(stack.delete_session(&alices).await.status(), 204);
+    for stream in alices_streams.iter_mut().chain([&mut roots_stream]) {
+        until_deleted(stream, &alices).await;
+    }
+    stack
+        .db
+        .execute(&format!(
+            "UPDATE sessions SET error = 'bob change 2' WHERE id = '{bobs}'"
+        ))
+        .await;
+    until_marked(&mut bobs_stream, &bobs, "bob change 2").await;
 }
