@@ -122,6 +122,10 @@ pub struct Limits {
     /// `BACKEND_USER_MAX_WORKSPACE_BYTES`: a user whose workspaces hold
     /// more cannot create a session (0: no limit).
     pub user_max_workspace_bytes: u64,
+    /// `BACKEND_USER_MAX_STREAMS`: event streams (of runs and of session
+    /// changes together) one user may hold open; with `AUTH_MODE=none`, all
+    /// callers together (0: no limit).
+    pub user_max_streams: usize,
     /// `BACKEND_IP_RATE_PER_SEC` and `BACKEND_IP_RATE_BURST`.
     pub ip_rate: crate::rate_limit::Rate,
     /// `BACKEND_USER_RATE_PER_SEC` and `BACKEND_USER_RATE_BURST`.
@@ -197,6 +201,7 @@ struct Raw {
     backend_user_max_sessions: i64,
     backend_user_max_active_runs: i64,
     backend_user_max_workspace_bytes: u64,
+    backend_user_max_streams: usize,
     backend_ip_rate_per_sec: u32,
     backend_ip_rate_burst: u32,
     backend_user_rate_per_sec: u32,
@@ -248,6 +253,7 @@ impl Default for Raw {
             backend_user_max_sessions: 100,
             backend_user_max_active_runs: 20,
             backend_user_max_workspace_bytes: 20 * 1024 * 1024 * 1024,
+            backend_user_max_streams: 64,
             backend_ip_rate_per_sec: 50,
             backend_ip_rate_burst: 200,
             backend_user_rate_per_sec: 20,
@@ -279,7 +285,7 @@ impl Default for Raw {
     }
 }
 
-const ENV_KEYS: [&str; 46] = [
+const ENV_KEYS: [&str; 47] = [
     "BACKEND_ADDR",
     "DATABASE_URL",
     "DATABASE_POOL_SIZE",
@@ -299,6 +305,7 @@ const ENV_KEYS: [&str; 46] = [
     "BACKEND_USER_MAX_SESSIONS",
     "BACKEND_USER_MAX_ACTIVE_RUNS",
     "BACKEND_USER_MAX_WORKSPACE_BYTES",
+    "BACKEND_USER_MAX_STREAMS",
     "BACKEND_IP_RATE_PER_SEC",
     "BACKEND_IP_RATE_BURST",
     "BACKEND_USER_RATE_PER_SEC",
@@ -448,6 +455,7 @@ impl From<&Raw> for Limits {
             user_max_sessions: raw.backend_user_max_sessions.max(0),
             user_max_active_runs: raw.backend_user_max_active_runs.max(0),
             user_max_workspace_bytes: raw.backend_user_max_workspace_bytes,
+            user_max_streams: raw.backend_user_max_streams,
             ip_rate: crate::rate_limit::Rate {
                 per_second: raw.backend_ip_rate_per_sec,
                 burst: raw.backend_ip_rate_burst,

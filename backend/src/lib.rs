@@ -12,6 +12,7 @@ pub mod engine;
 pub mod git;
 pub mod hub;
 pub mod metrics;
+pub mod open_streams;
 pub mod rate_limit;
 pub mod runner_client;
 pub mod session_changes;

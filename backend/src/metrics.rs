@@ -33,7 +33,8 @@ pub enum Rejection {
     RateLimitedIp,
     /// Over `BACKEND_USER_RATE_PER_SEC`.
     RateLimitedUser,
-    /// Over a per-user quota: sessions, active runs or workspace bytes.
+    /// Over a per-user quota: sessions, active runs, workspace bytes or
+    /// open event streams.
     Quota,
     /// A body over `BACKEND_MAX_BODY_BYTES`.
     BodyTooLarge,

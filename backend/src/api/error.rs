@@ -81,8 +81,8 @@ pub enum ApiError {
     #[oai(status = 422)]
     Unprocessable(Json<ErrorBody>),
     /// A per-user limit is reached (sessions, runs at once, workspace
-    /// bytes), or a request rate limit (per address or per user), which
-    /// says when to try again.
+    /// bytes, open event streams), or a request rate limit (per address or
+    /// per user), which says when to try again.
     #[oai(status = 429)]
     TooManyRequests(
         Json<ErrorBody>,

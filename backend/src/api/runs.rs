@@ -298,6 +298,8 @@ impl RunsApi {
         let id = parse_id(&run_id, "run")?;
         let after = Cursor::parse(last_event_id.0.as_deref(), after.0.as_deref())
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        // Before any query: a user at the limit costs nothing more.
+        let slot = super::sessions::stream_slot(&self.engine, &caller)?;
         // A run with a live tail here exists and has not ended: attaching
         // to it needs no query (thousands of browsers may attach at once)
         // but the owner's, for a caller who does not see everything.
@@ -331,7 +333,7 @@ impl RunsApi {
             .engine
             .metrics()
             .counted(crate::metrics::StreamKind::Run, frames);
-        let body = EventFrames::new(frames, self.engine.config().limits.keep_alive);
+        let body = EventFrames::new(slot.hold(frames), self.engine.config().limits.keep_alive);
         Ok(Events::Ok(body, "no".into(), "no-cache".into()))
     }
 }

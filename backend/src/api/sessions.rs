@@ -22,6 +22,7 @@ use crate::domain::{Depth, GitRef, Prompt, RepoUrl, SessionSettings};
 use crate::engine::Engine;
 use crate::git::{CloneRequest, Credentials, LocalSourceError};
 use crate::metrics::Rejection;
+use crate::open_streams::{StreamSlot, TooManyStreams};
 use crate::session_changes::Change;
 use crate::store::{Enqueue, NewSession, OwnedInsert, SessionRow};
 
@@ -275,6 +276,7 @@ impl SessionsApi {
         operation_id = "stream_session_changes"
     )]
     async fn changes(&self, Caller(caller): Caller) -> ApiResult<Changes> {
+        let slot = stream_slot(&self.engine, &caller)?;
         // Subscribed before the first snapshot is read: a change made in
         // between comes after it, never before.
         let mut changes = self.engine.changes().subscribe();
@@ -348,7 +350,7 @@ impl SessionsApi {
             .engine
             .metrics()
             .counted(crate::metrics::StreamKind::Sessions, stream);
-        let stream = EventStream::new(stream)
+        let stream = EventStream::new(slot.hold(stream))
             .keep_alive(self.engine.config().limits.keep_alive)
             .to_event(|change: SessionChange| {
                 let data = change.to_json().map(|v| v.to_string()).unwrap_or_default();
@@ -451,6 +453,28 @@ impl SessionsApi {
             position: run.position,
         })))
     }
+}
+
+/// A slot for one more event stream of `caller`, taken before the stream
+/// does anything; or the 429 that says they hold as many as they may.
+pub(super) fn stream_slot(engine: &Engine, caller: &Principal) -> ApiResult<StreamSlot> {
+    engine
+        .open_streams()
+        .take(caller.user_id())
+        .map_err(|TooManyStreams { max }| {
+            engine.metrics().rejected(Rejection::Quota);
+            tracing::info!(user_id = ?caller.user_id(), max, "open-stream limit of a user");
+            ApiError::too_many(match caller.user_id() {
+                Some(_) => format!(
+                    "you have {max} event streams open, the most one user may have \
+                     (BACKEND_USER_MAX_STREAMS); close one first"
+                ),
+                None => format!(
+                    "{max} event streams are open, the most the server takes without \
+                     authentication (BACKEND_USER_MAX_STREAMS); close one first"
+                ),
+            })
+        })
 }
 
 /// The 409 of a prompt to an expired session.

@@ -6,8 +6,8 @@
 //! [`Engine`] is the facade the API sees: [`Engine::spawn_clone`],
 //! [`Engine::kick`] (a prompt was queued), [`Engine::cancel`],
 //! [`Engine::delete_session`], [`Engine::recover`] and [`Engine::shutdown`],
-//! plus read access to the store, the live tails and the session feed. Each
-//! concern is its own module:
+//! plus read access to the store, the live tails, the session feed and the
+//! count of open streams. Each concern is its own module:
 //!
 //! - `clones` — a session's clone, its progress, its deletion and leftover
 //!   folders;
@@ -42,6 +42,7 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::hub::Hubs;
+use crate::open_streams::OpenStreams;
 use crate::runner_client::RunnerClient;
 use crate::session_changes::SessionChanges;
 use crate::store::Store;
@@ -64,6 +65,8 @@ pub struct Engine {
     hubs: Arc<Hubs>,
     /// Which sessions changed, announced by Postgres.
     changes: SessionChanges,
+    /// The event streams each user holds open.
+    open_streams: Arc<OpenStreams>,
     /// Canonical `WORKSPACES_ROOT`.
     root: PathBuf,
     /// One worker per session with queued or running runs. Held only to
@@ -99,6 +102,7 @@ impl Engine {
                 config.limits.live_tail_bytes,
             )),
             changes,
+            open_streams: OpenStreams::new(config.limits.user_max_streams),
             config,
             store,
             root,
@@ -133,6 +137,11 @@ impl Engine {
 
     pub fn changes(&self) -> &SessionChanges {
         &self.changes
+    }
+
+    /// The event streams each user holds open (`BACKEND_USER_MAX_STREAMS`).
+    pub fn open_streams(&self) -> &Arc<OpenStreams> {
+        &self.open_streams
     }
 
     pub fn runner(&self) -> &RunnerClient {

@@ -1,7 +1,8 @@
 //! Greedy clients and a full disk, against the real backend binary: request
-//! rate limits, `/metrics`, the per-user workspace quota, what a session
-//! change costs however many streams follow it, and the sweeper that
-//! expires idle sessions and keeps the workspaces under a total quota.
+//! rate limits, `/metrics`, the per-user workspace quota, the per-user limit
+//! of open event streams and what a session change costs however many
+//! streams follow it, and the sweeper that expires idle sessions and keeps
+//! the workspaces under a total quota.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -768,6 +769,82 @@ async fn a_full_disk_fails_one_sessions_command_not_the_service() {
         "run.completed"
     );
     assert!(stack.workspace(&other).join("hello.txt").is_file());
+}
+
+/// Asserts the 429 of the open-stream limit, and returns its message.
+async fn assert_too_many_streams(response: reqwest::Response) -> String {
+    let body = assert_error(response, 429, "too_many_requests").await;
+    let message = body["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("BACKEND_USER_MAX_STREAMS"), "{message}");
+    message
+}
+
+#[tokio::test]
+async fn a_user_past_the_most_streams_gets_429_and_a_closed_stream_frees_its_slot() {
+    let stack = TestStack::start_configured(
+        true,
+        &[
+            ("BACKEND_USER_MAX_STREAMS", "3"),
+            // The server learns that a client went away when a write to it
+            // fails (hyper does not notice the close of an idle stream's
+            // connection): its keep-alive comment, every second here.
+            ("BACKEND_KEEP_ALIVE_SECS", "1"),
+            // The line that says a stream's slot is free again.
+            (
+                "RUST_LOG",
+                "info,service_kit=debug,backend::open_streams=debug",
+            ),
+        ],
+    )
+    .await;
+    let alice = stack.user.clone().unwrap();
+    let (session, _) = stack.ready_session().await;
+    let run = stack.prompt(&session, "sleep").await;
+    let changes = stack.url("/api/sessions/events");
+    let run_events = stack.url(&format!("/api/runs/{run}/events"));
+    // Session streams and run streams count together.
+    let first = Subscription::open(&stack.client, &changes, None).await;
+    let _second = Subscription::open(&stack.client, &changes, None).await;
+    let _third = Subscription::open(&stack.client, &run_events, None).await;
+
+    for url in [&changes, &run_events] {
+        let refused = stack.client.get(url).send().await.unwrap();
+        let message = assert_too_many_streams(refused).await;
+        assert!(
+            message.starts_with("you have 3 event streams open"),
+            "{message}"
+        );
+    }
+    // Another user has a count of their own.
+    let bob = stack.add_user("bob", false).await;
+    let _bobs = Subscription::open(&bob.client, &changes, None).await;
+    // A client that goes away frees its slot.
+    let ended = |line: &str| line.contains("an event stream ended") && line.contains(&alice.id);
+    assert!(!stack.log.lines().iter().any(|l| ended(l)));
+    drop(first);
+    stack.log.wait_for(ended).await;
+    let _again = Subscription::open(&stack.client, &changes, None).await;
+    let refused = stack.client.get(&changes).send().await.unwrap();
+    assert_too_many_streams(refused).await;
+
+    stack
+        .post(&format!("/api/runs/{run}/cancel"), json!({}))
+        .await;
+}
+
+#[tokio::test]
+async fn without_authentication_every_caller_counts_in_one_bucket_of_streams() {
+    let stack = TestStack::start_configured(
+        true,
+        &[("AUTH_MODE", "none"), ("BACKEND_USER_MAX_STREAMS", "2")],
+    )
+    .await;
+    let changes = stack.url("/api/sessions/events");
+    let _one = Subscription::open(&reqwest::Client::new(), &changes, None).await;
+    let _another = Subscription::open(&reqwest::Client::new(), &changes, None).await;
+    let refused = reqwest::Client::new().get(&changes).send().await.unwrap();
+    let message = assert_too_many_streams(refused).await;
+    assert!(message.contains("without authentication"), "{message}");
 }
 
 /// The next event of `stream`, in a time no per-stream query could beat
