@@ -264,6 +264,9 @@ impl Stack {
                 // the default cap of 64: the streams are still counted, as
                 // in production, but none is refused.
                 ("BACKEND_USER_MAX_STREAMS", "0".into()),
+                // And it attaches them as fast as it can, from one address:
+                // the per-address request rate would refuse most of them.
+                ("BACKEND_IP_RATE_PER_SEC", "0".into()),
             ],
             "backend listening",
         )
