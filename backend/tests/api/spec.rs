@@ -4,13 +4,14 @@ use serde_json::Value;
 
 use crate::helpers::TestStack;
 
-const OPERATIONS: [(&str, &str); 23] = [
+const OPERATIONS: [(&str, &str); 24] = [
     ("/api/models", "get"),
     ("/health", "get"),
     ("/ready", "get"),
     ("/api/auth/session", "post"),
     ("/api/auth/session", "delete"),
     ("/api/auth/me", "get"),
+    ("/api/auth/code", "post"),
     ("/api/sessions", "post"),
     ("/api/sessions", "get"),
     ("/api/sessions/events", "get"),
@@ -40,7 +41,13 @@ const ERROR_STATUSES: [&str; 15] = [
 
 /// Operations anyone may call; every other one declares the token and the
 /// cookie.
-const PUBLIC: [&str; 4] = ["health", "ready", "sign_in", "sign_out"];
+const PUBLIC: [&str; 5] = [
+    "health",
+    "ready",
+    "sign_in",
+    "sign_out",
+    "inspect_signin_code",
+];
 
 #[tokio::test]
 async fn the_spec_is_valid_openapi_3_and_lists_every_route() {
@@ -127,7 +134,7 @@ async fn the_spec_is_valid_openapi_3_and_lists_every_route() {
             "bearerAuth": {"type": "http", "scheme": "bearer",
                 "description": "An API token, `rr_…` (`backend admin token create USER`)"},
             "cookieAuth": {"type": "apiKey", "in": "cookie", "name": "rr_session",
-                "description": "A browser's sign-in (`POST /api/auth/session`)"}
+                "description": "A browser's sign-in (`POST /api/auth/session`); named `__Host-rr_session` behind TLS"}
         })
     );
 
