@@ -86,6 +86,7 @@ printf '{"type":"probe","args":"%s","prompt":"%s","key":"%s","home":"%s","env":"
          \"*PASSWORD*\",\"*CREDENTIAL*\",\"CODEX_*\",\"OPENAI_*\",\"DATABASE_URL\"] \
          --config shell_environment_policy.include_only=[\"PATH\",\"HOME\",\"USER\",\
          \"LOGNAME\",\"SHELL\",\"LANG\",\"LC_*\",\"TZ\",\"TERM\",\"TMPDIR\",\"TMP\",\"TEMP\",\"CODEX_SDK_OWNER\",\"CODEX_SDK_RUN\"] \
+         --config projects={\"/w\"={trust_level=\"untrusted\"}} \
          resume 0199-abc"
     );
     assert_eq!(probe["prompt"], "hello there");
