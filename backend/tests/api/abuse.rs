@@ -723,6 +723,10 @@ async fn a_full_disk_fails_one_sessions_command_not_the_service() {
     let other = stack.session(clone("other")).await;
     let other = other["session_id"].as_str().unwrap().to_owned();
 
+    // The size is measured after the run's end is published: awaited on
+    // the session-change stream.
+    let mut changes =
+        Subscription::open(&stack.client, &stack.url("/api/sessions/events"), None).await;
     let run = stack.prompt(&filler, "fill the disk").await;
     let events = stack.events(&run).await;
 
@@ -741,6 +745,15 @@ async fn a_full_disk_fails_one_sessions_command_not_the_service() {
         command.data
     );
     // Measured after the run: most of the disk, in that session.
+    let measured = |e: &SseEvent| {
+        e.event == "updated"
+            && e.data["session"]["session_id"] == filler.as_str()
+            && e.data["session"]["workspace_bytes"]
+                .as_u64()
+                .is_some_and(|bytes| bytes > DISK / 2)
+    };
+    changes.until(measured).await;
+    drop(changes);
     let row = stack.get_json(&format!("/api/sessions/{filler}")).await;
     assert!(row["workspace_bytes"].as_u64().unwrap() > DISK / 2, "{row}");
 
