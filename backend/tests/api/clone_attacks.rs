@@ -412,25 +412,6 @@ async fn create_as(stack: &TestStack, client: &reqwest::Client, body: Value) -> 
         .unwrap()
 }
 
-/// Polls (bounded) until `client`'s session leaves `cloning`.
-async fn wait_cloned_as(stack: &TestStack, client: &reqwest::Client, id: &str) -> Value {
-    for _ in 0..1200 {
-        let session: Value = client
-            .get(stack.url(&format!("/api/sessions/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if session["status"] != "cloning" {
-            return session;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("session {id} is still cloning");
-}
-
 /// The names of the folders under `WORKSPACES_ROOT`.
 fn session_folders(stack: &TestStack) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(&stack.root)
@@ -571,7 +552,7 @@ async fn a_repository_that_links_into_a_workspace_fails_before_anything_is_read(
             let created: Value = response.json().await.unwrap();
             let id = created["session_id"].as_str().unwrap();
 
-            let failed = wait_cloned_as(&stack, &mallory.client, id).await;
+            let failed = stack.wait_cloned_as(&mallory.client, id).await;
 
             assert_eq!(failed["status"], "failed", "{}: {failed}", repo.display());
             assert_eq!(

@@ -280,27 +280,18 @@ async fn a_replay_leaves_out_the_deltas_of_completed_items_and_keeps_the_rest() 
 /// the approval's id.
 async fn waiting_approval(stack: &TestStack, client: &reqwest::Client) -> (String, String, String) {
     let repo = stack.make_repo(&format!("repo-{}", uuid::Uuid::new_v4()));
-    let created: Value = client
-        .post(stack.url("/api/sessions"))
-        .json(&json!({"repo_url": format!("file://{}", repo.display()),
-                      "approval_policy": "untrusted"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json!({"repo_url": format!("file://{}", repo.display()),
+                      "approval_policy": "untrusted"});
+    let created = stack
+        .json_as(client, reqwest::Method::POST, "/api/sessions", Some(body))
+        .await;
     // A prompt waits for the clone.
     let session = created["session_id"].as_str().unwrap().to_owned();
-    let queued: Value = client
-        .post(stack.url(&format!("/api/sessions/{session}/prompt")))
-        .json(&json!({"prompt": "touch a file"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let prompt = json!({"prompt": "touch a file"});
+    let path = format!("/api/sessions/{session}/prompt");
+    let queued = stack
+        .json_as(client, reqwest::Method::POST, &path, Some(prompt))
+        .await;
     let run = queued["run_id"].as_str().unwrap().to_owned();
     let mut stream = test_support::Subscription::open(
         client,
@@ -367,14 +358,10 @@ async fn an_approval_id_cannot_walk_to_other_runner_routes() {
     // Nothing happened to either run: both still wait, their approvals
     // unanswered; alice's answer still works.
     for (client, run) in [(&stack.client, &alice_run), (&mallory.client, &own_run)] {
-        let row: Value = client
-            .get(stack.url(&format!("/api/runs/{run}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let path = format!("/api/runs/{run}");
+        let row = stack
+            .json_as(client, reqwest::Method::GET, &path, None)
+            .await;
         assert_eq!(row["status"], "running", "{row}");
     }
     assert!(!stack

@@ -744,14 +744,42 @@ impl TestStack {
     /// Polls until the session leaves `cloning`: the API offers no event
     /// for it, so this is a bounded poll.
     pub async fn wait_cloned(&self, id: &str) -> Value {
+        self.wait_cloned_as(&self.client, id).await
+    }
+
+    /// [`TestStack::wait_cloned`] as the user of `client`.
+    pub async fn wait_cloned_as(&self, client: &reqwest::Client, id: &str) -> Value {
         for _ in 0..1200 {
-            let session = self.get_json(&format!("/api/sessions/{id}")).await;
+            let session = self
+                .json_as(
+                    client,
+                    reqwest::Method::GET,
+                    &format!("/api/sessions/{id}"),
+                    None,
+                )
+                .await;
             if session["status"] != "cloning" {
                 return session;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("session {id} is still cloning");
+    }
+
+    /// The JSON body of `method path` (with `body`) as the user of
+    /// `client`, whatever its status.
+    pub async fn json_as(
+        &self,
+        client: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let mut request = client.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap().json().await.unwrap()
     }
 
     pub async fn prompt(&self, session: &str, prompt: &str) -> String {

@@ -7,7 +7,6 @@
 //! or none, and the old preview holding an admin's token.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use frontend_proxy::config::Config as ProxyConfig;
 use frontend_proxy::startup::Application as Proxy;
@@ -44,22 +43,9 @@ async fn session_of(stack: &TestStack, client: &reqwest::Client, repo: &Path) ->
         .as_str()
         .unwrap()
         .to_owned();
-    for _ in 0..1200 {
-        let session: Value = client
-            .get(stack.url(&format!("/api/sessions/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if session["status"] != "cloning" {
-            assert_eq!(session["status"], "ready", "{session}");
-            return id;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("session {id} is still cloning");
+    let session = stack.wait_cloned_as(client, &id).await;
+    assert_eq!(session["status"], "ready", "{session}");
+    id
 }
 
 /// `POST /api/sessions/{session}/preview` as the user of `client`.
