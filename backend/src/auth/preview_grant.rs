@@ -17,7 +17,6 @@
 //! of the [`Authenticator`](super::Authenticator): no cookie or token it
 //! also carries widens it.
 
-use base64::Engine as _;
 use poem::http::header::AUTHORIZATION;
 use poem::http::{HeaderMap, Method};
 use uuid::Uuid;
@@ -31,23 +30,9 @@ use crate::store::Store;
 /// The `Authorization` scheme of a grant.
 pub const SCHEME: &str = "Preview";
 
-/// A grant's prefix, so that one pasted in the wrong place is recognisable.
-pub const PREFIX: &str = "rrp_";
-
-#[derive(Debug, thiserror::Error)]
-#[error("the operating system's random source failed: {0}")]
-pub struct NoRandomness(String);
-
 /// A new grant, as handed to the dashboard once, and the hash stored.
-pub fn mint() -> Result<Minted, NoRandomness> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| NoRandomness(e.to_string()))?;
-    let secret = format!(
-        "{PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    );
-    let sha256 = secret::hash(&secret);
-    Ok(Minted { secret, sha256 })
+pub fn mint() -> Result<Minted, secret::NoRandomness> {
+    secret::mint(secret::Kind::PreviewGrant)
 }
 
 /// The grant a request names (`Authorization: Preview <grant>`), if it

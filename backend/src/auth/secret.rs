@@ -1,8 +1,10 @@
-//! Secrets handed to people and browsers: API tokens and sign-in cookies.
+//! Secrets handed to people and browsers: API tokens, sign-in cookies and
+//! codes, preview grants.
 //!
 //! Each is 256 bits from the operating system's random source, written as
 //! URL-safe base64 behind a prefix that says what it is (`rr_` for a token,
-//! `rrc_` for a cookie, `rrs_` for a one-time sign-in code), so a token pasted in the wrong place is
+//! `rrc_` for a cookie, `rrs_` for a one-time sign-in code, `rrp_` for a
+//! preview grant), so a token pasted in the wrong place is
 //! recognisable. Only a SHA-256 of each is stored: a leaked database holds
 //! nothing that signs anyone in. A fast hash is right for 256-bit random
 //! secrets (nothing to brute-force), and lets a request find its token by
@@ -18,6 +20,8 @@ pub enum Kind {
     Cookie,
     /// A one-time sign-in code of a sign-in link.
     SigninCode,
+    /// A preview grant (`preview_grant`).
+    PreviewGrant,
 }
 
 impl Kind {
@@ -26,6 +30,7 @@ impl Kind {
             Kind::ApiToken => "rr_",
             Kind::Cookie => "rrc_",
             Kind::SigninCode => "rrs_",
+            Kind::PreviewGrant => "rrp_",
         }
     }
 }
