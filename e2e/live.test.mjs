@@ -33,7 +33,12 @@ afterEach(() => {
 });
 
 before(async () => {
-  stack = await startStack({ runnerEnv: { RUNNER_DRIVER: "app-server" }, script: "e2e/live-script.json" });
+  // Approvals reach the page: the approved action then runs outside the
+  // sandbox, which this runner allows (a refusing one is tested below).
+  stack = await startStack({
+    runnerEnv: { RUNNER_DRIVER: "app-server", RUNNER_ALLOW_UNSANDBOXED_APPROVALS: "true" },
+    script: "e2e/live-script.json",
+  });
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
     args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
@@ -198,4 +203,32 @@ test("an approval card shows a spoofing command as it runs: every line, hidden c
   const workspace = join(stack.dir, "workspaces", session, "repo");
   assert.equal(existsSync(join(workspace, "invoice\u202efdp.sh")), false, "denied: nothing ran");
   await page.close();
+});
+
+test("a runner that keeps approved actions in the sandbox declines them itself, and the card says why", async () => {
+  // The default: RUNNER_ALLOW_UNSANDBOXED_APPROVALS off.
+  const refusing = await startStack({ runnerEnv: { RUNNER_DRIVER: "app-server" }, script: "e2e/live-script.json" });
+  try {
+    const page = await newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+    await refusing.signIn(page);
+    await page.fill("[data-testid=new-session-url]", `file://${refusing.makeRepo("refused")}`);
+    await page.click("[data-testid=session-settings] summary");
+    await page.selectOption("[data-testid=new-session-approval]", "untrusted");
+    await page.click("[data-testid=create-session]");
+    await page.waitForURL(/#\/s\//);
+    const session = page.url().split("#/s/")[1];
+    await page.waitForSelector("[data-testid=session-status].ready", { timeout: LONG });
+    const run = await send(page, "touch a file");
+
+    const card = run.locator("[data-testid=approval]");
+    await card.locator("[data-testid=approval-refused]").waitFor({ timeout: LONG });
+    assert.match(await card.locator("[data-testid=approval-refused]").textContent(), /outside its sandbox.*RUNNER_ALLOW_UNSANDBOXED_APPROVALS/);
+    await card.locator("[data-testid=approval-status]", { hasText: "Deny (repo-runner)" }).waitFor({ timeout: LONG });
+    assert.equal(await card.locator("button").count(), 0, "nothing to answer");
+    await run.locator("[data-testid=run-status].completed").waitFor({ timeout: LONG });
+    assert.equal(existsSync(join(refusing.dir, "workspaces", session, "repo", "approved.txt")), false);
+    await page.close();
+  } finally {
+    await refusing.stop();
+  }
 });

@@ -82,6 +82,12 @@ export RUNNER_HIDDEN_PATHS=${RUNNER_HIDDEN_PATHS:-$data}
 # Nor may a local clone (ALLOW_LOCAL_REPOS=true) read the data folder or the
 # homes; the workspaces are always refused.
 export BACKEND_FORBIDDEN_CLONE_PATHS=${BACKEND_FORBIDDEN_CLONE_PATHS:-$data,$RUNNER_CODEX_HOMES}
+# A stack for one person on their own machine: what they approve runs as
+# they would run it themselves (the CLI carries an approved action out
+# outside its sandbox, as the user this script runs as). A runner shared by
+# several people leaves this off, and approvals are then declined (see
+# docs/SECURITY.md); RUNNER_ALLOW_UNSANDBOXED_APPROVALS=false does that here.
+export RUNNER_ALLOW_UNSANDBOXED_APPROVALS=${RUNNER_ALLOW_UNSANDBOXED_APPROVALS:-true}
 export RUNNER_URL=${RUNNER_URL:-http://$RUNNER_ADDR}
 # The runner answers only the backend: a fresh token for each start unless
 # one is given.

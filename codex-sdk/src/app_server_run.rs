@@ -157,7 +157,16 @@ pub(crate) struct AppServerRun {
     pub thread_params: Value,
     pub resume: Option<String>,
     pub input: String,
+    /// `Some(why)`: every approval the CLI asks for is declined at once,
+    /// for this reason (see `ThreadOptions::approvals_run_unsandboxed`).
+    pub refuse_approvals: Option<&'static str>,
 }
+
+/// Why approvals are refused on a sandboxed thread of a runner that does
+/// not let approved actions out of the sandbox.
+pub(crate) const APPROVALS_REFUSED: &str =
+    "the Codex CLI would carry out an approved action outside its sandbox, \
+     and this runner does not allow that (RUNNER_ALLOW_UNSANDBOXED_APPROVALS)";
 
 pub(crate) fn control_channel() -> (RunControl, mpsc::Receiver<Command>) {
     let (tx, rx) = mpsc::channel(CONTROL_CAPACITY);
@@ -363,8 +372,24 @@ pub(crate) fn run(
                             } else {
                                 event["changes"] = translator.changes_of(params["itemId"].as_str().unwrap_or(""));
                             }
-                            waiting.insert(approval_id, id);
+                            let Some(refused) = run.refuse_approvals else {
+                                waiting.insert(approval_id, id);
+                                yield Ok(line(event));
+                                continue;
+                            };
+                            // Shown, and declined before anyone could say yes.
+                            event["refused"] = refused.into();
                             yield Ok(line(event));
+                            if let Err(error) = server.respond(&id, json!({"decision": Decision::Deny.wire()})).await {
+                                yield Err(Error::AppServer(error));
+                                return;
+                            }
+                            yield Ok(line(json!({
+                                "type": "approval.resolved",
+                                "approvalId": approval_id.to_string(),
+                                "decision": Decision::Deny.as_str(),
+                                "by": "repo-runner",
+                            })));
                         }
                     }
                 }

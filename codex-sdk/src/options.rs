@@ -88,6 +88,13 @@ pub struct ThreadOptions {
     /// that this thread's CLI still sees: its session's folder and its own
     /// home. Absolute, canonical.
     pub exposed: Vec<PathBuf>,
+    /// Whether approvals reach a person (app-server driver). The CLI
+    /// carries out what is approved, a command or a file change, outside
+    /// its sandbox, as its own user: unless this is set (or the sandbox is
+    /// `danger-full-access` already), every approval the CLI asks for is
+    /// declined at once, and the stream says so (`approval.requested` with
+    /// `refused`, then `approval.resolved` by `repo-runner`).
+    pub approvals_run_unsandboxed: bool,
 }
 
 /// The variables an agent's command may inherit from the CLI (patterns of
@@ -363,6 +370,7 @@ mod tests {
             codex_home: None,
             private_tmp: Some("/h/tmp".into()),
             exposed: vec!["/w/s".into()],
+            approvals_run_unsandboxed: false,
         };
         let args = command_args(&codex, &thread, Some("thread-1"));
         let expected = [

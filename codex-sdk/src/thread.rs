@@ -169,6 +169,10 @@ impl Thread {
                         thread_params: app_server_thread_params(&self.options),
                         resume: self.id(),
                         input: input.into(),
+                        refuse_approvals: (!self.options.approvals_run_unsandboxed
+                            && self.options.sandbox_mode
+                                != Some(crate::SandboxMode::DangerFullAccess))
+                        .then_some(app_server_run::APPROVALS_REFUSED),
                     };
                     (
                         Box::pin(app_server_run::run(run, cancel_rx, commands)),
@@ -294,6 +298,13 @@ fn child_env(codex: &CodexOptions, thread: &ThreadOptions) -> BTreeMap<String, S
     if let Some(home) = &thread.codex_home {
         env.insert("CODEX_HOME".into(), home.display().to_string());
     }
+    // The CLI runs git in the workspace itself, outside its sandbox (its
+    // status and diffs): no global or system git configuration reaches
+    // those calls, so nothing written into the runner user's `~/.gitconfig`
+    // (a filter, `core.fsmonitor`, an `includeIf`) runs in another
+    // session's workspace. Agents' commands do not inherit these.
+    env.insert("GIT_CONFIG_GLOBAL".into(), "/dev/null".into());
+    env.insert("GIT_CONFIG_NOSYSTEM".into(), "1".into());
     env
 }
 

@@ -57,7 +57,7 @@ async fn args_stdin_and_environment_reach_the_cli() {
         r#"read -r prompt
 args=$(printf '%s' "$*" | sed 's/"/\\"/g')
 names=$(awk 'BEGIN { for (name in ENVIRON) if (name != "PWD") print name }' | sort | tr '\n' ' ')
-printf '{"type":"probe","args":"%s","prompt":"%s","key":"%s","home":"%s","env":"%s"}\n' "$args" "$prompt" "$CODEX_API_KEY" "$CODEX_HOME" "$names""#,
+printf '{"type":"probe","args":"%s","prompt":"%s","key":"%s","home":"%s","git":"%s %s","env":"%s"}\n' "$args" "$prompt" "$CODEX_API_KEY" "$CODEX_HOME" "$GIT_CONFIG_GLOBAL" "$GIT_CONFIG_NOSYSTEM" "$names""#,
     );
     let codex = Codex::new(CodexOptions {
         codex_path: Some(fake.path.clone()),
@@ -90,6 +90,7 @@ printf '{"type":"probe","args":"%s","prompt":"%s","key":"%s","home":"%s","env":"
          resume 0199-abc"
     );
     assert_eq!(probe["prompt"], "hello there");
+    assert_eq!(probe["git"], "/dev/null 1");
     assert_eq!(probe["key"], "sk-test");
     assert_eq!(
         probe["home"],
@@ -116,6 +117,9 @@ printf '{"type":"probe","args":"%s","prompt":"%s","key":"%s","home":"%s","env":"
                 "CODEX_API_KEY",
                 "CODEX_HOME",
                 "CODEX_INTERNAL_ORIGINATOR_OVERRIDE",
+                // The CLI's own git calls read no global or system config.
+                "GIT_CONFIG_GLOBAL",
+                "GIT_CONFIG_NOSYSTEM",
             ]
             .map(String::from),
         )

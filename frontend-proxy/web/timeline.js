@@ -337,9 +337,14 @@ export class RunView {
       node.append(list);
     }
     if (data.reason) node.append(el("div", { class: "item-body", text: data.reason }));
+    if (data.refused) {
+      // The runner declined it before anyone could answer (an approved
+      // action would run outside the sandbox): no buttons, and why.
+      node.append(el("div", { class: "approval-refused", "data-testid": "approval-refused", text: `Declined by the runner: ${data.refused}.` }));
+    }
     const actions = el("div", { class: "approval-actions" });
     const status = el("div", { class: "approval-status", role: "status", "data-testid": "approval-status" });
-    for (const [decision, label] of DECISIONS) {
+    for (const [decision, label] of data.refused ? [] : DECISIONS) {
       const button = el("button", { type: "button", class: `decision ${decision}`, "data-testid": `approval-${decision}`, text: label });
       button.addEventListener("click", async () => {
         for (const b of actions.querySelectorAll("button")) b.disabled = true;

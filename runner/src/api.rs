@@ -212,6 +212,7 @@ async fn create_thread(
         // session's folder (the working and additional directories are in
         // it) and its own home.
         exposed: vec![session, home.base],
+        approvals_run_unsandboxed: state.config.sandbox.allow_unsandboxed_approvals,
     };
     let record = state.registry.add_thread(options, resume)?;
     tracing::info!(

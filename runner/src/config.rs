@@ -55,6 +55,12 @@ pub struct SandboxLimits {
     /// `RUNNER_ALLOW_NETWORK`: whether a request may turn the network on in a
     /// `workspace-write` sandbox (`networkAccessEnabled`).
     pub allow_network: bool,
+    /// `RUNNER_ALLOW_UNSANDBOXED_APPROVALS`: whether approvals reach a
+    /// person (app-server driver). The CLI carries out an approved command
+    /// or file change outside its sandbox, as the runner's user, so on a
+    /// runner shared by people who must not reach each other (or the
+    /// runner's user) approvals are declined at once: off by default.
+    pub allow_unsandboxed_approvals: bool,
     /// `RUNNER_ALLOW_WEB_SEARCH`: whether a request may turn the CLI's live
     /// web search on (`webSearchEnabled`).
     pub allow_web_search: bool,
@@ -73,6 +79,7 @@ impl Default for SandboxLimits {
             max_sandbox: SandboxMode::WorkspaceWrite,
             allow_network: false,
             allow_web_search: false,
+            allow_unsandboxed_approvals: false,
             hidden_paths: Vec::new(),
         }
     }
@@ -238,6 +245,7 @@ struct Raw {
     runner_max_sandbox: Option<SandboxMode>,
     runner_allow_network: bool,
     runner_allow_web_search: bool,
+    runner_allow_unsandboxed_approvals: bool,
     runner_hidden_paths: String,
 }
 
@@ -271,6 +279,7 @@ impl Default for Raw {
             runner_max_sandbox: None,
             runner_allow_network: sandbox.allow_network,
             runner_allow_web_search: sandbox.allow_web_search,
+            runner_allow_unsandboxed_approvals: sandbox.allow_unsandboxed_approvals,
             runner_hidden_paths: String::new(),
         }
     }
@@ -346,6 +355,7 @@ impl Config {
                 max_sandbox,
                 allow_network: raw.runner_allow_network,
                 allow_web_search: raw.runner_allow_web_search,
+                allow_unsandboxed_approvals: raw.runner_allow_unsandboxed_approvals,
                 hidden_paths: raw
                     .runner_hidden_paths
                     .split(',')
@@ -459,7 +469,7 @@ impl Provider for Vars {
     }
 }
 
-const ENV_KEYS: [&str; 26] = [
+const ENV_KEYS: [&str; 27] = [
     "RUNNER_DRIVER",
     "RUNNER_HIDDEN_PATHS",
     "RUNNER_ADDR",
@@ -486,6 +496,7 @@ const ENV_KEYS: [&str; 26] = [
     "RUNNER_MAX_SANDBOX",
     "RUNNER_ALLOW_NETWORK",
     "RUNNER_ALLOW_WEB_SEARCH",
+    "RUNNER_ALLOW_UNSANDBOXED_APPROVALS",
 ];
 
 #[cfg(test)]

@@ -242,6 +242,13 @@ pub struct ApprovalRequestedEvent {
     /// The files, for a `file_change` approval: `{path, kind}` each.
     #[oai(nullable)]
     pub changes: Option<Vec<Value>>,
+    /// Set when the runner declined the approval itself, before anyone
+    /// could answer, and why: the CLI would carry the approved action out
+    /// outside its sandbox, which the runner does not allow
+    /// (`RUNNER_ALLOW_UNSANDBOXED_APPROVALS`). `approval.resolved` follows
+    /// at once, `deny` by `repo-runner`.
+    #[oai(skip_serializing_if_is_none)]
+    pub refused: Option<String>,
 }
 
 #[derive(Debug, Object)]
@@ -250,7 +257,8 @@ pub struct ApprovalResolvedEvent {
     pub approval_id: String,
     /// `approve`, `approve_for_session` or `deny`.
     pub decision: String,
-    /// Who answered.
+    /// Who answered: a user's name, or `repo-runner` for an approval the
+    /// runner declined itself.
     #[oai(nullable)]
     pub by: Option<String>,
 }

@@ -7,8 +7,17 @@ use test_support::{assert_numbered_from_one, labels};
 
 use crate::helpers::{assert_error, runner_run_id, TestStack};
 
+/// A stack on the app-server driver whose runner lets approvals reach a
+/// person (the approved action then runs outside the sandbox).
 async fn app_server_stack() -> TestStack {
-    TestStack::start_configured(true, &[("RUNNER_DRIVER", "app-server")]).await
+    TestStack::start_configured(
+        true,
+        &[
+            ("RUNNER_DRIVER", "app-server"),
+            ("RUNNER_ALLOW_UNSANDBOXED_APPROVALS", "true"),
+        ],
+    )
+    .await
 }
 
 async fn session_with(stack: &TestStack, settings: Value) -> String {

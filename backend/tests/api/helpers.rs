@@ -546,6 +546,10 @@ impl TestStack {
             sandbox: SandboxLimits {
                 codex_homes: self.root.with_file_name("codex-homes"),
                 max_sandbox: self.sandbox.max(codex_sdk::SandboxMode::WorkspaceWrite),
+                allow_unsandboxed_approvals: self
+                    .backend_env
+                    .iter()
+                    .any(|(k, v)| k == "RUNNER_ALLOW_UNSANDBOXED_APPROVALS" && v == "true"),
                 ..SandboxLimits::default()
             },
         };

@@ -46,6 +46,8 @@ async fn app_server_runner(marker: &str) -> TestRunner {
         move |_| script(&marker),
         |config| {
             config.driver = runner::config::DriverMode::AppServer;
+            // Approvals reach the test, which answers them.
+            config.sandbox.allow_unsandboxed_approvals = true;
         },
     )
     .await

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod app_server;
+mod approvals;
 mod containment;
 mod errors;
 mod helpers;

@@ -163,6 +163,7 @@ async fn app_server_takes_no_configuration_from_the_repository() {
 async fn a_repository_rule_does_not_skip_an_approval() {
     let runner = TestRunner::start_with(script, |config| {
         config.driver = runner::config::DriverMode::AppServer;
+        config.sandbox.allow_unsandboxed_approvals = true;
     })
     .await;
     plant_configuration(&runner.repo, &test_dir(&runner));
