@@ -271,7 +271,9 @@ test("a page the run built runs in the sandboxed Preview, apart from the dashboa
   assert.equal(await page.getByTestId("tab-preview").getAttribute("aria-selected"), "true");
   const frameElement = page.getByTestId("preview-frame");
   assert.equal(await frameElement.getAttribute("sandbox"), "allow-scripts");
-  // The address carries the session's grant, which the dashboard asked for.
+  // The address carries the session's grant, which the dashboard asks for
+  // first: the frame gets its address when the grant comes.
+  await page.locator("[data-testid=preview-frame][src]").waitFor({ timeout: LONG });
   const src = await frameElement.getAttribute("src");
   const grant = src.match(new RegExp(`^${stack.previewUrl}/${session}/(rrp_[A-Za-z0-9_-]{43})/snake/index\\.html$`))?.[1];
   assert.ok(grant, src);
@@ -747,5 +749,28 @@ test("a sign-in link from someone else asks first, and a second sign-in cookie s
   await page.reload();
   await page.getByTestId("signin").waitFor();
   assert.match(await page.getByTestId("signin-error").innerText(), /more than one sign-in cookie/);
+  await context.close();
+});
+
+test("a file's name shows the characters it hides: in the tree, the viewer and the preview's listing", async () => {
+  // The agent names files: a right-to-left override turns `fdp.sh` into
+  // what reads as `hs.pdf` wherever the name is shown as it is.
+  const name = "invoice\u202efdp.sh";
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 } });
+  const page = await context.newPage();
+  await stack.signIn(page);
+  const session = await createSession(page, repoWith("spoof-names", { [`docs/${name}`]: "echo hi\n" }));
+  await page.waitForSelector("[data-testid=session-status].ready", { timeout: LONG });
+  await page.click("[data-testid=tab-files]");
+  const entry = page.locator(`[data-testid=file-entry][data-path='docs/${name}'] button`);
+  assert.equal(await entry.textContent(), "invoice⟨U+202E⟩fdp.sh");
+  await entry.click();
+  await page.getByTestId("file-title").waitFor();
+  assert.match(await page.getByTestId("file-title").textContent(), /^docs\/invoice⟨U\+202E⟩fdp\.sh · /);
+  // The preview's own folder listing, with a grant of alice's.
+  const grant = await (await stack.fetch(`${stack.url}/api/sessions/${session}/preview`, { method: "POST" })).json();
+  const listing = await (await fetch(`${stack.previewUrl}${grant.url_path}docs/`)).text();
+  assert.ok(listing.includes("invoice⟨U+202E⟩fdp.sh"), listing);
+  assert.ok(!listing.includes("\u202e"), "the override itself is not in the page's text");
   await context.close();
 });

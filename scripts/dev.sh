@@ -139,7 +139,15 @@ for _ in $(seq 300); do port_busy "$PROXY_ADDR" && port_busy "$BACKEND_ADDR" && 
 echo "repo-runner: dashboard at http://$PROXY_ADDR (Ctrl-C to stop)"
 if [[ -n "$signin_link" ]]; then
   echo "repo-runner: sign in as $signed_in_as (keep this link to yourself; it works once, for 10 minutes): $signin_link"
-  echo "repo-runner: another link: $bin/backend admin signin-link $signed_in_as; the token to paste is in $data/admin-token"
+  if [[ -n "$pg_started" ]]; then
+    # The database's URL carries its password: the command finds it anew
+    # rather than have it printed.
+    db="DATABASE_URL=\$('$bin/local-postgres' start '$data/postgres' $pg_port repo_runner)"
+  else
+    db="DATABASE_URL=…"
+  fi
+  echo "repo-runner: another link (while this runs): $db '$bin/backend' admin signin-link $signed_in_as --url http://$PROXY_ADDR/"
+  echo "repo-runner: or paste the token kept in $data/admin-token on the sign-in page"
   echo "repo-runner: more users and tokens: $bin/backend admin --help"
 fi
 echo "repo-runner: previews of the workspaces at http://$PREVIEW_ADDR (the dashboard's Preview tab)"

@@ -445,10 +445,10 @@ impl Preview {
                 items,
                 "<li><a href=\"{}{slash}\">{}{slash}</a></li>",
                 escape_html(&encode_segment(name)),
-                escape_html(name)
+                escape_html(&visible_name(name))
             );
         }
-        let title = escape_html(&format!("/{prefix}"));
+        let title = escape_html(&visible_name(&format!("/{prefix}")));
         let mut page = format!(
             "<!doctype html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>{title}</title></head>\n\
              <body>\n<h1>{title}</h1>\n<p>No index.html here; the files of this folder:</p>\n<ul>\n{items}</ul>\n"
@@ -503,6 +503,32 @@ pub fn content_type(path: &str) -> String {
     } else {
         mime.essence_str().to_owned()
     }
+}
+
+/// `name` (the agent's) with every character that draws nothing, or
+/// reorders what is drawn around it, shown as `⟨U+XXXX⟩`, as the dashboard
+/// shows names (web/command.js): a listing must not pass `x\u{202e}fdp.sh`
+/// off as `xhs.pdf`.
+fn visible_name(name: &str) -> String {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c,
+                '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}'
+                | '\u{17B5}' | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{2800}'
+                | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}'
+                | '\u{FFF9}'..='\u{FFFB}' | '\u{E0000}'..='\u{E007F}'
+                | '\u{E0100}'..='\u{E01EF}')
+    };
+    name.chars()
+        .map(|c| {
+            if hidden(c) {
+                format!("\u{27E8}U+{:04X}\u{27E9}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn escape_html(text: &str) -> String {
@@ -734,5 +760,18 @@ mod tests {
             escape_html("<a href=\"x\">"),
             "&lt;a href=&quot;x&quot;&gt;"
         );
+    }
+
+    #[test]
+    fn a_listing_shows_the_characters_a_name_hides() {
+        assert_eq!(
+            visible_name("invoice\u{202e}fdp.sh"),
+            "invoice\u{27e8}U+202E\u{27e9}fdp.sh"
+        );
+        assert_eq!(
+            visible_name("a\u{200b}b\u{3164}c\u{e0100}\n"),
+            "a⟨U+200B⟩b⟨U+3164⟩c⟨U+E0100⟩⟨U+000A⟩"
+        );
+        assert_eq!(visible_name("snake game é.html"), "snake game é.html");
     }
 }

@@ -5,6 +5,7 @@
 
 import { api, whenSignedOut } from "./api.js";
 import { repoName, sessionName } from "./names.js";
+import { visibleText } from "./command.js";
 import { RunView, el } from "./timeline.js";
 import { renderDiff, renderTree } from "./workspace.js";
 
@@ -407,10 +408,10 @@ async function loadFiles() {
 
 async function openFile(path) {
   const viewer = $("#file-viewer");
-  viewer.replaceChildren(el("div", { class: "muted", text: `Loading ${path}…` }));
+  viewer.replaceChildren(el("div", { class: "muted", text: `Loading ${visibleText(path)}…` }));
   try {
     const file = await api.file(state.sessionId, path);
-    const title = el("div", { class: "file-title", text: `${file.path} · ${file.size} bytes` });
+    const title = el("div", { class: "file-title", "data-testid": "file-title", text: `${visibleText(file.path)} · ${file.size} bytes` });
     const body = file.binary
       ? el("div", { class: "muted", text: "Binary file: not shown." })
       : el("pre", { class: "file-content", "data-testid": "file-content", text: file.content });
@@ -597,7 +598,8 @@ $("#signin-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const token = $("#signin-token").value.trim();
   try {
-    const me = await api.signIn(token);
+    // A sign-in link's code pasted here is taken too: the user typed it.
+    const me = token.startsWith("rrs_") ? await api.signInWithCode(token) : await api.signIn(token);
     $("#signin-token").value = "";
     signedIn(me);
   } catch (error) {
@@ -641,14 +643,27 @@ async function start() {
   }
 }
 
+/** How to get another link, for a link that no longer works. */
+const NEW_LINK = "Ask whoever gave it to you for a new one (backend admin signin-link NAME), or paste an API token.";
+
 async function confirmLink(code) {
   let found;
   try {
     found = await api.inspectCode(code);
   } catch (error) {
-    signedOut();
-    $("#signin-error").textContent =
-      error.status === 401 ? "This sign-in link is not valid: it was used already, expired, or is wrong. Ask for a new one." : error.message;
+    const message =
+      error.status === 401
+        ? `This sign-in link is not valid: it was used already, expired, or is wrong. ${NEW_LINK}`
+        : error.message;
+    // Whoever is signed in stays so: the page shows their dashboard.
+    const current = await api.me().catch(() => null);
+    if (current?.user) {
+      signedIn(current);
+      showError(message);
+    } else {
+      signedOut();
+      $("#signin-error").textContent = message;
+    }
     return;
   }
   const current = await api.me().catch(() => null);
@@ -672,7 +687,7 @@ async function confirmLink(code) {
     } catch (error) {
       $("#signin-confirm-yes").disabled = false;
       $("#signin-confirm-error").textContent =
-        error.status === 401 ? "This sign-in link is no longer valid: ask for a new one." : error.message;
+        error.status === 401 ? `This sign-in link is no longer valid. ${NEW_LINK}` : error.message;
     }
   };
 }

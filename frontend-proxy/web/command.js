@@ -10,9 +10,13 @@
 // only. No import of timeline.js here, which imports this module.
 
 /** Control (Cc) and format (Cf: bidi controls, zero-width characters, tag
- * characters, the BOM) characters, and the line and paragraph separators;
- * tab and newline are shown as what they are. */
-const HIDDEN = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
+ * characters, the BOM) characters, the line and paragraph separators, and
+ * the characters that draw nothing although their category says otherwise:
+ * the combining grapheme joiner, variation selectors, the Hangul and
+ * Khmer fillers, the Braille blank. Tab and newline are shown as what they
+ * are. */
+const HIDDEN =
+  /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\u034F\u115F\u1160\u17B4\u17B5\u180B-\u180F\u2800\u3164\uFE00-\uFE0F\uFFA0\u{E0100}-\u{E01EF}]/u;
 
 const isHidden = (char) => char !== "\n" && char !== "\t" && HIDDEN.test(char);
 
@@ -68,8 +72,9 @@ export function commandCode(command, testid) {
   return code;
 }
 
-/** Text that is not a command but is shown on an approval card (a file's
- * path): the same ⟨U+XXXX⟩ marks, no line marks. */
+/** Text that is not a command but names something the agent made (a
+ * file's path, on an approval card, in the file tree, in a run's list of
+ * changes): the same ⟨U+XXXX⟩ marks, a newline marked too. */
 export function visibleText(text) {
   return [...String(text ?? "")].map((char) => (char === "\n" || isHidden(char) ? codePoint(char) : char)).join("");
 }

@@ -235,7 +235,7 @@ export class RunView {
       const list = el("ul", { class: "files-changed", "data-testid": "run-files" });
       for (const [kind, paths] of [["created", files.created], ["modified", files.modified], ["deleted", files.deleted]]) {
         for (const path of paths) {
-          const item = el("li", { class: kind, text: `${kind}: ${path}` });
+          const item = el("li", { class: kind, text: `${kind}: ${visibleText(path)}` });
           if (kind !== "deleted" && this.onPreview) {
             const link = el("a", { href: "#", class: "preview-link", "data-testid": "preview-link", "data-path": path, text: "preview" });
             link.addEventListener("click", (event) => {
@@ -329,14 +329,14 @@ export class RunView {
     if (data.command) node.append(...commandWarnings(data.command), commandCode(data.command, "approval-command"));
     if (data.cwd) {
       const where = data.cwd === this.workspace ? "the workspace" : relative(data.cwd, this.workspace);
-      node.append(el("div", { class: "approval-cwd", "data-testid": "approval-cwd", text: `in ${where}` }));
+      node.append(el("div", { class: "approval-cwd", "data-testid": "approval-cwd", text: `in ${visibleText(where)}` }));
     }
     if (Array.isArray(data.changes) && data.changes.length) {
       const list = el("ul", { class: "changes" });
       for (const change of data.changes) list.append(el("li", { text: `${change.kind} ${visibleText(relative(change.path || "", this.workspace))}` }));
       node.append(list);
     }
-    if (data.reason) node.append(el("div", { class: "item-body", text: data.reason }));
+    if (data.reason) node.append(el("div", { class: "item-body", text: visibleText(data.reason) }));
     if (data.refused) {
       // The runner declined it before anyone could answer (an approved
       // action would run outside the sandbox): no buttons, and why.

@@ -1,8 +1,10 @@
 // The workspace views: the file tree and the diff.
 
+import { visibleText } from "./command.js";
 import { el } from "./timeline.js";
 
-/** Renders `{entries: [{path, kind, size}]}` as a nested list of folders and files. */
+/** Renders `{entries: [{path, kind, size}]}` as a nested list of folders
+ * and files, hidden characters of their names marked (command.js). */
 export function renderTree(container, tree, onOpen) {
   const root = el("ul", { class: "tree" });
   const folders = new Map([["", root]]);
@@ -12,11 +14,13 @@ export function renderTree(container, tree, onOpen) {
     const name = entry.path.slice(slash + 1);
     if (entry.kind === "dir") {
       const children = el("ul");
-      const details = el("details", { open: "" }, el("summary", { text: `${name}/` }), children);
+      const details = el("details", { open: "" }, el("summary", { text: `${visibleText(name)}/` }), children);
       parent.append(el("li", { class: "dir", "data-testid": "file-entry", "data-path": entry.path }, details));
       folders.set(entry.path, children);
     } else {
-      const button = el("button", { type: "button", class: "file", text: name, title: `${entry.path} (${entry.size} bytes)` });
+      // The agent names files: a bidi override must not pass `x‮fdp.sh` off as
+      // `xhs.pdf` here either.
+      const button = el("button", { type: "button", class: "file", text: visibleText(name), title: `${visibleText(entry.path)} (${entry.size} bytes)` });
       button.addEventListener("click", () => onOpen(entry.path));
       parent.append(el("li", { class: entry.kind, "data-testid": "file-entry", "data-path": entry.path }, button));
     }

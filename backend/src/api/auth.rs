@@ -177,6 +177,15 @@ impl AuthApi {
                 ))
             }
         };
+        // The new cookie replaces this browser's old one: so does the
+        // sign-in it stood for, whose open streams (other tabs) end.
+        if let crate::auth::SessionCookie::One(old) = crate::auth::session_cookie(req.headers()) {
+            if let Some(replaced) = store.signed_in_by_cookie(&secret::hash(old)).await? {
+                if let Some(id) = replaced.browser_session_id {
+                    store.delete_browser_session(id).await?;
+                }
+            }
+        }
         let cookie = secret::mint(secret::Kind::Cookie).map_err(|e| ApiError::internal(&e))?;
         let ttl = config.signin_ttl;
         let expires =

@@ -742,3 +742,40 @@ async fn behind_tls_the_cookie_has_the_host_prefix() {
     }
     assert!(!set_cookie.contains("Domain"), "{set_cookie}");
 }
+
+/// A browser that signs in again (another user's link, confirmed) ends the
+/// sign-in it had: its old cookie, and the streams of its other tabs, stop
+/// working, as the dashboard says ("this replaces that sign-in").
+#[tokio::test]
+async fn a_new_sign_in_replaces_the_browsers_old_one() {
+    let stack = TestStack::start().await;
+    let alice = sign_in(&stack, &stack.user.as_ref().unwrap().token).await;
+    let mut old_tab = Subscription::open(
+        &client_with_cookie(&alice),
+        &stack.url("/api/sessions/events"),
+        None,
+    )
+    .await;
+    old_tab.until(|e| e.event == "snapshot").await;
+    stack.add_user("bob", false).await;
+    let code = signin_code(&stack, "bob", &[]).await;
+
+    let replaced = client_with_cookie(&alice)
+        .post(stack.url("/api/auth/session"))
+        .json(&json!({"code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replaced.status(), 200);
+    let bob: Value = replaced.json().await.unwrap();
+    assert_eq!(bob["user"]["name"], "bob");
+
+    let old = client_with_cookie(&alice)
+        .get(stack.url("/api/auth/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 401);
+    // The other tab's stream ends.
+    old_tab.rest().await;
+}
