@@ -145,8 +145,7 @@ impl Application {
             .around(|ep, req| {
                 let path = preview::logged_path(req.uri().path());
                 service_kit::log_request_as(ep, req, path)
-            })
-            .around(move |ep, req| preview::secure(ep, req, policy.clone()));
+            });
 
         let dashboard_headers = Arc::new(DashboardHeaders::new(&preview::preview_origins(
             self.dashboard.addr,
@@ -193,7 +192,10 @@ impl Application {
         .run_with_graceful_shutdown(
             preview_app
                 .around(move |ep, req| hosts.clone().check(ep, req))
-                .around(move |ep, req| connections.check_request(ep, req)),
+                .around(move |ep, req| connections.check_request(ep, req))
+                // Outermost, as the dashboard's: the `Host` check's and the
+                // size limits' refusals carry the preview's policy too.
+                .around(move |ep, req| preview::secure(ep, req, policy.clone())),
             until_stopped(stopped),
             Some(Duration::from_secs(2)),
         );

@@ -463,6 +463,13 @@ async fn the_dashboard_names_the_preview_port_and_the_preview_refuses_a_rebound_
         mode,
         json!({"demo": false, "preview_port": h.preview.port()})
     );
+    // A refusal carries the preview's policy too.
+    let policy = rebound.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("sandbox allow-scripts"), "{policy}");
+    assert_eq!(rebound.headers()["x-content-type-options"], "nosniff");
     assert_json_error(rebound, 421, "host_not_allowed").await;
     assert_eq!(localhost.status(), 200);
 }
