@@ -134,17 +134,31 @@ async fn a_missing_ref_fails_with_a_message() {
 
 #[tokio::test]
 async fn a_prompt_sent_to_a_failed_session_is_a_conflict_and_queued_ones_fail() {
-    let (stack, server, _) = with_http().await;
-    let response = stack
-        .post(
-            "/api/sessions",
-            json!({"repo_url": format!("{}/nope.git", server.base)}),
-        )
-        .await;
+    let stack = TestStack::start().await;
+    // A server that answers 404, only once the prompt is queued: the clone
+    // cannot fail before it (a gate, not a clock).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/nope.git", listener.local_addr().unwrap());
+    let (open, gate) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = [0u8; 4096];
+        let _read = socket.read(&mut request).await.unwrap();
+        gate.await.unwrap();
+        socket
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+    });
+    let response = stack.post("/api/sessions", json!({"repo_url": url})).await;
     let created: serde_json::Value = response.json().await.unwrap();
     let id = created["session_id"].as_str().unwrap();
+
     let queued = stack.prompt(id, "hello").await;
+    open.send(()).unwrap();
     let events = stack.events(&queued).await;
+
     assert_eq!(test_support::labels(&events), ["run.failed"]);
     assert!(events[0].data["error"]
         .as_str()
@@ -157,6 +171,7 @@ async fn a_prompt_sent_to_a_failed_session_is_a_conflict_and_queued_ones_fail() 
         )
         .await;
     crate::helpers::assert_error(refused, 409, "conflict").await;
+    server.await.unwrap();
 }
 
 #[tokio::test]
