@@ -254,10 +254,16 @@ pub struct AdminOutput {
 
 /// A client that sends `Authorization: Bearer <token>` on every request.
 pub fn client_with_token(token: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+    client_with_header(reqwest::header::AUTHORIZATION, &format!("Bearer {token}"))
+}
+
+/// A client that sends the header `name: value` (a secret: kept out of
+/// debug output) on every request.
+pub fn client_with_header(name: reqwest::header::HeaderName, value: &str) -> reqwest::Client {
+    let mut value = reqwest::header::HeaderValue::from_str(value).unwrap();
     value.set_sensitive(true);
-    headers.insert(reqwest::header::AUTHORIZATION, value);
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(name, value);
     reqwest::Client::builder()
         .default_headers(headers)
         .build()

@@ -14,7 +14,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use test_support::git;
 
-use crate::helpers::{assert_error, client_with_token, TestStack, TestUser};
+use crate::helpers::{assert_error, client_with_header, client_with_token, TestStack, TestUser};
 
 /// A repository under `repos/<name>` whose one commit holds `files`.
 fn repo_with(stack: &TestStack, name: &str, files: &[(&str, &str)]) -> PathBuf {
@@ -70,14 +70,7 @@ async fn grant(stack: &TestStack, client: &reqwest::Client, session: &str) -> Va
 
 /// A client that presents `grant` as the preview does.
 fn with_grant(grant: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    let mut value = reqwest::header::HeaderValue::from_str(&format!("Preview {grant}")).unwrap();
-    value.set_sensitive(true);
-    headers.insert(reqwest::header::AUTHORIZATION, value);
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap()
+    client_with_header(reqwest::header::AUTHORIZATION, &format!("Preview {grant}"))
 }
 
 fn grant_of(answer: &Value) -> String {

@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use test_support::Subscription;
 
-use crate::helpers::{assert_error, client_with_token, TestStack};
+use crate::helpers::{assert_error, client_with_header, client_with_token, TestStack};
 
 /// Every route of a session or run, by method and path.
 fn routes_of(session: &str, run: &str) -> Vec<(reqwest::Method, String)> {
@@ -218,12 +218,7 @@ async fn sign_in(stack: &TestStack, token: &str) -> String {
 }
 
 fn client_with_cookie(cookie: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(reqwest::header::COOKIE, cookie.parse().unwrap());
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap()
+    client_with_header(reqwest::header::COOKIE, cookie)
 }
 
 /// A stack whose user's browser signed in with her token and follows a
