@@ -27,7 +27,8 @@ export BACKEND_ADDR=${BACKEND_ADDR:-127.0.0.1:9101}
 export RUNNER_ADDR=${RUNNER_ADDR:-127.0.0.1:9102}
 pg_port=${PG_PORT:-9103}
 profile=${PROFILE:-release}
-data=${DATA_DIR:-$PWD/.data}
+# Absolute, whatever DATA_DIR says: the services start elsewhere.
+data=$(realpath -m -- "${DATA_DIR:-.data}")
 
 # --- prerequisites and ports: one line each, saying what to do -------------
 command -v cargo >/dev/null || fail "Rust is missing: install it from https://rustup.rs"

@@ -241,7 +241,7 @@ impl Default for Raw {
             runner_token: None,
             workspaces_root: PathBuf::from(".data/workspaces"),
             allow_local_repos: false,
-            backend_forbidden_clone_paths: ".data".into(),
+            backend_forbidden_clone_paths: String::new(),
             allow_private_clone_hosts: false,
             allowed_clone_hosts: String::new(),
             cors_origins: String::new(),
@@ -383,6 +383,22 @@ impl Config {
                     "BACKEND_TRUSTED_PROXIES: {e}"
                 )))
             })?;
+        // Absolute only: a folder taken from the working directory would be
+        // another folder when the backend starts elsewhere, and the refusal
+        // it stands for would silently not hold.
+        let forbidden_clone_paths: Vec<PathBuf> = raw
+            .backend_forbidden_clone_paths
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        if let Some(relative) = forbidden_clone_paths.iter().find(|p| p.is_relative()) {
+            return Err(Box::new(figment::Error::from(format!(
+                "BACKEND_FORBIDDEN_CLONE_PATHS must list absolute folders; got {}",
+                relative.display()
+            ))));
+        }
         Ok(Self {
             addr: raw.backend_addr,
             database_url: raw.database_url,
@@ -391,13 +407,7 @@ impl Config {
             runner_token,
             workspaces_root: raw.workspaces_root,
             allow_local_repos: raw.allow_local_repos,
-            forbidden_clone_paths: raw
-                .backend_forbidden_clone_paths
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from)
-                .collect(),
+            forbidden_clone_paths,
             clone_policy: crate::domain::ClonePolicy::new(
                 raw.allow_private_clone_hosts,
                 &raw.allowed_clone_hosts,

@@ -47,7 +47,9 @@ pub enum LocalSourceError {
 pub struct ForbiddenPaths(Arc<[PathBuf]>);
 
 impl ForbiddenPaths {
-    /// A relative folder is taken from the backend's working directory.
+    /// `configured` is absolute (the configuration refuses anything else);
+    /// `WORKSPACES_ROOT` may be relative to the working directory, as the
+    /// backend uses it.
     pub fn new(workspaces_root: &Path, configured: &[PathBuf]) -> Self {
         let folders = std::iter::once(workspaces_root)
             .chain(configured.iter().map(PathBuf::as_path))

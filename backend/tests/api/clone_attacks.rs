@@ -470,6 +470,28 @@ async fn another_users_workspace_cannot_be_cloned_by_its_path_in_any_spelling() 
     assert_eq!(session_folders(&stack), [alice_session]);
 }
 
+/// A relative forbidden folder would name another folder wherever the
+/// backend starts: the backend does not start with one.
+#[tokio::test]
+async fn a_relative_forbidden_folder_is_refused_at_start() {
+    let stack = TestStack::start().await;
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_backend"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &stack.db.url)
+        .env("WORKSPACES_ROOT", &stack.root)
+        .env("BACKEND_ADDR", "127.0.0.1:0")
+        .env("BACKEND_FORBIDDEN_CLONE_PATHS", "/srv/data, .data")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("BACKEND_FORBIDDEN_CLONE_PATHS must list absolute folders; got .data"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn folders_listed_as_forbidden_are_refused_and_others_clone() {
     let mut stack = TestStack::start().await;
