@@ -67,14 +67,7 @@ impl SessionChanges {
                 match listened {
                     Ok(()) => pause = Duration::from_millis(100),
                     Err(error) => {
-                        let chain = std::iter::successors(
-                            Some(&error as &dyn std::error::Error),
-                            |e| e.source(),
-                        )
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(": ");
-                        tracing::warn!(error.cause_chain = %chain, "the session-change listener lost Postgres; retrying");
+                        tracing::warn!(error.cause_chain = ?error, "the session-change listener lost Postgres; retrying");
                         pause = (pause * 2).min(Duration::from_secs(5));
                     }
                 }
