@@ -121,7 +121,7 @@ pub fn register() -> Result<(), git2::Error> {
 
 /// Resolves through [`resolve_checked`]: the client connects only to
 /// addresses the policy allows, and to no address it did not check.
-struct CheckedResolver(ClonePolicy);
+pub(crate) struct CheckedResolver(pub(crate) ClonePolicy);
 
 impl Resolve for CheckedResolver {
     fn resolve(&self, name: Name) -> Resolving {

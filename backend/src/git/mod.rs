@@ -8,6 +8,7 @@ mod local_source;
 mod workspace;
 
 pub use http_transport::register as register_http_transport;
+pub(crate) use http_transport::CheckedResolver;
 pub use local_source::{ForbiddenPaths, LocalSource, LocalSourceError};
 
 pub use clone::{
