@@ -1,6 +1,7 @@
 //! Domain types that parse input once: after construction, a value is
 //! trusted everywhere.
 
+mod branch;
 mod clone_host;
 mod git_ref;
 mod prompt;
@@ -11,6 +12,7 @@ mod usage;
 mod user_name;
 mod workspace_path;
 
+pub use branch::{BranchName, CommitMessage};
 pub use clone_host::{classify as classify_host, ClonePolicy, HostKind};
 pub use git_ref::{Depth, GitRef};
 pub use prompt::Prompt;

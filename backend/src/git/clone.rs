@@ -168,7 +168,7 @@ pub enum CloneError {
 }
 
 impl CloneError {
-    fn from_git(error: &git2::Error, progress: &CloneProgress, max_bytes: u64) -> Self {
+    pub(super) fn from_git(error: &git2::Error, progress: &CloneProgress, max_bytes: u64) -> Self {
         if progress.cancel.load(Ordering::Relaxed) {
             return CloneError::Cancelled;
         }
@@ -563,7 +563,7 @@ fn ensure_free(path: &Path, needed: u64, reserve: u64) -> Result<(), CloneError>
 /// would resolve the name again when it connects (DNS rebinding), so their
 /// host is replaced by the checked address that accepted a connection
 /// first: libgit2 connects to exactly that address.
-fn pinned_url(request: &CloneRequest) -> Result<String, CloneError> {
+pub(super) fn pinned_url(request: &CloneRequest) -> Result<String, CloneError> {
     let url = request.url.fetch_url();
     let Some((host, port)) = request.url.endpoint() else {
         return Ok(url.to_owned());
@@ -629,7 +629,7 @@ fn fetch_options<'a>(
 
 /// https connects only through the egress proxy, which connects to the
 /// address it checked (see `egress`); plain http has its own transport.
-fn proxy_options(request: &CloneRequest) -> Option<ProxyOptions<'static>> {
+pub(super) fn proxy_options(request: &CloneRequest) -> Option<ProxyOptions<'static>> {
     let https = request.url.fetch_url().starts_with("https://");
     let proxy = super::egress::proxy_url().filter(|_| https)?;
     let mut options = ProxyOptions::new();
@@ -639,7 +639,7 @@ fn proxy_options(request: &CloneRequest) -> Option<ProxyOptions<'static>> {
 
 /// Progress, the byte limit, cancelling, and credentials for the URL's own
 /// origin only.
-fn callbacks<'a>(
+pub(super) fn callbacks<'a>(
     request: &'a CloneRequest,
     progress: &'a Arc<CloneProgress>,
 ) -> RemoteCallbacks<'a> {

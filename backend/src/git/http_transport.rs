@@ -1,4 +1,4 @@
-//! Plain-http clones: git's smart HTTP protocol spoken by our own client in
+//! Plain-http clones and pushes: git's smart HTTP protocol spoken by our own client in
 //! place of libgit2's.
 //!
 //! libgit2 1.9 never sends plain http through a proxy: given one, it writes
@@ -148,17 +148,25 @@ impl SmartSubtransport for Subtransport {
         let request = match action {
             Service::UploadPackLs => Request {
                 url: format!("{base}/info/refs?service=git-upload-pack"),
-                post: false,
+                post: None,
                 expect: "application/x-git-upload-pack-advertisement",
             },
             Service::UploadPack => Request {
                 url: format!("{base}/git-upload-pack"),
-                post: true,
+                post: Some("application/x-git-upload-pack-request"),
                 expect: "application/x-git-upload-pack-result",
             },
-            Service::ReceivePackLs | Service::ReceivePack => {
-                return Err(git2::Error::from_str("repo-runner never pushes"))
-            }
+            // A push (`git::push`): its request body is the pack.
+            Service::ReceivePackLs => Request {
+                url: format!("{base}/info/refs?service=git-receive-pack"),
+                post: None,
+                expect: "application/x-git-receive-pack-advertisement",
+            },
+            Service::ReceivePack => Request {
+                url: format!("{base}/git-receive-pack"),
+                post: Some("application/x-git-receive-pack-request"),
+                expect: "application/x-git-receive-pack-result",
+            },
         };
         Ok(Box::new(Stream {
             context: self.0.clone(),
@@ -177,7 +185,8 @@ impl SmartSubtransport for Subtransport {
 
 struct Request {
     url: String,
-    post: bool,
+    /// The content type of the body of a POST; `None` for a GET.
+    post: Option<&'static str>,
     /// The content type of a smart-protocol answer.
     expect: &'static str,
 }
@@ -193,7 +202,8 @@ struct Stream {
     read: u64,
 }
 
-/// Longest request body libgit2 may write (its wants and haves).
+/// Longest request body libgit2 may write for a fetch (its wants and
+/// haves); a push's body is its pack, bounded by the clone limit.
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
 fn failed(message: String) -> io::Error {
@@ -224,10 +234,10 @@ impl Stream {
 
     fn send(&mut self) -> io::Result<reqwest::Response> {
         let client = self.context.client.clone();
-        let mut builder = if self.request.post {
+        let mut builder = if let Some(content_type) = self.request.post {
             client
                 .post(&self.request.url)
-                .header("content-type", "application/x-git-upload-pack-request")
+                .header("content-type", content_type)
                 .header("accept", self.request.expect)
                 .body(std::mem::take(&mut self.body))
         } else {
@@ -307,7 +317,12 @@ impl Read for Stream {
 
 impl Write for Stream {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if self.body.len() + data.len() > MAX_REQUEST_BYTES {
+        let limit = if self.request.url.ends_with("/git-receive-pack") {
+            usize::try_from(self.context.max_bytes).unwrap_or(usize::MAX)
+        } else {
+            MAX_REQUEST_BYTES
+        };
+        if self.body.len() + data.len() > limit {
             return Err(failed("the clone's request grew too large".to_owned()));
         }
         self.body.extend_from_slice(data);

@@ -3,17 +3,25 @@
 
 mod clone;
 pub mod egress;
+mod history;
 mod http_transport;
 mod local_source;
+mod patch;
+mod push;
+mod snapshot;
 mod workspace;
 
 pub use http_transport::register as register_http_transport;
 pub(crate) use http_transport::CheckedResolver;
+pub use history::{commit, state, CommitError, CommitInfo, CommitRequest, Committed, GitState};
 pub use local_source::{ForbiddenPaths, LocalSource, LocalSourceError};
 
 pub use clone::{
     clone, CloneCounts, CloneError, CloneProgress, CloneRequest, Credentials, DiskLimits,
 };
+pub use patch::{snapshots_patch, workspace_patch, PatchError};
+pub use push::{push, PushError, PushRequest, Pushed};
+pub use snapshot::{run_ref, snapshot_commit, SnapshotCache};
 pub use workspace::{
     changes, diff, not_a_repository, read_file, snapshot, tree, Changes, Diff, FileContent,
     FileError, Snapshot, Tree, TreeEntry,

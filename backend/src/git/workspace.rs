@@ -37,7 +37,7 @@ pub fn not_a_repository() -> git2::Error {
 /// Opens the workspace's repository from its own `.git` folder, never one
 /// found by searching upwards, with the work tree pinned to `workspace`:
 /// `core.worktree` (which the agent can set) is ignored.
-fn open_repo(workspace: &Path) -> Result<Repository, git2::Error> {
+pub(super) fn open_repo(workspace: &Path) -> Result<Repository, git2::Error> {
     let git_dir = workspace.join(".git");
     // A `.git` that is a symlink or a gitfile would let the agent point the
     // repository (and its config) anywhere.
