@@ -1,13 +1,15 @@
 // The dashboard: sessions on the left, the selected session on the right
 // (conversation, files, diff, preview). The URL hash names the session
 // (#/s/<id>). On a narrow screen the list and the open session are two
-// views, with a back button from the session to the list.
+// views, with a back button from the session to the list. Shipping the
+// work (the header's git line, the Diff tab's Ship bar) is ship.js's.
 
 import { api, whenSignedOut } from "./api.js";
 import { repoName, sessionName } from "./names.js";
 import { visibleText } from "./command.js";
 import { RunView, el } from "./timeline.js";
 import { renderDiff, renderTree } from "./workspace.js";
+import { initShip, refreshGit, setShipBusy, showShipSession } from "./ship.js";
 
 /** At most this many event streams at once (browsers allow 6 connections per host). */
 const MAX_STREAMS = 3;
@@ -144,9 +146,19 @@ $("#create-form").addEventListener("submit", async (event) => {
       sandbox: $("#session-sandbox").value,
       approval_policy: $("#session-approval").value,
     };
+    // The token is sent with this request only; kept by the server (sealed)
+    // when asked to, for pushes and pull requests, never by this page.
+    const token = $("#repo-token").value.trim();
+    if (token) {
+      settings.token = token;
+      settings.keep_token = $("#repo-keep-token").checked;
+    }
     const session = await api.createSession(url, ref || undefined, settings);
     $("#repo-url").value = "";
     $("#repo-ref").value = "";
+    $("#repo-token").value = "";
+    $("#repo-keep-token").checked = false;
+    $("#repo-keep-token").disabled = true;
     // Known at once, whether the stream's `updated` came first or not.
     if (!state.sessions.some((s) => s.session_id === session.session_id)) state.sessions.unshift(session);
     location.hash = `#/s/${session.session_id}`;
@@ -178,7 +190,11 @@ async function openSession(id) {
   $("#empty").hidden = !!id;
   $("#session").hidden = !id;
   $("#runs").replaceChildren();
-  if (!id) return;
+  setShipBusy(false);
+  if (!id) {
+    showShipSession(null);
+    return;
+  }
   const known = state.sessions.find((s) => s.session_id === id);
   if (known) showSession(known);
   else await loadSession();
@@ -241,6 +257,7 @@ function showSession(session) {
           "Its conversation stays here to read; create a new session to go on."
         : "";
   updatePromptBox();
+  showShipSession(session);
   if (!wasReady && session.status === "ready" && state.tab !== "conversation") selectTab(state.tab);
 }
 
@@ -263,6 +280,7 @@ async function loadRuns() {
         onStatus: () => updatePromptBox(),
         onFinished: () => {
           startStreams();
+          refreshGit();
           if (state.tab !== "conversation") selectTab(state.tab);
         },
       });
@@ -274,10 +292,12 @@ async function loadRuns() {
       // shows its recorded duration and a running one counts from its
       // recorded start, whatever the page saw (or missed) meanwhile.
       view.setTimes(run.started_at, run.finished_at);
+      if (run.final_response) view.run.final_response = run.final_response;
       if (!view.finished && run.status !== view.run.status && run.status !== "queued") view.setStatus(run.status);
     }
   }
   startStreams();
+  updatePromptBox();
 }
 
 /** Opens streams in run order, a few at a time: finished runs replay and
@@ -313,7 +333,17 @@ function updatePromptBox() {
   const steer = $("#steer-button");
   steer.hidden = !running || failed;
   steer.disabled = !input.value.trim();
+  setShipBusy([...state.runs.values()].some((view) => view.run.status === "running" || view.run.status === "queued"));
 }
+
+/** The final response of the session's last completed run, for a commit message. */
+function lastResponse() {
+  const done = [...state.runs.values()]
+    .filter((view) => view.run.status === "completed" && view.run.final_response)
+    .sort((a, b) => a.run.position - b.run.position);
+  return done.at(-1)?.run.final_response ?? "";
+}
+initShip({ lastResponse });
 
 /** The session's running run, if any. */
 function runningRun() {

@@ -3,7 +3,7 @@
 // started/updated/completed events update one element; events are applied
 // once each, by sequence number, so a reconnect never shows anything twice.
 
-import { EVENT_TYPES, TERMINAL_TYPES, api } from "./api.js";
+import { EVENT_TYPES, TERMINAL_TYPES, api, download } from "./api.js";
 import { commandCode, commandWarnings, visibleText } from "./command.js";
 import { renderMarkdown } from "./markdown.js";
 
@@ -59,10 +59,16 @@ export class RunView {
     this.elapsed = el("span", { class: "elapsed", "data-testid": "run-elapsed" });
     this.cancelButton = el("button", { class: "cancel", type: "button", "data-testid": "cancel-run", text: "Cancel" });
     this.cancelButton.addEventListener("click", () => this.cancel());
+    // The run's own changes, once it has ended (`GET /api/runs/{id}/patch`).
+    this.patchLink = el("a", { href: `/api/runs/${run.run_id}/patch`, download: "", class: "patch-link", "data-testid": "run-patch", text: "Patch", title: "Download this run's changes as a patch" });
+    this.patchLink.addEventListener("click", (event) => this.downloadPatch(event));
+    this.patchError = el("span", { class: "patch-error error-text", role: "status", "data-testid": "run-patch-error" });
     header.append(
       el("span", { class: "position", text: `#${run.position}` }),
       this.badge,
       this.elapsed,
+      this.patchError,
+      this.patchLink,
       this.cancelButton,
     );
     this.root.append(header, el("div", { class: "prompt", "data-testid": "run-prompt", text: run.prompt }));
@@ -82,6 +88,7 @@ export class RunView {
     this.badge.textContent = status;
     this.badge.className = `badge ${status}`;
     this.cancelButton.hidden = this.finished;
+    this.patchLink.hidden = !this.finished;
     this.tick();
     this.onStatus?.(this);
   }
@@ -107,6 +114,16 @@ export class RunView {
     const end = finished_at ? Date.parse(finished_at) : Date.now();
     this.elapsed.textContent = formatElapsed(end - Date.parse(started_at));
     this.elapsed.title = finished_at ? `${started_at} – ${finished_at}` : `since ${started_at}`;
+  }
+
+  async downloadPatch(event) {
+    event.preventDefault();
+    this.patchError.textContent = "";
+    try {
+      await download(this.patchLink.getAttribute("href"), `run-${this.run.run_id.slice(0, 8)}.patch`);
+    } catch (error) {
+      this.patchError.textContent = error.message;
+    }
   }
 
   async cancel() {
@@ -225,6 +242,7 @@ export class RunView {
 
   finish(type, data) {
     this.complete = true;
+    if (data.finalResponse) this.run.final_response = data.finalResponse;
     this.run.finished_at ||= new Date().toISOString();
     this.setStatus(TERMINAL_STATUS[type]);
     if (data.error) {
