@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod forge;
 pub mod git_http;
 
 use std::path::{Path, PathBuf};
