@@ -19,9 +19,11 @@ use crate::git::{Changes, CloneCounts, Snapshot};
 
 mod accounts;
 mod preview_grants;
+mod shipping;
 
 pub use accounts::{CodeUsed, SignedIn, SigninCodeRow, TokenRow, UserRow, UserSummary};
 pub use preview_grants::{NewPreviewGrant, PreviewGrantRow, MAX_GRANTS_PER_SESSION};
+pub use shipping::PullRequestRow;
 
 mod embedded {
     refinery::embed_migrations!("../migrations");
@@ -127,6 +129,10 @@ pub struct RunRow {
     /// The workspace's status when the run started, to tell what it changed.
     pub status_before: Option<Snapshot>,
     pub files: Option<Changes>,
+    /// The commits of the workspace's exact state before and after the run
+    /// (`git::snapshot_commit`), for its patch.
+    pub snapshot_before: Option<String>,
+    pub snapshot_after: Option<String>,
     /// A cancel was asked for; the worker honours it once the runner's run
     /// id is recorded (or before it starts the run on the runner).
     pub cancel_requested: bool,
@@ -154,6 +160,8 @@ impl TryFrom<&Row> for RunRow {
             status_before: row
                 .try_get::<_, Option<Json<Snapshot>>>("status_before")?
                 .map(|Json(s)| s),
+            snapshot_before: row.try_get("snapshot_before")?,
+            snapshot_after: row.try_get("snapshot_after")?,
             files: row
                 .try_get::<_, Option<Json<Changes>>>("files")?
                 .map(|Json(f)| f),
@@ -211,6 +219,8 @@ pub struct RunOutcome {
     pub usage: Option<Usage>,
     pub error: Option<String>,
     pub files: Option<Changes>,
+    /// The commit of the workspace's state as the run ended.
+    pub snapshot_after: Option<String>,
     /// Nobody saw the run end (its runner lost it, e.g. across a restart
     /// of both): it is recorded as ended at its last event, not at the
     /// moment the loss was noticed, so its duration leaves out downtime.
@@ -226,6 +236,7 @@ impl RunOutcome {
             usage: None,
             error,
             files: None,
+            snapshot_after: None,
             ended_unseen: false,
         }
     }
@@ -780,14 +791,20 @@ impl Store {
     /// Moves a queued run to running. `None` if it is no longer queued
     /// (cancelled meanwhile, or deleted), else whether a cancel was asked
     /// for while it was queued.
-    pub async fn start_run(&self, id: Uuid, status_before: &Snapshot) -> Result<Option<bool>> {
+    pub async fn start_run(
+        &self,
+        id: Uuid,
+        status_before: &Snapshot,
+        snapshot_before: Option<&str>,
+    ) -> Result<Option<bool>> {
         let row = self
             .client()
             .await?
             .query_opt(
-                "UPDATE runs SET status = 'running', started_at = now(), status_before = $2
+                "UPDATE runs SET status = 'running', started_at = now(), status_before = $2,
+                        snapshot_before = $3
                  WHERE id = $1 AND status = 'queued' RETURNING cancel_requested",
-                &[&id, &Json(status_before)],
+                &[&id, &Json(status_before), &snapshot_before],
             )
             .await?;
         Ok(row.map(|r| r.get(0)))
@@ -878,7 +895,7 @@ impl Store {
         let row = tx
             .query_opt(
                 "UPDATE runs SET status = $2, final_response = $3, usage = $4, error = $5,
-                        files = $6,
+                        files = $6, snapshot_after = coalesce($9, snapshot_after),
                         finished_at = CASE WHEN $8 THEN coalesce(
                             (SELECT max(created_at) FROM run_events WHERE run_id = $1),
                             started_at, now()) ELSE now() END
@@ -893,6 +910,7 @@ impl Store {
                     &outcome.files.as_ref().map(Json),
                     &statuses,
                     &outcome.ended_unseen,
+                    &outcome.snapshot_after,
                 ],
             )
             .await?;

@@ -24,6 +24,7 @@
 
 pub mod preview_grant;
 pub mod secret;
+pub mod sealed;
 
 use std::sync::Arc;
 
@@ -467,6 +468,7 @@ mod tests {
             id: Uuid::new_v4(),
             name: "u".into(),
             is_admin,
+            email: None,
             created_at: chrono::Utc::now(),
         };
         let (alice, admin) = (user(false), user(true));

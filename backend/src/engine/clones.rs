@@ -115,11 +115,18 @@ impl Engine {
             let progress = progress.clone();
             let dest = dest.clone();
             let span = tracing::Span::current();
+            let snapshots = self.snapshot_cache(session);
             tokio::task::spawn_blocking(move || {
                 let _entered = span.enter();
                 std::fs::create_dir_all(dest.parent().unwrap_or(&dest))
                     .map_err(|e| git::CloneError::Disk(e.to_string()))?;
-                git::clone(&request, &dest, &progress, &disk)
+                let commit = git::clone(&request, &dest, &progress, &disk)?;
+                // Before the agent runs: the index the checkout wrote is
+                // ours, so its stat data may be trusted (see git/snapshot.rs).
+                if let Err(error) = snapshots.seed(&dest) {
+                    tracing::warn!(%error, "cannot seed the workspace's snapshot index");
+                }
+                Ok::<_, git::CloneError>(commit)
             })
         };
         tokio::pin!(blocking);

@@ -158,6 +158,12 @@ impl Engine {
         self.session_dir(session).join("repo")
     }
 
+    /// Where the session's workspace snapshots keep their index, beside
+    /// the workspace.
+    pub fn snapshot_cache(&self, session: Uuid) -> crate::git::SnapshotCache {
+        crate::git::SnapshotCache::new(&self.session_dir(session))
+    }
+
     /// Stops every task the engine spawned and waits for them, at most
     /// `grace`. Called after the server stopped taking requests: clones end
     /// (the next start fails them as interrupted), workers stop between

@@ -23,14 +23,16 @@ impl Engine {
         seen: bool,
     ) {
         let dir = self.workspace(session.id);
-        let changes = tokio::task::spawn_blocking(move || {
-            git::snapshot(&dir)
+        let cache = self.snapshot_cache(session.id);
+        let refname = git::run_ref(run.id, "after");
+        let (changes, snapshot_after) = tokio::task::spawn_blocking(move || {
+            let changes = git::snapshot(&dir)
                 .ok()
-                .map(|after| git::changes(&before, &after, &dir))
+                .map(|after| git::changes(&before, &after, &dir));
+            (changes, super::queue::snapshot(&dir, &cache, &refname))
         })
         .await
-        .ok()
-        .flatten();
+        .unwrap_or_default();
         // The runner's event under the backend's run id, with the files.
         let terminal = terminal.with_run_id(run.id).with_files(changes.clone());
         let outcome = RunOutcome {
@@ -39,6 +41,7 @@ impl Engine {
             usage: terminal.usage().map(Into::into),
             error: terminal.error().map(str::to_owned),
             files: changes,
+            snapshot_after,
             ended_unseen: !seen,
         };
         let terminal = terminal.to_event(seq);

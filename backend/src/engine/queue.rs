@@ -127,15 +127,22 @@ impl Engine {
             }
             return;
         }
-        let before = {
+        let (before, snapshot_before) = {
             let dir = dir.clone();
-            tokio::task::spawn_blocking(move || git::snapshot(&dir))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default()
+            let cache = self.snapshot_cache(session.id);
+            let refname = git::run_ref(run.id, "before");
+            tokio::task::spawn_blocking(move || {
+                let status = git::snapshot(&dir).unwrap_or_default();
+                (status, snapshot(&dir, &cache, &refname))
+            })
+            .await
+            .unwrap_or_default()
         };
-        match self.store.start_run(run.id, &before).await {
+        match self
+            .store
+            .start_run(run.id, &before, snapshot_before.as_deref())
+            .await
+        {
             Ok(Some(false)) => {}
             Ok(Some(true)) => {
                 // Cancelled between the queue and here: the canceller found
@@ -249,5 +256,22 @@ impl Engine {
             self.cancel_on_runner(runner_run).await;
         }
         Ok(true)
+    }
+}
+
+/// The workspace's state as a commit under `refname`, for the run's patch.
+/// A workspace whose `.git` the agent broke has none: the run goes on, and
+/// its patch answers that the snapshot is missing.
+pub(super) fn snapshot(
+    dir: &std::path::Path,
+    cache: &git::SnapshotCache,
+    refname: &str,
+) -> Option<String> {
+    match git::snapshot_commit(dir, cache, refname) {
+        Ok(commit) => Some(commit.to_string()),
+        Err(error) => {
+            tracing::warn!(%error, refname, "cannot snapshot the workspace");
+            None
+        }
     }
 }

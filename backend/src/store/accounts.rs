@@ -11,6 +11,8 @@ pub struct UserRow {
     pub id: Uuid,
     pub name: String,
     pub is_admin: bool,
+    /// The email of the commits they make (`backend admin user email`).
+    pub email: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -22,6 +24,7 @@ impl TryFrom<&Row> for UserRow {
             id: row.try_get("id")?,
             name: row.try_get("name")?,
             is_admin: row.try_get("is_admin")?,
+            email: row.try_get("email")?,
             created_at: row.try_get("created_at")?,
         })
     }
@@ -55,9 +58,20 @@ impl TryFrom<&Row> for SignedIn {
     }
 }
 
-const USER_COLUMNS: &str = "u.id, u.name, u.is_admin, u.created_at";
+const USER_COLUMNS: &str = "u.id, u.name, u.is_admin, u.email, u.created_at";
 
 impl Store {
+    /// Sets (or with `None` clears) a user's commit email; `false` when no
+    /// user has that name.
+    pub async fn set_user_email(&self, name: &str, email: Option<&str>) -> Result<bool> {
+        let updated = self
+            .client()
+            .await?
+            .execute("UPDATE users SET email = $2 WHERE name = $1", &[&name, &email])
+            .await?;
+        Ok(updated == 1)
+    }
+
     /// `None`: the name is taken.
     pub async fn add_user(&self, name: &str, is_admin: bool) -> Result<Option<UserRow>> {
         let row = self
