@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod engine;
+pub mod forge;
 pub mod git;
 pub mod hub;
 pub mod metrics;
