@@ -110,8 +110,11 @@ export function showShipSession(session) {
     ship.sessionId = id;
     ship.git = null;
     ship.proposedMessage = "";
-    $("#commit-message").value = "";
-    for (const dialog of document.querySelectorAll(".ship-dialog")) if (dialog.open) dialog.close();
+    // What was typed for one session is not for another.
+    for (const dialog of document.querySelectorAll(".ship-dialog")) {
+      if (dialog.open) dialog.close();
+      dialog.querySelector("form").reset();
+    }
     say("");
     if (id) $("#ship-download").href = `/api/sessions/${id}/patch`;
     render();
