@@ -19,6 +19,10 @@ ALTER TABLE users ADD COLUMN email text;
 -- with the row.
 ALTER TABLE sessions ADD COLUMN token_sealed bytea;
 
+-- The branch the clone checked out (null for a tag or a commit): commits
+-- made through the API never go onto it.
+ALTER TABLE sessions ADD COLUMN cloned_branch text;
+
 -- Pull (merge) requests opened for a session, newest last.
 CREATE TABLE session_pull_requests (
     id bigserial PRIMARY KEY,

@@ -72,6 +72,15 @@ pub enum UserCommand {
     },
     /// List users: id, name, role, live tokens, created
     List,
+    /// Set the email of the commits a user makes through the API (without
+    /// one: name@BACKEND_COMMIT_EMAIL_DOMAIN); `--clear` removes it
+    Email {
+        name: String,
+        #[arg(required_unless_present = "clear")]
+        email: Option<String>,
+        #[arg(long, conflicts_with = "email")]
+        clear: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,6 +112,29 @@ pub async fn run(what: Admin, database_url: &str) -> anyhow::Result<()> {
                 .with_context(|| format!("a user named {} exists already", name.as_str()))?;
             writeln!(out, "{}", user.id)?;
             tracing::info!(user = %user.name, admin, "user added");
+        }
+        Admin::User {
+            command: UserCommand::Email { name, email, clear },
+        } => {
+            let email = if clear {
+                None
+            } else {
+                let email = email.unwrap_or_default();
+                let email = email.trim();
+                // What git takes between `<` and `>`: no brackets, no line.
+                let fine = email.len() <= 254
+                    && email.contains('@')
+                    && !email
+                        .chars()
+                        .any(|c| c.is_control() || c.is_whitespace() || "<>".contains(c));
+                anyhow::ensure!(fine, "{email:?} is not an email address git can record");
+                Some(email.to_owned())
+            };
+            anyhow::ensure!(
+                store.set_user_email(&name, email.as_deref()).await?,
+                "no user is named {name}"
+            );
+            tracing::info!(user = %name, "commit email set");
         }
         Admin::User {
             command: UserCommand::List,

@@ -57,6 +57,16 @@ pub struct Config {
     /// `BACKEND_METRICS_TOKEN`: the bearer token `/metrics` needs (never
     /// logged); unset, `/metrics` is off.
     pub metrics_token: Option<String>,
+    /// `BACKEND_SECRET_KEY` (at least 32 characters): seals the tokens of
+    /// sessions created with `keep_token`; unset, `keep_token` is refused.
+    pub sealer: Option<crate::auth::sealed::Sealer>,
+    /// `FORGES`: hosts beyond github.com, gitlab.com and codeberg.org whose
+    /// pull requests the backend can open, `host[:port]=kind:api_base`,
+    /// comma-separated.
+    pub forges: crate::forge::Forges,
+    /// `BACKEND_COMMIT_EMAIL_DOMAIN`: a user without an email set by
+    /// `backend admin user email` authors commits as `name@<this>`.
+    pub commit_email_domain: String,
     pub limits: Limits,
 }
 
@@ -163,6 +173,9 @@ impl fmt::Debug for Config {
                 "metrics_token",
                 &self.metrics_token.as_ref().map(|_| "<set>"),
             )
+            .field("sealer", &self.sealer)
+            .field("forges", &self.forges)
+            .field("commit_email_domain", &self.commit_email_domain)
             .field("limits", &self.limits)
             .finish()
     }
@@ -208,6 +221,9 @@ struct Raw {
     backend_user_rate_burst: u32,
     backend_trusted_proxies: String,
     backend_metrics_token: Option<String>,
+    backend_secret_key: Option<String>,
+    forges: String,
+    backend_commit_email_domain: String,
     backend_session_idle_ttl_hours: u64,
     backend_workspaces_max_bytes: u64,
     backend_sweep_interval_secs: u64,
@@ -260,6 +276,9 @@ impl Default for Raw {
             backend_user_rate_burst: 100,
             backend_trusted_proxies: "127.0.0.0/8,::1".into(),
             backend_metrics_token: None,
+            backend_secret_key: None,
+            forges: String::new(),
+            backend_commit_email_domain: "users.repo-runner.invalid".into(),
             backend_session_idle_ttl_hours: 30 * 24,
             backend_workspaces_max_bytes: 0,
             backend_sweep_interval_secs: 300,
@@ -285,7 +304,7 @@ impl Default for Raw {
     }
 }
 
-const ENV_KEYS: [&str; 47] = [
+const ENV_KEYS: [&str; 50] = [
     "BACKEND_ADDR",
     "DATABASE_URL",
     "DATABASE_POOL_SIZE",
@@ -312,6 +331,9 @@ const ENV_KEYS: [&str; 47] = [
     "BACKEND_USER_RATE_BURST",
     "BACKEND_TRUSTED_PROXIES",
     "BACKEND_METRICS_TOKEN",
+    "BACKEND_SECRET_KEY",
+    "FORGES",
+    "BACKEND_COMMIT_EMAIL_DOMAIN",
     "BACKEND_SESSION_IDLE_TTL_HOURS",
     "BACKEND_WORKSPACES_MAX_BYTES",
     "BACKEND_SWEEP_INTERVAL_SECS",
@@ -366,6 +388,26 @@ impl Config {
         if metrics_token.as_deref().is_some_and(|t| t.len() < 16) {
             return Err(Box::new(figment::Error::from(
                 "BACKEND_METRICS_TOKEN must be at least 16 characters (e.g. `openssl rand -hex 32`)"
+                    .to_owned(),
+            )));
+        }
+        let sealer = raw
+            .backend_secret_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .map(crate::auth::sealed::Sealer::new)
+            .transpose()
+            .map_err(|e| Box::new(figment::Error::from(e.to_string())))?;
+        let forges = crate::forge::Forges::parse(&raw.forges)
+            .map_err(|e| Box::new(figment::Error::from(format!("FORGES: {e}"))))?;
+        let commit_email_domain = raw.backend_commit_email_domain.trim().to_owned();
+        if commit_email_domain.is_empty()
+            || !commit_email_domain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        {
+            return Err(Box::new(figment::Error::from(
+                "BACKEND_COMMIT_EMAIL_DOMAIN must be a domain name, e.g. users.example.com"
                     .to_owned(),
             )));
         }
@@ -428,6 +470,9 @@ impl Config {
             cookie_secure: raw.backend_cookie_secure,
             trusted_proxies,
             metrics_token,
+            sealer,
+            forges,
+            commit_email_domain,
             limits,
         })
     }

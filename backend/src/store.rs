@@ -69,6 +69,8 @@ pub struct SessionRow {
     pub error: Option<String>,
     pub clone_progress: Option<CloneCounts>,
     pub base_commit: Option<String>,
+    /// The branch the clone checked out (none for a tag or a commit).
+    pub cloned_branch: Option<String>,
     pub runner_thread_id: Option<String>,
     pub codex_thread_id: Option<String>,
     /// The user who created it; `None` when created without authentication.
@@ -101,6 +103,7 @@ impl TryFrom<&Row> for SessionRow {
                 .try_get::<_, Option<Json<CloneCounts>>>("clone_progress")?
                 .map(|Json(c)| c),
             base_commit: row.try_get("base_commit")?,
+            cloned_branch: row.try_get("cloned_branch")?,
             runner_thread_id: row.try_get("runner_thread_id")?,
             codex_thread_id: row.try_get("codex_thread_id")?,
             owner_id: row.try_get("owner_id")?,
@@ -602,6 +605,7 @@ impl Store {
         &self,
         id: Uuid,
         base_commit: &str,
+        cloned_branch: Option<&str>,
         runner_thread_id: Option<&str>,
     ) -> Result<bool> {
         let n = self
@@ -609,9 +613,9 @@ impl Store {
             .await?
             .execute(
                 "UPDATE sessions SET status = 'ready', base_commit = $2, runner_thread_id = $3,
-                        error = NULL, updated_at = now()
+                        cloned_branch = $4, error = NULL, updated_at = now()
                  WHERE id = $1 AND status = 'cloning'",
-                &[&id, &base_commit, &runner_thread_id],
+                &[&id, &base_commit, &runner_thread_id, &cloned_branch],
             )
             .await?;
         Ok(n == 1)

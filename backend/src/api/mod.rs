@@ -10,6 +10,7 @@ mod preview;
 mod run_events;
 mod runs;
 mod sessions;
+mod shipping;
 mod stream_event;
 
 use std::sync::Arc;
@@ -35,6 +36,9 @@ enum ApiTags {
     Runs,
     /// The workspace's files and diff
     Files,
+    /// Getting the work out: patches, the workspace's git state, commits,
+    /// pushes and pull requests
+    Git,
     /// Liveness and readiness
     Health,
     /// Signing a browser in and out, and who the caller is
@@ -52,6 +56,7 @@ pub type Api = (
     sessions::SessionsApi,
     runs::RunsApi,
     files::FilesApi,
+    shipping::ShippingApi,
     preview::PreviewApi,
 );
 
@@ -71,6 +76,7 @@ pub fn service(engine: &Arc<Engine>) -> OpenApiService<Api, ()> {
                 engine: engine.clone(),
             },
             files::FilesApi::new(engine.clone()),
+            shipping::ShippingApi::new(engine.clone()),
             preview::PreviewApi {
                 engine: engine.clone(),
             },

@@ -131,10 +131,15 @@ pub struct CreateSession {
     /// fetched, as `git clone --depth N --single-branch` does. A local
     /// repository is fetched whole (libgit2 cannot fetch it shallow).
     pub depth: Option<i64>,
-    /// A token for a private https repository. Used for the clone only:
-    /// never stored, logged or returned.
+    /// A token for a private https repository. Used for the clone only
+    /// unless `keep_token` is set; never logged or returned.
     #[oai(write_only)]
     pub token: Option<JsonString>,
+    /// Keep `token` for the session's pushes and pull requests: it is
+    /// stored sealed (XChaCha20-Poly1305 under a key derived from
+    /// `BACKEND_SECRET_KEY`; refused when that is unset) and deleted with
+    /// the session.
+    pub keep_token: Option<bool>,
     /// The model its agent runs: one of the runner's `GET /models` (the
     /// runner's default when absent).
     pub model: Option<JsonString>,
@@ -483,6 +488,127 @@ mod tests {
                 parse(not_a_string.clone()).is_err(),
                 "{not_a_string} is taken as a prompt"
             );
+        }
+    }
+}
+
+/// `GET /api/sessions/{id}/git`: the workspace's git state.
+#[derive(Debug, Object)]
+pub struct GitState {
+    /// The branch HEAD names; null when HEAD is detached.
+    pub branch: Option<String>,
+    /// The commit HEAD is at.
+    pub head: Option<String>,
+    /// The commit the session cloned.
+    pub base_commit: Option<String>,
+    /// The branch the session was cloned from (null for a tag or a
+    /// commit); commits made here never go onto it.
+    pub cloned_branch: Option<String>,
+    /// Commits on top of the base commit (counted up to 10,000).
+    pub ahead: u64,
+    /// Files that differ from HEAD and are not committed (new, changed or
+    /// deleted; ignored files are not counted).
+    pub dirty: u64,
+    /// The newest commits on top of the base, newest first (at most 100),
+    /// the agent's own included.
+    pub commits: Vec<WorkspaceCommit>,
+    /// More commits exist than `commits` lists.
+    pub commits_truncated: bool,
+    /// Pull requests opened for the session, oldest first.
+    pub pull_requests: Vec<PullRequest>,
+}
+
+/// A commit in the workspace.
+#[derive(Debug, Object)]
+pub struct WorkspaceCommit {
+    pub sha: String,
+    /// The first line of its message.
+    pub subject: String,
+    pub author_name: String,
+    pub author_email: String,
+    /// The author's time.
+    pub time: DateTime<Utc>,
+}
+
+/// `POST /api/sessions/{id}/commits`
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct CreateCommit {
+    /// The commit message (at most 64 KiB).
+    pub message: JsonString,
+    /// The branch to commit on: created from HEAD when it does not exist;
+    /// `repo-runner/<first 8 of the session id>` when absent. Never the
+    /// branch the session was cloned from.
+    pub branch: Option<JsonString>,
+}
+
+/// A commit made through the API.
+#[derive(Debug, Object)]
+pub struct CommitCreated {
+    pub sha: String,
+    pub branch: String,
+}
+
+/// `POST /api/sessions/{id}/push`
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct PushBranch {
+    /// The workspace's branch to push; the one HEAD names when absent.
+    pub branch: Option<JsonString>,
+    /// The branch on the origin; the same name as `branch` when absent.
+    pub remote_branch: Option<JsonString>,
+    /// A token that may push; the session's kept token when absent.
+    /// Never stored, logged or returned.
+    #[oai(write_only)]
+    pub token: Option<JsonString>,
+    /// Allow pushing onto the origin's default branch.
+    pub to_default_branch: Option<bool>,
+}
+
+/// A push that the origin took.
+#[derive(Debug, Object)]
+pub struct Pushed {
+    pub remote_branch: String,
+    /// The commit the remote branch now points at.
+    pub sha: String,
+}
+
+/// `POST /api/sessions/{id}/pull-requests`
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct CreatePullRequest {
+    pub title: JsonString,
+    pub body: Option<JsonString>,
+    /// The branch to merge into; the origin's default branch when absent.
+    pub base: Option<JsonString>,
+    pub draft: Option<bool>,
+    /// A token for the forge's API (and the push, if one is needed); the
+    /// session's kept token when absent. Never stored, logged or returned.
+    #[oai(write_only)]
+    pub token: Option<JsonString>,
+}
+
+/// A pull (merge) request opened for the session.
+#[derive(Debug, Object)]
+pub struct PullRequest {
+    pub number: u64,
+    /// Its page on the forge.
+    pub url: String,
+    /// The branch it merges.
+    pub head: String,
+    /// The branch it merges into.
+    pub base: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<crate::store::PullRequestRow> for PullRequest {
+    fn from(row: crate::store::PullRequestRow) -> Self {
+        Self {
+            number: u64::try_from(row.number).unwrap_or_default(),
+            url: row.url,
+            head: row.head,
+            base: row.base,
+            created_at: row.created_at,
         }
     }
 }

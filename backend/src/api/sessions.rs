@@ -182,6 +182,26 @@ impl SessionsApi {
         }
         let settings = self.settings(&body).await?;
         let id = Uuid::new_v4();
+        let sealed_token = match (body.keep_token.unwrap_or(false), &token) {
+            (false, _) => None,
+            (true, None) => {
+                return Err(ApiError::invalid(
+                    "keep_token needs a token to keep (token, or one in repo_url)",
+                ))
+            }
+            (true, Some(credentials)) => {
+                let sealer = config.sealer.as_ref().ok_or_else(|| {
+                    ApiError::invalid(
+                        "keep_token is off on this server: its operator has not set BACKEND_SECRET_KEY",
+                    )
+                })?;
+                Some(
+                    sealer
+                        .seal(id, &crate::git::KeptToken::from(credentials).to_bytes())
+                        .map_err(|e| ApiError::internal(&e))?,
+                )
+            }
+        };
         let store = self.engine.store();
         let new = NewSession {
             repo_url: url.as_str(),
@@ -217,7 +237,10 @@ impl SessionsApi {
             }
             None => store.insert_session(id, new, None).await?,
         };
-        tracing::info!(session_id = %id, url = %url.as_str(), "session created");
+        if let Some(sealed) = &sealed_token {
+            store.set_session_token(id, sealed).await?;
+        }
+        tracing::info!(session_id = %id, url = %url.as_str(), keep_token = sealed_token.is_some(), "session created");
         self.engine.spawn_clone(
             id,
             CloneRequest {

@@ -126,7 +126,7 @@ impl Engine {
                 if let Err(error) = snapshots.seed(&dest) {
                     tracing::warn!(%error, "cannot seed the workspace's snapshot index");
                 }
-                Ok::<_, git::CloneError>(commit)
+                Ok::<_, git::CloneError>((commit, git::head_branch(&dest)))
             })
         };
         tokio::pin!(blocking);
@@ -157,13 +157,13 @@ impl Engine {
         let deleted = progress.cancel.load(Ordering::Relaxed) && !timed_out;
         let outcome = match result {
             _ if timed_out => Err(timeout_message(limits.clone_timeout)),
-            Ok(Ok(oid)) if !deleted => Ok(oid.to_string()),
+            Ok(Ok((oid, branch))) if !deleted => Ok((oid.to_string(), branch)),
             Ok(Ok(_)) => Err("the session was deleted".to_owned()),
             Ok(Err(error)) => Err(error.to_string()),
             Err(join) => Err(format!("the clone task failed: {join}")),
         };
-        let commit = match outcome {
-            Ok(commit) => commit,
+        let (commit, cloned_branch) = match outcome {
+            Ok(cloned) => cloned,
             Err(message) => {
                 tracing::warn!(%message, "clone failed");
                 // libgit2's and the OS's words may name the server's folders.
@@ -214,7 +214,12 @@ impl Engine {
         // goes through the session fails with a reason instead of staying
         // `cloning`.
         let ready = retry_bounded("mark the clone ready", READY_ATTEMPTS, || {
-            self.store.mark_ready(session, &commit, thread.as_deref())
+            self.store.mark_ready(
+                session,
+                &commit,
+                cloned_branch.as_deref(),
+                thread.as_deref(),
+            )
         })
         .await;
         if let Ok(true) = ready {

@@ -84,6 +84,9 @@ pub struct Engine {
     /// Cancelled when the backend stops.
     stopping: CancellationToken,
     metrics: Arc<crate::metrics::Metrics>,
+    /// For the forges' APIs (pull requests); `None` when it could not be
+    /// built (logged at start).
+    forge_client: Option<reqwest::Client>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -95,7 +98,17 @@ impl Engine {
         let tasks = TaskTracker::new();
         let stopping = CancellationToken::new();
         let changes = SessionChanges::listen(config.database_url.clone(), &tasks, &stopping);
+        let forge_client = crate::forge::client(
+            &config.clone_policy,
+            config.limits.clone_connect_timeout,
+            config.limits.clone_io_timeout,
+        )
+        .inspect_err(|error| {
+            tracing::error!(error.cause_chain = ?error, "no client for the forges' APIs: pull requests fail");
+        })
+        .ok();
         Arc::new(Self {
+            forge_client,
             runner: RunnerClient::new(&config.runner_url, config.runner_token.as_deref()),
             hubs: Arc::new(Hubs::new(
                 config.limits.max_events_per_run,
@@ -142,6 +155,17 @@ impl Engine {
     /// The event streams each user holds open (`BACKEND_USER_MAX_STREAMS`).
     pub fn open_streams(&self) -> &Arc<OpenStreams> {
         &self.open_streams
+    }
+
+    /// The forges pull requests are opened on (`FORGES` and the known ones).
+    pub fn forges(&self) -> &crate::forge::Forges {
+        &self.config.forges
+    }
+
+    pub fn forge_client(&self) -> Result<&reqwest::Client, crate::forge::ForgeError> {
+        self.forge_client.as_ref().ok_or_else(|| {
+            crate::forge::ForgeError::Unavailable("no HTTP client for forges".into())
+        })
     }
 
     pub fn runner(&self) -> &RunnerClient {

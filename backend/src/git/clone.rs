@@ -28,6 +28,36 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// Credentials as a session keeps them (sealed, `auth::sealed`).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct KeptToken {
+    username: Option<String>,
+    token: String,
+}
+
+impl From<&Credentials> for KeptToken {
+    fn from(credentials: &Credentials) -> Self {
+        Self {
+            username: credentials.username.clone(),
+            token: credentials.token.clone(),
+        }
+    }
+}
+
+impl KeptToken {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<Credentials> {
+        let kept: Self = serde_json::from_slice(bytes).ok()?;
+        Some(Credentials {
+            username: kept.username,
+            token: kept.token,
+        })
+    }
+}
+
 #[derive(Debug)]
 pub struct CloneRequest {
     pub url: RepoUrl,

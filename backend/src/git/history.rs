@@ -40,7 +40,10 @@ const MAX_AHEAD: u64 = 10_000;
 
 /// Text a person reads from a commit: lossy, bounded.
 fn shown(bytes: &[u8], max_chars: usize) -> String {
-    String::from_utf8_lossy(bytes).chars().take(max_chars).collect()
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .take(max_chars)
+        .collect()
 }
 
 pub fn state(
@@ -110,12 +113,24 @@ pub fn state(
     })
 }
 
+/// The branch HEAD names, right after a clone (`None` when detached or
+/// unreadable).
+pub fn head_branch(workspace: &Path) -> Option<String> {
+    let repo = super::workspace::open_repo(workspace).ok()?;
+    let head = repo.head().ok()?;
+    head.is_branch()
+        .then(|| head.shorthand().ok().map(str::to_owned))
+        .flatten()
+}
+
 /// Why a commit was not made.
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
     #[error("nothing to commit: the workspace matches HEAD")]
     NothingToCommit,
-    #[error("commits never go onto {0}, the branch the session was cloned from; name another branch")]
+    #[error(
+        "commits never go onto {0}, the branch the session was cloned from; name another branch"
+    )]
     ClonedBranch(String),
     #[error("branch {0} exists at another commit than the workspace's HEAD; name another branch")]
     BranchElsewhere(String),
@@ -169,7 +184,14 @@ pub fn commit(
     }
     let author = Signature::now(request.author_name, request.author_email)?;
     let tree = repo.find_tree(captured.tree)?;
-    let sha = repo.commit(None, &author, &author, request.message.as_str(), &tree, &[&head])?;
+    let sha = repo.commit(
+        None,
+        &author,
+        &author,
+        request.message.as_str(),
+        &tree,
+        &[&head],
+    )?;
     let log = "repo-runner: commit";
     match existing {
         // Moved only from where it was read: a concurrent change fails.

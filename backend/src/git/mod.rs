@@ -11,15 +11,17 @@ mod push;
 mod snapshot;
 mod workspace;
 
+pub use history::{
+    commit, head_branch, state, CommitError, CommitInfo, CommitRequest, Committed, GitState,
+};
 pub use http_transport::register as register_http_transport;
 pub(crate) use http_transport::CheckedResolver;
-pub use history::{commit, state, CommitError, CommitInfo, CommitRequest, Committed, GitState};
 pub use local_source::{ForbiddenPaths, LocalSource, LocalSourceError};
 
 pub use clone::{
-    clone, CloneCounts, CloneError, CloneProgress, CloneRequest, Credentials, DiskLimits,
+    clone, CloneCounts, CloneError, CloneProgress, CloneRequest, Credentials, DiskLimits, KeptToken,
 };
-pub use patch::{snapshots_patch, workspace_patch, PatchError};
+pub use patch::{snapshots_patch, workspace_patch, PatchError, Sink};
 pub use push::{push, PushError, PushRequest, Pushed};
 pub use snapshot::{run_ref, snapshot_commit, SnapshotCache};
 pub use workspace::{

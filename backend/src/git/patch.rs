@@ -127,7 +127,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let origin = dir.path().join("origin");
         init_repo(&origin);
-        let lines: String = (0..40).map(|i| format!("line {i} of a file to rename\n")).collect();
+        let lines: String = (0..40)
+            .map(|i| format!("line {i} of a file to rename\n"))
+            .collect();
         std::fs::write(origin.join("rename-me.txt"), lines).unwrap();
         std::fs::write(origin.join("delete-me.txt"), "going\n").unwrap();
         std::fs::write(origin.join("script.sh"), "#!/bin/sh\necho hi\n").unwrap();
@@ -139,7 +141,12 @@ mod tests {
         let workspace = session.join("repo");
         git(
             dir.path(),
-            &["clone", "-q", origin.to_str().unwrap(), workspace.to_str().unwrap()],
+            &[
+                "clone",
+                "-q",
+                origin.to_str().unwrap(),
+                workspace.to_str().unwrap(),
+            ],
         );
         Fixture {
             _dir: dir,
@@ -176,7 +183,10 @@ mod tests {
     fn apply(dir: &Path, patch: &[u8]) {
         let file = dir.join("../change.patch");
         std::fs::write(&file, patch).unwrap();
-        git(dir, &["apply", "--whitespace=nowarn", file.to_str().unwrap()]);
+        git(
+            dir,
+            &["apply", "--whitespace=nowarn", file.to_str().unwrap()],
+        );
     }
 
     fn collect(make: impl FnOnce(Sink<'_>) -> Result<(), PatchError>) -> Vec<u8> {
@@ -196,7 +206,11 @@ mod tests {
         cache.seed(&f.workspace).unwrap();
         let base = git(&f.workspace, &["rev-parse", "HEAD"]);
         // The agent commits part of its work, and leaves part uncommitted.
-        std::fs::write(f.workspace.join("committed.txt"), "committed by the agent\n").unwrap();
+        std::fs::write(
+            f.workspace.join("committed.txt"),
+            "committed by the agent\n",
+        )
+        .unwrap();
         git(&f.workspace, &["add", "committed.txt"]);
         git(&f.workspace, &["commit", "-q", "-m", "agent commit"]);
 
@@ -215,15 +229,30 @@ mod tests {
         assert!(text.contains("new mode 100755"), "{text}");
         // Applies to the state before the run: the clone plus the commit.
         let fresh = f.session.join("fresh-run");
-        git(&f.session, &["clone", "-q", f.workspace.to_str().unwrap(), fresh.to_str().unwrap()]);
+        git(
+            &f.session,
+            &[
+                "clone",
+                "-q",
+                f.workspace.to_str().unwrap(),
+                fresh.to_str().unwrap(),
+            ],
+        );
         git(&fresh, &["checkout", "-q", &before.to_string(), "--", "."]);
         apply(&fresh, &run_patch);
         assert_eq!(tree_of(&fresh), expected);
 
-        let session_patch =
-            collect(|sink| workspace_patch(&f.workspace, &cache, &base, sink));
+        let session_patch = collect(|sink| workspace_patch(&f.workspace, &cache, &base, sink));
         let fresh = f.session.join("fresh-session");
-        git(&f.session, &["clone", "-q", f.origin.to_str().unwrap(), fresh.to_str().unwrap()]);
+        git(
+            &f.session,
+            &[
+                "clone",
+                "-q",
+                f.origin.to_str().unwrap(),
+                fresh.to_str().unwrap(),
+            ],
+        );
         apply(&fresh, &session_patch);
         assert_eq!(tree_of(&fresh), expected);
     }
@@ -237,16 +266,25 @@ mod tests {
         git(&f.workspace, &["add", "README.md"]);
         let index_before = std::fs::read(f.workspace.join(".git/index")).unwrap();
         let status_before = git(&f.workspace, &["status", "--porcelain"]);
-        let refs_before = git(&f.workspace, &["for-each-ref", "refs/heads", "refs/remotes"]);
+        let refs_before = git(
+            &f.workspace,
+            &["for-each-ref", "refs/heads", "refs/remotes"],
+        );
         let head_before = git(&f.workspace, &["symbolic-ref", "HEAD"]);
 
         let run = uuid::Uuid::new_v4();
         let snapshot = snapshot_commit(&f.workspace, &cache, &run_ref(run, "after")).unwrap();
 
-        assert_eq!(std::fs::read(f.workspace.join(".git/index")).unwrap(), index_before);
+        assert_eq!(
+            std::fs::read(f.workspace.join(".git/index")).unwrap(),
+            index_before
+        );
         assert_eq!(git(&f.workspace, &["status", "--porcelain"]), status_before);
         assert_eq!(
-            git(&f.workspace, &["for-each-ref", "refs/heads", "refs/remotes"]),
+            git(
+                &f.workspace,
+                &["for-each-ref", "refs/heads", "refs/remotes"]
+            ),
             refs_before
         );
         assert_eq!(git(&f.workspace, &["symbolic-ref", "HEAD"]), head_before);
@@ -273,6 +311,9 @@ mod tests {
             snapshots_patch(&f.workspace, &before.to_string(), &after.to_string(), sink)
         });
         let text = String::from_utf8_lossy(&patch);
-        assert!(text.contains("diff --git a/script.sh b/script.sh\nold mode 100644\nnew mode 100755"), "{text}");
+        assert!(
+            text.contains("diff --git a/script.sh b/script.sh\nold mode 100644\nnew mode 100755"),
+            "{text}"
+        );
     }
 }

@@ -31,6 +31,8 @@ pub struct PushRequest {
 pub struct Pushed {
     pub remote_branch: String,
     pub sha: String,
+    /// The origin's default branch (short name), when it names one.
+    pub default_branch: Option<String>,
 }
 
 /// Why a push did not happen, in words a person can act on.
@@ -74,10 +76,9 @@ pub fn push(workspace: &Path, request: &PushRequest) -> Result<Pushed, PushError
         (Some(source), true) => source.open(remote_request.max_bytes, &progress.cancel)?,
         (None, false) => pinned_url(remote_request)?,
         _ => {
-            return Err(CloneError::Other(
-                "a local repository's path was not checked".to_owned(),
+            return Err(
+                CloneError::Other("a local repository's path was not checked".to_owned()).into(),
             )
-            .into())
         }
     };
     let _origin = remote_request
@@ -158,5 +159,8 @@ pub fn push(workspace: &Path, request: &PushRequest) -> Result<Pushed, PushError
     Ok(Pushed {
         remote_branch: request.remote_branch.to_string(),
         sha: local.id().to_string(),
+        default_branch: default_branch
+            .as_deref()
+            .map(|name| name.strip_prefix("refs/heads/").unwrap_or(name).to_owned()),
     })
 }

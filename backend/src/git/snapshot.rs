@@ -68,7 +68,10 @@ impl SnapshotCache {
         let lock = File::create(self.dir.join("lock")).map_err(io)?;
         rustix::fs::flock(lock.as_fd(), rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| io(e.into()))?;
-        Ok(Locked { _lock: lock, config })
+        Ok(Locked {
+            _lock: lock,
+            config,
+        })
     }
 
     /// Seeds our index from the repository's, right after the clone wrote

@@ -211,6 +211,9 @@ pub fn script(marker: &str) -> Script {
             {"when": "count out loud", "steps": [
                 [{"exec": "for i in 1 2 3 4 5 6; do echo line $i; sleep 0.2; done"}],
                 [{"message": "counted"}]]},
+            {"when": "change every kind of file", "steps": [
+                [{"exec": "mv main.txt moved.txt && rm gone.txt && chmod +x tool.sh && printf '\\000\\001\\002\\377\\000' > image.bin && mkdir -p 'a dir' && printf 'caf\\303\\251\\n' > 'a dir/ünï café.txt' && : > empty && printf '\\000new\\377' > new.bin"}],
+                [{"message": "Changed every kind of file"}]]},
             {"when": "touch a file", "steps": [
                 [{"exec": "touch approved.txt"}],
                 [{"message": "touched"}]]},

@@ -18,6 +18,7 @@ mod logs;
 mod previews;
 mod restarts;
 mod sdk_passthrough;
+mod shipping;
 mod sources;
 mod spec;
 mod streams;
