@@ -23,8 +23,8 @@
 //! session someone may not see answers 404, as one that does not exist.
 
 pub mod preview_grant;
-pub mod secret;
 pub mod sealed;
+pub mod secret;
 
 use std::sync::Arc;
 

@@ -77,13 +77,31 @@ mod tests {
 
     #[test]
     fn branch_names_follow_check_ref_format() {
-        for good in ["feature/x", "repo-runner/abcd1234", "refs/heads/fix", "ünïcode"] {
+        for good in [
+            "feature/x",
+            "repo-runner/abcd1234",
+            "refs/heads/fix",
+            "ünïcode",
+        ] {
             assert!(BranchName::parse(good).is_ok(), "{good}");
         }
         assert_eq!(BranchName::parse("refs/heads/fix").unwrap().as_str(), "fix");
         for bad in [
-            "", "a..b", "a@{1}", "-x", "a\u{7}b", "a b", "a~1", "x.lock", "/x", "x/", ".x",
-            "HEAD", "refs/tags/v1", "a:b", "a\\b",
+            "",
+            "a..b",
+            "a@{1}",
+            "-x",
+            "a\u{7}b",
+            "a b",
+            "a~1",
+            "x.lock",
+            "/x",
+            "x/",
+            ".x",
+            "HEAD",
+            "refs/tags/v1",
+            "a:b",
+            "a\\b",
         ] {
             assert!(BranchName::parse(bad).is_err(), "{bad:?}");
         }
@@ -91,7 +109,10 @@ mod tests {
 
     #[test]
     fn commit_messages_are_cleaned_and_bounded() {
-        assert_eq!(CommitMessage::parse("Fix it  \n\n").unwrap().as_str(), "Fix it\n");
+        assert_eq!(
+            CommitMessage::parse("Fix it  \n\n").unwrap().as_str(),
+            "Fix it\n"
+        );
         assert!(CommitMessage::parse(" \n\t").is_err());
         assert!(CommitMessage::parse("a\0b").is_err());
         assert!(CommitMessage::parse(&"x".repeat(1024 * 1024)).is_err());

@@ -67,7 +67,10 @@ impl Store {
         let updated = self
             .client()
             .await?
-            .execute("UPDATE users SET email = $2 WHERE name = $1", &[&name, &email])
+            .execute(
+                "UPDATE users SET email = $2 WHERE name = $1",
+                &[&name, &email],
+            )
             .await?;
         Ok(updated == 1)
     }
