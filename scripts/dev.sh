@@ -89,6 +89,16 @@ export BACKEND_FORBIDDEN_CLONE_PATHS=${BACKEND_FORBIDDEN_CLONE_PATHS:-$data,$RUN
 # several people leaves this off, and approvals are then declined (see
 # docs/SECURITY.md); RUNNER_ALLOW_UNSANDBOXED_APPROVALS=false does that here.
 export RUNNER_ALLOW_UNSANDBOXED_APPROVALS=${RUNNER_ALLOW_UNSANDBOXED_APPROVALS:-true}
+# Kept tokens (sessions created with keep_token, for pushes and pull
+# requests) are sealed with this key; it is kept in the data folder, so they
+# still open after a restart.
+if [[ -z "${BACKEND_SECRET_KEY:-}" ]]; then
+  if [[ ! -s "$data/secret-key" ]]; then
+    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$data/secret-key")
+  fi
+  BACKEND_SECRET_KEY=$(cat "$data/secret-key")
+  export BACKEND_SECRET_KEY
+fi
 export RUNNER_URL=${RUNNER_URL:-http://$RUNNER_ADDR}
 # The runner answers only the backend: a fresh token for each start unless
 # one is given.
@@ -129,12 +139,13 @@ if [[ "$AUTH_MODE" == token ]]; then
   # token stays in $data/admin-token, to paste on the sign-in page.
   signin_link=$(admin signin-link "$signed_in_as" --url "http://$PROXY_ADDR/")
 fi
-# Only the backend gets the database's URL (it carries the password).
-env -u DATABASE_URL "$bin/runner" &
+# Only the backend gets the database's URL (it carries the password) and the
+# secret key.
+env -u DATABASE_URL -u BACKEND_SECRET_KEY "$bin/runner" &
 pids+=($!)
 "$bin/backend" &
 pids+=($!)
-env -u DATABASE_URL "$bin/frontend-proxy" &
+env -u DATABASE_URL -u BACKEND_SECRET_KEY "$bin/frontend-proxy" &
 pids+=($!)
 for _ in $(seq 300); do port_busy "$PROXY_ADDR" && port_busy "$BACKEND_ADDR" && break; sleep 0.1; done
 echo "repo-runner: dashboard at http://$PROXY_ADDR (Ctrl-C to stop)"
