@@ -259,7 +259,6 @@ function refused(name, failure) {
   const credentials = failure.status === 422 &&
     (name === "push" || (name === "pr" && /credential|token|auth|permission|401|403/i.test(failure.message)));
   if (credentials) {
-    error.textContent = `${failure.message}. Enter a token that may push to the repository.`;
     $(`#${name}-token`).focus();
   } else if (name === "push" && failure.status === 409 && /default branch/i.test(failure.message)) {
     $("#push-default-label").hidden = false;
