@@ -255,10 +255,10 @@ async function runPrompt(page, text) {
   return run;
 }
 
-/** Clicks `locator` and returns the text of the download it starts. */
-async function downloadText(page, locator) {
+/** Clicks `locator` and returns the text of the download it starts, named `name`. */
+async function downloadText(page, locator, name) {
   const [download] = await Promise.all([page.waitForEvent("download", { timeout: LONG }), locator.click()]);
-  assert.match(download.suggestedFilename(), /\.patch$/);
+  assert.equal(download.suggestedFilename(), name);
   return readFileSync(await download.path(), "utf8");
 }
 
@@ -284,7 +284,8 @@ test("a run's work leaves as a patch, a commit, a push and a pull request, with 
   assert.equal(await gitLine(page, "1 changed file"), "main · 0 commits ahead · 1 changed file");
 
   // The run's own patch, from its card.
-  const runPatch = await downloadText(page, made.getByTestId("run-patch"));
+  const runId = await made.getAttribute("data-run-id");
+  const runPatch = await downloadText(page, made.getByTestId("run-patch"), `run-${runId.slice(0, 8)}.patch`);
   assert.match(runPatch, /^diff --git a\/hello\.txt b\/hello\.txt$/m);
 
   // While a run goes, nothing can be committed or pushed.
@@ -301,7 +302,7 @@ test("a run's work leaves as a patch, a commit, a push and a pull request, with 
   await page.waitForSelector("[data-testid=ship-commit]:not([disabled])", { timeout: LONG });
 
   // The whole workspace as a patch that applies to a fresh clone.
-  const patch = await downloadText(page, page.getByTestId("ship-download"));
+  const patch = await downloadText(page, page.getByTestId("ship-download"), `widgets-${session.slice(0, 8)}.patch`);
   assert.match(patch, /^diff --git a\/hello\.txt b\/hello\.txt$/m);
   const check = mkdtempSync(join(stack.dir, "apply-"));
   git(stack.dir, "clone", "-q", remote.bare, check);
@@ -368,7 +369,7 @@ test("on a phone: commit, a push that asks for a token, and a pull request with 
   assert.equal(await gitLine(page, "1 changed file"), "main · 0 commits ahead · 1 changed file");
 
   await page.click("[data-testid=tab-diff]");
-  assert.match(await downloadText(page, page.getByTestId("ship-download")), /^diff --git a\/hello\.txt b\/hello\.txt$/m);
+  assert.match(await downloadText(page, page.getByTestId("ship-download"), `gadgets-${session.slice(0, 8)}.patch`), /^diff --git a\/hello\.txt b\/hello\.txt$/m);
   assert.equal(await noSideScroll(page), true);
 
   await page.click("[data-testid=ship-commit]");

@@ -254,10 +254,11 @@ async function submit(event, name, send) {
 function refused(name, failure) {
   const error = $(`#${name}-error`);
   error.textContent = failure.message;
-  // A push's 422 is always the remote refusing the credentials; a pull
-  // request's is the forge's word, which may be about something else.
-  const credentials = failure.status === 422 &&
-    (name === "push" || (name === "pr" && /credential|token|auth|permission|401|403/i.test(failure.message)));
+  // A 422 is also a bad branch name, an origin out of reach, or (for a
+  // pull request) whatever else the forge refused: the token field is
+  // offered when the words are about credentials.
+  const credentials = failure.status === 422 && (name === "push" || name === "pr") &&
+    /credential|token|auth|permission|401|403/i.test(failure.message);
   if (credentials) {
     $(`#${name}-token`).focus();
   } else if (name === "push" && failure.status === 409 && /default branch/i.test(failure.message)) {

@@ -88,7 +88,7 @@ export class RunView {
     this.badge.textContent = status;
     this.badge.className = `badge ${status}`;
     this.cancelButton.hidden = this.finished;
-    this.patchLink.hidden = !this.finished;
+    this.showPatchLink();
     this.tick();
     this.onStatus?.(this);
   }
@@ -97,7 +97,13 @@ export class RunView {
   setTimes(started_at, finished_at) {
     this.run.started_at = started_at;
     if (finished_at || !this.finished) this.run.finished_at = finished_at;
+    this.showPatchLink();
     this.tick();
+  }
+
+  /** A run that ended has a patch, unless it never started (cancelled while queued). */
+  showPatchLink() {
+    this.patchLink.hidden = !this.finished || !this.run.started_at;
   }
 
   /** Updates the elapsed time; called every second. A running run counts
