@@ -160,9 +160,11 @@ async function startForge() {
       if (missing.length) return reply(422, { message: "Validation Failed", errors: missing.map((field) => ({ field, code: "missing_field" })) });
       const number = requests.filter((r) => r.created).length + 1;
       requests.at(-1).created = true;
+      // The repository `hostile` answers with an address that is a script.
+      const web = route[2] === "hostile" ? "javascript:window.__pwned=2" : `${base}/${route[1]}/${route[2]}/pull/${number}`;
       reply(201, {
         number,
-        html_url: `${base}/${route[1]}/${route[2]}/pull/${number}`,
+        html_url: web,
         head: { ref: pull.head },
         base: { ref: pull.base },
         draft: !!pull.draft,
@@ -416,5 +418,37 @@ test("on a phone: commit, a push that asks for a token, and a pull request with 
   const link = await page.locator("[data-testid=session-git] [data-testid=pr-link]").boundingBox();
   assert.ok(link.x + link.width <= PHONE.width, `the pull request's link is on the screen: ${JSON.stringify(link)}`);
   await page.screenshot({ path: join(artifacts, "ship-phone.png") });
+  await page.close();
+});
+
+test("a branch, a commit subject and a pull request's address from elsewhere show as text, and only an http(s) address is a link", async () => {
+  const page = await newPage({ width: 1280, height: 900 });
+  const remote = makeRemote("hostile");
+  await createSession(page, remote.url, { token: TOKEN, keep: true });
+  await runPrompt(page, "please create a file");
+  await page.waitForSelector("[data-testid=run][data-status=completed]", { timeout: LONG });
+  await gitLine(page, "1 changed file");
+
+  // A branch name git takes: markup, and a character that turns the text around.
+  const branch = "<img/src=x/onerror=window.__pwned=1>\u202Efdp";
+  await page.click("[data-testid=tab-diff]");
+  await page.click("[data-testid=ship-commit]");
+  await page.fill("[data-testid=commit-message]", "<script>window.__pwned=3</script>");
+  await page.fill("[data-testid=commit-branch]", branch);
+  await page.click("[data-testid=commit-submit]");
+  await page.getByTestId("commit-dialog").waitFor({ state: "hidden", timeout: LONG });
+  const shown = "<img/src=x/onerror=window.__pwned=1>⟨U+202E⟩fdp";
+  assert.equal(await gitLine(page, "1 commit ahead"), `${shown} · 1 commit ahead · 0 changed files`);
+
+  await page.click("[data-testid=ship-pr]");
+  assert.equal(await page.getByTestId("pr-title").inputValue(), "<script>window.__pwned=3</script>");
+  await page.click("[data-testid=pr-submit]");
+  await page.getByTestId("pr-dialog").waitFor({ state: "hidden", timeout: LONG });
+  await gitLine(page, /PR #\d+/);
+  assert.equal(await page.locator("[data-testid=session-git] a, [data-testid=ship-prs] a, [data-testid=ship-status] a").count(), 0, "a javascript: address is no link");
+  assert.match(await page.getByTestId("ship-prs").innerText(), new RegExp(`Pull request #\\d+ ${shown.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} → main`));
+  assert.equal(await page.locator("img, script:not([src])").count(), 0);
+  assert.equal(await page.evaluate(() => window.__pwned), undefined);
+  await page.screenshot({ path: join(artifacts, "ship-hostile.png") });
   await page.close();
 });
