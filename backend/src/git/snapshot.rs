@@ -58,7 +58,12 @@ impl SnapshotCache {
     /// one snapshot (or commit) at a time holds, across processes too.
     fn lock(&self) -> Result<Locked, git2::Error> {
         let io = |e: std::io::Error| git2::Error::from_str(&format!("snapshot state: {e}"));
-        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        // Never `create_dir_all`: a session deleted meanwhile must not get
+        // its folder back.
+        match std::fs::create_dir(&self.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(e)),
+            _ => {}
+        }
         let config = self.dir.join("config");
         if !config.exists() {
             let partial = self.dir.join("config.new");

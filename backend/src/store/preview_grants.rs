@@ -96,7 +96,7 @@ impl Store {
         let statement = client
             .prepare_cached(
                 "SELECT g.session_id, g.expires_at, g.token_id, g.browser_session_id,
-                        u.id, u.name, u.is_admin, u.created_at
+                        u.id, u.name, u.is_admin, u.email, u.created_at
                  FROM preview_grants g
                  LEFT JOIN api_tokens t ON t.id = g.token_id
                  LEFT JOIN users u ON u.id = t.user_id

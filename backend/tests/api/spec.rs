@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use crate::helpers::TestStack;
 
-const OPERATIONS: [(&str, &str); 24] = [
+const OPERATIONS: [(&str, &str); 30] = [
     ("/api/models", "get"),
     ("/health", "get"),
     ("/ready", "get"),
@@ -29,6 +29,12 @@ const OPERATIONS: [(&str, &str); 24] = [
     ("/api/sessions/{session_id}/files/{path}", "get"),
     ("/api/sessions/{session_id}/diff", "get"),
     ("/api/sessions/{session_id}/preview", "post"),
+    ("/api/sessions/{session_id}/patch", "get"),
+    ("/api/runs/{run_id}/patch", "get"),
+    ("/api/sessions/{session_id}/git", "get"),
+    ("/api/sessions/{session_id}/commits", "post"),
+    ("/api/sessions/{session_id}/push", "post"),
+    ("/api/sessions/{session_id}/pull-requests", "post"),
 ];
 
 /// Every error status the backend can answer an `/api/` operation with,
