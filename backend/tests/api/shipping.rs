@@ -560,3 +560,76 @@ async fn bad_input_changes_nothing() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_pull_request_pushes_its_branch_first_and_gitlab_gets_a_merge_request() {
+    // The stand-ins know `acme/widgets`; FORGES names this server GitLab.
+    let dir = tempfile::tempdir().unwrap();
+    let origin = origin_repo(&dir.path().join("origin"));
+    let served = dir.path().join("served");
+    bare_clone(&origin, &served.join(format!("{REPOSITORY}.git")));
+    let server = GitServer::start(&served).await.unwrap();
+    let gitlab = ForgeStandIn::start(Forge::GitLab, FORGE_TOKEN).await;
+    let host = server.base.trim_start_matches("http://").to_owned();
+    let forges = format!("{host}=gitlab:{}", gitlab.api_base);
+    let stack = TestStack::start_configured(true, &[("FORGES", forges.as_str())]).await;
+    // Alice's commits carry the email an admin set.
+    let set = stack
+        .admin(&["user", "email", "alice", "alice@example.com"])
+        .await;
+    assert!(set.success, "{}", set.stderr);
+    let bad = stack
+        .admin(&["user", "email", "alice", "not an email"])
+        .await;
+    assert!(!bad.success);
+    let session = stack
+        .session(json!({"repo_url": format!("{}/{REPOSITORY}.git", server.base)}))
+        .await;
+    let session = session["session_id"].as_str().unwrap().to_owned();
+    let run = stack.prompt(&session, "create a file").await;
+    stack.events(&run).await;
+    let made = stack
+        .post(
+            &format!("/api/sessions/{session}/commits"),
+            json!({"message": "Add hello", "branch": "feature/hello"}),
+        )
+        .await;
+    assert_eq!(made.status(), 201);
+    let sha = made.json::<Value>().await.unwrap()["sha"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let state = stack
+        .get_json(&format!("/api/sessions/{session}/git"))
+        .await;
+    assert_eq!(state["commits"][0]["author_email"], "alice@example.com");
+
+    let bare = served.join(format!("{REPOSITORY}.git"));
+    let before = git(
+        &bare,
+        &["for-each-ref", "--format=%(refname)", "refs/heads"],
+    );
+    assert!(!before.contains("feature/hello"), "{before}");
+    let opened = stack
+        .post(
+            &format!("/api/sessions/{session}/pull-requests"),
+            json!({"title": "Add hello", "body": "why", "draft": true, "token": FORGE_TOKEN}),
+        )
+        .await;
+    assert_eq!(opened.status(), 201);
+    let opened: Value = opened.json().await.unwrap();
+    assert_eq!(
+        (opened["head"].as_str(), opened["base"].as_str()),
+        (Some("feature/hello"), Some("main"))
+    );
+    // Pushed first, then asked for as GitLab documents it.
+    assert_eq!(git(&bare, &["rev-parse", "refs/heads/feature/hello"]), sha);
+    let sent = gitlab.requests().pop().unwrap();
+    assert_eq!(sent.method, "POST");
+    assert_eq!(sent.path, "/api/v4/projects/acme%2Fwidgets/merge_requests");
+    assert_eq!(sent.header("private-token"), Some(FORGE_TOKEN));
+    assert_eq!(
+        sent.json(),
+        json!({"source_branch": "feature/hello", "target_branch": "main", "title": "Draft: Add hello", "description": "why"})
+    );
+}
