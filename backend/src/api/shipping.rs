@@ -139,6 +139,15 @@ impl ShippingApi {
         Ok(())
     }
 
+    /// A git failure, or the 404 of a session deleted while the work ran
+    /// (its folder went from under libgit2).
+    async fn git_failure(&self, session: uuid::Uuid, error: git2::Error) -> ApiError {
+        match self.engine.store().session(session).await {
+            Ok(None) => ApiError::not_found(format!("session {session} was deleted")),
+            _ => git_error(error),
+        }
+    }
+
     async fn permit(&self) -> ApiResult<OwnedSemaphorePermit> {
         // Waiting costs a parked task, not a blocking thread.
         self.gate
@@ -151,7 +160,12 @@ impl ShippingApi {
     /// Streams what `make` writes; an error before its first byte is the
     /// response's status, one after it cuts the download short (and is
     /// logged).
-    async fn stream_patch<F>(&self, name: String, make: F) -> ApiResult<PatchDownload>
+    async fn stream_patch<F>(
+        &self,
+        session: uuid::Uuid,
+        name: String,
+        make: F,
+    ) -> ApiResult<PatchDownload>
     where
         F: FnOnce(git::Sink<'_>) -> Result<(), PatchError> + Send + 'static,
     {
@@ -190,7 +204,9 @@ impl ShippingApi {
                     "{what} is no longer in the workspace's repository: the patch cannot be made"
                 )))
             }
-            Some(Err(PatchError::Git(error))) => return Err(git_error(error)),
+            Some(Err(PatchError::Git(error))) => {
+                return Err(self.git_failure(session, error).await)
+            }
         };
         let rest = async_stream::stream! {
             yield Ok::<Bytes, std::io::Error>(first);
@@ -315,10 +331,14 @@ impl ShippingApi {
         let cache = self.engine.snapshot_cache(session.id);
         let base = session.base_commit.clone();
         let _permit = self.permit().await?;
-        tokio::task::spawn_blocking(move || git::state(&dir, &cache, base.as_deref(), 100))
-            .await
-            .map_err(|e| ApiError::internal(&e))?
-            .map_err(git_error)
+        let state =
+            tokio::task::spawn_blocking(move || git::state(&dir, &cache, base.as_deref(), 100))
+                .await
+                .map_err(|e| ApiError::internal(&e))?;
+        match state {
+            Ok(state) => Ok(state),
+            Err(error) => Err(self.git_failure(session.id, error).await),
+        }
     }
 }
 
@@ -379,7 +399,7 @@ impl ShippingApi {
                 .trim_end_matches(".git"),
             &session.id.simple().to_string()[..8]
         );
-        self.stream_patch(name, move |sink| {
+        self.stream_patch(session.id, name, move |sink| {
             git::workspace_patch(&dir, &cache, &base, sink)
         })
         .await
@@ -404,7 +424,7 @@ impl ShippingApi {
         let id = parse_id(&run_id, "run")?;
         let not_found = || ApiError::not_found(format!("run {id} does not exist"));
         let run = self.engine.store().run(id).await?.ok_or_else(not_found)?;
-        let (_, dir) = match self.ready(&run.session_id.to_string(), &caller).await {
+        let (session, dir) = match self.ready(&run.session_id.to_string(), &caller).await {
             Err(ApiError::NotFound(_)) => return Err(not_found()),
             other => other?,
         };
@@ -415,7 +435,7 @@ impl ShippingApi {
             )));
         };
         let name = format!("run-{}", &id.simple().to_string()[..8]);
-        self.stream_patch(name, move |sink| {
+        self.stream_patch(session.id, name, move |sink| {
             git::snapshots_patch(&dir, &before, &after, sink)
         })
         .await
@@ -532,7 +552,9 @@ impl ShippingApi {
                 | git::CommitError::BranchElsewhere(_)
                 | git::CommitError::NoHead),
             ) => return Err(ApiError::conflict(error.to_string())),
-            Err(git::CommitError::Git(error)) => return Err(git_error(error)),
+            Err(git::CommitError::Git(error)) => {
+                return Err(self.git_failure(session.id, error).await)
+            }
         };
         tracing::info!(sha = %committed.sha, branch = %committed.branch, "committed");
         Ok(CommitMade::Created(Json(CommitCreated {
