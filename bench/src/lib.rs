@@ -22,20 +22,22 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 
-const USAGE: &str =
-    "usage: bench all [--small] [--only S1,S2,...] [--s5-repo PATH]... [--out FILE]";
+const USAGE: &str = "usage: bench all [--small] [--only S1,S2,...] [--s5-repo PATH]... \
+                     [--s7-files N] [--out FILE]";
 
-/// `bench all [--small] [--only S1,...] [--s5-repo PATH]... [--out FILE]`:
-/// runs every scenario (or those named) and prints (or writes) the Markdown
-/// tables. Each `--s5-repo` is a git repository on disk for S5 to serve and
-/// clone; without one, S5 clones the repository the bench is run from (or,
-/// with `--small`, a small one of its own).
+/// `bench all [--small] [--only S1,...] [--s5-repo PATH]... [--s7-files N]
+/// [--out FILE]`: runs every scenario (or those named) and prints (or
+/// writes) the Markdown tables. Each `--s5-repo` is a git repository on disk
+/// for S5 to serve and clone; without one, S5 clones the repository the
+/// bench is run from (or, with `--small`, a small one of its own).
+/// `--s7-files` is the size of S7's repository.
 pub async fn run_main(args: Vec<String>) -> anyhow::Result<()> {
     let mut small = false;
     let mut out: Option<PathBuf> = None;
     let mut command = None;
     let mut only: Option<Vec<String>> = None;
     let mut s5_repos = Vec::new();
+    let mut s7_files = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -62,6 +64,10 @@ pub async fn run_main(args: Vec<String>) -> anyhow::Result<()> {
                 ),
                 None => bail!("--s5-repo needs the path of a git repository"),
             },
+            "--s7-files" => match args.next().map(|n| n.parse::<usize>()) {
+                Some(Ok(n)) if n >= 1000 => s7_files = Some(n),
+                _ => bail!("--s7-files needs a number of files, at least 1000"),
+            },
             "all" if command.is_none() => command = Some(arg),
             other => bail!("unknown argument {other:?}; {USAGE}"),
         }
@@ -79,6 +85,9 @@ pub async fn run_main(args: Vec<String>) -> anyhow::Result<()> {
     }
     if !s5_repos.is_empty() {
         sizes.s5_repos = s5_repos;
+    }
+    if let Some(files) = s7_files {
+        sizes.s7_files = files;
     }
     let binaries = stack::Binaries::beside_current_exe()?;
     tracing::info!(?sizes, ?binaries, "starting");

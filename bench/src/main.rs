@@ -1,4 +1,4 @@
-//! `bench all [--small] [--only S1,...] [--s5-repo PATH]... [--out FILE]`:
+//! `bench all [--small] [--only S1,...] [--s5-repo PATH]... [--s7-files N] [--out FILE]`:
 //! see docs/BENCHMARKS.md.
 
 #[tokio::main]

@@ -1,13 +1,20 @@
 //! The results as Markdown: one row per scenario and path, with the
 //! processes' CPU and memory, then the whole stack as a ratio of the runner
-//! alone (S5: of `git clone`) for each headline figure.
+//! alone (S5: of `git clone`; S7: of `git diff`, `git commit` and the idle
+//! server) for each headline figure.
 
 use std::fmt::Write;
 
 use crate::scenarios::Measurement;
 
 /// What the whole stack is compared with, in the ratio table.
-const BASELINES: [&str; 2] = ["runner alone", "git clone"];
+const BASELINES: [&str; 5] = [
+    "runner alone",
+    "git clone",
+    crate::scenarios::GIT_DIFF,
+    crate::scenarios::GIT_COMMIT,
+    crate::scenarios::IDLE,
+];
 
 /// The processes whose usage is shown, in column order.
 const PROCESSES: [&str; 4] = ["runner", "backend", "postgres", "client"];
@@ -71,7 +78,8 @@ pub fn markdown(measurements: &[Measurement]) -> String {
     }
     out.push_str(
         "\nThe whole stack as a multiple of its baseline in the same invocation: the runner \
-         alone, or for S5 `git clone` of the same URL:\n\n",
+         alone, or for S5 `git clone` of the same URL, for S7 git on an identical copy (or, \
+         for the polling during a patch, the same polling of the idle server):\n\n",
     );
     out.push_str(
         "| scenario | figure | baseline | baseline's figure | whole stack | stack ÷ baseline |\n\

@@ -1,8 +1,9 @@
 //! CI's size of the benchmark suite: every scenario on both paths, checked
 //! for correctness only (no gaps, no duplicates, every subscriber reads its
 //! run to the end; S5's clones check out git's commit; S6's delivered
-//! events are all rows in Postgres). No figure is asserted: timing belongs
-//! to the full run.
+//! events are all rows in Postgres; S7's patches are git's, byte for byte,
+//! and its commits git's trees). No figure is asserted: timing belongs to
+//! the full run.
 //!
 //! The runner and backend binaries are those of this cargo profile (built by
 //! `cargo nextest run --workspace`, or `cargo build -p runner -p backend`).
@@ -74,6 +75,14 @@ async fn every_subscriber_of_every_scenario_reads_every_event_once() {
             ("S5", "git clone"),
             ("S6", "runner alone"),
             ("S6", "whole stack"),
+            ("S7", "whole stack"),
+            ("S7", "git diff"),
+            ("S7", "whole stack"),
+            ("S7", "git diff"),
+            ("S7", "whole stack"),
+            ("S7", "idle server"),
+            ("S7", "whole stack"),
+            ("S7", "git add -A && git commit"),
         ]
     );
 }

@@ -8,9 +8,15 @@
 //!   ([`clone_time`]).
 //! - S6: many runs of small events at once: latency, and Postgres's rows
 //!   and WAL per second and backlog ([`many_runs`]).
+//! - S7: a patch and a commit of a large workspace, next to `git diff` and
+//!   `git commit`, and the server's answers while a patch is made
+//!   ([`shipping`]).
 
 mod clone_time;
 mod many_runs;
+mod shipping;
+
+pub use shipping::{GIT_COMMIT, GIT_DIFF, IDLE};
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -55,6 +61,14 @@ pub struct Sizes {
     /// S6: bytes of each agent message's line (the fake's smallest line,
     /// with its number and time, is about 112).
     pub s6_bytes: usize,
+    /// S7: files in the repository, and the files each round changes,
+    /// adds and deletes.
+    pub s7_files: usize,
+    pub s7_modified: usize,
+    pub s7_added: usize,
+    pub s7_deleted: usize,
+    /// S7: rounds of patches, and of commits; the median is reported.
+    pub s7_repeats: usize,
     /// The scenarios to run (`S1`, …); empty runs them all.
     pub only: Vec<String>,
 }
@@ -79,6 +93,11 @@ impl Sizes {
             s6_rate: 200,
             s6_subscribers: 10,
             s6_bytes: 100,
+            s7_files: 50_000,
+            s7_modified: 100,
+            s7_added: 20,
+            s7_deleted: 10,
+            s7_repeats: 5,
             only: Vec::new(),
         }
     }
@@ -101,6 +120,11 @@ impl Sizes {
             s6_rate: 200,
             s6_subscribers: 2,
             s6_bytes: 100,
+            s7_files: 2_000,
+            s7_modified: 100,
+            s7_added: 20,
+            s7_deleted: 10,
+            s7_repeats: 1,
             only: Vec::new(),
         }
     }
@@ -253,6 +277,10 @@ async fn scenarios(
     for api in apis.into_iter().filter(|_| sizes.runs("S6")) {
         tracing::info!(path = api.label(), "S6");
         out.push(many_runs::s6(stack, &http, &paths, api, &gates, sizes).await?);
+    }
+    if sizes.runs("S7") {
+        tracing::info!("S7");
+        out.extend(shipping::s7(stack, &http, sizes).await?);
     }
     Ok(out)
 }
