@@ -8,10 +8,11 @@ use std::fmt::Write;
 use crate::scenarios::Measurement;
 
 /// What the whole stack is compared with, in the ratio table.
-const BASELINES: [&str; 5] = [
+const BASELINES: [&str; 6] = [
     "runner alone",
     "git clone",
     crate::scenarios::GIT_DIFF,
+    crate::scenarios::GIT_SNAPSHOT,
     crate::scenarios::GIT_COMMIT,
     crate::scenarios::IDLE,
 ];
@@ -85,13 +86,16 @@ pub fn markdown(measurements: &[Measurement]) -> String {
         "| scenario | figure | baseline | baseline's figure | whole stack | stack ÷ baseline |\n\
          |---|---|---|---|---|---|\n",
     );
-    for stack in measurements.iter().filter(|m| m.path == "whole stack") {
-        let Some(baseline) = measurements
-            .iter()
-            .find(|m| BASELINES.contains(&m.path) && m.scenario == stack.scenario)
-        else {
-            continue;
-        };
+    let pairs = measurements
+        .iter()
+        .filter(|m| m.path == "whole stack")
+        .flat_map(|stack| {
+            measurements
+                .iter()
+                .filter(|m| BASELINES.contains(&m.path) && m.scenario == stack.scenario)
+                .map(move |baseline| (stack, baseline))
+        });
+    for (stack, baseline) in pairs {
         for (name, value, unit) in &stack.figures {
             let Some(alone) = baseline.figure(name) else {
                 continue;

@@ -41,7 +41,20 @@ pub async fn git(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
 /// Runs `git args` in `dir`; returns its stdout as it is (all of it read,
 /// as a client reads a download).
 pub async fn git_bytes(dir: &Path, args: &[&str]) -> anyhow::Result<Vec<u8>> {
-    let output = git_command(dir, args)
+    git_bytes_with_index(dir, args, None).await
+}
+
+/// [`git_bytes`] with `GIT_INDEX_FILE` set to `index` when given.
+pub async fn git_bytes_with_index(
+    dir: &Path,
+    args: &[&str],
+    index: Option<&Path>,
+) -> anyhow::Result<Vec<u8>> {
+    let mut command = git_command(dir, args);
+    if let Some(index) = index {
+        command.env("GIT_INDEX_FILE", index);
+    }
+    let output = command
         .output()
         .await
         .with_context(|| format!("cannot run git {args:?}"))?;

@@ -16,7 +16,7 @@ mod clone_time;
 mod many_runs;
 mod shipping;
 
-pub use shipping::{GIT_COMMIT, GIT_DIFF, IDLE};
+pub use shipping::{GIT_COMMIT, GIT_DIFF, GIT_SNAPSHOT, IDLE};
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;

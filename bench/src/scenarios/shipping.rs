@@ -5,12 +5,15 @@
 //! would), then times:
 //! - `GET /api/sessions/{id}/patch`, downloaded to its last byte, against
 //!   `git diff --binary --full-index HEAD` (the new files made known to git
-//!   with `git add -N`, so that its patch has them too), the first request
-//!   after the change and once more;
+//!   with `git add -N`, so that its patch has them too), and against git
+//!   doing what the backend does (`git add -A` into an index of its own,
+//!   `git write-tree`, `git diff-tree`), the first request after the change
+//!   and once more;
 //! - `POST /api/sessions/{id}/commits` against `git add -A` and
 //!   `git commit`.
 //!
-//! Each patch must be git's, byte for byte, and each commit's tree git's.
+//! Each patch must be `git diff`'s, byte for byte, and each commit's tree
+//! git's.
 //! And while a patch of the large workspace is made, `GET /health` and
 //! another session's `GET /api/sessions/{id}` are polled: their latency,
 //! next to the same polling of the idle server.
@@ -26,11 +29,12 @@ use serde_json::{json, Value};
 use super::{Measurement, Sizes};
 use crate::client::{create_session, delete_session, percentile};
 use crate::procstat::{Sampler, Usage};
-use crate::repos::{git, git_bytes, large_repo, text_file, text_line, Rng};
+use crate::repos::{git, git_bytes, git_bytes_with_index, large_repo, text_file, text_line, Rng};
 use crate::stack::Stack;
 
 /// The baselines' paths, in the report.
 pub const GIT_DIFF: &str = "git diff";
+pub const GIT_SNAPSHOT: &str = "git add -A, write-tree, diff-tree (own index)";
 pub const GIT_COMMIT: &str = "git add -A && git commit";
 pub const IDLE: &str = "idle server";
 
@@ -39,8 +43,10 @@ const POLL_EVERY: Duration = Duration::from_millis(10);
 /// The shortest idle polling.
 const MIN_IDLE_POLL: Duration = Duration::from_millis(500);
 
-/// Runs S7: four pairs of measurements (patch first after a change, patch
-/// again, commit, polling during a patch), the whole stack first in each.
+/// Runs S7: the patch first after a change and once more (the whole stack,
+/// `git diff`, and git doing the backend's work), polling during a patch
+/// (the whole stack, the idle server), and the commit (the whole stack,
+/// `git add -A && git commit`).
 pub(super) async fn s7(
     stack: &Stack,
     http: &reqwest::Client,
@@ -86,12 +92,15 @@ pub(super) async fn s7(
     )
     .await?;
 
+    let own_index = dir.join("git-own-index");
     let sides = Sides {
         http,
         base: &stack.backend_url,
         session: &big.id,
         workspace: &workspace,
         copy: &copy,
+        own_index: &own_index,
+        base_commit: &heads.1,
     };
     // Untimed: both indexes fresh (the backend snapshots the workspace
     // before and after each run, so its index is when a run has ended), and
@@ -104,7 +113,13 @@ pub(super) async fn s7(
         );
     }
     git(&copy, &["update-index", "-q", "--refresh"]).await?;
-    git_bytes(&copy, &["diff", "--binary", "--full-index", "HEAD"]).await?;
+    std::fs::copy(copy.join(".git/index"), &own_index)?;
+    for maker in [Maker::GitDiff, Maker::GitSnapshot] {
+        let (_, empty) = sides.patch(maker).await?;
+        if !empty.is_empty() {
+            bail!("{maker:?}: the fresh copy's patch is not empty");
+        }
+    }
 
     let mut workload = Workload {
         pool: files,
@@ -135,6 +150,11 @@ struct Sides<'a> {
     session: &'a str,
     workspace: &'a Path,
     copy: &'a Path,
+    /// An index of git's own for the copy, kept from one round to the next
+    /// as the backend keeps its own.
+    own_index: &'a Path,
+    /// The commit both were cloned at.
+    base_commit: &'a str,
 }
 
 impl Sides<'_> {
@@ -154,10 +174,45 @@ impl Sides<'_> {
         Ok((started.elapsed(), body.to_vec()))
     }
 
+    /// The patch of `maker`, timed.
+    async fn patch(&self, maker: Maker) -> anyhow::Result<(Duration, Vec<u8>)> {
+        match maker {
+            Maker::Backend => self.download_patch().await,
+            Maker::GitDiff => self.git_patch().await,
+            Maker::GitSnapshot => self.git_snapshot_patch().await,
+        }
+    }
+
     /// `git diff --binary --full-index HEAD` in the copy, from spawn to exit.
     async fn git_patch(&self) -> anyhow::Result<(Duration, Vec<u8>)> {
         let started = Instant::now();
         let patch = git_bytes(self.copy, &["diff", "--binary", "--full-index", "HEAD"]).await?;
+        Ok((started.elapsed(), patch))
+    }
+
+    /// The backend's work done by git in the copy: `git add -A` into an
+    /// index of its own (as the backend's snapshot index), `git write-tree`
+    /// and `git diff-tree -p --binary --full-index -M` from the base commit
+    /// to that tree; from the first spawn to the last exit.
+    async fn git_snapshot_patch(&self) -> anyhow::Result<(Duration, Vec<u8>)> {
+        let index = Some(self.own_index);
+        let started = Instant::now();
+        git_bytes_with_index(self.copy, &["add", "-A"], index).await?;
+        let tree = git_bytes_with_index(self.copy, &["write-tree"], index).await?;
+        let tree = String::from_utf8_lossy(&tree).trim().to_owned();
+        let patch = git_bytes(
+            self.copy,
+            &[
+                "diff-tree",
+                "-p",
+                "--binary",
+                "--full-index",
+                "-M",
+                self.base_commit,
+                &tree,
+            ],
+        )
+        .await?;
         Ok((started.elapsed(), patch))
     }
 
@@ -259,73 +314,88 @@ impl Timings {
     }
 }
 
-/// Rounds of changes, each patched by both sides twice: the first request
-/// after the change (which reads the changed files) and again.
+/// Who makes a patch.
+#[derive(Debug, Clone, Copy)]
+enum Maker {
+    Backend,
+    GitDiff,
+    GitSnapshot,
+}
+
+impl Maker {
+    const ALL: [Maker; 3] = [Maker::Backend, Maker::GitDiff, Maker::GitSnapshot];
+
+    fn path(self) -> &'static str {
+        match self {
+            Maker::Backend => "whole stack",
+            Maker::GitDiff => GIT_DIFF,
+            Maker::GitSnapshot => GIT_SNAPSHOT,
+        }
+    }
+}
+
+/// Rounds of changes, each patched by every maker twice: the first request
+/// after the change (which reads the changed files) and once more. Each
+/// round another maker goes first. Git's `git diff` is the reference every
+/// other patch must equal.
 async fn patches(
     sides: &Sides<'_>,
     stack: &Stack,
     workload: &mut Workload,
     label: &str,
     repeats: usize,
-) -> anyhow::Result<[Measurement; 4]> {
-    let [mut first, mut git_first, mut again, mut git_again]: [Timings; 4] = Default::default();
+) -> anyhow::Result<Vec<Measurement>> {
+    let mut first: [Timings; 3] = Default::default();
+    let mut again: [Timings; 3] = Default::default();
     let sampler = Sampler::start(stack.stack_processes());
     for round in 0..repeats {
         let changes = workload.next(sides.copy)?;
         sides.change(&changes).await?;
-        for (ours, theirs) in [(&mut first, &mut git_first), (&mut again, &mut git_again)] {
-            // Alternating which goes first, as S5 does.
-            let ((took, patch), (git_took, git_patch)) = if round % 2 == 0 {
-                let backend = sides.download_patch().await?;
-                (backend, sides.git_patch().await?)
-            } else {
-                let git = sides.git_patch().await?;
-                (sides.download_patch().await?, git)
-            };
-            ours.push(took);
-            ours.bytes.push(patch.len());
-            theirs.push(git_took);
-            theirs.bytes.push(git_patch.len());
-            theirs.matching += 1;
-            if patch == git_patch {
-                ours.matching += 1;
-            } else {
-                ours.errors.push(format!(
-                    "round {round}: the backend's patch ({} bytes) is not git's ({} bytes); first difference at byte {}",
-                    patch.len(),
-                    git_patch.len(),
-                    patch.iter().zip(&git_patch).take_while(|(a, b)| a == b).count()
-                ));
+        for timings in [&mut first, &mut again] {
+            let mut made: [(Duration, Vec<u8>); 3] = Default::default();
+            for turn in 0..Maker::ALL.len() {
+                let k = (turn + round) % Maker::ALL.len();
+                made[k] = sides.patch(Maker::ALL[k]).await?;
+            }
+            let reference = &made[1].1;
+            for (maker, ((took, patch), timings)) in
+                Maker::ALL.iter().zip(made.iter().zip(timings.iter_mut()))
+            {
+                timings.push(*took);
+                timings.bytes.push(patch.len());
+                if patch == reference {
+                    timings.matching += 1;
+                } else {
+                    timings.errors.push(format!(
+                        "round {round}: the patch of {maker:?} ({} bytes) is not git diff's ({} bytes); first difference at byte {}",
+                        patch.len(),
+                        reference.len(),
+                        patch.iter().zip(reference).take_while(|(a, b)| a == b).count()
+                    ));
+                }
             }
         }
     }
     let usage = sampler.finish();
-    Ok([
-        first.measurement(
-            format!("{label}: patch, first request after the change"),
-            "whole stack",
-            usage.clone(),
-            true,
-        ),
-        git_first.measurement(
-            format!("{label}: patch, first request after the change"),
-            GIT_DIFF,
-            Vec::new(),
-            true,
-        ),
-        again.measurement(
-            format!("{label}: patch, once more"),
-            "whole stack",
-            usage,
-            true,
-        ),
-        git_again.measurement(
-            format!("{label}: patch, once more"),
-            GIT_DIFF,
-            Vec::new(),
-            true,
-        ),
-    ])
+    let mut out = Vec::new();
+    for (when, timings) in [
+        ("first request after the change", first),
+        ("once more", again),
+    ] {
+        for (maker, timings) in Maker::ALL.iter().zip(timings) {
+            let usage = match maker {
+                Maker::Backend => usage.clone(),
+                _ => Vec::new(),
+            };
+            out.push(timings.measurement(
+                format!("{label}: patch, {when}"),
+                maker.path(),
+                usage,
+                true,
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// Rounds of changes, each committed by both sides.
