@@ -633,3 +633,43 @@ async fn a_pull_request_pushes_its_branch_first_and_gitlab_gets_a_merge_request(
         json!({"source_branch": "feature/hello", "target_branch": "main", "title": "Draft: Add hello", "description": "why"})
     );
 }
+
+#[tokio::test]
+async fn a_shallow_session_commits_and_pushes_too() {
+    let shipping = Shipping::start(&[]).await;
+    let stack = &shipping.stack;
+    let session = shipping
+        .session(json!({"repo_url": shipping.url(), "depth": 1}))
+        .await;
+    shipping.run(&session, "create a file").await;
+    let state = shipping.git_state(&session).await;
+    assert_eq!(
+        (state["ahead"].as_u64(), state["dirty"].as_u64()),
+        (Some(0), Some(2)),
+        "{state}"
+    );
+    let made = stack
+        .post(
+            &format!("/api/sessions/{session}/commits"),
+            json!({"message": "Add hello"}),
+        )
+        .await;
+    assert_eq!(made.status(), 201);
+    let made: Value = made.json().await.unwrap();
+    let pushed = stack
+        .post(&format!("/api/sessions/{session}/push"), json!({}))
+        .await;
+    assert_eq!(pushed.status(), 200);
+    let branch = made["branch"].as_str().unwrap();
+    let bare = shipping.bare();
+    assert_eq!(
+        git(&bare, &["rev-parse", &format!("refs/heads/{branch}")]),
+        made["sha"].as_str().unwrap()
+    );
+    // The server can read the whole commit: its tree and its parent.
+    git(&bare, &["fsck", "--no-progress", "--connectivity-only"]);
+    let patch = shipping
+        .patch(&format!("/api/sessions/{session}/patch"))
+        .await;
+    assert!(String::from_utf8_lossy(&patch).contains("+hello"));
+}
