@@ -5,7 +5,7 @@ use std::path::Path;
 
 use git2::{Oid, Repository, Signature, Sort};
 
-use super::snapshot::{capture, SnapshotCache};
+use super::snapshot::{capture, open_indexed, SnapshotCache};
 use crate::domain::{BranchName, CommitMessage};
 
 /// A commit made in the workspace.
@@ -52,8 +52,8 @@ pub fn state(
     base_commit: Option<&str>,
     max_commits: usize,
 ) -> Result<GitState, git2::Error> {
-    let captured = capture(workspace, cache)?;
-    let repo = &captured.repo;
+    let indexed = open_indexed(workspace, cache)?;
+    let repo = &indexed.repo;
     let head = repo.head().ok();
     let branch = head
         .as_ref()
@@ -61,9 +61,14 @@ pub fn state(
         .map(|h| shown(h.shorthand_bytes(), 255));
     let head_commit = head.as_ref().and_then(|h| h.peel_to_commit().ok());
     let head_tree = head_commit.as_ref().and_then(|c| c.tree().ok());
-    let now = repo.find_tree(captured.tree)?;
+    // HEAD against the work tree through our index, written nowhere.
+    let mut options = git2::DiffOptions::new();
+    options
+        .include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_typechange(true);
     let dirty = repo
-        .diff_tree_to_tree(head_tree.as_ref(), Some(&now), None)?
+        .diff_tree_to_workdir_with_index(head_tree.as_ref(), Some(&mut options))?
         .deltas()
         .len() as u64;
     let mut commits = Vec::new();

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use git2::{Diff, DiffFindOptions, DiffFormat, DiffOptions, Oid, Repository, Tree};
 
-use super::snapshot::{capture, SnapshotCache};
+use super::snapshot::{open_indexed, SnapshotCache};
 use super::workspace::open_repo;
 
 /// Why a patch could not be made.
@@ -24,18 +24,30 @@ pub enum PatchError {
 /// Takes each piece of the patch; returning false stops the patch.
 pub type Sink<'a> = &'a mut dyn FnMut(&[u8]) -> bool;
 
-/// The workspace (everything not ignored) against `base_commit`.
+/// The workspace (everything not ignored) against `base_commit`: the base
+/// tree against the work tree seen through our index, which nothing here
+/// writes. Only files whose stat data changed since the last snapshot are
+/// read, as `git diff` does.
 pub fn workspace_patch(
     workspace: &Path,
     cache: &SnapshotCache,
     base_commit: &str,
     sink: Sink<'_>,
 ) -> Result<(), PatchError> {
-    let captured = capture(workspace, cache)?;
-    let repo = &captured.repo;
+    let indexed = open_indexed(workspace, cache)?;
+    let repo = &indexed.repo;
     let base = commit_tree(repo, base_commit, "the base commit")?;
-    let now = repo.find_tree(captured.tree)?;
-    print(repo, &base, &now, sink)
+    let mut options = patch_options();
+    options
+        .include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .show_untracked_content(true);
+    let mut diff = repo.diff_tree_to_workdir_with_index(Some(&base), Some(&mut options))?;
+    // New files are untracked here: they count for renames too.
+    diff.find_similar(Some(
+        DiffFindOptions::new().renames(true).for_untracked(true),
+    ))?;
+    print(&diff, sink)
 }
 
 /// What happened between two snapshot commits of the workspace.
@@ -48,7 +60,8 @@ pub fn snapshots_patch(
     let repo = open_repo(workspace)?;
     let old = commit_tree(&repo, before, "the snapshot before the run")?;
     let new = commit_tree(&repo, after, "the snapshot after the run")?;
-    print(&repo, &old, &new, sink)
+    let diff = tree_diff(&repo, &old, &new)?;
+    print(&diff, sink)
 }
 
 fn commit_tree<'r>(
@@ -62,12 +75,8 @@ fn commit_tree<'r>(
         .map_err(|_| PatchError::Missing(what))
 }
 
-/// The diff of two trees, as `git diff --binary --full-index -M` prints it.
-pub(super) fn tree_diff<'r>(
-    repo: &'r Repository,
-    old: &Tree<'_>,
-    new: &Tree<'_>,
-) -> Result<Diff<'r>, git2::Error> {
+/// What every patch is printed with: `git diff --binary --full-index`.
+fn patch_options() -> DiffOptions {
     let mut options = DiffOptions::new();
     options
         .show_binary(true)
@@ -76,18 +85,21 @@ pub(super) fn tree_diff<'r>(
         // Pinned: the repository's `diff.noprefix` is the agent's to set.
         .old_prefix("a/")
         .new_prefix("b/");
-    let mut diff = repo.diff_tree_to_tree(Some(old), Some(new), Some(&mut options))?;
+    options
+}
+
+/// The diff of two trees, as `git diff --binary --full-index -M` prints it.
+fn tree_diff<'r>(
+    repo: &'r Repository,
+    old: &Tree<'_>,
+    new: &Tree<'_>,
+) -> Result<Diff<'r>, git2::Error> {
+    let mut diff = repo.diff_tree_to_tree(Some(old), Some(new), Some(&mut patch_options()))?;
     diff.find_similar(Some(DiffFindOptions::new().renames(true)))?;
     Ok(diff)
 }
 
-fn print(
-    repo: &Repository,
-    old: &Tree<'_>,
-    new: &Tree<'_>,
-    sink: Sink<'_>,
-) -> Result<(), PatchError> {
-    let diff = tree_diff(repo, old, new)?;
+fn print(diff: &Diff<'_>, sink: Sink<'_>) -> Result<(), PatchError> {
     let mut stopped = false;
     let printed = diff.print(DiffFormat::Patch, |_delta, _hunk, line| {
         // The origin of a content line is its first character in the

@@ -105,17 +105,19 @@ pub(super) fn open_pinned(workspace: &Path, config: &Path) -> Result<Repository,
     Ok(repo)
 }
 
-/// The workspace as a tree, through our index, which is left up to date.
-/// Returns the tree and the repository it was written into.
-pub(super) struct Captured {
+/// The workspace's repository with our index in place of its own, under
+/// the lock; nothing written yet.
+pub(super) struct Indexed {
     pub repo: Repository,
-    pub tree: Oid,
-    /// Our index as it is now (the tree's entries with fresh stat data).
+    pub index: Index,
     pub index_path: PathBuf,
     _locked: Locked,
 }
 
-pub(super) fn capture(workspace: &Path, cache: &SnapshotCache) -> Result<Captured, git2::Error> {
+pub(super) fn open_indexed(
+    workspace: &Path,
+    cache: &SnapshotCache,
+) -> Result<Indexed, git2::Error> {
     let locked = cache.lock()?;
     let repo = open_pinned(workspace, &locked.config)?;
     let index_path = cache.index_path();
@@ -128,17 +130,42 @@ pub(super) fn capture(workspace: &Path, cache: &SnapshotCache) -> Result<Capture
         }
     }
     repo.set_index(&mut index)?;
-    // Adds new and changed files and drops deleted ones; ignored files
-    // stay out, as in `git add -A`.
+    Ok(Indexed {
+        repo,
+        index,
+        index_path,
+        _locked: locked,
+    })
+}
+
+/// The workspace as a tree, written through our index, which is left up
+/// to date.
+pub(super) struct Captured {
+    pub repo: Repository,
+    pub tree: Oid,
+    /// Our index as it is now (the tree's entries with fresh stat data).
+    pub index_path: PathBuf,
+    _locked: Locked,
+}
+
+pub(super) fn capture(workspace: &Path, cache: &SnapshotCache) -> Result<Captured, git2::Error> {
+    let Indexed {
+        repo,
+        mut index,
+        index_path,
+        _locked,
+    } = open_indexed(workspace, cache)?;
+    // One walk of the work tree (a diff of the index against it) adds new
+    // and changed files and drops deleted ones; ignored files stay out, as
+    // in `git add -A`.
     index.add_all(["*"], IndexAddOption::DEFAULT, None)?;
-    index.update_all(["*"], None)?;
     let tree = index.write_tree()?;
     index.write()?;
     Ok(Captured {
         repo,
         tree,
         index_path,
-        _locked: locked,
+        _locked,
     })
 }
 
