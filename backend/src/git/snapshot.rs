@@ -111,7 +111,21 @@ pub(super) struct Indexed {
     pub repo: Repository,
     pub index: Index,
     pub index_path: PathBuf,
+    /// When our index file was last written (seconds, nanoseconds): a
+    /// file changed since may match its entry's stat data and still differ.
+    written: Option<(i64, i64)>,
     _locked: Locked,
+}
+
+impl Indexed {
+    /// The paths that may differ from our index (`changed::candidates`);
+    /// `None` when they cannot be told, and everything must be walked.
+    pub fn candidates(&self, workspace: &Path) -> Option<Vec<Vec<u8>>> {
+        let written = self.written?;
+        super::changed::candidates(workspace, &self.repo, &self.index, written)
+            .inspect_err(|error| tracing::debug!(%error, "walking the whole work tree instead"))
+            .ok()
+    }
 }
 
 pub(super) fn open_indexed(
@@ -121,8 +135,12 @@ pub(super) fn open_indexed(
     let locked = cache.lock()?;
     let repo = open_pinned(workspace, &locked.config)?;
     let index_path = cache.index_path();
+    let written = std::fs::metadata(&index_path).ok().map(|meta| {
+        use std::os::unix::fs::MetadataExt;
+        (meta.mtime(), meta.mtime_nsec())
+    });
     let mut index = Index::open(&index_path)?;
-    if !index_path.exists() {
+    if written.is_none() {
         // Never seeded (a workspace from before snapshots): start from HEAD,
         // and every file is read once.
         if let Ok(head) = repo.head().and_then(|h| h.peel_to_tree()) {
@@ -134,6 +152,7 @@ pub(super) fn open_indexed(
         repo,
         index,
         index_path,
+        written,
         _locked: locked,
     })
 }
@@ -149,16 +168,28 @@ pub(super) struct Captured {
 }
 
 pub(super) fn capture(workspace: &Path, cache: &SnapshotCache) -> Result<Captured, git2::Error> {
+    let mut indexed = open_indexed(workspace, cache)?;
+    // A diff of the index against the work tree adds new and changed files
+    // and drops deleted ones; ignored files stay out, as in `git add -A`.
+    // Narrowed to the paths that may have changed, when they are known.
+    match indexed.candidates(workspace) {
+        Some(paths) if paths.is_empty() => {}
+        Some(paths) => indexed.index.add_all(
+            paths,
+            IndexAddOption::DEFAULT | IndexAddOption::DISABLE_PATHSPEC_MATCH,
+            None,
+        )?,
+        None => indexed
+            .index
+            .add_all(["*"], IndexAddOption::DEFAULT, None)?,
+    }
     let Indexed {
         repo,
         mut index,
         index_path,
         _locked,
-    } = open_indexed(workspace, cache)?;
-    // One walk of the work tree (a diff of the index against it) adds new
-    // and changed files and drops deleted ones; ignored files stay out, as
-    // in `git add -A`.
-    index.add_all(["*"], IndexAddOption::DEFAULT, None)?;
+        ..
+    } = indexed;
     let tree = index.write_tree()?;
     index.write()?;
     Ok(Captured {
