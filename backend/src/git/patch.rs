@@ -90,7 +90,7 @@ pub(super) fn narrow(
     base: &Tree<'_>,
     options: &mut DiffOptions,
 ) -> Result<bool, git2::Error> {
-    let Some(mut paths) = indexed.candidates(workspace) else {
+    let Some((mut paths, _)) = indexed.candidates(workspace) else {
         return Ok(true);
     };
     let staged = indexed

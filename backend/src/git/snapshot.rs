@@ -54,6 +54,11 @@ impl SnapshotCache {
         self.dir.join("index")
     }
 
+    /// The folders' record that goes with our index (`changed::Folders`).
+    fn folders_path(&self) -> PathBuf {
+        self.dir.join("folders")
+    }
+
     /// Creates the folder and the pinned configuration; takes the lock that
     /// one snapshot (or commit) at a time holds, across processes too.
     fn lock(&self) -> Result<Locked, git2::Error> {
@@ -114,17 +119,26 @@ pub(super) struct Indexed {
     /// When our index file was last written (seconds, nanoseconds): a
     /// file changed since may match its entry's stat data and still differ.
     written: Option<(i64, i64)>,
+    folders_path: PathBuf,
     _locked: Locked,
 }
 
 impl Indexed {
-    /// The paths that may differ from our index (`changed::candidates`);
-    /// `None` when they cannot be told, and everything must be walked.
-    pub fn candidates(&self, workspace: &Path) -> Option<Vec<Vec<u8>>> {
+    /// The paths that may differ from our index (`changed::candidates`),
+    /// and the record of the folders looked at; `None` when they cannot be
+    /// told, and everything must be walked.
+    pub fn candidates(&self, workspace: &Path) -> Option<(Vec<Vec<u8>>, super::changed::Folders)> {
         let written = self.written?;
-        super::changed::candidates(workspace, &self.repo, &self.index, written)
-            .inspect_err(|error| tracing::debug!(%error, "walking the whole work tree instead"))
-            .ok()
+        let folders = super::changed::Folders::load(&self.folders_path);
+        super::changed::candidates(
+            workspace,
+            &self.repo,
+            &self.index,
+            written,
+            folders.as_ref(),
+        )
+        .inspect_err(|error| tracing::debug!(%error, "walking the whole work tree instead"))
+        .ok()
     }
 }
 
@@ -153,6 +167,7 @@ pub(super) fn open_indexed(
         index,
         index_path,
         written,
+        folders_path: cache.folders_path(),
         _locked: locked,
     })
 }
@@ -172,17 +187,25 @@ pub(super) fn capture(workspace: &Path, cache: &SnapshotCache) -> Result<Capture
     // A diff of the index against the work tree adds new and changed files
     // and drops deleted ones; ignored files stay out, as in `git add -A`.
     // Narrowed to the paths that may have changed, when they are known.
-    match indexed.candidates(workspace) {
-        Some(paths) if paths.is_empty() => {}
-        Some(paths) => indexed.index.add_all(
-            paths,
-            IndexAddOption::DEFAULT | IndexAddOption::DISABLE_PATHSPEC_MATCH,
-            None,
-        )?,
-        None => indexed
-            .index
-            .add_all(["*"], IndexAddOption::DEFAULT, None)?,
-    }
+    let found = indexed.candidates(workspace);
+    let folders = match found {
+        Some((paths, folders)) => {
+            if !paths.is_empty() {
+                indexed.index.add_all(
+                    paths,
+                    IndexAddOption::DEFAULT | IndexAddOption::DISABLE_PATHSPEC_MATCH,
+                    None,
+                )?;
+            }
+            Some(folders)
+        }
+        None => {
+            indexed
+                .index
+                .add_all(["*"], IndexAddOption::DEFAULT, None)?;
+            None
+        }
+    };
     let Indexed {
         repo,
         mut index,
@@ -192,6 +215,20 @@ pub(super) fn capture(workspace: &Path, cache: &SnapshotCache) -> Result<Capture
     } = indexed;
     let tree = index.write_tree()?;
     index.write()?;
+    let folders_path = cache.folders_path();
+    let written = std::fs::metadata(&index_path).ok().map(|meta| {
+        use std::os::unix::fs::MetadataExt;
+        (meta.mtime(), meta.mtime_nsec())
+    });
+    match (folders, written) {
+        (Some(folders), Some(written)) => {
+            if let Err(error) = folders.save(&folders_path, written) {
+                tracing::debug!(%error, "no record of the folders: the next look reads them all");
+            }
+        }
+        // A record of another index would mislead the next look.
+        _ => drop(std::fs::remove_file(&folders_path)),
+    }
     Ok(Captured {
         repo,
         tree,
