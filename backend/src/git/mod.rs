@@ -1,7 +1,6 @@
 //! Everything done with git2. All of it blocks: callers run it in
 //! `spawn_blocking`.
 
-mod changed;
 mod clone;
 pub mod egress;
 mod history;

@@ -54,11 +54,6 @@ impl SnapshotCache {
         self.dir.join("index")
     }
 
-    /// The folders' record that goes with our index (`changed::Folders`).
-    fn folders_path(&self) -> PathBuf {
-        self.dir.join("folders")
-    }
-
     /// Creates the folder and the pinned configuration; takes the lock that
     /// one snapshot (or commit) at a time holds, across processes too.
     fn lock(&self) -> Result<Locked, git2::Error> {
@@ -116,30 +111,7 @@ pub(super) struct Indexed {
     pub repo: Repository,
     pub index: Index,
     pub index_path: PathBuf,
-    /// When our index file was last written (seconds, nanoseconds): a
-    /// file changed since may match its entry's stat data and still differ.
-    written: Option<(i64, i64)>,
-    folders_path: PathBuf,
     _locked: Locked,
-}
-
-impl Indexed {
-    /// The paths that may differ from our index (`changed::candidates`),
-    /// and the record of the folders looked at; `None` when they cannot be
-    /// told, and everything must be walked.
-    pub fn candidates(&self, workspace: &Path) -> Option<(Vec<Vec<u8>>, super::changed::Folders)> {
-        let written = self.written?;
-        let folders = super::changed::Folders::load(&self.folders_path);
-        super::changed::candidates(
-            workspace,
-            &self.repo,
-            &self.index,
-            written,
-            folders.as_ref(),
-        )
-        .inspect_err(|error| tracing::debug!(%error, "walking the whole work tree instead"))
-        .ok()
-    }
 }
 
 pub(super) fn open_indexed(
@@ -149,12 +121,8 @@ pub(super) fn open_indexed(
     let locked = cache.lock()?;
     let repo = open_pinned(workspace, &locked.config)?;
     let index_path = cache.index_path();
-    let written = std::fs::metadata(&index_path).ok().map(|meta| {
-        use std::os::unix::fs::MetadataExt;
-        (meta.mtime(), meta.mtime_nsec())
-    });
     let mut index = Index::open(&index_path)?;
-    if written.is_none() {
+    if !index_path.exists() {
         // Never seeded (a workspace from before snapshots): start from HEAD,
         // and every file is read once.
         if let Ok(head) = repo.head().and_then(|h| h.peel_to_tree()) {
@@ -166,8 +134,6 @@ pub(super) fn open_indexed(
         repo,
         index,
         index_path,
-        written,
-        folders_path: cache.folders_path(),
         _locked: locked,
     })
 }
@@ -183,52 +149,18 @@ pub(super) struct Captured {
 }
 
 pub(super) fn capture(workspace: &Path, cache: &SnapshotCache) -> Result<Captured, git2::Error> {
-    let mut indexed = open_indexed(workspace, cache)?;
-    // A diff of the index against the work tree adds new and changed files
-    // and drops deleted ones; ignored files stay out, as in `git add -A`.
-    // Narrowed to the paths that may have changed, when they are known.
-    let found = indexed.candidates(workspace);
-    let folders = match found {
-        Some((paths, folders)) => {
-            if !paths.is_empty() {
-                indexed.index.add_all(
-                    paths,
-                    IndexAddOption::DEFAULT | IndexAddOption::DISABLE_PATHSPEC_MATCH,
-                    None,
-                )?;
-            }
-            Some(folders)
-        }
-        None => {
-            indexed
-                .index
-                .add_all(["*"], IndexAddOption::DEFAULT, None)?;
-            None
-        }
-    };
     let Indexed {
         repo,
         mut index,
         index_path,
         _locked,
-        ..
-    } = indexed;
+    } = open_indexed(workspace, cache)?;
+    // One walk of the work tree (a diff of the index against it) adds new
+    // and changed files and drops deleted ones; ignored files stay out, as
+    // in `git add -A`.
+    index.add_all(["*"], IndexAddOption::DEFAULT, None)?;
     let tree = index.write_tree()?;
     index.write()?;
-    let folders_path = cache.folders_path();
-    let written = std::fs::metadata(&index_path).ok().map(|meta| {
-        use std::os::unix::fs::MetadataExt;
-        (meta.mtime(), meta.mtime_nsec())
-    });
-    match (folders, written) {
-        (Some(folders), Some(written)) => {
-            if let Err(error) = folders.save(&folders_path, written) {
-                tracing::debug!(%error, "no record of the folders: the next look reads them all");
-            }
-        }
-        // A record of another index would mislead the next look.
-        _ => drop(std::fs::remove_file(&folders_path)),
-    }
     Ok(Captured {
         repo,
         tree,
