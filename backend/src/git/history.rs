@@ -67,10 +67,13 @@ pub fn state(
         .include_untracked(true)
         .recurse_untracked_dirs(true)
         .include_typechange(true);
-    let dirty = repo
-        .diff_tree_to_workdir_with_index(head_tree.as_ref(), Some(&mut options))?
-        .deltas()
-        .len() as u64;
+    let dirty = match &head_tree {
+        Some(tree) if !super::patch::narrow(&indexed, workspace, tree, &mut options)? => 0,
+        _ => repo
+            .diff_tree_to_workdir_with_index(head_tree.as_ref(), Some(&mut options))?
+            .deltas()
+            .len() as u64,
+    };
     let mut commits = Vec::new();
     let mut ahead = 0u64;
     let mut truncated = false;

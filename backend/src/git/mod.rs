@@ -1,6 +1,7 @@
 //! Everything done with git2. All of it blocks: callers run it in
 //! `spawn_blocking`.
 
+mod changed;
 mod clone;
 pub mod egress;
 mod history;

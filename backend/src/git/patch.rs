@@ -7,7 +7,7 @@ use std::path::Path;
 
 use git2::{Diff, DiffFindOptions, DiffFormat, DiffOptions, Oid, Repository, Tree};
 
-use super::snapshot::{open_indexed, SnapshotCache};
+use super::snapshot::{open_indexed, Indexed, SnapshotCache};
 use super::workspace::open_repo;
 
 /// Why a patch could not be made.
@@ -42,6 +42,10 @@ pub fn workspace_patch(
         .include_untracked(true)
         .recurse_untracked_dirs(true)
         .show_untracked_content(true);
+    if !narrow(&indexed, workspace, &base, &mut options)? {
+        // Nothing differs from the base.
+        return Ok(());
+    }
     let mut diff = repo.diff_tree_to_workdir_with_index(Some(&base), Some(&mut options))?;
     // New files are untracked here: they count for renames too.
     diff.find_similar(Some(
@@ -73,6 +77,42 @@ fn commit_tree<'r>(
     repo.find_commit(oid)
         .and_then(|c| c.tree())
         .map_err(|_| PatchError::Missing(what))
+}
+
+/// Narrows a diff of `base` against the work tree (through our index) to
+/// the paths that can differ: those where our index differs from `base`,
+/// and those whose files may differ from our index. `false` when there is
+/// none (an empty pathspec would mean every path). Without candidates the
+/// diff walks everything.
+pub(super) fn narrow(
+    indexed: &Indexed,
+    workspace: &Path,
+    base: &Tree<'_>,
+    options: &mut DiffOptions,
+) -> Result<bool, git2::Error> {
+    let Some((mut paths, _)) = indexed.candidates(workspace) else {
+        return Ok(true);
+    };
+    let staged = indexed
+        .repo
+        .diff_tree_to_index(Some(base), Some(&indexed.index), None)?;
+    for delta in staged.deltas() {
+        for file in [delta.old_file(), delta.new_file()] {
+            if let Some(path) = file.path_bytes() {
+                paths.push(path.to_vec());
+            }
+        }
+    }
+    paths.sort();
+    paths.dedup();
+    if paths.is_empty() {
+        return Ok(false);
+    }
+    options.disable_pathspec_match(true);
+    for path in paths {
+        options.pathspec(path);
+    }
+    Ok(true)
 }
 
 /// What every patch is printed with: `git diff --binary --full-index`.

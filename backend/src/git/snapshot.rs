@@ -54,6 +54,11 @@ impl SnapshotCache {
         self.dir.join("index")
     }
 
+    /// The folders' record that goes with our index (`changed::Folders`).
+    fn folders_path(&self) -> PathBuf {
+        self.dir.join("folders")
+    }
+
     /// Creates the folder and the pinned configuration; takes the lock that
     /// one snapshot (or commit) at a time holds, across processes too.
     fn lock(&self) -> Result<Locked, git2::Error> {
@@ -111,7 +116,30 @@ pub(super) struct Indexed {
     pub repo: Repository,
     pub index: Index,
     pub index_path: PathBuf,
+    /// When our index file was last written (seconds, nanoseconds): a
+    /// file changed since may match its entry's stat data and still differ.
+    written: Option<(i64, i64)>,
+    folders_path: PathBuf,
     _locked: Locked,
+}
+
+impl Indexed {
+    /// The paths that may differ from our index (`changed::candidates`),
+    /// and the record of the folders looked at; `None` when they cannot be
+    /// told, and everything must be walked.
+    pub fn candidates(&self, workspace: &Path) -> Option<(Vec<Vec<u8>>, super::changed::Folders)> {
+        let written = self.written?;
+        let folders = super::changed::Folders::load(&self.folders_path);
+        super::changed::candidates(
+            workspace,
+            &self.repo,
+            &self.index,
+            written,
+            folders.as_ref(),
+        )
+        .inspect_err(|error| tracing::debug!(%error, "walking the whole work tree instead"))
+        .ok()
+    }
 }
 
 pub(super) fn open_indexed(
@@ -121,8 +149,12 @@ pub(super) fn open_indexed(
     let locked = cache.lock()?;
     let repo = open_pinned(workspace, &locked.config)?;
     let index_path = cache.index_path();
+    let written = std::fs::metadata(&index_path).ok().map(|meta| {
+        use std::os::unix::fs::MetadataExt;
+        (meta.mtime(), meta.mtime_nsec())
+    });
     let mut index = Index::open(&index_path)?;
-    if !index_path.exists() {
+    if written.is_none() {
         // Never seeded (a workspace from before snapshots): start from HEAD,
         // and every file is read once.
         if let Ok(head) = repo.head().and_then(|h| h.peel_to_tree()) {
@@ -134,6 +166,8 @@ pub(super) fn open_indexed(
         repo,
         index,
         index_path,
+        written,
+        folders_path: cache.folders_path(),
         _locked: locked,
     })
 }
@@ -149,24 +183,116 @@ pub(super) struct Captured {
 }
 
 pub(super) fn capture(workspace: &Path, cache: &SnapshotCache) -> Result<Captured, git2::Error> {
+    let mut indexed = open_indexed(workspace, cache)?;
+    // A diff of the index against the work tree adds new and changed files
+    // and drops deleted ones; ignored files stay out, as in `git add -A`.
+    // Narrowed to the paths that may have changed, when they are known.
+    let found = indexed.candidates(workspace);
+    let folders = match found {
+        Some((paths, folders)) => {
+            update_paths(workspace, &indexed.repo, &mut indexed.index, &paths)?;
+            Some(folders)
+        }
+        None => {
+            indexed
+                .index
+                .add_all(["*"], IndexAddOption::DEFAULT, None)?;
+            None
+        }
+    };
     let Indexed {
         repo,
         mut index,
         index_path,
         _locked,
-    } = open_indexed(workspace, cache)?;
-    // One walk of the work tree (a diff of the index against it) adds new
-    // and changed files and drops deleted ones; ignored files stay out, as
-    // in `git add -A`.
-    index.add_all(["*"], IndexAddOption::DEFAULT, None)?;
+        ..
+    } = indexed;
     let tree = index.write_tree()?;
     index.write()?;
+    let folders_path = cache.folders_path();
+    let written = std::fs::metadata(&index_path).ok().map(|meta| {
+        use std::os::unix::fs::MetadataExt;
+        (meta.mtime(), meta.mtime_nsec())
+    });
+    match (folders, written) {
+        (Some(folders), Some(written)) => {
+            if let Err(error) = folders.save(&folders_path, written) {
+                tracing::debug!(%error, "no record of the folders: the next look reads them all");
+            }
+        }
+        // A record of another index would mislead the next look.
+        _ => drop(std::fs::remove_file(&folders_path)),
+    }
     Ok(Captured {
         repo,
         tree,
         index_path,
         _locked,
     })
+}
+
+/// Brings our index up to date for `paths` (from `changed::candidates`)
+/// as `git add -A` would: a regular file or a symlink is added (read and
+/// hashed), a tracked path that is gone (or no longer a file) is dropped,
+/// and a new path that is ignored stays out. libgit2's `add_all` narrowed
+/// to these paths still walks every folder; this reads only them.
+///
+/// A path whose folders are not all real folders (a symlink on the way) is
+/// not in the work tree as git sees it: it is dropped, never read through
+/// the symlink. Snapshots run while no agent command does (before and after
+/// a run, or for a commit while none runs), so what is checked here is what
+/// libgit2 then opens.
+fn update_paths(
+    workspace: &Path,
+    repo: &Repository,
+    index: &mut Index,
+    paths: &[Vec<u8>],
+) -> Result<(), git2::Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let io = |e: std::io::Error| git2::Error::from_str(&format!("snapshot: {e}"));
+    let root = rustix::fs::open(
+        workspace,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| io(e.into()))?;
+    for path in paths {
+        let relative = Path::new(std::ffi::OsStr::from_bytes(path));
+        if relative.components().any(|c| c.as_os_str() == ".git") {
+            continue;
+        }
+        let tracked = index.get_path(relative, 0).is_some();
+        let parent_real = match relative.parent().filter(|p| !p.as_os_str().is_empty()) {
+            None => true,
+            Some(parent) => rustix::fs::openat2(
+                &root,
+                parent,
+                rustix::fs::OFlags::PATH
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+                rustix::fs::ResolveFlags::BENEATH | rustix::fs::ResolveFlags::NO_SYMLINKS,
+            )
+            .is_ok(),
+        };
+        let kind = parent_real
+            .then(|| {
+                rustix::fs::statat(&root, relative, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).ok()
+            })
+            .flatten()
+            .map(|stat| rustix::fs::FileType::from_raw_mode(stat.st_mode));
+        match kind {
+            Some(rustix::fs::FileType::RegularFile | rustix::fs::FileType::Symlink) => {
+                if !tracked && repo.is_path_ignored(relative)? {
+                    continue;
+                }
+                index.add_path(relative)?;
+            }
+            _ if tracked => index.remove_path(relative)?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Who writes snapshot commits: they are never pushed, only kept under
