@@ -93,8 +93,15 @@ fn token_of(raw: Option<&str>) -> Option<Credentials> {
 
 fn git_error(error: git2::Error) -> ApiError {
     let broken = git::not_a_repository();
+    let busy = git::busy();
+    let special = git::not_regular_git_file();
     if error.class() == broken.class() && error.code() == broken.code() {
-        ApiError::conflict(broken.message().to_owned())
+        // The same class and code as `special`: told apart by the message.
+        ApiError::conflict(error.message().to_owned())
+    } else if error.message() == special.message() {
+        ApiError::conflict(special.message().to_owned())
+    } else if error.class() == busy.class() && error.code() == busy.code() {
+        ApiError::conflict(busy.message().to_owned())
     } else {
         ApiError::internal(&error)
     }
@@ -299,12 +306,13 @@ impl ShippingApi {
             remote_branch,
             to_default_branch,
         };
-        let _permit = self
+        let permit = self
             .permit()
             .await
             .map_err(|_| PushError::Remote(CloneError::Other("shutting down".into())))?;
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let _entered = span.enter();
             git::push(&dir, &request)
         })
@@ -330,11 +338,15 @@ impl ShippingApi {
     async fn git_state(&self, session: &SessionRow, dir: PathBuf) -> ApiResult<git::GitState> {
         let cache = self.engine.snapshot_cache(session.id);
         let base = session.base_commit.clone();
-        let _permit = self.permit().await?;
-        let state =
-            tokio::task::spawn_blocking(move || git::state(&dir, &cache, base.as_deref(), 100))
-                .await
-                .map_err(|e| ApiError::internal(&e))?;
+        // The permit goes with the blocking work: a client that leaves does
+        // not free its place while the work goes on.
+        let permit = self.permit().await?;
+        let state = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            git::state(&dir, &cache, base.as_deref(), 100)
+        })
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
         match state {
             Ok(state) => Ok(state),
             Err(error) => Err(self.git_failure(session.id, error).await),
@@ -347,7 +359,7 @@ fn push_error(error: PushError) -> ApiError {
         PushError::NoSuchBranch(_) | PushError::CredentialsRefused => {
             ApiError::invalid(error.to_string())
         }
-        PushError::DefaultBranch(_) | PushError::Rejected(_) => {
+        PushError::DefaultBranch(_) | PushError::Rejected(_) | PushError::Rewritten => {
             ApiError::conflict(error.to_string())
         }
         PushError::Remote(CloneError::Other(_) | CloneError::Disk(_)) => {
@@ -524,9 +536,10 @@ impl ShippingApi {
         };
         let cache = self.engine.snapshot_cache(session.id);
         let cloned_branch = session.cloned_branch.clone();
-        let _permit = self.permit().await?;
+        let permit = self.permit().await?;
         let span = tracing::Span::current();
         let made = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let _entered = span.enter();
             git::commit(
                 &dir,
@@ -550,6 +563,7 @@ impl ShippingApi {
             Err(
                 error @ (git::CommitError::ClonedBranch(_)
                 | git::CommitError::BranchElsewhere(_)
+                | git::CommitError::BranchClash(_)
                 | git::CommitError::NoHead),
             ) => return Err(ApiError::conflict(error.to_string())),
             Err(git::CommitError::Git(error)) => {

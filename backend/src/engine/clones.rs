@@ -285,7 +285,9 @@ impl Engine {
     /// Removes the session's folder; one already gone is fine.
     pub(super) async fn remove_session_dir(&self, session: Uuid) {
         let dir = self.session_dir(session);
-        let removed = tokio::task::spawn_blocking(move || remove_dir(&dir)).await;
+        let snapshots = self.snapshot_dir(session);
+        let removed =
+            tokio::task::spawn_blocking(move || remove_dir(&dir).and(remove_dir(&snapshots))).await;
         match removed {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
@@ -376,16 +378,22 @@ fn timeout_message(timeout: Duration) -> String {
 
 /// Folders under the root named like a session id whose session is gone.
 /// Anything else an operator put there is left alone.
+/// Snapshot state (`.snapshots/<id>`) counts the same way.
 fn orphans(root: &std::path::Path, sessions: &HashSet<Uuid>) -> std::io::Result<Vec<Uuid>> {
     let mut found = Vec::new();
-    for entry in std::fs::read_dir(root)? {
+    let snapshots = match std::fs::read_dir(root.join(".snapshots")) {
+        Ok(entries) => entries.collect::<Vec<_>>(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    for entry in std::fs::read_dir(root)?.chain(snapshots) {
         let entry = entry?;
         let id = entry
             .file_name()
             .to_str()
             .and_then(|n| Uuid::parse_str(n).ok());
         if let Some(id) = id {
-            if entry.file_type()?.is_dir() && !sessions.contains(&id) {
+            if entry.file_type()?.is_dir() && !sessions.contains(&id) && !found.contains(&id) {
                 found.push(id);
             }
         }

@@ -182,10 +182,15 @@ impl Engine {
         self.session_dir(session).join("repo")
     }
 
-    /// Where the session's workspace snapshots keep their index, beside
-    /// the workspace.
+    /// Where the session's workspace snapshots keep their index.
     pub fn snapshot_cache(&self, session: Uuid) -> crate::git::SnapshotCache {
-        crate::git::SnapshotCache::new(&self.session_dir(session))
+        crate::git::SnapshotCache::new(&self.snapshot_dir(session))
+    }
+
+    /// `<WORKSPACES_ROOT>/.snapshots/<session>`: out of the session's
+    /// folder, which the session's agent sees (see `git::SnapshotCache`).
+    pub fn snapshot_dir(&self, session: Uuid) -> PathBuf {
+        self.root.join(".snapshots").join(session.to_string())
     }
 
     /// Stops every task the engine spawned and waits for them, at most

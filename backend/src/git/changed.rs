@@ -27,6 +27,10 @@ use std::path::Path;
 use git2::{Index, IndexEntry, Repository};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
+/// The error's text for a `.gitignore` or `.gitattributes` that is not a
+/// regular file.
+pub(super) const HOSTILE_GIT_FILE: &str = "a .gitignore or .gitattributes is not a regular file";
+
 /// Below this many entries one thread does it all: a thread costs more
 /// than it saves.
 const PARALLEL_FROM: usize = 4096;
@@ -108,7 +112,7 @@ impl Folders {
             }
         }
         let partial = path.with_extension("new");
-        std::fs::write(&partial, out)?;
+        std::io::Write::write_all(&mut super::snapshot::fresh_file(&partial)?, &out)?;
         std::fs::rename(&partial, path)
     }
 
@@ -356,6 +360,16 @@ pub(super) fn candidates(
                 path.push(b'/');
             }
             path.extend_from_slice(name);
+            // libgit2 opens and reads these as it walks: a FIFO would block
+            // it, a symlink would read outside the workspace.
+            if matches!(name, b".gitignore" | b".gitattributes")
+                && item.file_type() != FileType::RegularFile
+            {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    HOSTILE_GIT_FILE,
+                ));
+            }
             let is_dir = match item.file_type() {
                 FileType::Directory => true,
                 FileType::Unknown => rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)
@@ -435,6 +449,7 @@ mod tests {
         let indexed = open_indexed(workspace, cache).unwrap();
         indexed
             .candidates(workspace)
+            .unwrap()
             .expect("candidates")
             .0
             .into_iter()
@@ -503,7 +518,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(1100));
         capture(&workspace, &cache).unwrap();
         let indexed = open_indexed(&workspace, &cache).unwrap();
-        let (found, record) = indexed.candidates(&workspace).unwrap();
+        let (found, record) = indexed.candidates(&workspace).unwrap().unwrap();
         assert!(found.is_empty(), "{found:?}");
         // Every folder was settled, and `d0/empty` is kept as one to look
         // into although it holds no tracked file.

@@ -295,6 +295,7 @@ pub fn clone(
     // for the fetch of a ref below.
     let _http = if url.starts_with("http://") {
         let context = HttpContext::new(
+            &url,
             &request.policy,
             request.credentials.clone(),
             request.connect_timeout,

@@ -144,6 +144,8 @@ pub enum CommitError {
     BranchElsewhere(String),
     #[error("the workspace has no commit to build on")]
     NoHead,
+    #[error("branch {0} cannot be made beside the workspace's branches (a branch of that name or a folder of branches is in the way): name another branch")]
+    BranchClash(String),
     #[error(transparent)]
     Git(#[from] git2::Error),
 }
@@ -201,11 +203,20 @@ pub fn commit(
         &[&head],
     )?;
     let log = "repo-runner: commit";
-    match existing {
+    let moved = match existing {
         // Moved only from where it was read: a concurrent change fails.
-        Some(_) => repo.reference_matching(&refname, sha, true, head.id(), log)?,
-        None => repo.reference(&refname, sha, false, log)?,
+        Some(_) => repo.reference_matching(&refname, sha, true, head.id(), log),
+        None => repo.reference(&refname, sha, false, log),
     };
+    if let Err(error) = moved {
+        // `a` beside `a/b`, or a name taken meanwhile.
+        return Err(match error.class() {
+            git2::ErrorClass::Reference | git2::ErrorClass::Filesystem | git2::ErrorClass::Os => {
+                CommitError::BranchClash(request.branch.to_string())
+            }
+            _ => CommitError::Git(error),
+        });
+    }
     repo.set_head(&refname)?;
     sync_index(repo, &captured.index_path)?;
     Ok(Committed {
@@ -218,8 +229,15 @@ pub fn commit(
 /// stat data included (`git status` is then clean without re-reading).
 fn sync_index(repo: &Repository, ours: &Path) -> Result<(), git2::Error> {
     let io = |e: std::io::Error| git2::Error::from_str(&format!("cannot update the index: {e}"));
+    use std::io::Write;
     let git_dir = repo.path();
     let partial = git_dir.join("index.repo-runner");
-    std::fs::copy(ours, &partial).map_err(io)?;
+    // A fresh file, never one the agent may have planted (a symlink to a
+    // file of the server's); the rename replaces `index` itself, whatever
+    // it is.
+    let bytes = std::fs::read(ours).map_err(io)?;
+    super::snapshot::fresh_file(&partial)
+        .and_then(|mut file| file.write_all(&bytes))
+        .map_err(io)?;
     std::fs::rename(&partial, git_dir.join("index")).map_err(io)
 }

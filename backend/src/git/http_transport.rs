@@ -33,6 +33,10 @@ use crate::domain::ClonePolicy;
 /// What a clone on this thread gives its http requests.
 #[derive(Clone)]
 pub(crate) struct HttpContext {
+    /// `host:port` of the one URL this clone or push may reach: libgit2
+    /// hands the transport whatever URL the repository's configuration
+    /// made of it (`url.<base>.insteadOf`), and credentials go nowhere else.
+    origin: Option<String>,
     client: reqwest::Client,
     credentials: Option<Credentials>,
     io_timeout: Duration,
@@ -43,6 +47,7 @@ pub(crate) struct HttpContext {
 impl HttpContext {
     /// `None` outside a tokio runtime (the backend always has one).
     pub(crate) fn new(
+        url: &str,
         policy: &ClonePolicy,
         credentials: Option<Credentials>,
         connect_timeout: Duration,
@@ -64,6 +69,7 @@ impl HttpContext {
             .build()
             .ok()?;
         Some(Self {
+            origin: origin_of(url),
             client,
             credentials,
             io_timeout,
@@ -136,6 +142,16 @@ impl Resolve for CheckedResolver {
     }
 }
 
+/// `host:port` of an http(s) URL.
+fn origin_of(url: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    Some(format!(
+        "{}:{}",
+        url.host_str()?,
+        url.port_or_known_default()?
+    ))
+}
+
 struct Subtransport(HttpContext);
 
 impl SmartSubtransport for Subtransport {
@@ -144,6 +160,11 @@ impl SmartSubtransport for Subtransport {
         url: &str,
         action: Service,
     ) -> Result<Box<dyn SmartSubtransportStream>, git2::Error> {
+        if origin_of(url).is_none() || origin_of(url) != self.0.origin {
+            return Err(git2::Error::from_str(
+                "the server redirected to another origin: refused",
+            ));
+        }
         let base = url.trim_end_matches('/');
         let request = match action {
             Service::UploadPackLs => Request {

@@ -90,7 +90,7 @@ pub(super) fn narrow(
     base: &Tree<'_>,
     options: &mut DiffOptions,
 ) -> Result<bool, git2::Error> {
-    let Some((mut paths, _)) = indexed.candidates(workspace) else {
+    let Some((mut paths, _)) = indexed.candidates(workspace)? else {
         return Ok(true);
     };
     let staged = indexed
@@ -115,10 +115,17 @@ pub(super) fn narrow(
     Ok(true)
 }
 
+/// A file larger than this is not put in a patch: it shows as "Binary
+/// files … differ", which `git apply` refuses. libgit2 builds a file's
+/// binary patch whole in memory (about five times the file), so this bounds
+/// what one patch request holds.
+pub const MAX_PATCH_FILE_BYTES: i64 = 16 * 1024 * 1024;
+
 /// What every patch is printed with: `git diff --binary --full-index`.
 fn patch_options() -> DiffOptions {
     let mut options = DiffOptions::new();
     options
+        .max_size(MAX_PATCH_FILE_BYTES)
         .show_binary(true)
         .id_abbrev(40)
         .include_typechange(true)

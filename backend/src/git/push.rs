@@ -48,6 +48,10 @@ pub enum PushError {
     Rejected(String),
     #[error("the remote refused the credentials: give a token that may push to the repository")]
     CredentialsRefused,
+    #[error(
+        "the workspace's git configuration rewrites the origin's address (url.<base>.insteadOf or pushInsteadOf in .git/config): remove it to push"
+    )]
+    Rewritten,
     #[error("{0}")]
     Remote(CloneError),
     #[error(transparent)]
@@ -87,6 +91,7 @@ pub fn push(workspace: &Path, request: &PushRequest) -> Result<Pushed, PushError
         .then(|| super::egress::grant(remote_request.url.fetch_url()));
     let _http = if url.starts_with("http://") {
         let context = HttpContext::new(
+            &url,
             &remote_request.policy,
             remote_request.credentials.clone(),
             remote_request.connect_timeout,
@@ -99,6 +104,16 @@ pub fn push(workspace: &Path, request: &PushRequest) -> Result<Pushed, PushError
         None
     };
     let mut remote = repo.remote_anonymous(&url)?;
+    // libgit2 rewrites a remote's URLs by the repository's
+    // `url.<base>.insteadOf` and `pushInsteadOf`, which the agent can set:
+    // a push (and its credentials) would go where the agent chose.
+    let rewritten = remote.url_bytes() != url.as_bytes()
+        || remote
+            .pushurl_bytes()
+            .is_some_and(|push| push != url.as_bytes());
+    if rewritten {
+        return Err(PushError::Rewritten);
+    }
 
     // The default branch is told only to fetches (receive-pack does not
     // name HEAD): ask first.

@@ -22,6 +22,19 @@ use git2::{Index, IndexAddOption, Oid, Repository, Signature};
 
 use super::workspace::open_repo;
 
+/// Longest wait for another snapshot or commit of the same workspace.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The error of a workspace whose snapshot state another piece of work
+/// holds past [`LOCK_WAIT`]: the API answers 409.
+pub fn busy() -> git2::Error {
+    git2::Error::new(
+        git2::ErrorCode::Locked,
+        git2::ErrorClass::Index,
+        "the workspace is busy with another snapshot or commit; try again",
+    )
+}
+
 /// Settings read above the repository's own (see the module's header).
 const PINNED_CONFIG: &str = "\
 [core]
@@ -36,17 +49,43 @@ const PINNED_CONFIG: &str = "\
 \tfsmonitor = false
 ";
 
-/// The folder of a session's snapshot state, beside (never inside) its
-/// workspace `repo`.
+/// The folder of a session's snapshot state: `<WORKSPACES_ROOT>/.snapshots/
+/// <session>`, outside the session's own folder, so out of every agent's
+/// sight (the runner hides the workspaces' root but for the session's own
+/// folder). Nothing in it is trusted to be what was written, all the same:
+/// files are written to fresh names opened without following symlinks and
+/// renamed into place.
 pub struct SnapshotCache {
     dir: PathBuf,
 }
 
+/// Opens `path` for writing, made anew: an entry of that name (a symlink
+/// someone planted, a leftover) is removed first, and the new file is made
+/// with `O_EXCL | O_NOFOLLOW`, so no write lands anywhere else.
+pub(super) fn fresh_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc_flags::NOFOLLOW)
+        .mode(0o600)
+        .open(path)
+}
+
+/// `O_NOFOLLOW` without a `libc` dependency.
+mod libc_flags {
+    pub const NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+}
+
 impl SnapshotCache {
-    /// `session_dir` is the folder that holds the session's `repo`.
-    pub fn new(session_dir: &Path) -> Self {
+    /// `dir` is the session's own folder of snapshot state.
+    pub fn new(dir: &Path) -> Self {
         Self {
-            dir: session_dir.join("snapshot"),
+            dir: dir.to_path_buf(),
         }
     }
 
@@ -61,23 +100,52 @@ impl SnapshotCache {
 
     /// Creates the folder and the pinned configuration; takes the lock that
     /// one snapshot (or commit) at a time holds, across processes too.
-    fn lock(&self) -> Result<Locked, git2::Error> {
+    /// Nothing is made for a workspace that is gone (a session deleted
+    /// meanwhile).
+    fn lock(&self, workspace: &Path) -> Result<Locked, git2::Error> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let io = |e: std::io::Error| git2::Error::from_str(&format!("snapshot state: {e}"));
-        // Never `create_dir_all`: a session deleted meanwhile must not get
-        // its folder back.
-        match std::fs::create_dir(&self.dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(e)),
-            _ => {}
+        if !std::fs::symlink_metadata(workspace.join(".git")).is_ok_and(|m| m.is_dir()) {
+            return Err(super::workspace::not_a_repository());
         }
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        let real_dir = std::fs::symlink_metadata(&self.dir).is_ok_and(|m| m.is_dir());
+        if !real_dir {
+            return Err(git2::Error::from_str("snapshot state: not a folder"));
+        }
+        // Never truncated, never followed.
+        let lock = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc_flags::NOFOLLOW)
+            .mode(0o600)
+            .open(self.dir.join("lock"))
+            .map_err(io)?;
+        // Bounded: work stuck on this workspace (a snapshot, a commit) is
+        // not waited for without end.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match rustix::fs::flock(
+                lock.as_fd(),
+                rustix::fs::FlockOperation::NonBlockingLockExclusive,
+            ) {
+                Ok(()) => break,
+                Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(rustix::io::Errno::WOULDBLOCK) => return Err(busy()),
+                Err(e) => return Err(io(e.into())),
+            }
+        }
+        // Written each time: a file found there is not taken for ours.
         let config = self.dir.join("config");
-        if !config.exists() {
-            let partial = self.dir.join("config.new");
-            std::fs::write(&partial, PINNED_CONFIG).map_err(io)?;
-            std::fs::rename(&partial, &config).map_err(io)?;
-        }
-        let lock = File::create(self.dir.join("lock")).map_err(io)?;
-        rustix::fs::flock(lock.as_fd(), rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| io(e.into()))?;
+        let partial = self.dir.join("config.new");
+        fresh_file(&partial)
+            .and_then(|mut file| file.write_all(PINNED_CONFIG.as_bytes()))
+            .and_then(|()| std::fs::rename(&partial, &config))
+            .map_err(io)?;
         Ok(Locked {
             _lock: lock,
             config,
@@ -88,11 +156,15 @@ impl SnapshotCache {
     /// it (the agent has not run yet, so its stat data is ours): the first
     /// snapshot then reads no unchanged file.
     pub fn seed(&self, workspace: &Path) -> Result<(), git2::Error> {
-        let _locked = self.lock()?;
+        let _locked = self.lock(workspace)?;
         let source = workspace.join(".git").join("index");
         let partial = self.dir.join("index.seed");
-        std::fs::copy(&source, &partial)
-            .and_then(|_| std::fs::rename(&partial, self.index_path()))
+        std::fs::read(&source)
+            .and_then(|bytes| {
+                use std::io::Write;
+                fresh_file(&partial)?.write_all(&bytes)
+            })
+            .and_then(|()| std::fs::rename(&partial, self.index_path()))
             .map_err(|e| git2::Error::from_str(&format!("cannot seed the snapshot index: {e}")))
     }
 }
@@ -109,6 +181,10 @@ pub(super) fn open_pinned(workspace: &Path, config: &Path) -> Result<Repository,
         .add_file(config, git2::ConfigLevel::App, true)?;
     Ok(repo)
 }
+
+/// Paths that may differ from our index, and the record of the folders
+/// looked at to find them.
+pub(super) type Candidates = (Vec<Vec<u8>>, super::changed::Folders);
 
 /// The workspace's repository with our index in place of its own, under
 /// the lock; nothing written yet.
@@ -127,18 +203,28 @@ impl Indexed {
     /// The paths that may differ from our index (`changed::candidates`),
     /// and the record of the folders looked at; `None` when they cannot be
     /// told, and everything must be walked.
-    pub fn candidates(&self, workspace: &Path) -> Option<(Vec<Vec<u8>>, super::changed::Folders)> {
-        let written = self.written?;
+    pub fn candidates(&self, workspace: &Path) -> Result<Option<Candidates>, git2::Error> {
+        let Some(written) = self.written else {
+            return Ok(None);
+        };
         let folders = super::changed::Folders::load(&self.folders_path);
-        super::changed::candidates(
+        match super::changed::candidates(
             workspace,
             &self.repo,
             &self.index,
             written,
             folders.as_ref(),
-        )
-        .inspect_err(|error| tracing::debug!(%error, "walking the whole work tree instead"))
-        .ok()
+        ) {
+            Ok(found) => Ok(Some(found)),
+            // Never handed to libgit2, which would open it.
+            Err(error) if error.to_string() == super::changed::HOSTILE_GIT_FILE => {
+                Err(super::workspace::not_regular_git_file())
+            }
+            Err(error) => {
+                tracing::debug!(%error, "walking the whole work tree instead");
+                Ok(None)
+            }
+        }
     }
 }
 
@@ -146,7 +232,7 @@ pub(super) fn open_indexed(
     workspace: &Path,
     cache: &SnapshotCache,
 ) -> Result<Indexed, git2::Error> {
-    let locked = cache.lock()?;
+    let locked = cache.lock(workspace)?;
     let repo = open_pinned(workspace, &locked.config)?;
     let index_path = cache.index_path();
     let written = std::fs::metadata(&index_path).ok().map(|meta| {
@@ -187,7 +273,7 @@ pub(super) fn capture(workspace: &Path, cache: &SnapshotCache) -> Result<Capture
     // A diff of the index against the work tree adds new and changed files
     // and drops deleted ones; ignored files stay out, as in `git add -A`.
     // Narrowed to the paths that may have changed, when they are known.
-    let found = indexed.candidates(workspace);
+    let found = indexed.candidates(workspace)?;
     let folders = match found {
         Some((paths, folders)) => {
             update_paths(workspace, &indexed.repo, &mut indexed.index, &paths)?;

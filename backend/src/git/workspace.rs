@@ -30,7 +30,17 @@ pub fn not_a_repository() -> git2::Error {
     git2::Error::new(
         git2::ErrorCode::NotFound,
         git2::ErrorClass::Repository,
-        "the workspace's .git is not a plain directory",
+        "the workspace's .git is not a plain repository folder (a symlink, a gitfile, commondir, alternates, or objects or refs elsewhere)",
+    )
+}
+
+/// The error of a workspace whose git files (`.git/config`, a
+/// `.gitignore`, …) are not regular files: the API answers it with a 409.
+pub fn not_regular_git_file() -> git2::Error {
+    git2::Error::new(
+        git2::ErrorCode::NotFound,
+        git2::ErrorClass::Repository,
+        "a git file of the workspace (.git/config, HEAD, index, info/exclude, a .gitignore or .gitattributes) is a symlink, FIFO or other special file; only regular files are read",
     )
 }
 
@@ -44,6 +54,40 @@ pub(super) fn open_repo(workspace: &Path) -> Result<Repository, git2::Error> {
     let is_dir = std::fs::symlink_metadata(&git_dir).is_ok_and(|meta| meta.is_dir());
     if !is_dir {
         return Err(not_a_repository());
+    }
+    // What would make libgit2 read another repository's objects or refs
+    // (another session's, found by path): a `commondir` or `gitdir` file,
+    // alternates, or the object store or refs behind a symlink. A clone
+    // makes none of these.
+    let elsewhere = ["commondir", "gitdir", "objects/info/alternates"]
+        .iter()
+        .any(|name| std::fs::symlink_metadata(git_dir.join(name)).is_ok())
+        || ["objects", "refs"].iter().any(|name| {
+            !std::fs::symlink_metadata(git_dir.join(name)).is_ok_and(|meta| meta.is_dir())
+        });
+    if elsewhere {
+        return Err(not_a_repository());
+    }
+    // Files libgit2 opens and reads whole by itself: a FIFO would block it
+    // for good, a symlink would read a file of the server's.
+    let special = [
+        "config",
+        "HEAD",
+        "index",
+        "packed-refs",
+        "info/exclude",
+        "info/attributes",
+    ]
+    .iter()
+    .map(|name| git_dir.join(name))
+    .chain(
+        [".gitignore", ".gitattributes"]
+            .iter()
+            .map(|name| workspace.join(name)),
+    )
+    .any(|path| std::fs::symlink_metadata(path).is_ok_and(|meta| !meta.is_file()));
+    if special {
+        return Err(not_regular_git_file());
     }
     let repo = Repository::open_ext(&git_dir, RepositoryOpenFlags::NO_SEARCH, [] as [&OsStr; 0])?;
     repo.set_workdir(workspace, false)?;

@@ -673,3 +673,121 @@ async fn a_shallow_session_commits_and_pushes_too() {
         .await;
     assert!(String::from_utf8_lossy(&patch).contains("+hello"));
 }
+
+/// What an agent that can write `.git` (`danger-full-access`, or an approved
+/// command) does, done here by the test on the workspace directly.
+#[tokio::test]
+async fn what_an_agent_writes_in_git_cannot_redirect_a_push_or_a_write() {
+    let shipping = Shipping::start(&[]).await;
+    let stack = &shipping.stack;
+    let url = format!("{}/private/{REPOSITORY}.git", shipping.server.base);
+    let session = shipping
+        .session(json!({"repo_url": url, "token": PRIVATE_TOKEN, "keep_token": true}))
+        .await;
+    let workspace = stack.workspace(&session);
+    shipping.run(&session, "create a file").await;
+    let made = stack
+        .post(
+            &format!("/api/sessions/{session}/commits"),
+            json!({"message": "Add hello"}),
+        )
+        .await;
+    assert_eq!(made.status(), 201);
+
+    // 1. insteadOf would send the push, and the kept token, elsewhere.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let trap = elsewhere.path().join("trap.git");
+    git(
+        elsewhere.path(),
+        &["init", "-q", "--bare", trap.to_str().unwrap()],
+    );
+    for key in ["insteadOf", "pushInsteadOf"] {
+        let rewrite = format!("url.file://{}.{key}", trap.display());
+        git(&workspace, &["config", &rewrite, &url]);
+        let push = stack
+            .post(&format!("/api/sessions/{session}/push"), json!({}))
+            .await;
+        let body = assert_error(push, 409, "conflict").await;
+        assert!(
+            body["message"].as_str().unwrap().contains("insteadOf"),
+            "{body}"
+        );
+        git(&workspace, &["config", "--unset", &rewrite]);
+    }
+    assert_eq!(git(&trap, &["for-each-ref"]), "");
+
+    // 2. A symlink where the commit writes its index is replaced, never
+    // followed: the file it points at stays as it was.
+    let precious = elsewhere.path().join("precious");
+    std::fs::write(&precious, "the server's secret\n").unwrap();
+    std::os::unix::fs::symlink(&precious, workspace.join(".git/index.repo-runner")).unwrap();
+    std::fs::write(workspace.join("more.txt"), "more\n").unwrap();
+    let made = stack
+        .post(
+            &format!("/api/sessions/{session}/commits"),
+            json!({"message": "More"}),
+        )
+        .await;
+    assert_eq!(made.status(), 201);
+    assert_eq!(
+        std::fs::read_to_string(&precious).unwrap(),
+        "the server's secret\n"
+    );
+    assert_eq!(git(&workspace, &["status", "--porcelain"]), "");
+
+    // 3. A FIFO for a .gitignore is a clear 409, not a request that hangs.
+    let fifo = workspace.join(".gitignore");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    for path in [
+        format!("/api/sessions/{session}/git"),
+        format!("/api/sessions/{session}/patch"),
+    ] {
+        let response = stack.get(&path).await;
+        let body = assert_error(response, 409, "conflict").await;
+        assert!(
+            body["message"].as_str().unwrap().contains("regular"),
+            "{body}"
+        );
+    }
+    std::fs::remove_file(&fifo).unwrap();
+
+    // 4. Another repository's objects through `commondir` are refused.
+    std::fs::write(
+        workspace.join(".git/commondir"),
+        elsewhere.path().to_str().unwrap(),
+    )
+    .unwrap();
+    let response = stack.get(&format!("/api/sessions/{session}/git")).await;
+    assert_error(response, 409, "conflict").await;
+    std::fs::remove_file(workspace.join(".git/commondir")).unwrap();
+    let state = shipping.git_state(&session).await;
+    assert_eq!(state["ahead"], 2);
+
+    // 5. A branch inside another branch's name is a 409, not a 500.
+    std::fs::write(workspace.join("again.txt"), "again\n").unwrap();
+    let inside = format!("{}/sub", state["branch"].as_str().unwrap());
+    let response = stack
+        .post(
+            &format!("/api/sessions/{session}/commits"),
+            json!({"message": "x", "branch": inside}),
+        )
+        .await;
+    let body = assert_error(response, 409, "conflict").await;
+    assert!(
+        body["message"].as_str().unwrap().contains("in the way"),
+        "{body}"
+    );
+
+    // The snapshot state is out of the session's folder.
+    assert!(!workspace.parent().unwrap().join("snapshot").exists());
+    assert!(stack
+        .root
+        .join(".snapshots")
+        .join(&session)
+        .join("index")
+        .exists());
+}
