@@ -413,10 +413,13 @@ async fn create_as(stack: &TestStack, client: &reqwest::Client, body: Value) -> 
 }
 
 /// The names of the folders under `WORKSPACES_ROOT`.
+/// The session folders under the root; the backend's own `.snapshots`
+/// (every session's snapshot state) is left out.
 fn session_folders(stack: &TestStack) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(&stack.root)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name != ".snapshots")
         .collect();
     names.sort();
     names

@@ -59,18 +59,30 @@ async fn wait_gone(path: &Path) {
     panic!("{} is still there", path.display());
 }
 
+/// Everything under `root`, and under its `.snapshots` (the backend's own
+/// folder of every session's snapshot state, which itself may stay).
+fn left_under(root: &Path) -> Vec<std::ffi::OsString> {
+    let snapshots = root.join(".snapshots");
+    let mut left: Vec<_> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|name| name != ".snapshots")
+        .collect();
+    if let Ok(entries) = std::fs::read_dir(&snapshots) {
+        left.extend(entries.map(|e| e.unwrap().file_name()));
+    }
+    left
+}
+
 /// Polls (bounded) until nothing is left under `root`.
 async fn wait_empty(root: &Path) {
     for _ in 0..1200 {
-        if std::fs::read_dir(root).unwrap().next().is_none() {
+        if left_under(root).is_empty() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let left: Vec<_> = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let left = left_under(root);
     panic!("left under the workspaces root: {left:?}");
 }
 

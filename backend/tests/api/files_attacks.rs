@@ -322,7 +322,7 @@ async fn a_git_folder_swapped_for_a_symlink_is_not_followed() {
     let body = assert_error(response, 409, "conflict").await;
     assert_eq!(
         body["message"],
-        "the workspace's .git is not a plain directory"
+        "the workspace's .git is not a plain repository folder (a symlink, a gitfile, commondir, alternates, or objects or refs elsewhere)"
     );
     let tree = stack
         .get_json(&format!("/api/sessions/{session}/files"))
