@@ -33,6 +33,31 @@ impl FilesApi {
     }
 }
 
+/// The session the caller may see, once its clone is done, with its
+/// workspace's canonical path: what every route that reads or changes a
+/// workspace starts from (here and in `shipping`).
+pub(super) async fn ready_workspace(
+    engine: &Arc<Engine>,
+    session_id: &str,
+    caller: &Principal,
+) -> ApiResult<(crate::store::SessionRow, PathBuf)> {
+    let sessions = SessionsApi {
+        engine: engine.clone(),
+    };
+    let session = sessions.find(session_id, caller).await?;
+    if session.status != crate::domain::SessionStatus::Ready {
+        return Err(ApiError::conflict(format!(
+            "session {} is {}: its workspace is not ready",
+            session.id, session.status
+        )));
+    }
+    let dir = engine
+        .workspace(session.id)
+        .canonicalize()
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok((session, dir))
+}
+
 impl FilesApi {
     /// The session's workspace, canonical, once its clone is done.
     async fn workspace(
@@ -40,22 +65,7 @@ impl FilesApi {
         session_id: &str,
         caller: &Principal,
     ) -> ApiResult<(crate::store::SessionRow, PathBuf)> {
-        let sessions = SessionsApi {
-            engine: self.engine.clone(),
-        };
-        let session = sessions.find(session_id, caller).await?;
-        if session.status != crate::domain::SessionStatus::Ready {
-            return Err(ApiError::conflict(format!(
-                "session {} is {}: its workspace is not ready",
-                session.id, session.status
-            )));
-        }
-        let dir = self
-            .engine
-            .workspace(session.id)
-            .canonicalize()
-            .map_err(|e| ApiError::internal(&e))?;
-        Ok((session, dir))
+        ready_workspace(&self.engine, session_id, caller).await
     }
 
     /// Shared by the OpenAPI operation and the route that takes a path with

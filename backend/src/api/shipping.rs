@@ -17,10 +17,9 @@ use super::models::{
     CommitCreated, CreateCommit, CreatePullRequest, GitState, PullRequest, PushBranch, Pushed,
     WorkspaceCommit,
 };
-use super::sessions::SessionsApi;
 use super::{parse_id, ApiTags};
 use crate::auth::{Caller, Principal};
-use crate::domain::{BranchName, CommitMessage, RepoUrl, SessionStatus};
+use crate::domain::{BranchName, CommitMessage, RepoUrl};
 use crate::engine::Engine;
 use crate::git::{self, CloneError, CloneRequest, Credentials, KeptToken, PatchError, PushError};
 use crate::store::SessionRow;
@@ -117,22 +116,7 @@ impl ShippingApi {
 
     /// The session the caller may see, ready, with its canonical workspace.
     async fn ready(&self, raw: &str, caller: &Principal) -> ApiResult<(SessionRow, PathBuf)> {
-        let sessions = SessionsApi {
-            engine: self.engine.clone(),
-        };
-        let session = sessions.find(raw, caller).await?;
-        if session.status != SessionStatus::Ready {
-            return Err(ApiError::conflict(format!(
-                "session {} is {}: its workspace is not ready",
-                session.id, session.status
-            )));
-        }
-        let dir = self
-            .engine
-            .workspace(session.id)
-            .canonicalize()
-            .map_err(|e| ApiError::internal(&e))?;
-        Ok((session, dir))
+        super::files::ready_workspace(&self.engine, raw, caller).await
     }
 
     /// Refuses while a run may change the workspace under a commit or push.
