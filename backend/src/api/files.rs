@@ -195,14 +195,9 @@ impl FilesApi {
             tokio::task::spawn_blocking(move || git::diff(&dir, &base, max_bytes, max_file_bytes))
                 .await
                 .map_err(|e| ApiError::internal(&e))?
-                .map_err(|e| {
-                    let not_a_repository = git::not_a_repository();
-                    if e.class() == not_a_repository.class() && e.code() == not_a_repository.code()
-                    {
-                        ApiError::conflict(not_a_repository.message().to_owned())
-                    } else {
-                        ApiError::internal(&e)
-                    }
+                .map_err(|e| match git::refusal(&e) {
+                    Some(why) => ApiError::conflict(why.to_owned()),
+                    None => ApiError::internal(&e),
                 })?;
         Ok(Json(Diff {
             base_commit: diff.base_commit,

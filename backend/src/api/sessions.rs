@@ -195,11 +195,10 @@ impl SessionsApi {
                         "keep_token is off on this server: its operator has not set BACKEND_SECRET_KEY",
                     )
                 })?;
-                Some(
-                    sealer
-                        .seal(id, &crate::git::KeptToken::from(credentials).to_bytes())
-                        .map_err(|e| ApiError::internal(&e))?,
-                )
+                let kept = crate::git::KeptToken::from(credentials)
+                    .to_bytes()
+                    .map_err(|e| ApiError::internal(&e))?;
+                Some(sealer.seal(id, &kept).map_err(|e| ApiError::internal(&e))?)
             }
         };
         let store = self.engine.store();

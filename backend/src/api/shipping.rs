@@ -82,7 +82,7 @@ fn file_name(stem: &str) -> String {
     format!("attachment; filename=\"{safe}.patch\"")
 }
 
-/// The part of a kept or given token users may not see in errors: none.
+/// The credentials of a token given in a request (none for an empty one).
 fn token_of(raw: Option<&str>) -> Option<Credentials> {
     raw.filter(|t| !t.is_empty()).map(|token| Credentials {
         username: None,
@@ -91,18 +91,9 @@ fn token_of(raw: Option<&str>) -> Option<Credentials> {
 }
 
 fn git_error(error: git2::Error) -> ApiError {
-    let broken = git::not_a_repository();
-    let busy = git::busy();
-    let special = git::not_regular_git_file();
-    if error.class() == broken.class() && error.code() == broken.code() {
-        // The same class and code as `special`: told apart by the message.
-        ApiError::conflict(error.message().to_owned())
-    } else if error.message() == special.message() {
-        ApiError::conflict(special.message().to_owned())
-    } else if error.class() == busy.class() && error.code() == busy.code() {
-        ApiError::conflict(busy.message().to_owned())
-    } else {
-        ApiError::internal(&error)
+    match git::refusal(&error) {
+        Some(why) => ApiError::conflict(why.to_owned()),
+        None => ApiError::internal(&error),
     }
 }
 

@@ -27,9 +27,12 @@ use std::path::Path;
 use git2::{Index, IndexEntry, Repository};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
-/// The error's text for a `.gitignore` or `.gitattributes` that is not a
-/// regular file.
-pub(super) const HOSTILE_GIT_FILE: &str = "a .gitignore or .gitattributes is not a regular file";
+/// A `.gitignore` or `.gitattributes` that is not a regular file: never
+/// handed to libgit2, which would open it (the error inside the
+/// `io::Error` of [`candidates`]).
+#[derive(Debug, thiserror::Error)]
+#[error("a .gitignore or .gitattributes is not a regular file")]
+pub(super) struct HostileGitFile;
 
 /// Below this many entries one thread does it all: a thread costs more
 /// than it saves.
@@ -365,10 +368,7 @@ pub(super) fn candidates(
             if matches!(name, b".gitignore" | b".gitattributes")
                 && item.file_type() != FileType::RegularFile
             {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    HOSTILE_GIT_FILE,
-                ));
+                return Err(std::io::Error::other(HostileGitFile));
             }
             let is_dir = match item.file_type() {
                 FileType::Directory => true,

@@ -26,8 +26,8 @@ pub use patch::{snapshots_patch, workspace_patch, PatchError, Sink};
 pub use push::{push, PushError, PushRequest, Pushed};
 pub use snapshot::{busy, run_ref, snapshot_commit, SnapshotCache};
 pub use workspace::{
-    changes, diff, not_a_repository, not_regular_git_file, read_file, snapshot, tree, Changes,
-    Diff, FileContent, FileError, Snapshot, Tree, TreeEntry,
+    changes, diff, not_a_repository, not_regular_git_file, read_file, refusal, snapshot, tree,
+    Changes, Diff, FileContent, FileError, Snapshot, Tree, TreeEntry,
 };
 
 /// Makes libgit2 ignore the global, XDG and system git configuration (and

@@ -217,7 +217,11 @@ impl Indexed {
         ) {
             Ok(found) => Ok(Some(found)),
             // Never handed to libgit2, which would open it.
-            Err(error) if error.to_string() == super::changed::HOSTILE_GIT_FILE => {
+            Err(error)
+                if error
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<super::changed::HostileGitFile>()) =>
+            {
                 Err(super::workspace::not_regular_git_file())
             }
             Err(error) => {

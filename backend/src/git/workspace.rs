@@ -34,6 +34,16 @@ pub fn not_a_repository() -> git2::Error {
     )
 }
 
+/// The words of an error that is the workspace's state, not a fault of
+/// ours (a `.git` refused by [`open_repo`], a special git file, another
+/// snapshot holding the workspace): the API answers these with a 409.
+pub fn refusal(error: &git2::Error) -> Option<&str> {
+    let refused = [not_a_repository(), super::snapshot::busy()]
+        .iter()
+        .any(|known| error.class() == known.class() && error.code() == known.code());
+    refused.then(|| error.message())
+}
+
 /// The error of a workspace whose git files (`.git/config`, a
 /// `.gitignore`, …) are not regular files: the API answers it with a 409.
 pub fn not_regular_git_file() -> git2::Error {
