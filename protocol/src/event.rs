@@ -8,6 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::Serialize;
 
+use crate::EventName;
+
 /// One event of a run. Cloning it shares its name and payload (reference
 /// counts), so every subscriber, the live tail and the database writer hold
 /// the same bytes.
@@ -120,6 +122,26 @@ impl From<&str> for EventKind {
 impl From<String> for EventKind {
     fn from(kind: String) -> Self {
         Self::new(&kind)
+    }
+}
+
+impl From<EventName> for EventKind {
+    /// A known name; the string is static, so only the `Arc` is allocated.
+    fn from(name: EventName) -> Self {
+        Self(Arc::from(name.as_str()))
+    }
+}
+
+impl EventKind {
+    /// The known name this is, if it is one.
+    pub fn name(&self) -> Option<EventName> {
+        EventName::parse(&self.0)
+    }
+}
+
+impl PartialEq<EventName> for EventKind {
+    fn eq(&self, other: &EventName) -> bool {
+        self.as_str() == other.as_str()
     }
 }
 

@@ -7,6 +7,8 @@
 //!   Postgres, to the backend's SSE. Its payload is the JSON line as shared
 //!   bytes, serialised once: cloning an event never copies or re-serialises
 //!   it.
+//! - `event_name`: every event name the product makes or reads, with its
+//!   wire spelling, defined once.
 //! - `terminal`: the runner's last event of a run (`run.completed`,
 //!   `run.failed`, `run.cancelled`), typed.
 //! - `approval_id`: the one form of an approval's id, which travels into
@@ -19,6 +21,7 @@
 mod approval_id;
 mod cursor;
 mod event;
+mod event_name;
 mod runs;
 mod terminal;
 mod threads;
@@ -26,6 +29,7 @@ mod threads;
 pub use approval_id::{ApprovalId, ApprovalIdError};
 pub use cursor::{Cursor, CursorError};
 pub use event::{Event, EventKind, Payload};
+pub use event_name::EventName;
 pub use runs::{
     ApprovalDecision, CancelAccepted, CancelStatus, ControlAccepted, ControlRefusal, CreateRun,
     Health, ResolveApproval, RunCreated, RunSnapshot, RunStatus, SteerRun, Usage,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
 use crate::event::{Event, EventKind, Payload};
+use crate::EventName;
 use crate::runs::Usage;
 
 /// A run's terminal event. Its name on the stream (`event:`) is its `type`.
@@ -75,7 +76,7 @@ where
 
 impl Terminal {
     /// The names of the terminal events, in the order of the variants.
-    pub const KINDS: [&'static str; 3] = ["run.completed", "run.failed", "run.cancelled"];
+    pub const KINDS: [EventName; 3] = EventName::TERMINAL;
 
     /// `run.failed` with `error`, saying nothing of files.
     pub fn failed(run_id: Uuid, error: impl Into<String>) -> Self {
@@ -96,11 +97,11 @@ impl Terminal {
 
     /// Whether an event of this name ends a run's stream.
     pub fn is_terminal_kind(kind: &str) -> bool {
-        Self::KINDS.contains(&kind)
+        EventName::parse(kind).is_some_and(EventName::is_terminal)
     }
 
     /// The event's name: its `type`.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> EventName {
         match self {
             Terminal::Completed { .. } => Self::KINDS[0],
             Terminal::Failed { .. } => Self::KINDS[1],
@@ -182,7 +183,7 @@ impl Terminal {
     pub fn to_event(&self, seq: u64) -> Event {
         Event {
             seq,
-            kind: EventKind::new(self.kind()),
+            kind: EventKind::from(self.kind()),
             data: self.payload(),
         }
     }
@@ -195,7 +196,7 @@ impl Terminal {
         }
         Some(
             serde_json::from_slice::<Self>(event.data.as_bytes()).and_then(|terminal| {
-                if terminal.kind() == event.kind.as_str() {
+                if event.kind == terminal.kind() {
                     Ok(terminal)
                 } else {
                     Err(serde::de::Error::custom(format!(
@@ -359,7 +360,7 @@ mod tests {
     #[test]
     fn only_terminal_names_are_read_as_terminal_events() {
         assert_eq!(
-            Terminal::KINDS.map(Terminal::is_terminal_kind),
+            Terminal::KINDS.map(|kind| Terminal::is_terminal_kind(kind.as_str())),
             [true, true, true]
         );
         assert!(!Terminal::is_terminal_kind("turn.completed"));

@@ -20,7 +20,7 @@ async fn a_threads_run_reads_back_as_the_protocols_types() {
 
     let last = events.last().unwrap();
     let terminal: Terminal = serde_json::from_str(&last.text).unwrap();
-    assert_eq!(last.event, terminal.kind());
+    assert_eq!(last.event, terminal.kind().as_str());
     assert_eq!(
         terminal,
         Terminal::Completed {
