@@ -6,7 +6,49 @@ use std::time::Duration;
 
 use figment::providers::{Env, Serialized};
 use figment::Figment;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+
+/// `AUTH_MODE`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Every request needs a token or the sign-in cookie.
+    Token,
+    /// No authentication: everyone is the anonymous principal.
+    None,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Token => "token",
+            AuthMode::None => "none",
+        }
+    }
+}
+
+/// A sustained rate and a burst; `per_second == 0` turns the limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// `BACKEND_TRUSTED_PROXIES`: addresses and networks, comma-separated.
+pub(crate) fn parse_networks(raw: &str) -> Result<Vec<IpNet>, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("`{s}` is neither an IP address nor a network (a.b.c.d/n)"))
+        })
+        .collect()
+}
 
 #[derive(Clone)]
 pub struct Config {
@@ -38,7 +80,7 @@ pub struct Config {
     /// (without credentials). The page's own origin is always allowed.
     pub cors_origins: Vec<String>,
     /// `AUTH_MODE`: `token` (the default) or `none`.
-    pub auth_mode: crate::auth::AuthMode,
+    pub auth_mode: AuthMode,
     /// `AUTH_MODE_NONE_ON_PUBLIC=yes`: `AUTH_MODE=none` on an address that
     /// is not loopback, knowingly.
     pub auth_none_on_public: bool,
@@ -137,9 +179,9 @@ pub struct Limits {
     /// callers together (0: no limit).
     pub user_max_streams: usize,
     /// `BACKEND_IP_RATE_PER_SEC` and `BACKEND_IP_RATE_BURST`.
-    pub ip_rate: crate::rate_limit::Rate,
+    pub ip_rate: Rate,
     /// `BACKEND_USER_RATE_PER_SEC` and `BACKEND_USER_RATE_BURST`.
-    pub user_rate: crate::rate_limit::Rate,
+    pub user_rate: Rate,
     /// `BACKEND_SESSION_IDLE_TTL_HOURS`: a session without activity for
     /// this long expires (its workspace is removed); `None`: never.
     pub session_idle_ttl: Option<Duration>,
@@ -206,7 +248,7 @@ struct Raw {
     allow_private_clone_hosts: bool,
     allowed_clone_hosts: String,
     cors_origins: String,
-    auth_mode: crate::auth::AuthMode,
+    auth_mode: AuthMode,
     auth_mode_none_on_public: String,
     backend_signin_ttl_hours: u64,
     backend_preview_grant_ttl_secs: u64,
@@ -261,7 +303,7 @@ impl Default for Raw {
             allow_private_clone_hosts: false,
             allowed_clone_hosts: String::new(),
             cors_origins: String::new(),
-            auth_mode: crate::auth::AuthMode::Token,
+            auth_mode: AuthMode::Token,
             auth_mode_none_on_public: String::new(),
             backend_signin_ttl_hours: 7 * 24,
             backend_preview_grant_ttl_secs: 3600,
@@ -419,12 +461,11 @@ impl Config {
                     "RUNNER_URL must be an http(s) URL, e.g. http://127.0.0.1:9102".to_owned(),
                 ))
             })?;
-        let trusted_proxies = crate::rate_limit::parse_networks(&raw.backend_trusted_proxies)
-            .map_err(|e| {
-                Box::new(figment::Error::from(format!(
-                    "BACKEND_TRUSTED_PROXIES: {e}"
-                )))
-            })?;
+        let trusted_proxies = parse_networks(&raw.backend_trusted_proxies).map_err(|e| {
+            Box::new(figment::Error::from(format!(
+                "BACKEND_TRUSTED_PROXIES: {e}"
+            )))
+        })?;
         // Absolute only: a folder taken from the working directory would be
         // another folder when the backend starts elsewhere, and the refusal
         // it stands for would silently not hold.
@@ -511,11 +552,11 @@ impl From<&Raw> for Limits {
             user_max_active_runs: raw.backend_user_max_active_runs.max(0),
             user_max_workspace_bytes: raw.backend_user_max_workspace_bytes,
             user_max_streams: raw.backend_user_max_streams,
-            ip_rate: crate::rate_limit::Rate {
+            ip_rate: Rate {
                 per_second: raw.backend_ip_rate_per_sec,
                 burst: raw.backend_ip_rate_burst,
             },
-            user_rate: crate::rate_limit::Rate {
+            user_rate: Rate {
                 per_second: raw.backend_user_rate_per_sec,
                 burst: raw.backend_user_rate_burst,
             },

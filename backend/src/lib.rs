@@ -11,6 +11,7 @@ pub mod domain;
 pub mod engine;
 pub mod forge;
 pub mod git;
+pub mod http_error;
 pub mod hub;
 pub mod metrics;
 pub mod open_streams;

@@ -28,7 +28,8 @@ use poem::http::HeaderMap;
 use poem::{Endpoint, IntoResponse, Request, Response};
 use uuid::Uuid;
 
-use crate::api::ApiError;
+use crate::config::Rate;
+use crate::http_error::ApiError;
 use crate::metrics::{Metrics, Rejection};
 
 /// Most addresses (or users) a limiter remembers at once.
@@ -36,19 +37,11 @@ pub const MAX_TRACKED_KEYS: usize = 100_000;
 
 type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
 
-/// A sustained rate and a burst; `per_second == 0` turns the limit off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    pub per_second: u32,
-    pub burst: u32,
-}
-
-impl Rate {
-    fn quota(self) -> Option<Quota> {
-        let per_second = NonZeroU32::new(self.per_second)?;
-        let burst = NonZeroU32::new(self.burst.max(self.per_second))?;
-        Some(Quota::per_second(per_second).allow_burst(burst))
-    }
+/// The limiter's quota of a rate; `None` when the rate is off.
+fn quota(rate: Rate) -> Option<Quota> {
+    let per_second = NonZeroU32::new(rate.per_second)?;
+    let burst = NonZeroU32::new(rate.burst.max(rate.per_second))?;
+    Some(Quota::per_second(per_second).allow_burst(burst))
 }
 
 /// The backend's two limiters.
@@ -71,9 +64,9 @@ impl RateLimits {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            per_ip: per_ip.quota().map(|q| RwLock::new(RateLimiter::keyed(q))),
-            ip_quota: per_ip.quota(),
-            per_user: per_user.quota().map(RateLimiter::keyed),
+            per_ip: quota(per_ip).map(|q| RwLock::new(RateLimiter::keyed(q))),
+            ip_quota: quota(per_ip),
+            per_user: quota(per_user).map(RateLimiter::keyed),
             trusted_proxies,
             clock: DefaultClock::default(),
             metrics,
@@ -183,19 +176,6 @@ impl RateLimits {
 fn retry_after_secs(wait: Duration) -> u64 {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     secs.max(1)
-}
-
-/// `BACKEND_TRUSTED_PROXIES`: addresses and networks, comma-separated.
-pub fn parse_networks(raw: &str) -> Result<Vec<IpNet>, String> {
-    raw.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<IpNet>()
-                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| format!("`{s}` is neither an IP address nor a network (a.b.c.d/n)"))
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use anyhow::Context;
 use poem::listener::TcpAcceptor;
 use poem::{EndpointExt, IntoEndpoint, Server};
 
-use crate::auth::AuthMode;
+use crate::config::AuthMode;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::store::Store;

@@ -19,12 +19,13 @@ use poem::Request;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::error::{ApiError, ApiResult};
 use super::models::JsonString;
 use super::ApiTags;
-use crate::auth::{secret, AuthMode, Caller, Principal, COOKIE_NAME, SECURE_COOKIE_NAME};
+use crate::auth::{secret, Caller, Principal, COOKIE_NAME, SECURE_COOKIE_NAME};
+use crate::config::AuthMode;
 use crate::config::CookieSecure;
 use crate::engine::Engine;
+use crate::http_error::{ApiError, ApiResult};
 use crate::store::UserRow;
 
 pub struct AuthApi {

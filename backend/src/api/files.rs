@@ -8,7 +8,6 @@ use poem_openapi::payload::Json;
 use poem_openapi::OpenApi;
 use tokio::sync::Semaphore;
 
-use super::error::{ApiError, ApiResult};
 use super::models::{Diff, FileContent, FileTree, TreeEntry};
 use super::sessions::SessionsApi;
 use super::ApiTags;
@@ -16,6 +15,7 @@ use crate::auth::{Caller, Principal};
 use crate::domain::WorkspacePath;
 use crate::engine::Engine;
 use crate::git::{self, FileError};
+use crate::http_error::{ApiError, ApiResult};
 
 pub struct FilesApi {
     pub engine: Arc<Engine>,

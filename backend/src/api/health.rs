@@ -5,10 +5,10 @@ use std::sync::Arc;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
-use super::error::{ApiError, ApiResult};
 use super::models::{Health, Readiness};
 use super::ApiTags;
 use crate::engine::Engine;
+use crate::http_error::{ApiError, ApiResult};
 
 pub struct HealthApi {
     pub engine: Arc<Engine>,

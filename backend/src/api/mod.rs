@@ -2,7 +2,7 @@
 //! the spec at `/api/openapi.json`, Swagger UI at `/docs`.
 
 mod auth;
-mod error;
+
 mod files;
 mod health;
 mod models;
@@ -24,7 +24,7 @@ use service_kit::methods::get;
 use service_kit::{AllowedMethods, Routes};
 use uuid::Uuid;
 
-pub use error::{ApiError, ErrorBody};
+pub use crate::http_error::{ApiError, ErrorBody};
 
 use crate::engine::Engine;
 
@@ -245,7 +245,7 @@ pub fn app(engine: Arc<Engine>) -> impl IntoEndpoint {
         .boxed()
         .around(move |ep, req| rate_limits.clone().check_ip(ep, req))
         .around(service_kit::log_request)
-        .catch_all_error(error::catch_all)
+        .catch_all_error(crate::http_error::catch_all)
 }
 
 /// A request whose `Origin` is the page's own origin is not a cross-origin

@@ -12,13 +12,13 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::error::{ApiError, ApiResult};
 use super::files::FilesApi;
 use super::sessions::SessionsApi;
 use super::{parse_id, ApiTags};
 use crate::auth::preview_grant::{self, PreviewGrants, PreviewScope};
 use crate::auth::{Caller, Principal};
 use crate::engine::Engine;
+use crate::http_error::{ApiError, ApiResult};
 use crate::store::NewPreviewGrant;
 
 pub struct PreviewApi {

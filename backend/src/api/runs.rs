@@ -8,7 +8,6 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 use runner_protocol::Cursor;
 
-use super::error::{ApiError, ApiResult};
 use super::models::{
     AgentModel, ApprovalRequest, CancelAccepted, ControlAccepted, ModelList, Run, RunList,
     SteerRequest,
@@ -18,6 +17,7 @@ use super::stream_event::EventFrames;
 use super::{parse_id, ApiTags};
 use crate::auth::{Caller, Principal};
 use crate::engine::Engine;
+use crate::http_error::{ApiError, ApiResult};
 use crate::hub::subscribe;
 
 pub struct RunsApi {

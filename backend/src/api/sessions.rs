@@ -12,7 +12,6 @@ use poem_openapi::{ApiResponse, OpenApi};
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use super::error::{ApiError, ApiResult};
 use super::models::{
     CreateSession, PromptAccepted, PromptRequest, RunStatus, Session, SessionChange, SessionPage,
 };
@@ -21,6 +20,7 @@ use crate::auth::{Caller, Principal};
 use crate::domain::{Depth, GitRef, Prompt, RepoUrl, SessionSettings};
 use crate::engine::Engine;
 use crate::git::{CloneRequest, Credentials, LocalSourceError};
+use crate::http_error::{ApiError, ApiResult};
 use crate::metrics::Rejection;
 use crate::open_streams::{StreamSlot, TooManyStreams};
 use crate::session_changes::Change;

@@ -12,7 +12,6 @@ use poem_openapi::payload::{Binary, Json};
 use poem_openapi::{ApiResponse, OpenApi};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use super::error::{ApiError, ApiResult};
 use super::models::{
     CommitCreated, CreateCommit, CreatePullRequest, GitState, PullRequest, PushBranch, Pushed,
     WorkspaceCommit,
@@ -22,6 +21,7 @@ use crate::auth::{Caller, Principal};
 use crate::domain::{BranchName, CommitMessage, RepoUrl};
 use crate::engine::Engine;
 use crate::git::{self, CloneError, CloneRequest, Credentials, KeptToken, PatchError, PushError};
+use crate::http_error::{ApiError, ApiResult};
 use crate::store::SessionRow;
 
 pub struct ShippingApi {

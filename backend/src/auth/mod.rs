@@ -33,11 +33,11 @@ use futures_util::{Stream, StreamExt};
 use poem::http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN};
 use poem::http::{HeaderMap, Method};
 use poem::{Endpoint, FromRequest, IntoResponse, Request, RequestBody, Response};
-use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use crate::api::ApiError;
+use crate::config::AuthMode;
+use crate::http_error::ApiError;
 use crate::metrics::Rejection;
 use crate::session_changes::{Change, SessionChanges};
 use crate::store::{SignedIn, Store, UserRow};
@@ -48,25 +48,6 @@ pub const COOKIE_NAME: &str = "rr_session";
 /// secure page, for `Path=/` and without `Domain`, so no other host of the
 /// site (a sibling subdomain) can set one.
 pub const SECURE_COOKIE_NAME: &str = "__Host-rr_session";
-
-/// `AUTH_MODE`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMode {
-    /// Every request needs a token or the sign-in cookie.
-    Token,
-    /// No authentication: everyone is the anonymous principal.
-    None,
-}
-
-impl AuthMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthMode::Token => "token",
-            AuthMode::None => "none",
-        }
-    }
-}
 
 /// The caller of one request.
 #[derive(Debug, Clone)]

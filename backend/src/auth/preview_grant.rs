@@ -22,8 +22,9 @@ use poem::http::{HeaderMap, Method};
 use uuid::Uuid;
 
 use super::secret::{self, Minted};
-use super::{AuthMode, Principal};
-use crate::api::ApiError;
+use super::Principal;
+use crate::config::AuthMode;
+use crate::http_error::ApiError;
 use crate::metrics::Rejection;
 use crate::store::Store;
 
