@@ -11,6 +11,7 @@
 //! parse: whoever passes events on relays the line, and a field a newer CLI
 //! adds to a known event type reaches its reader untouched.
 
+use runner_protocol::{EventKind, EventName};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -88,6 +89,7 @@ pub enum ThreadEvent {
 }
 
 /// Wire form of the known events; `ThreadEvent` wraps it to add `Unknown`.
+/// Each `type` is its [`EventName::json_type`] (a test holds them together).
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "type")]
 enum KnownEvent {
@@ -118,25 +120,36 @@ impl ThreadEvent {
         }
     }
 
+    /// The event's name, for the events this SDK knows (`None` for an
+    /// [`ThreadEvent::Unknown`] one).
+    pub fn event_name(&self) -> Option<EventName> {
+        Some(match self {
+            ThreadEvent::ThreadStarted { .. } => EventName::ThreadStarted,
+            ThreadEvent::TurnStarted => EventName::TurnStarted,
+            ThreadEvent::TurnCompleted { .. } => EventName::TurnCompleted,
+            ThreadEvent::TurnFailed { .. } => EventName::TurnFailed,
+            ThreadEvent::ItemStarted { .. } => EventName::ItemStarted,
+            ThreadEvent::ItemUpdated { .. } => EventName::ItemUpdated,
+            ThreadEvent::ItemCompleted { .. } => EventName::ItemCompleted,
+            ThreadEvent::Error { .. } => EventName::CodexError,
+            ThreadEvent::Unknown(_) => return None,
+        })
+    }
+
     /// The event's name on the runner's and the backend's streams: its
-    /// `type` string, except `codex.error` for `error`.
-    pub fn event_type(&self) -> &str {
-        match self {
-            ThreadEvent::ThreadStarted { .. } => "thread.started",
-            ThreadEvent::TurnStarted => "turn.started",
-            ThreadEvent::TurnCompleted { .. } => "turn.completed",
-            ThreadEvent::TurnFailed { .. } => "turn.failed",
-            ThreadEvent::ItemStarted { .. } => "item.started",
-            ThreadEvent::ItemUpdated { .. } => "item.updated",
-            ThreadEvent::ItemCompleted { .. } => "item.completed",
-            // Not `error`: that name is EventSource's own event for a
-            // dropped connection, so a browser could not tell them apart.
-            // The `type` inside the JSON stays `error`.
-            ThreadEvent::Error { .. } => "codex.error",
-            ThreadEvent::Unknown(value) => value
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or("unknown"),
+    /// [`EventName`] (`codex.error` for the CLI's `error`), or for an
+    /// unknown event the `type` it came with (`unknown` when it has none or
+    /// it is not a safe name, see [`EventKind`]).
+    pub fn event_type(&self) -> EventKind {
+        match (self.event_name(), self) {
+            (Some(name), _) => EventKind::from(name),
+            (None, ThreadEvent::Unknown(value)) => EventKind::new(
+                value
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown"),
+            ),
+            (None, _) => EventKind::new("unknown"),
         }
     }
 
@@ -291,6 +304,66 @@ mod tests {
                 "{line} parsed as unknown"
             );
             assert_eq!(event.to_value(), line);
+        }
+    }
+
+    #[test]
+    fn known_events_are_named_by_the_protocol() {
+        let events = [
+            ThreadEvent::ThreadStarted {
+                thread_id: "t".into(),
+            },
+            ThreadEvent::TurnStarted,
+            ThreadEvent::TurnCompleted {
+                usage: Usage::default(),
+            },
+            ThreadEvent::TurnFailed {
+                error: ThreadError {
+                    message: "m".into(),
+                },
+            },
+            ThreadEvent::ItemStarted {
+                item: ThreadItem {
+                    id: "i".into(),
+                    details: ItemDetails::Reasoning { text: "r".into() },
+                },
+            },
+            ThreadEvent::ItemUpdated {
+                item: ThreadItem {
+                    id: "i".into(),
+                    details: ItemDetails::Reasoning { text: "r".into() },
+                },
+            },
+            ThreadEvent::ItemCompleted {
+                item: ThreadItem {
+                    id: "i".into(),
+                    details: ItemDetails::Reasoning { text: "r".into() },
+                },
+            },
+            ThreadEvent::Error {
+                message: "m".into(),
+            },
+        ];
+        let mut named = Vec::new();
+        for event in events {
+            let name = event.event_name().unwrap();
+            assert_eq!(event.to_value()["type"], name.json_type(), "{event:?}");
+            assert_eq!(event.event_type(), name);
+            named.push(name);
+        }
+        assert_eq!(named.last(), Some(&EventName::CodexError));
+        assert_eq!(
+            ThreadEvent::from_value(json!({"type": "error", "message": "m"})).event_type(),
+            "codex.error"
+        );
+    }
+
+    #[test]
+    fn an_unknown_event_without_a_safe_type_is_unknown() {
+        for line in [json!({"no_type": 1}), json!({"type": "evil\ndata: x"})] {
+            let event = ThreadEvent::from_value(line);
+            assert_eq!(event.event_name(), None);
+            assert_eq!(event.event_type(), "unknown");
         }
     }
 

@@ -118,6 +118,16 @@ impl EventName {
         }
     }
 
+    /// The `type` inside the event's JSON line: the name itself, except
+    /// `error` for [`EventName::CodexError`] (the CLI's own spelling, kept
+    /// in the line; see there).
+    pub const fn json_type(self) -> &'static str {
+        match self {
+            EventName::CodexError => "error",
+            other => other.as_str(),
+        }
+    }
+
     /// The name spelled `name`, if the product knows it.
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|known| known.as_str() == name)
@@ -155,6 +165,13 @@ mod tests {
             assert_eq!(crate::EventKind::from(name).as_str(), name.as_str());
         }
         assert_eq!(EventName::parse("error"), None);
+        assert_eq!(EventName::CodexError.json_type(), "error");
+        for name in EventName::ALL
+            .into_iter()
+            .filter(|n| *n != EventName::CodexError)
+        {
+            assert_eq!(name.json_type(), name.as_str());
+        }
         assert_eq!(EventName::parse("thread.renamed"), None);
     }
 
