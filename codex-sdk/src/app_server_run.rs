@@ -29,8 +29,9 @@
 use std::collections::HashMap;
 
 use futures_util::Stream;
-use runner_protocol::ApprovalId;
-use serde_json::{json, Value};
+use runner_protocol::{ApprovalId, EventName};
+use serde::{Serialize, Serializer};
+use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::app_server::{AppServer, AppServerError, AppServerOptions, Incoming, RequestId};
@@ -39,6 +40,10 @@ use crate::events::EventLine;
 
 /// Controls waiting for the run's task.
 const CONTROL_CAPACITY: usize = 16;
+
+/// Who declines the approvals of a thread that refuses them, in
+/// `approval.resolved`.
+const REFUSER: &str = "repo-runner";
 
 /// What the caller decides about an approval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +70,13 @@ impl Decision {
             Decision::ApproveForSession => "acceptForSession",
             Decision::Deny => "decline",
         }
+    }
+}
+
+impl Serialize for Decision {
+    /// As events spell it ([`Decision::as_str`]).
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -173,20 +185,6 @@ pub(crate) fn control_channel() -> (RunControl, mpsc::Receiver<Command>) {
     (RunControl(Some(tx)), rx)
 }
 
-/// A translated event (always a `json!` object) as the stream's line:
-/// serialised once, not printed and parsed again.
-fn line(value: Value) -> EventLine {
-    match value {
-        Value::Object(object) => EventLine::from_object(object),
-        other => {
-            let mut object = serde_json::Map::new();
-            object.insert("type".into(), "error".into());
-            object.insert("message".into(), format!("not an event: {other}").into());
-            EventLine::from_object(object)
-        }
-    }
-}
-
 pub(crate) fn run(
     run: AppServerRun,
     mut cancel: watch::Receiver<bool>,
@@ -230,7 +228,7 @@ pub(crate) fn run(
                 return;
             }
         };
-        yield Ok(line(json!({"type": "thread.started", "thread_id": thread_id})));
+        yield Ok(Translated::ThreadStarted { thread_id: thread_id.clone() }.into_line());
         let turn: std::result::Result<Value, AppServerError> = server
             .request(
                 "turn/start",
@@ -278,12 +276,7 @@ pub(crate) fn run(
                             };
                             match server.respond(&request, json!({"decision": decision.wire()})).await {
                                 Ok(()) => {
-                                    yield Ok(line(json!({
-                                        "type": "approval.resolved",
-                                        "approvalId": approval_id.to_string(),
-                                        "decision": decision.as_str(),
-                                        "by": by,
-                                    })));
+                                    yield Ok(Translated::ApprovalResolved { approval_id, decision, by }.into_line());
                                     let _asker_gone = done.send(Ok(()));
                                 }
                                 Err(error) => {
@@ -327,8 +320,8 @@ pub(crate) fn run(
                     match message {
                         Incoming::Notification { method, params } => {
                             let ended = (method == "turn/completed").then(|| params["turn"]["status"].as_str().unwrap_or("").to_owned());
-                            for event in translator.notification(&method, &params) {
-                                yield Ok(line(event));
+                            for event in translator.translate(&method, &params) {
+                                yield Ok(event.into_line());
                             }
                             match ended.as_deref() {
                                 Some("interrupted") => {
@@ -344,9 +337,14 @@ pub(crate) fn run(
                             }
                         }
                         Incoming::Request { id, method, params } => {
-                            let kind = match method.as_str() {
-                                "item/commandExecution/requestApproval" => "command",
-                                "item/fileChange/requestApproval" => "file_change",
+                            let subject = match method.as_str() {
+                                "item/commandExecution/requestApproval" => ApprovalSubject::Command {
+                                    command: params["command"].clone(),
+                                    cwd: params["cwd"].clone(),
+                                },
+                                "item/fileChange/requestApproval" => ApprovalSubject::FileChange {
+                                    changes: translator.changes_of(params["itemId"].as_str().unwrap_or("")),
+                                },
                                 _ => {
                                     // Nothing here could answer it: say so, rather
                                     // than leave the turn waiting for ever.
@@ -359,37 +357,30 @@ pub(crate) fn run(
                             };
                             next_approval += 1;
                             let approval_id = ApprovalId::nth(next_approval);
-                            let mut event = json!({
-                                "type": "approval.requested",
-                                "approvalId": approval_id.to_string(),
-                                "kind": kind,
-                                "itemId": params["itemId"],
-                                "reason": params["reason"],
+                            let request = Translated::ApprovalRequested(ApprovalRequested {
+                                approval_id: approval_id.clone(),
+                                subject,
+                                item_id: params["itemId"].clone(),
+                                reason: params["reason"].clone(),
+                                // Shown, and declined before anyone could say yes.
+                                refused: run.refuse_approvals,
                             });
-                            if kind == "command" {
-                                event["command"] = params["command"].clone();
-                                event["cwd"] = params["cwd"].clone();
-                            } else {
-                                event["changes"] = translator.changes_of(params["itemId"].as_str().unwrap_or(""));
-                            }
-                            let Some(refused) = run.refuse_approvals else {
+                            if run.refuse_approvals.is_none() {
                                 waiting.insert(approval_id, id);
-                                yield Ok(line(event));
+                                yield Ok(request.into_line());
                                 continue;
-                            };
-                            // Shown, and declined before anyone could say yes.
-                            event["refused"] = refused.into();
-                            yield Ok(line(event));
+                            }
+                            yield Ok(request.into_line());
                             if let Err(error) = server.respond(&id, json!({"decision": Decision::Deny.wire()})).await {
                                 yield Err(Error::AppServer(error));
                                 return;
                             }
-                            yield Ok(line(json!({
-                                "type": "approval.resolved",
-                                "approvalId": approval_id.to_string(),
-                                "decision": Decision::Deny.as_str(),
-                                "by": "repo-runner",
-                            })));
+                            yield Ok(Translated::ApprovalResolved {
+                                approval_id,
+                                decision: Decision::Deny,
+                                by: Some(REFUSER.to_owned()),
+                            }
+                            .into_line());
                         }
                     }
                 }
@@ -405,11 +396,187 @@ async fn cancelled(cancel: &mut watch::Receiver<bool>) {
     }
 }
 
+/// One event the translator makes, in the exec shape (see the module
+/// comment). What the CLI said passes on as it said it (a `Value`); what
+/// this module decides is typed. Its JSON's `type` is its [`EventName`]'s
+/// ([`Translated::name`]), added by [`Translated::into_line`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+enum Translated {
+    /// The thread the run is on, started or resumed.
+    ThreadStarted { thread_id: String },
+    /// The turn began.
+    TurnStarted {},
+    /// An item appeared, in the exec shape ([`item`]).
+    ItemStarted { item: Value },
+    /// An item reached its final state, in the exec shape ([`item`]).
+    ItemCompleted { item: Value },
+    /// A piece of an item that has started and not completed.
+    ItemDelta {
+        #[serde(rename = "itemId")]
+        item_id: Value,
+        kind: DeltaKind,
+        delta: Value,
+    },
+    /// The CLI waits for an answer ([`RunControl::approve`]).
+    ApprovalRequested(ApprovalRequested),
+    /// An approval was answered.
+    ApprovalResolved {
+        #[serde(rename = "approvalId", serialize_with = "display")]
+        approval_id: ApprovalId,
+        decision: Decision,
+        /// Who answered, if the caller said.
+        by: Option<String>,
+    },
+    /// The agent's plan.
+    PlanUpdated { explanation: Value, plan: Value },
+    /// The turn's diff so far.
+    DiffUpdated { diff: Value },
+    /// The turn's usage so far.
+    UsageUpdated { usage: TokenUsage },
+    /// The turn ended; its usage.
+    TurnCompleted { usage: TokenUsage },
+    /// The turn failed.
+    TurnFailed { error: TurnError },
+    /// A fatal error the CLI will not retry: `error` in the JSON, as exec
+    /// writes it (`codex.error` on the stream).
+    Error { message: Value },
+}
+
+/// What an `item.delta` is a piece of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum DeltaKind {
+    AgentMessage,
+    Reasoning,
+    CommandOutput,
+    FileChange,
+}
+
+/// An approval the CLI asks for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct ApprovalRequested {
+    #[serde(rename = "approvalId", serialize_with = "display")]
+    approval_id: ApprovalId,
+    /// What is to be approved, with its `kind`.
+    #[serde(flatten)]
+    subject: ApprovalSubject,
+    #[serde(rename = "itemId")]
+    item_id: Value,
+    reason: Value,
+    /// Why it is declined at once, on a thread that refuses approvals.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refused: Option<&'static str>,
+}
+
+/// What an approval is for: its `kind` and what the caller needs to judge.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum ApprovalSubject {
+    /// A command, with its working folder, as the CLI sent them.
+    Command { command: Value, cwd: Value },
+    /// A file change: the item's changes, as `item.started` showed them.
+    FileChange { changes: Value },
+}
+
+/// Why a turn failed, as the CLI said it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct TurnError {
+    message: Value,
+}
+
+/// A turn's token counts in exec's shape; a count the CLI left out or did
+/// not send as a number is 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+struct TokenUsage {
+    input_tokens: u64,
+    cached_input_tokens: u64,
+    output_tokens: u64,
+    reasoning_output_tokens: u64,
+}
+
+impl TokenUsage {
+    /// The counts of one request (`tokenUsage.last` of the app-server).
+    fn of_request(last: &Value) -> Self {
+        let count = |key: &str| last[key].as_u64().unwrap_or(0);
+        Self {
+            input_tokens: count("inputTokens"),
+            cached_input_tokens: count("cachedInputTokens"),
+            output_tokens: count("outputTokens"),
+            reasoning_output_tokens: count("reasoningOutputTokens"),
+        }
+    }
+
+    fn plus(self, other: Self) -> Self {
+        Self {
+            input_tokens: self.input_tokens.saturating_add(other.input_tokens),
+            cached_input_tokens: self
+                .cached_input_tokens
+                .saturating_add(other.cached_input_tokens),
+            output_tokens: self.output_tokens.saturating_add(other.output_tokens),
+            reasoning_output_tokens: self
+                .reasoning_output_tokens
+                .saturating_add(other.reasoning_output_tokens),
+        }
+    }
+}
+
+/// Serialises a value by its `Display` (an [`ApprovalId`]).
+fn display<T: std::fmt::Display, S: Serializer>(
+    value: &T,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+impl Translated {
+    /// The event's name.
+    fn name(&self) -> EventName {
+        match self {
+            Translated::ThreadStarted { .. } => EventName::ThreadStarted,
+            Translated::TurnStarted {} => EventName::TurnStarted,
+            Translated::ItemStarted { .. } => EventName::ItemStarted,
+            Translated::ItemCompleted { .. } => EventName::ItemCompleted,
+            Translated::ItemDelta { .. } => EventName::ItemDelta,
+            Translated::ApprovalRequested(_) => EventName::ApprovalRequested,
+            Translated::ApprovalResolved { .. } => EventName::ApprovalResolved,
+            Translated::PlanUpdated { .. } => EventName::PlanUpdated,
+            Translated::DiffUpdated { .. } => EventName::DiffUpdated,
+            Translated::UsageUpdated { .. } => EventName::UsageUpdated,
+            Translated::TurnCompleted { .. } => EventName::TurnCompleted,
+            Translated::TurnFailed { .. } => EventName::TurnFailed,
+            Translated::Error { .. } => EventName::CodexError,
+        }
+    }
+
+    /// The event as the stream's line: serialised once, not printed and
+    /// parsed again.
+    fn into_line(self) -> EventLine {
+        let name = self.name();
+        let mut object = match serde_json::to_value(&self) {
+            Ok(Value::Object(object)) => object,
+            // Plain data with string keys always serialises to an object;
+            // were it not to, the stream says so rather than lose the event.
+            other => {
+                let mut object = Map::new();
+                object.insert("type".into(), EventName::CodexError.json_type().into());
+                object.insert(
+                    "message".into(),
+                    format!("not an event ({}): {other:?}", name.as_str()).into(),
+                );
+                return EventLine::from_object(object);
+            }
+        };
+        object.insert("type".into(), name.json_type().into());
+        EventLine::from_object(object)
+    }
+}
+
 /// The app-server's notifications as exec events (see the module comment).
 #[derive(Default)]
 struct Translator {
     /// The turn's usage so far, for `turn.completed`.
-    usage: Option<Value>,
+    usage: Option<TokenUsage>,
     /// The changes of file-change items, for their approvals.
     changes: HashMap<String, Value>,
 }
@@ -422,17 +589,16 @@ impl Translator {
             .unwrap_or(Value::Array(Vec::new()))
     }
 
-    fn notification(&mut self, method: &str, params: &Value) -> Vec<Value> {
-        let delta = |kind: &str| {
-            vec![json!({
-                "type": "item.delta",
-                "itemId": params["itemId"],
-                "kind": kind,
-                "delta": params["delta"],
-            })]
+    fn translate(&mut self, method: &str, params: &Value) -> Vec<Translated> {
+        let delta = |kind: DeltaKind| {
+            vec![Translated::ItemDelta {
+                item_id: params["itemId"].clone(),
+                kind,
+                delta: params["delta"].clone(),
+            }]
         };
         match method {
-            "turn/started" => vec![json!({"type": "turn.started"})],
+            "turn/started" => vec![Translated::TurnStarted {}],
             "item/started" | "item/completed" => {
                 let Some(item) = item(&params["item"]) else {
                     return Vec::new();
@@ -442,66 +608,49 @@ impl Translator {
                         self.changes.insert(id.to_owned(), item["changes"].clone());
                     }
                 }
-                let kind = if method == "item/started" {
-                    "item.started"
+                if method == "item/started" {
+                    vec![Translated::ItemStarted { item }]
                 } else {
-                    "item.completed"
-                };
-                vec![json!({"type": kind, "item": item})]
+                    vec![Translated::ItemCompleted { item }]
+                }
             }
-            "item/agentMessage/delta" => delta("agent_message"),
-            "item/reasoning/summaryTextDelta" | "item/reasoning/textDelta" => delta("reasoning"),
-            "item/commandExecution/outputDelta" => delta("command_output"),
-            "item/fileChange/outputDelta" => delta("file_change"),
-            "turn/plan/updated" => vec![json!({
-                "type": "plan.updated",
-                "explanation": params["explanation"],
-                "plan": params["plan"],
-            })],
-            "turn/diff/updated" => vec![json!({"type": "diff.updated", "diff": params["diff"]})],
+            "item/agentMessage/delta" => delta(DeltaKind::AgentMessage),
+            "item/reasoning/summaryTextDelta" | "item/reasoning/textDelta" => {
+                delta(DeltaKind::Reasoning)
+            }
+            "item/commandExecution/outputDelta" => delta(DeltaKind::CommandOutput),
+            "item/fileChange/outputDelta" => delta(DeltaKind::FileChange),
+            "turn/plan/updated" => vec![Translated::PlanUpdated {
+                explanation: params["explanation"].clone(),
+                plan: params["plan"].clone(),
+            }],
+            "turn/diff/updated" => vec![Translated::DiffUpdated {
+                diff: params["diff"].clone(),
+            }],
             "thread/tokenUsage/updated" => {
-                let last = &params["tokenUsage"]["last"];
-                let usage = json!({
-                    "input_tokens": last["inputTokens"],
-                    "cached_input_tokens": last["cachedInputTokens"],
-                    "output_tokens": last["outputTokens"],
-                    "reasoning_output_tokens": last["reasoningOutputTokens"],
-                });
+                let request = TokenUsage::of_request(&params["tokenUsage"]["last"]);
                 // A turn's usage is the sum of its requests'.
-                self.usage = Some(match self.usage.take() {
-                    Some(before) => add_usage(&before, &usage),
-                    None => usage,
-                });
-                vec![json!({"type": "usage.updated", "usage": self.usage})]
+                let usage = self.usage.unwrap_or_default().plus(request);
+                self.usage = Some(usage);
+                vec![Translated::UsageUpdated { usage }]
             }
-            "error" if params["willRetry"] != true => vec![json!({
-                "type": "error",
-                "message": params["error"]["message"],
-            })],
+            "error" if params["willRetry"] != true => vec![Translated::Error {
+                message: params["error"]["message"].clone(),
+            }],
             "turn/completed" => match params["turn"]["status"].as_str() {
-                Some("failed") => vec![json!({
-                    "type": "turn.failed",
-                    "error": {"message": params["turn"]["error"]["message"]},
-                })],
+                Some("failed") => vec![Translated::TurnFailed {
+                    error: TurnError {
+                        message: params["turn"]["error"]["message"].clone(),
+                    },
+                }],
                 Some("interrupted") => Vec::new(),
-                _ => vec![json!({
-                    "type": "turn.completed",
-                    "usage": self.usage.clone().unwrap_or_else(|| add_usage(&Value::Null, &Value::Null)),
-                })],
+                _ => vec![Translated::TurnCompleted {
+                    usage: self.usage.unwrap_or_default(),
+                }],
             },
             _ => Vec::new(),
         }
     }
-}
-
-fn add_usage(a: &Value, b: &Value) -> Value {
-    let sum = |key: &str| a[key].as_u64().unwrap_or(0) + b[key].as_u64().unwrap_or(0);
-    json!({
-        "input_tokens": sum("input_tokens"),
-        "cached_input_tokens": sum("cached_input_tokens"),
-        "output_tokens": sum("output_tokens"),
-        "reasoning_output_tokens": sum("reasoning_output_tokens"),
-    })
 }
 
 fn status(status: &Value) -> Value {
@@ -594,7 +743,139 @@ fn snake_case(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
+
+    impl Translator {
+        /// The events translated from one notification, as the JSON of
+        /// the lines the stream carries.
+        fn notification(&mut self, method: &str, params: &Value) -> Vec<Value> {
+            self.translate(method, params)
+                .into_iter()
+                .map(|event| serde_json::from_str(event.into_line().line()).unwrap())
+                .collect()
+        }
+    }
+
+    #[test]
+    fn every_event_the_translator_makes_is_named_by_the_protocol() {
+        let mut translator = Translator::default();
+        let command = json!({"type": "commandExecution", "id": "c1", "command": "ls",
+            "cwd": "/w", "aggregatedOutput": "", "exitCode": null, "status": "inProgress"});
+        let mut made = Vec::new();
+        for (method, params) in [
+            ("turn/started", json!({})),
+            ("item/started", json!({"item": command})),
+            ("item/completed", json!({"item": command})),
+            (
+                "item/agentMessage/delta",
+                json!({"itemId": "i", "delta": "x"}),
+            ),
+            (
+                "turn/plan/updated",
+                json!({"explanation": null, "plan": []}),
+            ),
+            ("turn/diff/updated", json!({"diff": "+a"})),
+            (
+                "thread/tokenUsage/updated",
+                json!({"tokenUsage": {"last": {"inputTokens": 1}}}),
+            ),
+            (
+                "error",
+                json!({"willRetry": false, "error": {"message": "m"}}),
+            ),
+            ("turn/completed", json!({"turn": {"status": "completed"}})),
+            (
+                "turn/completed",
+                json!({"turn": {"status": "failed", "error": {"message": "m"}}}),
+            ),
+        ] {
+            made.extend(translator.translate(method, &params));
+        }
+        // What `run` makes itself.
+        made.push(Translated::ThreadStarted {
+            thread_id: "t".into(),
+        });
+        for subject in [
+            ApprovalSubject::Command {
+                command: json!("ls"),
+                cwd: json!("/w"),
+            },
+            ApprovalSubject::FileChange { changes: json!([]) },
+        ] {
+            made.push(Translated::ApprovalRequested(ApprovalRequested {
+                approval_id: ApprovalId::nth(1),
+                subject,
+                item_id: json!("i"),
+                reason: Value::Null,
+                refused: Some(APPROVALS_REFUSED),
+            }));
+        }
+        made.push(Translated::ApprovalResolved {
+            approval_id: ApprovalId::nth(1),
+            decision: Decision::ApproveForSession,
+            by: None,
+        });
+
+        let mut named = HashSet::new();
+        for event in made {
+            let name = event.name();
+            let line = event.into_line();
+            let value: Value = serde_json::from_str(line.line()).unwrap();
+            let json_type = value["type"].as_str().unwrap();
+            let parsed = EventName::ALL
+                .into_iter()
+                .find(|known| known.json_type() == json_type);
+            assert_eq!(parsed, Some(name), "{value}");
+            // Its name on the stream is the same EventName.
+            assert_eq!(line.event().event_type(), name, "{value}");
+            named.insert(name);
+        }
+        assert_eq!(named.len(), 13, "every kind of event was made: {named:?}");
+    }
+
+    #[test]
+    fn approvals_keep_their_wire_shape() {
+        let request = Translated::ApprovalRequested(ApprovalRequested {
+            approval_id: ApprovalId::nth(2),
+            subject: ApprovalSubject::Command {
+                command: json!("rm -rf x"),
+                cwd: Value::Null,
+            },
+            item_id: json!("c1"),
+            reason: json!("why"),
+            refused: None,
+        });
+        assert_eq!(
+            request.into_line().line(),
+            r#"{"approvalId":"approval-2","command":"rm -rf x","cwd":null,"itemId":"c1","kind":"command","reason":"why","type":"approval.requested"}"#
+        );
+        let refused = Translated::ApprovalRequested(ApprovalRequested {
+            approval_id: ApprovalId::nth(3),
+            subject: ApprovalSubject::FileChange {
+                changes: json!([{"path": "a", "kind": "add"}]),
+            },
+            item_id: json!("f1"),
+            reason: Value::Null,
+            refused: Some("no"),
+        });
+        assert_eq!(
+            serde_json::from_str::<Value>(refused.into_line().line()).unwrap(),
+            json!({"type": "approval.requested", "approvalId": "approval-3", "kind": "file_change",
+                   "itemId": "f1", "reason": null, "changes": [{"path": "a", "kind": "add"}],
+                   "refused": "no"})
+        );
+        let resolved = Translated::ApprovalResolved {
+            approval_id: ApprovalId::nth(3),
+            decision: Decision::Deny,
+            by: Some(REFUSER.into()),
+        };
+        assert_eq!(
+            resolved.into_line().line(),
+            r#"{"approvalId":"approval-3","by":"repo-runner","decision":"deny","type":"approval.resolved"}"#
+        );
+    }
 
     #[test]
     fn items_take_the_exec_shapes() {
