@@ -17,7 +17,7 @@
 //! [`AppServerError`], with the tail of the server's stderr. The server is
 //! killed when the [`AppServer`] is dropped.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -27,13 +27,12 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStderr, ChildStdin, Command};
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
-use crate::process::{Containment, ProcessGroup};
-use crate::thread::{truncate, MAX_LINE_BYTES, STDERR_TAIL_BYTES};
+use crate::process::{truncate, Containment, ProcessGroup, StderrTail, MAX_LINE_BYTES};
 
 /// Messages from the server not yet taken by the caller. When the caller
 /// falls this far behind, the client stops reading the server's stdout,
@@ -94,7 +93,14 @@ pub enum AppServerError {
     #[error("failed to start codex app-server at {path}: {message}")]
     Spawn { path: String, message: String },
     #[error("codex app-server exited ({status}): {stderr_tail}")]
-    Exited { status: String, stderr_tail: String },
+    Exited {
+        /// The exit code; `None` when a signal ended the server or its
+        /// status could not be read.
+        code: Option<i32>,
+        /// How it ended, in words (`exit status: 3`, `signal: 9 (SIGKILL)`).
+        status: String,
+        stderr_tail: String,
+    },
     #[error("codex app-server printed a line that is not a JSON-RPC message: {line} (stderr: {stderr_tail})")]
     Malformed { line: String, stderr_tail: String },
     #[error("codex app-server printed a line longer than {limit} bytes (stderr: {stderr_tail})")]
@@ -438,14 +444,15 @@ async fn read(
     if failure.is_some() {
         group.terminate(&mut child).await;
     }
-    let status = match child.wait().await {
-        Ok(status) => status.to_string(),
-        Err(e) => format!("unknown status: {e}"),
+    let (code, status) = match child.wait().await {
+        Ok(status) => (status.code(), status.to_string()),
+        Err(e) => (None, format!("unknown status: {e}")),
     };
     group.reap_leftovers();
     let stderr_tail = stderr.finish().await;
     let error = match failure {
         None => AppServerError::Exited {
+            code,
             status,
             stderr_tail,
         },
@@ -512,42 +519,6 @@ impl Message {
             }
             _ => None,
         }
-    }
-}
-
-/// The last [`STDERR_TAIL_BYTES`] of the server's stderr, read as it comes.
-struct StderrTail {
-    tail: Arc<Mutex<VecDeque<u8>>>,
-    reader: tokio::task::JoinHandle<()>,
-}
-
-impl StderrTail {
-    fn follow(mut stderr: ChildStderr) -> Self {
-        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL_BYTES)));
-        let kept = tail.clone();
-        let reader = tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = stderr.read(&mut buf).await {
-                let mut tail = kept.lock().unwrap_or_else(|p| p.into_inner());
-                tail.extend(&buf[..n]);
-                let excess = tail.len().saturating_sub(STDERR_TAIL_BYTES);
-                tail.drain(..excess);
-            }
-        });
-        Self { tail, reader }
-    }
-
-    /// The tail once stderr has ended (or at once if it is still open,
-    /// after a short wait for what the server wrote as it died).
-    async fn finish(self) -> String {
-        let reader = self.reader;
-        // A killed server's stderr ends with it; one that handed it to a
-        // child may keep it open: do not wait for ever.
-        let _ended = tokio::time::timeout(std::time::Duration::from_millis(500), reader).await;
-        let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-        String::from_utf8_lossy(tail.make_contiguous())
-            .trim()
-            .to_owned()
     }
 }
 

@@ -16,7 +16,13 @@ pub enum Error {
     #[error("the codex CLI printed a line longer than {limit} bytes")]
     LineTooLong { limit: usize },
     #[error("codex exited with {status}: {stderr_tail}")]
-    Exited { status: String, stderr_tail: String },
+    Exited {
+        /// The exit code; `None` when a signal ended the CLI.
+        code: Option<i32>,
+        /// How it ended, in words (`exit status: 3`, `signal: 9 (SIGKILL)`).
+        status: String,
+        stderr_tail: String,
+    },
     #[error("the turn failed: {message}")]
     TurnFailed { message: String },
     #[error("the run was cancelled")]
@@ -26,3 +32,15 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// The CLI exited with `status` (not a success), having written
+    /// `stderr_tail` last.
+    pub(crate) fn exited(status: std::process::ExitStatus, stderr_tail: String) -> Self {
+        Error::Exited {
+            code: status.code(),
+            status: status.to_string(),
+            stderr_tail,
+        }
+    }
+}

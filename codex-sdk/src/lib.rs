@@ -8,6 +8,7 @@ pub mod app_server;
 mod app_server_run;
 mod error;
 mod events;
+mod exec_run;
 mod options;
 mod process;
 mod thread;
@@ -22,7 +23,7 @@ pub use options::{
     ApiKey, ApprovalMode, CodexOptions, Driver, ReasoningEffort, SandboxMode, ThreadOptions,
 };
 pub use process::{
-    kill_marked, Containment, MappedUser, NamespaceTools, ProbeError, OWNER_MARKER, RUN_MARKER,
-    TERM_GRACE,
+    kill_marked, Containment, MappedUser, NamespaceTools, ProbeError, MAX_LINE_BYTES, OWNER_MARKER,
+    RUN_MARKER, STDERR_TAIL_BYTES, TERM_GRACE,
 };
-pub use thread::{Canceller, Codex, RunStream, Thread, Turn, MAX_LINE_BYTES, STDERR_TAIL_BYTES};
+pub use thread::{Canceller, Codex, RunStream, Thread, Turn};

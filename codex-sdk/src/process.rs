@@ -33,6 +33,11 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use tokio::process::Child;
 
+mod output;
+
+pub(crate) use output::{truncate, StderrTail};
+pub use output::{MAX_LINE_BYTES, STDERR_TAIL_BYTES};
+
 /// How long the CLI gets to exit after `SIGTERM` before it is killed.
 pub const TERM_GRACE: Duration = Duration::from_millis(1000);
 
@@ -56,6 +61,18 @@ pub(crate) fn run_token() -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// The markers of one run's processes, as `(variable, value)`: the owner's
+/// and the run's `token`, when [`Containment::owner`] is set (none else).
+pub(crate) fn markers(containment: &Containment, token: Option<&str>) -> Vec<(String, String)> {
+    match (&containment.owner, token) {
+        (Some(owner), Some(token)) => vec![
+            (OWNER_MARKER.to_owned(), owner.clone()),
+            (RUN_MARKER.to_owned(), token.to_owned()),
+        ],
+        _ => Vec::new(),
+    }
 }
 
 /// How a run's processes are held, beyond their own process group.

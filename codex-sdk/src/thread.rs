@@ -1,34 +1,26 @@
 //! `Codex` and `Thread`: the SDK's thread model. A thread is a conversation
-//! with the agent; each `run` sends one prompt to `codex exec` (resuming the
-//! thread's Codex session after the first) and streams its events.
+//! with the agent; each `run` sends one prompt to the CLI (resuming the
+//! thread's Codex session after the first) and streams its events, through
+//! the driver the client chose: `exec_run` or `app_server_run`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures_util::{Stream, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{ChildStderr, Command};
 use tokio::sync::watch;
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
 use crate::app_server::AppServerOptions;
 use crate::app_server_run::{self, RunControl};
 use crate::error::{Error, Result};
 use crate::events::{EventLine, ItemDetails, ThreadEvent, ThreadItem, Usage};
+use crate::exec_run::{self, ExecRun};
 use crate::options::{
     app_server_config, app_server_thread_params, command_args, CodexOptions, Driver, ThreadOptions,
 };
-use crate::process::{run_token, Containment, ProcessGroup, OWNER_MARKER, RUN_MARKER};
-
-/// The longest JSONL line accepted from the CLI (a command's whole output can
-/// be in one line).
-pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
-/// How much of the CLI's stderr is kept for the error of a failed exit.
-pub const STDERR_TAIL_BYTES: usize = 8 * 1024;
+use crate::process::{markers, run_token, Containment};
 
 /// Variables passed on to the CLI when `CodexOptions::env` is unset.
 const INHERITED_ENV: &[&str] = &[
@@ -122,7 +114,7 @@ impl Thread {
         let (events, control): (Pin<Box<dyn Stream<Item = Result<EventLine>> + Send>>, _) =
             match self.codex.driver {
                 Driver::Exec => {
-                    let spawn = Spawn {
+                    let spawn = ExecRun {
                         program,
                         args: command_args(&self.codex, &self.options, self.id().as_deref()),
                         env: child_env(&self.codex, &self.options),
@@ -131,7 +123,7 @@ impl Thread {
                         exposed: self.options.exposed.clone(),
                     };
                     (
-                        Box::pin(run_process(spawn, cancel_rx)),
+                        Box::pin(exec_run::run(spawn, cancel_rx)),
                         RunControl::unsupported(),
                     )
                 }
@@ -140,14 +132,7 @@ impl Thread {
                     let token = self.containment.owner.as_ref().map(|_| run_token());
                     let mut env = child_env(&self.codex, &self.options);
                     let mut config = app_server_config(&self.codex, &self.options);
-                    let markers: Vec<(String, String)> = match (&self.containment.owner, &token) {
-                        (Some(owner), Some(token)) => vec![
-                            (OWNER_MARKER.to_owned(), owner.clone()),
-                            (RUN_MARKER.to_owned(), token.clone()),
-                        ],
-                        _ => Vec::new(),
-                    };
-                    for (name, value) in markers {
+                    for (name, value) in markers(&self.containment, token.as_deref()) {
                         // A JSON string is a valid TOML basic string.
                         config.push((
                             format!("shell_environment_policy.set.{name}"),
@@ -273,15 +258,6 @@ impl Canceller {
     }
 }
 
-struct Spawn {
-    program: PathBuf,
-    args: Vec<String>,
-    env: BTreeMap<String, String>,
-    input: String,
-    containment: Arc<Containment>,
-    exposed: Vec<PathBuf>,
-}
-
 fn child_env(codex: &CodexOptions, thread: &ThreadOptions) -> BTreeMap<String, String> {
     let mut env = match &codex.env {
         Some(env) => env.clone(),
@@ -306,190 +282,4 @@ fn child_env(codex: &CodexOptions, thread: &ThreadOptions) -> BTreeMap<String, S
     env.insert("GIT_CONFIG_GLOBAL".into(), "/dev/null".into());
     env.insert("GIT_CONFIG_NOSYSTEM".into(), "1".into());
     env
-}
-
-fn run_process(
-    spawn: Spawn,
-    mut cancel: watch::Receiver<bool>,
-) -> impl Stream<Item = Result<EventLine>> + Send {
-    async_stream::stream! {
-        // Marked only for an owner that asked for it: the CLI's command
-        // line is otherwise exactly the TypeScript SDK's.
-        let token = spawn.containment.owner.as_ref().map(|_| run_token());
-        let markers: Vec<(String, String)> = match (&spawn.containment.owner, &token) {
-            (Some(owner), Some(token)) => vec![
-                (OWNER_MARKER.to_owned(), owner.clone()),
-                (RUN_MARKER.to_owned(), token.clone()),
-            ],
-            _ => Vec::new(),
-        };
-        let mut command = match &spawn.containment.pid_namespace {
-            Some(tools) => {
-                let mut command = Command::new(&tools.setpriv);
-                command.args(tools.launcher_args(
-                    &spawn.program,
-                    &spawn.containment.hidden,
-                    &spawn.exposed,
-                ));
-                command
-            }
-            None => Command::new(&spawn.program),
-        };
-        command
-            .args(with_markers(&spawn.args, &markers))
-            .env_clear()
-            .envs(&spawn.env)
-            .envs(markers.iter().map(|(name, value)| (name, value)))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = match command.spawn() {
-            Ok(child) => child,
-            Err(source) => {
-                yield Err(Error::Spawn { path: spawn.program.display().to_string(), source });
-                return;
-            }
-        };
-        let mut group = ProcessGroup::new(
-            &child,
-            token.filter(|_| spawn.containment.pid_namespace.is_none()),
-        );
-        tracing::debug!(pid = child.id(), "codex started");
-
-        // The prompt goes in on its own task so that a large prompt cannot
-        // dead-lock against a CLI that is already writing to stdout.
-        if let Some(mut stdin) = child.stdin.take() {
-            let input = spawn.input;
-            tokio::spawn(async move {
-                let _ = stdin.write_all(input.as_bytes()).await;
-                let _ = stdin.shutdown().await;
-            });
-        }
-        let stderr = child.stderr.take().map(|err| tokio::spawn(stderr_tail(err)));
-        let Some(stdout) = child.stdout.take() else {
-            group.terminate(&mut child).await;
-            yield Err(Error::Io(std::io::Error::other("the CLI has no stdout")));
-            return;
-        };
-        let mut lines = FramedRead::new(stdout, LinesCodec::new_with_max_length(MAX_LINE_BYTES));
-
-        loop {
-            let line = tokio::select! {
-                biased;
-                _ = cancelled(&mut cancel) => {
-                    group.terminate(&mut child).await;
-                    yield Err(Error::Cancelled);
-                    return;
-                }
-                line = lines.next() => line,
-            };
-            match line {
-                None => break,
-                Some(Ok(line)) => {
-                    let line = line.trim();
-                    if line.is_empty() {
-                        continue;
-                    }
-                    match EventLine::parse(line) {
-                        Some(event) => yield Ok(event),
-                        None => {
-                            group.terminate(&mut child).await;
-                            yield Err(Error::MalformedLine { line: truncate(line, 512) });
-                            return;
-                        }
-                    }
-                }
-                Some(Err(LinesCodecError::MaxLineLengthExceeded)) => {
-                    group.terminate(&mut child).await;
-                    yield Err(Error::LineTooLong { limit: MAX_LINE_BYTES });
-                    return;
-                }
-                Some(Err(LinesCodecError::Io(error))) => {
-                    group.terminate(&mut child).await;
-                    yield Err(Error::Io(error));
-                    return;
-                }
-            }
-        }
-
-        let status = tokio::select! {
-            biased;
-            _ = cancelled(&mut cancel) => {
-                group.terminate(&mut child).await;
-                yield Err(Error::Cancelled);
-                return;
-            }
-            status = child.wait() => status,
-        };
-        group.reap_leftovers();
-        let tail = match stderr {
-            Some(task) => task.await.unwrap_or_default(),
-            None => String::new(),
-        };
-        match status {
-            Ok(status) if status.success() => {}
-            Ok(status) => yield Err(Error::Exited { status: status.to_string(), stderr_tail: tail }),
-            Err(error) => yield Err(Error::Io(error)),
-        }
-    }
-}
-
-/// The CLI's arguments with the markers also set in its agent's commands
-/// (`shell_environment_policy.set`; `AGENT_ENV` lets them through).
-/// They go right after the subcommand (`exec`), before any positional
-/// argument.
-fn with_markers(args: &[String], markers: &[(String, String)]) -> Vec<String> {
-    if markers.is_empty() {
-        return args.to_vec();
-    }
-    let mut out = Vec::with_capacity(args.len() + 2 * markers.len());
-    let mut rest = args.iter();
-    out.extend(rest.next().cloned());
-    for (name, value) in markers {
-        // A JSON string is a valid TOML basic string.
-        let value = serde_json::Value::String(value.clone());
-        out.push("--config".into());
-        out.push(format!("shell_environment_policy.set.{name}={value}"));
-    }
-    out.extend(rest.cloned());
-    out
-}
-
-/// Resolves once a cancel is requested (or every canceller is gone). The
-/// watch guard is dropped inside so the stream stays `Send`.
-async fn cancelled(cancel: &mut watch::Receiver<bool>) {
-    let _ = cancel.wait_for(|cancelled| *cancelled).await;
-}
-
-/// Reads stderr to the end, keeping its last [`STDERR_TAIL_BYTES`].
-async fn stderr_tail(mut stderr: ChildStderr) -> String {
-    let mut tail: VecDeque<u8> = VecDeque::with_capacity(STDERR_TAIL_BYTES);
-    let mut buf = [0u8; 4096];
-    loop {
-        match stderr.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                tail.extend(&buf[..n]);
-                let excess = tail.len().saturating_sub(STDERR_TAIL_BYTES);
-                tail.drain(..excess);
-            }
-        }
-    }
-    String::from_utf8_lossy(tail.make_contiguous())
-        .trim()
-        .to_owned()
-}
-
-/// `text` cut to at most `max` bytes (on a character boundary), with `…`.
-pub(crate) fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }

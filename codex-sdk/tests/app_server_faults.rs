@@ -56,13 +56,14 @@ async fn a_server_that_exits_fails_waiting_requests_with_its_stderr() {
         .unwrap_err();
 
     let AppServerError::Exited {
+        code: Some(3),
         status,
         stderr_tail,
     } = &error
     else {
-        panic!("{error:?}");
+        panic!("expected an exit with code 3, got {error:?}");
     };
-    assert!(status.contains('3'), "{status}");
+    assert_eq!(status, "exit status: 3");
     assert_eq!(stderr_tail, "panicked at the thing");
     assert_eq!(incoming.recv().await.unwrap().unwrap_err(), error);
     assert!(incoming.recv().await.is_none());

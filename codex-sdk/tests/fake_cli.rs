@@ -224,13 +224,14 @@ exit 3"#,
     let events = collect(&thread, "x").await;
     assert_eq!(events.len(), 2);
     let Err(Error::Exited {
+        code: Some(3),
         status,
         stderr_tail,
     }) = &events[1]
     else {
-        panic!("expected an exit error, got {:?}", events[1]);
+        panic!("expected an exit with code 3, got {:?}", events[1]);
     };
-    assert!(status.contains('3'), "{status}");
+    assert_eq!(status, "exit status: 3");
     assert_eq!(stderr_tail, "panicked at core/src/lib.rs: boom");
 }
 
