@@ -181,6 +181,7 @@ fn retry_after_secs(wait: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::parse_networks;
 
     fn limits(trusted: &str) -> RateLimits {
         RateLimits::new(

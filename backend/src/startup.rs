@@ -64,7 +64,8 @@ impl Application {
         if config.auth_mode == AuthMode::None {
             tracing::warn!(%addr, "AUTH_MODE=none: every request is served without authentication");
         }
-        let engine = Engine::new(Arc::new(config), store, root);
+        let engine = Engine::new(Arc::new(config), store, root)
+            .context("cannot make the runner's client")?;
         engine.recover().await.context("cannot recover runs")?;
         engine.spawn_sweeper();
         Ok(Self {

@@ -14,7 +14,9 @@ use tokio_postgres::types::Json;
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
-use crate::domain::{RunStatus, SessionSettings, SessionStatus, Usage};
+use crate::domain::{
+    RunStatus, RunnerRunId, RunnerThreadId, SessionSettings, SessionStatus, Usage,
+};
 use crate::git::{Changes, CloneCounts, Snapshot};
 
 mod accounts;
@@ -71,7 +73,7 @@ pub struct SessionRow {
     pub base_commit: Option<String>,
     /// The branch the clone checked out (none for a tag or a commit).
     pub cloned_branch: Option<String>,
-    pub runner_thread_id: Option<String>,
+    pub runner_thread_id: Option<RunnerThreadId>,
     pub codex_thread_id: Option<String>,
     /// The user who created it; `None` when created without authentication.
     pub owner_id: Option<Uuid>,
@@ -104,7 +106,9 @@ impl TryFrom<&Row> for SessionRow {
                 .map(|Json(c)| c),
             base_commit: row.try_get("base_commit")?,
             cloned_branch: row.try_get("cloned_branch")?,
-            runner_thread_id: row.try_get("runner_thread_id")?,
+            runner_thread_id: row
+                .try_get::<_, Option<String>>("runner_thread_id")?
+                .map(RunnerThreadId::from),
             codex_thread_id: row.try_get("codex_thread_id")?,
             owner_id: row.try_get("owner_id")?,
             workspace_bytes: row.try_get("workspace_bytes")?,
@@ -125,7 +129,7 @@ pub struct RunRow {
     pub position: i64,
     pub prompt: String,
     pub status: RunStatus,
-    pub runner_run_id: Option<String>,
+    pub runner_run_id: Option<RunnerRunId>,
     pub final_response: Option<String>,
     pub usage: Option<Usage>,
     pub error: Option<String>,
@@ -154,7 +158,9 @@ impl TryFrom<&Row> for RunRow {
             position: row.try_get("position")?,
             prompt: row.try_get("prompt")?,
             status: row.try_get("status")?,
-            runner_run_id: row.try_get("runner_run_id")?,
+            runner_run_id: row
+                .try_get::<_, Option<String>>("runner_run_id")?
+                .map(RunnerRunId::from),
             final_response: text_of_bytes(row.try_get("final_response")?),
             usage: row
                 .try_get::<_, Option<Json<Usage>>>("usage")?
@@ -245,11 +251,53 @@ impl RunOutcome {
     }
 }
 
+/// What a conditional update of a run found: the run in the state the
+/// update expected (and whether a cancel was asked for meanwhile), or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marked {
+    /// Done; nobody asked to cancel the run.
+    Done,
+    /// Done, and a cancel was asked for before: ending the run is the
+    /// caller's.
+    CancelRequested,
+    /// Not done: the run was no longer in the expected state (cancelled
+    /// while queued) or is gone (deleted with its session).
+    Gone,
+}
+
+impl Marked {
+    fn from_row(row: Option<tokio_postgres::Row>) -> Self {
+        match row.map(|r| r.get::<_, bool>(0)) {
+            None => Marked::Gone,
+            Some(false) => Marked::Done,
+            Some(true) => Marked::CancelRequested,
+        }
+    }
+}
+
+/// What an attempt to expire a session did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expiry {
+    /// Expired; the runner thread it had, to delete.
+    Expired { thread: Option<RunnerThreadId> },
+    /// Kept: it was prompted, deleted or expired meanwhile.
+    Kept,
+}
+
+/// Whose session a run belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOwner {
+    NoSuchRun,
+    /// A session made without authentication (`AUTH_MODE=none`).
+    Nobody,
+    User(Uuid),
+}
+
 /// A run as a cancel request found it.
 #[derive(Debug, Clone)]
 pub struct CancelTarget {
     pub status: RunStatus,
-    pub runner_run_id: Option<String>,
+    pub runner_run_id: Option<RunnerRunId>,
 }
 
 /// Result of trying to queue a prompt.
@@ -476,10 +524,8 @@ impl Store {
     }
 
     /// Marks the session expired if it still may be (see
-    /// `expirable_sessions`), under the lock a prompt takes. `Some` with the
-    /// runner thread it had (to delete) when it did; `None` when it was
-    /// prompted, deleted or expired meanwhile.
-    pub async fn expire_session(&self, id: Uuid) -> Result<Option<Option<String>>> {
+    /// `expirable_sessions`), under the lock a prompt takes.
+    pub async fn expire_session(&self, id: Uuid) -> Result<Expiry> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let row = tx
@@ -490,9 +536,11 @@ impl Store {
             )
             .await?;
         let Some(row) = row else {
-            return Ok(None);
+            return Ok(Expiry::Kept);
         };
-        let thread: Option<String> = row.try_get(0)?;
+        let thread = row
+            .try_get::<_, Option<String>>(0)?
+            .map(RunnerThreadId::from);
         let active: i64 = tx
             .query_one(
                 "SELECT count(*) FROM runs WHERE session_id = $1 AND status IN ('queued', 'running')",
@@ -501,7 +549,7 @@ impl Store {
             .await?
             .try_get(0)?;
         if active > 0 {
-            return Ok(None);
+            return Ok(Expiry::Kept);
         }
         tx.execute(
             "UPDATE sessions SET status = 'expired', expired_at = now(), workspace_bytes = 0,
@@ -511,12 +559,11 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        Ok(Some(thread))
+        Ok(Expiry::Expired { thread })
     }
 
-    /// The owner of a run's session; `None` inside when it has none, and
-    /// `None` outside when there is no such run.
-    pub async fn run_owner(&self, run_id: Uuid) -> Result<Option<Option<Uuid>>> {
+    /// Whose session a run belongs to.
+    pub async fn run_owner(&self, run_id: Uuid) -> Result<RunOwner> {
         let row = self
             .client()
             .await?
@@ -525,7 +572,13 @@ impl Store {
                 &[&run_id],
             )
             .await?;
-        Ok(row.map(|r| r.try_get(0)).transpose()?)
+        Ok(match row {
+            None => RunOwner::NoSuchRun,
+            Some(row) => match row.try_get(0)? {
+                Some(user) => RunOwner::User(user),
+                None => RunOwner::Nobody,
+            },
+        })
     }
 
     /// Runs of `owner`'s sessions that have not ended.
@@ -606,7 +659,7 @@ impl Store {
         id: Uuid,
         base_commit: &str,
         cloned_branch: Option<&str>,
-        runner_thread_id: Option<&str>,
+        runner_thread_id: Option<&RunnerThreadId>,
     ) -> Result<bool> {
         let n = self
             .client()
@@ -615,7 +668,12 @@ impl Store {
                 "UPDATE sessions SET status = 'ready', base_commit = $2, runner_thread_id = $3,
                         cloned_branch = $4, error = NULL, updated_at = now()
                  WHERE id = $1 AND status = 'cloning'",
-                &[&id, &base_commit, &runner_thread_id, &cloned_branch],
+                &[
+                    &id,
+                    &base_commit,
+                    &runner_thread_id.map(RunnerThreadId::as_str),
+                    &cloned_branch,
+                ],
             )
             .await?;
         Ok(n == 1)
@@ -632,12 +690,16 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_runner_thread(&self, id: Uuid, runner_thread_id: &str) -> Result<()> {
+    pub async fn set_runner_thread(
+        &self,
+        id: Uuid,
+        runner_thread_id: &RunnerThreadId,
+    ) -> Result<()> {
         self.client()
             .await?
             .execute(
                 "UPDATE sessions SET runner_thread_id = $2, updated_at = now() WHERE id = $1",
-                &[&id, &runner_thread_id],
+                &[&id, &runner_thread_id.as_str()],
             )
             .await?;
         Ok(())
@@ -655,7 +717,7 @@ impl Store {
     }
 
     /// Deletes the session; returns the runner thread the deleted row named.
-    pub async fn delete_session(&self, id: Uuid) -> Result<Option<String>> {
+    pub async fn delete_session(&self, id: Uuid) -> Result<Option<RunnerThreadId>> {
         let row = self
             .client()
             .await?
@@ -664,7 +726,9 @@ impl Store {
                 &[&id],
             )
             .await?;
-        Ok(row.and_then(|r| r.get(0)))
+        Ok(row
+            .and_then(|r| r.get::<_, Option<String>>(0))
+            .map(RunnerThreadId::from))
     }
 
     /// Fails a session that is still cloning; a deleted or finished one is
@@ -792,15 +856,15 @@ impl Store {
         read_opt(row)
     }
 
-    /// Moves a queued run to running. `None` if it is no longer queued
-    /// (cancelled meanwhile, or deleted), else whether a cancel was asked
-    /// for while it was queued.
+    /// Moves a queued run to running. A `status_before` of `None` is a
+    /// workspace whose state could not be read (the run's files are then
+    /// unknown).
     pub async fn start_run(
         &self,
         id: Uuid,
-        status_before: &Snapshot,
+        status_before: Option<&Snapshot>,
         snapshot_before: Option<&str>,
-    ) -> Result<Option<bool>> {
+    ) -> Result<Marked> {
         let row = self
             .client()
             .await?
@@ -808,26 +872,24 @@ impl Store {
                 "UPDATE runs SET status = 'running', started_at = now(), status_before = $2,
                         snapshot_before = $3
                  WHERE id = $1 AND status = 'queued' RETURNING cancel_requested",
-                &[&id, &Json(status_before), &snapshot_before],
+                &[&id, &status_before.map(Json), &snapshot_before],
             )
             .await?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(Marked::from_row(row))
     }
 
-    /// Records the runner's run id. `None` when the run no longer exists
-    /// (its session was deleted), else whether a cancel was asked for: a
-    /// cancel request and this update serialise on the row, so one of the
-    /// two always sees the other.
-    pub async fn set_runner_run(&self, id: Uuid, runner_run_id: &str) -> Result<Option<bool>> {
+    /// Records the runner's run id. A cancel request and this update
+    /// serialise on the row, so one of the two always sees the other.
+    pub async fn set_runner_run(&self, id: Uuid, runner_run_id: &RunnerRunId) -> Result<Marked> {
         let row = self
             .client()
             .await?
             .query_opt(
                 "UPDATE runs SET runner_run_id = $2 WHERE id = $1 RETURNING cancel_requested",
-                &[&id, &runner_run_id],
+                &[&id, &runner_run_id.as_str()],
             )
             .await?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(Marked::from_row(row))
     }
 
     /// Records a cancel request on a queued or running run and returns what
@@ -846,7 +908,7 @@ impl Store {
         row.map(|r| {
             Ok(CancelTarget {
                 status: r.try_get(0)?,
-                runner_run_id: r.try_get(1)?,
+                runner_run_id: r.try_get::<_, Option<String>>(1)?.map(RunnerRunId::from),
             })
         })
         .transpose()

@@ -150,10 +150,10 @@ impl AuthApi {
                 "AUTH_MODE=none: there is nothing to sign in to",
             ));
         }
-        let store = self.engine.store();
+        let accounts = self.engine.accounts();
         let (user, token_id) = match (&body.token, &body.code) {
             (Some(token), None) => {
-                let signed_in = store
+                let signed_in = accounts
                     .signed_in_by_token(&secret::hash(token.trim()))
                     .await?
                     .ok_or_else(|| {
@@ -166,7 +166,7 @@ impl AuthApi {
                 // secret nobody ever sees.
                 let token =
                     secret::mint(secret::Kind::ApiToken).map_err(|e| ApiError::internal(&e))?;
-                let used = store
+                let used = accounts
                     .use_signin_code(&secret::hash(code.trim()), &token.sha256)
                     .await?
                     .ok_or_else(invalid_code)?;
@@ -181,9 +181,9 @@ impl AuthApi {
         // The new cookie replaces this browser's old one: so does the
         // sign-in it stood for, whose open streams (other tabs) end.
         if let crate::auth::SessionCookie::One(old) = crate::auth::session_cookie(req.headers()) {
-            if let Some(replaced) = store.signed_in_by_cookie(&secret::hash(old)).await? {
+            if let Some(replaced) = accounts.signed_in_by_cookie(&secret::hash(old)).await? {
                 if let Some(id) = replaced.browser_session_id {
-                    store.delete_browser_session(id).await?;
+                    accounts.delete_browser_session(id).await?;
                 }
             }
         }
@@ -191,7 +191,7 @@ impl AuthApi {
         let ttl = config.signin_ttl;
         let expires =
             Utc::now() + chrono::Duration::from_std(ttl).map_err(|e| ApiError::internal(&e))?;
-        store
+        accounts
             .add_browser_session(token_id, &cookie.sha256, expires)
             .await?;
         tracing::info!(user = %user.name, with_code = body.code.is_some(), "a browser signed in");
@@ -212,7 +212,7 @@ impl AuthApi {
     async fn inspect_code(&self, body: Json<CodeQuery>) -> ApiResult<Json<SigninCode>> {
         let found = self
             .engine
-            .store()
+            .accounts()
             .signin_code(&secret::hash(body.code.trim()))
             .await?
             .ok_or_else(invalid_code)?;
@@ -230,10 +230,10 @@ impl AuthApi {
     async fn sign_out(&self, req: &Request) -> ApiResult<SignedOut> {
         if let crate::auth::SessionCookie::One(cookie) = crate::auth::session_cookie(req.headers())
         {
-            let store = self.engine.store();
-            if let Some(signed_in) = store.signed_in_by_cookie(&secret::hash(cookie)).await? {
+            let accounts = self.engine.accounts();
+            if let Some(signed_in) = accounts.signed_in_by_cookie(&secret::hash(cookie)).await? {
                 if let Some(id) = signed_in.browser_session_id {
-                    store.delete_browser_session(id).await?;
+                    accounts.delete_browser_session(id).await?;
                     tracing::info!(user = %signed_in.user.name, "a browser signed out");
                 }
             }

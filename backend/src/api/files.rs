@@ -9,7 +9,6 @@ use poem_openapi::OpenApi;
 use tokio::sync::Semaphore;
 
 use super::models::{Diff, FileContent, FileTree, TreeEntry};
-use super::sessions::SessionsApi;
 use super::ApiTags;
 use crate::auth::{Caller, Principal};
 use crate::domain::WorkspacePath;
@@ -33,31 +32,6 @@ impl FilesApi {
     }
 }
 
-/// The session the caller may see, once its clone is done, with its
-/// workspace's canonical path: what every route that reads or changes a
-/// workspace starts from (here and in `shipping`).
-pub(super) async fn ready_workspace(
-    engine: &Arc<Engine>,
-    session_id: &str,
-    caller: &Principal,
-) -> ApiResult<(crate::store::SessionRow, PathBuf)> {
-    let sessions = SessionsApi {
-        engine: engine.clone(),
-    };
-    let session = sessions.find(session_id, caller).await?;
-    if session.status != crate::domain::SessionStatus::Ready {
-        return Err(ApiError::conflict(format!(
-            "session {} is {}: its workspace is not ready",
-            session.id, session.status
-        )));
-    }
-    let dir = engine
-        .workspace(session.id)
-        .canonicalize()
-        .map_err(|e| ApiError::internal(&e))?;
-    Ok((session, dir))
-}
-
 impl FilesApi {
     /// The session's workspace, canonical, once its clone is done.
     async fn workspace(
@@ -65,7 +39,7 @@ impl FilesApi {
         session_id: &str,
         caller: &Principal,
     ) -> ApiResult<(crate::store::SessionRow, PathBuf)> {
-        ready_workspace(&self.engine, session_id, caller).await
+        super::access::ready_workspace(self.engine.reads(), session_id, caller).await
     }
 
     /// Shared by the OpenAPI operation and the route that takes a path with

@@ -34,8 +34,8 @@ impl HealthApi {
     /// Can the backend serve: Postgres and the runner reachable
     #[oai(path = "/ready", method = "get", operation_id = "ready")]
     async fn ready(&self) -> ApiResult<Ready> {
-        let database = self.engine.store().ping().await.is_ok();
-        let runner = self.engine.runner().health().await.is_ok();
+        let database = self.engine.reads().database_answers().await;
+        let runner = self.engine.runner_answers().await;
         if !(database && runner) {
             return Err(ApiError::unavailable(format!(
                 "not ready: database {}, runner {}",

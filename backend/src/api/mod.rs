@@ -1,6 +1,7 @@
 //! The HTTP API: one `OpenApi` struct per area, combined in one service;
 //! the spec at `/api/openapi.json`, Swagger UI at `/docs`.
 
+mod access;
 mod auth;
 
 mod files;
@@ -184,7 +185,7 @@ pub fn app(engine: Arc<Engine>) -> impl IntoEndpoint {
     rate_limits.spawn_cleaner();
     let authenticator = Arc::new(crate::auth::Authenticator {
         mode: config.auth_mode,
-        store: engine.store().clone(),
+        accounts: engine.accounts().clone(),
         trusted_origins: cors.iter().filter(|o| *o != "*").cloned().collect(),
         rate_limits: rate_limits.clone(),
         metrics: engine.metrics().clone(),
@@ -193,7 +194,7 @@ pub fn app(engine: Arc<Engine>) -> impl IntoEndpoint {
     // the authenticator, and reaches the session's files and nothing else.
     let grants = Arc::new(crate::auth::preview_grant::PreviewGrants {
         mode: config.auth_mode,
-        store: engine.store().clone(),
+        accounts: engine.accounts().clone(),
         rate_limits: rate_limits.clone(),
         metrics: engine.metrics().clone(),
     });
@@ -303,7 +304,7 @@ async fn serve_metrics(
         )
         .into_response();
     }
-    let active = match engine.store().active_run_counts().await {
+    let active = match engine.reads().active_run_counts().await {
         Ok(active) => active,
         Err(error) => return ApiError::from(error).into_response(),
     };

@@ -207,11 +207,11 @@ pub struct Session {
     #[oai(nullable)]
     pub model: Option<String>,
     #[oai(nullable)]
-    pub reasoning_effort: Option<String>,
+    pub reasoning_effort: Option<ReasoningEffort>,
     #[oai(nullable)]
-    pub sandbox: Option<String>,
+    pub sandbox: Option<Sandbox>,
     #[oai(nullable)]
-    pub approval_policy: Option<String>,
+    pub approval_policy: Option<ApprovalPolicy>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -234,7 +234,7 @@ impl Session {
             git_ref: row.git_ref,
             depth: row.depth,
             repo_path,
-            thread_id: row.runner_thread_id,
+            thread_id: row.runner_thread_id.map(|t| t.to_string()),
             codex_thread_id: row.codex_thread_id,
             base_commit: row.base_commit,
             error: row.error,
@@ -243,9 +243,9 @@ impl Session {
             last_active_at: row.last_active_at,
             expired_at: row.expired_at,
             model: row.settings.model,
-            reasoning_effort: row.settings.reasoning_effort.map(|e| e.as_str().to_owned()),
-            sandbox: row.settings.sandbox.map(|s| s.as_str().to_owned()),
-            approval_policy: row.settings.approval_policy.map(|p| p.as_str().to_owned()),
+            reasoning_effort: row.settings.reasoning_effort.map(Into::into),
+            sandbox: row.settings.sandbox.map(Into::into),
+            approval_policy: row.settings.approval_policy.map(Into::into),
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
@@ -269,7 +269,7 @@ pub struct SessionChange {
     /// 200, as `GET /api/sessions?limit=200`). `updated`: `session` is the
     /// session's new state (it may be new). `deleted`: `session_id` is gone.
     #[oai(rename = "type")]
-    pub kind: String,
+    pub kind: SessionChangeType,
     #[oai(skip_serializing_if_is_none)]
     pub sessions: Option<Vec<Session>>,
     #[oai(skip_serializing_if_is_none)]
@@ -392,7 +392,7 @@ pub struct ModelList {
 pub struct ApprovalRequest {
     /// `approve` (this once), `approve_for_session` (and the like from now
     /// on in this session) or `deny` (the model is told and goes on).
-    pub decision: JsonString,
+    pub decision: Choice<Decision>,
 }
 
 /// The body of `POST /api/runs/{run_id}/steer`.
@@ -412,7 +412,7 @@ pub struct ControlAccepted {
 pub struct CancelAccepted {
     pub run_id: Uuid,
     /// `cancelled` for a queued run, `cancelling` for a running one.
-    pub status: String,
+    pub status: CancelState,
 }
 
 #[derive(Debug, Object)]
@@ -610,5 +610,202 @@ impl From<crate::store::PullRequestRow> for PullRequest {
             base: row.base,
             created_at: row.created_at,
         }
+    }
+}
+
+/// The kind of a session change (its SSE event name too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum SessionChangeType {
+    Snapshot,
+    Updated,
+    Deleted,
+}
+
+impl SessionChangeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionChangeType::Snapshot => "snapshot",
+            SessionChangeType::Updated => "updated",
+            SessionChangeType::Deleted => "deleted",
+        }
+    }
+}
+
+/// Where a cancelled run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum CancelState {
+    /// It was queued, and is cancelled.
+    Cancelled,
+    /// It is running; `run.cancelled` follows on its stream once it stops.
+    Cancelling,
+}
+
+/// An answer to an approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum Decision {
+    /// This once.
+    Approve,
+    /// And the like from now on in this session.
+    ApproveForSession,
+    /// The model is told, and goes on.
+    Deny,
+}
+
+impl From<Decision> for runner_protocol::ApprovalDecision {
+    fn from(decision: Decision) -> Self {
+        match decision {
+            Decision::Approve => Self::Approve,
+            Decision::ApproveForSession => Self::ApproveForSession,
+            Decision::Deny => Self::Deny,
+        }
+    }
+}
+
+/// `model_reasoning_effort` of the CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum ReasoningEffort {
+    Minimal,
+    Low,
+    Medium,
+    High,
+    Xhigh,
+}
+
+impl From<runner_protocol::ReasoningEffort> for ReasoningEffort {
+    fn from(effort: runner_protocol::ReasoningEffort) -> Self {
+        use runner_protocol::ReasoningEffort as E;
+        match effort {
+            E::Minimal => Self::Minimal,
+            E::Low => Self::Low,
+            E::Medium => Self::Medium,
+            E::High => Self::High,
+            E::Xhigh => Self::Xhigh,
+        }
+    }
+}
+
+/// The sandbox the agent's commands run in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "kebab-case")]
+pub enum Sandbox {
+    ReadOnly,
+    WorkspaceWrite,
+    DangerFullAccess,
+}
+
+impl From<runner_protocol::SandboxMode> for Sandbox {
+    fn from(mode: runner_protocol::SandboxMode) -> Self {
+        use runner_protocol::SandboxMode as M;
+        match mode {
+            M::ReadOnly => Self::ReadOnly,
+            M::WorkspaceWrite => Self::WorkspaceWrite,
+            M::DangerFullAccess => Self::DangerFullAccess,
+        }
+    }
+}
+
+/// When the agent asks before it acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "kebab-case")]
+pub enum ApprovalPolicy {
+    Untrusted,
+    OnFailure,
+    OnRequest,
+    Never,
+}
+
+impl From<runner_protocol::ApprovalMode> for ApprovalPolicy {
+    fn from(mode: runner_protocol::ApprovalMode) -> Self {
+        use runner_protocol::ApprovalMode as M;
+        match mode {
+            M::Untrusted => Self::Untrusted,
+            M::OnFailure => Self::OnFailure,
+            M::OnRequest => Self::OnRequest,
+            M::Never => Self::Never,
+        }
+    }
+}
+
+/// A string field of a request body that names one of `T`'s values: the
+/// spec lists them (it is `T`'s schema), but any JSON string is read, so
+/// that an unknown value is a 422 that lists the allowed ones (from
+/// [`Choice::get`]) rather than the 400 of a body that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice<T> {
+    raw: String,
+    of: std::marker::PhantomData<T>,
+}
+
+impl<T: Type + ParseFromJSON + ToJSON + Send + Sync> Choice<T> {
+    /// The value, or the 422 for `field` with the allowed values.
+    pub fn get(&self, field: &str) -> Result<T, crate::http_error::ApiError> {
+        T::parse_from_json(Some(Value::String(self.raw.clone()))).map_err(|_| {
+            let mut registry = poem_openapi::registry::Registry::new();
+            T::register(&mut registry);
+            let allowed: Vec<String> = registry
+                .schemas
+                .get(&*T::name())
+                .map(|schema| {
+                    schema
+                        .enum_items
+                        .iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            crate::http_error::ApiError::invalid(format!(
+                "{field} must be one of {}; got {:?}",
+                allowed.join(", "),
+                self.raw
+            ))
+        })
+    }
+}
+
+impl<T: Type + ParseFromJSON + ToJSON + Send + Sync> Type for Choice<T> {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = String;
+    type RawElementValueType = String;
+
+    fn name() -> Cow<'static, str> {
+        T::name()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        T::register(registry);
+    }
+
+    fn as_raw_value(&self) -> Option<&String> {
+        Some(&self.raw)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a String> + 'a> {
+        Box::new(std::iter::once(&self.raw))
+    }
+}
+
+impl<T: Type + ParseFromJSON + ToJSON + Send + Sync> ParseFromJSON for Choice<T> {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value.unwrap_or_default() {
+            Value::String(raw) => Ok(Self {
+                raw,
+                of: std::marker::PhantomData,
+            }),
+            other => Err(ParseError::expected_type(other)),
+        }
+    }
+}
+
+impl<T: Type + ParseFromJSON + ToJSON + Send + Sync> ToJSON for Choice<T> {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(self.raw.clone()))
     }
 }

@@ -13,7 +13,6 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::files::FilesApi;
-use super::sessions::SessionsApi;
 use super::{parse_id, ApiTags};
 use crate::auth::preview_grant::{self, PreviewGrants, PreviewScope};
 use crate::auth::{Caller, Principal};
@@ -68,16 +67,13 @@ impl PreviewApi {
         Caller(caller): Caller,
         session_id: Path<String>,
     ) -> ApiResult<GrantCreated> {
-        let sessions = SessionsApi {
-            engine: self.engine.clone(),
-        };
-        let session = sessions.find(&session_id, &caller).await?;
+        let session = super::access::session(self.engine.reads(), &session_id, &caller).await?;
         let minted = preview_grant::mint().map_err(|e| ApiError::internal(&e))?;
         let ttl = chrono::Duration::from_std(self.engine.config().preview_grant_ttl)
             .map_err(|e| ApiError::internal(&e))?;
         let expires_at = Utc::now() + ttl;
         self.engine
-            .store()
+            .accounts()
             .add_preview_grant(NewPreviewGrant {
                 sha256: &minted.sha256,
                 session_id: session.id,

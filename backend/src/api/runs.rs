@@ -9,16 +9,14 @@ use poem_openapi::{ApiResponse, OpenApi};
 use runner_protocol::Cursor;
 
 use super::models::{
-    AgentModel, ApprovalRequest, CancelAccepted, ControlAccepted, ModelList, Run, RunList,
-    SteerRequest,
+    AgentModel, ApprovalRequest, CancelAccepted, CancelState, ControlAccepted, ModelList, Run,
+    RunList, SteerRequest,
 };
-use super::sessions::SessionsApi;
 use super::stream_event::EventFrames;
-use super::{parse_id, ApiTags};
-use crate::auth::{Caller, Principal};
-use crate::engine::Engine;
+use super::{access, parse_id, ApiTags};
+use crate::auth::Caller;
+use crate::engine::{Cancel, ControlError, Engine};
 use crate::http_error::{ApiError, ApiResult};
-use crate::hub::subscribe;
 
 pub struct RunsApi {
     pub engine: Arc<Engine>,
@@ -57,44 +55,6 @@ enum Cancelled {
     Accepted(Json<CancelAccepted>),
 }
 
-impl RunsApi {
-    /// The run, if it exists and the caller may see its session.
-    async fn find(&self, raw: &str, caller: &Principal) -> ApiResult<crate::store::RunRow> {
-        let id = parse_id(raw, "run")?;
-        self.check_owner(id, caller).await?;
-        self.engine
-            .store()
-            .run(id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("run {id} does not exist")))
-    }
-
-    /// The runner's id of a running run the caller may see; 409 for one
-    /// that is queued or has ended.
-    async fn running(&self, raw: &str, caller: &Principal) -> ApiResult<(uuid::Uuid, String)> {
-        let run = self.find(raw, caller).await?;
-        match (&run.status, run.runner_run_id) {
-            (crate::domain::RunStatus::Running, Some(runner_run)) => Ok((run.id, runner_run)),
-            (status, _) => Err(ApiError::conflict(format!(
-                "run {} is {status}: only a running run takes approvals, steering and interrupts",
-                run.id
-            ))),
-        }
-    }
-
-    /// A 404 unless the caller may see run `id`'s session; free for those
-    /// who see everything.
-    async fn check_owner(&self, id: uuid::Uuid, caller: &Principal) -> ApiResult<()> {
-        if caller.only_owner().is_none() {
-            return Ok(());
-        }
-        match self.engine.store().run_owner(id).await? {
-            Some(owner) if caller.sees(owner) => Ok(()),
-            _ => Err(ApiError::not_found(format!("run {id} does not exist"))),
-        }
-    }
-}
-
 #[OpenApi(tag = "ApiTags::Runs")]
 impl RunsApi {
     /// List a session's runs, in order
@@ -108,11 +68,9 @@ impl RunsApi {
         Caller(caller): Caller,
         session_id: Path<String>,
     ) -> ApiResult<Json<RunList>> {
-        let sessions = SessionsApi {
-            engine: self.engine.clone(),
-        };
-        let session = sessions.find(&session_id, &caller).await?;
-        let runs = self.engine.store().runs_of_session(session.id).await?;
+        let reads = self.engine.reads();
+        let session = access::session(reads, &session_id, &caller).await?;
+        let runs = reads.runs_of_session(session.id).await?;
         Ok(Json(RunList {
             runs: runs.into_iter().map(Run::from).collect(),
         }))
@@ -124,7 +82,11 @@ impl RunsApi {
     /// and the files it created, modified and deleted.
     #[oai(path = "/api/runs/:run_id", method = "get", operation_id = "get_run")]
     async fn get(&self, Caller(caller): Caller, run_id: Path<String>) -> ApiResult<Json<Run>> {
-        Ok(Json(self.find(&run_id, &caller).await?.into()))
+        Ok(Json(
+            access::run(self.engine.reads(), &run_id, &caller)
+                .await?
+                .into(),
+        ))
     }
 
     /// Cancel a run
@@ -134,17 +96,20 @@ impl RunsApi {
         operation_id = "cancel_run"
     )]
     async fn cancel(&self, Caller(caller): Caller, run_id: Path<String>) -> ApiResult<Cancelled> {
-        let run = self.find(&run_id, &caller).await?;
-        let queued = run.status == crate::domain::RunStatus::Queued;
-        if !self.engine.cancel(&run).await? {
-            return Err(ApiError::conflict(format!(
-                "run {} already finished ({})",
-                run.id, run.status
-            )));
-        }
+        let run = access::run(self.engine.reads(), &run_id, &caller).await?;
+        let status = match self.engine.cancel(&run).await? {
+            Cancel::Cancelled => CancelState::Cancelled,
+            Cancel::Cancelling => CancelState::Cancelling,
+            Cancel::AlreadyEnded => {
+                return Err(ApiError::conflict(format!(
+                    "run {} already finished ({})",
+                    run.id, run.status
+                )))
+            }
+        };
         Ok(Cancelled::Accepted(Json(CancelAccepted {
             run_id: run.id,
-            status: if queued { "cancelled" } else { "cancelling" }.into(),
+            status,
         })))
     }
 
@@ -159,7 +124,7 @@ impl RunsApi {
         tag = "ApiTags::Sessions"
     )]
     async fn models(&self, Caller(_caller): Caller) -> ApiResult<Json<ModelList>> {
-        let models = self.engine.runner().models().await.map_err(|error| {
+        let models = self.engine.models().await.map_err(|error| {
             tracing::warn!(%error, "cannot list the runner's models");
             ApiError::unavailable("the runner cannot list its models now; try again shortly")
         })?;
@@ -192,17 +157,7 @@ impl RunsApi {
         approval_id: Path<String>,
         body: Json<ApprovalRequest>,
     ) -> ApiResult<Controlled> {
-        use runner_protocol::ApprovalDecision;
-        let decision = match &*body.decision {
-            "approve" => ApprovalDecision::Approve,
-            "approve_for_session" => ApprovalDecision::ApproveForSession,
-            "deny" => ApprovalDecision::Deny,
-            other => {
-                return Err(ApiError::invalid(format!(
-                    "decision must be one of approve, approve_for_session, deny; got {other:?}"
-                )))
-            }
-        };
+        let decision = body.decision.get("decision")?;
         // Parsed before it goes anywhere: it becomes a path segment of the
         // runner's URL.
         let approval_id = runner_protocol::ApprovalId::parse(&approval_id).map_err(|_| {
@@ -210,14 +165,15 @@ impl RunsApi {
                 "approval_id must be the id of an approval.requested event (approval-<number>)",
             )
         })?;
-        let (id, runner_run) = self.running(&run_id, &caller).await?;
+        let run = access::run(self.engine.reads(), &run_id, &caller).await?;
         let by = caller.user.as_ref().map(|u| u.name.clone());
         self.engine
-            .runner()
-            .resolve_approval(&runner_run, &approval_id, decision, by)
+            .approve(&run, &approval_id, decision.into(), by)
             .await
-            .map_err(|e| control_error(id, e))?;
-        Ok(Controlled::Accepted(Json(ControlAccepted { run_id: id })))
+            .map_err(|e| control_error(run.id, e))?;
+        Ok(Controlled::Accepted(Json(ControlAccepted {
+            run_id: run.id,
+        })))
     }
 
     /// Send a prompt into a running turn
@@ -241,13 +197,14 @@ impl RunsApi {
             self.engine.config().limits.max_prompt_chars,
         )
         .map_err(|e| ApiError::invalid(e.to_string()))?;
-        let (id, runner_run) = self.running(&run_id, &caller).await?;
+        let run = access::run(self.engine.reads(), &run_id, &caller).await?;
         self.engine
-            .runner()
-            .steer_run(&runner_run, prompt.as_str())
+            .steer(&run, &prompt)
             .await
-            .map_err(|e| control_error(id, e))?;
-        Ok(Controlled::Accepted(Json(ControlAccepted { run_id: id })))
+            .map_err(|e| control_error(run.id, e))?;
+        Ok(Controlled::Accepted(Json(ControlAccepted {
+            run_id: run.id,
+        })))
     }
 
     /// Stop a running turn
@@ -265,13 +222,14 @@ impl RunsApi {
         Caller(caller): Caller,
         run_id: Path<String>,
     ) -> ApiResult<Controlled> {
-        let (id, runner_run) = self.running(&run_id, &caller).await?;
+        let run = access::run(self.engine.reads(), &run_id, &caller).await?;
         self.engine
-            .runner()
-            .interrupt_run(&runner_run)
+            .interrupt(&run)
             .await
-            .map_err(|e| control_error(id, e))?;
-        Ok(Controlled::Accepted(Json(ControlAccepted { run_id: id })))
+            .map_err(|e| control_error(run.id, e))?;
+        Ok(Controlled::Accepted(Json(ControlAccepted {
+            run_id: run.id,
+        })))
     }
 
     /// Stream a run's events
@@ -303,22 +261,16 @@ impl RunsApi {
         // A run with a live tail here exists and has not ended: attaching
         // to it needs no query (thousands of browsers may attach at once)
         // but the owner's, for a caller who does not see everything.
-        if self.engine.hubs().get(id).is_some() {
-            self.check_owner(id, &caller).await?;
+        let reads = self.engine.reads();
+        if reads.is_live(id) {
+            access::check_run_owner(reads, id, &caller).await?;
         } else {
-            let run = self.find(&run_id, &caller).await?;
-            if run.status.has_ended()
-                && self.engine.store().last_seq(run.id).await? <= seq_of(after)
-            {
+            let run = access::run_by_id(reads, id, &caller).await?;
+            if run.status.has_ended() && reads.last_seq(run.id).await? <= seq_of(after) {
                 return Ok(Events::NothingLeft);
             }
         }
-        let frames = subscribe(
-            self.engine.store().clone(),
-            self.engine.hubs().clone(),
-            id,
-            after,
-        );
+        let frames = self.engine.subscribe(id, after);
         // A retry hint first: the client leaves CONNECTING at once and
         // reconnects quickly if the connection drops.
         let frames = futures_util::stream::once(async { service_kit::sse::retry_frame(RETRY_MS) })
@@ -327,7 +279,7 @@ impl RunsApi {
             frames,
             &caller,
             self.engine.changes(),
-            self.engine.store().clone(),
+            self.engine.accounts().clone(),
         );
         let frames = self
             .engine
@@ -345,11 +297,17 @@ fn seq_of(after: u64) -> i64 {
     i64::try_from(after).unwrap_or(i64::MAX)
 }
 
-/// A runner's refusal of a control, as the API says it: in the protocol's
+/// A control the run did not take, as the API says it: in the protocol's
 /// words, never the runner's own (they name its ids).
-fn control_error(run: uuid::Uuid, error: crate::runner_client::RunnerError) -> ApiError {
-    use crate::runner_client::RunnerError;
+fn control_error(run: uuid::Uuid, error: ControlError) -> ApiError {
+    use crate::engine::RunnerError;
     use runner_protocol::ControlRefusal;
+    let error = match error {
+        refused @ ControlError::NotRunning { .. } => {
+            return ApiError::conflict(refused.to_string())
+        }
+        ControlError::Runner(error) => error,
+    };
     match error {
         RunnerError::Refused(reason @ ControlRefusal::NoSuchApproval) => {
             ApiError::not_found(reason.to_string())

@@ -13,18 +13,19 @@ use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use super::models::{
-    CreateSession, PromptAccepted, PromptRequest, RunStatus, Session, SessionChange, SessionPage,
+    CreateSession, PromptAccepted, PromptRequest, RunStatus, Session, SessionChange,
+    SessionChangeType, SessionPage,
 };
-use super::{parse_id, ApiTags};
+use super::{access, ApiTags};
 use crate::auth::{Caller, Principal};
 use crate::domain::{Depth, GitRef, Prompt, RepoUrl, SessionSettings};
-use crate::engine::Engine;
+use crate::engine::{CreateRefused, Engine, NewSessionRequest, PromptRefused};
 use crate::git::{CloneRequest, Credentials, LocalSourceError};
 use crate::http_error::{ApiError, ApiResult};
 use crate::metrics::Rejection;
 use crate::open_streams::{StreamSlot, TooManyStreams};
 use crate::session_changes::Change;
-use crate::store::{Enqueue, NewSession, OwnedInsert, SessionRow};
+use crate::store::SessionRow;
 
 pub struct SessionsApi {
     pub engine: Arc<Engine>,
@@ -70,9 +71,8 @@ enum Queued {
 }
 
 impl SessionsApi {
-    fn view(&self, row: crate::store::SessionRow) -> Session {
-        let path = self.engine.workspace(row.id).display().to_string();
-        Session::from_row(row, path)
+    fn view(&self, row: SessionRow) -> Session {
+        view(&self.engine, row)
     }
 
     /// The agent's settings of a creation request: the sandbox, effort and
@@ -89,7 +89,7 @@ impl SessionsApi {
         let Some(model) = &settings.model else {
             return Ok(settings);
         };
-        let models = self.engine.runner().models().await.map_err(|error| {
+        let models = self.engine.models().await.map_err(|error| {
             tracing::warn!(%error, "cannot list the runner's models");
             ApiError::unavailable("the runner cannot list its models now; try again shortly")
         })?;
@@ -114,18 +114,6 @@ impl SessionsApi {
             }
         }
         Ok(settings)
-    }
-
-    /// The session, if it exists and the caller may see it: someone else's
-    /// session is a 404 too, so ids cannot be probed.
-    pub async fn find(&self, raw: &str, caller: &Principal) -> ApiResult<crate::store::SessionRow> {
-        let id = parse_id(raw, "session")?;
-        self.engine
-            .store()
-            .session(id)
-            .await?
-            .filter(|row| caller.sees(row.owner_id))
-            .ok_or_else(|| ApiError::not_found(format!("session {id} does not exist")))
     }
 }
 
@@ -201,48 +189,9 @@ impl SessionsApi {
                 Some(sealer.seal(id, &kept).map_err(|e| ApiError::internal(&e))?)
             }
         };
-        let store = self.engine.store();
-        let new = NewSession {
-            repo_url: url.as_str(),
-            git_ref: git_ref.as_ref().map(GitRef::as_str),
-            depth: depth.map(Depth::get),
-            settings: &settings,
-        };
-        let row = match caller.user_id() {
-            Some(owner) => {
-                let limits = &config.limits;
-                let (max, max_bytes) = (limits.user_max_sessions, limits.user_max_workspace_bytes);
-                match store
-                    .insert_owned_session(id, new, owner, max, max_bytes)
-                    .await?
-                {
-                    OwnedInsert::Inserted(row) => *row,
-                    OwnedInsert::TooManySessions => {
-                        self.engine.metrics().rejected(Rejection::Quota);
-                        return Err(ApiError::too_many(format!(
-                            "you have {max} sessions, the most one user may have \
-                             (BACKEND_USER_MAX_SESSIONS); delete one first"
-                        )));
-                    }
-                    OwnedInsert::TooManyBytes(held) => {
-                        self.engine.metrics().rejected(Rejection::Quota);
-                        return Err(ApiError::too_many(format!(
-                            "your workspaces hold {held} bytes, at least the {max_bytes} one \
-                             user may have (BACKEND_USER_MAX_WORKSPACE_BYTES); delete a \
-                             session first"
-                        )));
-                    }
-                }
-            }
-            None => store.insert_session(id, new, None).await?,
-        };
-        if let Some(sealed) = &sealed_token {
-            store.set_session_token(id, sealed).await?;
-        }
-        tracing::info!(session_id = %id, url = %url.as_str(), keep_token = sealed_token.is_some(), "session created");
-        self.engine.spawn_clone(
+        let request = NewSessionRequest {
             id,
-            CloneRequest {
+            clone: CloneRequest {
                 url,
                 git_ref,
                 depth,
@@ -253,7 +202,17 @@ impl SessionsApi {
                 connect_timeout: config.limits.clone_connect_timeout,
                 io_timeout: config.limits.clone_io_timeout,
             },
-        );
+            settings,
+            sealed_token,
+        };
+        let row = self
+            .engine
+            .create_session(request, caller.user_id())
+            .await
+            .map_err(|refused| match refused {
+                CreateRefused::Store(error) => ApiError::from(error),
+                quota => ApiError::too_many(quota.to_string()),
+            })?;
         Ok(Created::Accepted(Json(self.view(row))))
     }
 
@@ -276,7 +235,7 @@ impl SessionsApi {
         }
         let (rows, total) = self
             .engine
-            .store()
+            .reads()
             .sessions(limit, offset, caller.only_owner())
             .await?;
         Ok(Json(SessionPage {
@@ -306,7 +265,7 @@ impl SessionsApi {
         let owner = caller.only_owner();
         let visible = caller.clone();
         let stream = async_stream::stream! {
-            let view = |row| SessionsApi { engine: engine.clone() }.view(row);
+            let view = |row| view(&engine, row);
             let mut stale = true;
             // The sessions this caller was shown, with the version shown:
             // only their deletions are told, so nobody learns of another
@@ -317,11 +276,11 @@ impl SessionsApi {
                 if stale {
                     // A database that is away leaves the list stale until
                     // the next change or resync tries again.
-                    if let Ok((rows, total)) = engine.store().sessions(SNAPSHOT_SIZE, 0, owner).await {
+                    if let Ok((rows, total)) = engine.reads().sessions(SNAPSHOT_SIZE, 0, owner).await {
                         stale = false;
                         shown = rows.iter().map(|r| (r.id, r.version)).collect();
                         yield SessionChange {
-                            kind: "snapshot".into(),
+                            kind: SessionChangeType::Snapshot,
                             sessions: Some(rows.into_iter().map(view).collect()),
                             total: Some(total),
                             session: None,
@@ -337,7 +296,7 @@ impl SessionsApi {
                         if visible.sees(row.owner_id) && newer {
                             shown.insert(row.id, row.version);
                             yield SessionChange {
-                                kind: "updated".into(),
+                                kind: SessionChangeType::Updated,
                                 sessions: None,
                                 total: None,
                                 session: Some(view(SessionRow::clone(&row))),
@@ -348,7 +307,7 @@ impl SessionsApi {
                     Ok(Change::Deleted { id, owner }) if !stale => {
                         if visible.sees(owner) && shown.remove(&id).is_some() {
                             yield SessionChange {
-                                kind: "deleted".into(),
+                                kind: SessionChangeType::Deleted,
                                 sessions: None,
                                 total: None,
                                 session: None,
@@ -366,7 +325,7 @@ impl SessionsApi {
             stream,
             &caller,
             self.engine.changes(),
-            self.engine.store().clone(),
+            self.engine.accounts().clone(),
         );
         let stream = self
             .engine
@@ -376,7 +335,7 @@ impl SessionsApi {
             .keep_alive(self.engine.config().limits.keep_alive)
             .to_event(|change: SessionChange| {
                 let data = change.to_json().map(|v| v.to_string()).unwrap_or_default();
-                poem::web::sse::Event::message(data).event_type(change.kind)
+                poem::web::sse::Event::message(data).event_type(change.kind.as_str())
             });
         Ok(Changes::Ok(stream, "no".into(), "no-cache".into()))
     }
@@ -388,7 +347,7 @@ impl SessionsApi {
         Caller(caller): Caller,
         session_id: Path<String>,
     ) -> ApiResult<Json<Session>> {
-        let row = self.find(&session_id, &caller).await?;
+        let row = access::session(self.engine.reads(), &session_id, &caller).await?;
         Ok(Json(self.view(row)))
     }
 
@@ -402,7 +361,7 @@ impl SessionsApi {
         operation_id = "delete_session"
     )]
     async fn delete(&self, Caller(caller): Caller, session_id: Path<String>) -> ApiResult<Deleted> {
-        let row = self.find(&session_id, &caller).await?;
+        let row = access::session(self.engine.reads(), &session_id, &caller).await?;
         self.engine.delete_session(&row).await?;
         Ok(Deleted::NoContent)
     }
@@ -422,54 +381,23 @@ impl SessionsApi {
         session_id: Path<String>,
         body: Json<PromptRequest>,
     ) -> ApiResult<Queued> {
-        let session = self.find(&session_id, &caller).await?;
+        let session = access::session(self.engine.reads(), &session_id, &caller).await?;
         let prompt = Prompt::parse(&body.prompt, self.engine.config().limits.max_prompt_chars)
             .map_err(|e| ApiError::invalid(e.to_string()))?;
-        if session.status == crate::domain::SessionStatus::Failed {
-            return Err(ApiError::conflict(format!(
-                "session {} failed to clone and cannot run prompts: {}",
-                session.id,
-                session.error.unwrap_or_default()
-            )));
-        }
-        // Said before the quota: waiting for a run to end would not help.
-        // The enqueue checks again under the row lock.
-        if session.status == crate::domain::SessionStatus::Expired {
-            return Err(expired(session.id));
-        }
-        if let Some(owner) = caller.user_id() {
-            let max = self.engine.config().limits.user_max_active_runs;
-            // A count, then the insert: two prompts at once may both pass
-            // at the edge, by one run; the per-session queue bound holds
-            // regardless.
-            if self.engine.store().active_runs_of_owner(owner).await? >= max {
-                self.engine.metrics().rejected(Rejection::Quota);
-                return Err(ApiError::too_many(format!(
-                    "you have {max} runs queued or running, the most one user may have \
-                     (BACKEND_USER_MAX_ACTIVE_RUNS); wait for one to end or cancel one"
-                )));
-            }
-        }
-        let run_id = Uuid::new_v4();
-        let limit = self.engine.config().limits.max_queued_runs;
-        let run = match self.engine.store().enqueue_run(run_id, session.id, prompt.as_str(), limit).await? {
-            Enqueue::Queued(run) => run,
-            Enqueue::SessionMissing => {
-                return Err(ApiError::not_found(format!("session {} does not exist", session.id)))
-            }
-            Enqueue::SessionExpired => return Err(expired(session.id)),
-            Enqueue::QueueFull => {
-                return Err(ApiError::conflict(format!(
-                    "session {} already has {limit} queued runs (BACKEND_MAX_QUEUED_RUNS); wait or cancel some",
-                    session.id
-                )))
-            }
-        };
-        self.engine.hubs().open(run.id, 1);
-        self.engine.kick(session.id).await;
-        tracing::info!(session_id = %session.id, run_id = %run.id, "prompt queued");
+        let run = self
+            .engine
+            .enqueue_prompt(&session, caller.user_id(), &prompt)
+            .await
+            .map_err(|refused| match refused {
+                PromptRefused::Store(error) => ApiError::from(error),
+                PromptRefused::SessionGone(_) => ApiError::not_found(refused.to_string()),
+                PromptRefused::TooManyRuns { .. } => ApiError::too_many(refused.to_string()),
+                PromptRefused::CloneFailed { .. }
+                | PromptRefused::Expired(_)
+                | PromptRefused::QueueFull { .. } => ApiError::conflict(refused.to_string()),
+            })?;
         Ok(Queued::Accepted(Json(PromptAccepted {
-            run_id: run.id,
+            run_id: run.run_id,
             session_id: session.id,
             status: RunStatus::Queued,
             position: run.position,
@@ -499,11 +427,8 @@ pub(super) fn stream_slot(engine: &Engine, caller: &Principal) -> ApiResult<Stre
         })
 }
 
-/// The 409 of a prompt to an expired session.
-fn expired(session: Uuid) -> ApiError {
-    ApiError::conflict(format!(
-        "session {session} has expired: its workspace was removed after it sat idle \
-         (BACKEND_SESSION_IDLE_TTL_HOURS) or to keep the workspaces under their quota; \
-         create a new session"
-    ))
+/// The API's view of a session row.
+fn view(engine: &Engine, row: SessionRow) -> Session {
+    let path = engine.reads().workspace(row.id).display().to_string();
+    Session::from_row(row, path)
 }

@@ -107,12 +107,12 @@ impl ShippingApi {
 
     /// The session the caller may see, ready, with its canonical workspace.
     async fn ready(&self, raw: &str, caller: &Principal) -> ApiResult<(SessionRow, PathBuf)> {
-        super::files::ready_workspace(&self.engine, raw, caller).await
+        super::access::ready_workspace(self.engine.reads(), raw, caller).await
     }
 
     /// Refuses while a run may change the workspace under a commit or push.
     async fn idle(&self, session: &SessionRow) -> ApiResult<()> {
-        if self.engine.store().session_busy(session.id).await? {
+        if self.engine.reads().session_busy(session.id).await? {
             return Err(ApiError::conflict(format!(
                 "a run of session {} is queued or running: try again once it has ended",
                 session.id
@@ -124,7 +124,7 @@ impl ShippingApi {
     /// A git failure, or the 404 of a session deleted while the work ran
     /// (its folder went from under libgit2).
     async fn git_failure(&self, session: uuid::Uuid, error: git2::Error) -> ApiError {
-        match self.engine.store().session(session).await {
+        match self.engine.reads().session(session).await {
             Ok(None) => ApiError::not_found(format!("session {session} was deleted")),
             _ => git_error(error),
         }
@@ -219,7 +219,7 @@ impl ShippingApi {
         if let Some(given) = token_of(given) {
             return Ok(Some(given));
         }
-        let Some(sealed) = self.engine.store().session_token(session.id).await? else {
+        let Some(sealed) = self.engine.reads().session_token(session.id).await? else {
             return Ok(None);
         };
         let Some(sealer) = self.engine.config().sealer.as_ref() else {
@@ -311,7 +311,7 @@ impl ShippingApi {
     }
 
     async fn git_state(&self, session: &SessionRow, dir: PathBuf) -> ApiResult<git::GitState> {
-        let cache = self.engine.snapshot_cache(session.id);
+        let cache = self.engine.reads().snapshot_cache(session.id);
         let base = session.base_commit.clone();
         // The permit goes with the blocking work: a client that leaves does
         // not free its place while the work goes on.
@@ -374,7 +374,7 @@ impl ShippingApi {
             .base_commit
             .clone()
             .ok_or_else(|| ApiError::conflict("the session has no base commit"))?;
-        let cache = self.engine.snapshot_cache(session.id);
+        let cache = self.engine.reads().snapshot_cache(session.id);
         let name = format!(
             "{}-{}",
             session
@@ -410,7 +410,7 @@ impl ShippingApi {
     ) -> ApiResult<PatchDownload> {
         let id = parse_id(&run_id, "run")?;
         let not_found = || ApiError::not_found(format!("run {id} does not exist"));
-        let run = self.engine.store().run(id).await?.ok_or_else(not_found)?;
+        let run = self.engine.reads().run(id).await?.ok_or_else(not_found)?;
         let (session, dir) = match self.ready(&run.session_id.to_string(), &caller).await {
             Err(ApiError::NotFound(_)) => return Err(not_found()),
             other => other?,
@@ -444,7 +444,7 @@ impl ShippingApi {
     ) -> ApiResult<Json<GitState>> {
         let (session, dir) = self.ready(&session_id, &caller).await?;
         let state = self.git_state(&session, dir).await?;
-        let pull_requests = self.engine.store().pull_requests(session.id).await?;
+        let pull_requests = self.engine.reads().pull_requests(session.id).await?;
         Ok(Json(GitState {
             branch: state.branch,
             head: state.head,
@@ -509,7 +509,7 @@ impl ShippingApi {
             ),
             None => ("repo-runner".to_owned(), format!("anonymous@{domain}")),
         };
-        let cache = self.engine.snapshot_cache(session.id);
+        let cache = self.engine.reads().snapshot_cache(session.id);
         let cloned_branch = session.cloned_branch.clone();
         let permit = self.permit().await?;
         let span = tracing::Span::current();
@@ -698,8 +698,7 @@ impl ShippingApi {
             })?;
         let number = i64::try_from(opened.number).unwrap_or(i64::MAX);
         self.engine
-            .store()
-            .insert_pull_request(session.id, number, &opened.url, head.as_str(), &base)
+            .record_pull_request(session.id, number, &opened.url, head.as_str(), &base)
             .await?;
         tracing::info!(number, url = %opened.url, "pull request opened");
         Ok(PullRequestOpened::Created(Json(PullRequest {

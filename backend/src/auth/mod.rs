@@ -22,9 +22,12 @@
 //! runs, events, files and diff. [`Principal::sees`] is the one rule; a
 //! session someone may not see answers 404, as one that does not exist.
 
+mod accounts;
 pub mod preview_grant;
 pub mod sealed;
 pub mod secret;
+
+pub use accounts::Accounts;
 
 use std::sync::Arc;
 
@@ -40,7 +43,7 @@ use crate::config::AuthMode;
 use crate::http_error::ApiError;
 use crate::metrics::Rejection;
 use crate::session_changes::{Change, SessionChanges};
-use crate::store::{SignedIn, Store, UserRow};
+use crate::store::{SignedIn, UserRow};
 
 /// The sign-in cookie's name over plain HTTP.
 pub const COOKIE_NAME: &str = "rr_session";
@@ -131,7 +134,7 @@ impl<'a> FromRequest<'a> for Caller {
 /// The authentication middleware.
 pub struct Authenticator {
     pub mode: AuthMode,
-    pub store: Store,
+    pub accounts: Accounts,
     /// Origins besides the page's own that may send state-changing
     /// requests with the cookie (`CORS_ORIGINS`, without `*`).
     pub trusted_origins: Vec<String>,
@@ -214,9 +217,11 @@ impl Authenticator {
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <token>`"))?;
-            self.store.signed_in_by_token(&secret::hash(token)).await?
+            self.accounts
+                .signed_in_by_token(&secret::hash(token))
+                .await?
         } else if let SessionCookie::One(cookie) = session_cookie(headers) {
-            self.store
+            self.accounts
                 .signed_in_by_cookie(&secret::hash(cookie))
                 .await?
         } else if session_cookie(headers) == SessionCookie::Several {
@@ -312,7 +317,7 @@ pub fn until_revoked<T: Send + 'static>(
     stream: impl Stream<Item = T> + Send + 'static,
     principal: &Principal,
     changes: &SessionChanges,
-    store: Store,
+    accounts: Accounts,
 ) -> BoxStream<'static, T> {
     let ids = principal.credentials();
     let Some(token_id) = principal.token_id else {
@@ -334,7 +339,7 @@ pub fn until_revoked<T: Send + 'static>(
                     Ok(Change::Resync) | Err(RecvError::Lagged(_)) => {
                         // A database that is away cannot say: the stream
                         // goes on, and the next resync asks again.
-                        if matches!(store.credential_lives(token_id, browser).await, Ok(false)) {
+                        if matches!(accounts.credential_lives(token_id, browser).await, Ok(false)) {
                             break;
                         }
                     }

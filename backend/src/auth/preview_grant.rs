@@ -22,11 +22,11 @@ use poem::http::{HeaderMap, Method};
 use uuid::Uuid;
 
 use super::secret::{self, Minted};
+use super::Accounts;
 use super::Principal;
 use crate::config::AuthMode;
 use crate::http_error::ApiError;
 use crate::metrics::Rejection;
-use crate::store::Store;
 
 /// The `Authorization` scheme of a grant.
 pub const SCHEME: &str = "Preview";
@@ -67,7 +67,7 @@ pub struct PreviewScope {
 /// Checks the grants that requests present.
 pub struct PreviewGrants {
     pub mode: AuthMode,
-    pub store: Store,
+    pub accounts: Accounts,
     pub rate_limits: std::sync::Arc<crate::rate_limit::RateLimits>,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
@@ -91,7 +91,7 @@ impl PreviewGrants {
         let found = if grant.is_empty() {
             None
         } else {
-            self.store.preview_grant(&secret::hash(grant)).await?
+            self.accounts.preview_grant(&secret::hash(grant)).await?
         };
         // A grant asked for while AUTH_MODE was none names nobody: void
         // once tokens are required.

@@ -2,20 +2,22 @@
 //! raced safely by its deletion, and folders left by an earlier process
 //! removed.
 
-use std::collections::HashSet;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{lock, retry_bounded, Engine};
-use crate::domain::RepoUrl;
+use super::core::{lock, Core};
+use super::retry::retry_bounded;
+use super::runner_client::RunnerError;
+use super::runs::{Cancel, Runs};
+use crate::domain::{RepoUrl, RunnerThreadId};
 use crate::git::{
     self, CloneCounts, CloneProgress, CloneRequest, ForbiddenPaths, LocalSource, LocalSourceError,
 };
-use crate::runner_client::RunnerError;
 use crate::store::SessionRow;
 
 /// Clone progress is written to Postgres at most this often per clone.
@@ -26,18 +28,40 @@ const READY_ATTEMPTS: u32 = 7;
 
 const READY_FAILED_MESSAGE: &str = "the clone finished but the backend could not record it in its database; delete this session and create it again";
 
+/// Sessions' clones, their deletion, and the folders they leave.
+pub(super) struct Clones {
+    core: Arc<Core>,
+    /// Wakes a session's worker once its clone has ended.
+    runs: Arc<Runs>,
+    /// Clones in progress, by session. Whoever takes a session out of here
+    /// while it is marked deleted (the clone task) or finds it absent (a
+    /// delete) removes its folder: under this lock exactly one of them does.
+    in_progress: Mutex<HashMap<Uuid, CloneTask>>,
+    /// Bytes the checkouts in progress are about to write.
+    checkout_reserved: Arc<AtomicU64>,
+}
+
 /// A clone in progress.
-pub(super) struct CloneTask {
+struct CloneTask {
     progress: Arc<CloneProgress>,
     /// Its session was deleted: the clone task cleans up when it ends.
     deleted: bool,
 }
 
-impl Engine {
+impl Clones {
+    pub(super) fn new(core: Arc<Core>, runs: Arc<Runs>) -> Arc<Self> {
+        Arc::new(Self {
+            core,
+            runs,
+            in_progress: Mutex::new(HashMap::new()),
+            checkout_reserved: Arc::default(),
+        })
+    }
+
     /// For a local `url`, the check that its path is outside
     /// `WORKSPACES_ROOT` and `BACKEND_FORBIDDEN_CLONE_PATHS`, which a
     /// [`CloneRequest`] for it needs; `None` for a remote.
-    pub async fn local_source(
+    pub(super) async fn local_source(
         &self,
         url: &RepoUrl,
     ) -> Result<Option<LocalSource>, LocalSourceError> {
@@ -45,7 +69,8 @@ impl Engine {
             return Ok(None);
         }
         let path = std::path::PathBuf::from(url.fetch_url());
-        let forbidden = ForbiddenPaths::new(&self.root, &self.config.forbidden_clone_paths);
+        let forbidden =
+            ForbiddenPaths::new(&self.core.root, &self.core.config.forbidden_clone_paths);
         tokio::task::spawn_blocking(move || LocalSource::check(&path, forbidden))
             .await
             .map_err(LocalSourceError::Unchecked)?
@@ -53,42 +78,42 @@ impl Engine {
     }
 
     /// Clones in the background; the session becomes `ready` or `failed`.
-    pub fn spawn_clone(self: &Arc<Self>, session: Uuid, request: CloneRequest) {
+    pub(super) fn spawn(self: &Arc<Self>, session: Uuid, request: CloneRequest) {
         let progress = Arc::new(CloneProgress::default());
-        lock(&self.clones).insert(
+        lock(&self.in_progress).insert(
             session,
             CloneTask {
                 progress: progress.clone(),
                 deleted: false,
             },
         );
-        let engine = self.clone();
+        let clones = self.clone();
         let span = tracing::info_span!(parent: None, "clone", session_id = %session);
-        let stopping = self.stopping.clone();
-        self.tasks.spawn(
+        let stopping = self.core.stopping.clone();
+        self.core.tasks.spawn(
             async move {
                 // A backend that stops ends its clones; the next start
                 // fails them as interrupted.
                 let thread = tokio::select! {
-                    thread = engine.clone_session(session, request, &progress) => thread,
+                    thread = clones.clone_session(session, request, &progress) => thread,
                     () = stopping.cancelled() => {
                         progress.cancel.store(true, Ordering::Relaxed);
                         None
                     }
                 };
-                let deleted = lock(&engine.clones)
+                let deleted = lock(&clones.in_progress)
                     .remove(&session)
                     .is_some_and(|task| task.deleted);
                 if deleted {
                     // The delete left the folder (and any thread made here)
                     // to this task, which is the last to touch them.
                     if let Some(thread) = thread {
-                        engine.delete_runner_thread(&thread).await;
+                        clones.delete_runner_thread(&thread).await;
                     }
-                    engine.remove_session_dir(session).await;
+                    clones.remove_session_dir(session).await;
                     tracing::info!("deleted session's clone cleaned up");
                 }
-                engine.kick(session).await;
+                clones.runs.kick(session).await;
             }
             .instrument(span),
         );
@@ -96,14 +121,15 @@ impl Engine {
 
     /// Runs the clone to its end; returns the runner thread it created, if
     /// any.
-    pub(super) async fn clone_session(
+    async fn clone_session(
         &self,
         session: Uuid,
         request: CloneRequest,
         progress: &Arc<CloneProgress>,
-    ) -> Option<String> {
-        let dest = self.workspace(session);
-        let limits = &self.config.limits;
+    ) -> Option<RunnerThreadId> {
+        let core = &self.core;
+        let dest = core.workspace(session);
+        let limits = &core.config.limits;
         let disk = git::DiskLimits {
             max_checkout_bytes: limits.max_checkout_bytes,
             min_free_bytes: limits.min_free_disk_bytes,
@@ -115,7 +141,7 @@ impl Engine {
             let progress = progress.clone();
             let dest = dest.clone();
             let span = tracing::Span::current();
-            let snapshots = self.snapshot_cache(session);
+            let snapshots = core.snapshot_cache(session);
             tokio::task::spawn_blocking(move || {
                 let _entered = span.enter();
                 std::fs::create_dir_all(dest.parent().unwrap_or(&dest))
@@ -146,7 +172,7 @@ impl Engine {
                     timed_out = true;
                     progress.cancel.store(true, Ordering::Relaxed);
                     tracing::warn!("clone timed out");
-                    if let Err(error) = self.store.mark_failed_if_cloning(session, &timeout_message(limits.clone_timeout)).await {
+                    if let Err(error) = core.store.mark_failed_if_cloning(session, &timeout_message(limits.clone_timeout)).await {
                         tracing::error!(error.cause_chain = ?error, "cannot fail the timed-out clone");
                     }
                 }
@@ -167,13 +193,13 @@ impl Engine {
             Err(message) => {
                 tracing::warn!(%message, "clone failed");
                 // libgit2's and the OS's words may name the server's folders.
-                let message = without_server_paths(&message, &self.config.workspaces_root, session);
+                let message = without_server_paths(&message, &core.config.workspaces_root, session);
                 if !deleted {
-                    self.metrics.clone_ended(false, started.elapsed());
+                    core.metrics.clone_ended(false, started.elapsed());
                 }
                 self.remove_session_dir(session).await;
                 if !deleted {
-                    if let Err(error) = self.store.mark_failed_if_cloning(session, &message).await {
+                    if let Err(error) = core.store.mark_failed_if_cloning(session, &message).await {
                         tracing::error!(error.cause_chain = ?error, "cannot fail the clone");
                     }
                 }
@@ -184,7 +210,7 @@ impl Engine {
         // is away, the first run creates it.
         // The session's settings; a row that went (a delete) makes no
         // thread, and a failed read leaves it to the first run.
-        let settings = match self.store.session(session).await {
+        let settings = match core.store.session(session).await {
             Ok(Some(row)) => Some(row.settings),
             Ok(None) => None,
             Err(error) => {
@@ -193,7 +219,7 @@ impl Engine {
             }
         };
         let created = match &settings {
-            Some(settings) => self
+            Some(settings) => core
                 .runner
                 .create_thread(&dest, None, settings)
                 .await
@@ -214,18 +240,14 @@ impl Engine {
         // goes through the session fails with a reason instead of staying
         // `cloning`.
         let ready = retry_bounded("mark the clone ready", READY_ATTEMPTS, || {
-            self.store.mark_ready(
-                session,
-                &commit,
-                cloned_branch.as_deref(),
-                thread.as_deref(),
-            )
+            core.store
+                .mark_ready(session, &commit, cloned_branch.as_deref(), thread.as_ref())
         })
         .await;
         if let Ok(true) = ready {
             tracing::info!(%commit, "clone ready");
-            self.metrics.clone_ended(true, started.elapsed());
-            self.measure_workspace(session).await;
+            core.metrics.clone_ended(true, started.elapsed());
+            core.measure_workspace(session).await;
             return thread;
         }
         // Not ready: what the clone made goes before the session says so,
@@ -241,7 +263,7 @@ impl Engine {
             Err(error) => {
                 tracing::error!(error.cause_chain = ?error, "cannot mark the clone ready; failing the session");
                 let failed = retry_bounded("fail the session", READY_ATTEMPTS, || {
-                    self.store
+                    core.store
                         .mark_failed_if_cloning(session, READY_FAILED_MESSAGE)
                 })
                 .await;
@@ -256,7 +278,7 @@ impl Engine {
     }
 
     /// Writes the clone's progress when it changed since the last write.
-    pub(super) async fn write_progress(
+    async fn write_progress(
         &self,
         session: Uuid,
         progress: &CloneProgress,
@@ -266,7 +288,7 @@ impl Engine {
         if Some(now) == *written {
             return;
         }
-        match self.store.set_clone_progress(session, &now).await {
+        match self.core.store.set_clone_progress(session, &now).await {
             Ok(()) => *written = Some(now),
             // The next tick tries again.
             Err(error) => {
@@ -275,8 +297,8 @@ impl Engine {
         }
     }
 
-    pub(super) async fn delete_runner_thread(&self, thread: &str) {
-        match self.runner.delete_thread(thread).await {
+    pub(super) async fn delete_runner_thread(&self, thread: &RunnerThreadId) {
+        match self.core.runner.delete_thread(thread).await {
             Ok(()) | Err(RunnerError::NotFound { .. }) => {}
             Err(error) => tracing::warn!(%error, "the runner did not delete the thread"),
         }
@@ -284,8 +306,8 @@ impl Engine {
 
     /// Removes the session's folder; one already gone is fine.
     pub(super) async fn remove_session_dir(&self, session: Uuid) {
-        let dir = self.session_dir(session);
-        let snapshots = self.snapshot_dir(session);
+        let dir = self.core.session_dir(session);
+        let snapshots = self.core.snapshot_dir(session);
         let removed =
             tokio::task::spawn_blocking(move || remove_dir(&dir).and(remove_dir(&snapshots))).await;
         match removed {
@@ -300,10 +322,10 @@ impl Engine {
     }
 
     /// Cancels the session's work, forgets it and removes its folder.
-    pub async fn delete_session(&self, session: &SessionRow) -> crate::store::Result<()> {
+    pub(super) async fn delete_session(&self, session: &SessionRow) -> crate::store::Result<()> {
         // A clone still running owns the folder from here on; one that has
         // ended (or never ran in this process) leaves it to us.
-        let cloning = match lock(&self.clones).get_mut(&session.id) {
+        let cloning = match lock(&self.in_progress).get_mut(&session.id) {
             Some(task) => {
                 task.deleted = true;
                 task.progress.cancel.store(true, Ordering::Relaxed);
@@ -311,12 +333,12 @@ impl Engine {
             }
             None => false,
         };
-        for run in self.store.runs_of_session(session.id).await? {
-            self.cancel(&run).await?;
+        for run in self.core.store.runs_of_session(session.id).await? {
+            let _: Cancel = self.runs.cancel(&run).await?;
         }
         // The row as deleted, not as read before: a clone that became ready
         // meanwhile recorded its thread there.
-        let thread = self.store.delete_session(session.id).await?;
+        let thread = self.core.store.delete_session(session.id).await?;
         if let Some(thread) = thread.or_else(|| session.runner_thread_id.clone()) {
             self.delete_runner_thread(&thread).await;
         }
@@ -327,11 +349,26 @@ impl Engine {
         Ok(())
     }
 
+    /// Picks up what a previous process left: interrupted clones fail
+    /// (their token, if any, was never stored) and lose their partial
+    /// folder, and folders of sessions that no longer exist go. Runs before
+    /// the API serves, so no clone is in progress.
+    pub(super) async fn recover(&self) -> crate::store::Result<()> {
+        for session in self.core.store.interrupted_clones().await? {
+            tracing::warn!(session_id = %session, "clone interrupted by a restart");
+            self.remove_session_dir(session).await;
+            self.core.store
+                .mark_failed(session, "the clone was interrupted by a restart of the backend; delete this session and create it again")
+                .await?;
+        }
+        self.remove_orphans().await
+    }
+
     /// Removes the folders of sessions deleted while their clone ran when
     /// the process died (or deleted by hand in the database).
-    pub(super) async fn remove_orphans(&self) -> crate::store::Result<()> {
-        let sessions = self.store.session_ids().await?;
-        let root = self.root.clone();
+    async fn remove_orphans(&self) -> crate::store::Result<()> {
+        let sessions = self.core.store.session_ids().await?;
+        let root = self.core.root.clone();
         let found = match tokio::task::spawn_blocking(move || orphans(&root, &sessions)).await {
             Ok(Ok(found)) => found,
             Ok(Err(error)) => {

@@ -1,102 +1,127 @@
-//! The backend's work behind the API: cloning sessions, running each
-//! session's prompts one at a time in order, relaying each run's events from
-//! the runner into Postgres and the live tail, and picking all of that up
-//! again after a restart.
+//! The backend's work behind the API, behind one facade that speaks
+//! intentions: [`Engine::create_session`], [`Engine::enqueue_prompt`],
+//! [`Engine::cancel`], [`Engine::subscribe`], [`Engine::approve`] (and the
+//! other controls of a running run), [`Engine::delete_session`], and
+//! read-only queries through [`Engine::reads`]. Routes call these; the store,
+//! the live tails and the runner's client are private to this module, so a
+//! route cannot change a session or a run any other way.
 //!
-//! [`Engine`] is the facade the API sees: [`Engine::spawn_clone`],
-//! [`Engine::kick`] (a prompt was queued), [`Engine::cancel`],
-//! [`Engine::delete_session`], [`Engine::recover`] and [`Engine::shutdown`],
-//! plus read access to the store, the live tails, the session feed and the
-//! count of open streams. Each concern is its own module:
+//! Inside, each concern is a type with its own private state:
 //!
-//! - `clones` — a session's clone, its progress, its deletion and leftover
-//!   folders;
-//! - `queue` — one worker per session runs its runs in order, starts them on
-//!   the runner and cancels them;
-//! - `relay` — follows a run's stream on the runner into Postgres and the
-//!   live tail, never dropping an event;
-//! - `outcome` — a run's end: its outcome, its files and its terminal event;
-//! - `sweeper` — the size of each workspace, and the expiry of idle
-//!   sessions and of the longest idle past the total quota.
+//! - [`runs::Runs`] — each session's queue (one worker per session), the
+//!   cancel state machine and a run's outcome; the only code that opens a
+//!   run's live tail;
+//! - `relay` — follows a run's stream on the runner into the tail it is
+//!   given and into Postgres, never dropping an event;
+//! - [`clones::Clones`] — a session's clone, its progress, its deletion and
+//!   leftover folders;
+//! - [`sweeper::Sweeper`] — the expiry of idle sessions and of the longest
+//!   idle past the total quota;
+//! - `core` — what they all share (configuration, store, runner client,
+//!   tails, metrics, tasks); `reads` — the read-only handle; `hub` — the
+//!   live tails; `runner_client` — the runner's HTTP API; `retry` — retried
+//!   database calls.
 //!
-//! Every task the engine spawns belongs to its [`TaskTracker`] and stops
-//! when its [`CancellationToken`] is cancelled: [`Engine::shutdown`] cancels
-//! and waits, after the server has stopped taking requests.
+//! Every task the engine spawns belongs to its `TaskTracker` and stops when
+//! its `CancellationToken` is cancelled: [`Engine::shutdown`] cancels and
+//! waits, after the server has stopped taking requests.
 
 mod clones;
-mod outcome;
-mod queue;
+mod core;
+mod hub;
+mod reads;
 mod relay;
+mod retry;
+mod runner_client;
+mod runs;
 mod sweeper;
 
-use std::collections::HashMap;
-use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use bytes::Bytes;
+use futures_util::Stream;
+use runner_protocol::{ApprovalDecision, ApprovalId};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::auth::Accounts;
 use crate::config::Config;
-use crate::hub::Hubs;
+use crate::domain::{Prompt, RepoUrl, RunStatus, RunnerRunId, SessionSettings};
+use crate::git::{CloneRequest, LocalSource, LocalSourceError};
+use crate::metrics::{Metrics, Rejection};
 use crate::open_streams::OpenStreams;
-use crate::runner_client::RunnerClient;
 use crate::session_changes::SessionChanges;
-use crate::store::Store;
+use crate::store::{NewSession, OwnedInsert, RunRow, SessionRow, Store, StoreError};
 
-use clones::CloneTask;
+use self::core::Core;
+use clones::Clones;
+use runs::Runs;
+use sweeper::Sweeper;
 
-/// The first pause before a failed database call is tried again; it doubles
-/// up to `MAX_BACKOFF`.
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// Failures of one call logged as warnings before they are errors: a short
-/// blip (a restart of Postgres, a dropped connection) is not an operator's
-/// business, an outage is.
-const QUIET_FAILURES: u32 = 5;
+pub use reads::Reads;
+pub use runner_client::{ClientError, RunnerError, RunnerModel};
+pub use runs::{Cancel, PromptRefused, QueuedRun};
 
 pub struct Engine {
-    config: Arc<Config>,
-    store: Store,
-    runner: RunnerClient,
-    hubs: Arc<Hubs>,
+    core: Arc<Core>,
+    runs: Arc<Runs>,
+    clones: Arc<Clones>,
+    sweeper: Arc<Sweeper>,
+    reads: Reads,
+    accounts: Accounts,
     /// Which sessions changed, announced by Postgres.
     changes: SessionChanges,
     /// The event streams each user holds open.
     open_streams: Arc<OpenStreams>,
-    /// Canonical `WORKSPACES_ROOT`.
-    root: PathBuf,
-    /// One worker per session with queued or running runs. Held only to
-    /// look up, add or remove an entry, never across a database call.
-    workers: tokio::sync::Mutex<HashMap<Uuid, Arc<Notify>>>,
-    /// Clones in progress, by session. Whoever takes a session out of here
-    /// while it is marked deleted (the clone task) or finds it absent (a
-    /// delete) removes its folder: under this lock exactly one of them does.
-    clones: Mutex<HashMap<Uuid, CloneTask>>,
-    /// Bytes the checkouts in progress are about to write.
-    checkout_reserved: Arc<std::sync::atomic::AtomicU64>,
-    /// Every task the engine spawns: clones, session workers (with the
-    /// relays they run) and the session-change listener.
-    tasks: TaskTracker,
-    /// Cancelled when the backend stops.
-    stopping: CancellationToken,
-    metrics: Arc<crate::metrics::Metrics>,
     /// For the forges' APIs (pull requests); `None` when it could not be
     /// built (logged at start).
     forge_client: Option<reqwest::Client>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
+/// A session to create: checked and parsed by the caller.
+pub struct NewSessionRequest {
+    pub id: Uuid,
+    pub clone: CloneRequest,
+    pub settings: SessionSettings,
+    /// The token to keep for pushes, sealed for this session.
+    pub sealed_token: Option<Vec<u8>>,
+}
+
+/// Why a session was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateRefused {
+    #[error(
+        "you have {max} sessions, the most one user may have \
+         (BACKEND_USER_MAX_SESSIONS); delete one first"
+    )]
+    TooManySessions { max: i64 },
+    #[error(
+        "your workspaces hold {held} bytes, at least the {max} one user may have \
+         (BACKEND_USER_MAX_WORKSPACE_BYTES); delete a session first"
+    )]
+    TooManyBytes { held: i64, max: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a control (approval, steer, interrupt) did not reach the run.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("run {run} is {status}: only a running run takes approvals, steering and interrupts")]
+    NotRunning { run: Uuid, status: RunStatus },
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
 }
 
 impl Engine {
-    pub fn new(config: Arc<Config>, store: Store, root: PathBuf) -> Arc<Self> {
+    pub fn new(config: Arc<Config>, store: Store, root: PathBuf) -> Result<Arc<Self>, ClientError> {
         let tasks = TaskTracker::new();
         let stopping = CancellationToken::new();
+        let runner =
+            runner_client::RunnerClient::new(&config.runner_url, config.runner_token.as_deref())?;
         let changes = SessionChanges::listen(config.database_url.clone(), &tasks, &stopping);
         let forge_client = crate::forge::client(
             &config.clone_policy,
@@ -107,45 +132,51 @@ impl Engine {
             tracing::error!(error.cause_chain = ?error, "no client for the forges' APIs: pull requests fail");
         })
         .ok();
-        Arc::new(Self {
-            forge_client,
-            runner: RunnerClient::new(&config.runner_url, config.runner_token.as_deref()),
-            hubs: Arc::new(Hubs::new(
+        let core = Arc::new(Core {
+            hubs: Arc::new(hub::Hubs::new(
                 config.limits.max_events_per_run,
                 config.limits.live_tail_bytes,
             )),
-            changes,
-            open_streams: OpenStreams::new(config.limits.user_max_streams),
-            config,
-            store,
+            runner,
+            metrics: Arc::default(),
+            config: config.clone(),
+            store: store.clone(),
             root,
-            workers: tokio::sync::Mutex::new(HashMap::new()),
-            clones: Mutex::new(HashMap::new()),
-            checkout_reserved: Arc::default(),
             tasks,
             stopping,
-            metrics: Arc::default(),
-        })
-    }
-
-    /// The figures of `/metrics`.
-    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
-        &self.metrics
+        });
+        let runs = Runs::new(core.clone());
+        let clones = Clones::new(core.clone(), runs.clone());
+        Ok(Arc::new(Self {
+            sweeper: Sweeper::new(core.clone(), clones.clone()),
+            reads: Reads::new(core.clone()),
+            accounts: Accounts::new(store),
+            open_streams: OpenStreams::new(config.limits.user_max_streams),
+            forge_client,
+            changes,
+            runs,
+            clones,
+            core,
+        }))
     }
 
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.core.config
     }
 
-    /// For reads; every change of a session or a run goes through the
-    /// engine.
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The figures of `/metrics`.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.core.metrics
     }
 
-    /// The live tails of active runs, for subscribers.
-    pub fn hubs(&self) -> &Arc<Hubs> {
-        &self.hubs
+    /// Read-only queries.
+    pub fn reads(&self) -> &Reads {
+        &self.reads
+    }
+
+    /// Users, tokens, sign-ins and preview grants.
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
     }
 
     pub fn changes(&self) -> &SessionChanges {
@@ -159,7 +190,7 @@ impl Engine {
 
     /// The forges pull requests are opened on (`FORGES` and the known ones).
     pub fn forges(&self) -> &crate::forge::Forges {
-        &self.config.forges
+        &self.core.config.forges
     }
 
     pub fn forge_client(&self) -> Result<&reqwest::Client, crate::forge::ForgeError> {
@@ -168,29 +199,164 @@ impl Engine {
         })
     }
 
-    pub fn runner(&self) -> &RunnerClient {
-        &self.runner
+    /// Whether the runner answers its health check.
+    pub async fn runner_answers(&self) -> bool {
+        self.core.runner.health().await.is_ok()
     }
 
-    /// `WORKSPACES_ROOT/<session>`: the session's folder.
-    pub fn session_dir(&self, session: Uuid) -> PathBuf {
-        self.root.join(session.to_string())
+    /// The models the runner's CLI offers.
+    pub async fn models(&self) -> Result<Vec<RunnerModel>, RunnerError> {
+        self.core.runner.models().await
     }
 
-    /// `WORKSPACES_ROOT/<session>/repo`: the clone the agent works in.
-    pub fn workspace(&self, session: Uuid) -> PathBuf {
-        self.session_dir(session).join("repo")
+    /// For a local `url`, the check that its path is outside
+    /// `WORKSPACES_ROOT` and `BACKEND_FORBIDDEN_CLONE_PATHS`, which a
+    /// [`CloneRequest`] for it needs; `None` for a remote.
+    pub async fn local_source(
+        &self,
+        url: &RepoUrl,
+    ) -> Result<Option<LocalSource>, LocalSourceError> {
+        self.clones.local_source(url).await
     }
 
-    /// Where the session's workspace snapshots keep their index.
-    pub fn snapshot_cache(&self, session: Uuid) -> crate::git::SnapshotCache {
-        crate::git::SnapshotCache::new(&self.snapshot_dir(session))
+    /// Creates a session, `cloning`, owned by `owner` (within their quota),
+    /// and clones it in the background: it becomes `ready` (with a runner
+    /// thread) or `failed` (with a message).
+    pub async fn create_session(
+        &self,
+        request: NewSessionRequest,
+        owner: Option<Uuid>,
+    ) -> Result<SessionRow, CreateRefused> {
+        let NewSessionRequest {
+            id,
+            clone,
+            settings,
+            sealed_token,
+        } = request;
+        let store = &self.core.store;
+        let new = NewSession {
+            repo_url: clone.url.as_str(),
+            git_ref: clone.git_ref.as_ref().map(|r| r.as_str()),
+            depth: clone.depth.map(|d| d.get()),
+            settings: &settings,
+        };
+        let row = match owner {
+            Some(owner) => {
+                let limits = &self.core.config.limits;
+                let (max, max_bytes) = (limits.user_max_sessions, limits.user_max_workspace_bytes);
+                match store
+                    .insert_owned_session(id, new, owner, max, max_bytes)
+                    .await?
+                {
+                    OwnedInsert::Inserted(row) => *row,
+                    OwnedInsert::TooManySessions => {
+                        self.core.metrics.rejected(Rejection::Quota);
+                        return Err(CreateRefused::TooManySessions { max });
+                    }
+                    OwnedInsert::TooManyBytes(held) => {
+                        self.core.metrics.rejected(Rejection::Quota);
+                        return Err(CreateRefused::TooManyBytes {
+                            held,
+                            max: max_bytes,
+                        });
+                    }
+                }
+            }
+            None => store.insert_session(id, new, None).await?,
+        };
+        if let Some(sealed) = &sealed_token {
+            store.set_session_token(id, sealed).await?;
+        }
+        tracing::info!(session_id = %id, url = %clone.url.as_str(), keep_token = sealed_token.is_some(), "session created");
+        self.clones.spawn(id, clone);
+        Ok(row)
     }
 
-    /// `<WORKSPACES_ROOT>/.snapshots/<session>`: out of the session's
-    /// folder, which the session's agent sees (see `git::SnapshotCache`).
-    pub fn snapshot_dir(&self, session: Uuid) -> PathBuf {
-        self.root.join(".snapshots").join(session.to_string())
+    /// Cancels the session's work, forgets it and removes its folder.
+    pub async fn delete_session(&self, session: &SessionRow) -> crate::store::Result<()> {
+        self.clones.delete_session(session).await
+    }
+
+    /// Queues `prompt` as the session's next run (`owner`: the caller, whose
+    /// quota of active runs it counts against).
+    pub async fn enqueue_prompt(
+        &self,
+        session: &SessionRow,
+        owner: Option<Uuid>,
+        prompt: &Prompt,
+    ) -> Result<QueuedRun, PromptRefused> {
+        self.runs.enqueue(session, owner, prompt).await
+    }
+
+    /// Cancels a queued or running run.
+    pub async fn cancel(&self, run: &RunRow) -> crate::store::Result<Cancel> {
+        self.runs.cancel(run).await
+    }
+
+    /// The run's events after `after` as SSE frames: what is stored, then
+    /// the live tail, until the terminal event.
+    pub fn subscribe(&self, run: Uuid, after: u64) -> impl Stream<Item = Bytes> + Send {
+        self.runs.subscribe(run, after)
+    }
+
+    /// Answers an approval the running run asked for.
+    pub async fn approve(
+        &self,
+        run: &RunRow,
+        approval: &ApprovalId,
+        decision: ApprovalDecision,
+        by: Option<String>,
+    ) -> Result<(), ControlError> {
+        let runner_run = running(run)?;
+        Ok(self
+            .core
+            .runner
+            .resolve_approval(runner_run, approval, decision, by)
+            .await?)
+    }
+
+    /// Sends a prompt into the running run's turn.
+    pub async fn steer(&self, run: &RunRow, prompt: &Prompt) -> Result<(), ControlError> {
+        let runner_run = running(run)?;
+        Ok(self
+            .core
+            .runner
+            .steer_run(runner_run, prompt.as_str())
+            .await?)
+    }
+
+    /// Stops the running run's turn; the run ends `cancelled`.
+    pub async fn interrupt(&self, run: &RunRow) -> Result<(), ControlError> {
+        let runner_run = running(run)?;
+        Ok(self.core.runner.interrupt_run(runner_run).await?)
+    }
+
+    /// Records a pull request opened from the session's branch.
+    pub async fn record_pull_request(
+        &self,
+        session: Uuid,
+        number: i64,
+        url: &str,
+        head: &str,
+        base: &str,
+    ) -> crate::store::Result<()> {
+        self.core
+            .store
+            .insert_pull_request(session, number, url, head, base)
+            .await
+    }
+
+    /// Picks up what a previous process left: interrupted clones fail and
+    /// lose their partial folder, folders of sessions that no longer exist
+    /// go, queued and running runs resume. Runs before the API serves.
+    pub async fn recover(&self) -> crate::store::Result<()> {
+        self.clones.recover().await?;
+        self.runs.recover().await
+    }
+
+    /// Starts the sweeper (if anything ever expires).
+    pub fn spawn_sweeper(&self) {
+        self.sweeper.spawn();
     }
 
     /// Stops every task the engine spawned and waits for them, at most
@@ -199,105 +365,28 @@ impl Engine {
     /// steps, and relays stop reading with what they read stored, so the
     /// next start re-attaches to the runs still running on the runner.
     pub async fn shutdown(&self, grace: Duration) {
-        self.stopping.cancel();
-        self.tasks.close();
-        if tokio::time::timeout(grace, self.tasks.wait())
+        let core = &self.core;
+        core.stopping.cancel();
+        core.tasks.close();
+        if tokio::time::timeout(grace, core.tasks.wait())
             .await
             .is_err()
         {
             tracing::warn!(
-                tasks = self.tasks.len(),
+                tasks = core.tasks.len(),
                 "tasks still busy at shutdown (a database call retrying?); leaving them"
             );
         }
     }
-
-    /// Sleeps, or returns at once when the backend stops.
-    async fn pause(&self, duration: Duration) {
-        tokio::select! {
-            () = tokio::time::sleep(duration) => {}
-            () = self.stopping.cancelled() => {}
-        }
-    }
-
-    /// Picks up what a previous process left: interrupted clones fail (their
-    /// token, if any, was never stored) and lose their partial folder,
-    /// folders of sessions that no longer exist go, queued and running runs
-    /// resume. Runs before the API serves, so no clone is in progress.
-    pub async fn recover(self: &Arc<Self>) -> crate::store::Result<()> {
-        for session in self.store.interrupted_clones().await? {
-            tracing::warn!(session_id = %session, "clone interrupted by a restart");
-            self.remove_session_dir(session).await;
-            self.store
-                .mark_failed(session, "the clone was interrupted by a restart of the backend; delete this session and create it again")
-                .await?;
-        }
-        self.remove_orphans().await?;
-        let mut sessions = std::collections::BTreeSet::new();
-        for run in self.store.active_runs().await? {
-            let first = self.store.last_seq(run.id).await? as u64 + 1;
-            self.hubs.open(run.id, first);
-            sessions.insert(run.session_id);
-        }
-        for session in sessions {
-            self.kick(session).await;
-        }
-        Ok(())
-    }
 }
 
-/// Calls `call` until it succeeds, pausing between attempts (doubling up to
-/// `MAX_BACKOFF`). For writes whose data exists nowhere else once dropped:
-/// a run's events and its outcome. While Postgres is away the caller waits
-/// here; nothing it holds is lost.
-async fn retry_forever<T, F, Fut>(what: &str, mut call: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = crate::store::Result<T>>,
-{
-    loop {
-        // Only after `u32::MAX` failures in a row does this come back with
-        // an error; then the count starts again.
-        if let Ok(value) = retry_bounded(what, u32::MAX, &mut call).await {
-            return value;
-        }
-    }
-}
-
-/// `retry_forever` with at most `attempts` calls; the last error is the
-/// caller's.
-async fn retry_bounded<T, F, Fut>(what: &str, attempts: u32, mut call: F) -> crate::store::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = crate::store::Result<T>>,
-{
-    let mut delay = FIRST_BACKOFF;
-    let mut failures = 0u32;
-    loop {
-        match call().await {
-            Ok(value) => {
-                if failures > 0 {
-                    tracing::info!(what, failures, "database call went through after retrying");
-                }
-                return Ok(value);
-            }
-            Err(error) => {
-                failures += 1;
-                if failures >= attempts {
-                    return Err(error);
-                }
-                log_failure(what, failures, &error);
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX_BACKOFF);
-            }
-        }
-    }
-}
-
-fn log_failure(what: &str, failures: u32, error: &crate::store::StoreError) {
-    if failures <= QUIET_FAILURES {
-        tracing::warn!(error.cause_chain = ?error, what, failures, "database call failed; retrying");
-    } else {
-        tracing::error!(error.cause_chain = ?error, what, failures, "database call keeps failing; retrying");
+/// The runner's id of a running run; the refusal for any other.
+fn running(run: &RunRow) -> Result<&RunnerRunId, ControlError> {
+    match (&run.status, &run.runner_run_id) {
+        (RunStatus::Running, Some(runner_run)) => Ok(runner_run),
+        (status, _) => Err(ControlError::NotRunning {
+            run: run.id,
+            status: *status,
+        }),
     }
 }

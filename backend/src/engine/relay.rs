@@ -2,8 +2,11 @@
 //! once, and from the live tail to Postgres in batches beside it, without
 //! ever dropping one.
 //!
+//! The relay is handed the run's tail by `runs` (which alone opens tails)
+//! and reports how the run ended; recording that end is `runs`' too.
+//!
 //! Two tasks per active run:
-//! - the reader ([`Engine::relay`]) follows the runner's stream and pushes
+//! - the reader ([`relay`]) follows the runner's stream and pushes
 //!   each event into the run's live tail ([`RunLog`]), where subscribers
 //!   read it at once: live delivery never waits for Postgres;
 //! - the writer ([`persist`]) takes what the tail holds beyond what is
@@ -21,23 +24,25 @@ use std::time::Duration;
 
 use event_log::{Next, RunLog};
 use futures_util::{FutureExt, StreamExt};
-use runner_protocol::{Payload, Terminal};
-use serde_json::Value;
+use runner_protocol::{EventName, Payload, Terminal};
+use serde::Deserialize;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::{retry_forever, Engine};
-use crate::git::Snapshot;
-use crate::runner_client::RunnerError;
-use crate::store::{RunRow, SessionRow, Store};
+use super::core::Core;
+use super::retry::retry_forever;
+use super::runner_client::RunnerError;
+use crate::domain::RunnerRunId;
+use crate::store::Store;
 
 /// Attempts to reach the runner's event stream before a run is failed.
 const RELAY_ATTEMPTS: u32 = 8;
 
-/// How the reader stopped following a run.
-enum Followed {
+/// How the relay stopped following a run.
+pub(super) enum Followed {
     /// The run ended: its terminal event and number, and whether the relay
     /// saw it end (else the runner lost it, and when it ended is unknown).
+    /// Every event before it is stored.
     Ended {
         seq: u64,
         terminal: Terminal,
@@ -46,173 +51,184 @@ enum Followed {
     /// The backend is stopping: the run stays `running` and the next
     /// process re-attaches after what is stored.
     Stopping,
+    /// The writer task died (it does not panic; were it to, what it did not
+    /// store is still on the runner, and the next process re-attaches after
+    /// what is stored).
+    WriterFailed,
 }
 
-impl Engine {
-    /// Follows the runner's stream of a run from `after` into the live tail,
-    /// with a writer beside it storing the tail in Postgres; records the
-    /// run's end once everything before it is stored.
-    pub(super) async fn relay(
-        &self,
-        session: &SessionRow,
-        run: &RunRow,
-        runner_run: &str,
-        after: u64,
-        before: Snapshot,
-    ) {
-        let hub = self.hubs.open(run.id, after + 1);
-        let (last_tx, last_rx) = watch::channel(None);
-        let writer = self.tasks.spawn(persist(
-            Writer {
-                store: self.store.clone(),
-                metrics: self.metrics.clone(),
-                max_batch: self.config.limits.event_batch,
-                batch_wait: self.config.limits.event_batch_wait,
-            },
-            hub.clone(),
-            run.id,
-            after,
-            last_rx,
-        ));
-        let (followed, last) = self.follow(session, run, runner_run, after, &hub).await;
-        // The writer stores up to `last`, then ends.
-        last_tx.send_replace(Some(last));
-        if let Err(error) = writer.await {
-            // It does not panic; if it did, what it did not store is still
-            // on the runner, and the next process re-attaches after what
-            // is stored.
-            tracing::error!(%error, "the event writer failed");
-            self.hubs.remove(run.id);
-            return;
-        }
-        match followed {
-            Followed::Ended {
-                seq,
-                terminal,
-                seen,
-            } => self.finish(session, run, seq, terminal, before, seen).await,
-            Followed::Stopping => self.hubs.remove(run.id),
-        }
+/// Follows the runner's stream of a run from `after` into `tail`, with a
+/// writer beside it storing the tail in Postgres; returns once everything
+/// before the run's end is stored.
+pub(super) async fn relay(
+    core: &Core,
+    session: Uuid,
+    run: Uuid,
+    runner_run: &RunnerRunId,
+    after: u64,
+    tail: Arc<RunLog>,
+) -> Followed {
+    let (last_tx, last_rx) = watch::channel(None);
+    let writer = core.tasks.spawn(persist(
+        Writer {
+            store: core.store.clone(),
+            metrics: core.metrics.clone(),
+            max_batch: core.config.limits.event_batch,
+            batch_wait: core.config.limits.event_batch_wait,
+        },
+        tail.clone(),
+        run,
+        after,
+        last_rx,
+    ));
+    let (followed, last) = follow(core, session, run, runner_run, after, &tail).await;
+    // The writer stores up to `last`, then ends.
+    last_tx.send_replace(Some(last));
+    if let Err(error) = writer.await {
+        tracing::error!(%error, "the event writer failed");
+        return Followed::WriterFailed;
     }
+    followed
+}
 
-    /// Reads the runner's stream into the live tail until the run ends or
-    /// the backend stops; returns how, and the last event pushed.
-    async fn follow(
-        &self,
-        session: &SessionRow,
-        run: &RunRow,
-        runner_run: &str,
-        after: u64,
-        hub: &RunLog,
-    ) -> (Followed, u64) {
-        let mut last = after;
-        let mut failures = 0u32;
-        let ended = |seq, terminal, seen| Followed::Ended {
-            seq,
-            terminal,
-            seen,
-        };
-        loop {
-            // Each pass follows one connection; one that fails, or ends with
-            // nothing new, backs off, so a runner that keeps refusing or
-            // closing streams is not hammered.
-            let failure = match self.runner.events(runner_run, last).await {
-                Err(RunnerError::NotFound { .. }) => {
-                    let terminal = Terminal::failed(run.id,
-                        "the runner no longer knows this run (it was probably restarted); send the prompt again");
-                    return (ended(last + 1, terminal, false), last);
-                }
-                Err(error) => {
-                    tracing::debug!(detail = %error.detail(), "cannot follow the runner's stream");
-                    format!("lost the runner: {error}")
-                }
-                Ok(mut stream) => {
-                    let last_before = last;
-                    loop {
-                        // What is ready is taken without a select per event.
-                        let next = match stream.next().now_or_never() {
-                            Some(next) => next,
-                            None => tokio::select! {
-                                next = stream.next() => next,
-                                () = self.stopping.cancelled() => return (Followed::Stopping, last),
-                            },
-                        };
-                        let event = match next {
-                            Some(Ok(event)) => event,
-                            Some(Err(_)) | None => break,
-                        };
-                        if event.seq <= last {
-                            continue;
-                        }
-                        if event.seq != last + 1 {
-                            tracing::warn!(
-                                expected = last + 1,
-                                got = event.seq,
-                                "gap in the runner's stream; reconnecting"
-                            );
+/// Reads the runner's stream into the live tail until the run ends or the
+/// backend stops; returns how, and the last event pushed.
+async fn follow(
+    core: &Core,
+    session: Uuid,
+    run: Uuid,
+    runner_run: &RunnerRunId,
+    after: u64,
+    tail: &RunLog,
+) -> (Followed, u64) {
+    let mut last = after;
+    let mut failures = 0u32;
+    let ended = |seq, terminal, seen| Followed::Ended {
+        seq,
+        terminal,
+        seen,
+    };
+    loop {
+        // Each pass follows one connection; one that fails, or ends with
+        // nothing new, backs off, so a runner that keeps refusing or
+        // closing streams is not hammered.
+        let failure = match core.runner.events(runner_run, last).await {
+            Err(RunnerError::NotFound { .. }) => {
+                let terminal = Terminal::failed(run,
+                    "the runner no longer knows this run (it was probably restarted); send the prompt again");
+                return (ended(last + 1, terminal, false), last);
+            }
+            Err(error) => {
+                tracing::debug!(detail = %error.detail(), "cannot follow the runner's stream");
+                format!("lost the runner: {error}")
+            }
+            Ok(mut stream) => {
+                let last_before = last;
+                // Why the connection ended, when it was an error: the run's
+                // failure message says it if the runner stays away.
+                let mut stream_error = None;
+                loop {
+                    // What is ready is taken without a select per event.
+                    let next = match stream.next().now_or_never() {
+                        Some(next) => next,
+                        None => tokio::select! {
+                            next = stream.next() => next,
+                            () = core.stopping.cancelled() => return (Followed::Stopping, last),
+                        },
+                    };
+                    let event = match next {
+                        Some(Ok(event)) => event,
+                        Some(Err(error)) => {
+                            tracing::debug!(detail = %error.detail(), "the runner's stream broke");
+                            stream_error = Some(error);
                             break;
                         }
-                        failures = 0;
-                        if let Some(terminal) = Terminal::from_event(&event) {
-                            let terminal = terminal.unwrap_or_else(|error| {
-                                tracing::error!(%error, "the runner's terminal event is unreadable");
-                                Terminal::failed(
-                                    run.id,
-                                    format!("the runner's {} event is unreadable: {error}", event.kind),
-                                )
-                            });
-                            return (ended(event.seq, terminal, true), last);
-                        }
-                        if event.kind == "thread.started" {
-                            self.record_codex_thread(session.id, &event.data).await;
-                        }
-                        let seq = event.seq;
-                        let pushed = tokio::select! {
-                            pushed = hub.push_event_when_room(event) => pushed,
-                            () = self.stopping.cancelled() => return (Followed::Stopping, last),
-                        };
-                        match pushed {
-                            Ok(_) => last = seq,
-                            Err(error) => {
-                                // Cannot happen: the numbers were checked
-                                // above, and only the terminal event closes
-                                // the tail. Reconnecting re-reads after what
-                                // the tail holds.
-                                tracing::error!(?error, seq, "the live tail refused an event");
-                                break;
-                            }
-                        }
-                    }
-                    if last != last_before {
+                        None => break,
+                    };
+                    if event.seq <= last {
                         continue;
                     }
-                    "the runner keeps closing the run's event stream".to_owned()
+                    if event.seq != last + 1 {
+                        tracing::warn!(
+                            expected = last + 1,
+                            got = event.seq,
+                            "gap in the runner's stream; reconnecting"
+                        );
+                        break;
+                    }
+                    failures = 0;
+                    if let Some(terminal) = Terminal::from_event(&event) {
+                        let terminal = terminal.unwrap_or_else(|error| {
+                            tracing::error!(%error, "the runner's terminal event is unreadable");
+                            Terminal::failed(
+                                run,
+                                format!("the runner's {} event is unreadable: {error}", event.kind),
+                            )
+                        });
+                        return (ended(event.seq, terminal, true), last);
+                    }
+                    if event.kind == EventName::ThreadStarted {
+                        record_codex_thread(&core.store, session, &event.data).await;
+                    }
+                    let seq = event.seq;
+                    let pushed = tokio::select! {
+                        pushed = tail.push_event_when_room(event) => pushed,
+                        () = core.stopping.cancelled() => return (Followed::Stopping, last),
+                    };
+                    match pushed {
+                        Ok(_) => last = seq,
+                        Err(error) => {
+                            // Cannot happen: the numbers were checked
+                            // above, and only the terminal event closes
+                            // the tail. Reconnecting re-reads after what
+                            // the tail holds.
+                            tracing::error!(?error, seq, "the live tail refused an event");
+                            break;
+                        }
+                    }
                 }
-            };
-            failures += 1;
-            if failures >= RELAY_ATTEMPTS {
-                return (
-                    ended(last + 1, Terminal::failed(run.id, failure), false),
-                    last,
-                );
+                if last != last_before {
+                    continue;
+                }
+                match stream_error {
+                    Some(error) => format!("the runner's event stream failed: {error}"),
+                    None => "the runner keeps closing the run's event stream".to_owned(),
+                }
             }
-            tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
+        };
+        failures += 1;
+        if failures >= RELAY_ATTEMPTS {
+            tracing::warn!(%failure, failures, "giving up on the runner's stream");
+            return (ended(last + 1, Terminal::failed(run, failure), false), last);
         }
+        tokio::time::sleep(Duration::from_millis(200 * u64::from(failures))).await;
     }
+}
 
-    /// The session's conversation is this Codex thread from now on: a
-    /// restarted runner resumes it.
-    pub(super) async fn record_codex_thread(&self, session: Uuid, thread_started: &Payload) {
-        let id = serde_json::from_slice::<Value>(thread_started.as_bytes())
-            .ok()
-            .and_then(|v| v["thread_id"].as_str().map(str::to_owned));
-        if let Some(id) = id {
+/// The payload of `thread.started`.
+#[derive(Deserialize)]
+struct ThreadStarted {
+    thread_id: String,
+}
+
+/// The session's conversation is this Codex thread from now on: a
+/// restarted runner resumes it. A `thread.started` without a readable
+/// `thread_id` is logged as an error: the session then cannot resume its
+/// conversation after a restart of the runner.
+async fn record_codex_thread(store: &Store, session: Uuid, thread_started: &Payload) {
+    match serde_json::from_slice::<ThreadStarted>(thread_started.as_bytes()) {
+        Ok(ThreadStarted { thread_id }) => {
             // A deleted session makes this a no-op, not an error.
             retry_forever("record the Codex thread", || {
-                self.store.set_codex_thread(session, &id)
+                store.set_codex_thread(session, &thread_id)
             })
             .await;
         }
+        Err(error) => tracing::error!(
+            %error,
+            "thread.started has no readable thread_id: the session cannot resume its \
+             conversation after a restart of the runner"
+        ),
     }
 }
 

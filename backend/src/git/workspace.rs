@@ -178,9 +178,76 @@ fn open_regular(
     Ok((File::from(fd), meta))
 }
 
-/// Path → fingerprint (status and content hash) of every file that differs
-/// from `HEAD` or is untracked.
-pub type Snapshot = BTreeMap<String, String>;
+/// Path → state (how it differs and a content hash) of every file that
+/// differs from `HEAD` or is untracked.
+pub type Snapshot = BTreeMap<String, FileState>;
+
+/// How a file differs from `HEAD`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    New,
+    Modified,
+    Deleted,
+}
+
+impl FileKind {
+    fn of(status: Status) -> Self {
+        if status.intersects(Status::WT_DELETED | Status::INDEX_DELETED) {
+            FileKind::Deleted
+        } else if status.intersects(Status::WT_NEW | Status::INDEX_NEW) {
+            FileKind::New
+        } else {
+            FileKind::Modified
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            FileKind::New => "new",
+            FileKind::Modified => "modified",
+            FileKind::Deleted => "deleted",
+        }
+    }
+}
+
+/// One file of a [`Snapshot`]: its kind and its content's fingerprint
+/// (`deleted`, `unreadable`, `link-<oid>` or a SHA-256). Stored (a run's
+/// `status_before`) as the text `kind:fingerprint`, the form runs recorded
+/// before this type existed, so a run picked up after an upgrade reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileState {
+    pub kind: FileKind,
+    pub fingerprint: String,
+}
+
+impl Serialize for FileState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{}:{}", self.kind.as_str(), self.fingerprint))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for FileState {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let (kind, fingerprint) = text
+            .split_once(':')
+            .ok_or_else(|| serde::de::Error::custom("a file state is kind:fingerprint"))?;
+        let kind = match kind {
+            "new" => FileKind::New,
+            "modified" => FileKind::Modified,
+            "deleted" => FileKind::Deleted,
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "unknown file kind {other:?}"
+                )))
+            }
+        };
+        Ok(FileState {
+            kind,
+            fingerprint: fingerprint.to_owned(),
+        })
+    }
+}
 
 /// Files a run created, modified and deleted: the `files` of a run's
 /// terminal event, so the wire's type.
@@ -199,12 +266,12 @@ pub fn snapshot(workspace: &Path) -> Result<Snapshot, git2::Error> {
     for entry in statuses.iter() {
         let Ok(path) = entry.path() else { continue };
         let status = entry.status();
-        let content = if status.intersects(Status::WT_DELETED | Status::INDEX_DELETED) {
-            "deleted".to_owned()
-        } else {
-            fingerprint(workspace, Path::new(path))
+        let kind = FileKind::of(status);
+        let fingerprint = match kind {
+            FileKind::Deleted => "deleted".to_owned(),
+            _ => fingerprint(workspace, Path::new(path)),
         };
-        snapshot.insert(path.to_owned(), format!("{}:{content}", kind(status)));
+        snapshot.insert(path.to_owned(), FileState { kind, fingerprint });
     }
     Ok(snapshot)
 }
@@ -249,32 +316,21 @@ fn fingerprint(workspace: &Path, relative: &Path) -> String {
     hashed.unwrap_or_else(|_| "unreadable".to_owned())
 }
 
-fn kind(status: Status) -> &'static str {
-    if status.intersects(Status::WT_DELETED | Status::INDEX_DELETED) {
-        "deleted"
-    } else if status.intersects(Status::WT_NEW | Status::INDEX_NEW) {
-        "new"
-    } else {
-        "modified"
-    }
-}
-
 /// What happened between two snapshots of the same workspace.
 pub fn changes(before: &Snapshot, after: &Snapshot, workspace: &Path) -> Changes {
     let mut changes = Changes::default();
-    let state = |fingerprint: &str| fingerprint.split(':').next().unwrap_or("").to_owned();
     for (path, now) in after {
         match before.get(path) {
             Some(then) if then == now => {}
-            Some(then) => match (state(then).as_str(), state(now).as_str()) {
-                (_, "deleted") => changes.deleted.push(path.clone()),
-                ("deleted", _) => changes.created.push(path.clone()),
+            Some(then) => match (then.kind, now.kind) {
+                (_, FileKind::Deleted) => changes.deleted.push(path.clone()),
+                (FileKind::Deleted, _) => changes.created.push(path.clone()),
                 _ => changes.modified.push(path.clone()),
             },
-            None => match state(now).as_str() {
-                "new" => changes.created.push(path.clone()),
-                "deleted" => changes.deleted.push(path.clone()),
-                _ => changes.modified.push(path.clone()),
+            None => match now.kind {
+                FileKind::New => changes.created.push(path.clone()),
+                FileKind::Deleted => changes.deleted.push(path.clone()),
+                FileKind::Modified => changes.modified.push(path.clone()),
             },
         }
     }
@@ -283,10 +339,10 @@ pub fn changes(before: &Snapshot, after: &Snapshot, workspace: &Path) -> Changes
             continue;
         }
         // Back to matching HEAD: restored, reverted, or committed by the agent.
-        match state(then).as_str() {
-            "deleted" => changes.created.push(path.clone()),
+        match then.kind {
+            FileKind::Deleted => changes.created.push(path.clone()),
             // The path itself, not what a symlink there points at.
-            "new" if std::fs::symlink_metadata(workspace.join(path)).is_err() => {
+            FileKind::New if std::fs::symlink_metadata(workspace.join(path)).is_err() => {
                 changes.deleted.push(path.clone())
             }
             _ => changes.modified.push(path.clone()),
@@ -542,8 +598,37 @@ mod tests {
     fn snap(entries: &[(&str, &str)]) -> Snapshot {
         entries
             .iter()
-            .map(|(p, f)| ((*p).to_owned(), (*f).to_owned()))
+            .map(|(p, f)| {
+                let state = serde_json::from_value(serde_json::Value::from(*f)).unwrap();
+                ((*p).to_owned(), state)
+            })
             .collect()
+    }
+
+    #[test]
+    fn a_file_state_is_stored_as_the_text_runs_recorded_before() {
+        for text in [
+            "new:abc",
+            "modified:link-0123",
+            "deleted:deleted",
+            "modified:unreadable",
+        ] {
+            let state: FileState = serde_json::from_value(text.into()).unwrap();
+            assert_eq!(serde_json::to_value(&state).unwrap(), text);
+        }
+        assert_eq!(
+            serde_json::from_value::<FileState>("new:a:b".into()).unwrap(),
+            FileState {
+                kind: FileKind::New,
+                fingerprint: "a:b".into()
+            }
+        );
+        for bad in ["renamed:x", "no-colon", ""] {
+            assert!(
+                serde_json::from_value::<FileState>(bad.into()).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use runner_protocol::{CreateRun, CreateThread, Event, RunCreated, ThreadView};
 use serde::Deserialize;
 use sse_stream::SseStream;
 
-use crate::domain::SessionSettings;
+use crate::domain::{RunnerRunId, RunnerThreadId, SessionSettings};
 
 /// A call to the runner that failed. Each variant keeps what the runner
 /// said for the log ([`RunnerError::detail`]); its `Display`, for users,
@@ -56,6 +56,15 @@ impl RunnerError {
 
 pub type Result<T> = std::result::Result<T, RunnerError>;
 
+/// Why no client of the runner could be made (at start).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("RUNNER_TOKEN cannot be sent as an HTTP header (it holds a control character)")]
+    Token,
+    #[error("cannot build the HTTP client")]
+    Build(#[source] reqwest::Error),
+}
+
 #[derive(Clone)]
 pub struct RunnerClient {
     base: url::Url,
@@ -85,14 +94,18 @@ struct RunnerModels {
 
 impl RunnerClient {
     /// A client of the runner at `base`, sending `token` (the runner's
-    /// `RUNNER_TOKEN`) with every request when given.
-    pub fn new(base: &url::Url, token: Option<&str>) -> Self {
+    /// `RUNNER_TOKEN`) with every request when given. A token that cannot
+    /// be a header value, or a TLS backend that cannot start, is an error:
+    /// a client without its token or its timeouts would fail every call
+    /// later, far from the cause.
+    pub(crate) fn new(
+        base: &url::Url,
+        token: Option<&str>,
+    ) -> std::result::Result<Self, ClientError> {
         let mut headers = reqwest::header::HeaderMap::new();
-        // The configuration allows only visible ASCII, which is always a
-        // valid header value.
-        if let Some(Ok(mut value)) =
-            token.map(|t| reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")))
-        {
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| ClientError::Token)?;
             // Kept out of reqwest's debug output.
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
@@ -101,11 +114,11 @@ impl RunnerClient {
             .connect_timeout(Duration::from_secs(5))
             .default_headers(headers)
             .build()
-            .unwrap_or_default();
-        Self {
+            .map_err(ClientError::Build)?;
+        Ok(Self {
             base: base.clone(),
             http,
-        }
+        })
     }
 
     /// The runner's URL of `segments`, each one path segment,
@@ -141,7 +154,7 @@ impl RunnerClient {
         dir: &Path,
         codex_thread_id: Option<&str>,
         settings: &SessionSettings,
-    ) -> Result<String> {
+    ) -> Result<RunnerThreadId> {
         let body = CreateThread {
             working_directory: dir.to_string_lossy().into_owned(),
             skip_git_repo_check: true,
@@ -165,7 +178,7 @@ impl RunnerClient {
             .json()
             .await
             .map_err(unreachable)?;
-        Ok(created.thread_id.to_string())
+        Ok(RunnerThreadId::from(created.thread_id.to_string()))
     }
 
     /// The models the runner's CLI offers (`GET /models`).
@@ -188,14 +201,19 @@ impl RunnerClient {
     /// Answers an approval of a running run.
     pub async fn resolve_approval(
         &self,
-        run_id: &str,
+        run_id: &RunnerRunId,
         approval_id: &runner_protocol::ApprovalId,
         decision: runner_protocol::ApprovalDecision,
         by: Option<String>,
     ) -> Result<()> {
         let response = self
             .http
-            .post(self.url(&["runs", run_id, "approvals", &approval_id.to_string()])?)
+            .post(self.url(&[
+                "runs",
+                run_id.as_str(),
+                "approvals",
+                &approval_id.to_string(),
+            ])?)
             .json(&runner_protocol::ResolveApproval { decision, by })
             .timeout(Duration::from_secs(10))
             .send()
@@ -205,10 +223,10 @@ impl RunnerClient {
     }
 
     /// Sends a prompt into a running run's turn.
-    pub async fn steer_run(&self, run_id: &str, prompt: &str) -> Result<()> {
+    pub async fn steer_run(&self, run_id: &RunnerRunId, prompt: &str) -> Result<()> {
         let response = self
             .http
-            .post(self.url(&["runs", run_id, "steer"])?)
+            .post(self.url(&["runs", run_id.as_str(), "steer"])?)
             .json(&runner_protocol::SteerRun {
                 prompt: prompt.to_owned(),
             })
@@ -220,10 +238,10 @@ impl RunnerClient {
     }
 
     /// Asks the CLI to stop a running run's turn.
-    pub async fn interrupt_run(&self, run_id: &str) -> Result<()> {
+    pub async fn interrupt_run(&self, run_id: &RunnerRunId) -> Result<()> {
         let response = self
             .http
-            .post(self.url(&["runs", run_id, "interrupt"])?)
+            .post(self.url(&["runs", run_id.as_str(), "interrupt"])?)
             .timeout(Duration::from_secs(10))
             .send()
             .await
@@ -231,10 +249,10 @@ impl RunnerClient {
         check(response, "run").await.map(|_| ())
     }
 
-    pub async fn delete_thread(&self, thread_id: &str) -> Result<()> {
+    pub async fn delete_thread(&self, thread_id: &RunnerThreadId) -> Result<()> {
         let response = self
             .http
-            .delete(self.url(&["threads", thread_id])?)
+            .delete(self.url(&["threads", thread_id.as_str()])?)
             .timeout(Duration::from_secs(10))
             .send()
             .await
@@ -242,12 +260,12 @@ impl RunnerClient {
         check(response, "thread").await.map(|_| ())
     }
 
-    pub async fn start_run(&self, thread_id: &str, prompt: &str) -> Result<String> {
+    pub async fn start_run(&self, thread_id: &RunnerThreadId, prompt: &str) -> Result<RunnerRunId> {
         let response = self
             .http
             .post(self.url(&["runs"])?)
             .json(&CreateRun {
-                thread_id: thread_id.to_owned(),
+                thread_id: thread_id.as_str().to_owned(),
                 prompt: prompt.to_owned(),
             })
             .timeout(Duration::from_secs(10))
@@ -259,13 +277,13 @@ impl RunnerClient {
             .json()
             .await
             .map_err(unreachable)?;
-        Ok(created.run_id.to_string())
+        Ok(RunnerRunId::from(created.run_id.to_string()))
     }
 
-    pub async fn cancel_run(&self, run_id: &str) -> Result<()> {
+    pub async fn cancel_run(&self, run_id: &RunnerRunId) -> Result<()> {
         let response = self
             .http
-            .post(self.url(&["runs", run_id, "cancel"])?)
+            .post(self.url(&["runs", run_id.as_str(), "cancel"])?)
             .timeout(Duration::from_secs(10))
             .send()
             .await
@@ -278,10 +296,12 @@ impl RunnerClient {
     /// drops; an `Err` item means the connection broke.
     pub async fn events(
         &self,
-        run_id: &str,
+        run_id: &RunnerRunId,
         after: u64,
     ) -> Result<impl Stream<Item = Result<Event>> + Send + Unpin + use<>> {
-        let mut request = self.http.get(self.url(&["runs", run_id, "events"])?);
+        let mut request = self
+            .http
+            .get(self.url(&["runs", run_id.as_str(), "events"])?);
         if after > 0 {
             request = request.header("Last-Event-ID", after.to_string());
         }
@@ -335,7 +355,7 @@ mod tests {
     #[test]
     fn every_id_is_one_encoded_segment_of_the_runners_url() {
         let base = url::Url::parse("http://127.0.0.1:9102").unwrap();
-        let client = RunnerClient::new(&base, None);
+        let client = RunnerClient::new(&base, None).unwrap();
         let url = |segments: &[&str]| client.url(segments).unwrap().to_string();
 
         assert_eq!(
@@ -360,6 +380,7 @@ mod tests {
         let prefixed = url::Url::parse("http://runner:9102/base/").unwrap();
         assert_eq!(
             RunnerClient::new(&prefixed, None)
+                .unwrap()
                 .url(&["health"])
                 .unwrap()
                 .as_str(),
