@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::error::{catch_all, ApiError, Result};
 use crate::execution::spawn_run;
 use crate::registry::{Registry, RunStatus};
-use crate::workspace::{CodexHomes, WorkingDirectory};
+use crate::workspace::{sweep_homes, CodexHomes, WorkingDirectory};
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -289,7 +289,7 @@ async fn delete_thread(Data(state): Data<&AppState>, Path(id): Path<String>) -> 
     state.registry.remove_thread(id)?;
     // A backend that removed the session's folder first (the sweeper does)
     // sees the thread's CODEX_HOME go now, not at the next periodic sweep.
-    crate::startup::sweep_homes(state.homes.clone()).await;
+    sweep_homes(state.homes.clone()).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -13,7 +13,7 @@ use poem::{EndpointExt, Server};
 use crate::api::{routes, AppState};
 use crate::config::{Config, ContainmentMode};
 use crate::registry::Registry;
-use crate::workspace::CodexHomes;
+use crate::workspace::{sweep_homes, CodexHomes};
 
 pub struct Application {
     acceptor: TcpAcceptor,
@@ -231,18 +231,4 @@ async fn containment(
         owner: Some(marker),
         hidden,
     })
-}
-
-/// Removes the homes of working directories that are gone; a failure is
-/// logged and retried at the next sweep, as it only costs disk space.
-pub(crate) async fn sweep_homes(homes: Arc<CodexHomes>) {
-    let root = homes.root().display().to_string();
-    match tokio::task::spawn_blocking(move || homes.sweep()).await {
-        Ok(Ok(0)) => {}
-        Ok(Ok(removed)) => {
-            tracing::info!(removed, %root, "codex homes of removed workspaces swept")
-        }
-        Ok(Err(e)) => tracing::warn!(error = %e, %root, "cannot sweep codex homes"),
-        Err(e) => tracing::warn!(error = %e, %root, "codex homes sweep panicked"),
-    }
 }

@@ -4,7 +4,7 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// A directory proven to be strictly inside the workspaces root, symlinks
 /// resolved.
@@ -166,6 +166,20 @@ impl CodexHomes {
             }
         }
         Ok(removed)
+    }
+}
+
+/// [`CodexHomes::sweep`] off the async threads; a failure is logged and
+/// retried at the next sweep, as it only costs disk space.
+pub(crate) async fn sweep_homes(homes: Arc<CodexHomes>) {
+    let root = homes.root().display().to_string();
+    match tokio::task::spawn_blocking(move || homes.sweep()).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(removed)) => {
+            tracing::info!(removed, %root, "codex homes of removed workspaces swept")
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, %root, "cannot sweep codex homes"),
+        Err(e) => tracing::warn!(error = %e, %root, "codex homes sweep panicked"),
     }
 }
 
