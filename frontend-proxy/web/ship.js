@@ -12,9 +12,7 @@
 
 import { api, download } from "./api.js";
 import { visibleText } from "./command.js";
-import { el } from "./timeline.js";
-
-const $ = (selector) => document.querySelector(selector);
+import { $, el } from "./dom.js";
 
 const ship = {
   /** The open session, and whether it is `ready` (its workspace is there). */
@@ -29,7 +27,7 @@ const ship = {
   again: false,
   /** The commit message this page proposed last, to tell it from the user's own. */
   proposedMessage: "",
-  /** The last run's final response (app.js knows the runs). */
+  /** The last run's final response (session.js knows the runs). */
   lastResponse: () => "",
 };
 

@@ -2,37 +2,23 @@
 // built from its event stream. Items are keyed by their id, so an item's
 // started/updated/completed events update one element; events are applied
 // once each, by sequence number, so a reconnect never shows anything twice.
+// Items are drawn by items.js.
 
 import { EVENT_TYPES, TERMINAL_TYPES, api, download } from "./api.js";
-import { commandCode, commandWarnings, visibleText } from "./command.js";
-import { renderMarkdown } from "./markdown.js";
-
-const el = (tag, attrs = {}, ...children) => {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else node.setAttribute(key, value);
-  }
-  for (const child of children) if (child) node.append(child);
-  return node;
-};
+import { approvalCard, showDecision } from "./approvals.js";
+import { visibleText } from "./command.js";
+import { el } from "./dom.js";
+import { renderItem, stripAnsi } from "./items.js";
 
 export function formatElapsed(ms) {
   const s = Math.max(0, Math.floor(ms / 1000));
   return s < 60 ? `${s}s` : `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, "0")}s`;
 }
 
-/** Colour and cursor codes a terminal would interpret: shown as plain text. */
-const ANSI = /\x1b\[[0-9;?]*[ -\/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]/g;
-export const stripAnsi = (text) => text.replace(ANSI, "");
-
 /** The most characters of one item's streamed text a page keeps. */
 const MAX_LIVE_CHARS = 200_000;
 
 const DELTA_TYPES = { agent_message: "agent_message", reasoning: "reasoning", command_output: "command_execution", file_change: "file_change" };
-
-const DECISIONS = [["approve", "Approve"], ["approve_for_session", "Approve for this session"], ["deny", "Deny"]];
 
 const TERMINAL_STATUS = { "run.completed": "completed", "run.failed": "failed", "run.cancelled": "cancelled" };
 
@@ -343,58 +329,17 @@ export class RunView {
     }
   }
 
-  /** The agent asks before a command or a change: three answers, usable on a phone. */
+  /** The agent asks before a command or a change (approvals.js). */
   showApproval(data) {
     if (!data.approvalId || this.approvals.has(data.approvalId)) return;
-    const node = el("li", { class: "item approval", "data-testid": "approval", "data-approval-id": data.approvalId });
-    node.append(el("div", { class: "item-title", text: data.kind === "file_change" ? "The agent asks to change files" : "The agent asks to run" }));
-    // The command whole, as the shell reads it, its warnings above it
-    // (command.js): what the card shows is what runs.
-    if (data.command) node.append(...commandWarnings(data.command), commandCode(data.command, "approval-command"));
-    if (data.cwd) {
-      const where = data.cwd === this.workspace ? "the workspace" : relative(data.cwd, this.workspace);
-      node.append(el("div", { class: "approval-cwd", "data-testid": "approval-cwd", text: `in ${visibleText(where)}` }));
-    }
-    if (Array.isArray(data.changes) && data.changes.length) {
-      const list = el("ul", { class: "changes" });
-      for (const change of data.changes) list.append(el("li", { text: `${change.kind} ${visibleText(relative(change.path || "", this.workspace))}` }));
-      node.append(list);
-    }
-    if (data.reason) node.append(el("div", { class: "item-body", text: visibleText(data.reason) }));
-    if (data.refused) {
-      // The runner declined it before anyone could answer (an approved
-      // action would run outside the sandbox): no buttons, and why.
-      node.append(el("div", { class: "approval-refused", "data-testid": "approval-refused", text: `Declined by the runner: ${data.refused}.` }));
-    }
-    const actions = el("div", { class: "approval-actions" });
-    const status = el("div", { class: "approval-status", role: "status", "data-testid": "approval-status" });
-    for (const [decision, label] of data.refused ? [] : DECISIONS) {
-      const button = el("button", { type: "button", class: `decision ${decision}`, "data-testid": `approval-${decision}`, text: label });
-      button.addEventListener("click", async () => {
-        for (const b of actions.querySelectorAll("button")) b.disabled = true;
-        status.textContent = "Sending…";
-        try {
-          await api.approve(this.run.run_id, data.approvalId, decision);
-        } catch (error) {
-          status.textContent = error.message;
-          if (!node.classList.contains("resolved")) for (const b of actions.querySelectorAll("button")) b.disabled = false;
-        }
-      });
-      actions.append(button);
-    }
-    node.append(actions, status);
+    const node = approvalCard(this.run.run_id, data, this.workspace);
     this.approvals.set(data.approvalId, node);
     this.timeline.append(node);
   }
 
   resolveApproval(data) {
     const node = this.approvals.get(data.approvalId);
-    if (!node) return;
-    node.classList.add("resolved");
-    node.dataset.decision = data.decision;
-    for (const button of node.querySelectorAll("button")) button.disabled = true;
-    const label = DECISIONS.find(([d]) => d === data.decision)?.[1] || data.decision;
-    node.querySelector("[data-testid=approval-status]").textContent = `${label}${data.by ? ` (${data.by})` : ""}`;
+    if (node) showDecision(node, data);
   }
 
   /** The agent's plan, as a checklist that it updates. */
@@ -411,57 +356,3 @@ export class RunView {
     node.replaceChildren(el("div", { class: "item-title", text: "Plan" }), ...(data.explanation ? [el("div", { class: "item-body", text: data.explanation })] : []), list);
   }
 }
-
-function relative(path, workspace) {
-  return workspace && path.startsWith(`${workspace}/`) ? path.slice(workspace.length + 1) : path;
-}
-
-function renderItem(item, workspace) {
-  switch (item.type) {
-    case "agent_message": {
-      const body = el("div", { class: "markdown" });
-      body.innerHTML = renderMarkdown(item.text || ""); // escaped by renderMarkdown
-      return [body];
-    }
-    case "reasoning": {
-      const details = el("details", { class: "reasoning" });
-      details.append(el("summary", { text: "Reasoning" }), el("div", { class: "item-body", text: item.text || "" }));
-      return [details];
-    }
-    case "command_execution": {
-      const exit = item.exit_code;
-      const status = item.status === "in_progress" ? "running" : exit === 0 ? "exit 0" : `exit ${exit ?? "?"}`;
-      const head = el("div", { class: "command-head" },
-        commandCode(item.command),
-        el("span", { class: `badge ${exit === 0 ? "completed" : item.status === "in_progress" ? "running" : "failed"}`, "data-testid": "exit-code", text: status }));
-      const output = item.aggregated_output ? el("pre", { class: "output", text: stripAnsi(item.aggregated_output) }) : null;
-      return [...commandWarnings(item.command), head, output];
-    }
-    case "file_change": {
-      const list = el("ul", { class: "changes" });
-      for (const change of item.changes || []) {
-        list.append(el("li", { class: change.kind, text: `${change.kind} ${relative(change.path, workspace)}` }));
-      }
-      return [el("div", { class: "item-title", text: `File changes (${item.status})` }), list];
-    }
-    case "todo_list": {
-      const list = el("ul", { class: "todos" });
-      for (const todo of item.items || []) {
-        const box = el("input", { type: "checkbox", disabled: "" });
-        box.checked = !!todo.completed;
-        list.append(el("li", { class: todo.completed ? "done" : "" }, box, document.createTextNode(` ${todo.text}`)));
-      }
-      return [el("div", { class: "item-title", text: "To-do" }), list];
-    }
-    case "error":
-      return [el("div", { class: "item-title", text: "Error" }), el("div", { class: "item-body", text: item.message || "" })];
-    case "mcp_tool_call":
-      return [el("div", { class: "item-title", text: `Tool ${item.server}.${item.tool} (${item.status})` })];
-    case "web_search":
-      return [el("div", { class: "item-title", text: `Web search: ${item.query || ""}` })];
-    default:
-      return [el("div", { class: "item-title", text: item.type || "item" }), el("pre", { class: "output", text: JSON.stringify(item, null, 2) })];
-  }
-}
-
-export { el };

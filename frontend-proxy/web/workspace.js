@@ -1,7 +1,7 @@
 // The workspace views: the file tree and the diff.
 
 import { visibleText } from "./command.js";
-import { el } from "./timeline.js";
+import { el } from "./dom.js";
 
 /** Renders `{entries: [{path, kind, size}]}` as a nested list of folders
  * and files, hidden characters of their names marked (command.js). */
