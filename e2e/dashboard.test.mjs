@@ -200,6 +200,62 @@ test("model text cannot inject HTML", async () => {
   await page.close();
 });
 
+test("streamed text is appended, and past its cap shows its last 200 000 characters, colour codes split between deltas stripped", async () => {
+  const page = await newPage();
+  await page.goto(stack.url);
+  await page.getByTestId("create-form").waitFor();
+  const result = await page.evaluate(async () => {
+    const { LiveText } = await import("/live.js");
+    const MAX = 200_000;
+    // A message: each delta appended to what is there, no node replaced
+    // until the cap.
+    const message = new LiveText("agent_message");
+    const card = document.createElement("li");
+    const removed = [];
+    new MutationObserver((records) => records.forEach((r) => removed.push(...r.removedNodes))).observe(message.root, { childList: true });
+    let whole = "";
+    let firstNode = null;
+    let sameFirst = true;
+    for (let i = 0; whole.length < 150_000; i++) {
+      const delta = `word ${i} `;
+      whole += delta;
+      message.append(delta);
+      message.place(card, "agent_message");
+      firstNode ??= message.root.firstChild;
+      sameFirst &&= message.root.firstChild === firstNode;
+    }
+    await Promise.resolve();
+    const beforeCap = { sameFirst, removed: removed.length, equal: message.root.textContent === whole };
+    while (whole.length < 450_000) {
+      const delta = `more ${whole.length} `.repeat(7);
+      whole += delta;
+      message.append(delta);
+    }
+    const atCap = {
+      equal: message.root.textContent === whole.slice(-MAX),
+      nodes: message.root.childNodes.length,
+      inCard: card.firstChild === message.root && card.childNodes.length === 1,
+      testid: message.root.dataset.testid,
+    };
+    // A command's output: a colour code cut in two by the stream.
+    const output = new LiveText("command_execution");
+    const shown = [];
+    for (const delta of ["line 1 \x1b[3", "2mgreen\x1b[0m\n", "line 2 \x1b", "[1mbold\x1b[0m\n"]) {
+      output.append(delta);
+      shown.push(output.root.textContent);
+    }
+    return { beforeCap, atCap, shown, outputTestid: output.root.dataset.testid };
+  });
+  assert.deepEqual(result.beforeCap, { sameFirst: true, removed: 0, equal: true });
+  assert.equal(result.atCap.equal, true, "the last 200 000 characters, as before");
+  assert.ok(result.atCap.nodes <= 60, `a few thousand characters a text node: ${result.atCap.nodes} nodes`);
+  assert.equal(result.atCap.inCard, true);
+  assert.equal(result.atCap.testid, "live-text");
+  assert.equal(result.outputTestid, "live-output");
+  assert.deepEqual(result.shown, ["line 1 ", "line 1 green\n", "line 1 green\nline 2 ", "line 1 green\nline 2 bold\n"]);
+  await page.close();
+});
+
 test("a failed clone shows its message", async () => {
   const page = await newPage();
   await page.goto(stack.url);

@@ -2,21 +2,19 @@
 // built from its event stream. Items are keyed by their id, so an item's
 // started/updated/completed events update one element; events are applied
 // once each, by sequence number, so a reconnect never shows anything twice.
-// Items are drawn by items.js.
+// Items are drawn by items.js, streamed text by live.js.
 
 import { EVENT_TYPES, TERMINAL_TYPES, api, download } from "./api.js";
 import { approvalCard, showDecision } from "./approvals.js";
 import { visibleText } from "./command.js";
 import { el } from "./dom.js";
-import { renderItem, stripAnsi } from "./items.js";
+import { renderItem } from "./items.js";
+import { LiveText } from "./live.js";
 
 export function formatElapsed(ms) {
   const s = Math.max(0, Math.floor(ms / 1000));
   return s < 60 ? `${s}s` : `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, "0")}s`;
 }
-
-/** The most characters of one item's streamed text a page keeps. */
-const MAX_LIVE_CHARS = 200_000;
 
 const DELTA_TYPES = { agent_message: "agent_message", reasoning: "reasoning", command_output: "command_execution", file_change: "file_change" };
 
@@ -31,7 +29,7 @@ export class RunView {
     /** True once the terminal event was applied: the timeline is whole. */
     this.complete = false;
     this.items = new Map();
-    /** Streamed text of items not completed yet, by item id. */
+    /** Streamed text of items not completed yet, by item id (live.js). */
     this.live = new Map();
     this.approvals = new Map();
     this.onStatus = onStatus;
@@ -295,7 +293,7 @@ export class RunView {
     // An item without output renders no element for it (null): left out, not
     // appended as the text "null".
     node.replaceChildren(...renderItem(item, this.workspace).filter(Boolean));
-    if (!completed && this.live.has(item.id)) this.showLive(node, item.type, this.live.get(item.id));
+    if (!completed) this.live.get(item.id)?.place(node, item.type);
   }
 
   /** A piece of an item that has not completed: its text grows in place. */
@@ -304,29 +302,11 @@ export class RunView {
     if (!itemId || !type || typeof delta !== "string") return;
     const node = this.itemNode(itemId, this.items.get(itemId)?.dataset.kind || type);
     if (node.dataset.complete) return;
-    let text = (this.live.get(itemId) || "") + delta;
-    if (text.length > MAX_LIVE_CHARS) text = text.slice(-MAX_LIVE_CHARS);
-    this.live.set(itemId, text);
-    this.showLive(node, type, text);
-  }
-
-  showLive(node, type, text) {
-    if (type === "command_execution" || type === "file_change") {
-      let pre = node.querySelector("pre.output");
-      if (!pre) {
-        pre = el("pre", { class: "output live", "data-testid": "live-output" });
-        node.append(pre);
-      }
-      const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-      pre.textContent = stripAnsi(text);
-      if (atBottom) pre.scrollTop = pre.scrollHeight;
-    } else if (type === "reasoning") {
-      const details = el("details", { class: "reasoning", open: "" });
-      details.append(el("summary", { text: "Reasoning…" }), el("div", { class: "item-body", text }));
-      node.replaceChildren(details);
-    } else {
-      node.replaceChildren(el("div", { class: "markdown live", "data-testid": "live-text", text }));
-    }
+    let live = this.live.get(itemId);
+    if (!live) this.live.set(itemId, (live = new LiveText(type)));
+    // Placed first, so that the terminal knows whether it was at its end.
+    live.place(node, type);
+    live.append(delta);
   }
 
   /** The agent asks before a command or a change (approvals.js). */
