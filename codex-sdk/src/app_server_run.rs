@@ -165,13 +165,13 @@ impl RunControl {
 
 /// What a run needs to start.
 pub(crate) struct AppServerRun {
-    pub options: AppServerOptions,
-    pub thread_params: Value,
-    pub resume: Option<String>,
-    pub input: String,
+    pub(crate) options: AppServerOptions,
+    pub(crate) thread_params: Value,
+    pub(crate) resume: Option<String>,
+    pub(crate) input: String,
     /// `Some(why)`: every approval the CLI asks for is declined at once,
     /// for this reason (see `ThreadOptions::approvals_run_unsandboxed`).
-    pub refuse_approvals: Option<&'static str>,
+    pub(crate) refuse_approvals: Option<&'static str>,
 }
 
 /// Why approvals are refused on a sandboxed thread of a runner that does

@@ -21,12 +21,12 @@ use crate::process::{
 
 /// What an exec run needs to start.
 pub(crate) struct ExecRun {
-    pub program: PathBuf,
-    pub args: Vec<String>,
-    pub env: BTreeMap<String, String>,
-    pub input: String,
-    pub containment: Arc<Containment>,
-    pub exposed: Vec<PathBuf>,
+    pub(crate) program: PathBuf,
+    pub(crate) args: Vec<String>,
+    pub(crate) env: BTreeMap<String, String>,
+    pub(crate) input: String,
+    pub(crate) containment: Arc<Containment>,
+    pub(crate) exposed: Vec<PathBuf>,
 }
 
 /// Spawns the CLI on the first poll and streams its events; the last item

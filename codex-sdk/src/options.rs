@@ -100,7 +100,7 @@ pub struct ThreadOptions {
 /// The variables an agent's command may inherit from the CLI (patterns of
 /// the CLI's `shell_environment_policy.include_only`). Everything else, the
 /// API key and `CODEX_HOME` first, stays with the CLI.
-pub const AGENT_ENV: &[&str] = &[
+pub(crate) const AGENT_ENV: &[&str] = &[
     "PATH",
     "HOME",
     "USER",
@@ -122,7 +122,7 @@ pub const AGENT_ENV: &[&str] = &[
 /// Names never passed to an agent's command even when allowed above or set
 /// by a caller's environment (`shell_environment_policy.exclude`, matched
 /// case-insensitively, on top of the CLI's own `*KEY*`/`*SECRET*`/`*TOKEN*`).
-pub const AGENT_ENV_EXCLUDED: &[&str] = &[
+pub(crate) const AGENT_ENV_EXCLUDED: &[&str] = &[
     "*KEY*",
     "*SECRET*",
     "*TOKEN*",

@@ -29,7 +29,7 @@ use crate::workspace::{sweep_homes, CodexHomes, WorkingDirectory};
 
 /// Shared by every handler.
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     pub config: Arc<Config>,
     /// `WORKSPACES_ROOT`, canonical.
     pub root: Arc<PathBuf>,
@@ -45,7 +45,7 @@ pub struct AppState {
 
 /// The routes; a method a path does not answer is a 405 with `Allow`,
 /// from the same table.
-pub fn routes(state: AppState) -> impl IntoEndpoint {
+pub(crate) fn routes(state: AppState) -> impl IntoEndpoint {
     let (route, allowed) = Routes::new()
         .at("/health", get(health))
         .at("/models", get(list_models))

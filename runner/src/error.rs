@@ -8,7 +8,7 @@ use poem::{IntoResponse, Response};
 use service_kit::ErrorCode;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// The request cannot be read: malformed JSON, an unknown or missing
     /// field, a value of the wrong type, a malformed header.
     #[error("{0}")]
@@ -92,11 +92,11 @@ impl ResponseError for ApiError {
 
 /// Maps any error that reached the top of the app to the JSON schema: ours
 /// by their own mapping, poem's by `service_kit::json_error`.
-pub async fn catch_all(error: poem::Error) -> Response {
+pub(crate) async fn catch_all(error: poem::Error) -> Response {
     if let Some(api) = error.downcast_ref::<ApiError>() {
         return api.as_response();
     }
     service_kit::json_error(error).await
 }
 
-pub type Result<T> = std::result::Result<T, ApiError>;
+pub(crate) type Result<T> = std::result::Result<T, ApiError>;

@@ -23,7 +23,7 @@ const LIMIT_NAME: &str = "RUNNER_MAX_EVENT_BYTES";
 /// `max_bytes`, else cut by [`fit`]. A line with a carriage return (JSON
 /// allows one between tokens) is re-serialised too, since an SSE reader
 /// would take it for the end of the `data:` line.
-pub fn fit_line(line: String, max_bytes: usize) -> String {
+pub(crate) fn fit_line(line: String, max_bytes: usize) -> String {
     if line.len() <= max_bytes && !line.contains('\r') {
         return line;
     }
@@ -37,7 +37,7 @@ pub fn fit_line(line: String, max_bytes: usize) -> String {
 
 /// Serialises `value` in at most `max_bytes` (or as a stub when even that
 /// cannot be reached by cutting strings).
-pub fn fit(mut value: Value, max_bytes: usize) -> String {
+pub(crate) fn fit(mut value: Value, max_bytes: usize) -> String {
     let mut text = value.to_string();
     for _ in 0..MAX_CUTS {
         if text.len() <= max_bytes {
@@ -72,7 +72,7 @@ pub fn fit(mut value: Value, max_bytes: usize) -> String {
 }
 
 /// `text` cut to at most about `max_bytes`, with the same marker.
-pub fn clip(mut text: String, max_bytes: usize) -> String {
+pub(crate) fn clip(mut text: String, max_bytes: usize) -> String {
     if text.len() <= max_bytes {
         return text;
     }

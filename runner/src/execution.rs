@@ -21,7 +21,7 @@ use crate::registry::{Registry, Run, RunStatus, ThreadRecord};
 use event_log::PushError;
 
 /// Starts the run on its own task and returns at once.
-pub fn spawn_run(
+pub(crate) fn spawn_run(
     codex: Codex,
     registry: Arc<Registry>,
     run: Arc<Run>,

@@ -12,14 +12,14 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 /// How long a list is kept.
-pub const TTL: Duration = Duration::from_secs(300);
+pub(crate) const TTL: Duration = Duration::from_secs(300);
 /// How long the CLI gets to answer.
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// One model, as `GET /models` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Model {
+pub(crate) struct Model {
     pub id: String,
     pub display_name: String,
     pub description: String,
@@ -29,11 +29,11 @@ pub struct Model {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct ModelList {
+pub(crate) struct ModelList {
     pub models: Vec<Model>,
 }
 
-pub struct Catalog {
+pub(crate) struct Catalog {
     codex_path: PathBuf,
     /// A `CODEX_HOME` of its own, with the runner's template.
     home: PathBuf,
@@ -43,7 +43,7 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn new(
+    pub(crate) fn new(
         codex_path: PathBuf,
         home: PathBuf,
         template: Option<String>,
@@ -60,7 +60,7 @@ impl Catalog {
 
     /// The list, from the cache or from the CLI. One caller asks the CLI;
     /// the others wait for its answer.
-    pub async fn list(&self) -> anyhow::Result<Arc<ModelList>> {
+    pub(crate) async fn list(&self) -> anyhow::Result<Arc<ModelList>> {
         let mut cached = self.cached.lock().await;
         if let Some((at, list)) = cached.as_ref() {
             if at.elapsed() < TTL {

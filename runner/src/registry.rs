@@ -24,7 +24,7 @@ use event_log::RunLog;
 
 /// A runner thread: options for the CLI and the Codex thread it is bound to.
 #[derive(Debug, Clone)]
-pub struct ThreadRecord {
+pub(crate) struct ThreadRecord {
     pub id: Uuid,
     pub options: ThreadOptions,
     /// Known after the first run's `thread.started`, or given to resume.
@@ -37,11 +37,11 @@ pub struct ThreadRecord {
 }
 
 /// A run's state is the wire's: the runner has no other.
-pub use runner_protocol::RunStatus;
+pub(crate) use runner_protocol::RunStatus;
 
 /// One run: its event log and its state.
 #[derive(Debug)]
-pub struct Run {
+pub(crate) struct Run {
     pub id: Uuid,
     pub thread_id: Uuid,
     pub log: RunLog,
@@ -94,7 +94,7 @@ impl Run {
     }
 
     /// What is known of the run, as `GET /runs/{id}` shows it.
-    pub fn snapshot(&self) -> RunSnapshot {
+    pub(crate) fn snapshot(&self) -> RunSnapshot {
         let state = self.state();
         RunSnapshot {
             run_id: self.id,
@@ -110,12 +110,12 @@ impl Run {
         }
     }
 
-    pub fn status(&self) -> RunStatus {
+    pub(crate) fn status(&self) -> RunStatus {
         self.state().status
     }
 
     /// Hands the run its canceller; cancels at once if a cancel came first.
-    pub fn attach_canceller(&self, canceller: Canceller) {
+    pub(crate) fn attach_canceller(&self, canceller: Canceller) {
         let mut state = self.state();
         if state.cancel_requested {
             canceller.cancel();
@@ -124,12 +124,12 @@ impl Run {
     }
 
     /// Hands the run the handle that approves, steers and interrupts it.
-    pub fn attach_control(&self, control: RunControl) {
+    pub(crate) fn attach_control(&self, control: RunControl) {
         self.state().control = Some(control);
     }
 
     /// The run's control, while it runs.
-    pub fn control(&self) -> Option<RunControl> {
+    pub(crate) fn control(&self) -> Option<RunControl> {
         let state = self.state();
         if state.status.has_ended() {
             return None;
@@ -138,7 +138,7 @@ impl Run {
     }
 
     /// Requests cancellation; `false` when the run has already finished.
-    pub fn request_cancel(&self) -> bool {
+    pub(crate) fn request_cancel(&self) -> bool {
         let mut state = self.state();
         if state.status.has_ended() {
             return false;
@@ -150,28 +150,28 @@ impl Run {
         true
     }
 
-    pub fn set_codex_thread_id(&self, id: String) {
+    pub(crate) fn set_codex_thread_id(&self, id: String) {
         self.state().codex_thread_id = Some(id);
     }
 
-    pub fn set_final_response(&self, text: String) {
+    pub(crate) fn set_final_response(&self, text: String) {
         self.state().final_response = Some(text);
     }
 
-    pub fn set_usage(&self, usage: Usage) {
+    pub(crate) fn set_usage(&self, usage: Usage) {
         self.state().usage = Some(usage);
     }
 
-    pub fn set_error(&self, error: String) {
+    pub(crate) fn set_error(&self, error: String) {
         self.state().error.get_or_insert(error);
     }
 
-    pub fn error(&self) -> Option<String> {
+    pub(crate) fn error(&self) -> Option<String> {
         self.state().error.clone()
     }
 
     /// Marks the run finished; called once, just before its terminal event.
-    pub fn finish(&self, status: RunStatus) {
+    pub(crate) fn finish(&self, status: RunStatus) {
         let mut state = self.state();
         state.status = status;
         state.finished_at = Some(Utc::now());
@@ -186,14 +186,14 @@ impl Run {
 
 /// Threads and runs.
 #[derive(Debug)]
-pub struct Registry {
+pub(crate) struct Registry {
     limits: Limits,
     threads: Mutex<HashMap<Uuid, ThreadRecord>>,
     runs: Mutex<HashMap<Uuid, Arc<Run>>>,
 }
 
 impl Registry {
-    pub fn new(limits: Limits) -> Self {
+    pub(crate) fn new(limits: Limits) -> Self {
         Self {
             limits,
             threads: Mutex::new(HashMap::new()),
@@ -201,7 +201,7 @@ impl Registry {
         }
     }
 
-    pub fn limits(&self) -> &Limits {
+    pub(crate) fn limits(&self) -> &Limits {
         &self.limits
     }
 
@@ -213,7 +213,7 @@ impl Registry {
         self.runs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn add_thread(
+    pub(crate) fn add_thread(
         &self,
         options: ThreadOptions,
         codex_thread_id: Option<String>,
@@ -246,7 +246,7 @@ impl Registry {
         Ok(record)
     }
 
-    pub fn thread(&self, id: Uuid) -> Result<ThreadRecord> {
+    pub(crate) fn thread(&self, id: Uuid) -> Result<ThreadRecord> {
         self.threads()
             .get(&id)
             .cloned()
@@ -254,7 +254,7 @@ impl Registry {
     }
 
     /// Removes a thread, cancelling its active run.
-    pub fn remove_thread(&self, id: Uuid) -> Result<()> {
+    pub(crate) fn remove_thread(&self, id: Uuid) -> Result<()> {
         let record = self
             .threads()
             .remove(&id)
@@ -267,7 +267,7 @@ impl Registry {
 
     /// Creates a run on a thread that has none active: the check and the
     /// claim happen under one lock.
-    pub fn start_run(&self, thread_id: Uuid) -> Result<(Arc<Run>, ThreadRecord)> {
+    pub(crate) fn start_run(&self, thread_id: Uuid) -> Result<(Arc<Run>, ThreadRecord)> {
         self.prune_finished_runs();
         let mut threads = self.threads();
         let thread = threads
@@ -292,7 +292,7 @@ impl Registry {
     }
 
     /// Releases the thread of a finished run and records its Codex thread.
-    pub fn end_run(&self, run: &Run, codex_thread_id: Option<String>) {
+    pub(crate) fn end_run(&self, run: &Run, codex_thread_id: Option<String>) {
         if let Some(thread) = self.threads().get_mut(&run.thread_id) {
             if thread.active_run == Some(run.id) {
                 thread.active_run = None;
@@ -304,7 +304,7 @@ impl Registry {
         }
     }
 
-    pub fn run(&self, id: Uuid) -> Result<Arc<Run>> {
+    pub(crate) fn run(&self, id: Uuid) -> Result<Arc<Run>> {
         self.runs()
             .get(&id)
             .cloned()
@@ -313,7 +313,7 @@ impl Registry {
 
     /// Drops finished runs past their retention, then the oldest finished
     /// runs beyond the count limit. Running runs are never dropped.
-    pub fn prune_finished_runs(&self) {
+    pub(crate) fn prune_finished_runs(&self) {
         let mut runs = self.runs();
         let now = Instant::now();
         let retention = self.limits.run_retention;
@@ -336,7 +336,7 @@ impl Registry {
 
     /// Releases the threads without an active run that have not been used
     /// for `RUNNER_THREAD_IDLE_SECS`; returns how many.
-    pub fn release_idle_threads(&self) -> usize {
+    pub(crate) fn release_idle_threads(&self) -> usize {
         let idle_for = self.limits.thread_idle;
         let now = Instant::now();
         let mut threads = self.threads();
@@ -348,7 +348,7 @@ impl Registry {
     }
 
     /// Runs not finished yet.
-    pub fn active_runs(&self) -> usize {
+    pub(crate) fn active_runs(&self) -> usize {
         self.runs()
             .values()
             .filter(|run| !run.status().has_ended())
@@ -356,7 +356,7 @@ impl Registry {
     }
 
     /// Asks every active run to stop (the runner is shutting down).
-    pub fn cancel_all(&self) {
+    pub(crate) fn cancel_all(&self) {
         for run in self.runs().values() {
             run.request_cancel();
         }

@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 /// A directory proven to be strictly inside the workspaces root, symlinks
 /// resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkingDirectory(PathBuf);
+pub(crate) struct WorkingDirectory(PathBuf);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum WorkspaceError {
+pub(crate) enum WorkspaceError {
     #[error("workingDirectory must not be empty")]
     Empty,
     #[error("workingDirectory {0} does not exist or is not a directory")]
@@ -23,7 +23,7 @@ pub enum WorkspaceError {
 
 impl WorkingDirectory {
     /// `root` must already be canonical.
-    pub fn parse(raw: &str, root: &Path) -> Result<Self, WorkspaceError> {
+    pub(crate) fn parse(raw: &str, root: &Path) -> Result<Self, WorkspaceError> {
         if raw.trim().is_empty() {
             return Err(WorkspaceError::Empty);
         }
@@ -45,7 +45,7 @@ impl WorkingDirectory {
         Ok(Self(resolved))
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 
@@ -58,7 +58,7 @@ impl WorkingDirectory {
     /// The session folder this directory belongs to: the first folder under
     /// the workspaces root (`<root>/<session>/repo` belongs to
     /// `<root>/<session>`).
-    pub fn session_folder(&self, root: &Path) -> PathBuf {
+    pub(crate) fn session_folder(&self, root: &Path) -> PathBuf {
         match self.relative_to(root).components().next() {
             Some(first) => root.join(first),
             None => self.0.clone(),
@@ -78,7 +78,7 @@ impl WorkingDirectory {
 ///   CLI only;
 /// - `tmp/`: the agent's `TMPDIR`, the one folder here its sandbox writes.
 #[derive(Debug)]
-pub struct CodexHomes {
+pub(crate) struct CodexHomes {
     root: PathBuf,
     workspaces: PathBuf,
     /// Held while a home is prepared or the sweep runs, so the sweep never
@@ -88,7 +88,7 @@ pub struct CodexHomes {
 
 /// The folders of one working directory under [`CodexHomes`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ThreadHome {
+pub(crate) struct ThreadHome {
     /// `<homes>/<key>`: the folder holding the two below.
     pub base: PathBuf,
     pub codex_home: PathBuf,
@@ -101,7 +101,7 @@ const MARKER: &str = "workspace";
 impl CodexHomes {
     /// Both roots must be canonical and apart (see
     /// `Config::canonical_codex_homes`).
-    pub fn new(root: PathBuf, workspaces: PathBuf) -> Self {
+    pub(crate) fn new(root: PathBuf, workspaces: PathBuf) -> Self {
         Self {
             root,
             workspaces,
@@ -109,13 +109,13 @@ impl CodexHomes {
         }
     }
 
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         &self.root
     }
 
     /// Creates the home of `dir` if needed and writes `template` as its
     /// `config.toml`, replacing whatever was there. Blocking.
-    pub fn prepare(
+    pub(crate) fn prepare(
         &self,
         dir: &WorkingDirectory,
         template: Option<&str>,
@@ -142,7 +142,7 @@ impl CodexHomes {
     /// backend removes a session's folder when the session is deleted), and
     /// leftovers of a home never finished. Only names made by [`key`] are
     /// touched. Blocking; returns how many homes went.
-    pub fn sweep(&self) -> std::io::Result<usize> {
+    pub(crate) fn sweep(&self) -> std::io::Result<usize> {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut removed = 0;
         for entry in std::fs::read_dir(&self.root)? {
