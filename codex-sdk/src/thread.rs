@@ -18,7 +18,8 @@ use crate::error::{Error, Result};
 use crate::events::{EventLine, ItemDetails, ThreadEvent, ThreadItem, Usage};
 use crate::exec_run::{self, ExecRun};
 use crate::options::{
-    app_server_config, app_server_thread_params, command_args, CodexOptions, Driver, ThreadOptions,
+    app_server_config, app_server_thread_params, command_args, CodexOptions, Driver, SandboxMode,
+    ThreadOptions,
 };
 use crate::process::{markers, run_token, Containment};
 
@@ -155,8 +156,7 @@ impl Thread {
                         resume: self.id(),
                         input: input.into(),
                         refuse_approvals: (!self.options.approvals_run_unsandboxed
-                            && self.options.sandbox_mode
-                                != Some(crate::SandboxMode::DangerFullAccess))
+                            && self.options.sandbox_mode != Some(SandboxMode::DangerFullAccess))
                         .then_some(app_server_run::APPROVALS_REFUSED),
                     };
                     (
