@@ -200,6 +200,53 @@ test("model text cannot inject HTML", async () => {
   await page.close();
 });
 
+// --- one vocabulary of run events (issue 22) ----------------------------------
+
+/** The names of a run's events, as the API's document lists them (it is public). */
+async function specEventNames() {
+  const spec = await (await fetch(`${stack.url}/api/openapi.json`)).json();
+  return spec.components.schemas.RunEventType.enum;
+}
+
+test("a run's stream is listened to for every event name of the API's spec, and a page that cannot read them says so", async () => {
+  const page = await newPage();
+  // Every name the page subscribes a run's stream with, as EventSource is told.
+  await page.addInitScript(() => {
+    window.__runStreamNames = [];
+    const add = EventSource.prototype.addEventListener;
+    EventSource.prototype.addEventListener = function (type, ...rest) {
+      if (/\/api\/runs\/[0-9a-f-]{36}\/events/.test(this.url)) window.__runStreamNames.push(type);
+      return add.call(this, type, ...rest);
+    };
+  });
+  const session = await createSession(page, stack.makeRepo("vocabulary"));
+  await page.waitForSelector("[data-testid=session-status].ready", { timeout: LONG });
+  const run = await sendPrompt(page, "say hello");
+  await page.waitForSelector("[data-testid=run][data-status=completed]", { timeout: LONG });
+  assert.equal(await run.getAttribute("data-status"), "completed");
+
+  const spec = await specEventNames();
+  assert.ok(spec.includes("diff.updated") && spec.includes("run.completed"), spec.join(" "));
+  // EventSource's own `error` aside, the page listens to the spec's names, no fewer and no more.
+  const subscribed = await page.evaluate(() => window.__runStreamNames);
+  const names = [...new Set(subscribed.filter((name) => name !== "error"))].sort();
+  assert.deepEqual(names, [...spec].sort(), "the dashboard's run event names are the spec's");
+
+  // Without the document, a run's card says why its events do not show,
+  // instead of listening to nothing; once it can be read, they show.
+  await page.route("**/api/openapi.json", (route) => route.fulfill({ status: 503, contentType: "application/json", body: "{}" }));
+  await page.goto(`${stack.url}/#/s/${session}`);
+  await page.reload();
+  const notice = page.locator("[data-testid=run] [data-testid=events-unknown]");
+  await notice.waitFor({ timeout: LONG });
+  assert.match(await notice.innerText(), /openapi\.json answered 503/);
+  assert.equal(await page.locator("[data-testid=run] [data-testid=item]").count(), 0);
+  await page.unroute("**/api/openapi.json");
+  await page.locator("[data-testid=run] [data-kind=agent_message]").waitFor({ timeout: LONG });
+  assert.equal(await notice.count(), 0, "the notice goes once the names are known");
+  await page.close();
+});
+
 test("streamed text is appended, and past its cap shows its last 200 000 characters, colour codes split between deltas stripped", async () => {
   const page = await newPage();
   await page.goto(stack.url);

@@ -94,12 +94,3 @@ export async function download(path, fallbackName) {
   // The download has its bytes once the click has been handled.
   setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }
-
-/** The event types a run's stream carries (EventSource needs each by name). */
-export const EVENT_TYPES = [
-  "thread.started", "turn.started", "turn.completed", "turn.failed",
-  "item.started", "item.updated", "item.completed", "codex.error",
-  // The runner's app-server driver adds these.
-  "item.delta", "approval.requested", "approval.resolved", "plan.updated", "usage.updated",
-];
-export const TERMINAL_TYPES = ["run.completed", "run.failed", "run.cancelled"];

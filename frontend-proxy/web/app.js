@@ -8,6 +8,7 @@
 // → tabs), shared state is state.js's, so there is no import circle.
 
 import { $ } from "./dom.js";
+import { runEventNames } from "./event-names.js";
 import { initSession, lastResponse, openSession } from "./session.js";
 import { followSessions, initSessions, renderSessions } from "./sessions.js";
 import { initShip } from "./ship.js";
@@ -47,4 +48,8 @@ fetch("/mode.json")
     if (state.tab === "preview") showPreview();
   })
   .catch(() => {});
+
+// Asked for now, so that the first run's stream need not wait for them; a
+// failure shows on the runs' cards (timeline.js), which ask again.
+runEventNames().catch(() => {});
 start();

@@ -145,13 +145,14 @@ async function loadRuns() {
 }
 
 /** Opens streams in run order, a few at a time: finished runs replay and
- * close quickly; the running run always comes before the queued ones. */
+ * close quickly; the running run always comes before the queued ones. A
+ * stream being opened (its event names still on their way) counts as open. */
 function startStreams() {
   const views = [...state.runs.values()].sort((a, b) => a.run.position - b.run.position);
-  let open = views.filter((v) => v.source).length;
+  let open = views.filter((v) => v.streaming).length;
   for (const view of views) {
     if (open >= MAX_STREAMS) break;
-    if (view.source || view.complete) continue;
+    if (view.streaming || view.complete) continue;
     view.connect();
     open++;
   }

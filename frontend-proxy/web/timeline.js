@@ -2,12 +2,14 @@
 // built from its event stream. Items are keyed by their id, so an item's
 // started/updated/completed events update one element; events are applied
 // once each, by sequence number, so a reconnect never shows anything twice.
-// Items are drawn by items.js, streamed text by live.js.
+// The stream is subscribed to every name the backend's document lists
+// (event-names.js); items are drawn by items.js, streamed text by live.js.
 
-import { EVENT_TYPES, TERMINAL_TYPES, api, download } from "./api.js";
+import { api, download } from "./api.js";
 import { approvalCard, showDecision } from "./approvals.js";
 import { visibleText } from "./command.js";
 import { el } from "./dom.js";
+import { isTerminal, runEventNames } from "./event-names.js";
 import { renderItem } from "./items.js";
 import { LiveText } from "./live.js";
 
@@ -18,7 +20,8 @@ export function formatElapsed(ms) {
 
 const DELTA_TYPES = { agent_message: "agent_message", reasoning: "reasoning", command_output: "command_execution", file_change: "file_change" };
 
-const TERMINAL_STATUS = { "run.completed": "completed", "run.failed": "failed", "run.cancelled": "cancelled" };
+/** The statuses of a run that has ended; `run.<status>` is its terminal event. */
+const ENDED = ["completed", "failed", "cancelled"];
 
 export class RunView {
   constructor(run, { onFinished, onPreview, onStatus, workspace } = {}) {
@@ -34,6 +37,10 @@ export class RunView {
     this.approvals = new Map();
     this.onStatus = onStatus;
     this.source = null;
+    /** The stream is waiting for the event names (event-names.js). */
+    this.opening = false;
+    /** Counts the streams asked for: one closed meanwhile is not opened. */
+    this.attempts = 0;
     this.onFinished = onFinished;
     /** Opens a file of the workspace in the Preview tab. */
     this.onPreview = onPreview;
@@ -63,7 +70,12 @@ export class RunView {
   }
 
   get finished() {
-    return ["completed", "failed", "cancelled"].includes(this.run.status);
+    return ENDED.includes(this.run.status);
+  }
+
+  /** The stream is open, or being opened: it counts against the page's few. */
+  get streaming() {
+    return !!this.source || this.opening;
   }
 
   setStatus(status) {
@@ -126,17 +138,40 @@ export class RunView {
     }
   }
 
-  /** Opens (or re-opens after a failure) the event stream from the last event applied. */
+  /** Opens (or re-opens after a failure) the event stream from the last
+   * event applied, once the event names are known. Without them the card
+   * says why, and the next call (the run list is read every 2 s) asks again. */
   connect() {
-    if (this.source) return;
+    if (this.streaming) return;
+    this.opening = true;
+    const attempt = ++this.attempts;
+    runEventNames().then(
+      (names) => {
+        if (attempt !== this.attempts) return; // closed meanwhile
+        this.opening = false;
+        this.timeline.querySelector("[data-testid=events-unknown]")?.remove();
+        this.open(names);
+      },
+      (error) => {
+        if (attempt !== this.attempts) return;
+        this.opening = false;
+        this.showNotice("events-unknown", "Events unavailable", `This page cannot learn the names of a run's events: ${error.message}. Retrying…`);
+      },
+    );
+  }
+
+  /** The stream, with a listener for each of `names` (EventSource delivers
+   * an event to the listeners of its name only). */
+  open(names) {
     const after = this.lastSeq ? `?after=${this.lastSeq}` : "";
     const source = new EventSource(`/api/runs/${this.run.run_id}/events${after}`);
     this.source = source;
     const handle = (event) => this.apply(event);
-    for (const type of [...EVENT_TYPES, ...TERMINAL_TYPES]) source.addEventListener(type, handle);
-    // The server could not read the run's events: it says so (without an
-    // id) and ends the stream, which EventSource then reconnects.
-    source.addEventListener("stream.error", (event) => this.showStreamError(event));
+    // `stream.error`: the server could not read the run's events. It says
+    // so (without an id) and ends the stream, which EventSource then
+    // reconnects.
+    const streamError = (event) => this.showStreamError(event);
+    for (const name of names) source.addEventListener(name, name === "stream.error" ? streamError : handle);
     source.addEventListener("error", () => {
       // EventSource reconnects by itself (with Last-Event-ID) after a network
       // drop. It gives up after an error status, or a 204 that says nothing
@@ -159,10 +194,9 @@ export class RunView {
       setTimeout(() => this.resume(), 1500);
       return;
     }
-    const terminal = Object.keys(TERMINAL_STATUS).find((type) => TERMINAL_STATUS[type] === run.status);
-    if (terminal) {
+    if (ENDED.includes(run.status)) {
       this.run.finished_at = run.finished_at;
-      this.finish(terminal, { error: run.error, files: run.files });
+      this.finish(`run.${run.status}`, { error: run.error, files: run.files });
     } else {
       this.connect();
     }
@@ -175,13 +209,20 @@ export class RunView {
     } catch {
       // The notice says enough without the server's words.
     }
-    this.timeline.querySelector("[data-testid=stream-error]")?.remove();
-    const notice = this.itemShell("error", "stream-error", "Events unavailable", `${message}. Retrying…`);
-    notice.dataset.testid = "stream-error";
+    this.showNotice("stream-error", "Events unavailable", `${message}. Retrying…`);
+  }
+
+  /** A notice at the end of the timeline, replacing the last one of its kind. */
+  showNotice(testid, title, text) {
+    this.timeline.querySelector(`[data-testid=${testid}]`)?.remove();
+    const notice = this.itemShell("error", testid, title, text);
+    notice.dataset.testid = testid;
     this.timeline.append(notice);
   }
 
   close() {
+    this.attempts++;
+    this.opening = false;
     this.source?.close();
     this.source = null;
   }
@@ -225,7 +266,7 @@ export class RunView {
       );
     } else if (type === "turn.failed" || type === "codex.error") {
       this.timeline.append(this.itemShell("error", `error-${this.lastSeq}`, "Error", data.error?.message || data.message));
-    } else if (TERMINAL_TYPES.includes(type)) {
+    } else if (isTerminal(type)) {
       this.finish(type, data);
     }
   }
@@ -234,7 +275,7 @@ export class RunView {
     this.complete = true;
     if (data.finalResponse) this.run.final_response = data.finalResponse;
     this.run.finished_at ||= new Date().toISOString();
-    this.setStatus(TERMINAL_STATUS[type]);
+    this.setStatus(type.slice("run.".length));
     if (data.error) {
       this.timeline.append(this.itemShell("error", "run-error", "Run failed", data.error));
     }
