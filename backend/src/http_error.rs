@@ -111,61 +111,62 @@ fn body(code: ErrorCode, message: impl Into<String>) -> Json<ErrorBody> {
 }
 
 impl ApiError {
-    pub fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::BadRequest(body(ErrorCode::BadRequest, message))
     }
 
-    pub fn unauthorized(message: impl Into<String>) -> Self {
+    pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
         Self::Unauthorized(body(ErrorCode::Unauthorized, message), "Bearer".into())
     }
 
-    pub fn forbidden(message: impl Into<String>) -> Self {
+    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
         Self::Forbidden(body(ErrorCode::Forbidden, message))
     }
 
-    pub fn too_many(message: impl Into<String>) -> Self {
+    pub(crate) fn too_many(message: impl Into<String>) -> Self {
         Self::TooManyRequests(body(ErrorCode::TooManyRequests, message), None)
     }
 
     /// A rate limit: 429 with `Retry-After: secs`.
-    pub fn rate_limited(secs: u64, message: impl Into<String>) -> Self {
+    pub(crate) fn rate_limited(secs: u64, message: impl Into<String>) -> Self {
         Self::TooManyRequests(body(ErrorCode::TooManyRequests, message), Some(secs))
     }
 
     /// The `Retry-After` of a rate limit's 429.
-    pub fn retry_after(&self) -> Option<u64> {
+    #[cfg(test)]
+    pub(crate) fn retry_after(&self) -> Option<u64> {
         match self {
             Self::TooManyRequests(_, secs) => *secs,
             _ => None,
         }
     }
 
-    pub fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::NotFound(body(ErrorCode::NotFound, message))
     }
 
-    pub fn conflict(message: impl Into<String>) -> Self {
+    pub(crate) fn conflict(message: impl Into<String>) -> Self {
         Self::Conflict(body(ErrorCode::Conflict, message))
     }
 
-    pub fn too_large(message: impl Into<String>) -> Self {
+    pub(crate) fn too_large(message: impl Into<String>) -> Self {
         Self::PayloadTooLarge(body(ErrorCode::PayloadTooLarge, message))
     }
 
-    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+    pub(crate) fn unsupported_media_type(message: impl Into<String>) -> Self {
         Self::UnsupportedMediaType(body(ErrorCode::UnsupportedMediaType, message))
     }
 
-    pub fn invalid(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::Unprocessable(body(ErrorCode::ValidationError, message))
     }
 
-    pub fn unavailable(message: impl Into<String>) -> Self {
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
         Self::Unavailable(body(ErrorCode::NotReady, message))
     }
 
     /// A 500 says nothing inside; the log says everything.
-    pub fn internal(error: &(dyn std::error::Error + 'static)) -> Self {
+    pub(crate) fn internal(error: &(dyn std::error::Error + 'static)) -> Self {
         tracing::error!(error.cause_chain = ?ErrorChain(error), "internal error");
         Self::Internal(body(ErrorCode::InternalError, "internal error"))
     }
@@ -213,7 +214,7 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 /// Errors raised outside the OpenAPI operations (unknown route, wrong
 /// method, body limit) get the same JSON body; ours pass as they are.
-pub use service_kit::json_error as catch_all;
+pub(crate) use service_kit::json_error as catch_all;
 
 #[cfg(test)]
 mod tests {

@@ -4,17 +4,17 @@
 //! any number of subscribers, who can resume from any event.
 
 pub mod admin;
-pub mod api;
-pub mod auth;
+mod api;
+mod auth;
 pub mod config;
-pub mod domain;
-pub mod engine;
-pub mod forge;
-pub mod git;
-pub mod http_error;
-pub mod metrics;
-pub mod open_streams;
-pub mod rate_limit;
-pub mod session_changes;
+mod domain;
+mod engine;
+mod forge;
+mod git;
+mod http_error;
+mod metrics;
+mod open_streams;
+mod rate_limit;
+mod session_changes;
 pub mod startup;
-pub mod store;
+mod store;

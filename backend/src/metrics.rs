@@ -41,7 +41,7 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Rejection::Unauthorized => "unauthorized",
             Rejection::CrossOrigin => "cross_origin",
@@ -53,7 +53,7 @@ impl Rejection {
     }
 
     /// The message of a rate limit's 429.
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             Rejection::RateLimitedIp => {
                 "too many requests from this address (BACKEND_IP_RATE_PER_SEC): retry after \
@@ -216,7 +216,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn rejected(&self, reason: Rejection) {
+    pub(crate) fn rejected(&self, reason: Rejection) {
         self.rejected
             .get_or_create(&ReasonLabels {
                 reason: reason.as_str().to_owned(),
@@ -224,7 +224,12 @@ impl Metrics {
             .inc();
     }
 
-    pub fn run_finished(&self, status: RunStatus, took: Option<Duration>, usage: Option<Usage>) {
+    pub(crate) fn run_finished(
+        &self,
+        status: RunStatus,
+        took: Option<Duration>,
+        usage: Option<Usage>,
+    ) {
         self.runs_finished
             .get_or_create(&StatusLabels {
                 status: status.as_str().to_owned(),
@@ -251,7 +256,7 @@ impl Metrics {
 
     /// Events written to Postgres: a relay's batch (with how long it took
     /// from the live tail to its commit), or a run's terminal event.
-    pub fn events_persisted(&self, count: usize, lag: Option<Duration>) {
+    pub(crate) fn events_persisted(&self, count: usize, lag: Option<Duration>) {
         self.events_persisted
             .inc_by(u64::try_from(count).unwrap_or(u64::MAX));
         if let Some(lag) = lag {
@@ -259,7 +264,7 @@ impl Metrics {
         }
     }
 
-    pub fn clone_ended(&self, ready: bool, took: Duration) {
+    pub(crate) fn clone_ended(&self, ready: bool, took: Duration) {
         let outcome = if ready { "ready" } else { "failed" };
         self.clones
             .get_or_create(&OutcomeLabels {
@@ -269,12 +274,12 @@ impl Metrics {
         self.clone_duration.observe(took.as_secs_f64());
     }
 
-    pub fn session_expired(&self) {
+    pub(crate) fn session_expired(&self) {
         self.sessions_expired.inc();
     }
 
     /// Counts an open stream until the guard is dropped.
-    pub fn subscriber(self: &Arc<Self>, stream: StreamKind) -> SubscriberGuard {
+    pub(crate) fn subscriber(self: &Arc<Self>, stream: StreamKind) -> SubscriberGuard {
         let gauge = self
             .subscribers
             .get_or_create(&StreamLabels {
@@ -290,7 +295,7 @@ impl Metrics {
     }
 
     /// The text format, with the active runs' counts as given.
-    pub fn encode(&self, active: &[(RunStatus, i64)]) -> Result<String, std::fmt::Error> {
+    pub(crate) fn encode(&self, active: &[(RunStatus, i64)]) -> Result<String, std::fmt::Error> {
         let _one_at_a_time = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         for status in [RunStatus::Queued, RunStatus::Running] {
             let count = active
@@ -311,7 +316,7 @@ impl Metrics {
 
 impl Metrics {
     /// `stream`, counted as a subscriber of `kind` until it is dropped.
-    pub fn counted<S>(
+    pub(crate) fn counted<S>(
         self: &Arc<Self>,
         kind: StreamKind,
         stream: S,

@@ -43,7 +43,7 @@ pub struct TooManyStreams {
 }
 
 impl OpenStreams {
-    pub fn new(max: usize) -> Arc<Self> {
+    pub(crate) fn new(max: usize) -> Arc<Self> {
         Arc::new(Self {
             max,
             held: Mutex::new(HashMap::new()),
@@ -51,7 +51,7 @@ impl OpenStreams {
     }
 
     /// One more stream of `holder`, counted until the slot is dropped.
-    pub fn take(self: &Arc<Self>, holder: Holder) -> Result<StreamSlot, TooManyStreams> {
+    pub(crate) fn take(self: &Arc<Self>, holder: Holder) -> Result<StreamSlot, TooManyStreams> {
         let mut held = self.lock();
         let count = held.entry(holder).or_insert(0);
         if self.max > 0 && *count >= self.max {
@@ -66,12 +66,14 @@ impl OpenStreams {
     }
 
     /// The streams `holder` holds now.
-    pub fn held_by(&self, holder: Holder) -> usize {
+    #[cfg(test)]
+    pub(crate) fn held_by(&self, holder: Holder) -> usize {
         self.lock().get(&holder).copied().unwrap_or(0)
     }
 
     /// How many holders hold a stream now.
-    pub fn holders(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn holders(&self) -> usize {
         self.lock().len()
     }
 
@@ -105,7 +107,7 @@ pub struct StreamSlot {
 
 impl StreamSlot {
     /// `stream`, holding this slot until it is dropped.
-    pub fn hold<S>(self, stream: S) -> BoxStream<'static, S::Item>
+    pub(crate) fn hold<S>(self, stream: S) -> BoxStream<'static, S::Item>
     where
         S: Stream + Send + 'static,
     {

@@ -57,7 +57,7 @@ pub struct RateLimits {
 }
 
 impl RateLimits {
-    pub fn new(
+    pub(crate) fn new(
         per_ip: Rate,
         per_user: Rate,
         trusted_proxies: Vec<IpNet>,
@@ -74,7 +74,7 @@ impl RateLimits {
     }
 
     /// The client's address: the peer, or what a trusted proxy says.
-    pub fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+    pub(crate) fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
         let peer = peer?;
         if !self.trusted_proxies.iter().any(|net| net.contains(&peer)) {
             return Some(peer);
@@ -90,7 +90,7 @@ impl RateLimits {
     }
 
     /// Middleware: the per-address limit.
-    pub async fn check_ip<E: Endpoint>(
+    pub(crate) async fn check_ip<E: Endpoint>(
         self: Arc<Self>,
         ep: Arc<E>,
         req: Request,
@@ -112,7 +112,7 @@ impl RateLimits {
     }
 
     /// The per-user limit, for a signed-in caller.
-    pub fn check_user(&self, user: Uuid) -> Result<(), ApiError> {
+    pub(crate) fn check_user(&self, user: Uuid) -> Result<(), ApiError> {
         match &self.per_user {
             Some(limiter) => self.admit(limiter, &user, Rejection::RateLimitedUser),
             None => Ok(()),
@@ -134,7 +134,7 @@ impl RateLimits {
 
     /// Drops the buckets of keys that have been idle long enough to be full
     /// again, and empties a table that grew past [`MAX_TRACKED_KEYS`].
-    pub fn forget_idle(&self) {
+    pub(crate) fn forget_idle(&self) {
         if let (Some(limiter), Some(quota)) = (&self.per_ip, self.ip_quota) {
             let mut limiter = limiter.write().unwrap_or_else(|p| p.into_inner());
             limiter.retain_recent();
@@ -155,7 +155,7 @@ impl RateLimits {
 
     /// Runs [`forget_idle`](Self::forget_idle) every minute while `self`
     /// lives.
-    pub fn spawn_cleaner(self: &Arc<Self>) {
+    pub(crate) fn spawn_cleaner(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));

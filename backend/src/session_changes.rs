@@ -53,7 +53,11 @@ pub struct SessionChanges {
 impl SessionChanges {
     /// Starts listening on `database_url` on a task of `tasks`, until
     /// `stopping` is cancelled.
-    pub fn listen(database_url: String, tasks: &TaskTracker, stopping: &CancellationToken) -> Self {
+    pub(crate) fn listen(
+        database_url: String,
+        tasks: &TaskTracker,
+        stopping: &CancellationToken,
+    ) -> Self {
         let (sender, _) = broadcast::channel(CAPACITY);
         let feed = sender.clone();
         let stopping = stopping.clone();
@@ -83,7 +87,7 @@ impl SessionChanges {
         Self { sender }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.sender.subscribe()
     }
 }

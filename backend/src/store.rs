@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use runner_protocol::Event;
+use runner_protocol::{Event, EventName};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Json;
 use tokio_postgres::{NoTls, Row};
@@ -23,9 +23,9 @@ mod accounts;
 mod preview_grants;
 mod shipping;
 
-pub use accounts::{CodeUsed, SignedIn, SigninCodeRow, TokenRow, UserRow, UserSummary};
-pub use preview_grants::{NewPreviewGrant, PreviewGrantRow, MAX_GRANTS_PER_SESSION};
-pub use shipping::PullRequestRow;
+pub(crate) use accounts::{CodeUsed, SignedIn, SigninCodeRow, UserRow};
+pub(crate) use preview_grants::{NewPreviewGrant, PreviewGrantRow};
+pub(crate) use shipping::PullRequestRow;
 
 mod embedded {
     refinery::embed_migrations!("../migrations");
@@ -213,7 +213,10 @@ where
 
 /// Session `id`, read on `client`: the session-change listener reads each
 /// changed session once, on a connection of its own, for all its streams.
-pub async fn session_on(client: &tokio_postgres::Client, id: Uuid) -> Result<Option<SessionRow>> {
+pub(crate) async fn session_on(
+    client: &tokio_postgres::Client,
+    id: Uuid,
+) -> Result<Option<SessionRow>> {
     let row = client
         .query_opt("SELECT * FROM sessions WHERE id = $1", &[&id])
         .await?;
@@ -238,7 +241,7 @@ pub struct RunOutcome {
 
 impl RunOutcome {
     /// An outcome with nothing but a status and an error.
-    pub fn bare(status: RunStatus, error: Option<String>) -> Self {
+    pub(crate) fn bare(status: RunStatus, error: Option<String>) -> Self {
         Self {
             status,
             final_response: None,
@@ -347,7 +350,7 @@ const INSERT_SESSION: &str =
 
 impl Store {
     /// Connects, and migrates under an advisory lock.
-    pub async fn connect(database_url: &str, pool_size: usize) -> Result<Self> {
+    pub(crate) async fn connect(database_url: &str, pool_size: usize) -> Result<Self> {
         let pg_config: tokio_postgres::Config = database_url
             .parse()
             .map_err(|e: tokio_postgres::Error| StoreError::Config(e.to_string()))?;
@@ -384,14 +387,14 @@ impl Store {
         Ok(self.pool.get().await?)
     }
 
-    pub async fn ping(&self) -> Result<()> {
+    pub(crate) async fn ping(&self) -> Result<()> {
         self.client().await?.execute("SELECT 1", &[]).await?;
         Ok(())
     }
 
     // --- sessions -------------------------------------------------------
 
-    pub async fn insert_session(
+    pub(crate) async fn insert_session(
         &self,
         id: Uuid,
         new: NewSession<'_>,
@@ -419,7 +422,7 @@ impl Store {
     /// A session of `owner`, unless they hold `max_sessions` sessions or
     /// their workspaces hold `max_bytes` or more (0: no byte limit). The
     /// owner's row is locked, so two creations at once cannot both pass.
-    pub async fn insert_owned_session(
+    pub(crate) async fn insert_owned_session(
         &self,
         id: Uuid,
         new: NewSession<'_>,
@@ -465,7 +468,7 @@ impl Store {
 
     /// Records the size of the session's folder, as the activity it
     /// follows (a clone or a run). An expired session keeps its zero.
-    pub async fn set_workspace_bytes(&self, id: Uuid, bytes: u64) -> Result<()> {
+    pub(crate) async fn set_workspace_bytes(&self, id: Uuid, bytes: u64) -> Result<()> {
         let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
         self.client()
             .await?
@@ -481,7 +484,7 @@ impl Store {
     /// Sessions the sweeper may expire, longest idle first: `ready` or
     /// `failed`, without queued or running runs, idle since before
     /// `idle_before` when given.
-    pub async fn expirable_sessions(
+    pub(crate) async fn expirable_sessions(
         &self,
         idle_before: Option<DateTime<Utc>>,
         limit: i64,
@@ -510,7 +513,7 @@ impl Store {
     }
 
     /// Bytes held by every workspace that has not expired.
-    pub async fn total_workspace_bytes(&self) -> Result<i64> {
+    pub(crate) async fn total_workspace_bytes(&self) -> Result<i64> {
         let row = self
             .client()
             .await?
@@ -525,7 +528,7 @@ impl Store {
 
     /// Marks the session expired if it still may be (see
     /// `expirable_sessions`), under the lock a prompt takes.
-    pub async fn expire_session(&self, id: Uuid) -> Result<Expiry> {
+    pub(crate) async fn expire_session(&self, id: Uuid) -> Result<Expiry> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let row = tx
@@ -563,7 +566,7 @@ impl Store {
     }
 
     /// Whose session a run belongs to.
-    pub async fn run_owner(&self, run_id: Uuid) -> Result<RunOwner> {
+    pub(crate) async fn run_owner(&self, run_id: Uuid) -> Result<RunOwner> {
         let row = self
             .client()
             .await?
@@ -582,7 +585,7 @@ impl Store {
     }
 
     /// Runs of `owner`'s sessions that have not ended.
-    pub async fn active_runs_of_owner(&self, owner: Uuid) -> Result<i64> {
+    pub(crate) async fn active_runs_of_owner(&self, owner: Uuid) -> Result<i64> {
         let row = self
             .client()
             .await?
@@ -597,7 +600,7 @@ impl Store {
 
     /// How many runs are queued and how many running, over every session
     /// (the `runs_active` partial index answers it).
-    pub async fn active_run_counts(&self) -> Result<Vec<(RunStatus, i64)>> {
+    pub(crate) async fn active_run_counts(&self) -> Result<Vec<(RunStatus, i64)>> {
         let rows = self
             .client()
             .await?
@@ -612,13 +615,13 @@ impl Store {
             .collect()
     }
 
-    pub async fn session(&self, id: Uuid) -> Result<Option<SessionRow>> {
+    pub(crate) async fn session(&self, id: Uuid) -> Result<Option<SessionRow>> {
         let client = self.client().await?;
         session_on(&client, id).await
     }
 
     /// Newest first; only `owner`'s when given.
-    pub async fn sessions(
+    pub(crate) async fn sessions(
         &self,
         limit: i64,
         offset: i64,
@@ -642,7 +645,7 @@ impl Store {
         Ok((read_all(&rows)?, total))
     }
 
-    pub async fn set_clone_progress(&self, id: Uuid, progress: &CloneCounts) -> Result<()> {
+    pub(crate) async fn set_clone_progress(&self, id: Uuid, progress: &CloneCounts) -> Result<()> {
         self.client()
             .await?
             .execute(
@@ -654,7 +657,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn mark_ready(
+    pub(crate) async fn mark_ready(
         &self,
         id: Uuid,
         base_commit: &str,
@@ -679,7 +682,7 @@ impl Store {
         Ok(n == 1)
     }
 
-    pub async fn mark_failed(&self, id: Uuid, error: &str) -> Result<()> {
+    pub(crate) async fn mark_failed(&self, id: Uuid, error: &str) -> Result<()> {
         self.client()
             .await?
             .execute(
@@ -690,7 +693,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_runner_thread(
+    pub(crate) async fn set_runner_thread(
         &self,
         id: Uuid,
         runner_thread_id: &RunnerThreadId,
@@ -705,7 +708,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_codex_thread(&self, id: Uuid, codex_thread_id: &str) -> Result<()> {
+    pub(crate) async fn set_codex_thread(&self, id: Uuid, codex_thread_id: &str) -> Result<()> {
         self.client()
             .await?
             .execute(
@@ -717,7 +720,7 @@ impl Store {
     }
 
     /// Deletes the session; returns the runner thread the deleted row named.
-    pub async fn delete_session(&self, id: Uuid) -> Result<Option<RunnerThreadId>> {
+    pub(crate) async fn delete_session(&self, id: Uuid) -> Result<Option<RunnerThreadId>> {
         let row = self
             .client()
             .await?
@@ -733,7 +736,7 @@ impl Store {
 
     /// Fails a session that is still cloning; a deleted or finished one is
     /// left alone.
-    pub async fn mark_failed_if_cloning(&self, id: Uuid, error: &str) -> Result<bool> {
+    pub(crate) async fn mark_failed_if_cloning(&self, id: Uuid, error: &str) -> Result<bool> {
         let n = self
             .client()
             .await?
@@ -747,7 +750,7 @@ impl Store {
     }
 
     /// Every session's id.
-    pub async fn session_ids(&self) -> Result<HashSet<Uuid>> {
+    pub(crate) async fn session_ids(&self) -> Result<HashSet<Uuid>> {
         let rows = self
             .client()
             .await?
@@ -757,7 +760,7 @@ impl Store {
     }
 
     /// Sessions left `cloning` by a previous process.
-    pub async fn interrupted_clones(&self) -> Result<Vec<Uuid>> {
+    pub(crate) async fn interrupted_clones(&self) -> Result<Vec<Uuid>> {
         let rows = self
             .client()
             .await?
@@ -769,7 +772,7 @@ impl Store {
     // --- runs -----------------------------------------------------------
 
     /// Queues a prompt at the end of its session's queue.
-    pub async fn enqueue_run(
+    pub(crate) async fn enqueue_run(
         &self,
         id: Uuid,
         session_id: Uuid,
@@ -821,7 +824,7 @@ impl Store {
         Ok(Enqueue::Queued(Box::new(RunRow::try_from(&row)?)))
     }
 
-    pub async fn run(&self, id: Uuid) -> Result<Option<RunRow>> {
+    pub(crate) async fn run(&self, id: Uuid) -> Result<Option<RunRow>> {
         let row = self
             .client()
             .await?
@@ -830,7 +833,7 @@ impl Store {
         read_opt(row)
     }
 
-    pub async fn runs_of_session(&self, session_id: Uuid) -> Result<Vec<RunRow>> {
+    pub(crate) async fn runs_of_session(&self, session_id: Uuid) -> Result<Vec<RunRow>> {
         let rows = self
             .client()
             .await?
@@ -843,7 +846,7 @@ impl Store {
     }
 
     /// The session's running run, else its oldest queued one.
-    pub async fn next_run(&self, session_id: Uuid) -> Result<Option<RunRow>> {
+    pub(crate) async fn next_run(&self, session_id: Uuid) -> Result<Option<RunRow>> {
         let row = self
             .client()
             .await?
@@ -859,7 +862,7 @@ impl Store {
     /// Moves a queued run to running. A `status_before` of `None` is a
     /// workspace whose state could not be read (the run's files are then
     /// unknown).
-    pub async fn start_run(
+    pub(crate) async fn start_run(
         &self,
         id: Uuid,
         status_before: Option<&Snapshot>,
@@ -880,7 +883,11 @@ impl Store {
 
     /// Records the runner's run id. A cancel request and this update
     /// serialise on the row, so one of the two always sees the other.
-    pub async fn set_runner_run(&self, id: Uuid, runner_run_id: &RunnerRunId) -> Result<Marked> {
+    pub(crate) async fn set_runner_run(
+        &self,
+        id: Uuid,
+        runner_run_id: &RunnerRunId,
+    ) -> Result<Marked> {
         let row = self
             .client()
             .await?
@@ -894,7 +901,7 @@ impl Store {
 
     /// Records a cancel request on a queued or running run and returns what
     /// the run looked like then; `None` when it already ended or is gone.
-    pub async fn request_cancel(&self, id: Uuid) -> Result<Option<CancelTarget>> {
+    pub(crate) async fn request_cancel(&self, id: Uuid) -> Result<Option<CancelTarget>> {
         let row = self
             .client()
             .await?
@@ -917,7 +924,7 @@ impl Store {
     /// Writes the run's last events and its outcome in one transaction.
     /// Returns `None` when the run had already finished or no longer
     /// exists; then nothing is written.
-    pub async fn finish_run(
+    pub(crate) async fn finish_run(
         &self,
         id: Uuid,
         events: &[Event],
@@ -934,7 +941,7 @@ impl Store {
 
     /// `finish_run` for a run that has not started: `None` when it started
     /// meanwhile (its worker ends it), finished, or is gone.
-    pub async fn finish_queued_run(
+    pub(crate) async fn finish_queued_run(
         &self,
         id: Uuid,
         events: &[Event],
@@ -995,7 +1002,7 @@ impl Store {
     }
 
     /// Runs that were queued or running when the previous process stopped.
-    pub async fn active_runs(&self) -> Result<Vec<RunRow>> {
+    pub(crate) async fn active_runs(&self) -> Result<Vec<RunRow>> {
         let rows = self
             .client()
             .await?
@@ -1011,7 +1018,7 @@ impl Store {
 
     /// Stores a batch of a run's events. `Ok(false)` when the run no longer
     /// exists (its session was deleted): a normal end, not an error.
-    pub async fn append_events(&self, run_id: Uuid, events: &[Event]) -> Result<bool> {
+    pub(crate) async fn append_events(&self, run_id: Uuid, events: &[Event]) -> Result<bool> {
         if events.is_empty() {
             return Ok(true);
         }
@@ -1034,7 +1041,7 @@ impl Store {
     /// text becomes its payload as stored. `compact` leaves out the
     /// `item.delta` events of items the run has completed (the completed
     /// item carries their whole): a replay's rule, see `hub::subscribe`.
-    pub async fn events(
+    pub(crate) async fn events(
         &self,
         run_id: Uuid,
         after: i64,
@@ -1086,7 +1093,7 @@ impl Store {
             .collect()
     }
 
-    pub async fn last_seq(&self, run_id: Uuid) -> Result<i64> {
+    pub(crate) async fn last_seq(&self, run_id: Uuid) -> Result<i64> {
         let row = self
             .client()
             .await?
@@ -1183,9 +1190,9 @@ fn item_id_of(kind: &str, text: &str) -> Option<String> {
     struct Completed {
         item: Option<Item>,
     }
-    match kind {
-        "item.delta" => serde_json::from_str::<Delta>(text).ok()?.item_id,
-        "item.completed" => serde_json::from_str::<Completed>(text).ok()?.item?.id,
+    match EventName::parse(kind)? {
+        EventName::ItemDelta => serde_json::from_str::<Delta>(text).ok()?.item_id,
+        EventName::ItemCompleted => serde_json::from_str::<Completed>(text).ok()?.item?.id,
         _ => None,
     }
 }

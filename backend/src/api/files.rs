@@ -24,7 +24,7 @@ pub struct FilesApi {
 }
 
 impl FilesApi {
-    pub fn new(engine: Arc<Engine>) -> Self {
+    pub(crate) fn new(engine: Arc<Engine>) -> Self {
         let diffs = Arc::new(Semaphore::new(
             engine.config().limits.max_concurrent_diffs.max(1),
         ));
@@ -44,7 +44,7 @@ impl FilesApi {
 
     /// Shared by the OpenAPI operation and the route that takes a path with
     /// slashes as is.
-    pub async fn read(
+    pub(crate) async fn read(
         &self,
         session_id: &str,
         raw_path: &str,
@@ -79,7 +79,11 @@ impl FilesApi {
 
     /// The file tree; shared by the OpenAPI operation and the preview's
     /// route.
-    pub async fn list(&self, session_id: &str, caller: &Principal) -> ApiResult<Json<FileTree>> {
+    pub(crate) async fn list(
+        &self,
+        session_id: &str,
+        caller: &Principal,
+    ) -> ApiResult<Json<FileTree>> {
         let (_, dir) = self.workspace(session_id, caller).await?;
         let limit = self.engine.config().limits.max_tree_entries;
         let tree = tokio::task::spawn_blocking(move || git::tree(&dir, limit))

@@ -25,7 +25,7 @@ use service_kit::methods::get;
 use service_kit::{AllowedMethods, Routes};
 use uuid::Uuid;
 
-pub use crate::http_error::{ApiError, ErrorBody};
+pub(crate) use crate::http_error::ApiError;
 
 use crate::engine::Engine;
 
@@ -61,7 +61,7 @@ pub type Api = (
     preview::PreviewApi,
 );
 
-pub fn service(engine: &Arc<Engine>) -> OpenApiService<Api, ()> {
+pub(crate) fn service(engine: &Arc<Engine>) -> OpenApiService<Api, ()> {
     OpenApiService::new(
         (
             health::HealthApi {
@@ -144,7 +144,7 @@ fn with_security(mut spec: serde_json::Value) -> serde_json::Value {
 /// The whole HTTP application. A method a path does not answer is a 405
 /// whose `Allow` comes from the OpenAPI document's paths and the few routes
 /// outside it.
-pub fn app(engine: Arc<Engine>) -> impl IntoEndpoint {
+pub(crate) fn app(engine: Arc<Engine>) -> impl IntoEndpoint {
     let api = service(&engine);
     let raw_spec = api.spec();
     let documented = serde_json::from_str(&raw_spec).unwrap_or_else(|error| {

@@ -217,7 +217,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn from_row(row: SessionRow, repo_path: String) -> Self {
+    pub(crate) fn from_row(row: SessionRow, repo_path: String) -> Self {
         let progress = row.clone_progress.map(|p| CloneProgress {
             received_objects: p.received_objects,
             total_objects: p.total_objects,
@@ -623,7 +623,7 @@ pub enum SessionChangeType {
 }
 
 impl SessionChangeType {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SessionChangeType::Snapshot => "snapshot",
             SessionChangeType::Updated => "updated",
@@ -742,7 +742,7 @@ pub struct Choice<T> {
 
 impl<T: Type + ParseFromJSON + ToJSON + Send + Sync> Choice<T> {
     /// The value, or the 422 for `field` with the allowed values.
-    pub fn get(&self, field: &str) -> Result<T, crate::http_error::ApiError> {
+    pub(crate) fn get(&self, field: &str) -> Result<T, crate::http_error::ApiError> {
         T::parse_from_json(Some(Value::String(self.raw.clone()))).map_err(|_| {
             let mut registry = poem_openapi::registry::Registry::new();
             T::register(&mut registry);

@@ -93,7 +93,7 @@ impl PreviewApi {
 
 /// The routes a request with a grant reaches, and no other: the session's
 /// tree and its files (the path's slashes as is or encoded).
-pub fn granted_routes(engine: Arc<Engine>) -> impl Endpoint<Output = Response> {
+pub(crate) fn granted_routes(engine: Arc<Engine>) -> impl Endpoint<Output = Response> {
     Route::new()
         .at("/api/sessions/:session_id/files", poem::get(granted_tree))
         .at(
@@ -107,7 +107,7 @@ pub fn granted_routes(engine: Arc<Engine>) -> impl Endpoint<Output = Response> {
 /// A request that presents a grant goes to `granted` if the grant allows
 /// it, and is refused if not; any other request goes on to `ep` (the
 /// authenticator and the API).
-pub async fn dispatch<E: Endpoint, G: Endpoint<Output = Response>>(
+pub(crate) async fn dispatch<E: Endpoint, G: Endpoint<Output = Response>>(
     ep: Arc<E>,
     mut req: Request,
     grants: Arc<PreviewGrants>,

@@ -7,83 +7,26 @@
 //! consumers rely on are named.
 
 use poem_openapi::{Enum, Object, Union};
+use runner_protocol::EventName;
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::models::RunFiles;
 
-/// Every event name of a run's stream (its SSE `event:`; `codex.error`
-/// carries a payload of type `error`).
-#[derive(Debug, Clone, Copy, Enum)]
-pub enum RunEventType {
-    #[oai(rename = "thread.started")]
-    ThreadStarted,
-    #[oai(rename = "turn.started")]
-    TurnStarted,
-    #[oai(rename = "turn.completed")]
-    TurnCompleted,
-    #[oai(rename = "turn.failed")]
-    TurnFailed,
-    #[oai(rename = "item.started")]
-    ItemStarted,
-    #[oai(rename = "item.updated")]
-    ItemUpdated,
-    #[oai(rename = "item.completed")]
-    ItemCompleted,
-    #[oai(rename = "item.delta")]
-    ItemDelta,
-    #[oai(rename = "approval.requested")]
-    ApprovalRequested,
-    #[oai(rename = "approval.resolved")]
-    ApprovalResolved,
-    #[oai(rename = "plan.updated")]
-    PlanUpdated,
-    #[oai(rename = "diff.updated")]
-    DiffUpdated,
-    #[oai(rename = "usage.updated")]
-    UsageUpdated,
-    #[oai(rename = "codex.error")]
-    CodexError,
-    #[oai(rename = "run.completed")]
-    RunCompleted,
-    #[oai(rename = "run.failed")]
-    RunFailed,
-    #[oai(rename = "run.cancelled")]
-    RunCancelled,
-    #[oai(rename = "stream.error")]
-    StreamError,
-}
+/// The schema of every event name of a run's stream (its SSE `event:`),
+/// made from `runner_protocol::EventName`, the one list of them: the
+/// dashboard reads this schema (`RunEventType`) to know which events to
+/// listen to. poem-openapi leaves out of the document a schema no operation
+/// refers to, and the names are the SSE `event:` of the run stream, which
+/// `stream_event::describe_events` writes into the served document itself.
+pub struct RunEventType;
 
 impl RunEventType {
-    /// Every name, in the order above.
-    pub const ALL: [RunEventType; 18] = [
-        RunEventType::ThreadStarted,
-        RunEventType::TurnStarted,
-        RunEventType::TurnCompleted,
-        RunEventType::TurnFailed,
-        RunEventType::ItemStarted,
-        RunEventType::ItemUpdated,
-        RunEventType::ItemCompleted,
-        RunEventType::ItemDelta,
-        RunEventType::ApprovalRequested,
-        RunEventType::ApprovalResolved,
-        RunEventType::PlanUpdated,
-        RunEventType::DiffUpdated,
-        RunEventType::UsageUpdated,
-        RunEventType::CodexError,
-        RunEventType::RunCompleted,
-        RunEventType::RunFailed,
-        RunEventType::RunCancelled,
-        RunEventType::StreamError,
-    ];
-
-    /// The schema of the names. poem-openapi leaves out of the document a
-    /// schema no operation refers to, and the names are the SSE `event:`
-    /// of the run stream, which `stream_event::describe_events` writes
-    /// into the served document itself.
-    pub fn schema() -> Value {
-        use poem_openapi::types::ToJSON;
-        let names: Vec<Value> = Self::ALL.iter().filter_map(ToJSON::to_json).collect();
+    pub(crate) fn schema() -> Value {
+        let names: Vec<Value> = EventName::ALL
+            .iter()
+            .map(|name| Value::from(name.as_str()))
+            .collect();
         serde_json::json!({
             "type": "string",
             "description": "The name of a run event (its SSE `event:`); `codex.error` carries a payload of type `error`",

@@ -98,7 +98,7 @@ fn git_error(error: git2::Error) -> ApiError {
 }
 
 impl ShippingApi {
-    pub fn new(engine: Arc<Engine>) -> Self {
+    pub(crate) fn new(engine: Arc<Engine>) -> Self {
         let gate = Arc::new(Semaphore::new(
             engine.config().limits.max_concurrent_diffs.max(1),
         ));

@@ -25,7 +25,7 @@ pub struct EventFrames {
 }
 
 impl EventFrames {
-    pub fn new(frames: BoxStream<'static, Bytes>, keep_alive: Duration) -> Self {
+    pub(crate) fn new(frames: BoxStream<'static, Bytes>, keep_alive: Duration) -> Self {
         Self { frames, keep_alive }
     }
 }

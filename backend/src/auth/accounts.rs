@@ -21,17 +21,17 @@ impl Accounts {
     }
 
     /// Who an API token (by its hash) signs in, if it is valid.
-    pub async fn signed_in_by_token(&self, sha256: &[u8]) -> Result<Option<SignedIn>> {
+    pub(crate) async fn signed_in_by_token(&self, sha256: &[u8]) -> Result<Option<SignedIn>> {
         self.store.signed_in_by_token(sha256).await
     }
 
     /// Who a browser's cookie (by its hash) signs in, if it is valid.
-    pub async fn signed_in_by_cookie(&self, sha256: &[u8]) -> Result<Option<SignedIn>> {
+    pub(crate) async fn signed_in_by_cookie(&self, sha256: &[u8]) -> Result<Option<SignedIn>> {
         self.store.signed_in_by_cookie(sha256).await
     }
 
     /// Whether a sign-in's token (and browser session) still work.
-    pub async fn credential_lives(
+    pub(crate) async fn credential_lives(
         &self,
         token_id: Uuid,
         browser_session_id: Option<Uuid>,
@@ -42,12 +42,12 @@ impl Accounts {
     }
 
     /// Whose sign-in code this is, without using it.
-    pub async fn signin_code(&self, code_sha256: &[u8]) -> Result<Option<SigninCodeRow>> {
+    pub(crate) async fn signin_code(&self, code_sha256: &[u8]) -> Result<Option<SigninCodeRow>> {
         self.store.signin_code(code_sha256).await
     }
 
     /// Uses a sign-in code once, making the token (by its hash) it becomes.
-    pub async fn use_signin_code(
+    pub(crate) async fn use_signin_code(
         &self,
         code_sha256: &[u8],
         token_sha256: &[u8],
@@ -56,7 +56,7 @@ impl Accounts {
     }
 
     /// A browser's sign-in resting on `token_id`, until `expires_at`.
-    pub async fn add_browser_session(
+    pub(crate) async fn add_browser_session(
         &self,
         token_id: Uuid,
         cookie_sha256: &[u8],
@@ -67,15 +67,15 @@ impl Accounts {
             .await
     }
 
-    pub async fn delete_browser_session(&self, id: Uuid) -> Result<()> {
+    pub(crate) async fn delete_browser_session(&self, id: Uuid) -> Result<()> {
         self.store.delete_browser_session(id).await
     }
 
-    pub async fn add_preview_grant(&self, grant: NewPreviewGrant<'_>) -> Result<()> {
+    pub(crate) async fn add_preview_grant(&self, grant: NewPreviewGrant<'_>) -> Result<()> {
         self.store.add_preview_grant(grant).await
     }
 
-    pub async fn preview_grant(&self, sha256: &[u8]) -> Result<Option<PreviewGrantRow>> {
+    pub(crate) async fn preview_grant(&self, sha256: &[u8]) -> Result<Option<PreviewGrantRow>> {
         self.store.preview_grant(sha256).await
     }
 }

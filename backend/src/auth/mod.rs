@@ -27,7 +27,7 @@ pub mod preview_grant;
 pub mod sealed;
 pub mod secret;
 
-pub use accounts::Accounts;
+pub(crate) use accounts::Accounts;
 
 use std::sync::Arc;
 
@@ -64,7 +64,7 @@ pub struct Principal {
 }
 
 impl Principal {
-    pub fn anonymous() -> Self {
+    pub(crate) fn anonymous() -> Self {
         Self {
             user: None,
             token_id: None,
@@ -82,7 +82,7 @@ impl Principal {
 
     /// Whether this caller may see a session of `owner`: its owner, an
     /// admin, or anyone when there is no authentication.
-    pub fn sees(&self, owner: Option<Uuid>) -> bool {
+    pub(crate) fn sees(&self, owner: Option<Uuid>) -> bool {
         match &self.user {
             None => true,
             Some(user) => user.is_admin || owner == Some(user.id),
@@ -90,12 +90,12 @@ impl Principal {
     }
 
     /// The owner whose sessions alone this caller lists; `None`: all.
-    pub fn only_owner(&self) -> Option<Uuid> {
+    pub(crate) fn only_owner(&self) -> Option<Uuid> {
         self.user.as_ref().filter(|u| !u.is_admin).map(|u| u.id)
     }
 
     /// The owner of a session this caller creates.
-    pub fn user_id(&self) -> Option<Uuid> {
+    pub(crate) fn user_id(&self) -> Option<Uuid> {
         self.user.as_ref().map(|u| u.id)
     }
 
@@ -158,7 +158,7 @@ fn is_public(path: &str) -> bool {
 }
 
 impl Authenticator {
-    pub async fn check<E: Endpoint>(
+    pub(crate) async fn check<E: Endpoint>(
         self: Arc<Self>,
         ep: Arc<E>,
         mut req: Request,
@@ -256,7 +256,7 @@ pub enum SessionCookie<'a> {
 }
 
 /// The request's sign-in cookie (`rr_session` or `__Host-rr_session`).
-pub fn session_cookie(headers: &HeaderMap) -> SessionCookie<'_> {
+pub(crate) fn session_cookie(headers: &HeaderMap) -> SessionCookie<'_> {
     let mut values = headers
         .get_all(COOKIE)
         .iter()
@@ -277,7 +277,7 @@ pub fn session_cookie(headers: &HeaderMap) -> SessionCookie<'_> {
 /// Whether the request's `Origin` is the page's own: the scheme and the
 /// host the browser used, which is the proxy's `X-Forwarded-Host` or else
 /// `Host` (both checked against `ALLOWED_HOSTS` before any route).
-pub fn is_same_origin(headers: &HeaderMap) -> bool {
+pub(crate) fn is_same_origin(headers: &HeaderMap) -> bool {
     let host = headers
         .get("x-forwarded-host")
         .or_else(|| headers.get(HOST))
@@ -296,7 +296,10 @@ pub fn is_same_origin(headers: &HeaderMap) -> bool {
 /// if it is. A browser says where a request comes from with `Sec-Fetch-Site`
 /// (every current one) or `Origin`; a request with neither is no browser's
 /// and so no forgery.
-pub fn cross_origin_refusal(headers: &HeaderMap, trusted: &[String]) -> Option<&'static str> {
+pub(crate) fn cross_origin_refusal(
+    headers: &HeaderMap,
+    trusted: &[String],
+) -> Option<&'static str> {
     let origin = headers.get(ORIGIN).and_then(|o| o.to_str().ok());
     let trusted_origin =
         || origin.is_some_and(|o| trusted.iter().any(|t| t.eq_ignore_ascii_case(o)));
@@ -313,7 +316,7 @@ pub fn cross_origin_refusal(headers: &HeaderMap, trusted: &[String]) -> Option<&
 /// out: a signed-out page stops receiving at once. A stream that may have
 /// missed the news (the listener lost Postgres, or fell behind) asks the
 /// database whether the credential still lives.
-pub fn until_revoked<T: Send + 'static>(
+pub(crate) fn until_revoked<T: Send + 'static>(
     stream: impl Stream<Item = T> + Send + 'static,
     principal: &Principal,
     changes: &SessionChanges,

@@ -32,13 +32,13 @@ use crate::metrics::Rejection;
 pub const SCHEME: &str = "Preview";
 
 /// A new grant, as handed to the dashboard once, and the hash stored.
-pub fn mint() -> Result<Minted, secret::NoRandomness> {
+pub(crate) fn mint() -> Result<Minted, secret::NoRandomness> {
     secret::mint(secret::Kind::PreviewGrant)
 }
 
 /// The grant a request names (`Authorization: Preview <grant>`), if it
 /// names one; it may be empty or malformed, which the lookup refuses.
-pub fn presented(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn presented(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, grant) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case(SCHEME).then_some(grant.trim())
@@ -75,7 +75,7 @@ pub struct PreviewGrants {
 impl PreviewGrants {
     /// Who a request that presents `grant` acts as, and the one session it
     /// may read; or why it is refused.
-    pub async fn authorize(
+    pub(crate) async fn authorize(
         &self,
         method: &Method,
         path: &str,

@@ -44,7 +44,7 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    pub fn new(secret_key: &str) -> Result<Self, SealError> {
+    pub(crate) fn new(secret_key: &str) -> Result<Self, SealError> {
         if secret_key.chars().count() < MIN_KEY_CHARS {
             return Err(SealError::ShortKey);
         }
@@ -57,7 +57,7 @@ impl Sealer {
     }
 
     /// `VERSION || nonce || ciphertext`, bound to `session`.
-    pub fn seal(&self, session: Uuid, secret: &[u8]) -> Result<Vec<u8>, SealError> {
+    pub(crate) fn seal(&self, session: Uuid, secret: &[u8]) -> Result<Vec<u8>, SealError> {
         let mut nonce = [0u8; NONCE_BYTES];
         getrandom::fill(&mut nonce).map_err(|_| SealError::Random)?;
         let sealed = self
@@ -77,7 +77,7 @@ impl Sealer {
         Ok(out)
     }
 
-    pub fn open(&self, session: Uuid, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
+    pub(crate) fn open(&self, session: Uuid, sealed: &[u8]) -> Result<Vec<u8>, SealError> {
         let (&version, rest) = sealed.split_first().ok_or(SealError::Unopenable)?;
         if version != VERSION || rest.len() < NONCE_BYTES {
             return Err(SealError::Unopenable);

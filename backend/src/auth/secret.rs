@@ -45,7 +45,7 @@ pub struct Minted {
 #[error("the operating system's random source failed: {0}")]
 pub struct NoRandomness(String);
 
-pub fn mint(kind: Kind) -> Result<Minted, NoRandomness> {
+pub(crate) fn mint(kind: Kind) -> Result<Minted, NoRandomness> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| NoRandomness(e.to_string()))?;
     let secret = format!(
@@ -58,7 +58,7 @@ pub fn mint(kind: Kind) -> Result<Minted, NoRandomness> {
 }
 
 /// The stored form of a secret a request presents.
-pub fn hash(secret: &str) -> Vec<u8> {
+pub(crate) fn hash(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
 }
 

@@ -10,7 +10,7 @@ use super::{GitRef, Invalid};
 pub struct BranchName(String);
 
 impl BranchName {
-    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+    pub(crate) fn parse(raw: &str) -> Result<Self, Invalid> {
         let name = GitRef::parse(raw)
             .map_err(|Invalid(why)| Invalid(why.replacen("ref ", "branch ", 1)))?;
         let name = name.as_str();
@@ -23,12 +23,12 @@ impl BranchName {
         Ok(Self(name.to_owned()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// `refs/heads/<name>`.
-    pub fn refname(&self) -> String {
+    pub(crate) fn refname(&self) -> String {
         format!("refs/heads/{}", self.0)
     }
 }
@@ -48,7 +48,7 @@ pub struct CommitMessage(String);
 impl CommitMessage {
     pub const MAX_BYTES: usize = 64 * 1024;
 
-    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+    pub(crate) fn parse(raw: &str) -> Result<Self, Invalid> {
         if raw.len() > Self::MAX_BYTES {
             return Err(Invalid(format!(
                 "message is {} bytes; the limit is {} bytes",
@@ -66,7 +66,7 @@ impl CommitMessage {
         Ok(Self(format!("{trimmed}\n")))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }

@@ -33,7 +33,7 @@ pub enum HostKind {
 
 impl ClonePolicy {
     /// Reads `ALLOWED_CLONE_HOSTS`' comma-separated list.
-    pub fn new(allow_private: bool, allowed_hosts: &str) -> Self {
+    pub(crate) fn new(allow_private: bool, allowed_hosts: &str) -> Self {
         Self {
             allow_private,
             allowed_hosts: allowed_hosts
@@ -45,7 +45,7 @@ impl ClonePolicy {
     }
 
     /// Whether `host` (as written in the URL, normalised) is listed.
-    pub fn lists(&self, host: &HostKind) -> bool {
+    pub(crate) fn lists(&self, host: &HostKind) -> bool {
         let text = match host {
             HostKind::Ip(ip) => ip.to_string(),
             HostKind::Name(name) => name.clone(),
@@ -54,13 +54,13 @@ impl ClonePolicy {
     }
 
     /// Whether a connection to `ip` is allowed for a host that is not listed.
-    pub fn allows_ip(&self, ip: IpAddr) -> bool {
+    pub(crate) fn allows_ip(&self, ip: IpAddr) -> bool {
         self.allow_private || is_public(ip) || self.lists(&HostKind::Ip(ip))
     }
 
     /// Whether a clone of `host` may connect, given every address it
     /// resolved to: all of them must pass, since any may be the one used.
-    pub fn allows_resolved(&self, host: &HostKind, addresses: &[IpAddr]) -> bool {
+    pub(crate) fn allows_resolved(&self, host: &HostKind, addresses: &[IpAddr]) -> bool {
         if self.allow_private || self.lists(host) {
             return true;
         }
@@ -77,7 +77,7 @@ impl ClonePolicy {
     /// Whether `host` may be named in a URL at all: an IP literal must be
     /// allowed; `localhost` and `*.localhost` are loopback by definition.
     /// Other names are checked on their addresses at connect time.
-    pub fn allows_host(&self, host: &HostKind) -> bool {
+    pub(crate) fn allows_host(&self, host: &HostKind) -> bool {
         if self.allow_private || self.lists(host) {
             return true;
         }
@@ -91,7 +91,7 @@ impl ClonePolicy {
 /// Parses a host the way a resolver would, so that every spelling of an
 /// address is seen as that address: WHATWG host parsing reads `127.1`,
 /// `2130706433`, `0x7f.1` and `0177.0.0.1` as 127.0.0.1, as `inet_aton` does.
-pub fn classify(host: &str) -> Option<HostKind> {
+pub(crate) fn classify(host: &str) -> Option<HostKind> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = bare.parse::<IpAddr>() {
         return Some(HostKind::Ip(canonical(ip)));
@@ -127,7 +127,7 @@ fn compatible(v6: Ipv6Addr) -> Option<Ipv4Addr> {
 
 /// A globally routable unicast address: not loopback, private, link-local,
 /// CGNAT, multicast, broadcast, unspecified, documentation or reserved.
-pub fn is_public(ip: IpAddr) -> bool {
+pub(crate) fn is_public(ip: IpAddr) -> bool {
     match canonical(ip) {
         IpAddr::V4(v4) => {
             let [a, b, c, _] = v4.octets();

@@ -8,7 +8,7 @@ use super::Invalid;
 pub struct GitRef(String);
 
 impl GitRef {
-    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+    pub(crate) fn parse(raw: &str) -> Result<Self, Invalid> {
         let raw = raw.trim();
         let bad = |why: &str| {
             Err(Invalid(format!(
@@ -46,12 +46,12 @@ impl GitRef {
         Ok(Self(raw.to_owned()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// Whether it could be an (abbreviated) commit id.
-    pub fn looks_like_commit(&self) -> bool {
+    pub(crate) fn looks_like_commit(&self) -> bool {
         (4..=40).contains(&self.0.len()) && self.0.chars().all(|c| c.is_ascii_hexdigit())
     }
 }
@@ -61,7 +61,7 @@ impl GitRef {
 pub struct Depth(i32);
 
 impl Depth {
-    pub fn parse(raw: i64) -> Result<Self, Invalid> {
+    pub(crate) fn parse(raw: i64) -> Result<Self, Invalid> {
         match i32::try_from(raw) {
             Ok(depth) if (1..=1_000_000).contains(&depth) => Ok(Self(depth)),
             _ => Err(Invalid(format!(
@@ -70,7 +70,7 @@ impl Depth {
         }
     }
 
-    pub fn get(self) -> i32 {
+    pub(crate) fn get(self) -> i32 {
         self.0
     }
 }

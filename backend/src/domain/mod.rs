@@ -13,17 +13,17 @@ mod usage;
 mod user_name;
 mod workspace_path;
 
-pub use branch::{BranchName, CommitMessage};
-pub use clone_host::{classify as classify_host, ClonePolicy, HostKind};
-pub use git_ref::{Depth, GitRef};
-pub use prompt::Prompt;
-pub use repo_url::{RepoUrl, RepoUrlError};
-pub use runner_ids::{RunnerRunId, RunnerThreadId};
-pub use settings::SessionSettings;
-pub use status::{RunStatus, SessionStatus, UnknownStatus};
-pub use usage::Usage;
-pub use user_name::UserName;
-pub use workspace_path::{WorkspacePath, WorkspacePathError};
+pub(crate) use branch::{BranchName, CommitMessage};
+pub(crate) use clone_host::{classify as classify_host, ClonePolicy, HostKind};
+pub(crate) use git_ref::{Depth, GitRef};
+pub(crate) use prompt::Prompt;
+pub(crate) use repo_url::RepoUrl;
+pub(crate) use runner_ids::{RunnerRunId, RunnerThreadId};
+pub(crate) use settings::SessionSettings;
+pub(crate) use status::{RunStatus, SessionStatus};
+pub(crate) use usage::Usage;
+pub(crate) use user_name::UserName;
+pub(crate) use workspace_path::{WorkspacePath, WorkspacePathError};
 
 /// A value refused by a domain constructor, with a message for a person.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -7,7 +7,7 @@ pub struct Prompt(String);
 
 impl Prompt {
     /// `max_chars` is `BACKEND_MAX_PROMPT_CHARS`.
-    pub fn parse(raw: &str, max_chars: usize) -> Result<Self, Invalid> {
+    pub(crate) fn parse(raw: &str, max_chars: usize) -> Result<Self, Invalid> {
         let text = raw.trim();
         if text.is_empty() {
             return Err(Invalid("prompt must not be empty".into()));
@@ -24,7 +24,7 @@ impl Prompt {
         Ok(Self(text.to_owned()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }

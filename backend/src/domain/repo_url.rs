@@ -70,7 +70,11 @@ impl fmt::Debug for RepoUrl {
 const EXPECTED: &str = "expected a URL such as https://host/owner/repo.git";
 
 impl RepoUrl {
-    pub fn parse(raw: &str, allow_local: bool, policy: &ClonePolicy) -> Result<Self, RepoUrlError> {
+    pub(crate) fn parse(
+        raw: &str,
+        allow_local: bool,
+        policy: &ClonePolicy,
+    ) -> Result<Self, RepoUrlError> {
         let raw = raw.trim();
         if raw.is_empty() {
             return Err(RepoUrlError::Empty);
@@ -239,31 +243,31 @@ impl RepoUrl {
     }
 
     /// The URL without credentials: what is stored and shown.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.url
     }
 
     /// What libgit2 clones: the URL, an scp-like remote as `ssh://`, or a
     /// local repository's path.
-    pub fn fetch_url(&self) -> &str {
+    pub(crate) fn fetch_url(&self) -> &str {
         &self.fetch
     }
 
     /// The host and port a remote clone connects to; `None` for a local one.
-    pub fn endpoint(&self) -> Option<&(HostKind, u16)> {
+    pub(crate) fn endpoint(&self) -> Option<&(HostKind, u16)> {
         self.endpoint.as_ref()
     }
 
-    pub fn is_local(&self) -> bool {
+    pub(crate) fn is_local(&self) -> bool {
         self.local
     }
 
-    pub fn is_http(&self) -> bool {
+    pub(crate) fn is_http(&self) -> bool {
         self.url.starts_with("https://") || self.url.starts_with("http://")
     }
 
     /// Credentials that came inside the URL: (user name, token).
-    pub fn embedded_credentials(&self) -> (Option<&str>, Option<&str>) {
+    pub(crate) fn embedded_credentials(&self) -> (Option<&str>, Option<&str>) {
         (self.username.as_deref(), self.token.as_deref())
     }
 }

@@ -12,7 +12,7 @@ macro_rules! runner_id {
         pub struct $name(String);
 
         impl $name {
-            pub fn as_str(&self) -> &str {
+            pub(crate) fn as_str(&self) -> &str {
                 &self.0
             }
         }

@@ -65,7 +65,7 @@ fn one_of<T: Copy>(
 impl SessionSettings {
     /// The sandbox, effort and policy of a request, by their names; the
     /// model is checked against the runner's list by the caller.
-    pub fn parse(
+    pub(crate) fn parse(
         model: Option<&str>,
         reasoning_effort: Option<&str>,
         sandbox: Option<&str>,

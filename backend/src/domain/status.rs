@@ -20,7 +20,7 @@ macro_rules! text_status {
         }
 
         impl $name {
-            pub fn as_str(self) -> &'static str {
+            pub(crate) fn as_str(self) -> &'static str {
                 match self {
                     $(Self::$variant => $text),+
                 }
@@ -89,12 +89,12 @@ text_status!(RunStatus {
 
 impl RunStatus {
     /// Queued or running: the run may still change.
-    pub fn is_active(self) -> bool {
+    pub(crate) fn is_active(self) -> bool {
         matches!(self, Self::Queued | Self::Running)
     }
 
     /// It reached an outcome: nothing more will be appended.
-    pub fn has_ended(self) -> bool {
+    pub(crate) fn has_ended(self) -> bool {
         !self.is_active()
     }
 }

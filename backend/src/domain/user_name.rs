@@ -8,7 +8,7 @@ use super::Invalid;
 pub struct UserName(String);
 
 impl UserName {
-    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+    pub(crate) fn parse(raw: &str) -> Result<Self, Invalid> {
         let ok = (1..=64).contains(&raw.len())
             && raw
                 .bytes()
@@ -22,7 +22,7 @@ impl UserName {
         }
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }

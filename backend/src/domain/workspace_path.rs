@@ -22,7 +22,7 @@ pub struct WorkspacePath(PathBuf);
 impl WorkspacePath {
     /// Parses the path as the client sent it (already percent-decoded once
     /// by the router; a decoded `%2e%2e` is `..` and is refused here).
-    pub fn parse(raw: &str) -> Result<Self, WorkspacePathError> {
+    pub(crate) fn parse(raw: &str) -> Result<Self, WorkspacePathError> {
         if raw.is_empty() || raw.contains('\0') || raw.contains('\\') || raw.len() > 4096 {
             return Err(WorkspacePathError::Malformed);
         }
@@ -59,7 +59,7 @@ impl WorkspacePath {
         Ok(Self(clean))
     }
 
-    pub fn as_path(&self) -> &Path {
+    pub(crate) fn as_path(&self) -> &Path {
         &self.0
     }
 }

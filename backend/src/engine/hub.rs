@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use event_log::{Next, RunLog};
 use futures_util::Stream;
-use runner_protocol::{Event, Terminal};
+use runner_protocol::{Event, EventName, Terminal};
 use service_kit::sse::CHUNK_BYTES;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -45,7 +45,7 @@ pub struct Hubs {
 impl Hubs {
     /// Each live tail holds at most `max_events` events and `max_bytes` of
     /// their data; stored events make room for new ones.
-    pub fn new(max_events: usize, max_bytes: usize) -> Self {
+    pub(crate) fn new(max_events: usize, max_bytes: usize) -> Self {
         Self {
             logs: Mutex::new(HashMap::new()),
             opened: Notify::new(),
@@ -59,7 +59,7 @@ impl Hubs {
     }
 
     /// The run's live tail, created to start at `first_seq` if missing.
-    pub fn open(&self, run_id: Uuid, first_seq: u64) -> Arc<RunLog> {
+    pub(crate) fn open(&self, run_id: Uuid, first_seq: u64) -> Arc<RunLog> {
         let mut created = false;
         let hub = self
             .logs()
@@ -77,12 +77,12 @@ impl Hubs {
         hub
     }
 
-    pub fn get(&self, run_id: Uuid) -> Option<Arc<RunLog>> {
+    pub(crate) fn get(&self, run_id: Uuid) -> Option<Arc<RunLog>> {
         self.logs().get(&run_id).cloned()
     }
 
     /// Forgets a finished run's tail; called after its events are persisted.
-    pub fn remove(&self, run_id: Uuid) {
+    pub(crate) fn remove(&self, run_id: Uuid) {
         self.logs().remove(&run_id);
     }
 }
@@ -91,7 +91,7 @@ impl Hubs {
 /// from the live tail while there is one, from Postgres for what it does not
 /// hold; the stream ends after the terminal event. Ends early if Postgres
 /// fails (the client reconnects with `Last-Event-ID`).
-pub fn subscribe(
+pub(crate) fn subscribe(
     store: Store,
     hubs: Arc<Hubs>,
     run_id: Uuid,
@@ -237,8 +237,10 @@ fn frames_of(events: Vec<Event>) -> impl Iterator<Item = Bytes> + Send {
 }
 
 fn frame_of(event: &Event) -> Bytes {
+    // `error` is the CLI's own name, stored by runners from before the SDK
+    // renamed it: on the stream it is `codex.error` (see `EventName`).
     if event.kind == "error" {
-        Event::new(event.seq, "codex.error", event.data.clone()).sse_frame()
+        Event::new(event.seq, EventName::CodexError, event.data.clone()).sse_frame()
     } else {
         event.sse_frame()
     }

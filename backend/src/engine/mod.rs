@@ -61,9 +61,9 @@ use clones::Clones;
 use runs::Runs;
 use sweeper::Sweeper;
 
-pub use reads::Reads;
-pub use runner_client::{ClientError, RunnerError, RunnerModel};
-pub use runs::{Cancel, PromptRefused, QueuedRun};
+pub(crate) use reads::Reads;
+pub(crate) use runner_client::{ClientError, RunnerError, RunnerModel};
+pub(crate) use runs::{Cancel, PromptRefused, QueuedRun};
 
 pub struct Engine {
     core: Arc<Core>,
@@ -117,7 +117,11 @@ pub enum ControlError {
 }
 
 impl Engine {
-    pub fn new(config: Arc<Config>, store: Store, root: PathBuf) -> Result<Arc<Self>, ClientError> {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        store: Store,
+        root: PathBuf,
+    ) -> Result<Arc<Self>, ClientError> {
         let tasks = TaskTracker::new();
         let stopping = CancellationToken::new();
         let runner =
@@ -160,59 +164,59 @@ impl Engine {
         }))
     }
 
-    pub fn config(&self) -> &Config {
+    pub(crate) fn config(&self) -> &Config {
         &self.core.config
     }
 
     /// The figures of `/metrics`.
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.core.metrics
     }
 
     /// Read-only queries.
-    pub fn reads(&self) -> &Reads {
+    pub(crate) fn reads(&self) -> &Reads {
         &self.reads
     }
 
     /// Users, tokens, sign-ins and preview grants.
-    pub fn accounts(&self) -> &Accounts {
+    pub(crate) fn accounts(&self) -> &Accounts {
         &self.accounts
     }
 
-    pub fn changes(&self) -> &SessionChanges {
+    pub(crate) fn changes(&self) -> &SessionChanges {
         &self.changes
     }
 
     /// The event streams each user holds open (`BACKEND_USER_MAX_STREAMS`).
-    pub fn open_streams(&self) -> &Arc<OpenStreams> {
+    pub(crate) fn open_streams(&self) -> &Arc<OpenStreams> {
         &self.open_streams
     }
 
     /// The forges pull requests are opened on (`FORGES` and the known ones).
-    pub fn forges(&self) -> &crate::forge::Forges {
+    pub(crate) fn forges(&self) -> &crate::forge::Forges {
         &self.core.config.forges
     }
 
-    pub fn forge_client(&self) -> Result<&reqwest::Client, crate::forge::ForgeError> {
+    pub(crate) fn forge_client(&self) -> Result<&reqwest::Client, crate::forge::ForgeError> {
         self.forge_client.as_ref().ok_or_else(|| {
             crate::forge::ForgeError::Unavailable("no HTTP client for forges".into())
         })
     }
 
     /// Whether the runner answers its health check.
-    pub async fn runner_answers(&self) -> bool {
+    pub(crate) async fn runner_answers(&self) -> bool {
         self.core.runner.health().await.is_ok()
     }
 
     /// The models the runner's CLI offers.
-    pub async fn models(&self) -> Result<Vec<RunnerModel>, RunnerError> {
+    pub(crate) async fn models(&self) -> Result<Vec<RunnerModel>, RunnerError> {
         self.core.runner.models().await
     }
 
     /// For a local `url`, the check that its path is outside
     /// `WORKSPACES_ROOT` and `BACKEND_FORBIDDEN_CLONE_PATHS`, which a
     /// [`CloneRequest`] for it needs; `None` for a remote.
-    pub async fn local_source(
+    pub(crate) async fn local_source(
         &self,
         url: &RepoUrl,
     ) -> Result<Option<LocalSource>, LocalSourceError> {
@@ -222,7 +226,7 @@ impl Engine {
     /// Creates a session, `cloning`, owned by `owner` (within their quota),
     /// and clones it in the background: it becomes `ready` (with a runner
     /// thread) or `failed` (with a message).
-    pub async fn create_session(
+    pub(crate) async fn create_session(
         &self,
         request: NewSessionRequest,
         owner: Option<Uuid>,
@@ -273,13 +277,13 @@ impl Engine {
     }
 
     /// Cancels the session's work, forgets it and removes its folder.
-    pub async fn delete_session(&self, session: &SessionRow) -> crate::store::Result<()> {
+    pub(crate) async fn delete_session(&self, session: &SessionRow) -> crate::store::Result<()> {
         self.clones.delete_session(session).await
     }
 
     /// Queues `prompt` as the session's next run (`owner`: the caller, whose
     /// quota of active runs it counts against).
-    pub async fn enqueue_prompt(
+    pub(crate) async fn enqueue_prompt(
         &self,
         session: &SessionRow,
         owner: Option<Uuid>,
@@ -289,18 +293,18 @@ impl Engine {
     }
 
     /// Cancels a queued or running run.
-    pub async fn cancel(&self, run: &RunRow) -> crate::store::Result<Cancel> {
+    pub(crate) async fn cancel(&self, run: &RunRow) -> crate::store::Result<Cancel> {
         self.runs.cancel(run).await
     }
 
     /// The run's events after `after` as SSE frames: what is stored, then
     /// the live tail, until the terminal event.
-    pub fn subscribe(&self, run: Uuid, after: u64) -> impl Stream<Item = Bytes> + Send {
+    pub(crate) fn subscribe(&self, run: Uuid, after: u64) -> impl Stream<Item = Bytes> + Send {
         self.runs.subscribe(run, after)
     }
 
     /// Answers an approval the running run asked for.
-    pub async fn approve(
+    pub(crate) async fn approve(
         &self,
         run: &RunRow,
         approval: &ApprovalId,
@@ -316,7 +320,7 @@ impl Engine {
     }
 
     /// Sends a prompt into the running run's turn.
-    pub async fn steer(&self, run: &RunRow, prompt: &Prompt) -> Result<(), ControlError> {
+    pub(crate) async fn steer(&self, run: &RunRow, prompt: &Prompt) -> Result<(), ControlError> {
         let runner_run = running(run)?;
         Ok(self
             .core
@@ -326,13 +330,13 @@ impl Engine {
     }
 
     /// Stops the running run's turn; the run ends `cancelled`.
-    pub async fn interrupt(&self, run: &RunRow) -> Result<(), ControlError> {
+    pub(crate) async fn interrupt(&self, run: &RunRow) -> Result<(), ControlError> {
         let runner_run = running(run)?;
         Ok(self.core.runner.interrupt_run(runner_run).await?)
     }
 
     /// Records a pull request opened from the session's branch.
-    pub async fn record_pull_request(
+    pub(crate) async fn record_pull_request(
         &self,
         session: Uuid,
         number: i64,
@@ -349,13 +353,13 @@ impl Engine {
     /// Picks up what a previous process left: interrupted clones fail and
     /// lose their partial folder, folders of sessions that no longer exist
     /// go, queued and running runs resume. Runs before the API serves.
-    pub async fn recover(&self) -> crate::store::Result<()> {
+    pub(crate) async fn recover(&self) -> crate::store::Result<()> {
         self.clones.recover().await?;
         self.runs.recover().await
     }
 
     /// Starts the sweeper (if anything ever expires).
-    pub fn spawn_sweeper(&self) {
+    pub(crate) fn spawn_sweeper(&self) {
         self.sweeper.spawn();
     }
 
@@ -364,7 +368,7 @@ impl Engine {
     /// (the next start fails them as interrupted), workers stop between
     /// steps, and relays stop reading with what they read stored, so the
     /// next start re-attaches to the runs still running on the runner.
-    pub async fn shutdown(&self, grace: Duration) {
+    pub(crate) async fn shutdown(&self, grace: Duration) {
         let core = &self.core;
         core.stopping.cancel();
         core.tasks.close();

@@ -22,17 +22,17 @@ impl Reads {
     }
 
     /// Whether the database answers.
-    pub async fn database_answers(&self) -> bool {
+    pub(crate) async fn database_answers(&self) -> bool {
         self.core.store.ping().await.is_ok()
     }
 
-    pub async fn session(&self, id: Uuid) -> Result<Option<SessionRow>> {
+    pub(crate) async fn session(&self, id: Uuid) -> Result<Option<SessionRow>> {
         self.core.store.session(id).await
     }
 
     /// A page of sessions, newest first, and how many there are; only
     /// `owner`'s when given.
-    pub async fn sessions(
+    pub(crate) async fn sessions(
         &self,
         limit: i64,
         offset: i64,
@@ -41,54 +41,54 @@ impl Reads {
         self.core.store.sessions(limit, offset, owner).await
     }
 
-    pub async fn run(&self, id: Uuid) -> Result<Option<RunRow>> {
+    pub(crate) async fn run(&self, id: Uuid) -> Result<Option<RunRow>> {
         self.core.store.run(id).await
     }
 
-    pub async fn run_owner(&self, id: Uuid) -> Result<RunOwner> {
+    pub(crate) async fn run_owner(&self, id: Uuid) -> Result<RunOwner> {
         self.core.store.run_owner(id).await
     }
 
-    pub async fn runs_of_session(&self, session: Uuid) -> Result<Vec<RunRow>> {
+    pub(crate) async fn runs_of_session(&self, session: Uuid) -> Result<Vec<RunRow>> {
         self.core.store.runs_of_session(session).await
     }
 
     /// The number of the run's last stored event (0: none).
-    pub async fn last_seq(&self, run: Uuid) -> Result<i64> {
+    pub(crate) async fn last_seq(&self, run: Uuid) -> Result<i64> {
         self.core.store.last_seq(run).await
     }
 
     /// Whether the run has a live tail here: it exists and has not ended.
-    pub fn is_live(&self, run: Uuid) -> bool {
+    pub(crate) fn is_live(&self, run: Uuid) -> bool {
         self.core.hubs.get(run).is_some()
     }
 
     /// Whether a run of the session is queued or running.
-    pub async fn session_busy(&self, session: Uuid) -> Result<bool> {
+    pub(crate) async fn session_busy(&self, session: Uuid) -> Result<bool> {
         self.core.store.session_busy(session).await
     }
 
     /// The session's kept token, sealed.
-    pub async fn session_token(&self, session: Uuid) -> Result<Option<Vec<u8>>> {
+    pub(crate) async fn session_token(&self, session: Uuid) -> Result<Option<Vec<u8>>> {
         self.core.store.session_token(session).await
     }
 
-    pub async fn pull_requests(&self, session: Uuid) -> Result<Vec<PullRequestRow>> {
+    pub(crate) async fn pull_requests(&self, session: Uuid) -> Result<Vec<PullRequestRow>> {
         self.core.store.pull_requests(session).await
     }
 
     /// Queued and running runs, by status (for `/metrics`).
-    pub async fn active_run_counts(&self) -> Result<Vec<(RunStatus, i64)>> {
+    pub(crate) async fn active_run_counts(&self) -> Result<Vec<(RunStatus, i64)>> {
         self.core.store.active_run_counts().await
     }
 
     /// `WORKSPACES_ROOT/<session>/repo`: the clone the agent works in.
-    pub fn workspace(&self, session: Uuid) -> PathBuf {
+    pub(crate) fn workspace(&self, session: Uuid) -> PathBuf {
         self.core.workspace(session)
     }
 
     /// Where the session's workspace snapshots keep their index.
-    pub fn snapshot_cache(&self, session: Uuid) -> crate::git::SnapshotCache {
+    pub(crate) fn snapshot_cache(&self, session: Uuid) -> crate::git::SnapshotCache {
         self.core.snapshot_cache(session)
     }
 }

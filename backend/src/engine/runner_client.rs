@@ -42,7 +42,7 @@ pub enum RunnerError {
 
 impl RunnerError {
     /// What the runner (or the connection) said: for the log only.
-    pub fn detail(&self) -> String {
+    pub(crate) fn detail(&self) -> String {
         match self {
             RunnerError::Unreachable(detail)
             | RunnerError::NotFound { detail, .. }
@@ -136,7 +136,7 @@ impl RunnerClient {
         Ok(url)
     }
 
-    pub async fn health(&self) -> Result<()> {
+    pub(crate) async fn health(&self) -> Result<()> {
         let response = self
             .http
             .get(self.url(&["health"])?)
@@ -149,7 +149,7 @@ impl RunnerClient {
 
     /// A runner thread bound to `dir`, resuming `codex_thread_id` if given,
     /// running with the session's `settings`.
-    pub async fn create_thread(
+    pub(crate) async fn create_thread(
         &self,
         dir: &Path,
         codex_thread_id: Option<&str>,
@@ -182,7 +182,7 @@ impl RunnerClient {
     }
 
     /// The models the runner's CLI offers (`GET /models`).
-    pub async fn models(&self) -> Result<Vec<RunnerModel>> {
+    pub(crate) async fn models(&self) -> Result<Vec<RunnerModel>> {
         let response = self
             .http
             .get(self.url(&["models"])?)
@@ -199,7 +199,7 @@ impl RunnerClient {
     }
 
     /// Answers an approval of a running run.
-    pub async fn resolve_approval(
+    pub(crate) async fn resolve_approval(
         &self,
         run_id: &RunnerRunId,
         approval_id: &runner_protocol::ApprovalId,
@@ -223,7 +223,7 @@ impl RunnerClient {
     }
 
     /// Sends a prompt into a running run's turn.
-    pub async fn steer_run(&self, run_id: &RunnerRunId, prompt: &str) -> Result<()> {
+    pub(crate) async fn steer_run(&self, run_id: &RunnerRunId, prompt: &str) -> Result<()> {
         let response = self
             .http
             .post(self.url(&["runs", run_id.as_str(), "steer"])?)
@@ -238,7 +238,7 @@ impl RunnerClient {
     }
 
     /// Asks the CLI to stop a running run's turn.
-    pub async fn interrupt_run(&self, run_id: &RunnerRunId) -> Result<()> {
+    pub(crate) async fn interrupt_run(&self, run_id: &RunnerRunId) -> Result<()> {
         let response = self
             .http
             .post(self.url(&["runs", run_id.as_str(), "interrupt"])?)
@@ -249,7 +249,7 @@ impl RunnerClient {
         check(response, "run").await.map(|_| ())
     }
 
-    pub async fn delete_thread(&self, thread_id: &RunnerThreadId) -> Result<()> {
+    pub(crate) async fn delete_thread(&self, thread_id: &RunnerThreadId) -> Result<()> {
         let response = self
             .http
             .delete(self.url(&["threads", thread_id.as_str()])?)
@@ -260,7 +260,11 @@ impl RunnerClient {
         check(response, "thread").await.map(|_| ())
     }
 
-    pub async fn start_run(&self, thread_id: &RunnerThreadId, prompt: &str) -> Result<RunnerRunId> {
+    pub(crate) async fn start_run(
+        &self,
+        thread_id: &RunnerThreadId,
+        prompt: &str,
+    ) -> Result<RunnerRunId> {
         let response = self
             .http
             .post(self.url(&["runs"])?)
@@ -280,7 +284,7 @@ impl RunnerClient {
         Ok(RunnerRunId::from(created.run_id.to_string()))
     }
 
-    pub async fn cancel_run(&self, run_id: &RunnerRunId) -> Result<()> {
+    pub(crate) async fn cancel_run(&self, run_id: &RunnerRunId) -> Result<()> {
         let response = self
             .http
             .post(self.url(&["runs", run_id.as_str(), "cancel"])?)
@@ -294,7 +298,7 @@ impl RunnerClient {
     /// The run's events after `after`, as they come. The stream ends when
     /// the runner closes it (after the terminal event) or the connection
     /// drops; an `Err` item means the connection broke.
-    pub async fn events(
+    pub(crate) async fn events(
         &self,
         run_id: &RunnerRunId,
         after: u64,

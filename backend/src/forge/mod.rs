@@ -27,8 +27,8 @@ use std::time::Duration;
 use crate::domain::ClonePolicy;
 use crate::git::CheckedResolver;
 
-pub use pull_request::{Opened, PullRequest};
-pub use registry::{EntryProblem, Forges, ForgesError};
+pub(crate) use pull_request::PullRequest;
+pub(crate) use registry::Forges;
 
 /// Which API a forge speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,17 +61,19 @@ pub struct ForgeRepo {
 }
 
 impl ForgeRepo {
-    pub fn kind(&self) -> ForgeKind {
+    #[cfg(test)]
+    pub(crate) fn kind(&self) -> ForgeKind {
         self.kind
     }
 
     /// The API's base URL, as configured.
-    pub fn api_base(&self) -> &url::Url {
+    #[cfg(test)]
+    pub(crate) fn api_base(&self) -> &url::Url {
         &self.api_base
     }
 
     /// `owner/repo`, or `group/sub/repo` on GitLab.
-    pub fn path(&self) -> String {
+    pub(crate) fn path(&self) -> String {
         self.segments.join("/")
     }
 }
@@ -107,7 +109,7 @@ pub type Result<T, E = ForgeError> = std::result::Result<T, E>;
 /// are never followed (a token must not travel to where a redirect points),
 /// no proxy from the environment (it would resolve names unchecked), and
 /// `timeout` bounds each whole request, answer included.
-pub fn client(
+pub(crate) fn client(
     policy: &ClonePolicy,
     connect_timeout: Duration,
     timeout: Duration,

@@ -104,7 +104,7 @@ impl ForgeRepo {
         skip_all,
         fields(forge = %self.kind, repository = %self.path(), head = %request.head)
     )]
-    pub async fn open_pull_request(
+    pub(crate) async fn open_pull_request(
         &self,
         client: &reqwest::Client,
         request: &PullRequest,

@@ -67,7 +67,7 @@ pub struct Forges {
 
 impl Forges {
     /// Reads the value of `FORGES`; empty means only the known forges.
-    pub fn parse(value: &str) -> Result<Self, ForgesError> {
+    pub(crate) fn parse(value: &str) -> Result<Self, ForgesError> {
         let mut by_host = HashMap::new();
         for (host, kind, api_base) in KNOWN {
             // The known bases are constants that parse.
@@ -113,7 +113,7 @@ impl Forges {
     /// `http://…`, `ssh://git@host[:port]/owner/repo.git` or scp-like
     /// `git@host:owner/repo.git`. GitHub and Gitea paths are `owner/repo`;
     /// GitLab's may have nested groups.
-    pub fn for_origin(&self, origin_url: &str) -> Result<ForgeRepo> {
+    pub(crate) fn for_origin(&self, origin_url: &str) -> Result<ForgeRepo> {
         let origin = parse_origin(origin_url.trim())?;
         let with_port = origin.port.map(|port| format!("{}:{port}", origin.host));
         let forge = with_port

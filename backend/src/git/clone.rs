@@ -45,11 +45,11 @@ impl From<&Credentials> for KeptToken {
 }
 
 impl KeptToken {
-    pub fn to_bytes(&self) -> serde_json::Result<Vec<u8>> {
+    pub(crate) fn to_bytes(&self) -> serde_json::Result<Vec<u8>> {
         serde_json::to_vec(self)
     }
 
-    pub fn from_bytes(bytes: &[u8]) -> Option<Credentials> {
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Option<Credentials> {
         let kept: Self = serde_json::from_slice(bytes).ok()?;
         Some(Credentials {
             username: kept.username,
@@ -137,7 +137,7 @@ pub struct CloneCounts {
 }
 
 impl CloneProgress {
-    pub fn counts(&self) -> CloneCounts {
+    pub(crate) fn counts(&self) -> CloneCounts {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         CloneCounts {
             received_objects: get(&self.received_objects),
@@ -262,7 +262,7 @@ impl CloneError {
 /// objects. The transport packs what the refs reach and counts each byte
 /// it writes, as a network clone's are; before that, [`LocalSource::open`]
 /// refuses a source whose object stores already hold more.
-pub fn clone(
+pub(crate) fn clone(
     request: &CloneRequest,
     dest: &Path,
     progress: &Arc<CloneProgress>,

@@ -64,7 +64,7 @@ fn authority(url: &str) -> Option<String> {
 pub struct OriginGrant(Option<String>);
 
 /// Lets the proxy reach `url`'s origin for one clone.
-pub fn grant(url: &str) -> OriginGrant {
+pub(crate) fn grant(url: &str) -> OriginGrant {
     let key = authority(url);
     if let Some(key) = &key {
         *origins().entry(key.clone()).or_insert(0) += 1;
@@ -91,13 +91,13 @@ fn granted(authority: &str) -> bool {
 }
 
 /// `http://127.0.0.1:<port>` of this process's proxy, once started.
-pub fn proxy_url() -> Option<&'static str> {
+pub(crate) fn proxy_url() -> Option<&'static str> {
     PROXY_URL.get().map(String::as_str)
 }
 
 /// Binds the proxy on loopback and serves it on the current runtime for the
 /// life of the process.
-pub async fn start(
+pub(crate) async fn start(
     policy: ClonePolicy,
     connect_timeout: Duration,
     io_timeout: Duration,

@@ -46,7 +46,7 @@ fn shown(bytes: &[u8], max_chars: usize) -> String {
         .collect()
 }
 
-pub fn state(
+pub(crate) fn state(
     workspace: &Path,
     cache: &SnapshotCache,
     base_commit: Option<&str>,
@@ -123,7 +123,7 @@ pub fn state(
 
 /// The branch HEAD names, right after a clone (`None` when detached or
 /// unreadable).
-pub fn head_branch(workspace: &Path) -> Option<String> {
+pub(crate) fn head_branch(workspace: &Path) -> Option<String> {
     let repo = super::workspace::open_repo(workspace).ok()?;
     let head = repo.head().ok()?;
     head.is_branch()
@@ -168,7 +168,7 @@ pub struct Committed {
 /// Commits every change in the workspace (as `git add -A && git commit`)
 /// onto `branch`, created from HEAD when it does not exist, and makes it
 /// HEAD; the repository's index then matches the commit.
-pub fn commit(
+pub(crate) fn commit(
     workspace: &Path,
     cache: &SnapshotCache,
     request: &CommitRequest<'_>,

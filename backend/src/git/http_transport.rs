@@ -104,7 +104,7 @@ impl Drop for Scope {
 
 /// Replaces libgit2's `http://` transport for the whole process. Call once
 /// at start-up, before any clone.
-pub fn register() -> Result<(), git2::Error> {
+pub(crate) fn register() -> Result<(), git2::Error> {
     static ONCE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
         #[allow(unsafe_code)]

@@ -50,7 +50,7 @@ impl ForbiddenPaths {
     /// `configured` is absolute (the configuration refuses anything else);
     /// `WORKSPACES_ROOT` may be relative to the working directory, as the
     /// backend uses it.
-    pub fn new(workspaces_root: &Path, configured: &[PathBuf]) -> Self {
+    pub(crate) fn new(workspaces_root: &Path, configured: &[PathBuf]) -> Self {
         let folders = std::iter::once(workspaces_root)
             .chain(configured.iter().map(PathBuf::as_path))
             .map(|folder| std::path::absolute(folder).unwrap_or_else(|_| folder.to_owned()))
@@ -77,7 +77,7 @@ impl LocalSource {
     /// folder. A path that does not exist passes: its clone fails with "not
     /// found", or with a refusal if it was made into a forbidden place
     /// meanwhile.
-    pub fn check(path: &Path, forbidden: ForbiddenPaths) -> Result<Self, LocalSourceError> {
+    pub(crate) fn check(path: &Path, forbidden: ForbiddenPaths) -> Result<Self, LocalSourceError> {
         if inside(&resolve(path), &forbidden.resolved()) {
             return Err(LocalSourceError::Forbidden);
         }

@@ -12,22 +12,19 @@ mod push;
 mod snapshot;
 mod workspace;
 
-pub use history::{
-    commit, head_branch, state, CommitError, CommitInfo, CommitRequest, Committed, GitState,
-};
-pub use http_transport::register as register_http_transport;
+pub(crate) use history::{commit, head_branch, state, CommitError, CommitRequest, GitState};
+pub(crate) use http_transport::register as register_http_transport;
 pub(crate) use http_transport::CheckedResolver;
-pub use local_source::{ForbiddenPaths, LocalSource, LocalSourceError};
+pub(crate) use local_source::{ForbiddenPaths, LocalSource, LocalSourceError};
 
-pub use clone::{
+pub(crate) use clone::{
     clone, CloneCounts, CloneError, CloneProgress, CloneRequest, Credentials, DiskLimits, KeptToken,
 };
-pub use patch::{snapshots_patch, workspace_patch, PatchError, Sink};
-pub use push::{push, PushError, PushRequest, Pushed};
-pub use snapshot::{busy, run_ref, snapshot_commit, SnapshotCache};
-pub use workspace::{
-    changes, diff, not_a_repository, not_regular_git_file, read_file, refusal, snapshot, tree,
-    Changes, Diff, FileContent, FileError, Snapshot, Tree, TreeEntry,
+pub(crate) use patch::{snapshots_patch, workspace_patch, PatchError, Sink};
+pub(crate) use push::{push, PushError, PushRequest, Pushed};
+pub(crate) use snapshot::{run_ref, snapshot_commit, SnapshotCache};
+pub(crate) use workspace::{
+    changes, diff, read_file, refusal, snapshot, tree, Changes, FileError, Snapshot,
 };
 
 /// Makes libgit2 ignore the global, XDG and system git configuration (and
@@ -35,7 +32,7 @@ pub use workspace::{
 /// `~/.gitconfig`, and an `include.path` or `core.excludesFile` there would
 /// make every later repository read a file of its choosing. Call once at
 /// start-up, before any other git2 work.
-pub fn isolate_from_user_config() -> Result<(), git2::Error> {
+pub(crate) fn isolate_from_user_config() -> Result<(), git2::Error> {
     static ONCE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
         for level in [
@@ -62,7 +59,7 @@ pub fn isolate_from_user_config() -> Result<(), git2::Error> {
 /// fails after `connect`, and a connected server that sends or takes
 /// nothing for `io` fails the clone, so a server that never answers cannot
 /// pin a clone's thread. libgit2 keeps these process-wide.
-pub fn set_network_timeouts(
+pub(crate) fn set_network_timeouts(
     connect: std::time::Duration,
     io: std::time::Duration,
 ) -> Result<(), git2::Error> {

@@ -28,7 +28,7 @@ pub type Sink<'a> = &'a mut dyn FnMut(&[u8]) -> bool;
 /// tree against the work tree seen through our index, which nothing here
 /// writes. Only files whose stat data changed since the last snapshot are
 /// read, as `git diff` does.
-pub fn workspace_patch(
+pub(crate) fn workspace_patch(
     workspace: &Path,
     cache: &SnapshotCache,
     base_commit: &str,
@@ -55,7 +55,7 @@ pub fn workspace_patch(
 }
 
 /// What happened between two snapshot commits of the workspace.
-pub fn snapshots_patch(
+pub(crate) fn snapshots_patch(
     workspace: &Path,
     before: &str,
     after: &str,

@@ -67,7 +67,7 @@ impl From<CloneError> for PushError {
     }
 }
 
-pub fn push(workspace: &Path, request: &PushRequest) -> Result<Pushed, PushError> {
+pub(crate) fn push(workspace: &Path, request: &PushRequest) -> Result<Pushed, PushError> {
     let repo = open_repo(workspace)?;
     let local = repo
         .find_reference(&request.branch.refname())

@@ -27,7 +27,7 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The error of a workspace whose snapshot state another piece of work
 /// holds past [`LOCK_WAIT`]: the API answers 409.
-pub fn busy() -> git2::Error {
+pub(crate) fn busy() -> git2::Error {
     git2::Error::new(
         git2::ErrorCode::Locked,
         git2::ErrorClass::Index,
@@ -83,7 +83,7 @@ mod libc_flags {
 
 impl SnapshotCache {
     /// `dir` is the session's own folder of snapshot state.
-    pub fn new(dir: &Path) -> Self {
+    pub(crate) fn new(dir: &Path) -> Self {
         Self {
             dir: dir.to_path_buf(),
         }
@@ -155,7 +155,7 @@ impl SnapshotCache {
     /// Seeds our index from the repository's, right after the clone wrote
     /// it (the agent has not run yet, so its stat data is ours): the first
     /// snapshot then reads no unchanged file.
-    pub fn seed(&self, workspace: &Path) -> Result<(), git2::Error> {
+    pub(crate) fn seed(&self, workspace: &Path) -> Result<(), git2::Error> {
         let _locked = self.lock(workspace)?;
         let source = workspace.join(".git").join("index");
         let partial = self.dir.join("index.seed");
@@ -203,7 +203,7 @@ impl Indexed {
     /// The paths that may differ from our index (`changed::candidates`),
     /// and the record of the folders looked at; `None` when they cannot be
     /// told, and everything must be walked.
-    pub fn candidates(&self, workspace: &Path) -> Result<Option<Candidates>, git2::Error> {
+    pub(crate) fn candidates(&self, workspace: &Path) -> Result<Option<Candidates>, git2::Error> {
         let Some(written) = self.written else {
             return Ok(None);
         };
@@ -394,7 +394,7 @@ fn snapshot_signature() -> Result<Signature<'static>, git2::Error> {
 /// Writes the workspace's state as a commit on top of HEAD (none on an
 /// unborn branch) and points `refname` (under `refs/repo-runner/`) at it.
 /// Returns the commit's id.
-pub fn snapshot_commit(
+pub(crate) fn snapshot_commit(
     workspace: &Path,
     cache: &SnapshotCache,
     refname: &str,
@@ -419,6 +419,6 @@ pub fn snapshot_commit(
 }
 
 /// The ref of a run's snapshot before (`before`) or after it.
-pub fn run_ref(run: uuid::Uuid, when: &str) -> String {
+pub(crate) fn run_ref(run: uuid::Uuid, when: &str) -> String {
     format!("refs/repo-runner/runs/{run}/{when}")
 }

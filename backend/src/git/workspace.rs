@@ -26,7 +26,7 @@ use crate::domain::{WorkspacePath, WorkspacePathError};
 
 /// The error of a workspace whose `.git` is gone or replaced (a symlink, a
 /// gitfile): the API answers it with a 409, not a 500.
-pub fn not_a_repository() -> git2::Error {
+pub(crate) fn not_a_repository() -> git2::Error {
     git2::Error::new(
         git2::ErrorCode::NotFound,
         git2::ErrorClass::Repository,
@@ -37,7 +37,7 @@ pub fn not_a_repository() -> git2::Error {
 /// The words of an error that is the workspace's state, not a fault of
 /// ours (a `.git` refused by [`open_repo`], a special git file, another
 /// snapshot holding the workspace): the API answers these with a 409.
-pub fn refusal(error: &git2::Error) -> Option<&str> {
+pub(crate) fn refusal(error: &git2::Error) -> Option<&str> {
     let refused = [not_a_repository(), super::snapshot::busy()]
         .iter()
         .any(|known| error.class() == known.class() && error.code() == known.code());
@@ -46,7 +46,7 @@ pub fn refusal(error: &git2::Error) -> Option<&str> {
 
 /// The error of a workspace whose git files (`.git/config`, a
 /// `.gitignore`, …) are not regular files: the API answers it with a 409.
-pub fn not_regular_git_file() -> git2::Error {
+pub(crate) fn not_regular_git_file() -> git2::Error {
     git2::Error::new(
         git2::ErrorCode::NotFound,
         git2::ErrorClass::Repository,
@@ -251,9 +251,9 @@ impl<'de> serde::Deserialize<'de> for FileState {
 
 /// Files a run created, modified and deleted: the `files` of a run's
 /// terminal event, so the wire's type.
-pub use runner_protocol::Changes;
+pub(crate) use runner_protocol::Changes;
 
-pub fn snapshot(workspace: &Path) -> Result<Snapshot, git2::Error> {
+pub(crate) fn snapshot(workspace: &Path) -> Result<Snapshot, git2::Error> {
     let repo = open_repo(workspace)?;
     let mut options = StatusOptions::new();
     options
@@ -317,7 +317,7 @@ fn fingerprint(workspace: &Path, relative: &Path) -> String {
 }
 
 /// What happened between two snapshots of the same workspace.
-pub fn changes(before: &Snapshot, after: &Snapshot, workspace: &Path) -> Changes {
+pub(crate) fn changes(before: &Snapshot, after: &Snapshot, workspace: &Path) -> Changes {
     let mut changes = Changes::default();
     for (path, now) in after {
         match before.get(path) {
@@ -369,7 +369,7 @@ pub struct Tree {
 /// first; symlinks are listed, not followed. Each folder is opened beneath
 /// the workspace with no symlink allowed on the way, so a folder swapped
 /// for a symlink while the walk runs is skipped, never listed.
-pub fn tree(workspace: &Path, max_entries: usize) -> std::io::Result<Tree> {
+pub(crate) fn tree(workspace: &Path, max_entries: usize) -> std::io::Result<Tree> {
     let root = rustix::fs::open(
         workspace,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -473,7 +473,7 @@ pub enum FileError {
 
 /// `workspace` must be canonical. The type is checked on the opened file
 /// (`fstat`), never on the path, so a swap between the two changes nothing.
-pub fn read_file(
+pub(crate) fn read_file(
     workspace: &Path,
     path: &WorkspacePath,
     limit: u64,
@@ -529,7 +529,7 @@ pub struct Diff {
 /// The workspace (index and working tree, untracked files included)
 /// against the commit the session cloned. The patch stops at `max_bytes`;
 /// a file over `max_file_bytes` is never loaded, only named in `too_large`.
-pub fn diff(
+pub(crate) fn diff(
     workspace: &Path,
     base_commit: &str,
     max_bytes: usize,

@@ -63,7 +63,7 @@ const USER_COLUMNS: &str = "u.id, u.name, u.is_admin, u.email, u.created_at";
 impl Store {
     /// Sets (or with `None` clears) a user's commit email; `false` when no
     /// user has that name.
-    pub async fn set_user_email(&self, name: &str, email: Option<&str>) -> Result<bool> {
+    pub(crate) async fn set_user_email(&self, name: &str, email: Option<&str>) -> Result<bool> {
         let updated = self
             .client()
             .await?
@@ -76,7 +76,7 @@ impl Store {
     }
 
     /// `None`: the name is taken.
-    pub async fn add_user(&self, name: &str, is_admin: bool) -> Result<Option<UserRow>> {
+    pub(crate) async fn add_user(&self, name: &str, is_admin: bool) -> Result<Option<UserRow>> {
         let row = self
             .client()
             .await?
@@ -89,7 +89,7 @@ impl Store {
         read_opt(row)
     }
 
-    pub async fn user_by_name(&self, name: &str) -> Result<Option<UserRow>> {
+    pub(crate) async fn user_by_name(&self, name: &str) -> Result<Option<UserRow>> {
         let row = self
             .client()
             .await?
@@ -99,7 +99,7 @@ impl Store {
     }
 
     /// Oldest first.
-    pub async fn users(&self) -> Result<Vec<UserSummary>> {
+    pub(crate) async fn users(&self) -> Result<Vec<UserSummary>> {
         let rows = self
             .client()
             .await?
@@ -127,7 +127,7 @@ impl Store {
     }
 
     /// Stores a new token's hash; returns the token's id.
-    pub async fn add_token(&self, user_id: Uuid, sha256: &[u8]) -> Result<Uuid> {
+    pub(crate) async fn add_token(&self, user_id: Uuid, sha256: &[u8]) -> Result<Uuid> {
         let id = Uuid::new_v4();
         self.client()
             .await?
@@ -141,7 +141,7 @@ impl Store {
 
     /// `false`: no live token has this id. Its browsers are signed out too
     /// (their rows go, which every backend hears of: `credentials_revoked`).
-    pub async fn revoke_token(&self, id: Uuid) -> Result<bool> {
+    pub(crate) async fn revoke_token(&self, id: Uuid) -> Result<bool> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let revoked = tx
@@ -158,7 +158,7 @@ impl Store {
     }
 
     /// The user of a live token.
-    pub async fn signed_in_by_token(&self, sha256: &[u8]) -> Result<Option<SignedIn>> {
+    pub(crate) async fn signed_in_by_token(&self, sha256: &[u8]) -> Result<Option<SignedIn>> {
         self.signed_in(
             &format!(
                 "SELECT {USER_COLUMNS}, t.id AS token_id, NULL::uuid AS browser_session_id
@@ -183,7 +183,7 @@ impl Store {
     /// `expires_at`; returns the browser session's id. Expired sign-ins are
     /// deleted at the same time (and at every sign-out), so they do not pile
     /// up.
-    pub async fn add_browser_session(
+    pub(crate) async fn add_browser_session(
         &self,
         token_id: Uuid,
         cookie_sha256: &[u8],
@@ -208,7 +208,7 @@ impl Store {
     }
 
     /// The user of a browser's cookie, while it and its token live.
-    pub async fn signed_in_by_cookie(&self, sha256: &[u8]) -> Result<Option<SignedIn>> {
+    pub(crate) async fn signed_in_by_cookie(&self, sha256: &[u8]) -> Result<Option<SignedIn>> {
         self.signed_in(
             &format!(
                 "SELECT {USER_COLUMNS}, t.id AS token_id, b.id AS browser_session_id
@@ -223,7 +223,7 @@ impl Store {
     }
 
     /// Signs a browser out. Expired sign-ins go at the same time.
-    pub async fn delete_browser_session(&self, id: Uuid) -> Result<()> {
+    pub(crate) async fn delete_browser_session(&self, id: Uuid) -> Result<()> {
         self.client()
             .await?
             .execute(
@@ -236,7 +236,7 @@ impl Store {
 
     /// Whether a token (and, when given, a browser's sign-in with it) still
     /// lives: a stream that may have missed a revocation asks.
-    pub async fn credential_lives(
+    pub(crate) async fn credential_lives(
         &self,
         token_id: Uuid,
         browser_session_id: Option<Uuid>,
@@ -268,7 +268,7 @@ pub struct TokenRow {
 
 impl Store {
     /// A user's tokens, oldest first.
-    pub async fn tokens_of(&self, user_id: Uuid) -> Result<Vec<TokenRow>> {
+    pub(crate) async fn tokens_of(&self, user_id: Uuid) -> Result<Vec<TokenRow>> {
         let rows = self
             .client()
             .await?
@@ -312,7 +312,7 @@ const SIGNIN_LINK_LABEL: &str = "sign-in link";
 impl Store {
     /// Stores a new sign-in code's hash for `user_id`, usable once until
     /// `expires_at`. Codes past their time go at the same time.
-    pub async fn add_signin_code(
+    pub(crate) async fn add_signin_code(
         &self,
         user_id: Uuid,
         code_sha256: &[u8],
@@ -336,7 +336,7 @@ impl Store {
     }
 
     /// Whom an unused, unexpired code signs in; the code stays unused.
-    pub async fn signin_code(&self, code_sha256: &[u8]) -> Result<Option<SigninCodeRow>> {
+    pub(crate) async fn signin_code(&self, code_sha256: &[u8]) -> Result<Option<SigninCodeRow>> {
         let row = self
             .client()
             .await?
@@ -362,7 +362,7 @@ impl Store {
     /// sign-in rests on, in one transaction, so two browsers racing with
     /// the same code get one sign-in between them. `None`: no such code,
     /// used already, or expired.
-    pub async fn use_signin_code(
+    pub(crate) async fn use_signin_code(
         &self,
         code_sha256: &[u8],
         token_sha256: &[u8],

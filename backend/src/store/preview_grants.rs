@@ -27,7 +27,6 @@ pub struct NewPreviewGrant<'a> {
 #[derive(Debug, Clone)]
 pub struct PreviewGrantRow {
     pub session_id: Uuid,
-    pub expires_at: DateTime<Utc>,
     /// `None`: asked for without a credential (`AUTH_MODE=none`).
     pub asked_by: Option<SignedIn>,
 }
@@ -39,7 +38,6 @@ impl TryFrom<&Row> for PreviewGrantRow {
         let token_id: Option<Uuid> = row.try_get("token_id")?;
         Ok(Self {
             session_id: row.try_get("session_id")?,
-            expires_at: row.try_get("expires_at")?,
             asked_by: match token_id {
                 Some(_) => Some(SignedIn::try_from(row)?),
                 None => None,
@@ -52,7 +50,7 @@ impl Store {
     /// Stores a grant. Expired grants go at the same time, and the oldest
     /// of the caller's grants for the session past
     /// [`MAX_GRANTS_PER_SESSION`], so they do not pile up.
-    pub async fn add_preview_grant(&self, grant: NewPreviewGrant<'_>) -> Result<()> {
+    pub(crate) async fn add_preview_grant(&self, grant: NewPreviewGrant<'_>) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.execute("DELETE FROM preview_grants WHERE expires_at <= now()", &[])
@@ -90,7 +88,7 @@ impl Store {
 
     /// The live grant with this hash: not expired, its session there, and
     /// the token (and browser sign-in) it was asked with still live.
-    pub async fn preview_grant(&self, sha256: &[u8]) -> Result<Option<PreviewGrantRow>> {
+    pub(crate) async fn preview_grant(&self, sha256: &[u8]) -> Result<Option<PreviewGrantRow>> {
         let client = self.client().await?;
         // Prepared: every file a preview page loads asks.
         let statement = client

@@ -36,7 +36,7 @@ const MAX_LISTED_PULL_REQUESTS: i64 = 50;
 
 impl Store {
     /// Keeps the session's sealed token (`auth::sealed`).
-    pub async fn set_session_token(&self, session: Uuid, sealed: &[u8]) -> Result<()> {
+    pub(crate) async fn set_session_token(&self, session: Uuid, sealed: &[u8]) -> Result<()> {
         self.client()
             .await?
             .execute(
@@ -48,7 +48,7 @@ impl Store {
     }
 
     /// The session's sealed token, when it kept one.
-    pub async fn session_token(&self, session: Uuid) -> Result<Option<Vec<u8>>> {
+    pub(crate) async fn session_token(&self, session: Uuid) -> Result<Option<Vec<u8>>> {
         let row = self
             .client()
             .await?
@@ -61,7 +61,7 @@ impl Store {
     }
 
     /// Whether a run of the session is queued or running.
-    pub async fn session_busy(&self, session: Uuid) -> Result<bool> {
+    pub(crate) async fn session_busy(&self, session: Uuid) -> Result<bool> {
         let row = self
             .client()
             .await?
@@ -74,7 +74,7 @@ impl Store {
         Ok(row.get(0))
     }
 
-    pub async fn insert_pull_request(
+    pub(crate) async fn insert_pull_request(
         &self,
         session: Uuid,
         number: i64,
@@ -94,7 +94,7 @@ impl Store {
     }
 
     /// The newest pull requests of the session, oldest first.
-    pub async fn pull_requests(&self, session: Uuid) -> Result<Vec<PullRequestRow>> {
+    pub(crate) async fn pull_requests(&self, session: Uuid) -> Result<Vec<PullRequestRow>> {
         let rows = self
             .client()
             .await?

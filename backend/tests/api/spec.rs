@@ -160,6 +160,40 @@ async fn the_spec_is_valid_openapi_3_and_lists_every_route() {
     assert_eq!(ready["runner"], true);
 }
 
+/// The spec's names of run events are the protocol's, exactly: a name in
+/// `runner_protocol::EventName` (which the SDK, the runner and the relay
+/// use) and not in the spec, or the other way round, fails here; and every
+/// one has a payload schema (`codex.error` carries `type: error`).
+#[tokio::test]
+async fn the_specs_event_names_are_the_protocols() {
+    use runner_protocol::EventName;
+    let stack = TestStack::start().await;
+    let spec: serde_json::Value = stack.get("/api/openapi.json").await.json().await.unwrap();
+    let schemas = &spec["components"]["schemas"];
+    let names: Vec<&str> = schemas["RunEventType"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    let protocol: Vec<&str> = EventName::ALL.iter().map(|n| n.as_str()).collect();
+    assert_eq!(names, protocol);
+    let mapping = schemas["RunStreamEvent"]["discriminator"]["mapping"]
+        .as_object()
+        .unwrap();
+    let mut payload_types: Vec<&str> = mapping.keys().map(String::as_str).collect();
+    payload_types.sort_unstable();
+    let mut expected: Vec<&str> = EventName::ALL
+        .iter()
+        .map(|name| match name {
+            EventName::CodexError => "error",
+            other => other.as_str(),
+        })
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(payload_types, expected);
+}
+
 /// A generated client knows every event of a run's stream: the names as an
 /// enum, and one payload schema per name, chosen by `type`.
 #[tokio::test]
