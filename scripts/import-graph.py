@@ -164,9 +164,24 @@ class Module:
         return "::".join(self.path) if self.path else "crate"
 
 
-MOD_DECL = re.compile(
-    rf"(?:^|(?<=[;{{}}\]]))\s*(?:pub(?:\s*\([^)]*\))?\s+)?mod\s+({IDENT})\s*([;{{])", re.M
-)
+MOD_DECL = re.compile(rf"(?<![A-Za-z0-9_])mod\s+({IDENT})\s*([;{{])")
+VISIBILITY = re.compile(r"pub(?:\s*\([^)]*\))?\s*$")
+
+
+def is_item_start(code: str, at: int) -> bool:
+    """Whether `mod` at `at` starts an item: after `;`, a brace, an
+    attribute or nothing, with an optional `pub(...)`."""
+    i = skip_space_back(code, at)
+    visibility = VISIBILITY.search(code, max(0, i - 40), i)
+    if visibility:
+        i = skip_space_back(code, visibility.start())
+    return i == 0 or code[i - 1] in ";{}]"
+
+
+def skip_space_back(code: str, i: int) -> int:
+    while i > 0 and code[i - 1].isspace():
+        i -= 1
+    return i
 
 
 class Crate:
@@ -204,6 +219,9 @@ class Crate:
             m = MOD_DECL.search(code, pos, end)
             if not m:
                 break
+            if not is_item_start(code, m.start()):
+                pos = m.end()
+                continue
             child = m.group(1)
             child_path = path + (child,)
             module.children[child] = child_path
