@@ -6,8 +6,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
 use crate::event::{Event, EventKind, Payload};
-use crate::EventName;
 use crate::runs::Usage;
+use crate::EventName;
 
 /// A run's terminal event. Its name on the stream (`event:`) is its `type`.
 ///

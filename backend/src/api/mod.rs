@@ -357,3 +357,60 @@ async fn limit_body<E: poem::Endpoint>(
     }
     Ok(ep.call(req).await?.into_response())
 }
+
+#[cfg(test)]
+mod architecture {
+    /// Routes reach the backend's state only through the engine (its
+    /// intentions, `Reads` and `Accounts`): no file of the API names the
+    /// store, the live tails or the runner's client, which `engine/` keeps
+    /// private. A tidy-style check of the source, as rust-analyzer's.
+    #[test]
+    fn no_route_reaches_past_the_engine() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
+        let forbidden = [
+            "Store",
+            "store()",
+            "Hubs",
+            "hubs()",
+            "RunnerClient",
+            "runner()",
+        ];
+        let mut found = Vec::new();
+        let mut files = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            files += 1;
+            // This test names them.
+            let text = text.split("mod architecture").next().unwrap_or_default();
+            for (number, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                for word in forbidden {
+                    let named = code.match_indices(word).any(|(at, _)| {
+                        let before = code[..at].chars().next_back();
+                        let after = code[at + word.len()..].chars().next();
+                        let ident =
+                            |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+                        // `Refused::Store(error)` is an error's variant.
+                        let variant = after == Some('(');
+                        !ident(before) && (word.ends_with(')') || !(ident(after) || variant))
+                    });
+                    if named {
+                        found.push(format!(
+                            "{}:{}: {}",
+                            path.display(),
+                            number + 1,
+                            line.trim()
+                        ));
+                    }
+                }
+            }
+        }
+        assert!(files >= 10, "read only {files} files of {}", dir.display());
+        assert!(
+            found.is_empty(),
+            "the API reaches past the engine:\n{}",
+            found.join("\n")
+        );
+    }
+}

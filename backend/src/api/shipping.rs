@@ -19,7 +19,7 @@ use super::models::{
 use super::{parse_id, ApiTags};
 use crate::auth::{Caller, Principal};
 use crate::domain::{BranchName, CommitMessage, RepoUrl};
-use crate::engine::Engine;
+use crate::engine::{CommitIntent, Engine, WorkspaceRefused};
 use crate::git::{self, CloneError, CloneRequest, Credentials, KeptToken, PatchError, PushError};
 use crate::http_error::{ApiError, ApiResult};
 use crate::store::SessionRow;
@@ -252,19 +252,18 @@ impl ShippingApi {
         remote_branch: BranchName,
         to_default_branch: bool,
         credentials: Option<Credentials>,
-    ) -> Result<git::Pushed, PushError> {
+    ) -> Result<git::Pushed, WorkspaceRefused<PushError>> {
         let config = self.engine.config();
         let url = RepoUrl::parse(
             &session.repo_url,
             config.allow_local_repos,
             &config.clone_policy,
         )
-        .map_err(|e| PushError::Remote(CloneError::Other(e.to_string())))?;
-        let local = self
-            .engine
-            .local_source(&url)
-            .await
-            .map_err(|_| PushError::Remote(CloneError::ForbiddenSource))?;
+        .map_err(|e| WorkspaceRefused::Git(PushError::Remote(CloneError::Other(e.to_string()))))?;
+        let local =
+            self.engine.local_source(&url).await.map_err(|_| {
+                WorkspaceRefused::Git(PushError::Remote(CloneError::ForbiddenSource))
+            })?;
         let request = git::PushRequest {
             remote: CloneRequest {
                 url,
@@ -281,18 +280,10 @@ impl ShippingApi {
             remote_branch,
             to_default_branch,
         };
-        let permit = self
-            .permit()
-            .await
-            .map_err(|_| PushError::Remote(CloneError::Other("shutting down".into())))?;
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let _entered = span.enter();
-            git::push(&dir, &request)
-        })
-        .await
-        .map_err(|e| PushError::Remote(CloneError::Other(e.to_string())))?
+        let permit = self.permit().await.map_err(|_| {
+            WorkspaceRefused::Git(PushError::Remote(CloneError::Other("shutting down".into())))
+        })?;
+        self.engine.push(session, dir, request, permit).await
     }
 
     /// The branch HEAD names, for a push or pull request that names none.
@@ -326,6 +317,17 @@ impl ShippingApi {
             Ok(state) => Ok(state),
             Err(error) => Err(self.git_failure(session.id, error).await),
         }
+    }
+}
+
+/// A commit or push the engine refused before git had a say, or whose
+/// task failed.
+fn refused<E: std::error::Error + 'static>(error: WorkspaceRefused<E>) -> ApiError {
+    match error {
+        WorkspaceRefused::Busy(_) => ApiError::conflict(error.to_string()),
+        WorkspaceRefused::Store(error) => ApiError::from(error),
+        WorkspaceRefused::Task(error) => ApiError::internal(&error),
+        WorkspaceRefused::Git(error) => ApiError::internal(&error),
     }
 }
 
@@ -509,41 +511,29 @@ impl ShippingApi {
             ),
             None => ("repo-runner".to_owned(), format!("anonymous@{domain}")),
         };
-        let cache = self.engine.reads().snapshot_cache(session.id);
-        let cloned_branch = session.cloned_branch.clone();
         let permit = self.permit().await?;
-        let span = tracing::Span::current();
-        let made = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let _entered = span.enter();
-            git::commit(
-                &dir,
-                &cache,
-                &git::CommitRequest {
-                    message: &message,
-                    branch: &branch,
-                    cloned_branch: cloned_branch.as_deref(),
-                    author_name: &name,
-                    author_email: &email,
-                },
-            )
-        })
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
+        let intent = CommitIntent {
+            message,
+            branch,
+            author_name: name,
+            author_email: email,
+        };
+        let made = self.engine.commit(&session, dir, intent, permit).await;
         let committed = match made {
             Ok(committed) => committed,
-            Err(error @ git::CommitError::NothingToCommit) => {
+            Err(WorkspaceRefused::Git(error @ git::CommitError::NothingToCommit)) => {
                 return Err(ApiError::invalid(error.to_string()))
             }
-            Err(
+            Err(WorkspaceRefused::Git(
                 error @ (git::CommitError::ClonedBranch(_)
                 | git::CommitError::BranchElsewhere(_)
                 | git::CommitError::BranchClash(_)
                 | git::CommitError::NoHead),
-            ) => return Err(ApiError::conflict(error.to_string())),
-            Err(git::CommitError::Git(error)) => {
+            )) => return Err(ApiError::conflict(error.to_string())),
+            Err(WorkspaceRefused::Git(git::CommitError::Git(error))) => {
                 return Err(self.git_failure(session.id, error).await)
             }
+            Err(other) => return Err(refused(other)),
         };
         tracing::info!(sha = %committed.sha, branch = %committed.branch, "committed");
         Ok(CommitMade::Created(Json(CommitCreated {
@@ -590,7 +580,10 @@ impl ShippingApi {
                 credentials,
             )
             .await
-            .map_err(push_error)?;
+            .map_err(|error| match error {
+                WorkspaceRefused::Git(error) => push_error(error),
+                other => refused(other),
+            })?;
         tracing::info!(remote_branch = %pushed.remote_branch, sha = %pushed.sha, "pushed");
         Ok(Json(Pushed {
             remote_branch: pushed.remote_branch,
@@ -657,10 +650,11 @@ impl ShippingApi {
             .push_branch(&session, dir, head.clone(), head.clone(), false, Some(credentials))
             .await
             .map_err(|error| match error {
-                PushError::DefaultBranch(_) => ApiError::invalid(format!(
+                WorkspaceRefused::Git(PushError::DefaultBranch(_)) => ApiError::invalid(format!(
                     "{head} is the repository's default branch: commit onto a branch of its own first"
                 )),
-                other => push_error(other),
+                WorkspaceRefused::Git(other) => push_error(other),
+                other => refused(other),
             })?;
         let base = match base {
             Some(base) => base.to_string(),

@@ -107,6 +107,29 @@ pub enum CreateRefused {
     Store(#[from] StoreError),
 }
 
+/// A commit to make in a session's workspace: everything, onto `branch`.
+pub struct CommitIntent {
+    pub message: crate::domain::CommitMessage,
+    pub branch: crate::domain::BranchName,
+    pub author_name: String,
+    pub author_email: String,
+}
+
+/// Why a commit or a push did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceRefused<E> {
+    /// A run of the session is queued or running: it may change the
+    /// workspace under the commit or push.
+    #[error("a run of session {0} is queued or running: try again once it has ended")]
+    Busy(Uuid),
+    #[error(transparent)]
+    Git(E),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the git task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
 /// Why a control (approval, steer, interrupt) did not reach the run.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -333,6 +356,70 @@ impl Engine {
     pub(crate) async fn interrupt(&self, run: &RunRow) -> Result<(), ControlError> {
         let runner_run = running(run)?;
         Ok(self.core.runner.interrupt_run(runner_run).await?)
+    }
+
+    /// Commits everything in the session's workspace `dir` onto the
+    /// intent's branch (never the branch it was cloned from), which becomes
+    /// HEAD. Refused while a run is queued or running. `permit` is the
+    /// caller's place in its gate of blocking git work, held until the
+    /// commit is made.
+    pub async fn commit(
+        &self,
+        session: &SessionRow,
+        dir: PathBuf,
+        intent: CommitIntent,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<crate::git::Committed, WorkspaceRefused<crate::git::CommitError>> {
+        self.refuse_if_busy(session.id).await?;
+        let cache = self.core.snapshot_cache(session.id);
+        let cloned_branch = session.cloned_branch.clone();
+        let span = tracing::Span::current();
+        let made = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let _entered = span.enter();
+            crate::git::commit(
+                &dir,
+                &cache,
+                &crate::git::CommitRequest {
+                    message: &intent.message,
+                    branch: &intent.branch,
+                    cloned_branch: cloned_branch.as_deref(),
+                    author_name: &intent.author_name,
+                    author_email: &intent.author_email,
+                },
+            )
+        })
+        .await
+        .map_err(WorkspaceRefused::Task)?;
+        made.map_err(WorkspaceRefused::Git)
+    }
+
+    /// Pushes a branch of the session's workspace `dir` as `request` says.
+    /// Refused while a run is queued or running.
+    pub async fn push(
+        &self,
+        session: &SessionRow,
+        dir: PathBuf,
+        request: crate::git::PushRequest,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<crate::git::Pushed, WorkspaceRefused<crate::git::PushError>> {
+        self.refuse_if_busy(session.id).await?;
+        let span = tracing::Span::current();
+        let pushed = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let _entered = span.enter();
+            crate::git::push(&dir, &request)
+        })
+        .await
+        .map_err(WorkspaceRefused::Task)?;
+        pushed.map_err(WorkspaceRefused::Git)
+    }
+
+    async fn refuse_if_busy<E>(&self, session: Uuid) -> Result<(), WorkspaceRefused<E>> {
+        if self.core.store.session_busy(session).await? {
+            return Err(WorkspaceRefused::Busy(session));
+        }
+        Ok(())
     }
 
     /// Records a pull request opened from the session's branch.

@@ -115,7 +115,7 @@ impl Folders {
             }
         }
         let partial = path.with_extension("new");
-        std::io::Write::write_all(&mut super::snapshot::fresh_file(&partial)?, &out)?;
+        std::io::Write::write_all(&mut super::workspace::fresh_file(&partial)?, &out)?;
         std::fs::rename(&partial, path)
     }
 

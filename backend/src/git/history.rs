@@ -236,7 +236,7 @@ fn sync_index(repo: &Repository, ours: &Path) -> Result<(), git2::Error> {
     // file of the server's); the rename replaces `index` itself, whatever
     // it is.
     let bytes = std::fs::read(ours).map_err(io)?;
-    super::snapshot::fresh_file(&partial)
+    super::workspace::fresh_file(&partial)
         .and_then(|mut file| file.write_all(&bytes))
         .map_err(io)?;
     std::fs::rename(&partial, git_dir.join("index")).map_err(io)

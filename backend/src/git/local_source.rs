@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use git2::{Repository, RepositoryOpenFlags};
 
-use super::clone::CloneError;
+use super::clone_error::CloneError;
 
 /// Why a local `repo_url` is refused when the session is created.
 #[derive(Debug, thiserror::Error)]

@@ -3,6 +3,7 @@
 
 mod changed;
 mod clone;
+mod clone_error;
 pub mod egress;
 mod history;
 mod http_transport;
@@ -12,14 +13,17 @@ mod push;
 mod snapshot;
 mod workspace;
 
-pub(crate) use history::{commit, head_branch, state, CommitError, CommitRequest, GitState};
+pub(crate) use history::{
+    commit, head_branch, state, CommitError, CommitRequest, Committed, GitState,
+};
 pub(crate) use http_transport::register as register_http_transport;
 pub(crate) use http_transport::CheckedResolver;
 pub(crate) use local_source::{ForbiddenPaths, LocalSource, LocalSourceError};
 
 pub(crate) use clone::{
-    clone, CloneCounts, CloneError, CloneProgress, CloneRequest, Credentials, DiskLimits, KeptToken,
+    clone, CloneCounts, CloneProgress, CloneRequest, Credentials, DiskLimits, KeptToken,
 };
+pub(crate) use clone_error::CloneError;
 pub(crate) use patch::{snapshots_patch, workspace_patch, PatchError, Sink};
 pub(crate) use push::{push, PushError, PushRequest, Pushed};
 pub(crate) use snapshot::{run_ref, snapshot_commit, SnapshotCache};

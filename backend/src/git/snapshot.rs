@@ -20,20 +20,10 @@ use std::path::{Path, PathBuf};
 
 use git2::{Index, IndexAddOption, Oid, Repository, Signature};
 
-use super::workspace::open_repo;
+use super::workspace::{busy, fresh_file, libc_flags, open_repo};
 
 /// Longest wait for another snapshot or commit of the same workspace.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// The error of a workspace whose snapshot state another piece of work
-/// holds past [`LOCK_WAIT`]: the API answers 409.
-pub(crate) fn busy() -> git2::Error {
-    git2::Error::new(
-        git2::ErrorCode::Locked,
-        git2::ErrorClass::Index,
-        "the workspace is busy with another snapshot or commit; try again",
-    )
-}
 
 /// Settings read above the repository's own (see the module's header).
 const PINNED_CONFIG: &str = "\
@@ -57,28 +47,6 @@ const PINNED_CONFIG: &str = "\
 /// renamed into place.
 pub struct SnapshotCache {
     dir: PathBuf,
-}
-
-/// Opens `path` for writing, made anew: an entry of that name (a symlink
-/// someone planted, a leftover) is removed first, and the new file is made
-/// with `O_EXCL | O_NOFOLLOW`, so no write lands anywhere else.
-pub(super) fn fresh_file(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc_flags::NOFOLLOW)
-        .mode(0o600)
-        .open(path)
-}
-
-/// `O_NOFOLLOW` without a `libc` dependency.
-mod libc_flags {
-    pub const NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
 }
 
 impl SnapshotCache {

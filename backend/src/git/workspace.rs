@@ -34,11 +34,43 @@ pub(crate) fn not_a_repository() -> git2::Error {
     )
 }
 
+/// The error of a workspace whose snapshot state another piece of work
+/// holds past [`LOCK_WAIT`]: the API answers 409.
+pub(crate) fn busy() -> git2::Error {
+    git2::Error::new(
+        git2::ErrorCode::Locked,
+        git2::ErrorClass::Index,
+        "the workspace is busy with another snapshot or commit; try again",
+    )
+}
+
+/// Opens `path` for writing, made anew: an entry of that name (a symlink
+/// someone planted, a leftover) is removed first, and the new file is made
+/// with `O_EXCL | O_NOFOLLOW`, so no write lands anywhere else.
+pub(super) fn fresh_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc_flags::NOFOLLOW)
+        .mode(0o600)
+        .open(path)
+}
+
+/// `O_NOFOLLOW` without a `libc` dependency.
+pub(super) mod libc_flags {
+    pub const NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+}
+
 /// The words of an error that is the workspace's state, not a fault of
 /// ours (a `.git` refused by [`open_repo`], a special git file, another
 /// snapshot holding the workspace): the API answers these with a 409.
 pub(crate) fn refusal(error: &git2::Error) -> Option<&str> {
-    let refused = [not_a_repository(), super::snapshot::busy()]
+    let refused = [not_a_repository(), busy()]
         .iter()
         .any(|known| error.class() == known.class() && error.code() == known.code());
     refused.then(|| error.message())

@@ -13,7 +13,6 @@ use std::path::Path;
 use runner_protocol::{Changes, Event, Terminal};
 use uuid::Uuid;
 
-use super::worker::snapshot_commit;
 use super::Runs;
 use crate::domain::RunStatus;
 use crate::engine::retry::retry_forever;
@@ -216,6 +215,19 @@ impl Runs {
             self.publish_terminal(run.id, terminal);
         }
         Ok(finished.is_some())
+    }
+}
+
+/// The workspace's state as a commit under `refname`, for the run's patch.
+/// A workspace whose `.git` the agent broke has none: the run goes on, and
+/// its patch answers that the snapshot is missing.
+fn snapshot_commit(dir: &Path, cache: &git::SnapshotCache, refname: &str) -> Option<String> {
+    match git::snapshot_commit(dir, cache, refname) {
+        Ok(commit) => Some(commit.to_string()),
+        Err(error) => {
+            tracing::warn!(%error, refname, "cannot snapshot the workspace");
+            None
+        }
     }
 }
 

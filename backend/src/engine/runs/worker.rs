@@ -2,7 +2,6 @@
 //! in order; a run starts on the runner's thread of the session, and a
 //! cancel recorded in Postgres reaches it whenever it comes.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -258,22 +257,5 @@ impl Runs {
         })
         .await;
         core.runner.start_run(&thread, prompt).await
-    }
-}
-
-/// The workspace's state as a commit under `refname`, for the run's patch.
-/// A workspace whose `.git` the agent broke has none: the run goes on, and
-/// its patch answers that the snapshot is missing.
-pub(super) fn snapshot_commit(
-    dir: &Path,
-    cache: &git::SnapshotCache,
-    refname: &str,
-) -> Option<String> {
-    match git::snapshot_commit(dir, cache, refname) {
-        Ok(commit) => Some(commit.to_string()),
-        Err(error) => {
-            tracing::warn!(%error, refname, "cannot snapshot the workspace");
-            None
-        }
     }
 }
