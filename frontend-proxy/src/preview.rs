@@ -131,7 +131,7 @@ pub fn dashboard_origins(proxy_addr: SocketAddr, allowed_hosts: &str) -> String 
 
 /// The CSP `frame-src` sources of the dashboard: the dashboard builds the
 /// Preview tab's address from its own host name and the preview listener's
-/// port (`app.js`, `previewUrl`), so these are the names of
+/// port (`tabs.js`, `previewUrl`), so these are the names of
 /// [`dashboard_origins`], each at `preview_port`.
 pub fn preview_origins(proxy_addr: SocketAddr, allowed_hosts: &str, preview_port: u16) -> String {
     named_origins(proxy_addr, allowed_hosts, Some(preview_port))

@@ -1,6 +1,5 @@
 //! A session's workspace: the file tree, one file, the diff.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use poem_openapi::param::Path;
@@ -32,77 +31,63 @@ impl FilesApi {
     }
 }
 
-impl FilesApi {
-    /// The session's workspace, canonical, once its clone is done.
-    async fn workspace(
-        &self,
-        session_id: &str,
-        caller: &Principal,
-    ) -> ApiResult<(crate::store::SessionRow, PathBuf)> {
-        super::access::ready_workspace(self.engine.reads(), session_id, caller).await
-    }
-
-    /// Shared by the OpenAPI operation and the route that takes a path with
-    /// slashes as is.
-    pub(crate) async fn read(
-        &self,
-        session_id: &str,
-        raw_path: &str,
-        caller: &Principal,
-    ) -> ApiResult<Json<FileContent>> {
-        let path =
-            WorkspacePath::parse(raw_path).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let (_, dir) = self.workspace(session_id, caller).await?;
-        let limit = self.engine.config().limits.max_file_bytes;
-        let read = tokio::task::spawn_blocking(move || git::read_file(&dir, &path, limit))
-            .await
-            .map_err(|e| ApiError::internal(&e))?;
-        match read {
-            Ok(file) => Ok(Json(FileContent {
-                path: file.path,
-                size: file.size,
-                binary: file.binary,
-                encoding: file.encoding.into(),
-                content: file.content,
-            })),
-            Err(FileError::NotFound) => {
-                Err(ApiError::not_found(format!("{raw_path}: no such file")))
-            }
-            Err(FileError::Path(error)) => Err(ApiError::bad_request(error.to_string())),
-            Err(error @ (FileError::IsDirectory(_) | FileError::NotRegular(_))) => {
-                Err(ApiError::bad_request(error.to_string()))
-            }
-            Err(error @ FileError::TooLarge { .. }) => Err(ApiError::too_large(error.to_string())),
-            Err(FileError::Io(error)) => Err(ApiError::internal(&error)),
+/// One file of a session's workspace; shared by the OpenAPI operation, the
+/// route that takes a path with slashes as is, and the preview's route.
+pub(super) async fn read(
+    engine: &Engine,
+    session_id: &str,
+    raw_path: &str,
+    caller: &Principal,
+) -> ApiResult<Json<FileContent>> {
+    let path = WorkspacePath::parse(raw_path).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (_, dir) = super::access::ready_workspace(engine.reads(), session_id, caller).await?;
+    let limit = engine.config().limits.max_file_bytes;
+    let read = tokio::task::spawn_blocking(move || git::read_file(&dir, &path, limit))
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    match read {
+        Ok(file) => Ok(Json(FileContent {
+            path: file.path,
+            size: file.size,
+            binary: file.binary,
+            encoding: file.encoding.into(),
+            content: file.content,
+        })),
+        Err(FileError::NotFound) => Err(ApiError::not_found(format!("{raw_path}: no such file"))),
+        Err(FileError::Path(error)) => Err(ApiError::bad_request(error.to_string())),
+        Err(error @ (FileError::IsDirectory(_) | FileError::NotRegular(_))) => {
+            Err(ApiError::bad_request(error.to_string()))
         }
+        Err(error @ FileError::TooLarge { .. }) => Err(ApiError::too_large(error.to_string())),
+        Err(FileError::Io(error)) => Err(ApiError::internal(&error)),
     }
+}
 
-    /// The file tree; shared by the OpenAPI operation and the preview's
-    /// route.
-    pub(crate) async fn list(
-        &self,
-        session_id: &str,
-        caller: &Principal,
-    ) -> ApiResult<Json<FileTree>> {
-        let (_, dir) = self.workspace(session_id, caller).await?;
-        let limit = self.engine.config().limits.max_tree_entries;
-        let tree = tokio::task::spawn_blocking(move || git::tree(&dir, limit))
-            .await
-            .map_err(|e| ApiError::internal(&e))?
-            .map_err(|e| ApiError::internal(&e))?;
-        Ok(Json(FileTree {
-            entries: tree
-                .entries
-                .into_iter()
-                .map(|e| TreeEntry {
-                    path: e.path,
-                    kind: e.kind.into(),
-                    size: e.size,
-                })
-                .collect(),
-            truncated: tree.truncated,
-        }))
-    }
+/// A session's file tree; shared by the OpenAPI operation and the
+/// preview's route.
+pub(super) async fn list(
+    engine: &Engine,
+    session_id: &str,
+    caller: &Principal,
+) -> ApiResult<Json<FileTree>> {
+    let (_, dir) = super::access::ready_workspace(engine.reads(), session_id, caller).await?;
+    let limit = engine.config().limits.max_tree_entries;
+    let tree = tokio::task::spawn_blocking(move || git::tree(&dir, limit))
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(FileTree {
+        entries: tree
+            .entries
+            .into_iter()
+            .map(|e| TreeEntry {
+                path: e.path,
+                kind: e.kind.into(),
+                size: e.size,
+            })
+            .collect(),
+        truncated: tree.truncated,
+    }))
 }
 
 #[OpenApi(prefix_path = "/api/sessions", tag = "ApiTags::Files")]
@@ -121,7 +106,7 @@ impl FilesApi {
         Caller(caller): Caller,
         session_id: Path<String>,
     ) -> ApiResult<Json<FileTree>> {
-        self.list(&session_id, &caller).await
+        list(&self.engine, &session_id, &caller).await
     }
 
     /// A file of the workspace
@@ -140,7 +125,7 @@ impl FilesApi {
         session_id: Path<String>,
         path: Path<String>,
     ) -> ApiResult<Json<FileContent>> {
-        self.read(&session_id, &path, &caller).await
+        read(&self.engine, &session_id, &path, &caller).await
     }
 
     /// The workspace's diff
@@ -156,7 +141,8 @@ impl FilesApi {
         Caller(caller): Caller,
         session_id: Path<String>,
     ) -> ApiResult<Json<Diff>> {
-        let (session, dir) = self.workspace(&session_id, &caller).await?;
+        let (session, dir) =
+            super::access::ready_workspace(self.engine.reads(), &session_id, &caller).await?;
         let base = session
             .base_commit
             .ok_or_else(|| ApiError::conflict("the session has no base commit"))?;

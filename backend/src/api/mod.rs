@@ -272,8 +272,7 @@ async fn file_with_slashes(
     engine: poem::web::Data<&Arc<Engine>>,
     crate::auth::Caller(caller): crate::auth::Caller,
 ) -> Response {
-    let files = files::FilesApi::new(engine.0.clone());
-    match files.read(&session_id, &path, &caller).await {
+    match files::read(&engine, &session_id, &path, &caller).await {
         Ok(json) => json.into_response(),
         Err(error) => error.into_response(),
     }

@@ -12,7 +12,6 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::files::FilesApi;
 use super::{parse_id, ApiTags};
 use crate::auth::preview_grant::{self, PreviewGrants, PreviewScope};
 use crate::auth::{Caller, Principal};
@@ -154,11 +153,7 @@ async fn granted_tree(
     Data(engine): Data<&Arc<Engine>>,
 ) -> Response {
     let listed = match granted(req, &session_id) {
-        Ok(caller) => {
-            FilesApi::new(engine.clone())
-                .list(&session_id, &caller)
-                .await
-        }
+        Ok(caller) => super::files::list(engine, &session_id, &caller).await,
         Err(refusal) => Err(refusal),
     };
     match listed {
@@ -175,11 +170,7 @@ async fn granted_file(
     Data(engine): Data<&Arc<Engine>>,
 ) -> Response {
     let read = match granted(req, &session_id) {
-        Ok(caller) => {
-            FilesApi::new(engine.clone())
-                .read(&session_id, &path, &caller)
-                .await
-        }
+        Ok(caller) => super::files::read(engine, &session_id, &path, &caller).await,
         Err(refusal) => Err(refusal),
     };
     match read {
