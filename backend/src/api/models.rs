@@ -206,12 +206,18 @@ pub struct Session {
     /// The model chosen at creation; `null`: the runner's default.
     #[oai(nullable)]
     pub model: Option<String>,
+    // Strings, not the enums' schemas: a nullable `$ref` is an `allOf`
+    // that generated clients (openapi-python-client) cannot read. The
+    // values are `domain::SessionSettings`' own, spelled by `as_str`.
+    /// `minimal`, `low`, `medium`, `high` or `xhigh`; `null`: the model's default.
     #[oai(nullable)]
-    pub reasoning_effort: Option<ReasoningEffort>,
+    pub reasoning_effort: Option<String>,
+    /// `read-only`, `workspace-write` or `danger-full-access`; `null`: the runner's.
     #[oai(nullable)]
-    pub sandbox: Option<Sandbox>,
+    pub sandbox: Option<String>,
+    /// `untrusted`, `on-failure`, `on-request` or `never`; `null`: the runner's.
     #[oai(nullable)]
-    pub approval_policy: Option<ApprovalPolicy>,
+    pub approval_policy: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -243,9 +249,9 @@ impl Session {
             last_active_at: row.last_active_at,
             expired_at: row.expired_at,
             model: row.settings.model,
-            reasoning_effort: row.settings.reasoning_effort.map(Into::into),
-            sandbox: row.settings.sandbox.map(Into::into),
-            approval_policy: row.settings.approval_policy.map(Into::into),
+            reasoning_effort: row.settings.reasoning_effort.map(|e| e.as_str().to_owned()),
+            sandbox: row.settings.sandbox.map(|s| s.as_str().to_owned()),
+            approval_policy: row.settings.approval_policy.map(|p| p.as_str().to_owned()),
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
@@ -265,9 +271,8 @@ pub struct SessionPage {
 /// event name.
 #[derive(Debug, Object)]
 pub struct SessionChange {
-    /// `snapshot`: `sessions` and `total` replace the whole list (the newest
-    /// 200, as `GET /api/sessions?limit=200`). `updated`: `session` is the
-    /// session's new state (it may be new). `deleted`: `session_id` is gone.
+    // No doc comment here: a described `$ref` is an `allOf` that generated
+    // clients cannot read; `SessionChangeType` says what each means.
     #[oai(rename = "type")]
     pub kind: SessionChangeType,
     #[oai(skip_serializing_if_is_none)]
@@ -390,8 +395,7 @@ pub struct ModelList {
 /// The body of `POST /api/runs/{run_id}/approvals/{approval_id}`.
 #[derive(Debug, Object)]
 pub struct ApprovalRequest {
-    /// `approve` (this once), `approve_for_session` (and the like from now
-    /// on in this session) or `deny` (the model is told and goes on).
+    // Described by `Decision` (a described `$ref` is an `allOf`).
     pub decision: Choice<Decision>,
 }
 
@@ -411,7 +415,7 @@ pub struct ControlAccepted {
 #[derive(Debug, Object)]
 pub struct CancelAccepted {
     pub run_id: Uuid,
-    /// `cancelled` for a queued run, `cancelling` for a running one.
+    // Described by `CancelState` (a described `$ref` is an `allOf`).
     pub status: CancelState,
 }
 
@@ -613,7 +617,10 @@ impl From<crate::store::PullRequestRow> for PullRequest {
     }
 }
 
-/// The kind of a session change (its SSE event name too).
+/// The kind of a session change (its SSE event name too). `snapshot`:
+/// `sessions` and `total` replace the whole list (the newest 200, as
+/// `GET /api/sessions?limit=200`). `updated`: `session` is the session's
+/// new state (it may be new). `deleted`: `session_id` is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "lowercase")]
 pub enum SessionChangeType {
@@ -632,7 +639,8 @@ impl SessionChangeType {
     }
 }
 
-/// Where a cancelled run is.
+/// Where a cancelled run is: `cancelled` for a queued run, `cancelling`
+/// for a running one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "lowercase")]
 pub enum CancelState {
@@ -642,7 +650,9 @@ pub enum CancelState {
     Cancelling,
 }
 
-/// An answer to an approval.
+/// An answer to an approval: `approve` (this once), `approve_for_session`
+/// (and the like from now on in this session) or `deny` (the model is told
+/// and goes on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "snake_case")]
 pub enum Decision {
@@ -660,72 +670,6 @@ impl From<Decision> for runner_protocol::ApprovalDecision {
             Decision::Approve => Self::Approve,
             Decision::ApproveForSession => Self::ApproveForSession,
             Decision::Deny => Self::Deny,
-        }
-    }
-}
-
-/// `model_reasoning_effort` of the CLI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "lowercase")]
-pub enum ReasoningEffort {
-    Minimal,
-    Low,
-    Medium,
-    High,
-    Xhigh,
-}
-
-impl From<runner_protocol::ReasoningEffort> for ReasoningEffort {
-    fn from(effort: runner_protocol::ReasoningEffort) -> Self {
-        use runner_protocol::ReasoningEffort as E;
-        match effort {
-            E::Minimal => Self::Minimal,
-            E::Low => Self::Low,
-            E::Medium => Self::Medium,
-            E::High => Self::High,
-            E::Xhigh => Self::Xhigh,
-        }
-    }
-}
-
-/// The sandbox the agent's commands run in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "kebab-case")]
-pub enum Sandbox {
-    ReadOnly,
-    WorkspaceWrite,
-    DangerFullAccess,
-}
-
-impl From<runner_protocol::SandboxMode> for Sandbox {
-    fn from(mode: runner_protocol::SandboxMode) -> Self {
-        use runner_protocol::SandboxMode as M;
-        match mode {
-            M::ReadOnly => Self::ReadOnly,
-            M::WorkspaceWrite => Self::WorkspaceWrite,
-            M::DangerFullAccess => Self::DangerFullAccess,
-        }
-    }
-}
-
-/// When the agent asks before it acts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "kebab-case")]
-pub enum ApprovalPolicy {
-    Untrusted,
-    OnFailure,
-    OnRequest,
-    Never,
-}
-
-impl From<runner_protocol::ApprovalMode> for ApprovalPolicy {
-    fn from(mode: runner_protocol::ApprovalMode) -> Self {
-        use runner_protocol::ApprovalMode as M;
-        match mode {
-            M::Untrusted => Self::Untrusted,
-            M::OnFailure => Self::OnFailure,
-            M::OnRequest => Self::OnRequest,
-            M::Never => Self::Never,
         }
     }
 }
