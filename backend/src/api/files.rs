@@ -17,18 +17,10 @@ use crate::http_error::{ApiError, ApiResult};
 
 pub struct FilesApi {
     pub engine: Arc<Engine>,
-    /// Bounds diffs in progress (`BACKEND_MAX_CONCURRENT_DIFFS`): each holds
-    /// a blocking thread and up to two files' worth of memory.
+    /// Bounds blocking git work in progress (`BACKEND_MAX_CONCURRENT_DIFFS`):
+    /// each holds a blocking thread and up to two files' worth of memory.
+    /// One gate, shared with `ShippingApi`.
     pub diffs: Arc<Semaphore>,
-}
-
-impl FilesApi {
-    pub(crate) fn new(engine: Arc<Engine>) -> Self {
-        let diffs = Arc::new(Semaphore::new(
-            engine.config().limits.max_concurrent_diffs.max(1),
-        ));
-        Self { engine, diffs }
-    }
 }
 
 /// One file of a session's workspace; shared by the OpenAPI operation, the

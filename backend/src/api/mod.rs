@@ -62,6 +62,11 @@ pub type Api = (
 );
 
 pub(crate) fn service(engine: &Arc<Engine>) -> OpenApiService<Api, ()> {
+    // One gate of blocking git work (diffs, patches, git state, commits,
+    // pushes): `BACKEND_MAX_CONCURRENT_DIFFS`.
+    let git_gate = Arc::new(tokio::sync::Semaphore::new(
+        engine.config().limits.max_concurrent_diffs.max(1),
+    ));
     OpenApiService::new(
         (
             health::HealthApi {
@@ -76,8 +81,11 @@ pub(crate) fn service(engine: &Arc<Engine>) -> OpenApiService<Api, ()> {
             runs::RunsApi {
                 engine: engine.clone(),
             },
-            files::FilesApi::new(engine.clone()),
-            shipping::ShippingApi::new(engine.clone()),
+            files::FilesApi {
+                engine: engine.clone(),
+                diffs: git_gate.clone(),
+            },
+            shipping::ShippingApi::new(engine.clone(), git_gate),
             preview::PreviewApi {
                 engine: engine.clone(),
             },

@@ -276,7 +276,11 @@ impl SessionsApi {
                 if stale {
                     // A database that is away leaves the list stale until
                     // the next change or resync tries again.
-                    if let Ok((rows, total)) = engine.reads().sessions(SNAPSHOT_SIZE, 0, owner).await {
+                    let read = engine.reads().sessions(SNAPSHOT_SIZE, 0, owner).await;
+                    if let Err(error) = &read {
+                        tracing::warn!(error.cause_chain = ?error, "cannot read the sessions for a snapshot; next change or resync tries again");
+                    }
+                    if let Ok((rows, total)) = read {
                         stale = false;
                         shown = rows.iter().map(|r| (r.id, r.version)).collect();
                         yield SessionChange {

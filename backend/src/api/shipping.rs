@@ -16,7 +16,7 @@ use super::models::{
     CommitCreated, CreateCommit, CreatePullRequest, GitState, PullRequest, PushBranch, Pushed,
     WorkspaceCommit,
 };
-use super::{parse_id, ApiTags};
+use super::ApiTags;
 use crate::auth::{Caller, Principal};
 use crate::domain::{BranchName, CommitMessage, RepoUrl};
 use crate::engine::{CommitIntent, Engine, WorkspaceRefused};
@@ -98,10 +98,9 @@ fn git_error(error: git2::Error) -> ApiError {
 }
 
 impl ShippingApi {
-    pub(crate) fn new(engine: Arc<Engine>) -> Self {
-        let gate = Arc::new(Semaphore::new(
-            engine.config().limits.max_concurrent_diffs.max(1),
-        ));
+    /// `gate`: the API's one gate of blocking git work, shared with the
+    /// diff.
+    pub(crate) fn new(engine: Arc<Engine>, gate: Arc<Semaphore>) -> Self {
         Self { engine, gate }
     }
 
@@ -302,14 +301,14 @@ impl ShippingApi {
     }
 
     async fn git_state(&self, session: &SessionRow, dir: PathBuf) -> ApiResult<git::GitState> {
-        let cache = self.engine.reads().snapshot_cache(session.id);
+        let git = self.engine.reads().workspace_git(session.id, dir);
         let base = session.base_commit.clone();
         // The permit goes with the blocking work: a client that leaves does
         // not free its place while the work goes on.
         let permit = self.permit().await?;
         let state = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            git::state(&dir, &cache, base.as_deref(), 100)
+            git.state(base.as_deref(), 100)
         })
         .await
         .map_err(|e| ApiError::internal(&e))?;
@@ -376,7 +375,7 @@ impl ShippingApi {
             .base_commit
             .clone()
             .ok_or_else(|| ApiError::conflict("the session has no base commit"))?;
-        let cache = self.engine.reads().snapshot_cache(session.id);
+        let git = self.engine.reads().workspace_git(session.id, dir);
         let name = format!(
             "{}-{}",
             session
@@ -388,10 +387,8 @@ impl ShippingApi {
                 .trim_end_matches(".git"),
             &session.id.simple().to_string()[..8]
         );
-        self.stream_patch(session.id, name, move |sink| {
-            git::workspace_patch(&dir, &cache, &base, sink)
-        })
-        .await
+        self.stream_patch(session.id, name, move |sink| git.patch(&base, sink))
+            .await
     }
 
     /// Download what one run changed
@@ -410,9 +407,9 @@ impl ShippingApi {
         Caller(caller): Caller,
         run_id: Path<String>,
     ) -> ApiResult<PatchDownload> {
-        let id = parse_id(&run_id, "run")?;
+        let run = super::access::run(self.engine.reads(), &run_id, &caller).await?;
+        let id = run.id;
         let not_found = || ApiError::not_found(format!("run {id} does not exist"));
-        let run = self.engine.reads().run(id).await?.ok_or_else(not_found)?;
         let (session, dir) = match self.ready(&run.session_id.to_string(), &caller).await {
             Err(ApiError::NotFound(_)) => return Err(not_found()),
             other => other?,

@@ -363,19 +363,19 @@ impl Engine {
     /// HEAD. Refused while a run is queued or running. `permit` is the
     /// caller's place in its gate of blocking git work, held until the
     /// commit is made.
-    pub async fn commit(
+    pub(crate) async fn commit(
         &self,
         session: &SessionRow,
         dir: PathBuf,
         intent: CommitIntent,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<crate::git::Committed, WorkspaceRefused<crate::git::CommitError>> {
-        self.refuse_if_busy(session.id).await?;
+        let lease = self.lease_idle_workspace(session.id).await?;
         let cache = self.core.snapshot_cache(session.id);
         let cloned_branch = session.cloned_branch.clone();
         let span = tracing::Span::current();
         let made = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            let (_permit, _lease) = (permit, lease);
             let _entered = span.enter();
             crate::git::commit(
                 &dir,
@@ -396,17 +396,17 @@ impl Engine {
 
     /// Pushes a branch of the session's workspace `dir` as `request` says.
     /// Refused while a run is queued or running.
-    pub async fn push(
+    pub(crate) async fn push(
         &self,
         session: &SessionRow,
         dir: PathBuf,
         request: crate::git::PushRequest,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<crate::git::Pushed, WorkspaceRefused<crate::git::PushError>> {
-        self.refuse_if_busy(session.id).await?;
+        let lease = self.lease_idle_workspace(session.id).await?;
         let span = tracing::Span::current();
         let pushed = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            let (_permit, _lease) = (permit, lease);
             let _entered = span.enter();
             crate::git::push(&dir, &request)
         })
@@ -415,11 +415,21 @@ impl Engine {
         pushed.map_err(WorkspaceRefused::Git)
     }
 
-    async fn refuse_if_busy<E>(&self, session: Uuid) -> Result<(), WorkspaceRefused<E>> {
+    /// The session's workspace lease, for a commit or push: refused while
+    /// a run holds it (running), or one is queued. A prompt queued after
+    /// the check waits for the lease before its run starts.
+    async fn lease_idle_workspace<E>(
+        &self,
+        session: Uuid,
+    ) -> Result<runs::Lease, WorkspaceRefused<E>> {
+        let lease = self
+            .runs
+            .try_lease(session)
+            .ok_or(WorkspaceRefused::Busy(session))?;
         if self.core.store.session_busy(session).await? {
             return Err(WorkspaceRefused::Busy(session));
         }
-        Ok(())
+        Ok(lease)
     }
 
     /// Records a pull request opened from the session's branch.

@@ -87,8 +87,42 @@ impl Reads {
         self.core.workspace(session)
     }
 
-    /// Where the session's workspace snapshots keep their index.
-    pub(crate) fn snapshot_cache(&self, session: Uuid) -> crate::git::SnapshotCache {
-        self.core.snapshot_cache(session)
+    /// Git's view of the session's workspace `dir` (its state, its patch),
+    /// made through the engine's snapshot index of the session. The index
+    /// is the engine's: these reads take its lock (a read and a run's
+    /// snapshot wait for each other, a patch only while its diff is made)
+    /// and make its folder if it is missing, and write nothing else.
+    pub(crate) fn workspace_git(&self, session: Uuid, dir: PathBuf) -> WorkspaceGit {
+        WorkspaceGit {
+            cache: self.core.snapshot_cache(session),
+            dir,
+        }
+    }
+}
+
+/// See [`Reads::workspace_git`]. Its calls block: run them on a blocking
+/// thread.
+pub(crate) struct WorkspaceGit {
+    dir: PathBuf,
+    cache: crate::git::SnapshotCache,
+}
+
+impl WorkspaceGit {
+    /// Branch, HEAD, ahead, dirty and the newest `max_commits` commits.
+    pub(crate) fn state(
+        &self,
+        base_commit: Option<&str>,
+        max_commits: usize,
+    ) -> std::result::Result<crate::git::GitState, git2::Error> {
+        crate::git::state(&self.dir, &self.cache, base_commit, max_commits)
+    }
+
+    /// The workspace against `base_commit`, as a patch written to `sink`.
+    pub(crate) fn patch(
+        &self,
+        base_commit: &str,
+        sink: crate::git::Sink<'_>,
+    ) -> std::result::Result<(), crate::git::PatchError> {
+        crate::git::workspace_patch(&self.dir, &self.cache, base_commit, sink)
     }
 }

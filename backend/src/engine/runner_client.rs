@@ -357,6 +357,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_token_that_cannot_be_a_header_is_an_error_not_a_client_without_it() {
+        let base = url::Url::parse("http://127.0.0.1:9102").unwrap();
+        for bad in ["line\nbreak", "nul\0", "del\u{7f}"] {
+            assert!(
+                matches!(RunnerClient::new(&base, Some(bad)), Err(ClientError::Token)),
+                "{bad:?}"
+            );
+        }
+        assert!(RunnerClient::new(&base, Some("a-good-token")).is_ok());
+        assert!(RunnerClient::new(&base, None).is_ok());
+    }
+
+    #[test]
     fn every_id_is_one_encoded_segment_of_the_runners_url() {
         let base = url::Url::parse("http://127.0.0.1:9102").unwrap();
         let client = RunnerClient::new(&base, None).unwrap();

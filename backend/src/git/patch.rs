@@ -51,6 +51,9 @@ pub(crate) fn workspace_patch(
     diff.find_similar(Some(
         DiffFindOptions::new().renames(true).for_untracked(true),
     ))?;
+    // The diff is made: a slow client does not hold up the next run's
+    // snapshot (which waits for the lock at most `LOCK_WAIT`).
+    indexed.release();
     print(&diff, sink)
 }
 

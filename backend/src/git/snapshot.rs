@@ -164,10 +164,19 @@ pub(super) struct Indexed {
     /// file changed since may match its entry's stat data and still differ.
     written: Option<(i64, i64)>,
     folders_path: PathBuf,
-    _locked: Locked,
+    /// Taken out by [`Indexed::release`].
+    locked: std::cell::Cell<Option<Locked>>,
 }
 
 impl Indexed {
+    /// Lets the next snapshot of the workspace go on: what was read under
+    /// the lock (our index, in memory) stays usable. A patch releases it
+    /// once its diff is made, before it is written to a client at the
+    /// client's pace.
+    pub(super) fn release(&self) {
+        drop(self.locked.take());
+    }
+
     /// The paths that may differ from our index (`changed::candidates`),
     /// and the record of the folders looked at; `None` when they cannot be
     /// told, and everything must be walked.
@@ -226,7 +235,7 @@ pub(super) fn open_indexed(
         index_path,
         written,
         folders_path: cache.folders_path(),
-        _locked: locked,
+        locked: std::cell::Cell::new(Some(locked)),
     })
 }
 
@@ -237,7 +246,7 @@ pub(super) struct Captured {
     pub tree: Oid,
     /// Our index as it is now (the tree's entries with fresh stat data).
     pub index_path: PathBuf,
-    _locked: Locked,
+    _locked: Option<Locked>,
 }
 
 pub(super) fn capture(workspace: &Path, cache: &SnapshotCache) -> Result<Captured, git2::Error> {
@@ -262,9 +271,10 @@ pub(super) fn capture(workspace: &Path, cache: &SnapshotCache) -> Result<Capture
         repo,
         mut index,
         index_path,
-        _locked,
+        locked,
         ..
     } = indexed;
+    let _locked = locked.into_inner();
     let tree = index.write_tree()?;
     index.write()?;
     let folders_path = cache.folders_path();

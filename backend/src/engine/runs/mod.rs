@@ -15,8 +15,12 @@
 //! request back in the same update (`store::Marked`), so a cancel that
 //! races a start is never lost.
 
+mod lease;
 mod outcome;
 mod worker;
+
+pub(in crate::engine) use lease::Lease;
+use lease::Leases;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +42,11 @@ pub(super) struct Runs {
     /// One worker per session with queued or running runs. Held only to
     /// look up, add or remove an entry, never across a database call.
     workers: tokio::sync::Mutex<HashMap<Uuid, Arc<Notify>>>,
+    /// Each session's workspace lease: held by its worker from before a
+    /// run starts until its end is recorded, and by a commit or push for
+    /// its length, so the two never change a workspace at once. An entry
+    /// lives while someone holds or waits for its lease.
+    leases: Leases,
 }
 
 /// A prompt that became a run.
@@ -90,7 +99,20 @@ impl Runs {
         Arc::new(Self {
             core,
             workers: tokio::sync::Mutex::new(HashMap::new()),
+            leases: Leases::default(),
         })
+    }
+
+    /// The session's workspace lease if nobody holds it: a commit or push
+    /// takes it, or is refused, while a run is under way.
+    pub(in crate::engine) fn try_lease(&self, session: Uuid) -> Option<Lease> {
+        self.leases.of(session).try_lock_owned().ok()
+    }
+
+    /// The session's workspace lease, once a commit or push holding it is
+    /// done: a run takes it before it starts.
+    async fn wait_for_lease(&self, session: Uuid) -> Lease {
+        self.leases.of(session).lock_owned().await
     }
 
     /// Queues `prompt` as the session's next run and wakes its worker.

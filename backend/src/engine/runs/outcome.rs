@@ -29,12 +29,10 @@ pub(super) struct Before {
 impl Before {
     /// Reads both, in a blocking task.
     pub(super) fn read(dir: &Path, cache: &git::SnapshotCache, refname: &str) -> Self {
+        // Logged once, with the files, when the run ends.
         let status = git::snapshot(dir).map_err(|error| {
             format!("the workspace's state before the run could not be read: {error}")
         });
-        if let Err(reason) = &status {
-            tracing::warn!(%reason, "the run's files will be unknown");
-        }
         Self {
             status,
             commit: snapshot_commit(dir, cache, refname),
@@ -50,7 +48,6 @@ impl Before {
     }
 
     pub(super) fn unknown(reason: String) -> Self {
-        tracing::warn!(%reason, "the run's files will be unknown");
         Self {
             status: Err(reason),
             commit: None,
@@ -96,18 +93,32 @@ impl FilesReport {
     }
 }
 
+/// How a run ended, as the relay saw it.
+pub(super) struct End {
+    /// The terminal event's number.
+    pub seq: u64,
+    pub terminal: Terminal,
+    /// Whether the relay saw the runner end it (else the runner lost it).
+    pub seen: bool,
+}
+
 impl Runs {
-    /// Records the outcome and the files the run changed, then publishes
-    /// the terminal event (number `seq`) and drops the live tail.
+    /// Records the outcome and the files the run changed, lets the
+    /// session's workspace lease go, then publishes the terminal event and
+    /// drops the live tail.
     pub(super) async fn finish(
         &self,
         session: &SessionRow,
         run: &RunRow,
-        seq: u64,
-        terminal: Terminal,
+        end: End,
         before: Before,
-        seen: bool,
+        lease: super::Lease,
     ) {
+        let End {
+            seq,
+            terminal,
+            seen,
+        } = end;
         let core = &self.core;
         let dir = core.workspace(session.id);
         let cache = core.snapshot_cache(session.id);
@@ -154,6 +165,7 @@ impl Runs {
                 "run ended after it was deleted; nothing recorded"
             );
         }
+        drop(lease);
         self.publish_terminal(run.id, terminal);
         // After the terminal event, which need not wait for a walk of the
         // workspace.

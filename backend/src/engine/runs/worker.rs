@@ -11,7 +11,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::outcome::Before;
-use super::Runs;
+use super::{Lease, Runs};
 use crate::domain::{RunStatus, RunnerRunId, SessionStatus};
 use crate::engine::relay::{self, Followed};
 use crate::engine::retry::retry_forever;
@@ -102,8 +102,12 @@ impl Runs {
     }
 
     async fn execute(&self, session: &SessionRow, run: RunRow) {
+        // Held until the run's end is recorded (`finish`), before its
+        // terminal event is published: no commit or push changes the
+        // workspace meanwhile, and one sent on seeing the end finds it free.
+        let lease = self.wait_for_lease(session.id).await;
         if run.status == RunStatus::Running {
-            self.resume(session, &run).await;
+            self.resume(session, &run, lease).await;
             return;
         }
         let before = {
@@ -124,6 +128,7 @@ impl Runs {
             Ok(Marked::CancelRequested) => {
                 // Cancelled between the queue and here: the canceller found
                 // it queued, then lost the race to end it; ending it is ours.
+                drop(lease);
                 self.end_without_runner(&run, Terminal::cancelled(run.id))
                     .await;
                 return;
@@ -143,6 +148,7 @@ impl Runs {
                 // they go to the log, the user gets ours.
                 tracing::warn!(%error, detail = %error.detail(), "the runner did not start the run");
                 let message = format!("the run could not start: {error}");
+                drop(lease);
                 self.end_without_runner(&run, Terminal::failed(run.id, message))
                     .await;
                 return;
@@ -165,12 +171,13 @@ impl Runs {
                 self.cancel_on_runner(&runner_run).await;
             }
         }
-        self.follow(session, &run, &runner_run, 0, before).await;
+        self.follow(session, &run, &runner_run, 0, before, lease)
+            .await;
     }
 
     /// A run found `running` after a restart: re-attached to the runner
     /// after what is stored, or ended if it never reached the runner.
-    async fn resume(&self, session: &SessionRow, run: &RunRow) {
+    async fn resume(&self, session: &SessionRow, run: &RunRow, lease: Lease) {
         let before = match &run.status_before {
             Some(status) => Before::recorded(status.clone()),
             None => {
@@ -189,9 +196,11 @@ impl Runs {
                 })
                 .await as u64;
                 tracing::info!(after, "re-attaching to the runner's stream");
-                self.follow(session, run, runner_run, after, before).await;
+                self.follow(session, run, runner_run, after, before, lease)
+                    .await;
             }
             None if run.cancel_requested => {
+                drop(lease);
                 self.end_without_runner(run, Terminal::cancelled(run.id))
                     .await;
             }
@@ -213,6 +222,7 @@ impl Runs {
         runner_run: &RunnerRunId,
         after: u64,
         before: Before,
+        lease: Lease,
     ) {
         let tail = self.core.hubs.open(run.id, after + 1);
         match relay::relay(&self.core, session.id, run.id, runner_run, after, tail).await {
@@ -220,7 +230,14 @@ impl Runs {
                 seq,
                 terminal,
                 seen,
-            } => self.finish(session, run, seq, terminal, before, seen).await,
+            } => {
+                let end = super::outcome::End {
+                    seq,
+                    terminal,
+                    seen,
+                };
+                self.finish(session, run, end, before, lease).await
+            }
             // The run stays `running`: the next process re-attaches after
             // what is stored.
             Followed::Stopping | Followed::WriterFailed => self.core.hubs.remove(run.id),
