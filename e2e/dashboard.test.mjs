@@ -231,6 +231,11 @@ test("a run's stream is listened to for every event name of the API's spec, and 
   const subscribed = await page.evaluate(() => window.__runStreamNames);
   const names = [...new Set(subscribed.filter((name) => name !== "error"))].sort();
   assert.deepEqual(names, [...spec].sort(), "the dashboard's run event names are the spec's");
+  // And each of them is drawn, or said to be shown elsewhere: none the
+  // timeline knows is missing from the spec, none of the spec's is unknown.
+  const handled = await page.evaluate(async () => (await import("/event-render.js")).HANDLED_NAMES);
+  const terminal = spec.filter((name) => name.startsWith("run."));
+  assert.deepEqual([...handled, ...terminal].sort(), [...spec].sort(), "the timeline handles exactly the spec's names");
 
   // Without the document, a run's card says why its events do not show,
   // instead of listening to nothing; once it can be read, they show.

@@ -10,6 +10,7 @@ import { approvalCard, showDecision } from "./approvals.js";
 import { visibleText } from "./command.js";
 import { el } from "./dom.js";
 import { isTerminal, runEventNames } from "./event-names.js";
+import { RENDER } from "./event-render.js";
 import { renderItem } from "./items.js";
 import { LiveText } from "./live.js";
 
@@ -241,34 +242,24 @@ export class RunView {
   }
 
   render(type, data) {
-    if (type === "turn.started" && this.run.status === "queued") {
-      this.run.started_at ||= new Date().toISOString();
-      this.setStatus("running");
-    } else if (type === "item.delta") {
-      this.applyDelta(data);
-    } else if (type.startsWith("item.")) {
-      this.upsertItem(data.item, type === "item.completed");
-    } else if (type === "approval.requested") {
-      this.showApproval(data);
-    } else if (type === "approval.resolved") {
-      this.resolveApproval(data);
-    } else if (type === "plan.updated") {
-      this.showPlan(data);
-    } else if (type === "turn.completed" || type === "usage.updated") {
-      const u = data.usage || {};
-      this.footer.querySelector("[data-testid=usage]")?.remove();
-      this.footer.prepend(
-        el("span", {
-          class: "usage",
-          "data-testid": "usage",
-          text: `tokens: ${u.input_tokens ?? 0} in (${u.cached_input_tokens ?? 0} cached) · ${u.output_tokens ?? 0} out`,
-        }),
-      );
-    } else if (type === "turn.failed" || type === "codex.error") {
-      this.timeline.append(this.itemShell("error", `error-${this.lastSeq}`, "Error", data.error?.message || data.message));
-    } else if (isTerminal(type)) {
-      this.finish(type, data);
-    }
+    if (isTerminal(type)) this.finish(type, data);
+    else RENDER[type]?.call(this, data, type);
+  }
+
+  showUsage(usage) {
+    const u = usage || {};
+    this.footer.querySelector("[data-testid=usage]")?.remove();
+    this.footer.prepend(
+      el("span", {
+        class: "usage",
+        "data-testid": "usage",
+        text: `tokens: ${u.input_tokens ?? 0} in (${u.cached_input_tokens ?? 0} cached) · ${u.output_tokens ?? 0} out`,
+      }),
+    );
+  }
+
+  showError(data) {
+    this.timeline.append(this.itemShell("error", `error-${this.lastSeq}`, "Error", data.error?.message || data.message));
   }
 
   finish(type, data) {
