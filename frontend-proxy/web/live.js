@@ -44,6 +44,7 @@ export class LiveText {
     if (layout === "output") {
       this.root = el("pre", { class: "output live", "data-testid": "live-output" });
       this.holder = this.root;
+      this.follow(this.root);
     } else if (layout === "reasoning") {
       this.holder = el("div", { class: "item-body" });
       this.root = el("details", { class: "reasoning", open: "" }, el("summary", { text: "Reasoning…" }), this.holder);
@@ -67,11 +68,35 @@ export class LiveText {
     this.add(text);
   }
 
+  /** Scrolled to its end, the terminal stays there as output comes; the
+   * reader who scrolls up stops that, and scrolling back to the end starts
+   * it again. Nothing here reads the layout per delta (that made a long
+   * output cost quadratic time): the scroll to the end happens once a
+   * frame, and a scroll event that is ours (the terminal where we put it,
+   * text added since) does not count as the reader's. */
+  follow(pre) {
+    this.following = true;
+    this.scrolledTo = -1;
+    this.scrollPending = false;
+    pre.addEventListener("scroll", () => {
+      if (pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4) this.following = true;
+      else if (Math.abs(pre.scrollTop - this.scrolledTo) > 1) this.following = false;
+    });
+  }
+
+  scrollToEnd() {
+    if (!this.following || this.scrollPending) return;
+    this.scrollPending = true;
+    requestAnimationFrame(() => {
+      this.scrollPending = false;
+      if (!this.following) return;
+      this.root.scrollTop = this.root.scrollHeight;
+      this.scrolledTo = this.root.scrollTop;
+    });
+  }
+
   add(text) {
     if (!text) return;
-    // Scrolled to its end, the terminal stays there as output comes.
-    const pre = this.layout === "output" ? this.root : null;
-    const atEnd = pre && pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
     const last = this.holder.lastChild;
     if (last?.nodeType === Node.TEXT_NODE && last.length + text.length <= CHUNK_CHARS) last.appendData(text);
     else this.holder.append(document.createTextNode(text));
@@ -90,7 +115,7 @@ export class LiveText {
         excess = 0;
       }
     }
-    if (atEnd) pre.scrollTop = pre.scrollHeight;
+    if (this.layout === "output") this.scrollToEnd();
   }
 
   /** Puts the text into the card `node` of an item of `type`: a command's

@@ -263,11 +263,26 @@ export function initSession() {
 
   // While the conversation is scrolled to its end, it stays there as items
   // arrive (on a phone, the conversation scrolls inside its own box).
+  // The scroll to the end happens once a frame, not once an event: each
+  // would make the browser lay out the whole conversation again, which
+  // made a long streamed message cost quadratic time. A scroll event that
+  // is ours (the box where we put it, items added since) is not the
+  // reader's, who stops the following by scrolling up.
   const runsBox = $("#runs");
+  let scrolledTo = -1;
+  let pending = false;
   runsBox.addEventListener("scroll", () => {
-    state.followEnd = runsBox.scrollTop + runsBox.clientHeight >= runsBox.scrollHeight - 24;
+    if (runsBox.scrollTop + runsBox.clientHeight >= runsBox.scrollHeight - 24) state.followEnd = true;
+    else if (Math.abs(runsBox.scrollTop - scrolledTo) > 1) state.followEnd = false;
   });
   new MutationObserver(() => {
-    if (state.followEnd) runsBox.scrollTop = runsBox.scrollHeight;
+    if (!state.followEnd || pending) return;
+    pending = true;
+    requestAnimationFrame(() => {
+      pending = false;
+      if (!state.followEnd) return;
+      runsBox.scrollTop = runsBox.scrollHeight;
+      scrolledTo = runsBox.scrollTop;
+    });
   }).observe(runsBox, { childList: true, subtree: true, characterData: true });
 }
