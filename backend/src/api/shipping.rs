@@ -323,7 +323,9 @@ impl ShippingApi {
 /// task failed.
 fn refused<E: std::error::Error + 'static>(error: WorkspaceRefused<E>) -> ApiError {
     match error {
-        WorkspaceRefused::Busy(_) => ApiError::conflict(error.to_string()),
+        WorkspaceRefused::Busy(_) | WorkspaceRefused::InUse(_) => {
+            ApiError::conflict(error.to_string())
+        }
         WorkspaceRefused::Store(error) => ApiError::from(error),
         WorkspaceRefused::Task(error) => ApiError::internal(&error),
         WorkspaceRefused::Git(error) => ApiError::internal(&error),

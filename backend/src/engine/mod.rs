@@ -122,6 +122,9 @@ pub enum WorkspaceRefused<E> {
     /// workspace under the commit or push.
     #[error("a run of session {0} is queued or running: try again once it has ended")]
     Busy(Uuid),
+    /// Another commit or push of the session holds its workspace.
+    #[error("another commit or push of session {0} is under way: try again once it has ended")]
+    InUse(Uuid),
     #[error(transparent)]
     Git(E),
     #[error(transparent)]
@@ -416,20 +419,21 @@ impl Engine {
     }
 
     /// The session's workspace lease, for a commit or push: refused while
-    /// a run holds it (running), or one is queued. A prompt queued after
-    /// the check waits for the lease before its run starts.
+    /// a run is queued or running, or another commit or push holds it. A
+    /// prompt queued after the check waits for the lease before its run
+    /// starts.
     async fn lease_idle_workspace<E>(
         &self,
         session: Uuid,
     ) -> Result<runs::Lease, WorkspaceRefused<E>> {
-        let lease = self
-            .runs
-            .try_lease(session)
-            .ok_or(WorkspaceRefused::Busy(session))?;
-        if self.core.store.session_busy(session).await? {
-            return Err(WorkspaceRefused::Busy(session));
+        // Asked first, so that a run holding the lease is told as a run.
+        let busy = self.core.store.session_busy(session).await?;
+        let lease = self.runs.try_lease(session);
+        match lease {
+            _ if busy => Err(WorkspaceRefused::Busy(session)),
+            Some(lease) => Ok(lease),
+            None => Err(WorkspaceRefused::InUse(session)),
         }
-        Ok(lease)
     }
 
     /// Records a pull request opened from the session's branch.

@@ -197,6 +197,41 @@ async fn cancelling_a_running_run_stops_it_and_the_next_one_runs() {
     crate::helpers::assert_error(again, 409, "conflict").await;
 }
 
+/// Many cancels of one queued run at once: one ends it, and every other
+/// answer says what is true — `cancelled` (202) or already finished (409),
+/// never `cancelling` for a run that will never run.
+#[tokio::test]
+async fn concurrent_cancels_of_a_queued_run_all_say_cancelled() {
+    let stack = TestStack::start().await;
+    let (session, _) = stack.ready_session().await;
+    let busy = stack.prompt(&session, "please doze").await;
+    let queued = stack.prompt(&session, "QUEUED_MARKER_c4e1").await;
+    let url = format!("/api/runs/{queued}/cancel");
+    let answers =
+        futures_util::future::join_all((0..16).map(|_| stack.post(&url, json!({})))).await;
+    let mut cancelled = 0;
+    for answer in answers {
+        match answer.status().as_u16() {
+            202 => {
+                let body: Value = answer.json().await.unwrap();
+                assert_eq!(body["status"], "cancelled", "{body}");
+                cancelled += 1;
+            }
+            409 => {}
+            other => panic!("a cancel answered {other}"),
+        }
+    }
+    assert!(cancelled >= 1);
+    assert_eq!(labels(&stack.events(&queued).await), ["run.cancelled"]);
+    stack
+        .post(&format!("/api/runs/{busy}/cancel"), json!({}))
+        .await;
+    assert_eq!(
+        stack.events(&busy).await.last().unwrap().event,
+        "run.cancelled"
+    );
+}
+
 #[tokio::test]
 async fn cancelling_a_queued_run_ends_it_before_it_starts() {
     let stack = TestStack::start().await;

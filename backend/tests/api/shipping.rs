@@ -429,6 +429,34 @@ async fn a_kept_token_pushes_and_a_refused_one_says_so() {
     assert!(!shown.to_string().contains(PRIVATE_TOKEN), "{shown}");
 }
 
+/// Commits sent at once on one idle session take the workspace in turn:
+/// one is made; each other is told that another commit holds the
+/// workspace, or that nothing is left to commit — never that a run is.
+#[tokio::test]
+async fn concurrent_commits_say_what_holds_the_workspace() {
+    let stack = TestStack::start().await;
+    let (session, _) = stack.ready_session().await;
+    std::fs::write(stack.workspace(&session).join("new.txt"), "hello\n").unwrap();
+    let url = format!("/api/sessions/{session}/commits");
+    let answers = futures_util::future::join_all(
+        (0..12).map(|i| stack.post(&url, json!({"message": format!("commit {i}")}))),
+    )
+    .await;
+    let mut made = 0;
+    for answer in answers {
+        let status = answer.status().as_u16();
+        let body: Value = answer.json().await.unwrap();
+        let message = body["message"].as_str().unwrap_or_default().to_owned();
+        match status {
+            201 => made += 1,
+            409 => assert!(message.contains("another commit or push"), "{body}"),
+            422 => assert!(message.contains("nothing to commit"), "{body}"),
+            other => panic!("a commit answered {other}: {body}"),
+        }
+    }
+    assert_eq!(made, 1);
+}
+
 #[tokio::test]
 async fn keep_token_needs_the_servers_secret_key() {
     let stack = TestStack::start().await;

@@ -202,12 +202,23 @@ impl Runs {
         let Some(target) = self.core.store.request_cancel(run.id).await? else {
             return Ok(Cancel::AlreadyEnded);
         };
-        if target.status == RunStatus::Queued
-            && self
+        if target.status == RunStatus::Queued {
+            if self
                 .finish_without_runner_if(run, Terminal::cancelled(run.id), true)
                 .await?
-        {
-            return Ok(Cancel::Cancelled);
+            {
+                return Ok(Cancel::Cancelled);
+            }
+            // Another cancel ended it first, or its worker started it (and
+            // reads the request as it does): which, the row says.
+            match self.core.store.run(run.id).await? {
+                Some(now) if now.status == RunStatus::Running => {}
+                Some(now) if now.status == RunStatus::Cancelled => return Ok(Cancel::Cancelled),
+                Some(now) if now.status.has_ended() => return Ok(Cancel::AlreadyEnded),
+                Some(_) => {}
+                // Deleted with its session meanwhile: it will not run.
+                None => return Ok(Cancel::Cancelled),
+            }
         }
         if let Some(runner_run) = &target.runner_run_id {
             self.cancel_on_runner(runner_run).await;
