@@ -80,8 +80,16 @@ pub(crate) fn run(
         if let Some(mut stdin) = child.stdin.take() {
             let input = spawn.input;
             tokio::spawn(async move {
-                let _ = stdin.write_all(input.as_bytes()).await;
-                let _ = stdin.shutdown().await;
+                // A CLI that ends before it read the whole prompt closes
+                // its stdin: the write fails, and the run's end (the exit
+                // status and stderr) says why; this says it was early.
+                let written = match stdin.write_all(input.as_bytes()).await {
+                    Ok(()) => stdin.shutdown().await,
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = written {
+                    tracing::debug!(%error, "the CLI did not take the whole prompt");
+                }
             });
         }
         let stderr = child.stderr.take().map(StderrTail::follow);
@@ -177,5 +185,6 @@ fn with_markers(args: &[String], markers: &[(String, String)]) -> Vec<String> {
 /// Resolves once a cancel is requested (or every canceller is gone). The
 /// watch guard is dropped inside so the stream stays `Send`.
 async fn cancelled(cancel: &mut watch::Receiver<bool>) {
-    let _ = cancel.wait_for(|cancelled| *cancelled).await;
+    // `Err` is every canceller gone, which is a cancel too.
+    cancel.wait_for(|cancelled| *cancelled).await.ok();
 }
