@@ -75,7 +75,11 @@ pub struct SandboxLimits {
 impl Default for SandboxLimits {
     fn default() -> Self {
         Self {
-            codex_homes: PathBuf::from(".data/codex-homes"),
+            codex_homes: default_codex_homes(
+                std::env::var("XDG_STATE_HOME").ok().as_deref(),
+                std::env::var("HOME").ok().as_deref(),
+            )
+            .unwrap_or_else(|| PathBuf::from("/var/lib/repo-runner/codex-homes")),
             max_sandbox: SandboxMode::WorkspaceWrite,
             allow_network: false,
             allow_web_search: false,
@@ -216,6 +220,29 @@ pub enum ConfigError {
     Overlap { homes: String, workspaces: String },
     #[error("RUNNER_HIDDEN_PATHS {path}: {reason}")]
     Hidden { path: String, reason: String },
+    #[error(
+        "RUNNER_CODEX_HOMES {0} is relative: give an absolute folder (a relative one would be \
+         another folder wherever a runner starts, and runners started elsewhere would not find \
+         their threads' homes)"
+    )]
+    RelativeHomes(String),
+    #[error(
+        "RUNNER_CODEX_HOMES is unset and neither XDG_STATE_HOME nor HOME names an absolute \
+         folder for its default: set RUNNER_CODEX_HOMES"
+    )]
+    NoHomes,
+}
+
+/// `RUNNER_CODEX_HOMES` when it is unset: `$XDG_STATE_HOME/repo-runner/
+/// codex-homes`, else `$HOME/.local/state/repo-runner/codex-homes`; only an
+/// absolute value of either counts (as the XDG base directory
+/// specification says of a relative one). Absolute, so it is the same
+/// folder wherever the runner starts.
+fn default_codex_homes(xdg_state_home: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
+    let absolute = |value: Option<&str>| value.map(PathBuf::from).filter(|p| p.is_absolute());
+    let state =
+        absolute(xdg_state_home).or_else(|| absolute(home).map(|h| h.join(".local/state")))?;
+    Some(state.join("repo-runner/codex-homes"))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -241,7 +268,7 @@ struct Raw {
     runner_max_prompt_bytes: usize,
     runner_max_body_bytes: usize,
     runner_keep_alive_secs: u64,
-    runner_codex_homes: PathBuf,
+    runner_codex_homes: Option<PathBuf>,
     runner_max_sandbox: Option<SandboxMode>,
     runner_allow_network: bool,
     runner_allow_web_search: bool,
@@ -275,7 +302,7 @@ impl Default for Raw {
             runner_max_prompt_bytes: limits.max_prompt_bytes,
             runner_max_body_bytes: limits.max_body_bytes,
             runner_keep_alive_secs: limits.keep_alive.as_secs(),
-            runner_codex_homes: sandbox.codex_homes,
+            runner_codex_homes: None,
             runner_max_sandbox: None,
             runner_allow_network: sandbox.allow_network,
             runner_allow_web_search: sandbox.allow_web_search,
@@ -301,10 +328,22 @@ impl Config {
     pub fn from_vars(
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let var = |name: &str| {
+            vars.iter()
+                .find(|(known, _)| known == name)
+                .map(|(_, value)| value.as_str())
+        };
+        let default_homes = default_codex_homes(var("XDG_STATE_HOME"), var("HOME"));
         let raw: Raw = Figment::from(Serialized::defaults(Raw::default()))
-            .merge(Vars::known(vars))
+            .merge(Vars::known(vars.iter().cloned()))
             .extract()
             .map_err(Box::new)?;
+        let codex_homes = match raw.runner_codex_homes {
+            Some(homes) if homes.is_absolute() => homes,
+            Some(homes) => return Err(ConfigError::RelativeHomes(homes.display().to_string())),
+            None => default_homes.ok_or(ConfigError::NoHomes)?,
+        };
         let codex_config = raw
             .runner_codex_config
             .map(|path| {
@@ -351,7 +390,7 @@ impl Config {
                 keep_alive: Duration::from_secs(raw.runner_keep_alive_secs.max(1)),
             },
             sandbox: SandboxLimits {
-                codex_homes: raw.runner_codex_homes,
+                codex_homes,
                 max_sandbox,
                 allow_network: raw.runner_allow_network,
                 allow_web_search: raw.runner_allow_web_search,
@@ -503,11 +542,61 @@ const ENV_KEYS: [&str; 27] = [
 mod tests {
     use super::*;
 
+    /// `pairs` as an environment, with a `HOME` (for the default of
+    /// `RUNNER_CODEX_HOMES`) unless they give one.
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
+        let mut vars: Vec<(String, String)> = pairs
             .iter()
             .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-            .collect()
+            .collect();
+        if !pairs.iter().any(|(name, _)| *name == "HOME") {
+            vars.push(("HOME".to_owned(), "/home/runner-test".to_owned()));
+        }
+        vars
+    }
+
+    #[test]
+    fn codex_homes_default_to_an_absolute_folder_and_a_relative_one_is_refused() {
+        let config = Config::from_vars(vars(&[("HOME", "/home/alice")])).unwrap();
+        assert_eq!(
+            config.sandbox.codex_homes,
+            PathBuf::from("/home/alice/.local/state/repo-runner/codex-homes")
+        );
+        let config = Config::from_vars(vars(&[
+            ("HOME", "/home/alice"),
+            ("XDG_STATE_HOME", "/state"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.sandbox.codex_homes,
+            PathBuf::from("/state/repo-runner/codex-homes")
+        );
+        // A relative XDG_STATE_HOME does not count.
+        let config = Config::from_vars(vars(&[
+            ("HOME", "/home/alice"),
+            ("XDG_STATE_HOME", "state"),
+        ]))
+        .unwrap();
+        assert!(config.sandbox.codex_homes.starts_with("/home/alice"));
+        assert!(matches!(
+            Config::from_vars(Vec::new()),
+            Err(ConfigError::NoHomes)
+        ));
+        let relative = [
+            ("HOME", "/home/alice"),
+            ("RUNNER_CODEX_HOMES", ".data/codex-homes"),
+        ];
+        assert_eq!(
+            Config::from_vars(vars(&relative)).unwrap_err().to_string(),
+            "RUNNER_CODEX_HOMES .data/codex-homes is relative: give an absolute folder (a relative \
+             one would be another folder wherever a runner starts, and runners started elsewhere \
+             would not find their threads' homes)"
+        );
+        let given = [("RUNNER_CODEX_HOMES", "/srv/homes")];
+        assert_eq!(
+            Config::from_vars(vars(&given)).unwrap().sandbox.codex_homes,
+            PathBuf::from("/srv/homes")
+        );
     }
 
     #[test]

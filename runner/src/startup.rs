@@ -37,6 +37,7 @@ impl Application {
             );
         }
         let homes_root = config.canonical_codex_homes(&root)?;
+        warn_of_old_default_homes(&homes_root);
         // Every session's files and every thread's home, hidden from each
         // run but for its own (see `api::create_thread`).
         let mut hidden = vec![root.clone(), homes_root.clone()];
@@ -231,4 +232,25 @@ async fn containment(
         owner: Some(marker),
         hidden,
     })
+}
+
+/// `RUNNER_CODEX_HOMES` once defaulted to `.data/codex-homes`, relative to
+/// wherever the runner started. Homes left there are not found under the
+/// absolute default, and their threads could not resume their Codex
+/// sessions: this says so at start rather than losing them quietly.
+fn warn_of_old_default_homes(homes_root: &std::path::Path) {
+    let old = std::path::Path::new(".data/codex-homes");
+    let Ok(old) = old.canonicalize() else {
+        return;
+    };
+    if old != homes_root && old.is_dir() {
+        tracing::warn!(
+            old = %old.display(),
+            homes = %homes_root.display(),
+            "Codex homes are in the old default folder (.data/codex-homes, relative to where \
+             the runner started), not in RUNNER_CODEX_HOMES: move them there, or set \
+             RUNNER_CODEX_HOMES to that folder, or their threads cannot resume their \
+             conversations"
+        );
+    }
 }

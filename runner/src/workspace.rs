@@ -2,7 +2,7 @@
 //! `WORKSPACES_ROOT`, and keeps its `CODEX_HOME` under `RUNNER_CODEX_HOMES`,
 //! out of every agent's reach.
 
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -73,7 +73,7 @@ impl WorkingDirectory {
 /// `<homes>/<key>/` belongs to one working directory, `<key>` being a hash
 /// of its path relative to `WORKSPACES_ROOT`, so a restarted runner finds
 /// the same home (and can resume the thread's Codex session). It holds:
-/// - `workspace`: that relative path, for the sweep;
+/// - `workspace`: the working directory's absolute path, for the sweep;
 /// - `codex-home/`: the CLI's `CODEX_HOME`, written by the runner and the
 ///   CLI only;
 /// - `tmp/`: the agent's `TMPDIR`, the one folder here its sandbox writes.
@@ -130,7 +130,9 @@ impl CodexHomes {
         };
         std::fs::create_dir_all(&home.codex_home)?;
         std::fs::create_dir_all(&home.tmp)?;
-        std::fs::write(base.join(MARKER), relative.as_os_str().as_bytes())?;
+        // The absolute path: a sweep by a runner of another
+        // `WORKSPACES_ROOT` sharing this folder knows the home is not its.
+        std::fs::write(base.join(MARKER), dir.path().as_os_str().as_bytes())?;
         adopt_legacy_sessions(dir, &home.codex_home);
         if let Some(template) = template {
             std::fs::write(home.codex_home.join("config.toml"), template)?;
@@ -138,10 +140,18 @@ impl CodexHomes {
         Ok(home)
     }
 
-    /// Removes the homes whose working directory no longer exists (the
-    /// backend removes a session's folder when the session is deleted), and
-    /// leftovers of a home never finished. Only names made by [`key`] are
-    /// touched. Blocking; returns how many homes went.
+    /// Removes the homes of this runner's `WORKSPACES_ROOT` whose working
+    /// directory no longer exists: the backend removes a session's folder
+    /// when the session is deleted or expires, then deletes its thread.
+    /// Blocking; returns how many homes went.
+    ///
+    /// Only what is provably ours goes: a folder named by [`key`] whose
+    /// marker names an absolute path under our root. A home of another
+    /// deployment sharing this folder (another root), one whose marker is
+    /// from before markers were absolute (relative: whose root, it cannot
+    /// say; it is made absolute the next time its thread is prepared), or
+    /// one without a marker (being made by another runner now, perhaps) is
+    /// left alone.
     pub(crate) fn sweep(&self) -> std::io::Result<usize> {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut removed = 0;
@@ -152,15 +162,15 @@ impl CodexHomes {
                 continue;
             }
             let base = entry.path();
-            let alive = match std::fs::read(base.join(MARKER)) {
-                Ok(relative) => self
-                    .workspaces
-                    .join(std::ffi::OsStr::from_bytes(&relative))
-                    .is_dir(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            let workspace = match std::fs::read(base.join(MARKER)) {
+                Ok(path) => PathBuf::from(std::ffi::OsString::from_vec(path)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            if !alive {
+            let ours = workspace.is_absolute()
+                && workspace.starts_with(&self.workspaces)
+                && workspace != self.workspaces;
+            if ours && !workspace.is_dir() {
                 std::fs::remove_dir_all(&base)?;
                 removed += 1;
             }
@@ -303,6 +313,62 @@ mod tests {
         assert!(home.tmp.is_dir());
         assert!(!gone.codex_home.exists());
         assert!(homes.root().join("not-a-home").is_dir());
+    }
+
+    /// Two deployments (two roots) sharing one homes folder, and homes
+    /// from before markers were absolute: a sweep removes only the homes of
+    /// its own root whose workspace is gone.
+    #[test]
+    fn a_sweep_never_touches_what_is_not_provably_its_own() {
+        let (dir, root) = root();
+        let other_root = dir.path().join("other-root");
+        std::fs::create_dir_all(other_root.join("s9/repo")).unwrap();
+        let other_root = other_root.canonicalize().unwrap();
+        let shared = dir.path().join("homes");
+        let ours = CodexHomes::new(shared.clone(), root.clone());
+        let theirs = CodexHomes::new(shared.clone(), other_root.clone());
+        std::fs::create_dir_all(root.join("s2/repo")).unwrap();
+        let kept = ours
+            .prepare(&WorkingDirectory::parse("s1/repo", &root).unwrap(), None)
+            .unwrap();
+        let gone = ours
+            .prepare(&WorkingDirectory::parse("s2/repo", &root).unwrap(), None)
+            .unwrap();
+        let foreign = theirs
+            .prepare(
+                &WorkingDirectory::parse("s9/repo", &other_root).unwrap(),
+                None,
+            )
+            .unwrap();
+        // A home from before (its marker relative) and one being made.
+        let legacy = shared.join(key(Path::new("s3/repo")));
+        std::fs::create_dir_all(legacy.join("codex-home")).unwrap();
+        std::fs::write(legacy.join(MARKER), "s3/repo").unwrap();
+        let unfinished = shared.join(key(Path::new("s4/repo")));
+        std::fs::create_dir_all(unfinished.join("codex-home")).unwrap();
+
+        std::fs::remove_dir_all(root.join("s2")).unwrap();
+        // The other deployment's sweep sees none of our workspaces: it
+        // removes nothing of ours.
+        assert_eq!(theirs.sweep().unwrap(), 0);
+        assert!(kept.codex_home.is_dir() && gone.codex_home.is_dir());
+        assert_eq!(ours.sweep().unwrap(), 1);
+        assert!(!gone.base.exists());
+        assert!(kept.codex_home.is_dir());
+        assert!(foreign.codex_home.is_dir(), "another root's home stays");
+        assert!(legacy.is_dir(), "a home whose root is unknown stays");
+        assert!(unfinished.is_dir(), "a home without a marker stays");
+
+        // Prepared again, a home from before is marked absolute, and is
+        // ours to sweep once its workspace goes.
+        std::fs::create_dir_all(root.join("s3/repo")).unwrap();
+        let s3 = ours
+            .prepare(&WorkingDirectory::parse("s3/repo", &root).unwrap(), None)
+            .unwrap();
+        assert_eq!(s3.base, legacy);
+        std::fs::remove_dir_all(root.join("s3")).unwrap();
+        assert_eq!(ours.sweep().unwrap(), 1);
+        assert!(!legacy.exists());
     }
 
     #[test]
