@@ -355,8 +355,9 @@ fn codex_home_of(stack: &TestStack, session: &str) -> Option<PathBuf> {
     let wanted = format!("{session}/repo");
     std::fs::read_dir(homes).ok()?.find_map(|entry| {
         let path = entry.ok()?.path();
+        // The marker names the workspace by its absolute path.
         let named = std::fs::read_to_string(path.join("workspace")).ok()?;
-        (named == wanted).then_some(path)
+        Path::new(&named).ends_with(&wanted).then_some(path)
     })
 }
 
