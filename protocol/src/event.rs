@@ -132,13 +132,6 @@ impl From<EventName> for EventKind {
     }
 }
 
-impl EventKind {
-    /// The known name this is, if it is one.
-    pub fn name(&self) -> Option<EventName> {
-        EventName::parse(&self.0)
-    }
-}
-
 impl PartialEq<EventName> for EventKind {
     fn eq(&self, other: &EventName) -> bool {
         self.as_str() == other.as_str()

@@ -237,9 +237,9 @@ fn frames_of(events: Vec<Event>) -> impl Iterator<Item = Bytes> + Send {
 }
 
 fn frame_of(event: &Event) -> Bytes {
-    // `error` is the CLI's own name, stored by runners from before the SDK
-    // renamed it: on the stream it is `codex.error` (see `EventName`).
-    if event.kind == "error" {
+    // `error` is the CLI's own name (`json_type`), stored by runners from
+    // before the SDK renamed it: on the stream it is `codex.error`.
+    if event.kind == EventName::CodexError.json_type() {
         Event::new(event.seq, EventName::CodexError, event.data.clone()).sse_frame()
     } else {
         event.sse_frame()

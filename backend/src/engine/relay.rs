@@ -217,6 +217,14 @@ struct ThreadStarted {
 /// conversation after a restart of the runner.
 async fn record_codex_thread(store: &Store, session: Uuid, thread_started: &Payload) {
     match serde_json::from_slice::<ThreadStarted>(thread_started.as_bytes()) {
+        // Stored as text and sent back to the CLI to resume: a value
+        // Postgres refuses (a NUL) would be retried for ever.
+        Ok(ThreadStarted { thread_id }) if !plausible_thread_id(&thread_id) => tracing::error!(
+            len = thread_id.len(),
+            "thread.started names a thread id that is empty, over 256 bytes or holds a control \
+             character: not recorded, so the session cannot resume its conversation after a \
+             restart of the runner"
+        ),
         Ok(ThreadStarted { thread_id }) => {
             // A deleted session makes this a no-op, not an error.
             retry_forever("record the Codex thread", || {
@@ -230,6 +238,11 @@ async fn record_codex_thread(store: &Store, session: Uuid, thread_started: &Payl
              conversation after a restart of the runner"
         ),
     }
+}
+
+/// A Codex thread id as the CLI makes them (a UUID): short, printable.
+fn plausible_thread_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 256 && !id.chars().any(char::is_control)
 }
 
 /// What the writer needs besides the run.
@@ -313,5 +326,18 @@ async fn persist(
         }
         stored = newest;
         hub.release_through(stored);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plausible_thread_id;
+
+    #[test]
+    fn a_thread_id_postgres_or_the_cli_would_refuse_is_not_recorded() {
+        assert!(plausible_thread_id("0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"));
+        for bad in ["", "a\0b", "line\nbreak", &"x".repeat(257)] {
+            assert!(!plausible_thread_id(bad), "{bad:?}");
+        }
     }
 }

@@ -160,6 +160,16 @@ async fn the_spec_is_valid_openapi_3_and_lists_every_route() {
     assert_eq!(ready["runner"], true);
 }
 
+/// The names of `RunEventType` in the spec's `schemas`.
+fn event_names(schemas: &serde_json::Value) -> Vec<&str> {
+    schemas["RunEventType"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect()
+}
+
 /// The spec's names of run events are the protocol's, exactly: a name in
 /// `runner_protocol::EventName` (which the SDK, the runner and the relay
 /// use) and not in the spec, or the other way round, fails here; and every
@@ -170,12 +180,7 @@ async fn the_specs_event_names_are_the_protocols() {
     let stack = TestStack::start().await;
     let spec: serde_json::Value = stack.get("/api/openapi.json").await.json().await.unwrap();
     let schemas = &spec["components"]["schemas"];
-    let names: Vec<&str> = schemas["RunEventType"]["enum"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n.as_str().unwrap())
-        .collect();
+    let names = event_names(schemas);
     let protocol: Vec<&str> = EventName::ALL.iter().map(|n| n.as_str()).collect();
     assert_eq!(names, protocol);
     let mapping = schemas["RunStreamEvent"]["discriminator"]["mapping"]
@@ -183,13 +188,7 @@ async fn the_specs_event_names_are_the_protocols() {
         .unwrap();
     let mut payload_types: Vec<&str> = mapping.keys().map(String::as_str).collect();
     payload_types.sort_unstable();
-    let mut expected: Vec<&str> = EventName::ALL
-        .iter()
-        .map(|name| match name {
-            EventName::CodexError => "error",
-            other => other.as_str(),
-        })
-        .collect();
+    let mut expected: Vec<&str> = EventName::ALL.iter().map(|name| name.json_type()).collect();
     expected.sort_unstable();
     assert_eq!(payload_types, expected);
 }
@@ -201,12 +200,7 @@ async fn every_run_event_has_a_name_and_a_payload_schema() {
     let stack = TestStack::start().await;
     let spec: serde_json::Value = stack.get("/api/openapi.json").await.json().await.unwrap();
     let schemas = &spec["components"]["schemas"];
-    let names: Vec<&str> = schemas["RunEventType"]["enum"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n.as_str().unwrap())
-        .collect();
+    let names = event_names(schemas);
     let mapping = schemas["RunStreamEvent"]["discriminator"]["mapping"]
         .as_object()
         .unwrap();
